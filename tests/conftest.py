@@ -1,0 +1,1 @@
+pytest_plugins = ["peers.net_fixtures", "peers.mqtt_fixtures"]
