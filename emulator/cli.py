@@ -1,0 +1,212 @@
+"""``atemu`` command line."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__
+
+log = logging.getLogger("atemu")
+
+
+def _die(msg: str, code: int = 2) -> "NoReturn":  # type: ignore[name-defined]
+    print(f"atemu: error: {msg}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="atemu", description="Emulate serial AT-command network modules on real networking.")
+    p.add_argument("--version", action="version", version=f"atemu {__version__}")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run one emulated module")
+    r.add_argument("profile", help="profile name or alias (see 'atemu profiles')")
+    r.add_argument("--pty", metavar="PATH", help="publish a raw pseudo-terminal at PATH (a symlink)")
+    r.add_argument("--tcp", metavar="[HOST:]PORT", help="serve raw serial over TCP (socket://), host 127.0.0.1 by default")
+    r.add_argument("--rfc2217", metavar="[HOST:]PORT", help="serve RFC 2217 (rfc2217://), host 127.0.0.1 by default")
+    r.add_argument("--exec", dest="exec_cmd", metavar="CMD",
+                   help="spawn CMD with the module as its terminal, or, if CMD contains {port}, with the port path; "
+                        "exit with its status")
+    r.add_argument("--baud", type=int, metavar="N", help="UART rate for pacing (default: the profile's)")
+    r.add_argument("--no-pacing", action="store_true", help="send output as fast as possible")
+    r.add_argument("--world", metavar="FILE", help="world file (YAML); default: a built-in world")
+    r.add_argument("--state-dir", metavar="DIR", help="non-volatile state folder (default: XDG state dir)")
+    r.add_argument("--log", metavar="FILE", help="append a JSON-lines transcript to FILE")
+    r.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+
+    pr = sub.add_parser("profiles", help="list installed profiles")
+    pr.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("describe", help="every command and URC a profile implements")
+    d.add_argument("profile")
+    d.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cmd is None:
+        build_parser().print_help()
+        return 2
+    if args.cmd == "profiles":
+        return cmd_profiles(args)
+    if args.cmd == "describe":
+        return cmd_describe(args)
+    if args.cmd == "run":
+        return cmd_run(args)
+    return 2
+
+
+def _profile(name: str):
+    from .profile import find_profile
+    try:
+        return find_profile(name)
+    except KeyError as e:
+        _die(str(e.args[0]))
+
+
+def cmd_profiles(args) -> int:
+    from .profile import installed_profiles
+    rows = []
+    for name, cls in sorted(installed_profiles().items()):
+        rows.append({"name": name, "aliases": list(cls.aliases), "default_baud": cls.default_baud,
+                     "commands": len(cls.commands) - len(cls.builtins), "urcs": len(cls.urcs), "summary": cls.summary})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            al = f" (aliases: {', '.join(r['aliases'])})" if r["aliases"] else ""
+            print(f"{r['name']}{al}: {r['summary']}; {r['default_baud']} baud, {r['commands']} commands, {r['urcs']} URCs")
+    return 0
+
+
+def cmd_describe(args) -> int:
+    cls = _profile(args.profile)
+    d = cls.describe()
+    d["deviations"] = list(getattr(cls, "deviations", []))
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"{d['profile']}: {d['summary']} ({d['default_baud']} baud)")
+    fam = None
+    for c in sorted(d["commands"], key=lambda c: (c["family"], c["name"])):
+        if c["family"] != fam:
+            fam = c["family"]
+            print(f"\n[{fam}]")
+        forms = []
+        for form, f in c["forms"].items():
+            ps = ",".join(("[" if p["optional"] else "") + "<" + p["name"] + ">" + ("]" if p["optional"] else "")
+                          for p in f.get("params", []))
+            forms.append({"exec": c["name"], "read": c["name"] + "?", "test": c["name"] + "=?",
+                          "write": f"{c['name']}={ps}"}[form])
+            for sub in f.get("subcommands", {}):
+                forms.append(f'{c["name"]}="{sub}",...')
+        print(f"  {' | '.join(forms)}\n      {c['doc']}")
+    print("\nURCs:")
+    for u in d["urcs"]:
+        print(f"  {u['format']}\n      {u['doc']}")
+    if d["deviations"]:
+        print("\nDocumented choices:")
+        for x in d["deviations"]:
+            print(f"  - {x}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                        format="atemu: %(levelname)s: %(message)s", stream=sys.stderr)
+    cls = _profile(args.profile)
+    from .world import World, WorldError
+    try:
+        world = World.load(args.world) if args.world else World.default()
+        if hasattr(cls, "validate_world"):
+            cls.validate_world(world)
+    except WorldError as e:
+        _die(str(e))
+    if sum(bool(x) for x in (args.pty, args.tcp, args.rfc2217)) > 1:
+        _die("choose one of --pty, --tcp, --rfc2217")
+    if args.baud is not None and args.baud <= 0:
+        _die("--baud must be a positive number")
+    try:
+        return asyncio.run(_run(cls, world, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run(cls, world, args) -> int:
+    from .module import JsonlTranscript, Module
+    from .uart import ChildTransport, PtyTransport, Rfc2217Transport, TcpTransport, TransportError, parse_hostport
+    try:
+        module = Module(cls, world=world, state_dir=args.state_dir, baud=args.baud, pacing=not args.no_pacing)
+    except OSError as e:
+        _die(f"state dir: {e}")
+    transcript = None
+    if args.log:
+        try:
+            transcript = JsonlTranscript(args.log)
+        except OSError as e:
+            _die(f"--log {args.log}: {e.strerror}")
+        module.observers.append(transcript)
+    exec_argv = shlex.split(args.exec_cmd) if args.exec_cmd else None
+    child_terminal = exec_argv is not None and not any("{port}" in a for a in exec_argv)
+    try:
+        if child_terminal:
+            transport = ChildTransport(module, exec_argv)
+        elif args.tcp:
+            transport = TcpTransport(module, *parse_hostport(args.tcp))
+        elif args.rfc2217:
+            transport = Rfc2217Transport(module, *parse_hostport(args.rfc2217))
+        else:
+            transport = PtyTransport(module, args.pty)
+        await module.start()
+        await transport.start()
+    except TransportError as e:
+        await module.stop()
+        _die(str(e))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"atemu: {cls.name} ready on {transport.port}", flush=True)
+    status = 0
+    waiters = [asyncio.ensure_future(stop.wait())]
+    child = None
+    if child_terminal:
+        waiters.append(transport.exited)
+    elif exec_argv is not None:
+        argv = [a.replace("{port}", transport.port) for a in exec_argv]
+        try:
+            child = await asyncio.create_subprocess_exec(*argv)
+        except OSError as e:
+            await transport.stop()
+            await module.stop()
+            _die(f"--exec: cannot start {argv[0]!r}: {e.strerror or e}")
+        waiters.append(asyncio.ensure_future(child.wait()))
+    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    if child_terminal and transport.exited.done():
+        status = transport.exited.result()
+    elif child is not None:
+        if child.returncode is None:
+            child.terminate()
+            status = await child.wait()
+            status = 128 + signal.SIGTERM if status < 0 else status
+        else:
+            status = child.returncode if child.returncode >= 0 else 128 - child.returncode
+    await transport.stop()
+    await module.stop()
+    if transcript:
+        transcript.close()
+    for w in waiters:
+        if not w.done():
+            w.cancel()
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

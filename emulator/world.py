@@ -1,0 +1,329 @@
+"""The virtual world a module lives in, loaded from a YAML world file.
+
+One model shared by every profile: DNS overrides, the cellular subscription, the AWS IoT
+material on the Eseye SIM, Wi-Fi access points and BLE peers. The world is mutable at run time
+(the control plane adds or removes access points, changes RSSI, edits DNS), and profiles read it
+at the moment they need it. Unknown keys are errors that name the key, so a typo never passes
+silently.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class WorldError(Exception):
+    """A world file problem, with a one-line message that says where and what to do."""
+
+
+SECURITIES = ("open", "wep", "wpa", "wpa2", "wpa3", "wpa2-wpa3", "wpa-wpa2", "wpa2-enterprise")
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+@dataclass
+class AccessPoint:
+    ssid: str
+    security: str = "wpa2"
+    password: str = ""
+    channel: int = 6
+    rssi: int = -50
+    bssid: str = "02:00:00:00:00:01"
+    hidden: bool = False
+    #: addresses the AP's DHCP server hands out
+    ip: str = "192.168.1.100"
+    gateway: str = "192.168.1.1"
+    netmask: str = "255.255.255.0"
+    dns: str = "192.168.1.1"
+
+
+@dataclass
+class Notify:
+    characteristic: str
+    value: str            # hex
+    every: float = 1.0
+    count: int = 0        # 0 = forever
+
+
+@dataclass
+class BlePeer:
+    address: str
+    name: str = ""
+    rssi: int = -60
+    services: dict[str, dict[str, str]] = field(default_factory=dict)  # service uuid -> char uuid -> hex value
+    notify: list[Notify] = field(default_factory=list)
+    connectable: bool = True
+
+
+@dataclass
+class Network:
+    hosts: dict[str, str] = field(default_factory=dict)
+    #: host TCP port where a profile's built-in HTTP server listens (TI NetApp HTTP server); 0 = any free
+    http_server_port: int = 0
+
+
+@dataclass
+class Cellular:
+    iccid: str = "89440000000000000001"
+    imei: str = "356938035643809"
+    operator: str = "Eseye"
+    attached: bool = True
+    rssi: int = -70
+
+
+@dataclass
+class Aws:
+    endpoint: str = ""        # host:port
+    thing_name: str = "thing_0001"
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    @property
+    def host(self) -> str:
+        return self.endpoint.rsplit(":", 1)[0] if ":" in self.endpoint else self.endpoint
+
+    @property
+    def port(self) -> int:
+        if ":" in self.endpoint:
+            return int(self.endpoint.rsplit(":", 1)[1])
+        return 8883
+
+
+@dataclass
+class World:
+    network: Network = field(default_factory=Network)
+    cellular: Cellular = field(default_factory=Cellular)
+    aws: Aws = field(default_factory=Aws)
+    access_points: list[AccessPoint] = field(default_factory=list)
+    ble_peers: list[BlePeer] = field(default_factory=list)
+    #: per-profile options, keys prefixed by the profile (``eseye.subclose_urc``); profiles validate them
+    options: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    @classmethod
+    def default(cls) -> "World":
+        """The built-in world: no AWS keys on the SIM, one open lab access point, no peers.
+
+        With it ``atemu run eseye-anynet`` works with nothing installed; opening a topic fails
+        like a module whose SIM holds no AWS security material (no traffic leaves the host).
+        """
+        return cls(access_points=[AccessPoint(ssid="atemu-lab", security="wpa2", password="atemu-pass",
+                                              channel=6, rssi=-52)])
+
+    @classmethod
+    def load(cls, path: str | Path) -> "World":
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise WorldError(f"world file {p}: cannot read it ({e.strerror})") from None
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise WorldError(f"world file {p}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
+        return cls.from_dict(doc or {}, base=p.parent, source=p)
+
+    @classmethod
+    def from_dict(cls, doc: Any, base: Path | None = None, source: Path | None = None) -> "World":
+        where = str(source) if source else "world"
+        v = _V(where)
+        v.mapping(doc, "", {"network", "cellular", "aws", "wifi", "ble", "options"})
+        w = cls(source=source)
+        opts = doc.get("options") or {}
+        v.mapping(opts, "options", None)
+        for k in opts:
+            if "." not in str(k):
+                raise WorldError(f"{where}: options key {k!r} must be '<profile>.<option>', e.g. eseye.subclose_urc")
+        w.options = {str(k): val for k, val in opts.items()}
+        net = doc.get("network") or {}
+        v.mapping(net, "network", {"hosts", "http_server_port"})
+        hosts = net.get("hosts") or {}
+        v.mapping(hosts, "network.hosts", None)
+        w.network = Network(hosts={str(k).lower(): v.string(val, f"network.hosts.{k}") for k, val in hosts.items()},
+                            http_server_port=v.integer(net.get("http_server_port", 0), "network.http_server_port", 0, 65535))
+        cell = doc.get("cellular") or {}
+        v.mapping(cell, "cellular", {"iccid", "imei", "operator", "attached", "rssi"})
+        c = Cellular()
+        for k in ("iccid", "imei", "operator"):
+            if k in cell:
+                setattr(c, k, v.string(cell[k], f"cellular.{k}"))
+        if "attached" in cell:
+            c.attached = v.boolean(cell["attached"], "cellular.attached")
+        if "rssi" in cell:
+            c.rssi = v.integer(cell["rssi"], "cellular.rssi", -140, 0)
+        w.cellular = c
+        aws = doc.get("aws") or {}
+        v.mapping(aws, "aws", {"endpoint", "thing_name", "ca", "cert", "key"})
+        a = Aws()
+        if "endpoint" in aws:
+            a.endpoint = v.string(aws["endpoint"], "aws.endpoint")
+            if ":" in a.endpoint:
+                v.integer(a.endpoint.rsplit(":", 1)[1], "aws.endpoint (port)", 1, 65535)
+        if "thing_name" in aws:
+            a.thing_name = v.string(aws["thing_name"], "aws.thing_name")
+        for k in ("ca", "cert", "key"):
+            if k in aws and aws[k] is not None:
+                fp = Path(v.string(aws[k], f"aws.{k}"))
+                if not fp.is_absolute() and base is not None:
+                    fp = base / fp
+                setattr(a, k, fp)
+        w.aws = a
+        wifi = doc.get("wifi") or {}
+        v.mapping(wifi, "wifi", {"access_points"})
+        aps = wifi.get("access_points") or []
+        v.sequence(aps, "wifi.access_points")
+        for i, ap in enumerate(aps):
+            path = f"wifi.access_points[{i}]"
+            v.mapping(ap, path, {"ssid", "security", "password", "channel", "rssi", "bssid", "hidden",
+                                 "ip", "gateway", "netmask", "dns"})
+            if "ssid" not in ap:
+                raise WorldError(f"{where}: {path} needs an 'ssid'")
+            a_ = AccessPoint(ssid=v.string(ap["ssid"], f"{path}.ssid"))
+            if "security" in ap:
+                sec = v.string(ap["security"], f"{path}.security").lower()
+                if sec not in SECURITIES:
+                    raise WorldError(f"{where}: {path}.security is {sec!r}; use one of {', '.join(SECURITIES)}")
+                a_.security = sec
+            if "password" in ap:
+                a_.password = v.string(ap["password"], f"{path}.password")
+            if a_.security != "open" and not a_.password:
+                raise WorldError(f"{where}: {path} is {a_.security} but has no 'password'")
+            if "channel" in ap:
+                a_.channel = v.integer(ap["channel"], f"{path}.channel", 1, 196)
+            if "rssi" in ap:
+                a_.rssi = v.integer(ap["rssi"], f"{path}.rssi", -127, 0)
+            if "bssid" in ap:
+                a_.bssid = v.mac(ap["bssid"], f"{path}.bssid")
+            else:
+                a_.bssid = f"02:00:00:00:00:{i + 1:02x}"
+            if "hidden" in ap:
+                a_.hidden = v.boolean(ap["hidden"], f"{path}.hidden")
+            for k in ("ip", "gateway", "netmask", "dns"):
+                if k in ap:
+                    setattr(a_, k, v.ipv4(ap[k], f"{path}.{k}"))
+            w.access_points.append(a_)
+        ble = doc.get("ble") or {}
+        v.mapping(ble, "ble", {"peers"})
+        peers = ble.get("peers") or []
+        v.sequence(peers, "ble.peers")
+        for i, pr in enumerate(peers):
+            path = f"ble.peers[{i}]"
+            v.mapping(pr, path, {"address", "name", "rssi", "services", "notify", "connectable"})
+            if "address" not in pr:
+                raise WorldError(f"{where}: {path} needs an 'address'")
+            peer = BlePeer(address=v.mac(pr["address"], f"{path}.address"))
+            if "name" in pr:
+                peer.name = v.string(pr["name"], f"{path}.name")
+            if "rssi" in pr:
+                peer.rssi = v.integer(pr["rssi"], f"{path}.rssi", -127, 20)
+            if "connectable" in pr:
+                peer.connectable = v.boolean(pr["connectable"], f"{path}.connectable")
+            svcs = pr.get("services") or {}
+            v.mapping(svcs, f"{path}.services", None)
+            for su, chars in svcs.items():
+                v.mapping(chars, f"{path}.services.{su}", None)
+                peer.services[str(su).lower()] = {str(cu).lower(): v.hexstr(val, f"{path}.services.{su}.{cu}")
+                                                  for cu, val in (chars or {}).items()}
+            notes = pr.get("notify") or []
+            v.sequence(notes, f"{path}.notify")
+            for j, n in enumerate(notes):
+                np_ = f"{path}.notify[{j}]"
+                v.mapping(n, np_, {"characteristic", "value", "every", "count"})
+                if "characteristic" not in n or "value" not in n:
+                    raise WorldError(f"{where}: {np_} needs 'characteristic' and 'value'")
+                ch = str(n["characteristic"]).lower()
+                if not any(ch in chars for chars in peer.services.values()):
+                    raise WorldError(f"{where}: {np_}.characteristic {ch!r} is not in the peer's services")
+                every = n.get("every", 1.0)
+                if not isinstance(every, (int, float)) or every <= 0:
+                    raise WorldError(f"{where}: {np_}.every must be a positive number of seconds")
+                peer.notify.append(Notify(ch, v.hexstr(n["value"], f"{np_}.value"), float(every),
+                                          v.integer(n.get("count", 0), f"{np_}.count", 0, 10**9)))
+            w.ble_peers.append(peer)
+        return w
+
+    # ---- queries profiles use --------------------------------------------------------------
+    def find_ap(self, ssid: str) -> AccessPoint | None:
+        for ap in self.access_points:
+            if ap.ssid == ssid:
+                return ap
+        return None
+
+    def find_peer(self, address: str) -> BlePeer | None:
+        for p in self.ble_peers:
+            if p.address.lower() == address.lower():
+                return p
+        return None
+
+
+class _V:
+    """Validation helpers that raise WorldError naming the offending key."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def fail(self, msg: str) -> None:
+        raise WorldError(f"{self.where}: {msg}")
+
+    def mapping(self, obj: Any, path: str, allowed: set[str] | None) -> None:
+        if not isinstance(obj, dict):
+            self.fail(f"{path or 'the top level'} must be a mapping (key: value)")
+        if allowed is not None:
+            for k in obj:
+                if k not in allowed:
+                    full = f"{path}.{k}" if path else str(k)
+                    self.fail(f"unknown key '{full}' (expected one of: {', '.join(sorted(allowed))})")
+
+    def sequence(self, obj: Any, path: str) -> None:
+        if not isinstance(obj, list):
+            self.fail(f"{path} must be a list")
+
+    def string(self, obj: Any, path: str) -> str:
+        if isinstance(obj, bool) or not isinstance(obj, (str, int, float)):
+            self.fail(f"{path} must be a string")
+        return str(obj)
+
+    def integer(self, obj: Any, path: str, lo: int, hi: int) -> int:
+        try:
+            if isinstance(obj, bool):
+                raise ValueError
+            val = int(obj)
+        except (TypeError, ValueError):
+            self.fail(f"{path} must be a whole number")
+        if not lo <= val <= hi:
+            self.fail(f"{path} is {val}; it must be between {lo} and {hi}")
+        return val
+
+    def boolean(self, obj: Any, path: str) -> bool:
+        if not isinstance(obj, bool):
+            self.fail(f"{path} must be true or false")
+        return obj
+
+    def mac(self, obj: Any, path: str) -> str:
+        s = self.string(obj, path)
+        if not _MAC.match(s):
+            self.fail(f"{path} is {s!r}; write it as six hex pairs like 02:00:00:00:00:01")
+        return s.lower()
+
+    def ipv4(self, obj: Any, path: str) -> str:
+        import ipaddress
+        s = self.string(obj, path)
+        try:
+            ipaddress.IPv4Address(s)
+        except ValueError:
+            self.fail(f"{path} is {s!r}, not an IPv4 address")
+        return s
+
+    def hexstr(self, obj: Any, path: str) -> str:
+        s = self.string(obj, path)
+        try:
+            bytes.fromhex(s)
+        except ValueError:
+            self.fail(f"{path} is {s!r}; values are hex bytes like '68656c6c6f'")
+        return s.lower()
