@@ -1,0 +1,205 @@
+"""Drive an emulated module through a real pty with pyserial, as a host application would.
+
+``Emu`` runs the module on its own asyncio loop in a background thread (so tests stay plain
+synchronous code, like a user's host app) and publishes a real pseudo-terminal. ``Cli`` runs
+the ``atemu`` command itself as a subprocess.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import serial
+
+from emulator.module import Module
+from emulator.profile import find_profile
+from emulator.uart import PtyTransport
+from emulator.world import World
+
+
+class Emu:
+    """A module of ``profile`` on a pty at ``.port`` with an open pyserial handle ``.ser``."""
+
+    def __init__(self, profile: str, *, world: World | dict | str | Path | None = None, state_dir: str | Path | None = None,
+                 pacing: bool = False, baud: int | None = None, open_serial: bool = True):
+        self.profile_cls = find_profile(profile)
+        if isinstance(world, dict):
+            world = World.from_dict(world)
+        elif isinstance(world, (str, Path)):
+            world = World.load(world)
+        self.world = world
+        self._tmp = None
+        if state_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="atemu-state-")
+            state_dir = self._tmp.name
+        self.state_dir = Path(state_dir)
+        self.pacing = pacing
+        self.baud = baud
+        self.open_serial = open_serial
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.module: Module | None = None
+        self.transport: PtyTransport | None = None
+        self.ser: serial.Serial | None = None
+        self.link = Path(tempfile.mkdtemp(prefix="atemu-pty-")) / "tty"
+        self.buf = bytearray()
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> "Emu":
+        self.thread.start()
+
+        async def boot() -> None:
+            self.module = Module(self.profile_cls, world=self.world, state_dir=self.state_dir,
+                                 baud=self.baud, pacing=self.pacing)
+            self.transport = PtyTransport(self.module, self.link)
+            await self.transport.start()
+            await self.module.start()
+
+        self.call(boot())
+        if self.open_serial:
+            self.open()
+        return self
+
+    def open(self) -> serial.Serial:
+        self.ser = serial.Serial(str(self.link), self.baud or self.profile_cls.default_baud, timeout=0.05)
+        return self.ser
+
+    def close_serial(self) -> None:
+        if self.ser is not None:
+            self.ser.close()
+            self.ser = None
+
+    def stop(self) -> None:
+        self.close_serial()
+        if self.module is not None:
+            async def down() -> None:
+                await self.module.stop()
+                await self.transport.stop()
+            try:
+                self.call(down(), timeout=15)
+            except Exception:
+                pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> "Emu":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def call(self, coro: Any, timeout: float = 10) -> Any:
+        """Run a coroutine on the module's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def sync(self, fn: Any, *args: Any) -> Any:
+        """Run a plain function on the module's loop (to read or change state safely)."""
+        async def run() -> Any:
+            return fn(*args)
+        return self.call(run())
+
+    # ---- UART ----------------------------------------------------------------------------------
+    def write(self, data: bytes | str) -> None:
+        assert self.ser is not None
+        self.ser.write(data.encode() if isinstance(data, str) else data)
+        self.ser.flush()
+
+    def _fill(self) -> None:
+        assert self.ser is not None
+        chunk = self.ser.read(65536)
+        if chunk:
+            self.buf += chunk
+
+    def read_until(self, pattern: bytes | str, timeout: float = 5.0) -> bytes:
+        """Consume and return everything up to and including the first match of regex ``pattern``."""
+        pat = re.compile(pattern.encode() if isinstance(pattern, str) else pattern, re.S)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = pat.search(self.buf)
+            if m:
+                out = bytes(self.buf[: m.end()])
+                del self.buf[: m.end()]
+                return out
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {pat.pattern!r} within {timeout}s; got {bytes(self.buf)!r}")
+            self._fill()
+
+    def read_exactly(self, n: int, timeout: float = 5.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while len(self.buf) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"wanted {n} bytes, got {bytes(self.buf)!r}")
+            self._fill()
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def drain(self, quiet: float = 0.15) -> bytes:
+        """Read until the line has been quiet for ``quiet`` seconds; return everything."""
+        last = time.monotonic()
+        while time.monotonic() - last < quiet:
+            before = len(self.buf)
+            self._fill()
+            if len(self.buf) != before:
+                last = time.monotonic()
+        out = bytes(self.buf)
+        self.buf.clear()
+        return out
+
+    FINAL = rb"\r\n(OK|ERROR[^\r]*|\+CME ERROR: ?\d+|SEND OK|SEND FAIL)\r\n"
+
+    def cmd(self, line: str | bytes, timeout: float = 5.0, final: bytes | str | None = None) -> bytes:
+        """Send ``line`` + CR and return the response up to its final result line."""
+        self.write((line.encode() if isinstance(line, str) else line) + b"\r")
+        return self.read_until(final or self.FINAL, timeout)
+
+    def expect_nothing(self, quiet: float = 0.3) -> None:
+        got = self.drain(quiet)
+        assert got == b"", f"unexpected output {got!r}"
+
+
+class Cli:
+    """``atemu run ...`` as a subprocess; waits for its ready line."""
+
+    def __init__(self, *args: str, env: dict | None = None, timeout: float = 15.0):
+        self.args = [sys.executable, "-m", "emulator.cli", *args]
+        e = dict(os.environ)
+        e.update(env or {})
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+        self.ready_line = ""
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline().decode()
+            if line:
+                self.ready_line = line.strip()
+                break
+            if self.proc.poll() is not None:
+                break
+        if not self.ready_line:
+            err = self.proc.stderr.read().decode() if self.proc.poll() is not None else ""
+            self.stop()
+            raise RuntimeError(f"atemu did not become ready: {err}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def stderr(self) -> str:
+        return self.proc.stderr.read().decode() if self.proc.stderr else ""

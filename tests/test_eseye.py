@@ -1,0 +1,323 @@
+"""Eseye AnyNet profile over a real pty against a real mosquitto with TLS client certificates."""
+from __future__ import annotations
+
+import shutil
+import ssl
+import time
+
+import pytest
+
+from harness import Emu
+from peers.certs import make_pki
+from peers.mosquitto import Mosquitto, MqttProbe, free_port
+import profiles.eseye_anynet as eseye
+
+AWS_HOST = "a1b2c3-ats.iot.eu-west-1.amazonaws.com"
+THING = "thing_0001"
+
+
+@pytest.fixture(scope="module")
+def aws_pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("awspki"), hostnames=[AWS_HOST])
+
+
+@pytest.fixture
+def broker(aws_pki):
+    from peers.mqtt_fixtures import require_mosquitto
+    require_mosquitto()
+    b = Mosquitto(tls=dict(cafile=aws_pki.ca_cert, certfile=aws_pki.server_cert, keyfile=aws_pki.server_key),
+                  require_certificate=True)
+    b.start()
+    yield b
+    b.close()
+
+
+def sim_world(pki, port, *, ca=None, cert=None, key=None, tmp=None):
+    """World dict whose AnyNet SIM carries ``pki``'s client material, endpoint on 127.0.0.1:port."""
+    return {
+        "network": {"hosts": {AWS_HOST: "127.0.0.1"}},
+        "aws": {"endpoint": f"{AWS_HOST}:{port}", "thing_name": THING,
+                "ca": str(ca or pki.ca_cert), "cert": str(cert or pki.client_cert), "key": str(key or pki.client_key)},
+    }
+
+
+@pytest.fixture
+def emu(broker, aws_pki):
+    e = Emu("eseye-anynet", world=sim_world(aws_pki, broker.tls_port))
+    e.start()
+    e.cmd("ATE0")
+    e.drain()
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def probe(broker):
+    p = MqttProbe(broker.port)
+    yield p
+    p.close()
+
+
+def open_pub(emu, idx=0, topic="temperature"):
+    assert emu.cmd(f'AT+AWSPUBOPEN={idx},"{topic}"') == b"\r\nOK\r\n"
+    return emu.read_until(rb"\+AWSPUBOPEN: \d,-?\d\r\n", timeout=10)
+
+
+def open_sub(emu, idx=0, topic="resolution"):
+    assert emu.cmd(f'AT+AWSSUBOPEN={idx},"{topic}"') == b"\r\nOK\r\n"
+    return emu.read_until(rb"\+AWSSUBOPEN: \d,-?\d\r\n", timeout=10)
+
+
+# ---------------------------------------------------------------------------------------- identity
+
+def test_identity_and_test_forms():
+    with Emu("eseye-anynet") as e:
+        assert e.cmd("AT") == b"AT\r\r\nOK\r\n"  # echo is on after power-up
+        assert e.cmd("ATE0") == b"ATE0\r\r\nOK\r\n"
+        assert e.cmd("AT+QCCID") == b"\r\n+QCCID: 89440000000000000001\r\n\r\nOK\r\n"
+        assert e.cmd("AT+GSN") == b"\r\n356938035643809\r\n\r\nOK\r\n"
+        assert e.cmd("AT+AWSVER").startswith(b"\r\n+AWSVER: ")
+        for c in ("QCCID", "GSN", "AWSVER"):
+            assert e.cmd(f"AT+{c}=?") == b"\r\nOK\r\n"
+            assert e.cmd(f"AT+{c}?") == b"\r\nERROR\r\n"
+        assert e.cmd("AT+AWSPUBOPEN=?") == b"\r\n+AWSPUBOPEN: (0-1),<awstopic>\r\n\r\nOK\r\n"
+        assert e.cmd("AT+AWSPUBLISH=?") == b"\r\nAWSPUBLISH: (0-1), (1-240)[,(0-1)]\r\n\r\nOK\r\n"
+        assert e.cmd("AT+AWSSUBOPEN=?") == b"\r\n+AWSSUBOPEN: (0-1),<awstopic>\r\n\r\nOK\r\n"
+        assert e.cmd("AT+AWSPUBCLOSE=?") == b"\r\n+AWSPUBCLOSE: (0-7)\r\n\r\nOK\r\n"
+        assert e.cmd("AT+AWSSUBCLOSE=?") == b"\r\n+AWSSUBCLOSE: (0-7)\r\n\r\nOK\r\n"
+        assert e.cmd("AT+AWSSTATE=?") == b"\r\n+AWSSTATE: (0-8)\r\n\r\nOK\r\n"
+        assert e.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 0\r\n\r\nOK\r\n"
+        for c in ("AWSPUBLISH", "AWSPUBCLOSE", "AWSSUBCLOSE"):
+            assert e.cmd(f"AT+{c}?") == b"\r\nOK\r\n"
+        assert e.cmd("AT+AWSPUBOPEN?") == b"\r\nOK\r\n"
+        assert e.cmd("AT+AWSSUBOPEN?") == b"\r\nOK\r\n"
+        assert e.cmd("AT+NOPE") == b"\r\nERROR\r\n"
+        assert e.cmd("AT+AWSSTATE=1") == b"\r\nERROR\r\n"
+
+
+def test_world_identity_used():
+    w = {"cellular": {"iccid": "8944123", "imei": "490154203237518"}}
+    with Emu("eseye-anynet", world=w) as e:
+        e.cmd("ATE0")
+        assert e.cmd("AT+QCCID") == b"\r\n+QCCID: 8944123\r\n\r\nOK\r\n"
+        assert e.cmd("AT+GSN") == b"\r\n490154203237518\r\n\r\nOK\r\n"
+
+
+def test_lower_case_cr_only_and_crlf():
+    with Emu("eseye-anynet") as e:
+        e.write(b"ate0\r")
+        e.read_until(b"OK\r\n")
+        e.write(b"at+awsstate?\r\n")
+        assert e.read_until(b"OK\r\n") == b"\r\n+AWSSTATE: 0\r\n\r\nOK\r\n"
+        e.write(b"aT+aWsVeR\r")
+        assert b"+AWSVER: " in e.read_until(b"OK\r\n")
+
+
+def test_burst_of_50_ate0():
+    with Emu("eseye-anynet") as e:
+        e.write(b"ATE0\r\n" * 50)
+        got = b""
+        deadline = time.monotonic() + 10
+        while got.count(b"OK\r\n") < 50 and time.monotonic() < deadline:
+            got += e.drain(0.2)
+        assert got.count(b"OK\r\n") == 50
+        assert b"ERROR" not in got
+
+
+# ---------------------------------------------------------------------------------------- AWS flow
+
+def test_publish_end_to_end(emu, probe):
+    probe.subscribe(f"temperature/{THING}")
+    urc = open_pub(emu)
+    assert urc.endswith(b"+AWSPUBOPEN: 0,0\r\n")
+    assert emu.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 6\r\n\r\nOK\r\n"
+    assert emu.cmd("AT+AWSPUBOPEN?") == f"\r\n0: temperature/{THING}\r\n\r\nOK\r\n".encode()
+    emu.write(b"AT+AWSPUBLISH=0,5\r")
+    assert emu.read_until(b"> ") == b"> "
+    emu.write(b"21.5C")
+    assert emu.read_until(Emu.FINAL) == b"\r\nSEND OK\r\n"
+    payload, qos, retain = probe.wait_for(f"temperature/{THING}")
+    assert (payload, qos) == (b"21.5C", 0)
+    # qos 2 = acknowledged: MQTT QoS 1 to the broker; binary payload, every awkward byte
+    data = bytes([0x0D, 0x0A, 0x1A, 0x1B, 0x00, 0xFF, 0x2B, 0x2B, 0x2B, 0x22])
+    emu.write(f"AT+AWSPUBLISH=0,{len(data)},2\r".encode())
+    emu.read_until(b"> ")
+    emu.write(data)
+    assert emu.read_until(Emu.FINAL) == b"\r\nSEND OK\r\n"
+    assert probe.wait_for(f"temperature/{THING}")[:2] == (data, 1)
+
+
+def test_publish_without_waiting_for_prompt(emu, probe):
+    probe.subscribe(f"t/{THING}")
+    open_pub(emu, 1, "t")
+    body = bytes(range(200))
+    emu.write(b"AT+AWSPUBLISH=1,200,1\r" + body)   # payload right behind the command
+    assert emu.read_until(Emu.FINAL) == b"> \r\nSEND OK\r\n"
+    assert probe.wait_for(f"t/{THING}")[0] == body
+    assert emu.cmd("AT") == b"\r\nOK\r\n"
+
+
+def test_subscribe_receives(emu, probe):
+    urc = open_sub(emu, 3, "resolution")
+    assert urc.endswith(b"+AWSSUBOPEN: 3,0\r\n")
+    assert emu.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 7\r\n\r\nOK\r\n"
+    assert emu.cmd("AT+AWSSUBOPEN?") == f"\r\n3: resolution/{THING}\r\n\r\nOK\r\n".encode()
+    msg = b"1080\r\n\x00\xff"
+    probe.publish(f"resolution/{THING}", msg, qos=1)
+    head = emu.read_until(rb"\+AWS:3,8\r\n", timeout=5)
+    assert head == b"\r\n+AWS:3,8\r\n"
+    assert emu.read_exactly(8) == msg
+    # close: literal +AWSPUBCLOSE prefix (inventory C3), back to state 6, no more data
+    assert emu.cmd("AT+AWSSUBCLOSE=3") == b"\r\nOK\r\n"
+    assert emu.read_until(rb"\r\n\+AWSPUBCLOSE: 3, 0\r\n", timeout=5)
+    assert emu.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 6\r\n\r\nOK\r\n"
+    probe.publish(f"resolution/{THING}", b"late", qos=1)
+    emu.expect_nothing(0.5)
+
+
+def test_slot_errors(emu):
+    open_pub(emu)
+    assert emu.cmd('AT+AWSPUBOPEN=0,"temperature"') == b"\r\nOK\r\n"
+    assert emu.read_until(rb"\+AWSPUBOPEN: 0,-?\d\r\n") == b"\r\n+AWSPUBOPEN: 0,-2\r\n"
+    assert emu.cmd("AT+AWSPUBOPEN=0,temperature") == b"\r\nERROR\r\n"   # topic must be quoted
+    assert emu.cmd('AT+AWSPUBOPEN=2,"x"') == b"\r\nERROR\r\n"           # publish slots are 0-1
+    assert emu.cmd('AT+AWSSUBOPEN=8,"x"') == b"\r\nERROR\r\n"
+    assert emu.cmd("AT+AWSPUBLISH=1,5") == b"\r\nERROR\r\n"             # slot 1 never opened
+    assert emu.cmd("AT+AWSPUBLISH=0,0") == b"\r\nERROR\r\n"
+    assert emu.cmd("AT+AWSPUBLISH=0,241") == b"\r\nERROR\r\n"
+    assert emu.cmd("AT+AWSPUBLISH=0,5,3") == b"\r\nERROR\r\n"
+    assert emu.cmd("AT+AWSPUBLISH=0,6,MIKROE") == b"\r\nERROR\r\n"
+    assert emu.cmd("AT+AWSPUBLISH=0") == b"\r\nERROR\r\n"
+    assert emu.cmd("AT+AWSPUBCLOSE=1") == b"\r\nOK\r\n"
+    assert emu.read_until(rb"\+AWSPUBCLOSE: 1, -?\d\r\n") == b"\r\n+AWSPUBCLOSE: 1, -2\r\n"
+    assert emu.cmd("AT+AWSPUBCLOSE=5") == b"\r\nOK\r\n"
+    assert emu.read_until(rb"\+AWSPUBCLOSE: 5, -?\d\r\n") == b"\r\n+AWSPUBCLOSE: 5, -2\r\n"
+    assert emu.cmd("AT+AWSPUBCLOSE=8") == b"\r\nERROR\r\n"
+    assert emu.cmd("AT+AWSSUBCLOSE=2") == b"\r\nOK\r\n"
+    assert emu.read_until(rb"CLOSE: 2, -?\d\r\n") == b"\r\n+AWSPUBCLOSE: 2, -2\r\n"
+    assert emu.cmd("AT+AWSPUBCLOSE=0") == b"\r\nOK\r\n"
+    assert emu.read_until(rb"\+AWSPUBCLOSE: 0, -?\d\r\n") == b"\r\n+AWSPUBCLOSE: 0, 0\r\n"
+    assert emu.cmd("AT+AWSPUBLISH=0,5") == b"\r\nERROR\r\n"
+    assert emu.cmd("AT+AWSPUBOPEN?") == b"\r\nOK\r\n"
+
+
+def test_publish_timeout_sends_fail(emu, monkeypatch):
+    monkeypatch.setattr(eseye, "PUBLISH_TIMEOUT", 0.5)
+    open_pub(emu)
+    emu.write(b"AT+AWSPUBLISH=0,10\r")
+    emu.read_until(b"> ")
+    emu.write(b"abc")
+    assert emu.read_until(Emu.FINAL, timeout=5) == b"\r\nSEND FAIL\r\n"
+    assert emu.cmd("AT") == b"\r\nOK\r\n"
+
+
+def test_subclose_urc_option(broker, aws_pki):
+    w = sim_world(aws_pki, broker.tls_port)
+    w["options"] = {"eseye.subclose_urc": "AWSSUBCLOSE"}
+    with Emu("eseye-anynet", world=w) as e:
+        e.cmd("ATE0")
+        open_sub(e, 1, "cfg")
+        assert e.cmd("AT+AWSSUBCLOSE=1") == b"\r\nOK\r\n"
+        assert e.read_until(rb"CLOSE: 1, -?\d\r\n") == b"\r\n+AWSSUBCLOSE: 1, 0\r\n"
+
+
+# ---------------------------------------------------------------------------------------- failures
+
+def test_no_sim_material_fails_without_traffic():
+    with Emu("eseye-anynet") as e:   # built-in world: SIM has no AWS keys
+        e.cmd("ATE0")
+        assert open_pub(e) == b"\r\n+AWSPUBOPEN: 0,-1\r\n"
+        assert e.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 8\r\n\r\nOK\r\n"
+        assert e.cmd("AT+AWSPUBOPEN?") == b"\r\nOK\r\n"
+
+
+def test_broker_down(aws_pki):
+    port = free_port()  # nothing listens there
+    with Emu("eseye-anynet", world=sim_world(aws_pki, port)) as e:
+        e.cmd("ATE0")
+        assert open_pub(e).endswith(b"+AWSPUBOPEN: 0,-1\r\n")
+        assert e.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 8\r\n\r\nOK\r\n"
+        assert open_sub(e).endswith(b"+AWSSUBOPEN: 0,-1\r\n")
+
+
+def test_wrong_ca_then_new_material_is_read(broker, aws_pki, tmp_path):
+    sim = tmp_path / "sim"
+    sim.mkdir()
+    shutil.copy(aws_pki.other_ca_cert, sim / "ca.pem")     # SIM trusts the wrong CA
+    shutil.copy(aws_pki.client_cert, sim / "cert.pem")
+    shutil.copy(aws_pki.client_key, sim / "key.pem")
+    w = sim_world(aws_pki, broker.tls_port, ca=sim / "ca.pem", cert=sim / "cert.pem", key=sim / "key.pem")
+    with Emu("eseye-anynet", world=w) as e:
+        e.cmd("ATE0")
+        assert open_pub(e).endswith(b"+AWSPUBOPEN: 0,-1\r\n")
+        assert e.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 8\r\n\r\nOK\r\n"
+        shutil.copy(aws_pki.ca_cert, sim / "ca.pem")       # new security material on the SIM
+        assert open_pub(e).endswith(b"+AWSPUBOPEN: 0,0\r\n")
+        assert e.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 6\r\n\r\nOK\r\n"
+
+
+def test_bad_client_certificate(broker, aws_pki):
+    w = sim_world(aws_pki, broker.tls_port, cert=aws_pki.other_client_cert, key=aws_pki.other_client_key)
+    with Emu("eseye-anynet", world=w) as e:
+        e.cmd("ATE0")
+        assert open_pub(e).endswith(b"+AWSPUBOPEN: 0,-1\r\n")
+        assert e.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 8\r\n\r\nOK\r\n"
+
+
+def test_broker_restart_link_recovers(emu, broker, monkeypatch):
+    monkeypatch.setattr(eseye, "RETRY_DELAYS", (0.3, 0.5))
+    open_sub(emu, 0, "cmd")
+    broker.stop()
+    deadline = time.monotonic() + 10
+    while b"+AWSSTATE: 8" not in emu.cmd("AT+AWSSTATE?"):
+        assert time.monotonic() < deadline, "state never went to 8 after the broker stopped"
+        time.sleep(0.1)
+    broker.start()   # same ports
+    deadline = time.monotonic() + 15
+    while b"+AWSSTATE: 7" not in emu.cmd("AT+AWSSTATE?"):
+        assert time.monotonic() < deadline, "link did not recover"
+        time.sleep(0.2)
+    p = MqttProbe(broker.port)
+    try:
+        p.publish(f"cmd/{THING}", b"again", qos=1)
+        emu.read_until(rb"\+AWS:0,5\r\n", timeout=5)
+        assert emu.read_exactly(5) == b"again"
+    finally:
+        p.close()
+
+
+# ---------------------------------------------------------------------------------------- UART
+
+def test_pty_reopen_keeps_session(emu, probe):
+    open_sub(emu, 0, "keep")
+    emu.close_serial()
+    time.sleep(0.2)
+    emu.open()
+    probe.publish(f"keep/{THING}", b"still here", qos=1)
+    emu.read_until(rb"\+AWS:0,10\r\n", timeout=5)
+    assert emu.read_exactly(10) == b"still here"
+    assert emu.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 7\r\n\r\nOK\r\n"
+
+
+def test_oversized_line_and_noise():
+    with Emu("eseye-anynet") as e:
+        e.cmd("ATE0")
+        e.write(b"AT+AWSPUBOPEN=0,\"" + b"x" * 3000 + b"\"\r")
+        assert e.read_until(Emu.FINAL) == b"\r\nERROR\r\n"
+        assert e.cmd("AT") == b"\r\nOK\r\n"
+        e.write(bytes(range(256)) + b"\r")
+        got = e.drain(0.3)
+        assert b"ERROR" in got
+        assert e.cmd("AT") == b"\r\nOK\r\n"
+
+
+def test_pacing_9600():
+    with Emu("eseye-anynet", pacing=True) as e:
+        e.write(b"AT+AWSSTATE?\r")   # echo on: 13 + 18 + 6 = 37 bytes
+        e.read_until(b"OK\r\n")
+        line = b"A" * 958
+        t0 = time.monotonic()
+        e.write(line + b"\r")          # echo (959 bytes) + ERROR (9 bytes) = 968 bytes = 1.008 s
+        e.read_until(b"ERROR\r\n", timeout=10)
+        dt = time.monotonic() - t0
+        assert 0.85 < dt < 3.0, dt
