@@ -203,6 +203,12 @@ def installed_profiles() -> dict[str, type[Profile]]:
     for ep in importlib.metadata.entry_points(group="atemu.profiles"):
         try:
             cls = ep.load()
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("profiles."):
+                continue  # a built-in profile not present in this checkout
+            import logging
+            logging.getLogger("atemu").warning("profile %s failed to load: %s", ep.name, e)
+            continue
         except Exception as e:  # a broken third-party plugin must not break the CLI
             import logging
             logging.getLogger("atemu").warning("profile %s failed to load: %s", ep.name, e)

@@ -1,4 +1,18 @@
 """Vendor profiles shipped with atemu (each is also registered as an ``atemu.profiles`` entry point)."""
-from .eseye_anynet import EseyeAnynet
+import importlib
+import logging
 
-BUILTIN_PROFILES = [EseyeAnynet]
+_MODULES = {
+    "eseye_anynet": "EseyeAnynet",
+    "quectel_fcm242d": "QuectelFcm242d",
+    "ti_simplelink": "TiSimpleLink",
+    "microchip_winc": "MicrochipWinc",
+}
+
+BUILTIN_PROFILES = []
+for _mod, _cls in _MODULES.items():
+    try:
+        BUILTIN_PROFILES.append(getattr(importlib.import_module(f"{__name__}.{_mod}"), _cls))
+    except ModuleNotFoundError as _e:
+        if _e.name != f"{__name__}.{_mod}":
+            logging.getLogger("atemu").warning("profile %s failed to load: %s", _mod, _e)
