@@ -12,6 +12,7 @@ would.  Every failure is a :class:`~emulator.net.errors.NetError`.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import socket
 import ssl as _ssl
 from collections.abc import AsyncIterable, AsyncIterator
@@ -25,6 +26,11 @@ from emulator.net.dns import ip_family
 from emulator.net.errors import NetError, classify
 
 __all__ = ["HttpClient", "HttpResponse", "WorldResolver"]
+
+
+# Per-request timeout handed to the resolver (aiohttp's own connect timeout
+# is disabled so that a slow DNS surfaces as "dns_timeout", not "timeout").
+_dns_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar("atemu_http_dns_timeout", default=None)
 
 
 class _ResolveFailed(OSError):
@@ -46,11 +52,12 @@ class WorldResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         """Return the addresses of ``host`` (aiohttp's ResolveResult dicts)."""
+        timeout = _dns_timeout.get() or self.timeout
         try:
             if hasattr(self._resolver, "resolve"):
-                ips = await self._resolver.resolve(host, family=int(family), timeout=self.timeout)
+                ips = await self._resolver.resolve(host, family=int(family), timeout=timeout)
             else:
-                ips = [await self._resolver.resolve_one(host, timeout=self.timeout)]
+                ips = [await self._resolver.resolve_one(host, timeout=timeout)]
         except NetError as err:
             raise _ResolveFailed(err) from err
         except OSError:
@@ -274,10 +281,11 @@ class HttpClient:
                 data = _as_async_gen(body)
             else:
                 raise NetError("invalid", f"unsupported body type {type(body).__name__}")
-        client_timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
-        )
+        # connect=None: DNS is bounded by the resolver (see _dns_timeout);
+        # sock_connect covers TCP connect + TLS handshake per address.
+        client_timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=timeout, sock_read=timeout)
         what = f"{method.upper()} {url}"
+        token = _dns_timeout.set(timeout)
         try:
             resp = await session.request(
                 method.upper(),
@@ -293,6 +301,8 @@ class HttpClient:
             raise
         except BaseException as exc:
             raise _map_error(exc, what) from exc
+        finally:
+            _dns_timeout.reset(token)
         return HttpResponse(resp, what)
 
     async def get(self, url: str, **kwargs: Any) -> HttpResponse:
