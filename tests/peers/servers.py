@@ -1,7 +1,7 @@
 """Loopback network peers for tests.
 
-Every peer runs its own asyncio event loop in its own daemon thread, so it
-can be used from plain synchronous pytest tests that block on a pyserial pty
+Every peer runs in its own daemon thread(s) - an asyncio event loop, or
+blocking sockets for the TLS server - so it can be used from plain synchronous pytest tests that block on a pyserial pty
 while the emulator (another loop) talks to the peer.  Peers deliberately use
 only the standard library (``socket``/``ssl``/``asyncio``), not
 ``emulator.net``, so they check the emulator independently.
@@ -208,10 +208,9 @@ class TcpEchoServer(_Peer):
     first N received bytes of a connection then closes it gracefully (FIN);
     ``reset_after=N`` echoes N bytes then aborts with RST;
     ``reset_on_connect`` sends RST right after accepting; ``echo=False``
-    only counts.  ``ssl_context`` makes it a TLS echo server (failed
-    handshakes are appended to ``tls_failures``).
-    Stats: ``connections`` (accepted count), ``received`` (total bytes),
-    ``peers`` (client addresses), ``closed_by_client`` (count of client FINs).
+    only counts.  Stats: ``connections`` (accepted count), ``received``
+    (total bytes), ``peers`` (client addresses), ``closed_by_client`` (count
+    of client FINs).  For TLS use :class:`TlsEchoServer`.
     """
 
     def __init__(
@@ -223,7 +222,6 @@ class TcpEchoServer(_Peer):
         reset_after: int | None = None,
         reset_on_connect: bool = False,
         echo: bool = True,
-        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(host, "tcp-echo")
         self.greet = greet
@@ -231,18 +229,12 @@ class TcpEchoServer(_Peer):
         self.reset_after = reset_after
         self.reset_on_connect = reset_on_connect
         self.echo = echo
-        self.ssl_context = ssl_context
         self.connections = 0
         self.received = 0
         self.closed_by_client = 0
         self.peers: list[tuple] = []
-        self.tls_failures: list[Exception] = []
         self._server: asyncio.AbstractServer | None = None
         self._transports: set[asyncio.BaseTransport] = set()
-        self._tasks: set[asyncio.Task] = set()
-
-    def _on_connect(self, transport: asyncio.Transport) -> None:
-        """Hook for subclasses (called in the loop thread)."""
 
     def _protocol(self) -> asyncio.Protocol:
         server = self
@@ -252,7 +244,6 @@ class TcpEchoServer(_Peer):
 
             def connection_made(self, transport: asyncio.Transport) -> None:
                 self.transport = transport
-                self.raw = transport
                 server._transports.add(transport)
                 server.connections += 1
                 server.peers.append(transport.get_extra_info("peername"))
@@ -260,49 +251,17 @@ class TcpEchoServer(_Peer):
                 if server.reset_on_connect:
                     _rst(transport)
                     return
-                if server.ssl_context is None:
-                    self._ready(transport)
-                    return
-                # TLS: handshake through start_tls so that failures can be
-                # recorded (asyncio only logs them for create_server(ssl=)).
-                transport.pause_reading()
-                task = asyncio.ensure_future(self._handshake())
-                server._tasks.add(task)
-                task.add_done_callback(server._tasks.discard)
-
-            async def _handshake(self) -> None:
-                loop = asyncio.get_running_loop()
-                try:
-                    tls = await loop.start_tls(
-                        self.raw, self, server.ssl_context, server_side=True, ssl_handshake_timeout=10
-                    )
-                except Exception as exc:  # noqa: BLE001 - recorded for the test
-                    server.tls_failures.append(exc)
-                    self.raw.abort()
-                    server.notify()
-                    return
-                self._ready(tls)
-
-            def _ready(self, transport: asyncio.Transport) -> None:
-                self.transport = transport
-                server._on_connect(transport)
-                server.notify()
                 if server.greet:
                     transport.write(server.greet)
 
             def data_received(self, data: bytes) -> None:
                 server.received += len(data)
-                limit = None
-                action = None
+                limit, action = None, None
                 if server.close_after is not None:
                     limit, action = server.close_after, "close"
                 if server.reset_after is not None:
                     limit, action = server.reset_after, "reset"
-                if limit is not None:
-                    allowed = max(0, limit - self.seen)
-                    chunk = data[:allowed]
-                else:
-                    chunk = data
+                chunk = data if limit is None else data[: max(0, limit - self.seen)]
                 self.seen += len(data)
                 if server.echo and chunk:
                     self.transport.write(chunk)
@@ -319,7 +278,7 @@ class TcpEchoServer(_Peer):
                 return False
 
             def connection_lost(self, exc: Exception | None) -> None:
-                server._transports.discard(self.raw)
+                server._transports.discard(self.transport)
                 server.notify()
 
         return Echo()
@@ -347,7 +306,7 @@ class TcpEchoServer(_Peer):
 # --------------------------------------------------------------------- TLS echo
 @dataclass
 class TlsSession:
-    """What the TLS server saw of one client handshake."""
+    """What the TLS server saw of one successful client handshake."""
 
     sni: str | None
     client_cert_presented: bool
@@ -358,15 +317,20 @@ class TlsSession:
     alpn: str | None
 
 
-class TlsEchoServer(TcpEchoServer):
-    """TLS echo server built from PEM files (``cert``/``key``; optional
-    ``ca`` to request and verify client certificates; ``require_client_cert``
-    to make one mandatory).  Each completed handshake appends a
-    :class:`TlsSession` to ``sessions`` (SNI name sent, whether a client
-    certificate was presented, its CN, TLS version, cipher, ALPN).  Failed
-    handshakes are counted in ``handshake_failures``.  ``min_version`` /
-    ``max_version`` / ``alpn`` restrict the server; other keyword arguments go
-    to :class:`TcpEchoServer`."""
+class TlsEchoServer(LoopThread):
+    """TLS echo server built from PEM files: ``cert``/``key``; optional ``ca``
+    to request and verify client certificates; ``require_client_cert`` makes
+    one mandatory.  ``min_version``/``max_version``/``alpn`` restrict the
+    server; ``greet``/``close_after``/``reset_after`` behave as in
+    :class:`TcpEchoServer`.
+
+    It uses blocking ``ssl`` sockets, one thread per connection, so that (like
+    real servers) OpenSSL's alerts - e.g. "certificate required" or
+    "protocol version" - really reach the client.  Each completed handshake
+    appends a :class:`TlsSession` to ``sessions`` (SNI name, whether a client
+    certificate was presented, its CN, version, cipher, ALPN); each failed one
+    appends the server-side exception to ``tls_failures``.
+    """
 
     def __init__(
         self,
@@ -379,8 +343,11 @@ class TlsEchoServer(TcpEchoServer):
         min_version: ssl.TLSVersion | None = None,
         max_version: ssl.TLSVersion | None = None,
         alpn: list[str] | None = None,
-        **kwargs: Any,
+        greet: bytes = b"",
+        close_after: int | None = None,
+        reset_after: int | None = None,
     ) -> None:
+        super().__init__("tls-echo")
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(str(cert), str(key))
         if ca is not None:
@@ -392,44 +359,156 @@ class TlsEchoServer(TcpEchoServer):
             ctx.maximum_version = max_version
         if alpn:
             ctx.set_alpn_protocols(alpn)
-        self._sni: dict[int, str | None] = {}
         ctx.sni_callback = self._sni_callback
-        super().__init__(host, ssl_context=ctx, **kwargs)
-        self.name = "tls-echo"
+        self.ssl_context = ctx
+        self.host = host
+        self.port = 0
+        self.greet = greet
+        self.close_after = close_after
+        self.reset_after = reset_after
         self.sessions: list[TlsSession] = []
-
-    def _sni_callback(self, sslobj: Any, server_name: str | None, ctx: ssl.SSLContext) -> None:
-        self._sni[id(sslobj)] = server_name
-        return None
+        self.tls_failures: list[Exception] = []
+        self.connections = 0
+        self.received = 0
+        self._sni: dict[int, str | None] = {}
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._socks: set[socket.socket] = set()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
 
     @property
-    def handshake_failures(self) -> int:
-        """Number of TLS handshakes that failed on the server side (the
-        exceptions are in ``tls_failures``)."""
-        return len(self.tls_failures)
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` to connect to."""
+        return (self.host, self.port)
 
-    def _on_connect(self, transport: asyncio.Transport) -> None:
-        obj = transport.get_extra_info("ssl_object")
-        der = obj.getpeercert(binary_form=True) if obj else None
+    def _sni_callback(self, sslsock: Any, server_name: str | None, ctx: ssl.SSLContext) -> None:
+        self._sni[id(sslsock)] = server_name
+        return None
+
+    def start(self) -> "TlsEchoServer":
+        """Bind, listen and start the accept thread; returns self."""
+        if self._listener is not None:
+            return self
+        lsock = socket.socket(_family(self.host), socket.SOCK_STREAM)
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lsock.bind((self.host, 0))
+        lsock.listen(16)
+        lsock.settimeout(0.1)
+        self._listener = lsock
+        self.port = lsock.getsockname()[1]
+        t = threading.Thread(target=self._accept_loop, name="peer-tls-accept", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, close every connection, join the threads."""
+        if self._listener is None:
+            return
+        self._stopping.set()
+        with self._lock:
+            socks = list(self._socks)
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        for t in self._threads:
+            t.join(5)
+        self._listener.close()
+        self._listener = None
+
+    def __enter__(self) -> "TlsEchoServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            t = threading.Thread(target=self._serve, args=(conn,), name="peer-tls-conn", daemon=True)
+            with self._lock:
+                self._socks.add(conn)
+                self._threads.append(t)
+            t.start()
+
+    def _serve(self, raw: socket.socket) -> None:
+        raw.settimeout(30)
+        try:
+            try:
+                tls = self.ssl_context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+                tls.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                self.tls_failures.append(exc)
+                self.notify()
+                return
+            self._record(tls)
+            if self.greet:
+                tls.sendall(self.greet)
+            seen = 0
+            limit = self.reset_after if self.reset_after is not None else self.close_after
+            while not self._stopping.is_set():
+                try:
+                    data = tls.recv(65536)
+                except (ssl.SSLError, OSError):
+                    return
+                if not data:
+                    with contextlib.suppress(ssl.SSLError, OSError):
+                        tls.unwrap()  # answer close_notify
+                    return
+                self.received += len(data)
+                chunk = data if limit is None else data[: max(0, limit - seen)]
+                seen += len(data)
+                if chunk:
+                    tls.sendall(chunk)
+                self.notify()
+                if limit is not None and seen >= limit:
+                    if self.reset_after is not None:
+                        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    else:
+                        with contextlib.suppress(ssl.SSLError, OSError):
+                            tls.unwrap()
+                    return
+        except (ssl.SSLError, OSError):
+            return
+        finally:
+            with self._lock:
+                self._socks.discard(raw)
+            raw.close()
+            self.notify()
+
+    def _record(self, tls: ssl.SSLSocket) -> None:
+        der = tls.getpeercert(binary_form=True)
         cn = None
-        if der:
-            cert = obj.getpeercert()
-            for rdn in (cert or {}).get("subject", ()):
-                for k, v in rdn:
-                    if k == "commonName":
-                        cn = v
-        cipher = obj.cipher() if obj else None
+        for rdn in (tls.getpeercert() or {}).get("subject", ()) if der else ():
+            for k, v in rdn:
+                if k == "commonName":
+                    cn = v
+        cipher = tls.cipher()
         self.sessions.append(
             TlsSession(
-                sni=self._sni.pop(id(obj), None),
+                sni=self._sni.pop(id(tls), None),
                 client_cert_presented=der is not None,
                 client_cert_der=der,
                 client_cn=cn,
-                version=obj.version() if obj else None,
+                version=tls.version(),
                 cipher=cipher[0] if cipher else None,
-                alpn=obj.selected_alpn_protocol() if obj else None,
+                alpn=tls.selected_alpn_protocol(),
             )
         )
+        self.notify()
+
+    @property
+    def handshake_failures(self) -> int:
+        """Number of failed server-side handshakes (see ``tls_failures``)."""
+        return len(self.tls_failures)
 
     @property
     def last_session(self) -> TlsSession | None:
@@ -441,9 +520,10 @@ class TlsEchoServer(TcpEchoServer):
         return self.wait_until(lambda: len(self.sessions) >= n and self.sessions, timeout, f"{n} TLS sessions")
 
     def wait_handshake_failures(self, n: int = 1, timeout: float = 5.0) -> int:
-        """Block until at least ``n`` server-side handshake failures happened."""
-        return self.wait_until(lambda: self.handshake_failures >= n and self.handshake_failures, timeout,
-                               f"{n} handshake failures")
+        """Block until at least ``n`` server-side handshakes failed."""
+        return self.wait_until(
+            lambda: self.handshake_failures >= n and self.handshake_failures, timeout, f"{n} handshake failures"
+        )
 
 
 # --------------------------------------------------------------------- TCP sink
@@ -592,17 +672,27 @@ class UdpEchoServer(_Peer):
         loop = asyncio.get_running_loop()
         peer = self
 
+        sock = socket.socket(_family(self.host), socket.SOCK_DGRAM)
+        sock.bind((self.host, 0))
+        sock.setblocking(False)
+        self._sock = sock
+
         class Echo(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: tuple) -> None:
                 peer.datagrams.append((data, addr))
                 if not peer.silent:
-                    peer._transport.sendto(peer.prefix + data, addr)  # type: ignore[union-attr]
+                    peer._send(peer.prefix + data, addr)
                 peer.notify()
 
-        self._transport, _ = await loop.create_datagram_endpoint(
-            Echo, local_addr=(self.host, 0), family=_family(self.host)
-        )
-        self.port = self._transport.get_extra_info("sockname")[1]
+        self._transport, _ = await loop.create_datagram_endpoint(Echo, sock=sock)
+        self.port = sock.getsockname()[1]
+
+    def _send(self, data: bytes, addr: tuple) -> None:
+        if data:
+            self._transport.sendto(data, addr)  # type: ignore[union-attr]
+        else:  # asyncio silently drops empty datagrams
+            with contextlib.suppress(OSError):
+                self._sock.sendto(b"", addr)
 
     async def _teardown(self) -> None:
         if self._transport is not None:
@@ -610,7 +700,7 @@ class UdpEchoServer(_Peer):
 
     def send_to(self, data: bytes, addr: tuple) -> None:
         """Send one datagram from the server socket to ``addr``."""
-        self.run(self._transport.sendto, bytes(data), addr)  # type: ignore[union-attr]
+        self.run(self._send, bytes(data), addr)
 
     def wait_datagrams(self, n: int = 1, timeout: float = 5.0) -> list[tuple[bytes, tuple]]:
         """Block until ``n`` datagrams were received; return the list."""
