@@ -14,7 +14,7 @@ from emulator.net.dns import Resolver
 from emulator.net.errors import NetError
 from emulator.net.http import HttpClient
 from emulator.net.tls import client_context
-from peers.httpserver import pattern
+from peers.httpserver import HangingListener, pattern
 from peers.mosquitto import free_port
 
 MB = 1 << 20
@@ -206,6 +206,19 @@ def test_slow_server_times_out(http_server):
                 await client.request("GET", http_server.url("/slow?delay=3"), timeout=0.3)
             assert ei.value.kind == "timeout"
             assert time.monotonic() - t0 < 2
+
+    run(main())
+
+
+def test_hanging_connect_times_out():
+    async def main():
+        with HangingListener() as hang:
+            async with HttpClient(Resolver()) as client:
+                t0 = time.monotonic()
+                with pytest.raises(NetError) as ei:
+                    await client.request("GET", f"http://127.0.0.1:{hang.port}/", timeout=0.4)
+                assert ei.value.kind == "timeout"
+                assert time.monotonic() - t0 < 2
 
     run(main())
 

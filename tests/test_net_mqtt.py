@@ -14,7 +14,7 @@ from emulator.net.errors import NetError
 from emulator.net.mqtt import MqttSession, connack_v5_to_v311
 from emulator.net.tls import client_context
 from peers.certs import make_pki
-from peers.mosquitto import Mosquitto
+from peers.httpserver import HangingListener
 
 ALL_BYTES = bytes(range(256))
 
@@ -409,6 +409,45 @@ def test_silent_server_gives_connect_timeout():
         assert time.monotonic() - t0 < 2
         assert paho_threads("emu-1") == []
         server.close()
+
+    run(main())
+
+
+def test_hanging_tcp_connect_times_out():
+    async def main():
+        with HangingListener() as hang:
+            s = session(hang.port, connect_timeout=0.5)
+            t0 = time.monotonic()
+            with pytest.raises(NetError) as ei:
+                await s.connect()
+            assert ei.value.kind == "timeout"
+            assert 0.4 < time.monotonic() - t0 < 2
+            assert paho_threads("emu-1") == []
+
+    run(main())
+
+
+@pytest.mark.parametrize("stage", ["tcp", "tls"])
+def test_close_interrupts_a_pending_connect_promptly(stage, pki):
+    async def main():
+        async def mute(reader, writer):
+            await reader.read()  # never answers the TLS ClientHello
+
+        with HangingListener() as hang:
+            server = await asyncio.start_server(mute, "127.0.0.1", 0)
+            port = hang.port if stage == "tcp" else server.sockets[0].getsockname()[1]
+            s = session(port, connect_timeout=10, tls=client_context(ca=str(pki.ca_cert)))
+            task = asyncio.create_task(s.connect())
+            await asyncio.sleep(0.3)
+            assert not task.done()
+            t0 = time.monotonic()
+            s.close()
+            assert time.monotonic() - t0 < 0.5  # close() did not stall the loop
+            assert paho_threads("emu-1") == []
+            with pytest.raises(NetError) as ei:
+                await task
+            assert ei.value.kind == "closed"
+            server.close()
 
     run(main())
 

@@ -141,6 +141,8 @@ def _paho_on_log(client: Any, _userdata: Any, level: int, buf: str) -> None:
     lvl = _PAHO_LEVELS.get(level, logging.DEBUG)
     if buf.startswith("Client is not connected"):
         lvl = logging.DEBUG
+    elif buf.startswith("Caught exception"):
+        lvl = logging.ERROR
     _paho_log.log(lvl, "[%s] %s", getattr(client, "_client_id", b"").decode("utf-8", "replace"), buf)
 
 
@@ -658,15 +660,24 @@ class MqttSession:
             log.exception("MQTT %r: failed to bridge incoming message", self.client_id)
 
     def _paho_on_publish(self, client: _PahoClient, _userdata: Any, mid: int, reason: Any, _props: Any) -> None:
-        failed = bool(getattr(reason, "is_failure", False))
-        self._post(self._loop_ack, client, self._pending_pub, mid, None, str(reason) if failed else None)
+        try:
+            failed = bool(getattr(reason, "is_failure", False))
+            self._post(self._loop_ack, client, self._pending_pub, mid, None, str(reason) if failed else None)
+        except Exception:
+            log.exception("MQTT %r: failed to bridge PUBACK", self.client_id)
 
     def _paho_on_subscribe(self, client: _PahoClient, _userdata: Any, mid: int, reasons: Any, _props: Any) -> None:
-        granted = [int(getattr(r, "value", r)) for r in reasons]
-        self._post(self._loop_ack, client, self._pending_sub, mid, granted, None)
+        try:
+            granted = [int(getattr(r, "value", r)) for r in reasons]
+            self._post(self._loop_ack, client, self._pending_sub, mid, granted, None)
+        except Exception:
+            log.exception("MQTT %r: failed to bridge SUBACK", self.client_id)
 
     def _paho_on_unsubscribe(self, client: _PahoClient, _userdata: Any, mid: int, _reasons: Any, _props: Any) -> None:
-        self._post(self._loop_ack, client, self._pending_unsub, mid, None, None)
+        try:
+            self._post(self._loop_ack, client, self._pending_unsub, mid, None, None)
+        except Exception:
+            log.exception("MQTT %r: failed to bridge UNSUBACK", self.client_id)
 
     # loop-side handlers ---------------------------------------------------
     def _loop_connack(self, client: _PahoClient, session_present: bool, raw: int) -> None:

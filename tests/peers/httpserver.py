@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
-__all__ = ["HttpServer", "RecordedRequest", "pattern"]
+__all__ = ["HangingListener", "HttpServer", "RecordedRequest", "pattern"]
 
 _BLOCK = bytes((i * 31 + 7) & 0xFF for i in range(4096))
 
@@ -42,6 +43,24 @@ def pattern(size: int, offset: int = 0) -> bytes:
         out += _BLOCK[start : start + take]
         pos += take
     return bytes(out)
+
+
+class HangingListener:
+    """A 127.0.0.1 listener whose accept queue is full (context manager):
+    further TCP connects to ``.port`` hang in SYN_SENT because the kernel
+    drops their SYNs.  Used to test connect timeouts and aborts."""
+
+    def __enter__(self) -> "HangingListener":
+        self._srv = socket.socket()
+        self._srv.bind(("127.0.0.1", 0))
+        self._srv.listen(0)
+        self.port = self._srv.getsockname()[1]
+        self._filler = socket.create_connection(("127.0.0.1", self.port), timeout=1)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._filler.close()
+        self._srv.close()
 
 
 @dataclass
