@@ -567,7 +567,10 @@ def split_args(text: str, dialect: Dialect, raw_fields: dict[int, bytes] | None 
         # at a comma
         i += 1
         if i >= n:
-            args.append(Arg(""))
+            if raw_fields and idx in raw_fields:
+                args.append(Arg("", raw=raw_fields[idx]))
+            else:
+                args.append(Arg(""))
             break
     return args
 
@@ -883,9 +886,9 @@ class Engine:
         if self._overflow:
             self._overflow = False
             return LineError("too_long", b"")
-        stripped = line.strip(b" \t\0")
-        if not stripped:
+        if not line.strip(b" \t\0"):
             return None
+        stripped = line.strip(b" \t") if raw_fields else line.strip(b" \t\0")
         if stripped[:2].upper() != b"AT":
             if self.dialect.error_on_garbage:
                 return LineError("garbage", line)

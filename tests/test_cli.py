@@ -1,0 +1,198 @@
+"""The ``atemu`` command line and its transports, run as a user would run them."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import serial
+
+from harness import Cli
+
+ATEMU = [sys.executable, "-m", "emulator.cli"]
+
+
+def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([*ATEMU, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def at(ser, line: bytes, until: bytes = b"OK\r\n", timeout: float = 5.0) -> bytes:
+    ser.write(line + b"\r")
+    got = b""
+    deadline = time.monotonic() + timeout
+    while until not in got and b"ERROR" not in got and time.monotonic() < deadline:
+        got += ser.read(256)
+    return got
+
+
+def test_version_profiles_describe():
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("atemu ")
+    r = run("profiles", "--json")
+    rows = {p["name"]: p for p in json.loads(r.stdout)}
+    assert rows["eseye-anynet"]["default_baud"] == 9600
+    assert rows["eseye-anynet"]["commands"] == 9
+    r = run("describe", "eseye-anynet", "--json")
+    d = json.loads(r.stdout)
+    names = sorted(c["name"] for c in d["commands"])
+    assert names == sorted(["AT+QCCID", "AT+GSN", "AT+AWSVER", "AT+AWSPUBOPEN", "AT+AWSPUBLISH", "AT+AWSSUBOPEN",
+                            "AT+AWSPUBCLOSE", "AT+AWSSUBCLOSE", "AT+AWSSTATE"])
+    assert sorted(u["name"] for u in d["urcs"]) == ["+AWS", "+AWSPUBCLOSE", "+AWSPUBOPEN", "+AWSSUBOPEN"]
+    pub = next(c for c in d["commands"] if c["name"] == "AT+AWSPUBLISH")
+    assert [p["name"] for p in pub["forms"]["write"]["params"]] == ["awspindex", "length", "qos"]
+    assert pub["forms"]["write"]["params"][1]["range"] == [1, 240]
+    r = run("describe", "eseye")   # alias, text form
+    assert "AT+AWSPUBLISH=<awspindex>,<length>,[<qos>]" in r.stdout
+    r = run("describe", "nonesuch")
+    assert r.returncode == 2 and "unknown profile" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_pty_ready_line_and_clean_stop(tmp_path):
+    link = tmp_path / "ttyEseye"
+    cli = Cli("run", "eseye-anynet", "--pty", str(link), "--no-pacing", "--state-dir", str(tmp_path / "st"))
+    try:
+        assert cli.ready_line == f"atemu: eseye-anynet ready on {link}"
+        with serial.Serial(str(link), 9600, timeout=0.1) as s:
+            assert at(s, b"AT").endswith(b"OK\r\n")
+    finally:
+        assert cli.stop(signal.SIGTERM) == 0
+    assert not link.exists() and not link.is_symlink()
+
+
+def test_run_default_pty_prints_path(tmp_path):
+    cli = Cli("run", "eseye", "--no-pacing", "--state-dir", str(tmp_path))
+    try:
+        path = cli.ready_line.rsplit(" ", 1)[1]
+        assert path.startswith("/dev/pts/")
+        with serial.Serial(path, 9600, timeout=0.1) as s:
+            assert b"+QCCID: " in at(s, b"AT+QCCID")
+    finally:
+        assert cli.stop(signal.SIGINT) == 0
+
+
+def test_bad_world_file_is_one_clear_line(tmp_path):
+    w = tmp_path / "w.yaml"
+    w.write_text("aws:\n  endpont: x:1\n")
+    r = run("run", "eseye", "--world", str(w))
+    assert r.returncode == 2
+    assert "unknown key 'aws.endpont'" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    w.write_text("wifi: {access_points: [{ssid: lab, security: wpa9, password: x}]}\n")
+    r = run("run", "eseye", "--world", str(w))
+    assert r.returncode == 2 and "security" in r.stderr and "Traceback" not in r.stderr
+    w.write_text("network: [\n")
+    r = run("run", "eseye", "--world", str(w))
+    assert r.returncode == 2 and "not valid YAML" in r.stderr
+    r = run("run", "eseye", "--world", str(tmp_path / "missing.yaml"))
+    assert r.returncode == 2 and "cannot read" in r.stderr
+
+
+def test_tcp_transport_and_port_in_use(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    r = run("run", "eseye", "--tcp", str(port), "--state-dir", str(tmp_path))
+    assert r.returncode == 2 and "already in use" in r.stderr and "Traceback" not in r.stderr
+    busy.close()
+    cli = Cli("run", "eseye", "--tcp", f"127.0.0.1:{port}", "--no-pacing", "--state-dir", str(tmp_path))
+    try:
+        assert cli.ready_line.endswith(f"socket://127.0.0.1:{port}")
+        s = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=0.1)
+        assert at(s, b"ATE0").endswith(b"OK\r\n")
+        s.close()
+        s = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=0.1)   # reconnect: state kept (echo off)
+        assert at(s, b"AT") == b"\r\nOK\r\n"
+        s.close()
+    finally:
+        cli.stop()
+
+
+def test_rfc2217_sets_baud(tmp_path):
+    from peers.mosquitto import free_port
+    port = free_port()
+    cli = Cli("run", "eseye", "--rfc2217", str(port), "--no-pacing", "--state-dir", str(tmp_path))
+    try:
+        assert cli.ready_line.endswith(f"rfc2217://127.0.0.1:{port}")
+        s = serial.serial_for_url(f"rfc2217://127.0.0.1:{port}", baudrate=9600, timeout=0.1)
+        assert at(s, b"ATE0").endswith(b"OK\r\n")
+        s.baudrate = 115200
+        assert at(s, b"AT") == b"\r\nOK\r\n"
+        s.close()
+    finally:
+        cli.stop()
+    err = cli.stderr()
+    assert "115200" in err and "9600" in err
+
+
+def test_pty_baud_mismatch_warns(tmp_path):
+    link = tmp_path / "tty"
+    cli = Cli("run", "eseye", "--pty", str(link), "--no-pacing", "--state-dir", str(tmp_path / "s"))
+    try:
+        with serial.Serial(str(link), 115200, timeout=0.1) as s:
+            assert at(s, b"AT").endswith(b"OK\r\n")
+    finally:
+        cli.stop()
+    err = cli.stderr()
+    assert "115200" in err and "9600" in err
+
+
+def test_exec_child_terminal_exit_status(tmp_path):
+    script = tmp_path / "host.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys, time
+        os.write(1, b"ATE0\\r")
+        buf = b""
+        t = time.time()
+        while b"OK" not in buf and time.time() - t < 5:
+            buf += os.read(0, 100)
+        os.write(1, b"AT+GSN\\r")
+        buf = b""
+        while b"OK" not in buf and time.time() - t < 5:
+            buf += os.read(0, 100)
+        sys.exit(7 if b"356938035643809" in buf else 1)
+    """))
+    r = run("run", "eseye", "--no-pacing", "--state-dir", str(tmp_path / "s"), "--exec", f"{sys.executable} {script}")
+    assert r.returncode == 7, r.stderr
+
+
+def test_exec_with_port_placeholder(tmp_path):
+    script = tmp_path / "host.py"
+    script.write_text(textwrap.dedent("""
+        import sys, serial, time
+        s = serial.Serial(sys.argv[1], 9600, timeout=0.2)
+        s.write(b"AT\\r")
+        buf = b""
+        t = time.time()
+        while b"OK" not in buf and time.time() - t < 5:
+            buf += s.read(100)
+        sys.exit(0 if buf.endswith(b"OK\\r\\n") else 3)
+    """))
+    r = run("run", "eseye", "--no-pacing", "--state-dir", str(tmp_path / "s"),
+            "--exec", f"{sys.executable} {script} {{port}}")
+    assert r.returncode == 0, r.stderr
+    r = run("run", "eseye", "--no-pacing", "--state-dir", str(tmp_path / "s"),
+            "--exec", f"{sys.executable} -c 'import sys; sys.exit(5)' {{port}}")
+    assert r.returncode == 5
+
+
+def test_log_transcript(tmp_path):
+    link = tmp_path / "tty"
+    log = tmp_path / "t.jsonl"
+    cli = Cli("run", "eseye", "--pty", str(link), "--no-pacing", "--log", str(log), "--state-dir", str(tmp_path / "s"))
+    try:
+        with serial.Serial(str(link), 9600, timeout=0.1) as s:
+            at(s, b"AT+AWSSTATE?")
+    finally:
+        cli.stop()
+    recs = [json.loads(x) for x in log.read_text().splitlines()]
+    kinds = {r["event"] for r in recs}
+    assert {"rx", "tx", "command", "result"} <= kinds
+    rx = b"".join(bytes.fromhex(r["data"]) for r in recs if r["event"] == "rx")
+    assert rx == b"AT+AWSSTATE?\r"
