@@ -323,6 +323,36 @@ def test_tcp_connect_by_overridden_name(tcp_echo):
     assert run(main()) == b"ping"
 
 
+def test_tcp_open_tries_next_address_after_refusal():
+    async def main(port):
+        # IPv4 first (nothing listens there), then IPv6 where the server is
+        r = Resolver({"dual.test": ["::1", "127.0.0.1"]})
+        conn = await TcpConnection.open("dual.test", port, resolver=r)
+        addr = conn.remote_addr
+        await conn.aclose()
+        return addr
+
+    with TcpEchoServer("::1") as srv:
+        with socket.socket() as probe:  # is the same port free on IPv4?
+            try:
+                probe.bind(("127.0.0.1", srv.port))
+            except OSError:
+                pytest.skip("port taken on IPv4 by something else")
+        assert run(main(srv.port)) == ("::1", srv.port)
+
+
+def test_tls_handshake_timeout_against_silent_server(pki, tcp_sink):
+    async def main():
+        t0 = time.monotonic()
+        with pytest.raises(NetError) as ei:
+            await TcpConnection.open("localhost", tcp_sink.port, ssl=client_context(ca=str(pki.ca_cert)), timeout=0.5)
+        return ei.value.kind, time.monotonic() - t0
+
+    kind, elapsed = run(main())
+    assert kind == "timeout" and 0.4 < elapsed < 3
+    assert tcp_sink.wait_bytes(1)[:1] == b"\x16"  # a ClientHello record did go out
+
+
 def test_tcp_ipv6_echo():
     async def main(port):
         conn = await TcpConnection.open("::1", port)

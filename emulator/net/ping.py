@@ -156,6 +156,11 @@ async def ping(
     pending: dict[int, tuple[float, asyncio.Future]] = {}
     results: dict[int, PingResult] = {}
     dest_norm = socket.inet_pton(family, host_ip.split("%")[0])
+    try:  # numeric only (no DNS); keeps an IPv6 %scope
+        dest_addr = socket.getaddrinfo(host_ip, 0, family, 0, 0, socket.AI_NUMERICHOST)[0][4]
+    except socket.gaierror as exc:
+        sock.close()
+        raise NetError("invalid", f"bad address {host_ip!r}") from exc
 
     def finish(seq: int, result: PingResult) -> None:
         entry = pending.pop(seq, None)
@@ -255,7 +260,7 @@ async def ping(
                 header = struct.pack("!BBHHH", req_type, 0, _checksum(header + payload), ident, seq)
             fut = loop.create_future()
             waits.append(fut)
-            dest = (host_ip, 0, 0, 0) if v6 else (host_ip, 0)
+            dest = dest_addr
             try:
                 pending[seq] = (loop.time(), fut)
                 await loop.sock_sendto(sock, header + payload, dest)

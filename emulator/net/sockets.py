@@ -60,6 +60,17 @@ def _addr2(addr: Any) -> tuple[str, int] | None:
     return (ip, port)
 
 
+def _sockaddr(ip: str, port: int) -> tuple:
+    """Socket address for an IP literal; keeps an IPv6 ``%scope`` (which a
+    plain ``(ip, port)`` tuple would silently drop).  Never does DNS."""
+    if "%" in ip and ip_family(ip) == socket.AF_INET6:
+        try:
+            return socket.getaddrinfo(ip, port, socket.AF_INET6, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)[0][4]
+        except socket.gaierror as exc:
+            raise NetError("invalid", f"bad scoped IPv6 address {ip!r}") from exc
+    return (ip, port)
+
+
 _background: set[asyncio.Task] = set()
 
 
@@ -142,6 +153,7 @@ class TcpConnection(asyncio.Protocol):
         self._armed = True
         self._tls = False
         self._upgrading = False
+        self._final_acked: int | None = None
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -202,7 +214,7 @@ class TcpConnection(asyncio.Protocol):
             if local_port or local_host:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 bind_host = local_host or ("::" if fam == socket.AF_INET6 else "0.0.0.0")
-                sock.bind((bind_host, local_port or 0))
+                sock.bind(_sockaddr(bind_host, local_port or 0))
             await loop.sock_connect(sock, (ip, port))
         except BaseException as exc:
             sock.close()
@@ -280,6 +292,9 @@ class TcpConnection(asyncio.Protocol):
     def _finish(self, exc: BaseException | None) -> None:
         if self.closed:
             return
+        if exc is not None and not self._local_close:
+            # the socket is still open inside connection_lost: snapshot
+            self._final_acked = max(0, self.total_sent - self.unacked)
         self.closed = True
         if exc is not None:
             err = classify(exc)
@@ -376,9 +391,10 @@ class TcpConnection(asyncio.Protocol):
     @property
     def acked(self) -> int:
         """Best-effort bytes acknowledged by the peer: ``total_sent - unacked``
-        (never negative).  After close, everything sent counts as done."""
+        (never negative).  After a graceful close it equals ``total_sent``;
+        after a reset/error it is the value measured when the connection died."""
         if self.closed:
-            return self.total_sent
+            return self.total_sent if self._final_acked is None else self._final_acked
         return max(0, self.total_sent - self.unacked)
 
     # ---------------------------------------------------------------- reading
@@ -671,10 +687,12 @@ class TcpListener:
         *,
         backlog: int = 5,
         ssl: _ssl.SSLContext | None = None,
+        resolver: Resolver | None = None,
     ) -> "TcpListener":
         """Bind and listen on ``host``:``port`` (port 0 picks a free one, see
         ``.port``).  ``host`` is an IP literal or name (first address used);
         ``None``/``""`` means all interfaces, dual-stack when IPv6 exists.
+        Names are resolved with ``resolver`` (default: host resolver).
         Raises NetError("addrinuse") if the port is taken."""
         self = cls()
         loop = asyncio.get_running_loop()
@@ -687,7 +705,7 @@ class TcpListener:
             else:
                 bind_host, fam = "0.0.0.0", socket.AF_INET
         else:
-            bind_host = await Resolver().resolve_one(host, timeout=10.0)
+            bind_host = await _resolver(resolver).resolve_one(_strip_brackets(host), timeout=10.0)
             fam = ip_family(bind_host)
         sock = socket.socket(fam, socket.SOCK_STREAM)
         try:
@@ -695,7 +713,7 @@ class TcpListener:
             if fam == socket.AF_INET6:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
-            sock.bind((bind_host, int(port)))
+            sock.bind(_sockaddr(bind_host, int(port)))
             sock.listen(backlog)
             sock.setblocking(False)
         except OSError as exc:
@@ -864,7 +882,7 @@ class UdpSocket:
             if lfam == socket.AF_INET6:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if local_host == "::" else 1)
-            sock.bind((local_host, int(local_port)))
+            sock.bind(_sockaddr(local_host, int(local_port)))
             if connect and self.remote is not None:
                 sock.connect(self._dest(self.remote))
                 self._connected = True
@@ -894,7 +912,7 @@ class UdpSocket:
             return ("::ffff:" + ip, port)
         if self.family == socket.AF_INET and fam == socket.AF_INET6:
             raise NetError("invalid", "cannot send to an IPv6 address from an IPv4 socket")
-        return (ip, port)
+        return _sockaddr(ip, port)
 
     def sendto(self, data: bytes, addr: tuple[str, int] | None = None) -> None:
         """Send one datagram to ``addr`` (an ``(ip, port)``; default: ``remote``).
