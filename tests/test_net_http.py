@@ -81,6 +81,25 @@ def test_dict_headers_and_dns_override_for_fake_hostname(http_server):
     assert rec.header("Authorization") == "Bearer t0k"
 
 
+def test_plain_http_proxy_gets_absolute_form_request(http_server):
+    """The test server doubles as a forward proxy: the client must hand the
+    whole URL to it and never resolve the origin host itself."""
+
+    async def main():
+        resolver = Resolver()
+        resolver.fault = "fail"  # any name lookup would fail
+        async with HttpClient(resolver) as client:
+            resp = await client.request(
+                "GET", "http://origin.device.test/get?via=proxy", proxy=http_server.url("")
+            )
+            assert resp.status == 200
+            return json.loads(await read_all(resp))
+
+    body = run(main())
+    assert body["query"] == {"via": ["proxy"]}
+    assert http_server.last("/get").header("Host") == "origin.device.test"
+
+
 def test_post_streams_a_5mb_body_from_an_async_iterator(http_server):
     size = 5 * MB
     expected = hashlib.sha256(pattern(size)).hexdigest()

@@ -103,7 +103,7 @@ def test_other_protocol_versions_round_trip(mosquitto, protocol):
         await s.disconnect()
 
     run(main())
-    assert protocol == 3 or f"as emu-1 (p5" in mosquitto.log_text()
+    assert protocol == 3 or "as emu-1 (p5" in mosquitto.log_text()
     assert protocol == 5 or f"as emu-1 (p{'2' if protocol == 4 else '1'}" in mosquitto.log_text()
 
 

@@ -41,7 +41,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -373,6 +373,7 @@ class MqttSession:
         #: Address the last connect() dialled.
         self.remote_ip: str | None = None
 
+        self._loop_arg = loop
         self._loop = loop
         self._client: _PahoClient | None = None
         self._thread: threading.Thread | None = None
@@ -404,8 +405,7 @@ class MqttSession:
                 raise NetError("invalid", "MQTT session is already connected")
             self.close()
         loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
+        self._loop = self._loop_arg or loop
         deadline = loop.time() + self.connect_timeout
         self.connack_code = self.connack_reason = None
         self.session_present = False
@@ -420,6 +420,14 @@ class MqttSession:
             except Exception as exc:  # noqa: BLE001
                 raise _map_exception(exc) from exc
         self.remote_ip = ip
+        faults = getattr(self.resolver, "faults", None)  # the module's fault registry (emulator/faults.py)
+        if faults is not None:
+            await faults.before_connect(self.server_hostname, self.port, tls=self.tls is not None)
+            refusal = faults.broker_refusal()
+            if refusal is not None:
+                self.connack_code = self.connack_reason = refusal
+                return refusal
+            faults.track(self)
 
         try:
             client = self._make_client(ip)

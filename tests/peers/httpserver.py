@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import socket
 import ssl
 import threading
@@ -103,6 +102,7 @@ class HttpServer:
     # -- public -------------------------------------------------------------
     @property
     def scheme(self) -> str:
+        """"http" or "https"."""
         return "https" if self.ssl_context else "http"
 
     def url(self, path: str = "/", host: str = "127.0.0.1") -> str:

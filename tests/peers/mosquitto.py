@@ -103,6 +103,7 @@ class Mosquitto:
 
     @property
     def log_path(self) -> Path:
+        """Path of mosquitto's log file."""
         return self.directory / "mosquitto.log"
 
     @property
