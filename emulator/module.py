@@ -87,6 +87,9 @@ class Pacer:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            # a burst starts now: schedule from here; within the burst the schedule is absolute,
+            # so sleep overshoot never accumulates into drift
+            self._t = max(self._t, loop.time())
             while self._q:
                 sink = self.sink
                 if not self.enabled or self.baud <= 0:
@@ -95,9 +98,6 @@ class Pacer:
                     await self._emit(sink, chunk)
                     continue
                 per_byte = 10.0 / self.baud
-                now = loop.time()
-                if self._t < now:
-                    self._t = now
                 n = max(1, int(self.TICK / per_byte))
                 chunk = bytes(self._q[:n])
                 del self._q[:n]
@@ -207,6 +207,10 @@ class Module:
         self.running = False
         self.host_baud: int | None = None
         self.frozen = False
+        #: the fault registry while a fault needs per-byte/per-command hooks, else None (zero cost)
+        self.fault_hooks = None
+        from .faults import FaultRegistry
+        self.faults = FaultRegistry(self)
 
     # ---- lifecycle --------------------------------------------------------------------------
     def attach(self, sink: Sink | None) -> None:
@@ -303,6 +307,10 @@ class Module:
         self.trace("rx", data=data)
         if self.frozen:
             return
+        if self.fault_hooks is not None:
+            data = self.fault_hooks.on_uart(data, "rx")
+            if not data:
+                return
         self.engine.feed(data, time.monotonic())
         self._rx.set()
 
@@ -399,6 +407,19 @@ class Module:
         ctx = Ctx(self, cl, spec, fs)
         self.trace("command", name=cl.name, form=cl.form.value, line=cl.line)
         try:
+            if self.fault_hooks is not None:
+                action = self.fault_hooks.on_command(cl.name)
+                if action is not None:
+                    if action[0] == "reboot":  # power glitch in the middle of this command
+                        self.request_reboot()
+                        await asyncio.sleep(3600)
+                    elif action[0] == "delay":
+                        await asyncio.sleep(action[1])
+                    else:
+                        from .faults import apply_command_fault
+                        apply_command_fault(self, ctx, action)
+                        if ctx.finished:
+                            return
             if spec is None:
                 raise CmdError("unknown", message=f"unknown command AT{cl.name}")
             if cl.form == Form.TEST and (fs is None or fs.handler is None):
@@ -459,6 +480,10 @@ class Module:
     def write(self, data: bytes) -> None:
         """Raw bytes to the host, paced."""
         if data:
+            if self.fault_hooks is not None:
+                data = self.fault_hooks.on_uart(data, "tx")
+                if not data:
+                    return
             self.trace("tx", data=data)
             self.pacer.write(data)
 

@@ -16,3 +16,5 @@ for _mod, _cls in _MODULES.items():
     except ModuleNotFoundError as _e:
         if _e.name != f"{__name__}.{_mod}":
             logging.getLogger("atemu").warning("profile %s failed to load: %s", _mod, _e)
+    except Exception as _e:  # one broken profile must not take the others down
+        logging.getLogger("atemu").warning("profile %s failed to load: %s", _mod, _e)

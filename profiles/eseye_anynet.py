@@ -304,8 +304,9 @@ class EseyeAnynet(Profile):
         return True
 
     def _on_tls_up(self) -> None:
+        # TLS is up (state 4, SSL connected); paho sends CONNECT at once, so what the host can
+        # observe until CONNACK is state 5, connecting MQTT
         if self.state == ESTABLISHING_SSL:
-            self.state = SSL_CONNECTED
             self.state = CONNECTING_MQTT
 
     def _drop_session(self) -> None:
@@ -344,6 +345,18 @@ class EseyeAnynet(Profile):
                 if any(s.ready for s in self.subs.values()):
                     self.state = SUBSCRIBED
                 return
+
+    def snapshot(self) -> dict:
+        mqtt = self.mqtt
+        return {
+            "awsstate": self.state,
+            "link": "up" if mqtt is not None and mqtt.connected else "down",
+            "mqtt": None if mqtt is None else {"client_id": mqtt.client_id, "host": mqtt.server_hostname,
+                                               "port": mqtt.port, "connected": mqtt.connected},
+            "publish_topics": {i: {"topic": s.full, "ready": s.ready} for i, s in sorted(self.pubs.items())},
+            "subscribe_topics": {i: {"topic": s.full, "ready": s.ready} for i, s in sorted(self.subs.items())},
+            "retrying": self._retry_task is not None and not self._retry_task.done(),
+        }
 
     async def shutdown(self) -> None:
         if self._retry_task:

@@ -117,7 +117,7 @@ class Emu:
 
     def _fill(self) -> None:
         assert self.ser is not None
-        chunk = self.ser.read(65536)
+        chunk = self.ser.read(max(1, self.ser.in_waiting))   # returns as soon as a byte is there
         if chunk:
             self.buf += chunk
 

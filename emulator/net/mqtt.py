@@ -212,6 +212,9 @@ class _PahoClient(paho.Client):
         except BaseException:
             ssl_sock.close()
             raise
+        hook = getattr(self._atemu_session, "on_tls_up", None)
+        if hook is not None:
+            self._atemu_session._post(hook)
         return ssl_sock
 
     def _thread_main(self) -> None:
@@ -372,6 +375,8 @@ class MqttSession:
         self.session_present = False
         #: Address the last connect() dialled.
         self.remote_ip: str | None = None
+        #: Packet identifier of the last SUBSCRIBE/UNSUBSCRIBE sent (for vendor ack events).
+        self.last_mid: int | None = None
 
         self._loop_arg = loop
         self._loop = loop
@@ -475,6 +480,7 @@ class MqttSession:
             raise NetError("invalid", str(exc)) from exc
         self._check_rc(rc, "subscribe")
         assert mid is not None
+        self.last_mid = mid
         return await self._await_ack(self._pending_sub, mid, timeout, "SUBACK")
 
     async def unsubscribe(self, topics: list[str], timeout: float = 10.0) -> None:
@@ -488,6 +494,7 @@ class MqttSession:
             raise NetError("invalid", str(exc)) from exc
         self._check_rc(rc, "unsubscribe")
         assert mid is not None
+        self.last_mid = mid
         await self._await_ack(self._pending_unsub, mid, timeout, "UNSUBACK")
 
     async def publish(
