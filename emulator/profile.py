@@ -148,6 +148,19 @@ class Profile:
     async def shutdown(self) -> None:
         """Release every network resource (sockets, MQTT, HTTP). Called on stop and reboot."""
 
+    # ---- control-plane hooks (emulator/api.py, emulator/faults.py) -------------------------
+    def snapshot(self) -> dict:
+        """Profile-specific live state for ``ModuleHandle.snapshot()["state"]`` (JSON-able):
+        link state, sockets, MQTT sessions... The generic part (world, coverage, settings, files)
+        is added by the core."""
+        return {}
+
+    def world_changed(self, change: dict) -> None:
+        """``module.world`` was just mutated by a test or a fault (``change["change"]``:
+        ``ap_removed``/``remove_ap``, ``ap_added``/``add_ap``, ``deauth``, ``rssi``/``set_rssi``,
+        ``cellular``, ``set_dns``, ``set_ble_value``, ``ble_notify``...). React like the module
+        would (drop the Wi-Fi link, emit a URC)."""
+
     # ---- dialect hooks -----------------------------------------------------------------
     def format_error(self, err: CmdError) -> str:
         """The final result line for a failed command."""

@@ -121,6 +121,9 @@ class TcpConnection(asyncio.Protocol):
     ``error`` (NetError or None), ``local_addr``, ``remote_addr``, ``tls``.
     """
 
+    #: set by the module's fault registry (emulator/faults.py) to delay received data
+    shaper: Any = None
+
     def __init__(self) -> None:
         self.rx = bytearray()
         self.total_received = 0
@@ -182,6 +185,9 @@ class TcpConnection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         ips = await _resolver(resolver).resolve(host, family=family, timeout=timeout)
+        faults = getattr(resolver, "faults", None)  # the module's fault registry (emulator/faults.py)
+        if faults is not None:
+            await faults.before_connect(host, port, tls=ssl is not None)
         if ssl is not None and server_hostname is None:
             server_hostname = _strip_brackets(host)
         last: NetError | None = None
@@ -191,10 +197,13 @@ class TcpConnection(asyncio.Protocol):
                 last = NetError("timeout", f"connect to {host}:{port} timed out")
                 break
             try:
-                return await asyncio.wait_for(
+                conn = await asyncio.wait_for(
                     cls._connect_one(ip, port, ssl, server_hostname, local_host, local_port),
                     remaining,
                 )
+                if faults is not None:
+                    faults.track(conn)
+                return conn
             except asyncio.TimeoutError:
                 last = NetError("timeout", f"connect to {ip}:{port} timed out")
             except NetError as exc:
@@ -251,6 +260,8 @@ class TcpConnection(asyncio.Protocol):
         """asyncio callback (internal): buffer data, then notify."""
         if not data:
             return
+        if self.shaper is not None and self.shaper.defer(self, data):
+            return  # latency/bandwidth fault: delivered later
         was_empty = not self.rx
         self.rx += data
         self.total_received += len(data)

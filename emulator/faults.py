@@ -1,0 +1,599 @@
+"""Fault injection: make the emulated world misbehave when a test chooses.
+
+Every module has one :class:`FaultRegistry` (``module.faults``). A fault is armed with
+:meth:`FaultRegistry.inject` and fires
+
+* ``now`` (the default for one-shot actions such as ``broker_disconnect``),
+* after ``after`` more AT commands (``after=3``: when the 3rd command from now starts),
+* at a time (``at=2.5``: seconds from now, on the module's loop),
+* with a seeded ``probability`` at every opportunity (each command for actions; each byte,
+  command or connect for conditions). The seed is recorded, so a CI failure can be replayed.
+
+``times`` limits how often it fires (default 1; ``None`` = until :meth:`clear`).
+
+Two families:
+
+* **actions** happen once when triggered: link (``ap_gone``, ``ap_back``, ``deauth``,
+  ``rssi``, ``rssi_ramp``, ``cellular_detach``, ``cellular_attach``), network (``remote_close``,
+  ``tcp_reset``, ``broker_disconnect``), AT (``urc``, ``urc_storm``), device (``reboot``,
+  ``freeze``, ``thaw``).
+* **conditions** are consulted where they apply: network (``connect_refused``, ``tls_fail``,
+  ``broker_refuse``, ``dns_fail``, ``dns_timeout``, ``latency``, ``bandwidth``), AT
+  (``at_error``, ``at_delay``, ``urc_inject``), UART (``uart_drop``, ``uart_corrupt``,
+  ``rx_overflow``).
+
+Every arm, firing and clear is sent to ``module.trace("fault", ...)`` (and so into the transcript)
+with its id, parameters and seed. The net layer (``emulator/net``) reaches the registry through
+the module's resolver (``resolver.faults``), so every profile gets the network faults.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .net.errors import NetError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .module import Ctx, Module
+
+log = logging.getLogger("atemu.faults")
+
+ACTIONS = {
+    "ap_gone": "the access point disappears (params: ssid; default every AP)",
+    "ap_back": "access points removed by ap_gone come back (params: ssid)",
+    "deauth": "the AP deauthenticates the module (params: ssid, reason)",
+    "rssi": "set an AP's or the cell's RSSI (params: ssid or cellular=true, rssi)",
+    "rssi_ramp": "move RSSI step by step (params: ssid, to, steps, interval)",
+    "cellular_detach": "the cellular network detaches the module",
+    "cellular_attach": "the cellular network attaches again",
+    "remote_close": "the peer closes TCP connections (FIN) (params: port, host)",
+    "tcp_reset": "the peer resets TCP connections (RST) (params: port, host)",
+    "broker_disconnect": "the MQTT broker drops the link (params: host)",
+    "urc": "emit an unsolicited line now (params: text)",
+    "urc_storm": "emit many URCs (params: text, count, interval)",
+    "reboot": "the module resets (power glitch)",
+    "freeze": "the module stops answering until thawed (params: duration)",
+    "thaw": "a frozen module answers again",
+}
+CONDITIONS = {
+    "connect_refused": "TCP/MQTT connects are refused (params: host, port)",
+    "tls_fail": "TLS handshakes fail (params: host, port)",
+    "broker_refuse": "the MQTT broker answers CONNACK with a refusal (params: code, default 5)",
+    "dns_fail": "name lookups fail (while armed)",
+    "dns_timeout": "name lookups time out (while armed)",
+    "latency": "add delay to data received on sockets (params: delay seconds, port)",
+    "bandwidth": "limit receive rate on sockets (params: bps bytes per second, port)",
+    "at_error": "a command answers ERROR (or the vendor code) (params: command e.g. +AWSSTATE)",
+    "at_delay": "a command's response is delayed (params: command, delay)",
+    "urc_inject": "an URC appears between a command's echo and its final result (params: command, text)",
+    "uart_drop": "bytes are lost on the UART (params: direction rx|tx)",
+    "uart_corrupt": "bytes are garbled on the UART (params: direction rx|tx)",
+    "rx_overflow": "the module's RX buffer overflows: bytes beyond size in one burst are lost (params: size)",
+}
+KINDS = {**ACTIONS, **CONDITIONS}
+
+
+class FaultError(ValueError):
+    """Bad fault request; the message says what to do."""
+
+
+@dataclass
+class Fault:
+    id: int
+    kind: str
+    params: dict = field(default_factory=dict)
+    times: int | None = 1
+    after: int = 0
+    at: float | None = None
+    probability: float | None = None
+    seed: int | None = None
+    fired: int = 0
+    base: int = 0           # command count when armed
+    armed_at: float = field(default_factory=time.monotonic)
+    rng: random.Random | None = None
+    _handle: Any = None
+
+    @property
+    def exhausted(self) -> bool:
+        return self.times is not None and self.fired >= self.times
+
+    def describe(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "params": self.params, "times": self.times, "after": self.after,
+                "at": self.at, "probability": self.probability, "seed": self.seed, "fired": self.fired}
+
+
+class Shaper:
+    """Latency and bandwidth on received socket data (used by ``TcpConnection.data_received``)."""
+
+    def __init__(self, registry: "FaultRegistry"):
+        self.registry = registry
+        self._release_at = 0.0
+        self._releasing = False
+
+    def defer(self, conn: Any, data: bytes) -> bool:
+        if self._releasing:
+            return False
+        delay, bps = self.registry._shaping(conn)
+        if not delay and not bps:
+            return False
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        start = max(now + delay, self._release_at)
+        end = start + (len(data) / bps if bps else 0.0)
+        self._release_at = end
+        loop.call_at(end, self._release, conn, data)
+        return True
+
+    def _release(self, conn: Any, data: bytes) -> None:
+        if conn.closed:
+            return
+        self._releasing = True
+        try:
+            conn.data_received(data)
+        finally:
+            self._releasing = False
+
+
+class FaultRegistry:
+    """Per-module fault list; see the module docstring."""
+
+    def __init__(self, module: "Module"):
+        self.module = module
+        self.faults: list[Fault] = []
+        self.history: list[dict] = []
+        self._ids = itertools.count(1)
+        self.connections: "set[Any]" = set()   # live TcpConnections (weakly: removed on close)
+        self.sessions: "set[Any]" = set()      # live MqttSessions
+        self.removed_aps: list[Any] = []
+        self.commands = 0
+        module.resolver.faults = self
+
+    # ---- arming ------------------------------------------------------------------------------
+    def inject(self, kind: str, *, times: int | None = 1, after: int = 0, at: float | None = None,
+               probability: float | None = None, seed: int | None = None, **params: Any) -> Fault:
+        """Arm a fault; returns it (``.id`` for :meth:`clear`). Actions without a trigger fire now."""
+        if kind not in KINDS:
+            raise FaultError(f"unknown fault {kind!r}; choose one of: {', '.join(sorted(KINDS))}")
+        if probability is not None and not 0.0 <= float(probability) <= 1.0:
+            raise FaultError("probability must be between 0 and 1")
+        if times is not None and int(times) < 1:
+            raise FaultError("times must be at least 1 (or null for 'until cleared')")
+        if after and int(after) < 0:
+            raise FaultError("after must be a number of commands >= 0")
+        if probability is not None and seed is None:
+            seed = random.SystemRandom().randrange(1 << 31)
+        f = Fault(next(self._ids), kind, dict(params), None if times is None else int(times), int(after or 0),
+                  None if at is None else float(at), None if probability is None else float(probability), seed)
+        f.base = self.commands
+        if kind in ("uart_drop", "uart_corrupt"):
+            f.params.setdefault("direction", "rx")
+        if seed is not None:
+            f.rng = random.Random(seed)
+        self._record("armed", f)
+        if kind in ACTIONS:
+            if at is not None:
+                loop = asyncio.get_running_loop()
+                f._handle = loop.call_later(max(0.0, f.at), self._fire_action_timed, f)
+                self.faults.append(f)
+            elif f.after or f.probability is not None:
+                self.faults.append(f)
+            else:
+                self._fire_action(f)
+        else:
+            self.faults.append(f)
+            if at is not None:  # a condition armed later: dormant until then
+                f._handle = asyncio.get_running_loop().call_later(max(0.0, f.at), self._wake, f)
+            self._conditions_changed()
+        self._update_hooks()
+        return f
+
+    def clear(self, fault_id: int | None = None) -> int:
+        """Disarm one fault (by id) or all; returns how many were removed."""
+        keep, gone = [], []
+        for f in self.faults:
+            (gone if fault_id is None or f.id == fault_id else keep).append(f)
+        self.faults = keep
+        for f in gone:
+            if f._handle is not None:
+                f._handle.cancel()
+            self._record("cleared", f)
+        self._conditions_changed()
+        self._update_hooks()
+        return len(gone)
+
+    def active(self) -> list[dict]:
+        return [f.describe() for f in self.faults]
+
+    # ---- bookkeeping ----------------------------------------------------------------------------
+    def _record(self, what: str, f: Fault, **extra: Any) -> None:
+        rec = {"action": what, "id": f.id, "kind": f.kind, "params": f.params, "seed": f.seed,
+               "times": f.times, "after": f.after, "at": f.at, "probability": f.probability, **extra}
+        self.history.append(rec)
+        if len(self.history) > 1000:
+            del self.history[:100]
+        self.module.trace("fault", **rec)
+
+    def _update_hooks(self) -> None:
+        self.module.fault_hooks = self if any(f.kind in CONDITIONS or f.after or f.probability is not None
+                                              for f in self.faults) else None
+
+    def _dormant(self, f: Fault) -> bool:
+        return f.at is not None and f._handle is not None and f.kind in CONDITIONS
+
+    def _wake(self, f: Fault) -> None:
+        f._handle = None
+        self._record("active", f)
+        self._conditions_changed()
+
+    def _conditions_changed(self) -> None:
+        r = self.module.resolver
+        if self._find("dns_timeout", consume=False) is not None:
+            r.fault = "timeout"
+        elif self._find("dns_fail", consume=False) is not None:
+            r.fault = "fail"
+        else:
+            r.fault = None
+
+    def _waiting(self, f: Fault, at_command: bool = False) -> bool:
+        """True while the first ``after`` commands since arming have not all passed."""
+        if not f.after:
+            return False
+        done = self.commands - f.base
+        return done <= f.after if at_command else done < f.after
+
+    def _find(self, kind: str, consume: bool = True, at_command: bool = False, **match: Any) -> Fault | None:
+        """The first armed condition of ``kind`` whose params match; counts a firing if consumed."""
+        for f in self.faults:
+            if f.kind != kind or self._dormant(f) or f.exhausted:
+                continue
+            if self._waiting(f, at_command):
+                continue
+            ok = True
+            for k, v in match.items():
+                want = f.params.get(k)
+                if want is None or v is None:
+                    continue
+                if isinstance(want, str) and isinstance(v, str):
+                    if want.upper().lstrip("AT") != v.upper().lstrip("AT") and want.lower() != v.lower():
+                        ok = False
+                elif str(want) != str(v):
+                    ok = False
+            if not ok:
+                continue
+            if not consume:
+                return f
+            if f.probability is not None and f.rng is not None and f.rng.random() >= f.probability:
+                continue
+            self._fired(f)
+            return f
+        return None
+
+    def _fired(self, f: Fault, **extra: Any) -> None:
+        f.fired += 1
+        self._record("fired", f, n=f.fired, **extra)
+        if f.exhausted and f in self.faults:
+            self.faults.remove(f)
+            self._conditions_changed()
+            self._update_hooks()
+
+    # ---- actions -------------------------------------------------------------------------------
+    def _fire_action_timed(self, f: Fault) -> None:
+        f._handle = None
+        if f in self.faults:
+            self.faults.remove(f)
+        self._fire_action(f)
+        self._update_hooks()
+
+    def _fire_action(self, f: Fault) -> None:
+        f.fired += 1
+        try:
+            result = getattr(self, "_do_" + f.kind)(**f.params)
+        except TypeError as e:
+            self._record("failed", f, error=f"bad parameters for {f.kind}: {e}")
+            raise FaultError(f"bad parameters for {f.kind}: {e}; see `atemu faults` or docs/control-plane.md") from None
+        self._record("fired", f, n=f.fired, result=result)
+
+    def _world_changed(self, change: dict) -> None:
+        self.module.trace("world", **change)
+        hook = getattr(self.module.profile, "world_changed", None)
+        if hook is not None:
+            try:
+                hook(change)
+            except Exception:
+                log.exception("%s: world_changed hook failed", self.module.name)
+
+    def _do_ap_gone(self, ssid: str | None = None) -> int:
+        aps = self.module.world.access_points
+        gone = [ap for ap in aps if ssid is None or ap.ssid == ssid]
+        for ap in gone:
+            aps.remove(ap)
+            self.removed_aps.append(ap)
+            self._world_changed({"change": "ap_removed", "ssid": ap.ssid})
+        return len(gone)
+
+    def _do_ap_back(self, ssid: str | None = None) -> int:
+        back = [ap for ap in self.removed_aps if ssid is None or ap.ssid == ssid]
+        for ap in back:
+            self.removed_aps.remove(ap)
+            self.module.world.access_points.append(ap)
+            self._world_changed({"change": "ap_added", "ssid": ap.ssid})
+        return len(back)
+
+    def _do_deauth(self, ssid: str | None = None, reason: int = 3) -> int:
+        self._world_changed({"change": "deauth", "ssid": ssid, "reason": reason})
+        return 1
+
+    def _do_rssi(self, rssi: int, ssid: str | None = None, cellular: bool = False) -> int:
+        if cellular or ssid is None and not self.module.world.access_points:
+            self.module.world.cellular.rssi = int(rssi)
+            self._world_changed({"change": "rssi", "cellular": True, "rssi": int(rssi)})
+            return 1
+        n = 0
+        for ap in self.module.world.access_points:
+            if ssid is None or ap.ssid == ssid:
+                ap.rssi = int(rssi)
+                n += 1
+                self._world_changed({"change": "rssi", "ssid": ap.ssid, "rssi": int(rssi)})
+        return n
+
+    def _do_rssi_ramp(self, to: int, ssid: str | None = None, steps: int = 5, interval: float = 1.0,
+                      cellular: bool = False) -> int:
+        w = self.module.world
+        if cellular or ssid is None and not w.access_points:
+            start = w.cellular.rssi
+        else:
+            ap = next((a for a in w.access_points if ssid is None or a.ssid == ssid), None)
+            if ap is None:
+                raise TypeError(f"no access point {ssid!r}")
+            start = ap.rssi
+        steps = max(1, int(steps))
+
+        async def ramp() -> None:
+            for i in range(1, steps + 1):
+                await asyncio.sleep(float(interval))
+                self._do_rssi(round(start + (int(to) - start) * i / steps), ssid=ssid, cellular=cellular)
+
+        asyncio.get_running_loop().create_task(ramp())
+        return steps
+
+    def _do_cellular_detach(self) -> int:
+        self.module.world.cellular.attached = False
+        self._world_changed({"change": "cellular", "attached": False})
+        for s in list(self.sessions):
+            _drop_mqtt(s)
+        for c in list(self.connections):
+            _close_conn(c, "reset")
+        return 1
+
+    def _do_cellular_attach(self) -> int:
+        self.module.world.cellular.attached = True
+        self._world_changed({"change": "cellular", "attached": True})
+        return 1
+
+    def _conns(self, host: str | None, port: int | None) -> list:
+        out = []
+        for c in list(self.connections):
+            if c.closed:
+                self.connections.discard(c)
+                continue
+            ra = c.remote_addr or ("", 0)
+            if port is not None and int(port) != ra[1]:
+                continue
+            if host is not None and host not in (ra[0], c.server_hostname):
+                continue
+            out.append(c)
+        return out
+
+    def _do_remote_close(self, host: str | None = None, port: int | None = None) -> int:
+        conns = self._conns(host, port)
+        for c in conns:
+            _close_conn(c, "remote")
+        return len(conns)
+
+    def _do_tcp_reset(self, host: str | None = None, port: int | None = None) -> int:
+        conns = self._conns(host, port)
+        for c in conns:
+            _close_conn(c, "reset")
+        return len(conns)
+
+    def _do_broker_disconnect(self, host: str | None = None) -> int:
+        n = 0
+        for s in list(self.sessions):
+            if not s.connected:
+                continue
+            if host is not None and host not in (s.host, s.server_hostname, s.remote_ip):
+                continue
+            _drop_mqtt(s)
+            n += 1
+        return n
+
+    def _do_urc(self, text: str, data: str = "") -> int:
+        self.module.urc(text, data.encode("latin-1"))
+        return 1
+
+    def _do_urc_storm(self, text: str, count: int = 100, interval: float = 0.0) -> int:
+        count = max(1, min(int(count), 100000))
+        if not interval:
+            for _ in range(count):
+                self.module.urc(text)
+            return count
+
+        async def storm() -> None:
+            for _ in range(count):
+                self.module.urc(text)
+                await asyncio.sleep(float(interval))
+
+        asyncio.get_running_loop().create_task(storm())
+        return count
+
+    def _do_reboot(self, boot_delay: float = 0.0) -> int:
+        self.module.request_reboot(float(boot_delay))
+        return 1
+
+    def _do_freeze(self, duration: float | None = None) -> int:
+        self.module.frozen = True
+        if duration:
+            asyncio.get_running_loop().call_later(float(duration), self._do_thaw)
+        return 1
+
+    def _do_thaw(self) -> int:
+        self.module.frozen = False
+        return 1
+
+    # ---- hooks the module and the net layer call -------------------------------------------------
+    def on_command(self, name: str) -> tuple[str, Any] | None:
+        """Called by Module.execute as each command starts. Returns an action for it or None."""
+        self.commands += 1
+        for f in list(self.faults):  # delayed / random actions
+            if f.kind not in ACTIONS or f.exhausted or f.at is not None:
+                continue
+            if self._waiting(f, at_command=True):
+                continue
+            if f.probability is not None and f.rng is not None and f.rng.random() >= f.probability:
+                continue
+            if f.times is not None and f.fired + 1 >= f.times:
+                self.faults.remove(f)
+            if f.kind == "reboot":  # the reboot happens instead of this command
+                f.fired += 1
+                self._record("fired", f, n=f.fired, command=name)
+                self._update_hooks()
+                return ("reboot", None)
+            try:
+                self._fire_action(f)
+            except FaultError:
+                pass
+        self._update_hooks()
+        f = self._find("at_error", at_command=True, command=name)
+        if f is not None:
+            return ("error", f)
+        f = self._find("at_delay", at_command=True, command=name)
+        if f is not None:
+            return ("delay", float(f.params.get("delay", 1.0)))
+        f = self._find("urc_inject", at_command=True, command=name)
+        if f is not None:
+            return ("urc", f.params.get("text", "+URC"))
+        return None
+
+    def on_uart(self, data: bytes, direction: str) -> bytes:
+        """Filter UART bytes (rx: host->module, tx: module->host)."""
+        if direction == "rx":
+            f = self._find("rx_overflow")
+            if f is not None:
+                size = int(f.params.get("size", 64))
+                if len(data) > size:
+                    data = data[:size]
+        out = bytearray()
+        drop = [f for f in self.faults if f.kind == "uart_drop" and f.params.get("direction", "rx") == direction]
+        corrupt = [f for f in self.faults if f.kind == "uart_corrupt" and f.params.get("direction", "rx") == direction]
+        if not drop and not corrupt:
+            return data
+        for b in data:
+            f = self._find("uart_drop", direction=direction) if drop else None
+            if f is not None:
+                continue
+            f = self._find("uart_corrupt", direction=direction) if corrupt else None
+            if f is not None:
+                rng = f.rng or random.Random(f.id)
+                b ^= 1 << rng.randrange(8)
+            out.append(b)
+        return bytes(out)
+
+    async def before_connect(self, host: str, port: int, *, tls: bool, what: str = "tcp") -> None:
+        """Called by the net layer before dialling; may raise NetError."""
+        if self._find("connect_refused", host=host, port=port) is not None:
+            raise NetError("refused", f"connect to {host}:{port}: connection refused (injected fault)")
+        if tls and self._find("tls_fail", host=host, port=port) is not None:
+            raise NetError("tls", f"TLS handshake with {host}:{port} failed (injected fault)")
+
+    def broker_refusal(self) -> int | None:
+        f = self._find("broker_refuse")
+        return None if f is None else int(f.params.get("code", 5))
+
+    def track(self, obj: Any) -> None:
+        from .net.mqtt import MqttSession
+        if isinstance(obj, MqttSession):
+            self.sessions.add(obj)
+        else:
+            self.connections.add(obj)
+            if self.module.fault_hooks is not None and any(f.kind in ("latency", "bandwidth") for f in self.faults):
+                obj.shaper = Shaper(self)
+
+    def _shaping(self, conn: Any) -> tuple[float, float]:
+        port = (conn.remote_addr or ("", 0))[1]
+        delay, bps = 0.0, 0.0
+        for f in self.faults:
+            if self._dormant(f) or f.params.get("port") not in (None, port):
+                continue
+            if f.kind == "latency":
+                delay = max(delay, float(f.params.get("delay", 0.1)))
+            elif f.kind == "bandwidth":
+                b = float(f.params.get("bps", 1000))
+                bps = b if not bps else min(bps, b)
+        return delay, bps
+
+    def snapshot_net(self) -> dict:
+        conns = []
+        for c in list(self.connections):
+            if c.closed:
+                self.connections.discard(c)
+                continue
+            conns.append({"remote": list(c.remote_addr or ()), "local": list(c.local_addr or ()), "tls": c.tls,
+                          "available": c.available, "sent": c.total_sent, "received": c.total_received})
+        sessions = []
+        for s in list(self.sessions):
+            if not s.connected and s._client is None:
+                self.sessions.discard(s)
+                continue
+            sessions.append({"client_id": s.client_id, "host": s.server_hostname, "port": s.port,
+                             "connected": s.connected})
+        return {"tcp": conns, "mqtt": sessions}
+
+
+def _close_conn(c: Any, how: str) -> None:
+    """Make a TcpConnection look closed by its peer (FIN) or reset (RST)."""
+    if c.closed or c._transport is None:
+        return
+    if how == "reset":
+        c.close_reason = "reset"
+        c.error = NetError("reset", "connection reset by peer (injected fault)")
+        sock = c._raw_socket()
+        if sock is not None:
+            try:
+                import struct
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+    else:
+        c.close_reason = "remote"
+        c.remote_eof = True
+    c._transport.abort()
+
+
+def _drop_mqtt(s: Any) -> None:
+    """Cut an MQTT session's socket under paho, as a broker dropping the link would."""
+    client = s._client
+    live = getattr(client, "_atemu_live_sock", None) if client is not None else None
+    if live is None:
+        return
+    try:
+        socket.socket.shutdown(live, socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def apply_command_fault(module: "Module", ctx: "Ctx", action: tuple[str, Any]) -> None:
+    """Helper for Module.execute: the synchronous part of an AT-layer fault."""
+    from .profile import CmdError
+    kind, value = action
+    if kind == "error":
+        code = value.params.get("code")
+        ctx.error(CmdError("failed", code=code, message="injected fault"))
+    elif kind == "urc":
+        module.write(module._frame(str(value)))
+        module.trace("urc", text=str(value), n=0, injected=True)

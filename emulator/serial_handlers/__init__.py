@@ -1,0 +1,1 @@
+"""pyserial URL handlers: ``atemu://<profile-or-name>`` (see protocol_atemu)."""

@@ -1,0 +1,303 @@
+"""Transcripts: record, replay and summarise what happened on a module's UART.
+
+Format: JSON lines, one object per event, as produced by ``Module.trace`` observers. Every record
+has ``t`` (``time.monotonic()`` seconds), ``module`` (name) and ``event``:
+
+* ``rx`` / ``tx``: ``data`` (hex) bytes host->module / module->host, exactly as on the wire
+  (``tx`` is after any UART fault; ``rx`` before it, i.e. what the host sent);
+* ``command`` (``name``, ``form``, ``line``), ``result`` (``text``), ``error`` (``kind``,
+  ``message``), ``line_error`` (``kind``), ``data`` (a data phase ended: ``n``, ``reason``);
+* ``urc`` (``text``, ``n`` raw bytes after it), ``boot``, ``reboot``;
+* ``world`` (``change`` and its fields), ``fault`` (``action`` armed/fired/cleared, ``id``,
+  ``kind``, ``params``, ``seed``...);
+* ``meta`` (first line written by ``atemu run --log`` / the proxy: ``profile``, ``baud``).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+
+class TranscriptError(Exception):
+    """A transcript file problem, with a one-line message saying what to do."""
+
+
+class JsonlTranscript:
+    """Observer writing one JSON object per line (``--log FILE``)."""
+
+    def __init__(self, path: Path | str, meta: dict | None = None):
+        self.f = open(path, "a", buffering=1)
+        if meta:
+            self({"t": time.monotonic(), "event": "meta", **meta})
+
+    def __call__(self, rec: dict) -> None:
+        if not self.f.closed:
+            self.f.write(json.dumps(rec, default=str) + "\n")
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def load(path: Path | str) -> list[dict]:
+    """Read a JSON-lines transcript; a bad line raises TranscriptError naming it."""
+    out = []
+    try:
+        with open(path) as f:
+            for n, line in enumerate(f, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise TranscriptError(f"{path}:{n}: not JSON ({e.msg}); is this an atemu --log file?") from None
+                if not isinstance(rec, dict) or "event" not in rec:
+                    raise TranscriptError(f"{path}:{n}: no 'event' field; is this an atemu --log file?")
+                out.append(rec)
+    except OSError as e:
+        raise TranscriptError(f"cannot read {path}: {e.strerror}") from None
+    return out
+
+
+def _bytes(rec: dict) -> bytes:
+    try:
+        return bytes.fromhex(rec.get("data", ""))
+    except ValueError:
+        return b""
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """Module output split into lines for comparison (CR LF framing dropped, empty lines kept out)."""
+    return [p for p in re.split(rb"\r\n|\r|\n", data) if p]
+
+
+# ---------------------------------------------------------------------------------------- replay
+
+@dataclass
+class Exchange:
+    """One host write and what the module answered until the next host write."""
+    sent: bytes
+    answer: bytes = b""
+    gap: float = 0.0         # seconds between the previous host write and this one
+
+
+def exchanges(records: Iterable[dict]) -> tuple[bytes, list[Exchange]]:
+    """Group a transcript: (output before the first host write, [host write + answer, ...])."""
+    pre = bytearray()
+    out: list[Exchange] = []
+    last_t = None
+    for r in records:
+        ev = r.get("event")
+        if ev == "rx":
+            t = float(r.get("t", 0.0))
+            gap = 0.0 if last_t is None else max(0.0, t - last_t)
+            last_t = t
+            out.append(Exchange(_bytes(r), gap=gap))
+        elif ev == "tx":
+            if out:
+                out[-1].answer += _bytes(r)
+            else:
+                pre += _bytes(r)
+    return bytes(pre), out
+
+
+@dataclass
+class Difference:
+    step: int
+    sent: bytes
+    expected: list[bytes]
+    got: list[bytes]
+
+    def describe(self) -> str:
+        return (f"step {self.step}: after sending {self.sent!r}\n"
+                f"  recorded: {b' | '.join(self.expected)!r}\n"
+                f"  now:      {b' | '.join(self.got)!r}")
+
+
+@dataclass
+class ReplayReport:
+    steps: int = 0
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return not self.differences
+
+
+async def replay(records: list[dict], module: Any, *, settle: float = 0.3, timeout: float = 10.0,
+                 keep_timing: bool = False) -> ReplayReport:
+    """Send the recorded host bytes to ``module`` (started, no transport) and compare answers.
+
+    For each host write the module's answer is collected until it has produced at least as many
+    lines as recorded and been quiet for ``settle`` seconds (or ``timeout``). Lines are compared
+    after removing empty lines, so pacing-dependent chunking does not matter.
+    """
+    got = bytearray()
+    event = asyncio.Event()
+
+    class Sink:
+        def write(self, data: bytes) -> None:
+            got.extend(data)
+            event.set()
+
+        async def drain(self) -> None:
+            return None
+
+    module.attach(Sink())
+    pre, steps = exchanges(records)
+    report = ReplayReport(steps=len(steps))
+    loop = asyncio.get_running_loop()
+
+    async def collect(expected: list[bytes]) -> bytes:
+        deadline = loop.time() + timeout
+        last_len, last_change = -1, loop.time()
+        while True:
+            now = loop.time()
+            if len(got) != last_len:
+                last_len, last_change = len(got), now
+            enough = len(split_lines(bytes(got))) >= len(expected)
+            if (enough and now - last_change >= settle) or now >= deadline or (not expected and now - last_change >= settle):
+                out = bytes(got)
+                got.clear()
+                return out
+            event.clear()
+            try:
+                await asyncio.wait_for(event.wait(), 0.05)
+            except asyncio.TimeoutError:
+                pass
+
+    await collect(split_lines(pre))  # the boot banner
+    for i, ex in enumerate(steps, 1):
+        if keep_timing and ex.gap:
+            await asyncio.sleep(min(ex.gap, 5.0))
+        module.feed(ex.sent)
+        expected = split_lines(ex.answer)
+        answer = split_lines(await collect(expected))
+        if answer != expected:
+            report.differences.append(Difference(i, ex.sent, expected, answer))
+    module.attach(None)
+    return report
+
+
+def run_replay(path: Path | str, profile_cls: Any, *, world: Any = None, settle: float = 0.3,
+               state_dir: Any = None) -> ReplayReport:
+    """Replay a transcript file against a fresh module of ``profile_cls`` (blocking helper)."""
+    import tempfile
+    from .module import Module
+    records = [r for r in load(path) if r.get("event") in ("rx", "tx")]
+
+    async def go() -> ReplayReport:
+        with tempfile.TemporaryDirectory(prefix="atemu-replay-") as tmp:
+            m = Module(profile_cls, world=world, state_dir=state_dir or tmp, pacing=False)
+            try:
+                m.attach(None)
+                await m.start()
+                return await replay(records, m, settle=settle)
+            finally:
+                await m.stop()
+
+    return asyncio.run(go())
+
+
+# ---------------------------------------------------------------------------------------- coverage
+
+def coverage(records: Iterable[dict], profile_cls: Any) -> dict:
+    """Which commands/forms, URCs and error paths a host exercised, against the profile's declarations."""
+    from .grammar import Form
+    declared_forms: dict[str, set[str]] = {}
+    for key, spec in profile_cls.commands.items():
+        if key in profile_cls.builtins:
+            continue
+        forms = set()
+        for form in spec.forms:
+            forms.add(form.value)
+        for sub in spec.subs:
+            forms.add(f"write:{sub}")
+        for sub in spec.sub_read:
+            forms.add(f"read:{sub}")
+        declared_forms[spec.name.upper()] = forms
+    used_forms: dict[str, set[str]] = {}
+    unknown: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    urcs_seen: dict[str, int] = {}
+    faults: list[dict] = []
+    commands = 0
+    for r in records:
+        ev = r.get("event")
+        if ev == "command":
+            commands += 1
+            name = str(r.get("name", "")).upper()
+            form = str(r.get("form", ""))
+            if name in declared_forms:
+                line = str(r.get("line", ""))
+                sub = None
+                if form in ("write", "read") and any(":" in f for f in declared_forms[name]):
+                    m = re.match(r'^AT' + re.escape(name) + r'=\s*"?([^",]+)', line, re.I)
+                    if m and f"{form}:{m.group(1).lower()}" in declared_forms[name]:
+                        sub = m.group(1).lower()
+                    elif m and f"write:{m.group(1).lower()}" in declared_forms[name]:
+                        sub = m.group(1).lower()
+                        form = "write"
+                used_forms.setdefault(name, set()).add(f"{form}:{sub}" if sub else form)
+            elif name not in {k.upper() for k in profile_cls.builtins}:
+                unknown[name or "AT"] = unknown.get(name or "AT", 0) + 1
+        elif ev == "error":
+            k = str(r.get("kind", "failed"))
+            errors[k] = errors.get(k, 0) + 1
+        elif ev == "line_error":
+            k = "line:" + str(r.get("kind", ""))
+            errors[k] = errors.get(k, 0) + 1
+        elif ev == "urc":
+            text = str(r.get("text", ""))
+            for u in profile_cls.urcs:
+                if text.startswith(u.name):
+                    best = u.name
+                    # prefer the longest matching prefix (+AWSPUBOPEN over +AWS)
+                    for v in profile_cls.urcs:
+                        if text.startswith(v.name) and len(v.name) > len(best):
+                            best = v.name
+                    urcs_seen[best] = urcs_seen.get(best, 0) + 1
+                    break
+        elif ev == "fault" and r.get("action") == "fired":
+            faults.append({"kind": r.get("kind"), "params": r.get("params"), "seed": r.get("seed")})
+    total_forms = sum(len(v) for v in declared_forms.values())
+    used = sum(len(used_forms.get(k, set()) & v) for k, v in declared_forms.items())
+    urc_names = [u.name for u in profile_cls.urcs]
+    error_kinds = ["unknown", "param", "syntax", "too_long", "garbage", "failed"]
+    return {
+        "profile": profile_cls.name,
+        "commands_sent": commands,
+        "commands": {"used": len([k for k in declared_forms if used_forms.get(k)]), "declared": len(declared_forms)},
+        "forms": {"used": used, "declared": total_forms},
+        "urcs": {"used": len(urcs_seen), "declared": len(urc_names), "counts": urcs_seen,
+                 "never": [u for u in urc_names if u not in urcs_seen]},
+        "errors": {"used": len([k for k in errors if k in error_kinds or k.startswith("line:")]),
+                   "declared": len(error_kinds), "counts": errors},
+        "per_command": {k: {"used": sorted(used_forms.get(k, set()) & v), "missing": sorted(v - used_forms.get(k, set()))}
+                        for k, v in sorted(declared_forms.items())},
+        "unknown_commands": unknown,
+        "faults": faults,
+    }
+
+
+def format_coverage(cov: dict) -> str:
+    def pct(d: dict) -> str:
+        return f"{d['used']}/{d['declared']}" + (f" ({100 * d['used'] // d['declared']}%)" if d["declared"] else "")
+    lines = [f"{cov['profile']}: {cov['commands_sent']} commands sent",
+             f"  commands: {pct(cov['commands'])}", f"  forms:    {pct(cov['forms'])}",
+             f"  URCs:     {pct(cov['urcs'])}", f"  errors:   {pct(cov['errors'])} {cov['errors']['counts']}"]
+    for name, d in cov["per_command"].items():
+        mark = "ok  " if not d["missing"] else ("part" if d["used"] else "--  ")
+        lines.append(f"  [{mark}] AT{name}: used {', '.join(d['used']) or '-'}; missing {', '.join(d['missing']) or '-'}")
+    if cov["urcs"]["never"]:
+        lines.append(f"  URCs never seen: {', '.join(cov['urcs']['never'])}")
+    if cov["unknown_commands"]:
+        lines.append(f"  commands the profile does not know: {cov['unknown_commands']}")
+    if cov["faults"]:
+        lines.append(f"  faults fired: {len(cov['faults'])}")
+    return "\n".join(lines)
