@@ -366,7 +366,9 @@ class MicrochipWinc(Profile):
     async def _sleep(self) -> None:
         self.asleep = True
         self.module.frozen = True
+        echo = self.module.engine.echo
         self.module.engine.reset()
+        self.module.engine.echo = echo
         self._stop_sta(silent=True)
         await self._stop_prov()
         self._stop_ap(silent=True)
@@ -379,7 +381,9 @@ class MicrochipWinc(Profile):
         """Wake the module from AT+LOWPOWER (the wake GPIO). Call on the module's loop."""
         self.asleep = False
         self.module.frozen = False
+        echo = self.module.engine.echo
         self.module.engine.reset()
+        self.module.engine.echo = echo
 
     @command("+READCERT", Form.EXEC, family="general", doc="Read certificate 1 device (TNG), 2 root, 3 last loaded")
     @command("+READCERT", Form.WRITE, Int("TYPE", 1, 3), family="general")
