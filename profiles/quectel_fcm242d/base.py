@@ -684,11 +684,24 @@ class QuectelBase(Profile):
         self.sta_ap = None
         self.sta_ip = ("0.0.0.0",) * 4
 
-    def world_changed(self) -> None:
-        """The control plane changed the world: drop the link if our AP left the air."""
-        if self.sta_up and self.sta_ap is not None and not wifi.on_air(self.module.world, self.sta_ap):
+    def world_changed(self, change: dict | None = None) -> None:
+        """The control plane changed the world: drop the link if our AP left the air (or deauth)."""
+        if not self.sta_up or self.sta_ap is None:
+            return
+        deauth = bool(change) and change.get("change") == "deauth" and change.get("ssid") in (None, self.sta_ap.ssid)
+        if deauth or not wifi.on_air(self.module.world, self.sta_ap):
             self._sta_down()
             self.module.urc("+QSTASTAT: WLAN_DISCONNECTED")
+
+    def snapshot(self) -> dict:
+        return {
+            "wifi": {"station": "up" if self.sta_up else "down", "ssid": self.sta_ap.ssid if self.sta_ap else None,
+                     "ip": self.sta_ip[0], "softap": self.softap.ssid if self.softap else None},
+            "sockets": {str(i): {"service": s.service, "host": s.host, "port": s.rport, "state": s.state,
+                                 "mode": s.mode, "buffered": s.buffered()} for i, s in sorted(self.socks.items())},
+            "last_error": self.last_err,
+            "files_open": {str(h): f[0] for h, f in self.files.items()},
+        }
 
     async def _poll_air(self) -> None:
         while self.sta_up:
@@ -843,6 +856,7 @@ class QuectelBase(Profile):
             return
         if err:
             self.socks.pop(s.id, None)
+            self.last_err = err
             self.module.urc(f"{urc}: {s.id},{err}")
             return
         self.module.urc(f"{urc}: {s.id},0")
@@ -1612,7 +1626,7 @@ class QuectelBase(Profile):
         except FsError as e:
             raise CmdError("failed", message=str(e)) from None
         f[2] += len(data)
-        ctx.info(f"+QFWRITE: {len(data)},{len(new)}")
+        ctx.raw(f"\r\n+QFWRITE: {len(data)},{len(new)}\r\n")
 
     @command("+QFCLOSE", Form.WRITE, Int("filehandle", 0, 0x7FFFFFFF), family="file", doc="Close a file",
              test="+QFCLOSE: <filehandle>")

@@ -1,0 +1,347 @@
+"""Quectel FCM242D: general, Wi-Fi, files and network utilities over a real pty."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import Emu
+from quectel_helpers import PWD, SSID, cmd_ok, emu, join, urc, world
+
+
+# ------------------------------------------------------------------------------------------ general
+
+def test_general_commands_echo_and_errors():
+    e = emu()
+    try:
+        assert e.cmd("AT") == b"AT\r\r\nOK\r\n"                       # echo on after power-up
+        assert e.cmd("AT+QECHO=0") == b"AT+QECHO=0\r\r\nOK\r\n"       # 0-based: 0 = off
+        assert e.cmd("AT") == b"\r\nOK\r\n"
+        assert e.cmd("AT+QECHO=2") == b"\r\nERROR\r\n"                # the dump's 1-based '2' is not valid
+        assert e.cmd("AT+QVERSION").startswith(b"\r\n+QVERSION: FCM242D")
+        assert e.cmd("AT+QWLMAC") == b"\r\n+QWLMAC: 88:00:33:77:69:cc\r\n\r\nOK\r\n"
+        assert e.cmd("AT+QNOSUCH") == b"\r\nERROR\r\n"
+        assert e.cmd("AT+QVERSION?") == b"\r\nERROR\r\n"              # undocumented form
+        assert e.cmd('AT+QCFG="urc/pin"') == b'\r\n+QCFG: "urc/pin",0,120\r\n\r\nOK\r\n'
+        cmd_ok(e, 'AT+QCFG="urc/pin",1,200')
+        assert e.cmd('AT+QCFG="urc/pin"') == b'\r\n+QCFG: "urc/pin",1,200\r\n\r\nOK\r\n'
+        assert e.cmd('AT+QCFG="urc/pin",1,20') == b"\r\nERROR\r\n"
+        cmd_ok(e, "AT+QSCLK=1,3")
+        assert e.cmd("AT+QSCLK?") == b"\r\n+QSCLK: 1,3\r\n\r\nOK\r\n"
+        cmd_ok(e, "AT+QAIRKISS=1")
+        cmd_ok(e, "AT+QWEBCFG=0")
+        assert e.cmd("AT+QICLOSE=?") == b"\r\n+QICLOSE: (0-11),(1-120)\r\n\r\nOK\r\n"
+        cmd_ok(e, "AT+QECHO=1")
+        assert e.cmd("AT").startswith(b"AT\r")
+    finally:
+        e.stop()
+
+
+def test_qsetband_rate_saved_and_restored_after_qrst(tmp_path):
+    e = emu(state_dir=tmp_path)
+    try:
+        cmd_ok(e, "AT+QECHO=0")
+        assert e.cmd("AT+QSETBAND=9600,0") == b"\r\nOK\r\n"
+        assert e.sync(lambda: e.module.baud) == 9600
+        assert e.cmd("AT+QSETBAND?") == b"\r\n+QSETBAND: 9600\r\n\r\nOK\r\n"
+        cmd_ok(e, "AT+QRST")
+        e.read_until(b"ready\r\n")
+        assert e.sync(lambda: e.module.baud) == 115200                     # not saved: back to default
+        assert e.cmd("AT+QSETBAND?").startswith(b"AT+QSETBAND?\r\r\n+QSETBAND: 115200")  # echo is volatile too
+        cmd_ok(e, "AT+QSETBAND=57600,1")
+        cmd_ok(e, "AT+QRST")
+        e.read_until(b"ready\r\n")
+        assert e.sync(lambda: e.module.baud) == 57600
+    finally:
+        e.stop()
+    e2 = emu(state_dir=tmp_path)     # emulator restart: the saved rate is used
+    try:
+        assert e2.sync(lambda: e2.module.baud) == 57600
+    finally:
+        e2.stop()
+
+
+def test_qsetband_ok_at_old_rate_then_new_rate_paces_output():
+    e = Emu("quectel-fcm242d", world=world(), pacing=True)
+    e.start()
+    try:
+        e.drain(0.1)
+        e.cmd("AT+QECHO=0")
+        t0 = time.monotonic()
+        assert e.cmd("AT+QSETBAND=2400,0") == b"\r\nOK\r\n"
+        assert time.monotonic() - t0 < 0.5          # 6 bytes at 115200 (at 2400 they would still be quick)
+        t0 = time.monotonic()
+        out = e.cmd("AT+QWSCAN")                      # ~70 bytes at 2400 baud = ~0.3 s
+        took = time.monotonic() - t0
+        assert b"+QWSCAN:" in out
+        assert took >= len(out) * 10 / 2400 * 0.8, took
+    finally:
+        e.stop()
+
+
+def test_qrst_tears_down_sockets_and_prints_ready(tcp_sink):
+    e = emu()
+    try:
+        join(e)
+        cmd_ok(e, f'AT+QIOPEN=0,"TCP","127.0.0.1",{tcp_sink.port},0,0')
+        urc(e, r"\+QIOPEN: 0,0\r\n")
+        conn = tcp_sink.wait_connection()
+        assert e.cmd("AT+QRST") == b"\r\nOK\r\n"
+        e.read_until(b"\r\nready\r\n", timeout=5)
+        tcp_sink.wait_until(lambda: conn.closed or conn.eof, 5, "close")
+        assert e.cmd("AT+QISTATE") == b"AT+QISTATE\r\r\nOK\r\n"    # echo back on, no sockets
+        assert e.cmd("AT+QSTAST").endswith(b"+QSTAST: STATION_DOWN\r\n\r\nOK\r\n")
+    finally:
+        e.stop()
+
+
+# ------------------------------------------------------------------------------------------ Wi-Fi
+
+def test_scan_join_wrong_password_unknown_ssid_and_state():
+    w = world(extra_aps=[{"ssid": "weak-open", "security": "open", "rssi": -80, "channel": 1}])
+    e = emu(w)
+    try:
+        cmd_ok(e, "AT+QECHO=0")
+        out = e.cmd("AT+QWSCAN")
+        assert out == (b'\r\n+QWSCAN: "lab-ap",WPA2_PSK,-40,02:00:00:00:00:01,11\r\n'
+                       b'+QWSCAN: "weak-open",OPEN,-80,02:00:00:00:00:02,1\r\n\r\nOK\r\n')
+        cmd_ok(e, f'AT+QSTAAPINFO="{SSID}","wrong-password"')
+        urc(e, r"\+QSTASTAT: WLAN_DISCONNECTED\r\n")
+        cmd_ok(e, 'AT+QSTAAPINFO="nobody-here","whatever12"')
+        urc(e, r"\+QSTASTAT: SCAN_NO_AP\r\n")
+        assert e.cmd(f'AT+QSTAAPINFO="{SSID}","short"') == b"\r\nERROR\r\n"   # 8..63 bytes
+        assert e.cmd("AT+QGETWIFISTATE") == b"\r\nERROR\r\n"
+        cmd_ok(e, f'AT+QSTAAPINFO="{SSID}","{PWD}"')
+        assert e.read_until(rb"GOT_IP\r\n") == b"\r\n+QSTASTAT: WLAN_CONNECTED\r\n\r\n+QSTASTAT: GOT_IP\r\n"
+        assert e.cmd('AT+QGETIP="station"') == b"\r\n+QGETIP: 192.168.50.23,192.168.50.1,255.255.255.0,192.168.50.1\r\n\r\nOK\r\n"
+        assert e.cmd("AT+QSTAST") == b"\r\n+QSTAST: STATION_UP\r\n\r\nOK\r\n"
+        assert e.cmd("AT+QGETWIFISTATE") == (b"\r\n+QGETWIFISTATE: ssid=lab-ap,bssid=02:00:00:00:00:01,rssi=-40,"
+                                              b"psk_type=WPA2_PSK\r\n\r\nOK\r\n")
+        cmd_ok(e, "AT+QSTASTOP")
+        urc(e, r"\+QSTASTAT: WLAN_DISCONNECTED\r\n")
+        assert e.cmd('AT+QGETIP="station"') == b"\r\n+QGETIP: 0.0.0.0,0.0.0.0,0.0.0.0,0.0.0.0\r\n\r\nOK\r\n"
+        cmd_ok(e, 'AT+QSTAAPINFO="weak-open"')                          # open network, no password
+        urc(e, r"GOT_IP\r\n")
+    finally:
+        e.stop()
+
+
+def test_static_addressing_and_dhcp_switch():
+    e = emu()
+    try:
+        cmd_ok(e, "AT+QECHO=0")
+        assert e.cmd("AT+QSTADHCP?") == b"\r\n+QSTADHCP: 1\r\n\r\nOK\r\n"
+        assert e.cmd('AT+QSTASTATIC="10.1.2.3","255.255.0.0","10.1.0.1","8.8.8.8"') == b"\r\nOK\r\n"
+        assert e.cmd('AT+QSTASTATIC="10.1.2.300","255.255.0.0","10.1.0.1","8.8.8.8"') == b"\r\nERROR\r\n"
+        assert e.cmd("AT+QSTADHCP?") == b"\r\n+QSTADHCP: 0\r\n\r\nOK\r\n"
+        cmd_ok(e, f'AT+QSTAAPINFO="{SSID}","{PWD}"')
+        urc(e, r"GOT_IP\r\n")
+        assert e.cmd('AT+QGETIP="station"') == b"\r\n+QGETIP: 10.1.2.3,10.1.0.1,255.255.0.0,8.8.8.8\r\n\r\nOK\r\n"
+        cmd_ok(e, "AT+QSTADHCP=1")
+        assert e.cmd('AT+QGETIP="station"').startswith(b"\r\n+QGETIP: 192.168.50.23,")
+        cmd_ok(e, 'AT+QIDNSCFG="1.1.1.1","9.9.9.9"')
+        assert e.cmd("AT+QIDNSCFG?") == b"\r\n+QIDNSCFG: 1.1.1.1,9.9.9.9\r\n\r\nOK\r\n"
+    finally:
+        e.stop()
+
+
+def test_link_down_urc_when_control_plane_removes_ap():
+    e = emu()
+    try:
+        join(e)
+        e.sync(lambda: e.world.access_points.clear())      # the AP leaves the air, nobody tells the module
+        t0 = time.monotonic()
+        urc(e, r"\+QSTASTAT: WLAN_DISCONNECTED\r\n", timeout=3)
+        assert time.monotonic() - t0 < 1.5
+        assert e.cmd("AT+QSTAST") == b"\r\n+QSTAST: STATION_DOWN\r\n\r\nOK\r\n"
+        # world_changed() reacts at once (deauth while the AP stays on air)
+        e.sync(lambda: e.world.access_points.extend(__import__("emulator.world", fromlist=["World"]).World.from_dict(world()).access_points))
+        cmd_ok(e, f'AT+QSTAAPINFO="{SSID}","{PWD}"')
+        urc(e, r"GOT_IP\r\n")
+        e.sync(lambda: e.module.profile.world_changed({"change": "deauth", "ssid": SSID}))
+        assert e.read_until(rb"WLAN_DISCONNECTED\r\n", timeout=0.5)
+    finally:
+        e.stop()
+
+
+def test_default_hotspot_survives_qrst_and_restart(tmp_path):
+    e = emu(state_dir=tmp_path)
+    try:
+        cmd_ok(e, "AT+QECHO=0")
+        cmd_ok(e, f'AT+QSTAAPINFODEF="{SSID}","{PWD}"')
+        urc(e, r"GOT_IP\r\n")
+        cmd_ok(e, "AT+QRST")
+        out = e.read_until(rb"GOT_IP\r\n", timeout=5)            # reconnects by itself after boot
+        assert b"ready\r\n" in out and b"WLAN_CONNECTED" in out
+    finally:
+        e.stop()
+    e2 = emu(state_dir=tmp_path)
+    try:
+        e2.cmd("AT+QECHO=0")
+        for _ in range(50):
+            if b"STATION_UP" in e2.cmd("AT+QSTAST"):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("default hotspot not joined after restart")
+        cmd_ok(e2, "AT+QSTAAPINFORMV")
+        cmd_ok(e2, "AT+QRST")
+        e2.read_until(b"ready\r\n")
+        assert e2.expect_nothing(0.5) is None                      # no reconnect any more
+    finally:
+        e2.stop()
+
+
+def test_soft_ap_is_visible_in_the_world():
+    e = emu()
+    try:
+        cmd_ok(e, "AT+QECHO=0")
+        assert e.cmd("AT+QAPSTATE") == b"\r\n+QAPSTATE: SOFTAP_DOWN\r\n\r\nOK\r\n"
+        cmd_ok(e, 'AT+QAPSTATIC="192.168.9.1","255.255.255.0","192.168.9.1","192.168.9.1"')
+        assert e.cmd('AT+QSOFTAP="testap","1234567"') == b"\r\nERROR\r\n"     # key 8..63
+        cmd_ok(e, 'AT+QSOFTAP="testap","12345678"')
+        urc(e, r"\+QAPSTAT: AP_UP\r\n")
+        assert e.cmd("AT+QAPSTATE") == b"\r\n+QAPSTATE: SOFTAP_UP\r\n\r\nOK\r\n"
+        assert e.cmd('AT+QGETIP="ap"') == b"\r\n+QGETIP: 192.168.9.1,192.168.9.1,255.255.255.0,192.168.9.1\r\n\r\nOK\r\n"
+        aps = e.sync(lambda: [(a.ssid, a.security, a.password) for a in e.world.access_points])
+        assert ("testap", "wpa2", "12345678") in aps
+        cmd_ok(e, "AT+QSOFTAPSTOP")
+        urc(e, r"\+QAPSTAT: AP_DOWN\r\n")
+        assert "testap" not in e.sync(lambda: [a.ssid for a in e.world.access_points])
+    finally:
+        e.stop()
+
+
+def test_e1_sta_then_ap():
+    e = emu()
+    try:
+        cmd_ok(e, "AT+QECHO=0")
+        assert e.cmd(f'AT+QSTAAPINFO="{SSID}","{PWD}"') == b"\r\nOK\r\n"
+        assert e.cmd('AT+QSOFTAP="testap","12345678"') == b"\r\nOK\r\n"
+        out = e.read_until(rb"GOT_IP\r\n")
+        assert b"AP_UP" in out + e.drain(0.2)
+    finally:
+        e.stop()
+
+
+# ------------------------------------------------------------------------------------------ files
+
+def test_files_write_read_list_delete_on_disk(tmp_path):
+    e = emu(state_dir=tmp_path)
+    try:
+        cmd_ok(e, "AT+QECHO=0")
+        assert e.cmd('AT+QFOPEN="test.txt",0') == b"\r\n+QFOPEN: 1\r\n\r\nOK\r\n"
+        e.write(b"AT+QFWRITE=1,10\r")
+        assert e.read_until(b"CONNECT\r\n") == b"\r\nCONNECT\r\n"
+        e.write(b"0123\r\n6789")
+        assert e.read_until(b"OK\r\n") == b"\r\n+QFWRITE: 10,10\r\n\r\nOK\r\n"
+        assert (tmp_path / "flash" / "test.txt").read_bytes() == b"0123\r\n6789"
+        assert e.cmd("AT+QFOPEN?") == b'\r\n+QFOPEN: "test.txt",1,0\r\n\r\nOK\r\n'
+        cmd_ok(e, "AT+QFCLOSE=1")
+        assert e.cmd("AT+QFCLOSE=1") == b"\r\nERROR\r\n"
+        assert e.cmd('AT+QFOPEN="test.txt",2') == b"\r\n+QFOPEN: 1\r\n\r\nOK\r\n"
+        assert e.cmd("AT+QFREAD=1,4") == b"\r\nCONNECT 4\r\n0123\r\nOK\r\n"
+        assert e.cmd("AT+QFREAD=1") == b"\r\nCONNECT 6\r\n\r\n6789\r\nOK\r\n"
+        e.write(b"AT+QFWRITE=1,3\r")
+        assert e.read_until(b"ERROR\r\n") == b"\r\nERROR\r\n"            # read-only mode
+        cmd_ok(e, "AT+QFCLOSE=1")
+        assert e.cmd('AT+QFOPEN="missing.bin",2') == b"\r\nERROR\r\n"
+        # timeout ends a short write
+        assert e.cmd('AT+QFOPEN="b.bin",1') == b"\r\n+QFOPEN: 1\r\n\r\nOK\r\n"
+        e.write(b"AT+QFWRITE=1,100,1\r")
+        e.read_until(b"CONNECT\r\n")
+        e.write(b"abc")
+        assert e.read_until(b"OK\r\n", timeout=3) == b"\r\n+QFWRITE: 3,3\r\n\r\nOK\r\n"
+        cmd_ok(e, "AT+QFCLOSE=1")
+        assert e.cmd("AT+QFLST") == b'\r\n+QFLST: "b.bin",3\r\n+QFLST: "test.txt",10\r\n\r\nOK\r\n'
+        assert e.cmd('AT+QFLST="*.txt"') == b'\r\n+QFLST: "test.txt",10\r\n\r\nOK\r\n'
+        cmd_ok(e, 'AT+QFDEL="test.txt"')
+        assert not (tmp_path / "flash" / "test.txt").exists()
+        assert e.cmd('AT+QFDEL="test.txt"') == b"\r\nERROR\r\n"
+        cmd_ok(e, 'AT+QFDEL="*"')
+        assert e.cmd("AT+QFLST") == b"\r\nOK\r\n"
+    finally:
+        e.stop()
+
+
+def test_file_names_cannot_escape_and_size_limit(tmp_path):
+    state = tmp_path / "state"
+    e = emu(state_dir=state)
+    try:
+        cmd_ok(e, "AT+QECHO=0")
+        for bad in ('"../evil.txt"', '"/tmp/evil.txt"', '"a/../../evil.txt"', '"a\x00b"'):
+            assert e.cmd(f"AT+QFOPEN={bad},1".encode("latin-1")) == b"\r\nERROR\r\n", bad
+            assert e.cmd(f"AT+QFDEL={bad}".encode("latin-1")) == b"\r\nERROR\r\n", bad
+        assert not (tmp_path / "evil.txt").exists() and not (state / "evil.txt").exists()
+        assert sorted(p.name for p in (state / "flash").iterdir()) == []
+        # 64 KiB per file
+        assert e.cmd('AT+QFOPEN="big.bin",1') == b"\r\n+QFOPEN: 1\r\n\r\nOK\r\n"
+        e.write(b"AT+QFWRITE=1,65535\r")
+        e.read_until(b"CONNECT\r\n")
+        e.write(os.urandom(65535))
+        assert e.read_until(b"OK\r\n", timeout=10) == b"\r\n+QFWRITE: 65535,65535\r\n\r\nOK\r\n"
+        e.write(b"AT+QFWRITE=1,2\r")
+        e.read_until(b"CONNECT\r\n")
+        e.write(b"xy")
+        assert e.read_until(b"ERROR\r\n") == b"\r\nERROR\r\n"
+        assert (state / "flash" / "big.bin").stat().st_size == 65535
+        assert e.cmd("AT+QFWRITE=1,0") == b"\r\nERROR\r\n"
+        assert e.cmd("AT") == b"\r\nOK\r\n"
+    finally:
+        e.stop()
+
+
+# ------------------------------------------------------------------------------------------ OTA
+
+def test_qwlanota_downloads_the_image(http_server, tmp_path):
+    image = os.urandom(200_000)
+    url = http_server.url(http_server.add_file("fw.bin", image))
+    e = emu(state_dir=tmp_path)
+    try:
+        assert e.cmd(f'AT+QWLANOTA="{url}"').endswith(b"ERROR\r\n")        # no Wi-Fi yet
+        join(e)
+        cmd_ok(e, f'AT+QWLANOTA="{url}"')
+        out = e.read_until(rb"DOWNLOAD_(SUCCEED|FAILED)\r\n", timeout=10)
+        assert out.startswith(b"\r\n+QOTASTAT: START_DOWNLOAD\r\n")
+        assert out.count(b"DOWNLOADING") == 3 and out.endswith(b"+QOTASTAT: DOWNLOAD_SUCCEED\r\n")
+        assert (tmp_path / "ota" / "firmware.bin").read_bytes() == image
+        cmd_ok(e, f'AT+QWLANOTA="{http_server.url("/status/404")}"')
+        out = e.read_until(rb"DOWNLOAD_(SUCCEED|FAILED)\r\n", timeout=10)
+        assert out.endswith(b"+QOTASTAT: DOWNLOAD_FAILED\r\n")
+        assert (tmp_path / "ota" / "firmware.bin").read_bytes() == image
+    finally:
+        e.stop()
+
+
+# ------------------------------------------------------------------------------------------ utilities
+
+def test_dns_ping_ntp(sntp_server):
+    e = emu(world(hosts={"device.example.test": "127.0.0.1"}))
+    try:
+        cmd_ok(e, "AT+QECHO=0")
+        assert e.cmd('AT+QIDNSGIP="device.example.test"') == b"\r\nERROR\r\n"       # no Wi-Fi
+        join(e)
+        cmd_ok(e, 'AT+QIDNSGIP="device.example.test"')
+        assert e.read_until(rb'"127.0.0.1"\r\n') == b'\r\n+QIURC: "dnsgip",0,1,600\r\n\r\n+QIURC: "dnsgip","127.0.0.1"\r\n'
+        cmd_ok(e, 'AT+QIDNSGIP="no-such-host.invalid"')
+        assert e.read_until(rb"dnsgip\",\d+\r\n", timeout=10) == b'\r\n+QIURC: "dnsgip",563\r\n'
+        cmd_ok(e, f'AT+QNTP="127.0.0.1",{sntp_server.port}')
+        m = urc(e, rb'\+QNTP: 0,"(\d\d)/(\d\d)/(\d\d),(\d\d):(\d\d):(\d\d)\+00"\r\n')
+        yy, mo, dd, hh, mi, ss = (int(x) for x in m.groups())
+        import calendar
+        got = calendar.timegm((2000 + yy, mo, dd, hh, mi, ss))
+        assert abs(got - (time.time() + 1000)) < 5                      # the server's clock, not ours
+        assert len(sntp_server.requests) == 1
+        cmd_ok(e, 'AT+QNTP="127.0.0.1",9')                                # nobody answers SNTP there
+        assert e.read_until(rb"\+QNTP: \d+\r\n", timeout=15) in (b"\r\n+QNTP: 567\r\n", b"\r\n+QNTP: 550\r\n")
+        cmd_ok(e, 'AT+QPING="device.example.test",2,1')
+        out = e.read_until(rb"\+QPING: \d+,\d+,\d+,\d+,\d+,\d+,\d+\r\n|\+QPING: 569\r\n|\+QPING: 55\d\r\n", timeout=10)
+        if b"+QPING: 569" in out or b"QPING: 55" in out:
+            pytest.skip("ICMP not permitted on this host")
+        assert b'+QPING: 0,"127.0.0.1",32,' in out
+        assert out.endswith(b"\r\n") and b"+QPING: 0,1,1,0," in out
+    finally:
+        e.stop()
