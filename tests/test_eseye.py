@@ -321,3 +321,63 @@ def test_pacing_9600():
         e.read_until(b"ERROR\r\n", timeout=10)
         dt = time.monotonic() - t0
         assert 0.85 < dt < 3.0, dt
+
+
+def test_cli_end_to_end_with_world_file(broker, aws_pki, tmp_path):
+    """The issue's 'done when': atemu run ... --pty --world W; a pyserial script publishes and receives."""
+    import serial
+    from harness import Cli
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for src, dst in ((aws_pki.ca_cert, "ca.pem"), (aws_pki.client_cert, "device.pem"), (aws_pki.client_key, "device.key")):
+        shutil.copy(src, certs / dst)
+    world = tmp_path / "world.yaml"
+    world.write_text(f"""
+network:
+  hosts: {{"{AWS_HOST}": "127.0.0.1"}}
+aws:
+  endpoint: "{AWS_HOST}:{broker.tls_port}"
+  thing_name: "{THING}"
+  ca: certs/ca.pem
+  cert: certs/device.pem
+  key: certs/device.key
+""")
+    link = tmp_path / "ttyEseye"
+    cli = Cli("run", "eseye-anynet", "--pty", str(link), "--world", str(world), "--state-dir", str(tmp_path / "st"))
+    probe = MqttProbe(broker.port)
+    try:
+        probe.subscribe(f"temperature/{THING}")
+        s = serial.Serial(str(link), 9600, timeout=0.2)
+
+        def until(token: bytes, timeout: float = 10.0) -> bytes:
+            buf = b""
+            deadline = time.monotonic() + timeout
+            while token not in buf:
+                assert time.monotonic() < deadline, buf
+                buf += s.read(max(1, s.in_waiting))
+            return buf
+
+        def line_after(prefix: bytes) -> bytes:
+            buf = until(prefix)
+            rest = buf[buf.index(prefix):]
+            while not rest.endswith(b"\r\n"):
+                rest += until(b"\r\n") if b"\r\n" not in rest else b""
+            return rest.split(b"\r\n")[0]
+
+        s.write(b"ATE0\r")
+        until(b"OK\r\n")
+        s.write(b'AT+AWSPUBOPEN=0,"temperature"\r')
+        assert line_after(b"+AWSPUBOPEN: ") == b"+AWSPUBOPEN: 0,0"
+        s.write(b'AT+AWSSUBOPEN=0,"resolution"\r')
+        assert line_after(b"+AWSSUBOPEN: ") == b"+AWSSUBOPEN: 0,0"
+        s.write(b"AT+AWSPUBLISH=0,4\r")
+        until(b"> ")
+        s.write(b"23.1")
+        until(b"SEND OK\r\n")
+        assert probe.wait_for(f"temperature/{THING}")[0] == b"23.1"
+        probe.publish(f"resolution/{THING}", b"hi!", qos=1)
+        assert until(b"+AWS:0,3\r\nhi!").endswith(b"+AWS:0,3\r\nhi!")
+        s.close()
+    finally:
+        probe.close()
+        assert cli.stop() == 0
