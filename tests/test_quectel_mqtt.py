@@ -1,0 +1,373 @@
+"""Quectel FCM242D MQTT (AT+QMT*) over a real pty against a real mosquitto (plain and TLS)."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from harness import Emu
+
+WORLD = {"wifi": {"access_points": [{"ssid": "lab", "security": "wpa2", "password": "labpass123"}]}}
+
+
+def boot(world=WORLD, **kw) -> Emu:
+    e = Emu("quectel-fcm242d", world=world, **kw)
+    e.start()
+    assert e.cmd("AT+QECHO=0").endswith(b"OK\r\n")
+    e.drain()
+    return e
+
+
+def wifi_up(e: Emu) -> None:
+    assert e.cmd('AT+QSTAAPINFO="lab","labpass123"') == b"\r\nOK\r\n"
+    e.read_until(rb"\+QSTASTAT: GOT_IP\r\n")
+
+
+@pytest.fixture
+def emu():
+    e = boot()
+    wifi_up(e)
+    yield e
+    e.stop()
+
+
+def urc(e: Emu, pattern: str, timeout: float = 8.0) -> re.Match:
+    got = e.read_until(pattern.encode(), timeout)
+    m = re.search(pattern.encode(), got)
+    assert m is not None
+    return m
+
+
+def expect_all(e: Emu, *patterns: str, timeout: float = 8.0) -> bytes:
+    """Read until every pattern has appeared (in any order); return all that was read."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    while not all(re.search(p.encode(), got) for p in patterns):
+        left = deadline - time.monotonic()
+        assert left > 0, f"missing {[p for p in patterns if not re.search(p.encode(), got)]} in {got!r}"
+        e._fill()
+        got += bytes(e.buf)
+        e.buf.clear()
+    return got
+
+
+def open_conn(e: Emu, port: int, idx: int = 0, client: str = "dev1", host: str = "127.0.0.1") -> None:
+    assert e.cmd(f'AT+QMTOPEN={idx},"{host}",{port}') == b"\r\nOK\r\n"
+    urc(e, rf"\+QMTOPEN: {idx},0\r\n")
+    assert e.cmd(f'AT+QMTCONN={idx},"{client}"') == b"\r\nOK\r\n"
+    urc(e, rf"\+QMTCONN: {idx},0,0\r\n")
+
+
+def publish(e: Emu, line: str, payload: bytes) -> bytes:
+    e.write(line + "\r")
+    e.read_until(rb"\r\n> ")
+    e.write(payload)
+    return e.read_until(rb"\r\n(OK|ERROR)\r\n")
+
+
+# ------------------------------------------------------------------------------------------ E8
+
+def test_e8_mqtt_without_ssl(emu, mosquitto, mqtt_probe):
+    probe = mqtt_probe(mosquitto)
+    probe.subscribe("topic/#")
+    assert emu.cmd('AT+QMTCFG="recv/mode",0,0') == b"\r\nOK\r\n"
+    assert emu.cmd("AT+QMTOPEN=?") == b"\r\n+QMTOPEN: (0-5),<host_name>,(1-65535)\r\n\r\nOK\r\n"
+    assert emu.cmd(f'AT+QMTOPEN=0,"127.0.0.1",{mosquitto.port}') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTOPEN: 0,0\r\n")
+    assert emu.cmd("AT+QMTOPEN?") == f'\r\n+QMTOPEN: 0,"127.0.0.1",{mosquitto.port}\r\n\r\nOK\r\n'.encode()
+    assert emu.cmd("AT+QMTCONN=?") == b"\r\n+QMTCONN: (0-5),<clientID>,<username>,<password>\r\n\r\nOK\r\n"
+    assert emu.cmd("AT+QMTCONN?") == b"\r\n+QMTCONN: 0,1\r\n\r\nOK\r\n"
+    assert emu.cmd('AT+QMTCONN=0,"test","quectel","quectel"') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTCONN: 0,0,0\r\n")
+    assert emu.cmd("AT+QMTCONN?") == b"\r\n+QMTCONN: 0,3\r\n\r\nOK\r\n"
+    assert emu.cmd("AT+QMTSUB=?") == b"\r\n+QMTSUB: (0-5),(0-65535),<topic>,(0-2)\r\n\r\nOK\r\n"
+    assert emu.cmd('AT+QMTSUB=0,1,"topic/example",2') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTSUB: 0,1,0,2\r\n")
+    assert emu.cmd('AT+QMTSUB=0,1,"topic/pub",0') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTSUB: 0,1,0,0\r\n")
+    probe.publish("topic/example", b"This is the payload related to topic", qos=0)
+    urc(emu, r'\+QMTRECV: 0,0,"topic/example",36,"This is the payload related to topic"\r\n')
+    assert emu.cmd('AT+QMTUNS=0,2,"topic/example"') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTUNS: 0,2,0\r\n")
+    assert emu.cmd("AT+QMTPUB=?") == b"\r\n+QMTPUB: (0-5),(0-65535),(0-2),(0,1),<topic>,(1-2048)\r\n\r\nOK\r\n"
+    assert publish(emu, 'AT+QMTPUB=0,0,0,0,"topic/pub",30', b"This is test data, hello MQTT.") == b"\r\nOK\r\n"
+    # our own subscription to topic/pub delivers it back
+    expect_all(emu, r"\+QMTPUB: 0,0,0\r\n", r'\+QMTRECV: 0,0,"topic/pub",30,"This is test data, hello MQTT."\r\n')
+    assert probe.wait_for("topic/pub") == (b"This is test data, hello MQTT.", 0, False)
+    # unsubscribed: nothing arrives any more on topic/example
+    probe.publish("topic/example", b"late", qos=1)
+    emu.expect_nothing(0.4)
+    assert emu.cmd("AT+QMTDISC=0") == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTDISC: 0,0\r\n")
+    assert emu.cmd("AT+QMTCONN?") == b"\r\nOK\r\n"
+    assert emu.cmd("AT+QMTOPEN?") == b"\r\nOK\r\n"
+
+
+# ------------------------------------------------------------------------------------------ E9 (TLS)
+
+def upload(e: Emu, name: str, data: bytes) -> None:
+    out = e.cmd(f'AT+QFOPEN="{name}",1')
+    h = int(re.search(rb"\+QFOPEN: (\d+)", out).group(1))
+    e.write(f"AT+QFWRITE={h},{len(data)}\r")
+    e.read_until(rb"CONNECT\r\n")
+    e.write(data)
+    e.read_until(rb"\r\nOK\r\n")
+    assert e.cmd(f"AT+QFCLOSE={h}").endswith(b"OK\r\n")
+
+
+def test_e9_mqtt_with_ssl_client_certificate(emu, mosquitto_tls, pki, mqtt_probe):
+    probe = mqtt_probe(mosquitto_tls)
+    probe.subscribe("$aws/#")
+    assert emu.cmd('AT+QMTCFG="recv/mode",0,0') == b"\r\nOK\r\n"
+    assert emu.cmd('AT+QMTCFG="ssl",0,1,2') == b"\r\nOK\r\n"
+    assert emu.cmd('AT+QMTCFG="ssl",0') == b'\r\n+QMTCFG: "ssl",1,2\r\n\r\nOK\r\n'
+    upload(emu, "ca.pem", pki.ca_cert.read_bytes())
+    upload(emu, "user.pem", pki.client_cert.read_bytes())
+    upload(emu, "user_key.pem", pki.client_key.read_bytes())
+    # (E9 configures the files on ctx 1 and the level on ctx 2, item 42: we configure ctx 2 throughout)
+    for line in ('AT+QSSLCFG="cacert",2,"ca.pem"', 'AT+QSSLCFG="clientcert",2,"user.pem"',
+                 'AT+QSSLCFG="clientkey",2,"user_key.pem"', 'AT+QSSLCFG="seclevel",2,2',
+                 'AT+QSSLCFG="sslversion",2,4', 'AT+QSSLCFG="ciphersuite",2,0xFFFF',
+                 'AT+QSSLCFG="ignorelocaltime",2,1'):
+        assert emu.cmd(line) == b"\r\nOK\r\n", line
+    assert emu.cmd(f'AT+QMTOPEN=0,"127.0.0.1",{mosquitto_tls.tls_port}') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTOPEN: 0,0\r\n")
+    assert emu.cmd('AT+QMTCONN=0,"test","quectel","quectel"') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTCONN: 0,0,0\r\n")
+    topic = "$aws/things/M26_0206/shadow/update/accepted"
+    assert emu.cmd(f'AT+QMTSUB=0,1,"{topic}",1') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTSUB: 0,1,0,1\r\n")
+    assert publish(emu, f'AT+QMTPUB=0,1,1,0,"{topic}",32', b"This is publish data from client") == b"\r\nOK\r\n"
+    recv = r'\+QMTRECV: 0,(\d+),"\$aws/things/M26_0206/shadow/update/accepted",32,"This is publish data from client"\r\n'
+    got = expect_all(emu, r"\+QMTPUB: 0,1,0\r\n", recv)
+    assert int(re.search(recv.encode(), got).group(1)) > 0  # a QoS 1 delivery carries its packet id
+    assert probe.wait_for(topic) == (b"This is publish data from client", 1, False)
+    assert emu.cmd("AT+QMTDISC=0") == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTDISC: 0,0\r\n")
+
+
+def test_tls_verify_failure_and_no_client_cert(emu, mosquitto_tls, pki):
+    # a CA that did not sign the broker: the handshake at QMTOPEN fails
+    upload(emu, "other.pem", pki.other_ca_cert.read_bytes())
+    for line in ('AT+QMTCFG="ssl",1,1,3', 'AT+QSSLCFG="cacert",3,"other.pem"', 'AT+QSSLCFG="seclevel",3,1'):
+        assert emu.cmd(line) == b"\r\nOK\r\n"
+    assert emu.cmd(f'AT+QMTOPEN=1,"127.0.0.1",{mosquitto_tls.tls_port}') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTOPEN: 1,3\r\n")
+    # right CA, but no client certificate: the broker requires one, CONNECT fails
+    upload(emu, "ca.pem", pki.ca_cert.read_bytes())
+    assert emu.cmd('AT+QSSLCFG="cacert",3,"ca.pem"') == b"\r\nOK\r\n"
+    assert emu.cmd(f'AT+QMTOPEN=1,"127.0.0.1",{mosquitto_tls.tls_port}') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTOPEN: 1,3\r\n")
+
+
+# ------------------------------------------------------------------------------------------ QoS / retain / binary
+
+def test_qos_retain_and_binary_payloads_at_the_broker(emu, mosquitto, mqtt_probe):
+    probe = mqtt_probe(mosquitto)
+    probe.subscribe("dev/#", qos=2)
+    open_conn(emu, mosquitto.port)
+    binary = bytes(range(256))[:200] + b"\r\n\x1a\x1b\"," + b"\x00" * 10
+    for qos, mid in ((0, 0), (1, 7), (2, 65535)):
+        assert publish(emu, f'AT+QMTPUB=0,{mid},{qos},0,"dev/q{qos}",{len(binary)}', binary) == b"\r\nOK\r\n"
+        urc(emu, rf"\+QMTPUB: 0,{mid},0\r\n")
+        assert probe.wait_for(f"dev/q{qos}") == (binary, qos, False)
+    # retain: a client that subscribes later still gets it, flagged as retained
+    assert publish(emu, 'AT+QMTPUB=0,3,1,1,"dev/state",2', b"on") == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTPUB: 0,3,0\r\n")
+    late = mqtt_probe(mosquitto)
+    late.subscribe("dev/state")
+    assert late.wait_for("dev/state") == (b"on", 1, True)
+    # variable length, ended by Ctrl+Z
+    assert publish(emu, 'AT+QMTPUB=0,0,0,0,"dev/z"', b"typed text\x1a") == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTPUB: 0,0,0\r\n")
+    assert probe.wait_for("dev/z")[0] == b"typed text"
+    # Esc cancels: ERROR and nothing published
+    assert publish(emu, 'AT+QMTPUB=0,0,0,0,"dev/esc"', b"abc\x1b") == b"\r\nERROR\r\n"
+    # receiving binary: the payload bytes come verbatim inside the quotes, <len> tells where they end
+    assert emu.cmd('AT+QMTSUB=0,5,"in/bin",2') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTSUB: 0,5,0,2\r\n")
+    probe.publish("in/bin", binary, qos=2)
+    head = emu.read_until(rb'\+QMTRECV: 0,\d+,"in/bin",216,"', timeout=5)
+    assert head
+    assert emu.read_exactly(len(binary) + 3) == binary + b'"\r\n'
+    time.sleep(0.3)
+    assert probe.received() == [] or all(t != "dev/esc" for t, *_ in probe.received())
+
+
+def test_hex_dataformat(emu, mosquitto, mqtt_probe):
+    probe = mqtt_probe(mosquitto)
+    probe.subscribe("hex/#")
+    assert emu.cmd('AT+QMTCFG="dataformat",0,1,1') == b"\r\nOK\r\n"
+    assert emu.cmd('AT+QMTCFG="dataformat",0') == b'\r\n+QMTCFG: "dataformat",1,1\r\n\r\nOK\r\n'
+    open_conn(emu, mosquitto.port)
+    assert publish(emu, 'AT+QMTPUB=0,0,0,0,"hex/out",8', b"00FF0D0A") == b"\r\nOK\r\n"
+    assert probe.wait_for("hex/out")[0] == b"\x00\xff\r\n"
+    assert publish(emu, 'AT+QMTPUB=0,0,0,0,"hex/out",3', b"0GZ") == b"\r\nERROR\r\n"
+    assert emu.cmd('AT+QMTSUB=0,1,"hex/in",0') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTSUB: 0,1,0,0\r\n")
+    probe.publish("hex/in", b"\x01\x02\xab")
+    urc(emu, r'\+QMTRECV: 0,0,"hex/in",3,"0102AB"\r\n')
+
+
+# ------------------------------------------------------------------------------------------ buffer mode
+
+def test_buffer_receive_mode(emu, mosquitto, mqtt_probe):
+    probe = mqtt_probe(mosquitto)
+    assert emu.cmd('AT+QMTCFG="recv/mode",0,1') == b"\r\nOK\r\n"
+    assert emu.cmd('AT+QMTCFG="recv/mode",0') == b'\r\n+QMTCFG: "recv/mode",1\r\n\r\nOK\r\n'
+    open_conn(emu, mosquitto.port)
+    assert emu.cmd('AT+QMTSUB=0,1,"buf/#",1') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTSUB: 0,1,0,1\r\n")
+    probe.publish("buf/a", b"first", qos=1)
+    urc(emu, r"\+QMTRECV: 0,0\r\n")
+    probe.publish("buf/b", b"second", qos=0)
+    urc(emu, r"\+QMTRECV: 0,1\r\n")
+    assert emu.cmd("AT+QMTRECV?") == b"\r\n+QMTRECV: 0,1,1,0,0,0\r\n\r\nOK\r\n"
+    out = emu.cmd("AT+QMTRECV=0,1")
+    assert out == b'\r\n+QMTRECV: 0,0,"buf/b",6,"second"\r\n\r\nOK\r\n'
+    out = emu.cmd("AT+QMTRECV=0")
+    assert re.fullmatch(rb'\r\n\+QMTRECV: 0,\d+,"buf/a",5,"first"\r\n\r\nOK\r\n', out)
+    assert emu.cmd("AT+QMTRECV?") == b"\r\n+QMTRECV: 0,0,0,0,0,0\r\n\r\nOK\r\n"
+    assert emu.cmd("AT+QMTRECV=?") == b"\r\nOK\r\n"
+    # five slots; the sixth message is dropped, nothing is overwritten
+    for i in range(6):
+        probe.publish(f"buf/{i}", str(i).encode(), qos=1)
+    for i in range(5):
+        urc(emu, rf"\+QMTRECV: 0,{i}\r\n")
+    emu.expect_nothing(0.4)
+    out = emu.cmd("AT+QMTRECV=0")
+    assert [m.group(1) for m in re.finditer(rb'"buf/(\d)"', out)] == [b"0", b"1", b"2", b"3", b"4"]
+
+
+# ------------------------------------------------------------------------------------------ link loss, will, errors
+
+def test_broker_drop_gives_qmtstat_and_will_is_published(mosquitto_factory, mqtt_probe):
+    broker = mosquitto_factory()
+    watcher = mqtt_probe(broker)
+    watcher.subscribe("will/#")
+    e = boot()
+    try:
+        wifi_up(e)
+        assert e.cmd('AT+QMTCFG="will",0,1,1,0,"will/dev1","gone"') == b"\r\nOK\r\n"
+        assert e.cmd('AT+QMTCFG="will",0') == b'\r\n+QMTCFG: "will",1,1,0,"will/dev1","gone"\r\n\r\nOK\r\n'
+        assert e.cmd('AT+QMTCFG="keepalive",0,30') == b"\r\nOK\r\n"
+        assert e.cmd('AT+QMTCFG="keepalive",0') == b'\r\n+QMTCFG: "keepalive",30\r\n\r\nOK\r\n'
+        open_conn(e, broker.port)
+        # QMTCLOSE drops the network without DISCONNECT: the broker publishes the will
+        assert e.cmd("AT+QMTCLOSE=0") == b"\r\nOK\r\n"
+        urc(e, r"\+QMTCLOSE: 0,0\r\n")
+        assert watcher.wait_for("will/dev1") == (b"gone", 1, False)
+        e.expect_nothing(0.3)          # a local close is not a +QMTSTAT
+        open_conn(e, broker.port)
+        watcher.close()
+        broker.kill()
+        urc(e, r"\+QMTSTAT: 0,1\r\n", timeout=10)
+        assert e.cmd("AT+QMTCONN?") == b"\r\nOK\r\n"
+        assert e.cmd('AT+QMTPUB=0,0,0,0,"x",1') == b"\r\nERROR\r\n"
+        # broker gone: QMTOPEN reports a network error
+        assert e.cmd(f'AT+QMTOPEN=0,"127.0.0.1",{broker.port}') == b"\r\nOK\r\n"
+        urc(e, r"\+QMTOPEN: 0,3\r\n")
+    finally:
+        e.stop()
+
+
+def test_errors_and_state_rules(mosquitto, mqtt_probe):
+    e = boot()
+    try:
+        # no Wi-Fi: network error
+        assert e.cmd(f'AT+QMTOPEN=0,"127.0.0.1",{mosquitto.port}') == b"\r\nOK\r\n"
+        urc(e, r"\+QMTOPEN: 0,3\r\n")
+        wifi_up(e)
+        # DNS failure
+        assert e.cmd('AT+QMTOPEN=0,"no-such-host.invalid",1883') == b"\r\nOK\r\n"
+        urc(e, r"\+QMTOPEN: 0,4\r\n")
+        assert e.cmd("AT+QMTCONN=0,\"x\"") == b"\r\nERROR\r\n"       # not open
+        assert e.cmd("AT+QMTCLOSE=0") == b"\r\nERROR\r\n"
+        assert e.cmd("AT+QMTOPEN=6,\"127.0.0.1\",1883") == b"\r\nERROR\r\n"
+        assert e.cmd("AT+QMTOPEN=0,\"127.0.0.1\",0") == b"\r\nERROR\r\n"
+        open_conn(e, mosquitto.port)
+        # index already in use
+        assert e.cmd(f'AT+QMTOPEN=0,"127.0.0.1",{mosquitto.port}') == b"\r\nOK\r\n"
+        urc(e, r"\+QMTOPEN: 0,2\r\n")
+        assert e.cmd('AT+QMTCONN=0,"again"') == b"\r\nERROR\r\n"      # already connected
+        assert e.cmd('AT+QMTPUB=0,1,0,0,"t",1') == b"\r\nERROR\r\n"    # QoS 0 needs msgID 0
+        assert e.cmd('AT+QMTPUB=0,0,1,0,"t",1') == b"\r\nERROR\r\n"    # QoS 1 needs msgID > 0
+        assert e.cmd('AT+QMTPUB=0,0,0,0,"t/#",1') == b"\r\nERROR\r\n"  # no wildcards
+        assert e.cmd('AT+QMTPUB=0,0,0,0,"t",2049') == b"\r\nERROR\r\n"
+        assert e.cmd('AT+QMTSUB=0,0,"t",0') == b"\r\nERROR\r\n"        # packet id 0
+        assert e.cmd('AT+QMTSUB=0,1,"t",3') == b"\r\nERROR\r\n"
+        assert e.cmd('AT+QMTCONN=0,"c","user"') == b"\r\nERROR\r\n"    # username without password
+        # several topics in one SUBSCRIBE
+        assert e.cmd('AT+QMTSUB=0,9,"a/1",0,"a/2",1,"a/3",2') == b"\r\nOK\r\n"
+        urc(e, r"\+QMTSUB: 0,9,0,0,1,2\r\n")
+        assert e.cmd('AT+QMTUNS=0,10,"a/1","a/2"') == b"\r\nOK\r\n"
+        urc(e, r"\+QMTUNS: 0,10,0\r\n")
+        assert publish(e, 'AT+QMTPUB=0,0,0,0,"t",3', b"abc") == b"\r\nOK\r\n"
+        urc(e, r"\+QMTPUB: 0,0,0\r\n")
+        # the emulator survives garbage and keeps working
+        assert e.cmd('AT+QMTCFG="nonsense",0') == b"\r\nERROR\r\n"
+        assert e.cmd("AT+QMTDISC=0") == b"\r\nOK\r\n"
+        urc(e, r"\+QMTDISC: 0,0\r\n")
+        assert e.cmd("AT+QMTDISC=0") == b"\r\nERROR\r\n"
+    finally:
+        e.stop()
+
+
+def test_connack_refused_and_credentials(mosquitto_factory):
+    broker = mosquitto_factory(passwords={"alice": "secret"}, allow_anonymous=False)
+    e = boot()
+    try:
+        wifi_up(e)
+        assert e.cmd(f'AT+QMTOPEN=0,"127.0.0.1",{broker.port}') == b"\r\nOK\r\n"
+        urc(e, r"\+QMTOPEN: 0,0\r\n")
+        assert e.cmd('AT+QMTCONN=0,"c1","alice","wrong"') == b"\r\nOK\r\n"
+        urc(e, r"\+QMTCONN: 0,0,5\r\n")
+        assert e.cmd("AT+QMTCONN?") == b"\r\n+QMTCONN: 0,1\r\n\r\nOK\r\n"
+        assert e.cmd('AT+QMTCONN=0,"c1","alice","secret"') == b"\r\nOK\r\n"
+        urc(e, r"\+QMTCONN: 0,0,0\r\n")
+    finally:
+        e.stop()
+
+
+def test_cfg_queries_and_test_form():
+    e = boot()
+    try:
+        out = e.cmd("AT+QMTCFG=?")
+        assert out.count(b"+QMTCFG: ") == 10 and out.endswith(b"\r\nOK\r\n")
+        assert e.cmd('AT+QMTCFG="version",0') == b'\r\n+QMTCFG: "version",4\r\n\r\nOK\r\n'
+        assert e.cmd('AT+QMTCFG="version",0,3') == b"\r\nOK\r\n"
+        assert e.cmd('AT+QMTCFG="version",0') == b'\r\n+QMTCFG: "version",3\r\n\r\nOK\r\n'
+        assert e.cmd('AT+QMTCFG="version",0,5') == b"\r\nERROR\r\n"
+        assert e.cmd('AT+QMTCFG="session",0,0') == b"\r\nOK\r\n"
+        assert e.cmd('AT+QMTCFG="session",0') == b'\r\n+QMTCFG: "session",0\r\n\r\nOK\r\n'
+        assert e.cmd('AT+QMTCFG="timeout",0,10,2,1') == b"\r\nOK\r\n"
+        assert e.cmd('AT+QMTCFG="timeout",0') == b'\r\n+QMTCFG: "timeout",10,2,1\r\n\r\nOK\r\n'
+        assert e.cmd('AT+QMTCFG="timeout",0,1201') == b"\r\nERROR\r\n"
+        assert e.cmd('AT+QMTCFG="aliauth",0,"pk","dn","ds"') == b"\r\nOK\r\n"
+        assert e.cmd('AT+QMTCFG="aliauth",0') == b'\r\n+QMTCFG: "aliauth","pk","dn","ds"\r\n\r\nOK\r\n'
+        assert e.cmd('AT+QMTCFG="onenet",0,"pid","key"') == b"\r\nOK\r\n"
+        assert e.cmd('AT+QMTCFG="onenet",0') == b'\r\n+QMTCFG: "onenet","pid","key"\r\n\r\nOK\r\n'
+        assert e.cmd('AT+QMTCFG="will",0,1') == b"\r\nERROR\r\n"
+        assert e.cmd("AT+QMTCLOSE=?") == b"\r\n+QMTCLOSE: (0-5)\r\n\r\nOK\r\n"
+        assert e.cmd("AT+QMTDISC=?") == b"\r\n+QMTDISC: (0-5)\r\n\r\nOK\r\n"
+        assert e.cmd("AT+QMTUNS=?") == b"\r\n+QMTUNS: (0-5),(0-65535),<topic>\r\n\r\nOK\r\n"
+    finally:
+        e.stop()
+
+
+def test_aliauth_signs_connect(mosquitto_factory):
+    import hashlib
+    import hmac
+    pw = hmac.new(b"secret", b"clientIdc9deviceNamedevproductKeyprod", hashlib.sha1).hexdigest()
+    broker = mosquitto_factory(passwords={"dev&prod": pw}, allow_anonymous=False)
+    e = boot()
+    try:
+        wifi_up(e)
+        assert e.cmd('AT+QMTCFG="aliauth",0,"prod","dev","secret"') == b"\r\nOK\r\n"
+        assert e.cmd(f'AT+QMTOPEN=0,"127.0.0.1",{broker.port}') == b"\r\nOK\r\n"
+        urc(e, r"\+QMTOPEN: 0,0\r\n")
+        assert e.cmd('AT+QMTCONN=0,"c9"') == b"\r\nOK\r\n"
+        urc(e, r"\+QMTCONN: 0,0,0\r\n")
+    finally:
+        e.stop()
