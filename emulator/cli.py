@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--world", metavar="FILE", help="world file (YAML); default: a built-in world")
     r.add_argument("--state-dir", metavar="DIR", help="non-volatile state folder (default: XDG state dir)")
     r.add_argument("--log", metavar="FILE", help="append a JSON-lines transcript to FILE")
+    r.add_argument("--control", metavar="[HOST:]PORT",
+                   help="serve the control API and web page over HTTP (host 127.0.0.1 by default; port 0 = any)")
+    r.add_argument("--control-token", metavar="TOKEN",
+                   help="require this token on every control request (needed to bind beyond 127.0.0.1; "
+                        "default: env ATEMU_CONTROL_TOKEN)")
     r.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
 
     pr = sub.add_parser("profiles", help="list installed profiles")
@@ -46,6 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("describe", help="every command and URC a profile implements")
     d.add_argument("profile")
     d.add_argument("--json", action="store_true")
+
+    rp = sub.add_parser("replay", help="re-send a transcript's host side to a fresh module and report differences")
+    rp.add_argument("file", help="JSON-lines transcript (atemu run --log / atemu proxy --log)")
+    rp.add_argument("--profile", help="profile to replay against (default: the one recorded in the file)")
+    rp.add_argument("--world", metavar="FILE", help="world file (YAML) for the fresh module")
+    rp.add_argument("--settle", type=float, default=0.3, metavar="SECONDS",
+                    help="quiet time that ends an answer (default 0.3)")
+
+    px = sub.add_parser("proxy", help="sit between a host and a real serial module and record a transcript")
+    px.add_argument("device", help="the real module's serial port (e.g. /dev/ttyUSB0) or a pyserial URL")
+    px.add_argument("--pty", metavar="PATH", help="publish the host-side pseudo-terminal at PATH (a symlink)")
+    px.add_argument("--baud", type=int, default=115200, metavar="N", help="device line speed (default 115200)")
+    px.add_argument("--log", metavar="FILE", required=True, help="append the JSON-lines transcript to FILE")
+    px.add_argument("--profile", default="", help="profile name to record in the transcript (for replay)")
+
+    cv = sub.add_parser("coverage", help="which commands, forms, URCs and error paths a transcript exercised")
+    cv.add_argument("file", help="JSON-lines transcript")
+    cv.add_argument("--profile", help="profile (default: the one recorded in the file)")
+    cv.add_argument("--json", action="store_true")
     return p
 
 
@@ -60,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_describe(args)
     if args.cmd == "run":
         return cmd_run(args)
+    if args.cmd in ("replay", "proxy", "coverage"):
+        from . import transcript
+        return getattr(transcript, "cmd_" + args.cmd)(args)
     return 2
 
 
@@ -140,7 +167,8 @@ def cmd_run(args) -> int:
 
 
 async def _run(cls, world, args) -> int:
-    from .module import JsonlTranscript, Module
+    from .module import Module
+    from .transcript import JsonlTranscript
     from .uart import ChildTransport, PtyTransport, Rfc2217Transport, TcpTransport, TransportError, parse_hostport
     try:
         module = Module(cls, world=world, state_dir=args.state_dir, baud=args.baud, pacing=not args.no_pacing)
@@ -149,7 +177,8 @@ async def _run(cls, world, args) -> int:
     transcript = None
     if args.log:
         try:
-            transcript = JsonlTranscript(args.log)
+            transcript = JsonlTranscript(args.log, meta={"profile": cls.name, "baud": module.baud,
+                                                         "module": module.name})
         except OSError as e:
             _die(f"--log {args.log}: {e.strerror}")
         module.observers.append(transcript)
@@ -173,6 +202,21 @@ async def _run(cls, world, args) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    control = None
+    if args.control:
+        from . import api
+        from .control import ControlError, ControlServer
+        handle = api.wrap(module, transport)
+        try:
+            chost, cport = parse_hostport(args.control)
+            control = ControlServer(chost, cport, token=args.control_token,
+                                    modules=lambda: {handle.name: handle})
+            await control.start()
+        except (ControlError, TransportError, ValueError) as e:
+            await transport.stop()
+            await module.stop()
+            _die(str(e))
+        print(f"atemu: control on {control.url}/", flush=True)
     print(f"atemu: {cls.name} ready on {transport.port}", flush=True)
     status = 0
     waiters = [asyncio.ensure_future(stop.wait())]
@@ -198,6 +242,8 @@ async def _run(cls, world, args) -> int:
             status = 128 + signal.SIGTERM if status < 0 else status
         else:
             status = child.returncode if child.returncode >= 0 else 128 - child.returncode
+    if control is not None:
+        await control.stop()
     await transport.stop()
     await module.stop()
     if transcript:

@@ -301,3 +301,159 @@ def format_coverage(cov: dict) -> str:
     if cov["faults"]:
         lines.append(f"  faults fired: {len(cov['faults'])}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+def _fail(msg: str, code: int = 2) -> int:
+    import sys
+    print(f"atemu: error: {msg}", file=sys.stderr)
+    return code
+
+
+def _profile_for(args: Any, records: list[dict]) -> Any:
+    from .profile import find_profile
+    name = args.profile or next((r.get("profile") for r in records if r.get("event") == "meta" and r.get("profile")), None)
+    if not name:
+        raise TranscriptError("the transcript does not say which profile it is for: add --profile NAME")
+    try:
+        return find_profile(name)
+    except KeyError as e:
+        raise TranscriptError(str(e.args[0])) from None
+
+
+def cmd_replay(args: Any) -> int:
+    """``atemu replay FILE [--profile P]``: exit 0 when identical, 1 when the answers differ."""
+    from .world import World, WorldError
+    try:
+        records = load(args.file)
+        cls = _profile_for(args, records)
+        world = World.load(args.world) if args.world else None
+    except (TranscriptError, WorldError) as e:
+        return _fail(str(e))
+    report = run_replay(args.file, cls, world=world, settle=args.settle)
+    if report.identical:
+        print(f"atemu: replay of {report.steps} host writes against {cls.name}: no differences")
+        return 0
+    for d in report.differences:
+        print(d.describe())
+    print(f"atemu: {len(report.differences)} of {report.steps} host writes got a different answer")
+    return 1
+
+
+def cmd_coverage(args: Any) -> int:
+    try:
+        records = load(args.file)
+        cls = _profile_for(args, records)
+    except TranscriptError as e:
+        return _fail(str(e))
+    cov = coverage(records, cls)
+    print(json.dumps(cov, indent=2) if args.json else format_coverage(cov))
+    return 0
+
+
+class _ProxyEnd:
+    """Stands in for a Module for PtyTransport: what the host writes goes to the device."""
+
+    def __init__(self, baud: int, on_host: Any):
+        self.baud = baud
+        self.sink: Any = None
+        self.host_baud: int | None = None
+        self._on_host = on_host
+
+    def attach(self, sink: Any) -> None:
+        self.sink = sink
+
+    def feed(self, data: bytes) -> None:
+        self._on_host(data)
+
+    def host_baud_changed(self, baud: int | None) -> None:
+        self.host_baud = baud
+
+
+async def proxy(device: str, pty: str | None, baud: int, observers: list, ready: Any = None,
+                stop: "asyncio.Event | None" = None) -> None:
+    """Relay bytes between a host-facing pty and ``device``, telling ``observers`` (rx = host->device,
+    tx = device->host) in the transcript format."""
+    import serial
+    from .uart import PtyTransport
+    loop = asyncio.get_running_loop()
+    try:
+        ser = serial.serial_for_url(device, baud, timeout=0)
+    except (serial.SerialException, ValueError) as e:
+        raise TranscriptError(f"cannot open the device {device}: {e}; check the path and that nothing else uses it") from None
+
+    def trace(event: str, data: bytes) -> None:
+        rec = {"t": time.monotonic(), "module": "proxy", "event": event, "data": data.hex()}
+        for o in observers:
+            o(rec)
+
+    def host_to_device(data: bytes) -> None:
+        trace("rx", data)
+        try:
+            ser.write(data)
+        except serial.SerialException as e:
+            trace("error", str(e).encode())
+
+    end = _ProxyEnd(baud, host_to_device)
+    tr = PtyTransport(end, pty)  # type: ignore[arg-type]
+    await tr.start()
+
+    def device_to_host() -> None:
+        try:
+            data = ser.read(65536)
+        except (serial.SerialException, OSError):
+            return
+        if data:
+            trace("tx", data)
+            if end.sink is not None:
+                end.sink.write(data)
+
+    fd = None
+    try:
+        fd = ser.fileno()
+    except Exception:
+        fd = None
+    poll_task = None
+    if fd is not None:
+        loop.add_reader(fd, device_to_host)
+    else:  # a URL port without a file descriptor: poll
+        async def poll() -> None:
+            while True:
+                device_to_host()
+                await asyncio.sleep(0.005)
+        poll_task = loop.create_task(poll())
+    if ready is not None:
+        ready(tr.port)
+    try:
+        await (stop.wait() if stop is not None else asyncio.Event().wait())
+    finally:
+        if fd is not None:
+            loop.remove_reader(fd)
+        if poll_task is not None:
+            poll_task.cancel()
+        await tr.stop()
+        ser.close()
+
+
+def cmd_proxy(args: Any) -> int:
+    import signal
+
+    async def go() -> int:
+        log = JsonlTranscript(args.log, meta={"profile": args.profile, "baud": args.baud, "module": "proxy",
+                                              "device": args.device})
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await proxy(args.device, args.pty, args.baud, [log],
+                        ready=lambda port: print(f"atemu: proxy for {args.device} ready on {port}", flush=True),
+                        stop=stop)
+        except TranscriptError as e:
+            return _fail(str(e))
+        finally:
+            log.close()
+        return 0
+
+    return asyncio.run(go())

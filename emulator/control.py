@@ -1,0 +1,259 @@
+"""HTTP control plane (``atemu run ... --control [HOST:]PORT``): the in-process API as JSON.
+
+Bound to 127.0.0.1 by default. Binding to any other address requires a token
+(``--control-token`` or ``ATEMU_CONTROL_TOKEN``); when a token is set, every request must carry it
+(``Authorization: Bearer <token>``, header ``X-Atemu-Token`` or ``?token=``) or gets 401.
+
+Endpoints (``{name}`` is a module name from ``GET /api/modules``)::
+
+    GET    /                                  web page: state, live UART, fault buttons
+    GET    /api/modules                       [{name, profile, port}]
+    GET    /api/modules/{name}                snapshot (link, sockets, MQTT, files, settings, coverage, faults)
+    GET    /api/faults                        every fault kind with a one-line description
+    GET    /api/modules/{name}/faults         armed faults
+    POST   /api/modules/{name}/faults         {"kind": "broker_disconnect", "after": 2, "probability": 0.1,
+                                               "seed": 7, "times": 1, "at": 1.5, ...params} -> the fault
+    DELETE /api/modules/{name}/faults[/{id}]  disarm one or all
+    POST   /api/modules/{name}/world          {"change": "remove_ap", "ssid": "lab"} (see api.change_world)
+    POST   /api/modules/{name}/reboot|freeze|thaw
+    POST   /api/modules/{name}/uart           {"text": "AT\\r"} or {"hex": "41540d"}: bytes as if from the host
+    GET    /api/modules/{name}/transcript     ?since=<index>&events=rx,tx -> {"next": i, "records": [...]}
+    GET    /ws                                websocket: live transcript records (?module=name to filter)
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from aiohttp import WSMsgType, web
+
+from . import api
+from .faults import KINDS, FaultError
+
+log = logging.getLogger("atemu.control")
+WEB = Path(__file__).parent / "web"
+
+
+class ControlError(Exception):
+    """Cannot start the control plane; one-line message saying what to do."""
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ControlServer:
+    """Serves the modules in ``modules()`` (name -> ModuleHandle) on the current loop."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
+                 modules: Callable[[], dict] | None = None):
+        token = token if token is not None else (os.environ.get("ATEMU_CONTROL_TOKEN") or None)
+        if not is_loopback(host) and not token:
+            raise ControlError(f"--control {host}:{port} is reachable from other machines: set --control-token "
+                               "or ATEMU_CONTROL_TOKEN (or bind to 127.0.0.1)")
+        self.host, self.port, self.token = host, port, token
+        self.modules = modules or (lambda: dict(api.RUNNING))
+        self.runner: web.AppRunner | None = None
+        self.sockets: set[web.WebSocketResponse] = set()
+        self._hooked: dict[str, Any] = {}
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._auth, self._errors])
+        r = app.router
+        r.add_get("/", self.index)
+        r.add_get("/api/modules", self.list_modules)
+        r.add_get("/api/faults", self.fault_kinds)
+        r.add_get("/api/modules/{name}", self.get_module)
+        r.add_get("/api/modules/{name}/faults", self.get_faults)
+        r.add_post("/api/modules/{name}/faults", self.post_fault)
+        r.add_delete("/api/modules/{name}/faults", self.delete_faults)
+        r.add_delete("/api/modules/{name}/faults/{id}", self.delete_faults)
+        r.add_post("/api/modules/{name}/world", self.post_world)
+        r.add_post("/api/modules/{name}/{action:reboot|freeze|thaw}", self.post_action)
+        r.add_post("/api/modules/{name}/uart", self.post_uart)
+        r.add_get("/api/modules/{name}/transcript", self.get_transcript)
+        r.add_get("/ws", self.websocket)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, self.port)
+        try:
+            await site.start()
+        except OSError as e:
+            await self.runner.cleanup()
+            raise ControlError(f"--control {self.host}:{self.port}: {e.strerror}; pick another port") from None
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        for ws in list(self.sockets):
+            await ws.close()
+        for name, (h, cb) in list(self._hooked.items()):
+            if cb in h.listeners:
+                h.listeners.remove(cb)
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    # ---- middleware -----------------------------------------------------------------------------
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.token:
+            given = request.headers.get("X-Atemu-Token") or request.query.get("token") or ""
+            auth = request.headers.get("Authorization", "")
+            if auth.startswith("Bearer "):
+                given = auth[7:]
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                return web.json_response({"error": "missing or wrong token: send 'Authorization: Bearer <token>' "
+                                                   "or ?token=<token>"}, status=401)
+        return await handler(request)
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except (FaultError, api.ApiError, TypeError, ValueError, KeyError) as e:
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            return web.json_response({"error": str(msg)}, status=400)
+
+    # ---- helpers --------------------------------------------------------------------------------
+    def _module(self, request: web.Request) -> "api.ModuleHandle":
+        name = request.match_info["name"]
+        mods = self.modules()
+        h = mods.get(name)
+        if h is None:
+            raise web.HTTPNotFound(text=json.dumps({"error": f"no module {name!r}; running: {', '.join(mods) or 'none'}"}),
+                                   content_type="application/json")
+        return h
+
+    async def _json(self, request: web.Request) -> dict:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise api.ApiError("the body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise api.ApiError("the body must be a JSON object")
+        return body
+
+    # ---- handlers -------------------------------------------------------------------------------
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(WEB / "index.html")
+
+    async def list_modules(self, request: web.Request) -> web.Response:
+        return web.json_response([{"name": n, "profile": h.profile, "port": h.port} for n, h in self.modules().items()])
+
+    async def fault_kinds(self, request: web.Request) -> web.Response:
+        return web.json_response(KINDS)
+
+    async def get_module(self, request: web.Request) -> web.Response:
+        return web.json_response(self._module(request).snapshot(), dumps=lambda o: json.dumps(o, default=str))
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self._module(request).faults())
+
+    async def post_fault(self, request: web.Request) -> web.Response:
+        h = self._module(request)
+        body = await self._json(request)
+        kind = body.pop("kind", None)
+        if not kind:
+            raise api.ApiError("give the fault as {\"kind\": ...}; GET /api/faults lists them")
+        params = body.pop("params", {}) or {}
+        return web.json_response(h.inject(str(kind), **body, **params), status=201)
+
+    async def delete_faults(self, request: web.Request) -> web.Response:
+        h = self._module(request)
+        fid = request.match_info.get("id")
+        return web.json_response({"cleared": h.clear(int(fid) if fid else None)})
+
+    async def post_world(self, request: web.Request) -> web.Response:
+        h = self._module(request)
+        body = await self._json(request)
+        change = body.pop("change", None)
+        if not change:
+            raise api.ApiError("give the change as {\"change\": \"remove_ap\", \"ssid\": ...}")
+        h.change_world(str(change), **body)
+        return web.json_response({"ok": True})
+
+    async def post_action(self, request: web.Request) -> web.Response:
+        h = self._module(request)
+        action = request.match_info["action"]
+        if action == "reboot":
+            h.module.faults.inject("reboot")
+        else:
+            h.module.faults.inject(action)
+        return web.json_response({"ok": True})
+
+    async def post_uart(self, request: web.Request) -> web.Response:
+        h = self._module(request)
+        body = await self._json(request)
+        if "hex" in body:
+            data = bytes.fromhex(str(body["hex"]))
+        else:
+            data = str(body.get("text", "")).encode("latin-1")
+        h.write(data)
+        return web.json_response({"sent": len(data)})
+
+    async def get_transcript(self, request: web.Request) -> web.Response:
+        h = self._module(request)
+        recs = list(h.records)
+        since = int(request.query.get("since", "0") or 0)
+        events = request.query.get("events")
+        out = recs[since:]
+        if events:
+            want = set(events.split(","))
+            out = [r for r in out if r.get("event") in want]
+        return web.json_response({"next": len(recs), "records": out}, dumps=lambda o: json.dumps(o, default=str))
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        only = request.query.get("module")
+        queue: asyncio.Queue = asyncio.Queue(maxsize=10000)
+        hooks = []
+        for name, h in self.modules().items():
+            if only and name != only:
+                continue
+
+            def cb(rec: dict, _q: asyncio.Queue = queue) -> None:
+                try:
+                    _q.put_nowait(rec)
+                except asyncio.QueueFull:
+                    pass
+            h.listeners.append(cb)
+            hooks.append((h, cb))
+        self.sockets.add(ws)
+
+        async def pump() -> None:
+            while True:
+                rec = await queue.get()
+                await ws.send_str(json.dumps(rec, default=str))
+
+        task = asyncio.get_running_loop().create_task(pump())
+        try:
+            async for msg in ws:
+                if msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+                    break
+        finally:
+            task.cancel()
+            for h, cb in hooks:
+                if cb in h.listeners:
+                    h.listeners.remove(cb)
+            self.sockets.discard(ws)
+        return ws
