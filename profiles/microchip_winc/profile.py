@@ -237,7 +237,7 @@ class MicrochipWinc(Profile):
         for name in ("WSCNC", "WSTAC", "WAPC", "WPROVC", "MQTTC"):
             self.cfg[name] = {i: p.default for i, p in getattr(self, name).items()}
         self.cfg["MQTTC"][3] = ("WINC1500_" + MAC.replace(":", "")[-6:]).encode()
-        self.tlsc = {i: {k: p.default for k, p in self.TLSC.items()} for i in range(1, TLS_CONFS + 1)}
+        self.tls_confs = {i: {k: p.default for k, p in self.TLSC.items()} for i in range(1, TLS_CONFS + 1)}
         # station
         self.sta_state = 0            # 0 idle, 1 connecting, 2 connected
         self.sta_ap = None
@@ -439,6 +439,8 @@ class MicrochipWinc(Profile):
         except FsError:
             raise CmdError("param", message="bad certificate name") from None
         ev = await ctx.read_data(length or None, marker=b"#", terminator=b"+++", max_len=MAX_DATA)
+        if isinstance(ev, DataOverflow):
+            await self._skip_to_escape(ctx, ev.payload)
         data = ev.payload
         ok = isinstance(ev, Data) and (length == 0 or (ev.reason == "length" and len(data) == length)) \
             and self._valid_material(data)
@@ -454,6 +456,16 @@ class MicrochipWinc(Profile):
         self.module.settings.set("microchip.last_cert", name)
         ctx.info("+LOADCERT:0")
         return None
+
+    @staticmethod
+    async def _skip_to_escape(ctx, seen: bytes) -> None:
+        """After an overflow in +++ mode, discard the rest of the host's data up to its +++."""
+        if seen.endswith(b"+++"):
+            return
+        tail = seen[-2:]
+        if tail == b"++" or tail.endswith(b"+"):
+            pass  # the terminator may straddle the overflow point; the engine restarts matching
+        await ctx.read_data(None, terminator=b"+++")
 
     @staticmethod
     def _valid_material(data: bytes) -> bool:
@@ -957,11 +969,11 @@ class MicrochipWinc(Profile):
              Str("param_val", quoted=None, optional=True), family="tls",
              doc="TLS configuration <conf_idx>: 1 CA_CERT_NAME, 2 CERT_NAME, 3 PRI_KEY_NAME, 4 PRI_KEY_PASSWORD, 5 SERVER_NAME")
     async def tlsc(self, ctx, idx: int, pid: int | None, val: Any) -> None:
-        self._cfg(ctx, "TLSC", self.TLSC, self.tlsc[idx], pid, val, arg_index=2)
+        self._cfg(ctx, "TLSC", self.TLSC, self.tls_confs[idx], pid, val, arg_index=2)
 
     def _tls_context(self, idx: int, default_name: str):
         from emulator.net.tls import client_context
-        c = self.tlsc.get(idx)
+        c = self.tls_confs.get(idx)
         if c is None:
             raise CmdError("param", message="no such TLS configuration")
 
@@ -1218,6 +1230,8 @@ class MicrochipWinc(Profile):
             ev = await ctx.read_data(length, marker=b"#")
         else:
             ev = await ctx.read_data(None, marker=b"#", terminator=b"+++", max_len=MAX_DATA if udp else None)
+            if isinstance(ev, DataOverflow):
+                await self._skip_to_escape(ctx, ev.payload)
         if not isinstance(ev, Data) or (length and len(ev.payload) != length):
             raise self.fail(E_DATA, "binary data incomplete or too long")
         return ev.payload
