@@ -1,0 +1,515 @@
+"""Quectel FCM242D / FGM842D: HTTP(S) client commands (AT+QHTTP*), mixin ``QuectelHttp``.
+
+One HTTP(S) session at a time, as on the module. Requests really go out through
+``emulator.net.http.HttpClient`` (aiohttp); ``https://`` URLs use the QSSLCFG context chosen
+with AT+QHTTPCFG="sslctxid" (default 1). Bodies are streamed both ways: a POST/PUT body is
+forwarded to the server in chunks while the host types it, and AT+QHTTPREAD copies the response
+to the UART in chunks, so neither is ever held whole in memory.
+
+Requires Wi-Fi (station connected): otherwise GET/POST/PUT answer ``+CME ERROR: 706``.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import uuid
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from emulator.grammar import Data, Form, Int, Str, UrcSpec
+from emulator.module import Ctx
+from emulator.net.errors import NetError
+from emulator.profile import CmdError, Profile, command
+
+log = logging.getLogger("atemu.quectel.http")
+
+CHUNK = 16384
+POST_MAX = 1024000
+
+DEVIATIONS_HTTP = [
+    "H1 (item 33): there is no <request_header> setting, so POST/PUT <data_length> is always the body length; the "
+    "request line and headers are built by the module (custom headers from QHTTPCFG \"header\"). "
+    "AT+QHTTPREADFILE is referenced by the manual but not documented, so it is not implemented.",
+    "H2 (item 33): \"rspout/auto\" 1 outputs the response body unsolicited as +QHTTPURC: \"recv\",<len><CR><LF><len "
+    "raw bytes> chunks right after the +QHTTPGET/POST/PUT URC; QHTTPREAD then answers +CME ERROR: 703.",
+    "H3 (no item): HTTP status codes are reported as they come (no table in the manual, item 35).",
+    "H4 (item 45): with \"rsp/header\" 1 QHTTPREAD outputs the status line and headers as received, then a blank "
+    "line, then the body (E10/E13 layout).",
+    "H5 (no item): when the <input_time> of POST/PUT expires the command ends with the line +QHTTPPOST: 720 "
+    "(+QHTTPPUT: 720) instead of OK, as the manual describes; the request is aborted and the partial body never "
+    "reaches the server as a complete request.",
+    "H6 (no item): CONNECT is printed once the module has connected and sent the request header (so a connect "
+    "failure answers +CME ERROR: <err> with no CONNECT); POST/PUT bodies are sent with Content-Length <data_length>.",
+    "H7 (no item): error mapping: empty URL 708, malformed URL / not http(s) 707, busy 703, no Wi-Fi or "
+    "unreachable 706, DNS 710, connect refused/TLS failure 712, no response within <rsptime> 722, QHTTPREAD with "
+    "no response 705, gap longer than <wait_time> while reading 721, body cut short 715.",
+    "H8 (no item): QHTTPCFG \"header\",\"Name: value\" adds (or replaces) a custom header; \"header\",\"Name\" "
+    "removes it; \"header\" alone lists them. The default Content-Type of POST/PUT is "
+    "application/x-www-form-urlencoded. \"form/option\" wraps POST/PUT bodies in one multipart/form-data part "
+    "(the part's bytes are the <data_length> body). \"auth\" adds HTTP Basic authorization.",
+    "H9 (no item): a key with no value queries it: +QHTTPCFG: \"<key>\",<value>.",
+]
+
+URCS_HTTP = [
+    UrcSpec("+QHTTPGET", "+QHTTPGET: <err>[,<httprspcode>[,<content_length>]]", "result of AT+QHTTPGET", "http"),
+    UrcSpec("+QHTTPPOST", "+QHTTPPOST: <err>[,<httprspcode>[,<content_length>]]", "result of AT+QHTTPPOST", "http"),
+    UrcSpec("+QHTTPPUT", "+QHTTPPUT: <err>[,<httprspcode>[,<content_length>]]", "result of AT+QHTTPPUT", "http"),
+    UrcSpec("+QHTTPREAD", "+QHTTPREAD: <err>", "end of the AT+QHTTPREAD output", "http"),
+    UrcSpec("+QHTTPURC", '+QHTTPURC: "recv",<length><CR><LF><data> | +QHTTPURC: "closed"',
+            "response data (rspout/auto) / session closed (closed/ind)", "http"),
+]
+
+_KIND_TO_ERR = {
+    "dns": 710, "dns_timeout": 710, "refused": 712, "unreachable": 706, "reset": 715, "tls": 712,
+    "tls_verify": 712, "closed": 715, "timeout": 722, "invalid": 707, "addrinuse": 711, "perm": 711,
+}
+
+
+@dataclass
+class _HttpState:
+    url: str = ""
+    headers: list = field(default_factory=list)     # [(name, value)]
+    auth: str = ""
+    sslctxid: int = 1
+    rsp_header: int = 0
+    auto_out: int = 0
+    closed_ind: int = 0
+    form: tuple[str, str, str] | None = None
+    busy: bool = False
+    response: object | None = None
+    task: asyncio.Task | None = None
+
+
+class QuectelHttp(Profile):
+    """AT+QHTTPCFG/QHTTPGET/QHTTPPOST/QHTTPPUT/QHTTPREAD/QHTTPSTOP (mixin)."""
+
+    def __init__(self, module):
+        super().__init__(module)
+        self.http = _HttpState()
+        self._http_client = None
+        hooks = getattr(self, "_teardown_hooks", None)
+        if hooks is None:
+            hooks = self._teardown_hooks = []
+        hooks.append(self._http_teardown)
+
+    # ---- helpers --------------------------------------------------------------------------------
+    def _http_client_get(self):
+        if self._http_client is None:
+            from emulator.net.http import HttpClient
+            self._http_client = HttpClient(self.module.resolver, user_agent="QUECTEL_MODULE")
+        return self._http_client
+
+    async def _http_teardown(self) -> None:
+        await self._http_reset()
+        if self._http_client is not None:
+            try:
+                await self._http_client.close()
+            except Exception:  # pragma: no cover - defensive
+                pass
+            self._http_client = None
+
+    async def _http_reset(self) -> None:
+        h = self.http
+        t = h.task
+        h.task = None
+        if t is not None and not t.done() and t is not asyncio.current_task():
+            t.cancel()
+        r = h.response
+        h.response = None
+        if r is not None:
+            try:
+                await r.close()
+            except Exception:  # pragma: no cover - defensive
+                pass
+        h.busy = False
+
+    @staticmethod
+    def _http_err(code: int) -> CmdError:
+        return CmdError("failed", code=code, message=f"HTTP error {code}")
+
+    def _http_check_request(self) -> tuple[str, str]:
+        h = self.http
+        if h.busy:
+            raise self._http_err(703)
+        if not h.url:
+            raise self._http_err(708)
+        parts = urlsplit(h.url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise self._http_err(707)
+        fn = getattr(self, "wifi_connected", None)
+        if fn is not None and not fn():
+            raise self._http_err(706)
+        return parts.scheme.lower(), parts.hostname
+
+    def _http_ssl(self, scheme: str, host: str):
+        if scheme != "https":
+            return None
+        contexts = getattr(self, "ssl_ctx", None)
+        if contexts is not None:
+            try:
+                return contexts[self.http.sslctxid].client_context(host)
+            except (KeyError, IndexError):
+                pass
+        from emulator.net.tls import client_context
+        return client_context(verify=False)
+
+    def _http_headers(self, method: str, extra: list | None = None) -> list[tuple[str, str]]:
+        h = self.http
+        hdrs = list(h.headers)
+        names = {n.lower() for n, _ in hdrs}
+        if h.auth and "authorization" not in names:
+            hdrs.append(("Authorization", "Basic " + base64.b64encode(h.auth.encode()).decode()))
+        for n, v in extra or []:
+            if n.lower() not in names:
+                hdrs.append((n, v))
+        return hdrs
+
+    @staticmethod
+    def _http_code(e: NetError) -> int:
+        return _KIND_TO_ERR.get(e.kind, 701)
+
+    def _http_done(self, verb: str, resp) -> None:
+        """Report a response (URC) and start auto output if configured."""
+        h = self.http
+        h.response = resp
+        line = f"+QHTTP{verb}: 0,{resp.status}"
+        if resp.content_length is not None:
+            line += f",{resp.content_length}"
+        self.module.urc(line)
+        if h.auto_out:
+            h.task = self.module.spawn(self._http_auto_out(resp))
+        elif h.closed_ind and resp.at_eof:
+            self.module.urc('+QHTTPURC: "closed"')
+
+    async def _http_auto_out(self, resp) -> None:
+        h = self.http
+        try:
+            if h.rsp_header:
+                hdr = resp.raw_header_bytes()
+                self.module.urc(f'+QHTTPURC: "recv",{len(hdr)}', hdr)
+            while True:
+                chunk = await resp.read(CHUNK)
+                if not chunk:
+                    break
+                self.module.urc(f'+QHTTPURC: "recv",{len(chunk)}', chunk)
+                await self.module.drain_output()
+        except NetError as e:
+            log.info("HTTP auto output stopped: %s", e)
+        finally:
+            if h.response is resp:
+                h.response = None
+                h.task = None
+                h.busy = False
+            await resp.close()
+            if h.closed_ind:
+                self.module.urc('+QHTTPURC: "closed"')
+
+    # ---- AT+QHTTPCFG ------------------------------------------------------------------------------
+    _CFG_TEST = "\r\n".join([
+        '+QHTTPCFG: "url",<urlstring>',
+        '+QHTTPCFG: "header",<name:value>',
+        '+QHTTPCFG: "auth",<username:password>',
+        '+QHTTPCFG: "sslctxid",(0-5)',
+        '+QHTTPCFG: "rsp/header",(0,1)',
+        '+QHTTPCFG: "rspout/auto",(0,1)',
+        '+QHTTPCFG: "closed/ind",(0,1)',
+        '+QHTTPCFG: "form/option",<name>,<file_name>,<content_type>',
+    ])
+
+    @command("+QHTTPCFG", Form.WRITE, Str("URL_string", quoted=None, max_len=700, optional=True), sub="url",
+             family="http", doc="Configure HTTP(S): URL, headers, auth, SSL context, output options", test=_CFG_TEST)
+    async def qhttpcfg_url(self, ctx: Ctx, url):
+        if url is None:
+            ctx.info(f'+QHTTPCFG: "url","{self.http.url}"')
+            return
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise CmdError("param", message="URL must be http:// or https:// with a host")
+        self.http.url = url
+
+    @command("+QHTTPCFG", Form.WRITE, Str("header_value", quoted=None, max_len=512, optional=True), sub="header",
+             family="http")
+    async def qhttpcfg_header(self, ctx: Ctx, value):
+        h = self.http
+        if value is None:
+            for n, v in h.headers:
+                ctx.info(f'+QHTTPCFG: "header","{n}: {v}"')
+            return
+        if ":" in value:
+            name, _, val = value.partition(":")
+            name, val = name.strip(), val.strip()
+            if not name:
+                raise CmdError("param", message="header name missing")
+            h.headers = [(n, v) for n, v in h.headers if n.lower() != name.lower()] + [(name, val)]
+        else:
+            name = value.strip()
+            h.headers = [(n, v) for n, v in h.headers if n.lower() != name.lower()]
+
+    @command("+QHTTPCFG", Form.WRITE, Str("username_password", quoted=None, max_len=256, optional=True), sub="auth",
+             family="http")
+    async def qhttpcfg_auth(self, ctx: Ctx, value):
+        if value is None:
+            ctx.info(f'+QHTTPCFG: "auth","{self.http.auth}"')
+            return
+        if value and ":" not in value:
+            raise CmdError("param", message="auth must be username:password")
+        self.http.auth = value
+
+    @command("+QHTTPCFG", Form.WRITE, Int("sslctxID", 0, 5, optional=True), sub="sslctxid", family="http")
+    async def qhttpcfg_sslctx(self, ctx: Ctx, v):
+        if v is None:
+            ctx.info(f'+QHTTPCFG: "sslctxid",{self.http.sslctxid}')
+        else:
+            self.http.sslctxid = v
+
+    @command("+QHTTPCFG", Form.WRITE, Int("response_header", 0, 1, optional=True), sub="rsp/header", family="http")
+    async def qhttpcfg_rsphdr(self, ctx: Ctx, v):
+        if v is None:
+            ctx.info(f'+QHTTPCFG: "rsp/header",{self.http.rsp_header}')
+        else:
+            self.http.rsp_header = v
+
+    @command("+QHTTPCFG", Form.WRITE, Int("auto_outrsp", 0, 1, optional=True), sub="rspout/auto", family="http")
+    async def qhttpcfg_auto(self, ctx: Ctx, v):
+        if v is None:
+            ctx.info(f'+QHTTPCFG: "rspout/auto",{self.http.auto_out}')
+        else:
+            self.http.auto_out = v
+
+    @command("+QHTTPCFG", Form.WRITE, Int("closedind", 0, 1, optional=True), sub="closed/ind", family="http")
+    async def qhttpcfg_closed(self, ctx: Ctx, v):
+        if v is None:
+            ctx.info(f'+QHTTPCFG: "closed/ind",{self.http.closed_ind}')
+        else:
+            self.http.closed_ind = v
+
+    @command("+QHTTPCFG", Form.WRITE, Str("name", quoted=None, max_len=128, optional=True),
+             Str("file_name", quoted=None, max_len=128, optional=True),
+             Str("content_type", quoted=None, max_len=128, optional=True), sub="form/option", family="http")
+    async def qhttpcfg_form(self, ctx: Ctx, name, file_name, ctype):
+        h = self.http
+        if name is None:
+            if h.form:
+                ctx.info('+QHTTPCFG: "form/option",' + ",".join(f'"{v}"' for v in h.form))
+            return
+        if name == "":
+            h.form = None
+            return
+        if file_name is None or ctype is None:
+            raise CmdError("param", message="form/option needs name, file name and content type")
+        h.form = (name, file_name, ctype)
+
+    # ---- AT+QHTTPGET --------------------------------------------------------------------------------
+    @command("+QHTTPGET", Form.WRITE, Int("rsptime", 1, 65535), family="http", doc="Send a GET request",
+             test="+QHTTPGET: (1-65535)")
+    async def qhttpget(self, ctx: Ctx, rsptime: int):
+        await self._http_get(ctx, rsptime)
+
+    @command("+QHTTPGET", Form.EXEC, family="http")
+    async def qhttpget_exec(self, ctx: Ctx):
+        await self._http_get(ctx, 60)
+
+    async def _http_get(self, ctx: Ctx, rsptime: int) -> None:
+        scheme, host = self._http_check_request()
+        try:
+            tls = self._http_ssl(scheme, host)
+        except NetError:
+            raise self._http_err(712) from None
+        await self._http_reset()
+        h = self.http
+        h.busy = True
+        ctx.ok()
+        h.task = self.module.spawn(self._http_get_task(h.url, tls, rsptime))
+
+    async def _http_get_task(self, url: str, tls, rsptime: int) -> None:
+        h = self.http
+        try:
+            resp = await self._http_client_get().request("GET", url, headers=self._http_headers("GET"), ssl=tls,
+                                                         timeout=rsptime)
+        except NetError as e:
+            log.info("HTTP GET %s failed: %s", url, e)
+            h.busy = False
+            h.task = None
+            self.module.urc(f"+QHTTPGET: {self._http_code(e)}")
+            return
+        h.task = None
+        h.busy = False
+        self._http_done("GET", resp)
+
+    # ---- AT+QHTTPPOST / AT+QHTTPPUT ----------------------------------------------------------------
+    @command("+QHTTPPOST", Form.WRITE, Int("data_length", 1, POST_MAX), Int("input_time", 1, 65535, optional=True),
+             Int("rsptime", 1, 65535, optional=True), family="http", doc="Send a POST request, body typed after CONNECT",
+             test="+QHTTPPOST: (1-1024000),(1-65535),(1-65535)")
+    async def qhttppost(self, ctx: Ctx, length: int, input_time, rsptime):
+        return await self._http_send(ctx, "POST", length, input_time, rsptime)
+
+    @command("+QHTTPPUT", Form.WRITE, Int("data_length", 1, POST_MAX), Int("input_time", 1, 65535, optional=True),
+             Int("rsptime", 1, 65535, optional=True), family="http", doc="Send a PUT request, body typed after CONNECT",
+             test="+QHTTPPUT: (1-1024000),(1-65535),(1-65535)")
+    async def qhttpput(self, ctx: Ctx, length: int, input_time, rsptime):
+        return await self._http_send(ctx, "PUT", length, input_time, rsptime)
+
+    async def _http_send(self, ctx: Ctx, verb: str, length: int, input_time, rsptime):
+        if (input_time is None) != (rsptime is None):
+            raise CmdError("param", message="<input_time> and <rsptime> come as a pair")
+        input_time = input_time or 60
+        rsptime = rsptime or 60
+        scheme, host = self._http_check_request()
+        try:
+            tls = self._http_ssl(scheme, host)
+        except NetError:
+            raise self._http_err(712) from None
+        await self._http_reset()
+        h = self.http
+        prefix = suffix = b""
+        ctype = "application/x-www-form-urlencoded"
+        if h.form:
+            boundary = "----QuectelFormBoundary" + uuid.uuid4().hex[:16]
+            name, fname, pctype = h.form
+            prefix = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{fname}\"\r\n"
+                      f"Content-Type: {pctype}\r\n\r\n").encode()
+            suffix = f"\r\n--{boundary}--\r\n".encode()
+            ctype = f"multipart/form-data; boundary={boundary}"
+        queue: asyncio.Queue = asyncio.Queue(maxsize=4)
+        started = asyncio.Event()
+
+        async def body():
+            started.set()
+            if prefix:
+                yield prefix
+            while True:
+                chunk = await queue.get()
+                if chunk is None:
+                    break
+                yield chunk
+            if suffix:
+                yield suffix
+
+        headers = self._http_headers(verb, [("Content-Type", ctype)])
+        headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
+        headers.append(("Content-Length", str(length + len(prefix) + len(suffix))))
+        h.busy = True
+        url = h.url
+        req = asyncio.ensure_future(self._http_client_get().request(verb, url, headers=headers, body=body(), ssl=tls,
+                                                                    timeout=rsptime))
+        waiter = asyncio.ensure_future(started.wait())
+        try:
+            await asyncio.wait({req, waiter}, timeout=125, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not started.is_set():
+            h.busy = False
+            if req.done():
+                exc = req.exception()
+                code = self._http_code(exc) if isinstance(exc, NetError) else 701
+                if exc is None:  # pragma: no cover - a response before any body was asked for
+                    await req.result().close()
+            else:
+                req.cancel()
+                code = 722
+            raise self._http_err(code)
+        ctx.info("CONNECT")
+        deadline = asyncio.get_running_loop().time() + input_time
+        remaining = length
+        try:
+            while remaining > 0:
+                left = deadline - asyncio.get_running_loop().time()
+                ev = await ctx.read_data(min(CHUNK * 4, remaining), timeout=max(0.0, left))
+                payload = ev.payload
+                if payload:
+                    remaining -= len(payload)
+                    put = asyncio.ensure_future(queue.put(payload))
+                    done, _ = await asyncio.wait({put, req}, return_when=asyncio.FIRST_COMPLETED)
+                    if put not in done:
+                        put.cancel()
+                if not isinstance(ev, Data) or ev.reason == "timeout":
+                    break
+                if req.done():
+                    break
+        except BaseException:
+            req.cancel()
+            h.busy = False
+            raise
+        if remaining > 0:
+            req.cancel()
+            h.busy = False
+            if req.done() and not req.cancelled() and req.exception() is not None:
+                # the server went away while the host was typing: drain what the host still sends
+                code = self._http_code(req.exception()) if isinstance(req.exception(), NetError) else 701
+                ctx.ok()
+                self.module.urc(f"+QHTTP{verb}: {code}")
+                return None
+            ctx.final(f"+QHTTP{verb}: 720")
+            return None
+        await queue.put(None)
+        ctx.ok()
+        h.task = self.module.spawn(self._http_send_finish(verb, req))
+        return None
+
+    async def _http_send_finish(self, verb: str, req: asyncio.Future) -> None:
+        h = self.http
+        try:
+            resp = await req
+        except asyncio.CancelledError:
+            req.cancel()
+            raise
+        except NetError as e:
+            log.info("HTTP %s failed: %s", verb, e)
+            h.busy = False
+            h.task = None
+            self.module.urc(f"+QHTTP{verb}: {self._http_code(e)}")
+            return
+        h.task = None
+        h.busy = False
+        self._http_done(verb, resp)
+
+    # ---- AT+QHTTPREAD ---------------------------------------------------------------------------------
+    @command("+QHTTPREAD", Form.WRITE, Int("wait_time", 1, 65535), family="http",
+             doc="Output the response via the UART", test="+QHTTPREAD: (1-65535)")
+    async def qhttpread(self, ctx: Ctx, wait_time: int):
+        await self._http_read(ctx, wait_time)
+
+    @command("+QHTTPREAD", Form.EXEC, family="http")
+    async def qhttpread_exec(self, ctx: Ctx):
+        await self._http_read(ctx, 60)
+
+    async def _http_read(self, ctx: Ctx, wait_time: int) -> None:
+        h = self.http
+        if h.auto_out and h.task is not None:
+            raise self._http_err(703)
+        if h.busy:
+            raise self._http_err(703)
+        resp = h.response
+        if resp is None:
+            raise self._http_err(705)
+        h.response = None
+        ctx.info("CONNECT")
+        err = 0
+        try:
+            if self.http.rsp_header:
+                ctx.raw(resp.raw_header_bytes())
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(resp.read(CHUNK), wait_time)
+                except (asyncio.TimeoutError, TimeoutError):
+                    err = 721
+                    break
+                except NetError as e:
+                    err = 721 if e.kind == "timeout" else 715
+                    break
+                if not chunk:
+                    break
+                ctx.raw(chunk)
+                await self.module.drain_output()
+        finally:
+            await resp.close()
+        ctx.ok()
+        self.module.urc(f"+QHTTPREAD: {err}")
+        if h.closed_ind:
+            self.module.urc('+QHTTPURC: "closed"')
+
+    # ---- AT+QHTTPSTOP -----------------------------------------------------------------------------------
+    @command("+QHTTPSTOP", Form.EXEC, family="http", doc="Cancel the HTTP(S) request", test="")
+    async def qhttpstop(self, ctx: Ctx):
+        await self._http_reset()
