@@ -335,7 +335,7 @@ class QuectelBase(Profile):
         self.send_hex = 0
         self.recv_hex = 0
         self.close_mode = 0
-        self.kalive = (0, 7200, 75 if False else 10, 8)
+        self.kalive = (0, 7200, 10, 8)
         self.tw_cycle = 1
         self.udp_broadcast = 0
         self.last_transparent: int | None = None
@@ -1070,7 +1070,7 @@ class QuectelBase(Profile):
             acked = s.conn.acked if s.conn else sent
             ctx.info(f"+QISEND: {sent},{acked},{sent - acked}")
             return None
-        if s.service == "TCP LISTENER" or s.mode == 2 and False:
+        if s.service == "TCP LISTENER":
             raise self._err(569)
         if s.service == "UDP SERVICE":
             if rip is None or rport is None or not n:
@@ -1239,6 +1239,7 @@ class QuectelBase(Profile):
 
         if conn is not None:
             conn.on_data = on_rx
+            conn.on_close = lambda c, reason, s=s: (rx_evt.set(), self._on_close(s, reason))
         elif udp is not None:
             udp.on_datagram = on_rx
         rx_evt.set()
@@ -1307,6 +1308,7 @@ class QuectelBase(Profile):
             m.engine.leave_transparent()
             if conn is not None:
                 conn.on_data = lambda c, s=s: self._on_rx(s)
+                conn.on_close = lambda c, reason, s=s: self._on_close(s, reason)
             elif udp is not None:
                 udp.on_datagram = lambda _u, s=s: self._on_rx(s)
         if closed:
