@@ -290,7 +290,7 @@ def load(e, name: str, data: bytes) -> None:
     assert e.read_until(rb"(OK|ERROR:\d+)\r\n") == b"+LOADCERT:0\r\nOK\r\n"
 
 
-def test_socktls_upgrade(e, pki, tls_echo_mtls):
+def test_socktls_upgrade(pki, tls_echo_mtls, e):
     load(e, "ca", pki.ca_cert.read_bytes())
     load(e, "client", der(pki.client_cert))
     load(e, "client_key", pki.client_key.read_bytes())
@@ -315,7 +315,7 @@ def test_socktls_upgrade(e, pki, tls_echo_mtls):
     assert sess.client_cert_der == der(pki.client_cert)
 
 
-def test_socktls_verification_failure(e, pki, tls_echo):
+def test_socktls_verification_failure(pki, tls_echo, e):
     load(e, "other_ca", pki.other_ca_cert.read_bytes())
     e.ok('AT+TLSC=2,1,"other_ca"')
     sid = open_tcp(e, tls_echo.address[1])

@@ -262,6 +262,7 @@ class MicrochipWinc(Profile):
         self.mqtt_state = 0            # 0 idle, 1 connecting, 2 connected
         self.mqtt_subs: dict[str, int] = {}
         self._sub_pending = False
+        self.ack_timeout = float(self.opts.get("microchip-winc.ack_timeout", 10.0))
         # certificates
         self.store = FlashFS(module.state_dir / "certs", capacity=64 * 1024, max_file=MAX_DATA, max_name=64)
         self.tng = FlashFS(module.state_dir / "tng", capacity=16 * 1024)
@@ -893,7 +894,7 @@ class MicrochipWinc(Profile):
 
     async def _subscribe(self, s, topic: str, qos: int) -> None:
         try:
-            granted = await s.subscribe([(topic, qos)])
+            granted = await s.subscribe([(topic, qos)], timeout=self.ack_timeout)
             ok = bool(granted) and granted[0] < 0x80
         except NetError as e:
             log.info("subscribe failed: %s", e)
@@ -916,7 +917,7 @@ class MicrochipWinc(Profile):
         ok = topic in self.mqtt_subs
         if ok:
             try:
-                await s.unsubscribe([topic])
+                await s.unsubscribe([topic], timeout=self.ack_timeout)
                 self.mqtt_subs.pop(topic, None)
             except NetError:
                 ok = False
@@ -935,7 +936,7 @@ class MicrochipWinc(Profile):
 
     async def _publish(self, s, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         try:
-            await s.publish(topic, payload, qos=qos, retain=retain)
+            await s.publish(topic, payload, qos=qos, retain=retain, timeout=self.ack_timeout)
         except NetError as e:
             log.info("publish failed: %s", e)
             self.urc("+MQTTPUBERR")
