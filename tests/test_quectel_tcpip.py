@@ -317,3 +317,14 @@ def test_transparent_1mb_each_direction(e, tcp_sink):
     e.write(b"+++")
     assert e.read_until(b"OK\r\n", timeout=3) == b"\r\nOK\r\n"
     cmd_ok(e, "AT+QICLOSE=0")
+
+
+def test_passiveclosed_releases_the_socket(e, tcp_sink):
+    cmd_ok(e, 'AT+QICFG="passiveclosed",1')
+    open_tcp(e, 0, tcp_sink.port, mode=1)
+    tcp_sink.wait_connection()
+    tcp_sink.push(b"last words")
+    tcp_sink.close_client()
+    assert e.read_until(rb'"closed",0\r\n') == b'\r\n+QIURC: "recv",0,10\r\nlast words\r\n+QIURC: "closed",0\r\n'
+    assert e.cmd("AT+QISTATE") == b"\r\nOK\r\n"                   # gone without AT+QICLOSE
+    open_tcp(e, 0, tcp_sink.port)                                   # the ID is free again

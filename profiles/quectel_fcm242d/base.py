@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import ssl
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -208,10 +209,12 @@ class SslConfig:
         maxv = TLS_VERSIONS.get(self.version, ssl.TLSVersion.TLSv1_2)
         if self.version == 4:
             ciphers = ciphers or "DEFAULT:@SECLEVEL=0"
-        ctx = client_context(ca=ca, cert=cert, key=key, key_password=self.key_pwd.encode() if self.key_pwd else None,
-                             verify=verify, check_hostname=verify and bool(server_hostname),
-                             min_version=minv, max_version=maxv, ciphers=ciphers,
-                             ignore_time=bool(self.ignore_ltime))
+        with warnings.catch_warnings():     # TLS 1.0/1.1 are deprecated in Python, not on the module
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx = client_context(ca=ca, cert=cert, key=key, key_password=self.key_pwd.encode() if self.key_pwd else None,
+                                 verify=verify, check_hostname=verify and bool(server_hostname),
+                                 min_version=minv, max_version=maxv, ciphers=ciphers,
+                                 ignore_time=bool(self.ignore_ltime))
         if not self.session_cache:
             ctx.options |= ssl.OP_NO_TICKET
         return ctx
@@ -1023,6 +1026,9 @@ class QuectelBase(Profile):
                 self._deliver(s)
             if s.mode != 2:
                 self.module.urc(f'{self._urc_prefix(s)}: "closed",{s.id}')
+                if self.passiveclosed and not s.buffered():
+                    self.socks.pop(s.id, None)       # released at once: no AT+QICLOSE needed
+                    self._drop_sock(s)
 
     @command("+QIRD", Form.WRITE, Int("connectID", 0, 11), Int("read_length", 0, READ_MAX, optional=True),
              family="tcpip", doc="Read buffered data", test="+QIRD: (0-11),(0-1500)")
