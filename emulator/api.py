@@ -200,13 +200,12 @@ class ModuleHandle:
         else:
             self.call(lambda: self.module.reboot(keep_output=False), timeout=20)
 
-    def freeze(self) -> None:
-        self.call(setattr, self.module, "frozen", True)
-        self.call(self.module.trace, "fault", action="fired", kind="freeze", params={}, seed=None, id=0)
+    def freeze(self, duration: float | None = None) -> None:
+        """No answer (input ignored) until :meth:`thaw` or ``duration`` seconds."""
+        self.inject("freeze", duration=duration)
 
     def thaw(self) -> None:
-        self.call(setattr, self.module, "frozen", False)
-        self.call(self.module.trace, "fault", action="fired", kind="thaw", params={}, seed=None, id=0)
+        self.inject("thaw")
 
     # ---- world ----------------------------------------------------------------------------------------
     def change_world(self, change: str, **kw: Any) -> Any:

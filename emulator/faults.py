@@ -65,10 +65,10 @@ CONDITIONS = {
     "connect_refused": "TCP/MQTT connects are refused (params: host, port)",
     "tls_fail": "TLS handshakes fail (params: host, port)",
     "broker_refuse": "the MQTT broker answers CONNACK with a refusal (params: code, default 5)",
-    "dns_fail": "name lookups fail (while armed)",
-    "dns_timeout": "name lookups time out (while armed)",
-    "latency": "add delay to data received on sockets (params: delay seconds, port)",
-    "bandwidth": "limit receive rate on sockets (params: bps bytes per second, port)",
+    "dns_fail": "name lookups fail (params: host)",
+    "dns_timeout": "name lookups time out after the caller's timeout (params: host)",
+    "latency": "delay data received on sockets until cleared (params: delay seconds, port)",
+    "bandwidth": "limit the receive rate of sockets until cleared (params: bps bytes per second, port)",
     "at_error": "a command answers ERROR (or the vendor code) (params: command e.g. +AWSSTATE)",
     "at_delay": "a command's response is delayed (params: command, delay)",
     "urc_inject": "an URC appears between a command's echo and its final result (params: command, text)",
@@ -171,6 +171,8 @@ class FaultRegistry:
         f = Fault(next(self._ids), kind, dict(params), None if times is None else int(times), int(after or 0),
                   None if at is None else float(at), None if probability is None else float(probability), seed)
         f.base = self.commands
+        if kind in ("latency", "bandwidth"):
+            f.times = None  # shaping lasts until cleared
         if kind in ("uart_drop", "uart_corrupt"):
             f.params.setdefault("direction", "rx")
         if seed is not None:
@@ -232,13 +234,13 @@ class FaultRegistry:
         self._conditions_changed()
 
     def _conditions_changed(self) -> None:
-        r = self.module.resolver
-        if self._find("dns_timeout", consume=False) is not None:
-            r.fault = "timeout"
-        elif self._find("dns_fail", consume=False) is not None:
-            r.fault = "fail"
-        else:
-            r.fault = None
+        """Give shapers to live connections when latency/bandwidth faults are armed."""
+        if any(f.kind in ("latency", "bandwidth") for f in self.faults):
+            for c in list(self.connections):
+                if c.closed:
+                    self.connections.discard(c)
+                elif c.shaper is None:
+                    c.shaper = Shaper(self)
 
     def _waiting(self, f: Fault, at_command: bool = False) -> bool:
         """True while the first ``after`` commands since arming have not all passed."""
@@ -254,17 +256,7 @@ class FaultRegistry:
                 continue
             if self._waiting(f, at_command):
                 continue
-            ok = True
-            for k, v in match.items():
-                want = f.params.get(k)
-                if want is None or v is None:
-                    continue
-                if isinstance(want, str) and isinstance(v, str):
-                    if want.upper().lstrip("AT") != v.upper().lstrip("AT") and want.lower() != v.lower():
-                        ok = False
-                elif str(want) != str(v):
-                    ok = False
-            if not ok:
+            if not all(_matches(k, f.params.get(k), v) for k, v in match.items()):
                 continue
             if not consume:
                 return f
@@ -511,6 +503,14 @@ class FaultRegistry:
         if tls and self._find("tls_fail", host=host, port=port) is not None:
             raise NetError("tls", f"TLS handshake with {host}:{port} failed (injected fault)")
 
+    async def before_lookup(self, host: str, timeout: float) -> None:
+        """Called by the resolver before a name lookup; may raise NetError."""
+        if self._find("dns_fail", host=host) is not None:
+            raise NetError("dns", f"cannot resolve {host}: DNS failure (injected fault)")
+        if self._find("dns_timeout", host=host) is not None:
+            await asyncio.sleep(max(0.0, timeout))
+            raise NetError("dns_timeout", f"cannot resolve {host}: DNS timeout (injected fault)")
+
     def broker_refusal(self) -> int | None:
         f = self._find("broker_refuse")
         return None if f is None else int(f.params.get("code", 5))
@@ -521,14 +521,16 @@ class FaultRegistry:
             self.sessions.add(obj)
         else:
             self.connections.add(obj)
-            if self.module.fault_hooks is not None and any(f.kind in ("latency", "bandwidth") for f in self.faults):
+            if any(f.kind in ("latency", "bandwidth") for f in self.faults):
                 obj.shaper = Shaper(self)
 
     def _shaping(self, conn: Any) -> tuple[float, float]:
         port = (conn.remote_addr or ("", 0))[1]
         delay, bps = 0.0, 0.0
         for f in self.faults:
-            if self._dormant(f) or f.params.get("port") not in (None, port):
+            if f.kind not in ("latency", "bandwidth") or self._dormant(f) or self._waiting(f):
+                continue
+            if f.params.get("port") is not None and str(f.params["port"]) != str(port):
                 continue
             if f.kind == "latency":
                 delay = max(delay, float(f.params.get("delay", 0.1)))
@@ -553,6 +555,23 @@ class FaultRegistry:
             sessions.append({"client_id": s.client_id, "host": s.server_hostname, "port": s.port,
                              "connected": s.connected})
         return {"tcp": conns, "mqtt": sessions}
+
+
+def _norm_command(name: str) -> str:
+    n = name.strip().upper()
+    return n[2:] if n.startswith("AT") else n
+
+
+def _matches(key: str, want: Any, value: Any) -> bool:
+    """A fault parameter filters only when given: ``command`` ignores case and an ``AT`` prefix,
+    ``host`` ignores case, everything else compares as text."""
+    if want is None or value is None:
+        return True
+    if key == "command":
+        return _norm_command(str(want)) == _norm_command(str(value))
+    if key == "host":
+        return str(want).lower().rstrip(".") == str(value).lower().rstrip(".")
+    return str(want) == str(value)
 
 
 def _close_conn(c: Any, how: str) -> None:

@@ -286,13 +286,38 @@ def test_network_faults_at_the_socket_layer(tcp_echo, tmp_path):
                                          server_hostname="localhost", timeout=3)
             assert e.value.kind == "tls"
 
-            m.inject("dns_timeout", times=None)
+            m.inject("dns_timeout", host="peer.test")
             with pytest.raises(NetError) as e:
                 await res.resolve_one("peer.test", timeout=0.2)
             assert e.value.kind == "dns_timeout"
             m.clear()
             m.change_world("set_dns", host="peer.test", ip="127.0.0.1")
             assert await res.resolve_one("peer.test") == "127.0.0.1"
+            m.inject("dns_fail")                         # once: the next lookup fails, then all is well
+            with pytest.raises(NetError) as e:
+                await res.resolve_one("peer.test")
+            assert e.value.kind == "dns"
+            assert await res.resolve_one("peer.test") == "127.0.0.1"
         finally:
             await m.aclose()
     asyncio.run(go())
+
+
+def test_async_api_over_tcp_transport(tmp_path):
+    async def go():
+        async with await astart("eseye-anynet", transport="tcp", state_dir=tmp_path) as m:
+            assert m.port.startswith("socket://127.0.0.1:")
+            host, port = m.port[len("socket://"):].rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"AT+GSN\r")
+            got = await asyncio.wait_for(reader.readuntil(b"OK\r\n"), 3)
+            m.inject("at_error", command="AT+GSN")        # plain methods work on the module's own loop
+            writer.write(b"AT+GSN\r")
+            got2 = await asyncio.wait_for(reader.readuntil(b"ERROR\r\n"), 3)
+            snap = m.snapshot()
+            writer.close()
+            return got, got2, snap
+    got, got2, snap = asyncio.run(go())
+    assert got == b"AT+GSN\r\r\n356938035643809\r\n\r\nOK\r\n"
+    assert got2 == b"AT+GSN\r\r\nERROR\r\n"
+    assert snap["coverage"] == {"AT+GSN exec": 1} and snap["state"]["awsstate"] == 0

@@ -97,6 +97,9 @@ class Resolver:
                 raise NetError("dns", f"{host} is not an address of the requested family")
             return [literal]
 
+        faults = getattr(self, "faults", None)  # the module's fault registry (emulator/faults.py)
+        if faults is not None:
+            await faults.before_lookup(host, timeout)
         if self.fault == "fail":
             raise NetError("dns", f"cannot resolve {host}: DNS failure (injected)")
         if self.fault == "timeout":
