@@ -622,6 +622,10 @@ class Engine:
         self._data_buf = bytearray()
         self._transparent: _Transparent | None = None
         self.last_line: bytes | None = None
+        #: optional profile hook deciding the framing of a :class:`Raw` field at run time:
+        #: ``hook(command_name, field_index, args_so_far) -> None`` (use the declaration),
+        #: ``-1`` (the field is text) or ``n >= 0`` (read exactly ``n`` bytes verbatim)
+        self.raw_field_hook: Callable[[str, int, list[Arg]], int | None] | None = getattr(self, "raw_field_hook", None)
 
     # ---- input / output ----------------------------------------------------------------
     def feed(self, data: bytes, now: float = 0.0) -> None:
@@ -798,6 +802,16 @@ class Engine:
             return None
         p: Raw = fs.params[idx]  # type: ignore[assignment]
         names = [q.name for q in fs.params]
+        if self.raw_field_hook is not None:
+            try:
+                hooked = self.raw_field_hook(spec.key, idx, args[:idx])
+            except Exception:
+                hooked = -1
+            if hooked is not None:
+                if hooked < 0 or hooked > 1 << 20:
+                    return None
+                self._raw_idx = idx
+                return hooked
         try:
             if p.format_param is not None:
                 fi = names.index(p.format_param)
