@@ -333,3 +333,19 @@ def test_provisioning_stop_from_uart(e):
     e.expect_nothing(0.2)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", free), timeout=1).close()
+
+
+def test_deauth_fault_and_snapshot(e):
+    e.join()
+    snap = e.sync(e.prof.snapshot)
+    assert snap["station"] == {"state": "connected", "ssid": "MyAP", "ip": "192.168.0.20"}
+    e.sync(lambda: e.module.faults.inject("deauth", ssid="MyAP"))
+    assert e.read_until(rb"\+WSTALD:\d\r\n") == b"+WSTALD:1\r\n"
+    assert e.sync(e.prof.snapshot)["station"]["state"] == "idle"
+    # reconnect, then the control plane removes the AP through the world API: immediate link down
+    e.ok("AT+WSTA=1")
+    e.read_until(rb"\+WSTAAIP:.*?\r\n")
+    from emulator.api import change_world
+    e.sync(lambda: change_world(e.module, "remove_ap", ssid="MyAP"))
+    assert e.read_until(rb"\+WSTALD:\d\r\n", timeout=1) == b"+WSTALD:1\r\n"
+    e.expect_nothing(0.4)   # reported once

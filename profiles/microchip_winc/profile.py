@@ -601,6 +601,35 @@ class MicrochipWinc(Profile):
         if was == 2 and not silent:
             self.urc("+WSTALD:1")
 
+    def world_changed(self, change: dict) -> None:
+        """Control-plane hook: react at once to deauthentication or a vanished access point."""
+        kind = change.get("change")
+        if self.sta_state != 2 or self.sta_ap is None:
+            return
+        ssid = change.get("ssid")
+        if kind == "deauth" and (ssid is None or ssid == self.sta_ap.ssid):
+            self._stop_sta(silent=False)
+        elif kind in ("ap_removed", "remove_ap") and not wifi.on_air(self.module.world, self.sta_ap):
+            self._stop_sta(silent=False)
+
+    def snapshot(self) -> dict:
+        """Control-plane view of the module's state."""
+        return {
+            "asleep": self.asleep,
+            "station": {"state": ["idle", "connecting", "connected"][self.sta_state],
+                        "ssid": self.sta_ap.ssid if self.sta_ap else None, "ip": self.sta_ip},
+            "soft_ap": {"on": self.ap_on, "stations": {str(k): v for k, v in self.ap_stations.items()}},
+            "provisioning": {"on": self.prov_on, "port": self.provisioning_port},
+            "sockets": [{"id": s.id, "proto": "udp" if s.proto == 1 else "tcp", "remote": list(s.remote) if s.remote else None,
+                         "local_port": s.local_port, "listening": s.listener is not None,
+                         "tls": bool(s.conn is not None and s.conn.tls),
+                         "buffered": (s.conn.available if s.conn is not None else (len(s.udp.rx) if s.udp is not None else 0))}
+                        for s in self.socks.values()],
+            "mqtt": {"state": ["disconnected", "connecting", "connected"][self.mqtt_state],
+                     "subscriptions": dict(self.mqtt_subs)},
+            "certificates": [n for n, _ in self.store.list()],
+        }
+
     # ================================================================== soft-AP
     @command("+WAPC", Form.EXEC, family="wlan", doc="Read soft-AP configuration (1 SSID, 2 SEC_TYPE, 3 CREDENTIALS, 4 CHANNEL, 5 HIDDEN)")
     @command("+WAPC", Form.WRITE, Int("param_id"), Str("param_val", quoted=None, optional=True), family="wlan")
@@ -1289,7 +1318,7 @@ class MicrochipWinc(Profile):
         except NetError as e:
             raise self.fail(E_SOCKET, str(e)) from None
 
-    @command("+SOCKRD", Form.WRITE, Int("SOCK_ID", 0, 255), Int("OUTPUT_MODE", 1, 2), Int("LENGTH", 1, MAX_DATA),
+    @command("+SOCKRD", Form.WRITE, Int("SOCK_ID", 0, 255), Int("OUTPUT_MODE", 1, 2), Int("LENGTH", 1, 65535),
              family="socket", doc="Read: +SOCKRD:<id>,<n>,<data> (mode 1 quoted/[hex], mode 2 '#'+raw bytes)")
     async def sockrd(self, ctx, sid: int, mode: int, length: int) -> None:
         s = self._sock(sid)
