@@ -321,3 +321,32 @@ def test_https_verification_fails_with_wrong_ca(emu, https_server, pki):
     assert emu.cmd('AT+QHTTPCFG="sslctxid",3') == b"\r\nOK\r\n"
     assert emu.cmd('AT+QSSLCFG="seclevel",3,1') == b"\r\nOK\r\n"
     assert emu.cmd("AT+QHTTPGET=10") == b"\r\n+CME ERROR: 712\r\n"
+
+
+def test_read_wait_time_expires_on_a_stalled_body(emu):
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    conns = []
+
+    def serve():
+        c, _ = srv.accept()
+        conns.append(c)
+        c.recv(65536)
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        set_url(emu, f"http://127.0.0.1:{srv.getsockname()[1]}/stall")
+        assert emu.cmd("AT+QHTTPGET=5") == b"\r\nOK\r\n"
+        urc(emu, r"\+QHTTPGET: 0,200,100\r\n")
+        t0 = time.monotonic()
+        body, err = read_body(emu, wait=1)
+        assert (body, err) == (b"0123456789", 721)
+        assert 0.9 < time.monotonic() - t0 < 3
+    finally:
+        srv.close()
+        for c in conns:
+            c.close()

@@ -371,3 +371,130 @@ def test_aliauth_signs_connect(mosquitto_factory):
         urc(e, r"\+QMTCONN: 0,0,0\r\n")
     finally:
         e.stop()
+
+
+# ------------------------------------------------------------------------------------------ a broker that never acks
+
+class MuteBroker:
+    """TCP peer on 127.0.0.1 that answers CONNECT with CONNACK 0 and then never acknowledges anything
+    (no SUBACK/UNSUBACK/PUBACK/PINGRESP). Records the packet types it received."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.types: list[int] = []
+        self.conns = []
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _read(self, c, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = c.recv(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    def _serve(self, c) -> None:
+        try:
+            while True:
+                first = self._read(c, 1)[0]
+                length, mult = 0, 1
+                while True:
+                    b = self._read(c, 1)[0]
+                    length += (b & 0x7F) * mult
+                    mult *= 128
+                    if not b & 0x80:
+                        break
+                self._read(c, length)
+                self.types.append(first >> 4)
+                if first >> 4 == 1:
+                    c.sendall(b"\x20\x02\x00\x00")
+        except (EOFError, OSError):
+            pass
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def mute_broker():
+    b = MuteBroker()
+    yield b
+    b.close()
+
+
+def test_retransmission_reports_and_inflight_window(emu, mute_broker):
+    assert emu.cmd('AT+QMTCFG="timeout",0,1,2,1') == b"\r\nOK\r\n"
+    open_conn(emu, mute_broker.port)
+    t0 = time.monotonic()
+    assert emu.cmd('AT+QMTSUB=0,4,"s/x",1') == b"\r\nOK\r\n"
+    assert emu.read_until(rb"\+QMTSUB: 0,4,2\r\n", timeout=6) == \
+        b"\r\n+QMTSUB: 0,4,1,1\r\n\r\n+QMTSUB: 0,4,1,2\r\n\r\n+QMTSUB: 0,4,2\r\n"
+    assert 2.7 < time.monotonic() - t0 < 4.5              # <pkt_timeout> 1 s x (1 + <retry_times> 2)
+    assert 8 in mute_broker.types                         # the SUBSCRIBE really went out
+    assert emu.cmd('AT+QMTCFG="timeout",0,1,0,0') == b"\r\nOK\r\n"
+    for mid in range(1, 6):
+        assert publish(emu, f'AT+QMTPUB=0,{mid},1,0,"p/x",1', b"x") == b"\r\nOK\r\n"
+    assert emu.cmd('AT+QMTPUB=0,6,1,0,"p/x",1') == b"\r\nERROR\r\n"    # 5 unacknowledged: window full
+    got = b""
+    for mid in range(1, 6):
+        got += emu.read_until(rf"\+QMTPUB: 0,{mid},2\r\n".encode(), timeout=4)
+    assert b",1,1" not in got                             # <retry_times> 0: no retransmission reports
+    assert publish(emu, 'AT+QMTPUB=0,6,1,0,"p/x",1', b"x") == b"\r\nOK\r\n"   # window free again
+    deadline = time.monotonic() + 3
+    while mute_broker.types.count(3) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mute_broker.types.count(3) == 6
+
+
+def test_keepalive_timeout_gives_qmtstat_2(emu, mute_broker):
+    assert emu.cmd('AT+QMTCFG="keepalive",0,1') == b"\r\nOK\r\n"
+    open_conn(emu, mute_broker.port)
+    urc(emu, r"\+QMTSTAT: 0,2\r\n", timeout=8)
+    assert emu.cmd("AT+QMTCONN?") == b"\r\nOK\r\n"
+
+
+def test_publish_input_timeout():
+    world = {**WORLD, "options": {"quectel.mqtt_input_timeout": 0.5}}
+    from peers.mosquitto import Mosquitto
+    from peers.mqtt_fixtures import require_mosquitto
+    require_mosquitto()
+    with Mosquitto() as broker:
+        probe = broker.probe()
+        probe.subscribe("slow/#")
+        e = boot(world)
+        try:
+            wifi_up(e)
+            open_conn(e, broker.port)
+            e.write('AT+QMTPUB=0,0,0,0,"slow/x",10\r')
+            e.read_until(rb"\r\n> ")
+            e.write(b"12345")
+            assert e.read_until(rb"\r\n(OK|ERROR)\r\n", timeout=3) == b"\r\nERROR\r\n"
+            assert e.cmd("AT") == b"\r\nOK\r\n"
+            time.sleep(0.3)
+            assert probe.received() == []
+        finally:
+            e.stop()
+            probe.close()

@@ -43,7 +43,7 @@ MAX_SERVICES = 3
 MAX_CHARS = 3
 PROP_WRITE, PROP_WRITE_NR, PROP_NOTIFY = 1, 2, 4
 
-DEVIATIONS_BLE = [
+DEVIATIONS_MQTT_HTTP_BLE = [
     "B1 (item 1/§0.1): 0-based enums: QBLEINIT <role> 0 none, 1 central, 2 peripheral, 3 peripheral for Wi-Fi "
     "provisioning; <auto_adv>, QBLEADVSTART? <adv_state>, QBLESCAN <scan> 0-3, <address_type>/<addr_type> 0 public "
     "1 random, QBLEGATTCNTFCFG <enable>, QBLETRANMODE <state> all 0-based. QBLESCAN? <scan_state> 1 = scanning.",
@@ -77,6 +77,8 @@ DEVIATIONS_BLE = [
     "B13: a notification (QBLEGATTSNTFY) reaches the remote central only after it enabled notifications "
     "(ble_remote_subscribe); the command still answers OK when it did not.",
 ]
+#: the same list under a family-specific name
+DEVIATIONS_BLE = DEVIATIONS_MQTT_HTTP_BLE
 
 URCS_BLE = [
     UrcSpec("+QBLESTAT", "+QBLESTAT: <event>", "BLE link: CONNECTED / DISCONNECTED", "ble"),

@@ -27,7 +27,7 @@ log = logging.getLogger("atemu.quectel.http")
 CHUNK = 16384
 POST_MAX = 1024000
 
-DEVIATIONS_HTTP = [
+DEVIATIONS_MQTT_HTTP_BLE = [
     "H1 (item 33): there is no <request_header> setting, so POST/PUT <data_length> is always the body length; the "
     "request line and headers are built by the module (custom headers from QHTTPCFG \"header\"). "
     "AT+QHTTPREADFILE is referenced by the manual but not documented, so it is not implemented.",
@@ -49,7 +49,14 @@ DEVIATIONS_HTTP = [
     "application/x-www-form-urlencoded. \"form/option\" wraps POST/PUT bodies in one multipart/form-data part "
     "(the part's bytes are the <data_length> body). \"auth\" adds HTTP Basic authorization.",
     "H9 (no item): a key with no value queries it: +QHTTPCFG: \"<key>\",<value>.",
+    "H10 (item 7): malformed or out-of-range parameters of the HTTP commands answer a bare ERROR (like every "
+    "other family); +CME ERROR: <err> is used for the operational errors of H7.",
+    "H11: https:// uses QSSLCFG context <sslctxid> exactly as AT+QSSLOPEN does (seclevel 0 no verification, 1 "
+    "server chain + host name, 2 also the client certificate); the host name is always sent as SNI. A context "
+    "that cannot be built (e.g. seclevel 1 without cacert) answers +CME ERROR: 712.",
 ]
+#: the same list under a family-specific name
+DEVIATIONS_HTTP = DEVIATIONS_MQTT_HTTP_BLE
 
 URCS_HTTP = [
     UrcSpec("+QHTTPGET", "+QHTTPGET: <err>[,<httprspcode>[,<content_length>]]", "result of AT+QHTTPGET", "http"),

@@ -40,7 +40,7 @@ PUB_MAX = 2048
 #: seconds the module waits for the QMTPUB payload after the prompt (undocumented; see M6)
 PUB_INPUT_TIMEOUT = 60.0
 
-DEVIATIONS_MQTT = [
+DEVIATIONS_MQTT_HTTP_BLE = [
     "M1 (no item; design): AT+QMTOPEN checks reachability with a real TCP connection (plus the TLS handshake, "
     "verified per the QSSLCFG context, when \"ssl\" is on) and closes it; AT+QMTCONN dials the MQTT session on a "
     "new connection. +QMTOPEN results: 0 ok, 2 index already open, 3 network error / refused / Wi-Fi down / TLS "
@@ -56,8 +56,8 @@ DEVIATIONS_MQTT = [
     "upper-case hex and <len> counts the payload bytes. In buffer mode the AT+QMTRECV=<idx> lines have the same "
     "layout; <msgID> is the MQTT packet id (0 for QoS 0).",
     "M5 (item 30): QMTPUB accepts 1-2048 bytes (the table) rather than 1500 (the example comment).",
-    "M6 (no item): the QMTPUB prompt is CR LF '> ' (as part 1, Z5); the payload must arrive within 60 s, else ERROR and "
-    "nothing is published. Without <length> the payload ends with Ctrl+Z (0x1A), Esc (0x1B) cancels with ERROR, "
+    "M6 (no item): the QMTPUB prompt is CR LF '> ' (as part 1, Z5); the payload must arrive within 60 s (world option "
+    "quectel.mqtt_input_timeout), else ERROR and nothing is published. Without <length> the payload ends with Ctrl+Z (0x1A), Esc (0x1B) cancels with ERROR, "
     "more than 2048 bytes answers ERROR. Bytes after the <length> bytes are not deleted: they are the next input.",
     "M7 (item 32): <msgID> must be 0 for QoS 0 and 1-65535 for QoS 1/2 publishes and for SUBSCRIBE/UNSUBSCRIBE "
     "(MQTT forbids packet id 0); the host's <msgID> is what the URCs report (paho numbers the packets on the wire).",
@@ -72,6 +72,8 @@ DEVIATIONS_MQTT = [
     "<access_key> as password. Username/password given to QMTCONN win.",
     "M13: a QMTCFG key with only <client_idx> queries: +QMTCFG: \"<key>\",<values...>.",
 ]
+#: the same list under a family-specific name
+DEVIATIONS_MQTT = DEVIATIONS_MQTT_HTTP_BLE
 
 URCS_MQTT = [
     UrcSpec("+QMTOPEN", "+QMTOPEN: <client_idx>,<result>", "result of AT+QMTOPEN", "mqtt"),
@@ -210,6 +212,7 @@ class QuectelMqtt(Profile):
         finally:
             if not task.done():
                 task.cancel()
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     # ---- AT+QMTCFG ------------------------------------------------------------------------------
     _CFG_TEST = "\r\n".join([
@@ -599,11 +602,12 @@ class QuectelMqtt(Profile):
         if qos and c.inflight >= INFLIGHT_WINDOW:
             raise CmdError("failed", message="inflight window (5) is full")
         ctx.raw(b"\r\n> ")
+        opts = getattr(self.module.world, "options", {}) or {}
+        wait = float(opts.get("quectel.mqtt_input_timeout", PUB_INPUT_TIMEOUT))
         if length is not None:
-            ev = await ctx.read_data(length, timeout=PUB_INPUT_TIMEOUT)
+            ev = await ctx.read_data(length, timeout=wait)
         else:
-            ev = await ctx.read_data(None, timeout=PUB_INPUT_TIMEOUT, terminator=b"\x1a", cancel=b"\x1b",
-                                     max_len=PUB_MAX)
+            ev = await ctx.read_data(None, timeout=wait, terminator=b"\x1a", cancel=b"\x1b", max_len=PUB_MAX)
         if not isinstance(ev, Data) or ev.reason == "timeout":
             raise CmdError("failed", message="publish payload cancelled, too long or not complete in time")
         payload = ev.payload
