@@ -172,6 +172,13 @@ class _ProvCtx:
             self.finished = True
             self._w(text)
 
+    def ok(self) -> None:
+        self.final("OK")
+
+    def raw(self, data: bytes) -> None:
+        if not self.conn.closed:
+            self.conn.write(data)
+
 
 class MicrochipWinc(Profile):
     name = "microchip-winc"
