@@ -115,6 +115,9 @@ DEVIATIONS = [
     "AT+QSOFTAP puts the access point into the shared world (other emulated modules can scan and join it); no real radio exists.",
     "AT+QRST: OK, then the module reboots (sockets closed, volatile settings reset) and prints 'ready' after world option quectel.boot_delay (default 0.5 s).",
     "Flash (UFS): 512 KiB, 64 files, 80-byte names, 64 KiB per file.",
+    "AT+QICFG=\"dataformat\" applies to TCP/UDP sockets only; SSL data is always raw.",
+    "Dropping the station (AT+QSTASTOP, AP gone) does not close open sockets; their traffic still flows through the host.",
+    "ATE0/ATE1 (not in the manual) are accepted as on other Quectel firmware.",
 ]
 
 
@@ -985,8 +988,8 @@ class QuectelBase(Profile):
             return
         self._deliver(s)
 
-    def _fmt(self, data: bytes) -> bytes:
-        return binascii.hexlify(data).upper() if self.recv_hex else data
+    def _fmt(self, data: bytes, s: Sock | None = None) -> bytes:
+        return binascii.hexlify(data).upper() if self.recv_hex and not (s is not None and s.is_ssl) else data
 
     def _deliver(self, s: Sock) -> None:
         if s.mode == 2 or self.socks.get(s.id) is not s:
@@ -1003,7 +1006,7 @@ class QuectelBase(Profile):
             while s.conn.available:
                 data = s.conn.read(READ_MAX)
                 s.have_read += len(data)
-                self.module.urc(f'{self._urc_prefix(s)}: "recv",{s.id},{len(data)}', self._fmt(data))
+                self.module.urc(f'{self._urc_prefix(s)}: "recv",{s.id},{len(data)}', self._fmt(data, s))
         elif s.udp is not None:
             while True:
                 item = s.udp.recvfrom()
@@ -1062,7 +1065,7 @@ class QuectelBase(Profile):
             s.notified = False
         ctx.info(f"{prefix}: {len(data)}{hdr}")
         if data:
-            ctx.raw(self._fmt(data))
+            ctx.raw(self._fmt(data, s))
 
     # ---- send ----------------------------------------------------------------------------------------
     @command("+QISEND", Form.WRITE, Int("connectID", 0, 11), Int("send_length", 0, SEND_MAX, optional=True),
