@@ -332,11 +332,17 @@ class SocketMixin:
         if s.kind == "dgram":
             async def go_udp():
                 if s.udp is None:
-                    s.udp = await UdpSocket.open(local_host="::" if fam == 6 else "0.0.0.0",
-                                                 resolver=self.module.resolver)
+                    s.udp = await UdpSocket.open(local_host="::" if fam == 6 else "0.0.0.0", remote=(ip, port),
+                                                 connect=True, resolver=self.module.resolver)
                     self.watch_udp(s)
+                else:
+                    s.udp.remote = (ip, port)
+                    try:   # a real connected UDP socket: the kernel filters peers and reports ICMP errors
+                        s.udp._sock.connect(s.udp._dest((ip, port)))
+                        s.udp._connected = True
+                    except OSError as e:
+                        raise fail(E_INVAL, str(e)) from None
                 s.remote = (ip, port)
-                s.udp.remote = (ip, port)
                 return [f"+connect:{port},{ip}"]
             self.start_blocking(s, go_udp(), f"connect-{sd}")
             return
@@ -569,6 +575,7 @@ class SocketMixin:
     @nwp
     async def at_recv(self, ctx: Ctx, sd: int, fmt: int, length: int) -> None:
         s = self.sock(sd)
+        self.recv_precheck(s)
         self.start_blocking(s, self._recv(s, fmt, length, "+recv"), f"recv-{sd}")
 
     @command("+RecvFrom", Form.WRITE, Int("sd", 0, 255), FAMILY, Int("port", 0, 65535), S("address"), FORMAT,
@@ -578,7 +585,14 @@ class SocketMixin:
     async def at_recvfrom(self, ctx: Ctx, sd: int, fam: int, port: int, address: str, fmt: int, length: int) -> None:
         s = self.sock(sd)
         parse_ip(address, fam)
+        self.recv_precheck(s)
         self.start_blocking(s, self._recv(s, fmt, length, "+recvfrom"), f"recvfrom-{sd}")
+
+    def recv_precheck(self, s: Sock) -> None:
+        if s.kind == "stream" and s.conn is None:
+            raise fail(E_NOTCONN, "socket is not connected")
+        if s.kind == "dgram" and s.udp is None:
+            raise fail(E_NOTCONN, "socket is neither bound nor connected")
 
     async def _recv(self, s: Sock, fmt: int, length: int, prefix: str) -> list:
         if s.kind == "stream":
