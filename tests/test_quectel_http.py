@@ -161,7 +161,7 @@ def test_post_maximum_body_streamed(emu, http_server):
     seen = http_server.last("/post")
     assert seen.length == size and seen.sha256 == hashlib.sha256(body).hexdigest()
     assert seen.header("Content-Length") == str(size)
-    assert emu.cmd(f"AT+QHTTPPOST={size + 1},60,60") == b"\r\nERROR\r\n"
+    assert emu.cmd(f"AT+QHTTPPOST={size + 1},60,60") == b"\r\n+CME ERROR: 724\r\n"
 
 
 # ------------------------------------------------------------------------------------------ timeouts, errors
@@ -184,8 +184,9 @@ def test_input_timeout_and_recovery(emu, http_server):
 def test_error_codes(emu, http_server):
     assert emu.cmd("AT+QHTTPGET=5") == b"\r\n+CME ERROR: 708\r\n"             # no URL yet
     assert emu.cmd('AT+QHTTPCFG="url","ftp://x/y"') == b"\r\nERROR\r\n"
-    assert emu.cmd("AT+QHTTPGET=0") == b"\r\nERROR\r\n"
-    assert emu.cmd("AT+QHTTPPOST=10,5") == b"\r\nERROR\r\n"                   # input_time without rsptime
+    for bad in ("AT+QHTTPGET=0", "AT+QHTTPGET=65536", 'AT+QHTTPGET="5"', "AT+QHTTPGET=5,5", "AT+QHTTPPOST=10,5",
+                "AT+QHTTPPOST=0", "AT+QHTTPPUT=1024001", "AT+QHTTPPUT=x", "AT+QHTTPREAD=0", "AT+QHTTPREAD=1,2"):
+        assert emu.cmd(bad) == b"\r\n+CME ERROR: 724\r\n", bad
     set_url(emu, "http://no-such-host.invalid/")
     assert emu.cmd("AT+QHTTPGET=5") == b"\r\nOK\r\n"
     urc(emu, r"\+QHTTPGET: 710\r\n")

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from emulator.grammar import Data, Form, Int, Str, UrcSpec
+from emulator.grammar import Data, Form, Int, Rest, Str, UrcSpec
 from emulator.module import Ctx
 from emulator.net.errors import NetError
 from emulator.profile import CmdError, Profile, command
@@ -49,8 +49,9 @@ DEVIATIONS_MQTT_HTTP_BLE = [
     "application/x-www-form-urlencoded. \"form/option\" wraps POST/PUT bodies in one multipart/form-data part "
     "(the part's bytes are the <data_length> body). \"auth\" adds HTTP Basic authorization.",
     "H9 (no item): a key with no value queries it: +QHTTPCFG: \"<key>\",<value>.",
-    "H10 (item 7): malformed or out-of-range parameters of the HTTP commands answer a bare ERROR (like every "
-    "other family); +CME ERROR: <err> is used for the operational errors of H7.",
+    "H10 (item 7): malformed, missing or out-of-range parameters of QHTTPGET/POST/PUT/READ answer "
+    "+CME ERROR: 724 (Invalid parameter), as their tables say; QHTTPCFG answers a bare ERROR for bad values "
+    "(its table gives no error form).",
     "H11: https:// uses QSSLCFG context <sslctxid> exactly as AT+QSSLOPEN does (seclevel 0 no verification, 1 "
     "server chain + host name, 2 also the client certificate); the host name is always sent as SNI. A context "
     "that cannot be built (e.g. seclevel 1 without cacert) answers +CME ERROR: 712.",
@@ -308,9 +309,10 @@ class QuectelHttp(Profile):
         h.form = (name, file_name, ctype)
 
     # ---- AT+QHTTPGET --------------------------------------------------------------------------------
-    @command("+QHTTPGET", Form.WRITE, Int("rsptime", 1, 65535), family="http", doc="Send a GET request",
+    @command("+QHTTPGET", Form.WRITE, Rest("rsptime"), family="http", doc="Send a GET request",
              test="+QHTTPGET: (1-65535)")
-    async def qhttpget(self, ctx: Ctx, rsptime: int):
+    async def qhttpget(self, ctx: Ctx, args: str):
+        (rsptime,) = self._http_ints(args, 1, 1)
         await self._http_get(ctx, rsptime)
 
     @command("+QHTTPGET", Form.EXEC, family="http")
@@ -345,23 +347,37 @@ class QuectelHttp(Profile):
         self._http_done("GET", resp)
 
     # ---- AT+QHTTPPOST / AT+QHTTPPUT ----------------------------------------------------------------
-    @command("+QHTTPPOST", Form.WRITE, Int("data_length", 1, POST_MAX), Int("input_time", 1, 65535, optional=True),
-             Int("rsptime", 1, 65535, optional=True), family="http", doc="Send a POST request, body typed after CONNECT",
-             test="+QHTTPPOST: (1-1024000),(1-65535),(1-65535)")
-    async def qhttppost(self, ctx: Ctx, length: int, input_time, rsptime):
-        return await self._http_send(ctx, "POST", length, input_time, rsptime)
+    @command("+QHTTPPOST", Form.WRITE, Rest("data_length,input_time,rsptime"), family="http",
+             doc="Send a POST request, body typed after CONNECT", test="+QHTTPPOST: (1-1024000),(1-65535),(1-65535)")
+    async def qhttppost(self, ctx: Ctx, args: str):
+        return await self._http_send(ctx, "POST", args)
 
-    @command("+QHTTPPUT", Form.WRITE, Int("data_length", 1, POST_MAX), Int("input_time", 1, 65535, optional=True),
-             Int("rsptime", 1, 65535, optional=True), family="http", doc="Send a PUT request, body typed after CONNECT",
-             test="+QHTTPPUT: (1-1024000),(1-65535),(1-65535)")
-    async def qhttpput(self, ctx: Ctx, length: int, input_time, rsptime):
-        return await self._http_send(ctx, "PUT", length, input_time, rsptime)
+    @command("+QHTTPPUT", Form.WRITE, Rest("data_length,input_time,rsptime"), family="http",
+             doc="Send a PUT request, body typed after CONNECT", test="+QHTTPPUT: (1-1024000),(1-65535),(1-65535)")
+    async def qhttpput(self, ctx: Ctx, args: str):
+        return await self._http_send(ctx, "PUT", args)
 
-    async def _http_send(self, ctx: Ctx, verb: str, length: int, input_time, rsptime):
-        if (input_time is None) != (rsptime is None):
-            raise CmdError("param", message="<input_time> and <rsptime> come as a pair")
-        input_time = input_time or 60
-        rsptime = rsptime or 60
+    def _http_ints(self, args: str, lo: int, hi: int, first_max: int = 65535) -> list[int]:
+        """Parse the comma-separated integer arguments of GET/POST/PUT/READ; +CME ERROR: 724 if malformed."""
+        parts = [a.strip() for a in args.split(",")]
+        if not lo <= len(parts) <= hi:
+            raise self._http_err(724)
+        out = []
+        for i, a in enumerate(parts):
+            if not a.isascii() or not a.isdigit():
+                raise self._http_err(724)
+            v = int(a)
+            if not 1 <= v <= (first_max if i == 0 else 65535):
+                raise self._http_err(724)
+            out.append(v)
+        return out
+
+    async def _http_send(self, ctx: Ctx, verb: str, args: str):
+        vals = self._http_ints(args, 1, 3, POST_MAX)
+        if len(vals) == 2:
+            raise self._http_err(724)           # <input_time> and <rsptime> come as a pair
+        length = vals[0]
+        input_time, rsptime = (vals[1], vals[2]) if len(vals) == 3 else (60, 60)
         scheme, host = self._http_check_request()
         try:
             tls = self._http_ssl(scheme, host)
@@ -472,9 +488,10 @@ class QuectelHttp(Profile):
         self._http_done(verb, resp)
 
     # ---- AT+QHTTPREAD ---------------------------------------------------------------------------------
-    @command("+QHTTPREAD", Form.WRITE, Int("wait_time", 1, 65535), family="http",
+    @command("+QHTTPREAD", Form.WRITE, Rest("wait_time"), family="http",
              doc="Output the response via the UART", test="+QHTTPREAD: (1-65535)")
-    async def qhttpread(self, ctx: Ctx, wait_time: int):
+    async def qhttpread(self, ctx: Ctx, args: str):
+        (wait_time,) = self._http_ints(args, 1, 1)
         await self._http_read(ctx, wait_time)
 
     @command("+QHTTPREAD", Form.EXEC, family="http")

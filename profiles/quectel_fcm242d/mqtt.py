@@ -46,8 +46,9 @@ DEVIATIONS_MQTT_HTTP_BLE = [
     "new connection. +QMTOPEN results: 0 ok, 2 index already open, 3 network error / refused / Wi-Fi down / TLS "
     "failure, 4 DNS failure.",
     "M2 (item 27): <pkt_timeout> accepts 1-1200 in QMTCFG \"timeout\" (default 5 s), <retry_times> 0-10 (default "
-    "3). SUB/UNS/PUB/CONN wait <pkt_timeout> per attempt; each expiry without the ACK reports <result> 1 with the "
-    "retransmission count (when <timeout_notice> is 1 also for CONN); after <retry_times> expiries <result> is 2. "
+    "3), <timeout_notice> 0. SUB/UNS/PUB/CONN wait <pkt_timeout> per attempt; when <timeout_notice> is 1 each "
+    "expiry without the ACK is reported as <result> 1 with the retransmission count; after <retry_times> "
+    "expiries <result> is 2. "
     "The packet itself is not re-sent on the same TCP connection (MQTT 3.1.1 only re-sends on reconnect and TCP "
     "does not lose it).",
     "M3 (item 27): +QMTRECV always carries <payload_length>: +QMTRECV: <idx>,<msgID>,\"<topic>\",<len>,\"<payload>\".",
@@ -191,10 +192,12 @@ class QuectelMqtt(Profile):
             raise CmdError("failed", message=f"MQTT client {idx} is in state {c.state}")
         return c
 
-    async def _mq_wait_ack(self, c: _MqttClient, coro, urc_prefix: str, notice: bool = True):
+    async def _mq_wait_ack(self, c: _MqttClient, coro, urc_prefix: str, notice: bool | None = None):
         """Await an ACK in <pkt_timeout> slices; report retransmissions. Returns (ok, value)."""
         task = asyncio.ensure_future(coro)
         attempts = 0
+        if notice is None:
+            notice = bool(c.cfg.notice)
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=c.cfg.pkt_timeout)
@@ -244,6 +247,8 @@ class QuectelMqtt(Profile):
         if enable is None:
             ctx.info(f'+QMTCFG: "ssl",{cfg.ssl},{cfg.ssl_ctx}')
             return
+        if enable and ctxid is None:
+            raise CmdError("param", message="SSL needs <SSL_ctxID> (note 3)")
         cfg.ssl = enable
         if ctxid is not None:
             cfg.ssl_ctx = ctxid
@@ -414,7 +419,7 @@ class QuectelMqtt(Profile):
         self._mq_urc(f"+QMTCLOSE: {idx},0")
 
     # ---- AT+QMTCONN / AT+QMTDISC ----------------------------------------------------------------
-    @command("+QMTCONN", Form.WRITE, Int("client_idx", 0, 5), _str_arg("clientID", 127, min_len=1),
+    @command("+QMTCONN", Form.WRITE, Int("client_idx", 0, 5), _str_arg("clientID", 127),
              _str_arg("username", 127, optional=True), _str_arg("password", 512, optional=True),
              family="mqtt", doc="Connect a client to the MQTT server",
              test="+QMTCONN: (0-5),<clientID>,<username>,<password>")
@@ -457,7 +462,7 @@ class QuectelMqtt(Profile):
             on_message=lambda *a: self._mq_on_message(c, session, *a),
             on_disconnect=lambda reason, rc: self._mq_on_disconnect(c, session, reason, rc))
         c.session = session
-        ok, code = await self._mq_wait_ack(c, session.connect(), f"+QMTCONN: {c.idx}", notice=bool(cfg.notice))
+        ok, code = await self._mq_wait_ack(c, session.connect(), f"+QMTCONN: {c.idx}")
         c.task = None
         if c.session is not session:
             return
