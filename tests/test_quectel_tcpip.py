@@ -131,6 +131,7 @@ def test_udp_service_push_and_send_to_address(e):
         assert e.cmd("AT+QISEND=3,5") == b"\r\nERROR\r\n"                 # a service needs the address
         # buffer mode read shows the sender
         assert e.cmd("AT+QISWTMD=3,0") == b"\r\nERROR\r\n"                # not allowed for a service
+        assert e.cmd("AT+QIGETERROR").startswith(b"\r\n+QIGETERROR: 555,")
         cmd_ok(e, "AT+QICLOSE=3")
         cmd_ok(e, f'AT+QIOPEN=3,"UDP SERVICE","127.0.0.1",0,{port},0')
         urc(e, r"\+QIOPEN: 3,0\r\n")
@@ -207,6 +208,23 @@ def test_open_errors_are_reachable(e):
         assert e.cmd("AT+QIGETERROR") == b"\r\n+QIGETERROR: 565,Socket has been closed\r\n\r\nOK\r\n"
     finally:
         lst.close()
+    # local port already taken (a listening socket holds it)
+    held = socket.socket()
+    held.bind(("0.0.0.0", 0))
+    held.listen(1)
+    try:
+        cmd_ok(e, f'AT+QIOPEN=3,"TCP","127.0.0.1",{free_port()},{held.getsockname()[1]},0')
+        assert urc(e, r"\+QIOPEN: 3,\d+\r\n").group(0) == b"+QIOPEN: 3,556\r\n"
+        assert e.cmd("AT+QIGETERROR") == b"\r\n+QIGETERROR: 556,Socket bind failed\r\n\r\nOK\r\n"
+    finally:
+        held.close()
+    assert e.cmd(f'AT+QIOPEN=3,"TCP LISTENER","127.0.0.1",0,{free_port()},2') == b"\r\nERROR\r\n"
+    assert e.cmd("AT+QIGETERROR") == b"\r\n+QIGETERROR: 555,Operation not supported\r\n\r\nOK\r\n"
+    # a second lookup while one is running: DNS busy
+    e.write(b'AT+QIDNSGIP="no-such-host.invalid"\rAT+QIDNSGIP="localhost"\r')
+    assert e.read_until(rb"ERROR\r\n") == b"\r\nOK\r\n\r\nERROR\r\n"
+    assert e.cmd("AT+QIGETERROR") == b"\r\n+QIGETERROR: 562,DNS busy\r\n\r\nOK\r\n"
+    e.read_until(rb'"dnsgip",563\r\n', timeout=10)
     cmd_ok(e, "AT+QSTASTOP")
     e.drain(0.1)
     assert e.cmd('AT+QIOPEN=2,"TCP","127.0.0.1",80,0,0') == b"\r\nERROR\r\n"

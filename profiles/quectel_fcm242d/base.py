@@ -101,7 +101,7 @@ DEVIATIONS = [
     "QSSLCFG defaults: sslversion 4 (TLS 1.0-1.2; the module has no TLS 1.3), seclevel 0, ciphersuite 0xFFFF, negotiatetime 300, sni 0, ignorelocaltime 1, session_cache 0. sslversion 0 (SSL 3.0) cannot be negotiated (OpenSSL has no SSLv3) and fails.",
     "QSSLCFG sni 0 with verification: the name is still checked against the certificate, but not sent in the ClientHello.",
     "TLS failures (handshake, verification) report 564; unreadable certificate files report 552.",
-    "QIOPEN/QSSLOPEN without Wi-Fi answer ERROR (AT+QIGETERROR: 569). An occupied <connectID> answers ERROR (561).",
+    "QIOPEN/QSSLOPEN without Wi-Fi answer ERROR (AT+QIGETERROR: 569). An occupied <connectID> answers ERROR (561). Transparent mode for a LISTENER/SERVICE (or AT+QISWTMD on one) is 555; a second AT+QPING while one runs is 566, a second AT+QIDNSGIP 562; a listen failure other than a taken port is 557.",
     "TCP LISTENER / UDP SERVICE bind on the host at world option quectel.listen_host (default 127.0.0.1) and the given port.",
     "AT+QICFG=\"tcp/accept\",1 (default) accepts incoming clients automatically; with 0 the +QIURC: \"incoming\" URC names the ID that AT+QIACCEPT=<listener>,1[,<id>] will use, AT+QIACCEPT=<listener>,0 rejects (RST).",
     "After +++ a transparent socket keeps its received data buffered; ATO (or AT+QISWTMD=<id>,2) delivers it; AT+QIRD may also read it.",
@@ -346,6 +346,8 @@ class QuectelBase(Profile):
         self.udp_broadcast = 0
         self.last_transparent: int | None = None
         self.files: dict[int, list] = {}   # handle -> [name, mode, pos]
+        self._ping_task: asyncio.Task | None = None
+        self._dns_task: asyncio.Task | None = None
         super().__init__(module)
 
     # ---- shared API ------------------------------------------------------------------------
@@ -834,8 +836,10 @@ class QuectelBase(Profile):
     async def qiopen(self, ctx: Ctx, cid: int, service: str, host: str, rport: int, lport: int, mode: int, prio: int):
         self.last_err = 0
         server = service in ("TCP LISTENER", "UDP SERVICE")
-        if server and (mode == 2 or lport == 0):
-            raise self._err(552, "listener/service needs a local port and cannot be transparent")
+        if server and mode == 2:
+            raise self._err(555, "a listener/service cannot be transparent")
+        if server and lport == 0:
+            raise self._err(552, "a listener/service needs a local port")
         if not server and rport == 0:
             raise self._err(552, "remote port 0")
         if cid in self.socks:
@@ -912,6 +916,8 @@ class QuectelBase(Profile):
                 return 570
             if e.kind == "addrinuse":
                 return 556
+            if s.service == "TCP LISTENER" and e.kind not in ("dns", "dns_timeout"):
+                return 557
             return NET_CODE.get(e.kind, 550)
         return 0
 
@@ -1204,8 +1210,10 @@ class QuectelBase(Profile):
     async def qiswtmd(self, ctx: Ctx, cid: int, mode: int) -> None:
         self.last_err = 0
         s = self._sock(cid)
-        if s.service in ("TCP LISTENER", "UDP SERVICE") or s.state != ST_CONNECTED:
-            raise self._err(569)
+        if s.service in ("TCP LISTENER", "UDP SERVICE"):
+            raise self._err(555, "a listener/service has no access mode to switch")
+        if s.state != ST_CONNECTED:
+            raise self._err(565)
         s.mode = mode
         if mode == 2:
             ctx.final("CONNECT")
@@ -1492,8 +1500,10 @@ class QuectelBase(Profile):
         self.last_err = 0
         if not self.wifi_connected():
             raise self._err(569, "no Wi-Fi")
+        if self._ping_task is not None and not self._ping_task.done():
+            raise self._err(566, "a ping is running")
         ctx.ok()
-        self.module.spawn(self._ping(host, timeout, count))
+        self._ping_task = self.module.spawn(self._ping(host, timeout, count))
 
     async def _ping(self, host: str, timeout: int, count: int) -> None:
         from emulator.net.ping import ping
@@ -1527,8 +1537,10 @@ class QuectelBase(Profile):
         self.last_err = 0
         if not self.wifi_connected():
             raise self._err(569, "no Wi-Fi")
+        if self._dns_task is not None and not self._dns_task.done():
+            raise self._err(562, "a lookup is running")
         ctx.ok()
-        self.module.spawn(self._dnsgip(host))
+        self._dns_task = self.module.spawn(self._dnsgip(host))
 
     async def _dnsgip(self, host: str) -> None:
         try:
