@@ -102,8 +102,11 @@ def test_e2_peripheral_exchange_with_a_phone(emu):
 def test_peripheral_setup_rules_and_local_disconnect(emu):
     assert emu.cmd('AT+QBLEGATTSSRV="FFF1"') == b"\r\nERROR\r\n"        # BLE not initialised
     assert emu.cmd("AT+QBLEINIT=4") == b"\r\nERROR\r\n"
+    assert emu.cmd("AT+QBLEADVPARAM=100,100") == b"\r\nERROR\r\n"       # peripheral only
     assert emu.cmd("AT+QBLEINIT=2,0") == b"\r\nOK\r\n"
     assert emu.cmd("AT+QBLEINIT=1") == b"\r\nERROR\r\n"                 # once per boot
+    assert emu.cmd("AT+QBLESCANPARAM=100,30") == b"\r\nERROR\r\n"       # central only
+    assert emu.cmd("AT+QBLECFGMTU=100") == b"\r\nERROR\r\n"
     assert emu.cmd("AT+QBLEADVSTART") == b"\r\nERROR\r\n"               # no service yet
     assert emu.cmd('AT+QBLEGATTSCHAR="FFF2"') == b"\r\nERROR\r\n"       # no service yet
     assert emu.cmd('AT+QBLEGATTSSRV="FFF"') == b"\r\nERROR\r\n"         # 3 hex digits

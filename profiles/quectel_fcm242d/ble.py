@@ -72,6 +72,9 @@ DEVIATIONS_MQTT_HTTP_BLE = [
     "automatic; the host issues QBLETRANMODE again.",
     "B11: QBLEINIT may be issued once per boot (role != 0 answers ERROR) except QBLEINIT=0, which de-initialises "
     "(drops links, stops advertising and scans, forgets the GATT server).",
+    "B14: advertising commands (QBLEADVPARAM/ADVDATA/ADVSTART/ADVSTOP, GATTS*) need role 2/3, central commands "
+    "(QBLESCAN/SCANPARAM/CONN/CONNPARAM/CFGMTU/GATTC*) need role 1; otherwise ERROR. A peripheral's link drop "
+    "ends its transparent mode with NO CARRIER.",
     "B12: GATT server limits: 3 services, 3 characteristics per service, services only before QBLEGATTSSRVDONE; "
     "<att_cfg> is hex (e.g. 0E), bit 0 write, bit 1 write-no-response, bit 2 notify; default 06.",
     "B13: a notification (QBLEGATTSNTFY) reaches the remote central only after it enabled notifications "
@@ -295,6 +298,7 @@ class QuectelBle(Profile):
     @command("+QBLEADVPARAM", Form.WRITE, Int("adv_int_min", 32, 16384), Int("adv_int_max", 32, 16384),
              family="ble", doc="Set the advertising interval (0.625 ms units)", test="+QBLEADVPARAM: (32-16384),(32-16384)")
     async def qbleadvparam(self, ctx: Ctx, lo: int, hi: int):
+        self._ble_need_role(2, 3)
         if lo > hi:
             raise CmdError("param", message="<adv_int_min> must not exceed <adv_int_max>")
         self.ble_adv_param = (lo, hi)
@@ -306,6 +310,7 @@ class QuectelBle(Profile):
     @command("+QBLEADVDATA", Form.WRITE, Str("adv_data", quoted=None, min_len=2, max_len=62), family="ble",
              doc="Set raw advertising data (hex AD structures)", test="+QBLEADVDATA: <adv_data>")
     async def qbleadvdata(self, ctx: Ctx, hexdata: str):
+        self._ble_need_role(2, 3)
         try:
             data = bytes.fromhex(hexdata)
         except ValueError:
@@ -444,6 +449,7 @@ class QuectelBle(Profile):
     @command("+QBLESCANPARAM", Form.WRITE, Int("scan_interval", 18, 4096), Int("scan_window", 17, 4096),
              family="ble", doc="Set scan interval and window", test="+QBLESCANPARAM: (18-4096),(17-4096)")
     async def qblescanparam(self, ctx: Ctx, interval: int, window: int):
+        self._ble_need_role(1)
         if window > interval:
             raise CmdError("param", message="<scan_window> must not exceed <scan_interval>")
         self.ble_scan_param = (interval, window)
@@ -507,6 +513,7 @@ class QuectelBle(Profile):
              Int("timeout", 10, 3200), Int("latency", 0, 499), family="ble",
              doc="Set connection parameters", test="+QBLECONNPARAM: 0,(6-3200),(10-3200),(0-499)")
     async def qbleconnparam(self, ctx: Ctx, conn: int, interval: int, timeout: int, latency: int):
+        self._ble_need_role(1)
         # Bluetooth Core rule: supervision timeout > (1 + latency) * interval * 2
         if timeout * 10 <= (1 + latency) * interval * 1.25 * 2:
             raise CmdError("param", message="<timeout> too short for <con_interval> and <latency>")
