@@ -1,0 +1,175 @@
+"""TI SimpleLink WLAN against the world's access points: events, profiles, policies, scan, roles."""
+from __future__ import annotations
+
+import re
+import time
+
+from test_ti_common import LAB, Ti, world
+
+OTHER = {"ssid": "guest net", "security": "open", "channel": 11, "rssi": -70, "bssid": "02:aa:bb:cc:dd:01",
+         "ip": "10.9.8.7", "gateway": "10.9.8.1", "dns": "10.9.8.1"}
+HIDDEN = {"ssid": "hidden", "security": "wpa2", "password": "hidden-pass", "channel": 1, "rssi": -60,
+          "bssid": "02:aa:bb:cc:dd:02", "hidden": True}
+
+
+def w3():
+    return {"wifi": {"access_points": [dict(LAB), dict(OTHER), dict(HIDDEN)]}}
+
+
+def test_connect_event_order_and_disconnect():
+    with Ti(world=w3()) as e:
+        e.boot()
+        out = e.ok('AT+WlanConnect="guest net",,OPEN,,,,')
+        assert out == b""
+        evs = e.read_until(rb"ipv4_acquired[^\r]*\r\n")
+        assert evs == b"+eventwlan:connect,guest net,02:aa:bb:cc:dd:01\r\n+eventnetapp:ipv4_acquired,10.9.8.7,10.9.8.1,10.9.8.1\r\n"
+        assert e.ok("AT+Get=Status,NETAPP") == b"+get:ipacquired\r\n"
+        assert e.ok("AT+NetCfgGet=IPV4_STA_ADDR") == b"+netcfgget:dhcp,10.9.8.7,255.255.255.0,10.9.8.1,10.9.8.1\r\n"
+        # connecting elsewhere first drops the current link
+        e.ok(f"AT+WlanConnect=lab,{LAB['bssid']},WPA_WPA2,{LAB['password']},,,")
+        out = e.read_until(rb"ipv4_acquired[^\r]*\r\n")
+        assert out.startswith(b"+eventwlan:disconnect,guest net,02:aa:bb:cc:dd:01,200\r\n+eventwlan:connect,lab,")
+        assert e.ok("AT+WlanDisconnect") == b""
+        assert e.read_until(rb"\r\n") == b"+eventwlan:disconnect,lab,02:11:22:33:44:55,200\r\n"
+        assert e.err("AT+WlanDisconnect") == b"process command,-2071"
+        assert e.ok("AT+WlanGet=CONNECTION,") == b"+wlanget:sta,disconnected,,,,\r\n"
+
+
+def test_connect_failures():
+    with Ti(world=w3()) as e:
+        e.boot()
+        e.ok("AT+WlanConnect=lab,,WPA_WPA2,wrong-password,,,")
+        assert e.read_until(rb"\r\n") == b"+eventwlan:disconnect,lab,02:11:22:33:44:55,15\r\n"
+        assert e.ok("AT+Get=Status,WLAN") == b"+get:sta_disconnected|connection_failed\r\n"
+        e.ok("AT+WlanConnect=nowhere,,OPEN,,,,")
+        assert e.read_until(rb"\r\n") == b"+eventwlan:disconnect,nowhere,00:00:00:00:00:00,201\r\n"
+        e.ok("AT+WlanConnect=lab,,OPEN,,,,")
+        assert e.read_until(rb"\r\n") == b"+eventwlan:disconnect,lab,02:11:22:33:44:55,23\r\n"
+        assert e.err("AT+WlanConnect=lab,,WPA_WPA2,,,,") == b"number of parameters,-2"
+        assert e.err("AT+WlanConnect=lab,,WPA_WPA2,short,,,") == b"parse parameters,-2"
+        assert e.err("AT+WlanConnect=lab,,BOGUS,x,,,") == b"parse parameters,-2"
+        assert e.err("AT+WlanConnect=lab,zz:11,OPEN,,,,") == b"parse parameters,-2"
+        assert e.err("AT+WlanConnect=lab,,WPS_PBC,,,,") == b"process command,-95"
+        # hidden SSID joins when named
+        e.ok("AT+WlanConnect=hidden,,WPA_WPA2,hidden-pass,,,")
+        assert e.read_until(rb"ipv4_acquired[^\r]*\r\n").startswith(b"+eventwlan:connect,hidden,02:aa:bb:cc:dd:02\r\n")
+
+
+def test_ap_removed_by_control_plane_gives_disconnect_event():
+    with Ti(world=w3()) as e:
+        e.boot()
+        e.join()
+        e.sync(lambda: e.module.world.access_points.pop(0))
+        assert e.read_until(rb"\r\n", 3) == b"+eventwlan:disconnect,lab,02:11:22:33:44:55,4\r\n"
+        assert e.ok("AT+Get=Status,WLAN") == b"+get:sta_disconnected\r\n"
+        assert e.ok("AT+Socket=INET,STREAM,TCP") == b"+socket:0\r\n"
+        assert e.err("AT+Connect=0,INET,80,127.0.0.1") == b"process command,-101"   # no IP any more
+
+
+def test_profiles_policy_autoconnect_and_persistence(tmp_path):
+    with Ti(world=w3(), state_dir=tmp_path) as e:
+        e.boot()
+        e.ok("AT+WlanPolicySet=CONNECTION,,")                # no option: auto-connect off
+        assert e.ok("AT+WlanPolicyGet=CONNECTION") == b"+wlanpolicyget:,0\r\n"
+        assert e.ok(f"AT+WlanProfileAdd=lab,,WPA_WPA2,{LAB['password']},,,,7") == b"+wlanprofileadd:0\r\n"
+        assert e.ok('AT+WlanProfileAdd="guest net",02:aa:bb:cc:dd:01,OPEN,,,,,3') == b"+wlanprofileadd:1\r\n"
+        assert e.ok("AT+WlanProfileAdd=ent,,WPA_ENT,secret,user1,anon,PEAP0_MSCHAPv2,1") == b"+wlanprofileadd:2\r\n"
+        assert e.ok("AT+WlanProfileGet=0") == b"+wlanprofileget:lab,,wpa_wpa2,,,,7\r\n"
+        assert e.ok("AT+WlanProfileGet=2") == b"+wlanprofileget:ent,,wpa_ent,user1,anon,peap0_mschapv2,1\r\n"
+        assert e.ok("AT+WlanProfileDel=2") == b""
+        assert e.err("AT+WlanProfileGet=2") == b"process command,-2073"
+        assert e.err("AT+WlanProfileDel=9") == b"parse parameters,-2"
+        e.expect_nothing(0.4)                                   # policy off: nothing connects
+        e.ok("AT+WlanPolicySet=CONNECTION,Auto|Fast,")
+        assert e.ok("AT+WlanPolicyGet=CONNECTION") == b"+wlanpolicyget:auto|fast,0\r\n"
+        out = e.read_until(rb"ipv4_acquired[^\r]*\r\n", 5)
+        assert out.startswith(b"+eventwlan:connect,lab,")        # highest priority on the air
+    # a new power-up: profiles and policy survive, auto-connect after AT+Start
+    with Ti(world=w3(), state_dir=tmp_path) as e:
+        e.ok("AT+Start")
+        out = e.read_until(rb"ipv4_acquired[^\r]*\r\n", 5)
+        assert out.startswith(b"+eventgeneral:init_complete,sta\r\n+eventwlan:connect,lab,")
+        # AP gone: the module reconnects to the next stored profile on the air
+        e.sync(lambda: e.module.world.access_points.pop(0))
+        out = e.read_until(rb"ipv4_acquired[^\r]*\r\n", 5)
+        assert out.startswith(b"+eventwlan:disconnect,lab,02:11:22:33:44:55,4\r\n+eventwlan:connect,guest net,")
+        e.ok("AT+WlanProfileDel=0xFF")
+        assert e.err("AT+WlanProfileGet=0") == b"process command,-2073"
+
+
+def test_policies_scan_and_set_get():
+    with Ti(world=w3()) as e:
+        e.boot()
+        e.ok("AT+WlanPolicySet=SCAN,Hidden_SSID,30")
+        assert e.ok("AT+WlanPolicyGet=SCAN") == b"+wlanpolicyget:hidden_ssid,30\r\n"
+        e.ok("AT+WlanPolicySet=PM,Long_Sleep,800")
+        assert e.ok("AT+WlanPolicyGet=PM") == b"+wlanpolicyget:long_sleep,800\r\n"
+        e.ok("AT+WlanPolicySet=P2P,GROUP_OWNER,ACTIVE")
+        assert e.ok("AT+WlanPolicyGet=P2P") == b"+wlanpolicyget:group_owner,active\r\n"
+        assert e.err("AT+WlanPolicySet=PM,Sleepy,") == b"parse parameters,-2"
+        assert e.err("AT+WlanPolicySet=SCAN,Hidden_SSID,") == b"number of parameters,-2"
+        out = e.ok("AT+WlanScan=0,30")
+        assert out == (b"+wlanscan:lab,02:11:22:33:44:55,-40,6,wpa2,0,ccmp,psk;"
+                       b",02:aa:bb:cc:dd:02,-60,1,wpa2,1,ccmp,psk;guest net,02:aa:bb:cc:dd:01,-70,11,open,0,none,none\r\n")
+        assert e.ok("AT+WlanScan=2,1") == b"+wlanscan:guest net,02:aa:bb:cc:dd:01,-70,11,open,0,none,none\r\n"
+        assert e.err("AT+WlanScan=0,31") == b"parse parameters,-2"
+        e.ok("AT+WlanSet=GENERAL,COUNTRY_CODE,jp")
+        assert e.ok("AT+WlanGet=GENERAL,COUNTRY_CODE") == b"+wlanget:JP\r\n"
+        e.ok("AT+WlanSet=GENERAL,STA_TX_POWER,3")
+        assert e.ok("AT+WlanGet=GENERAL,STA_TX_POWER") == b"+wlanget:3\r\n"
+        e.ok("AT+WlanSet=GENERAL,SCAN_PARAMS,0x7FF,-80")
+        assert e.ok("AT+WlanGet=GENERAL,SCAN_PARAMS") == b"+wlanget:2047,-80\r\n"
+        e.ok("AT+WlanSet=GENERAL,INFO_ELEMENT,0,AP,221,0x00,0x11,0x22,hello")
+        e.ok("AT+WlanSet=GENERAL,SUSPEND_PROFILES,3")
+        e.ok("AT+WlanSet=GENERAL,DISABLE_ENT_SERVER_AUTH,1")
+        e.ok("AT+WlanSet=P2P,DEV_TYPE,1-0050F204-1")
+        e.ok("AT+WlanSet=P2P,CHANNEL_N_REGS,11,81,6,81")
+        assert e.ok("AT+WlanGet=P2P,CHANNEL_N_REGS") == b"+wlanget:11,81,6,81\r\n"
+        assert e.err("AT+WlanSet=P2P,CHANNEL_N_REGS,2,81,6,81") == b"parse parameters,-2"
+        e.ok("AT+WlanSet=RX_FILTER,STATE,[ff:00:00:00:00:00:00:00:00:00:00:00:00:00:00:01]")
+        e.ok("AT+WlanSet=RX_FILTER,REMOVE,01:00:00:00:00:00:00:00:00:00:00:00:00:00:00:01")
+        assert e.ok("AT+WlanGet=RX_FILTER,STATE") == b"+wlanget:fe:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00\r\n"
+        e.ok("AT+WlanSet=RX_FILTER,SYS_STATE,01:02:03:04")
+        assert e.ok("AT+WlanGet=RX_FILTER,SYS_STATE") == b"+wlanget:01:02:03:04\r\n"
+        e.ok("AT+WlanSet=RX_FILTER,STORE")
+        assert e.err("AT+WlanSet=RX_FILTER,STATE,01:02") == b"parse parameters,-2"
+        assert e.err("AT+WlanSet=GENERAL,STA_TX_POWER") == b"number of parameters,-2"
+
+
+def test_ap_mode_after_restart_puts_own_ap_on_the_air():
+    with Ti(world=w3()) as e:
+        e.boot()
+        e.ok("AT+WlanSet=AP,SSID,my-device")
+        e.ok("AT+WlanSet=AP,CHANNEL,11")
+        e.ok("AT+WlanSet=AP,SECURITY,WPA_WPA2")
+        assert e.err("AT+WlanSet=AP,PASSWORD,short") == b"parse parameters,-2"
+        e.ok("AT+WlanSet=AP,PASSWORD,device-pass")
+        e.ok("AT+WlanSet=AP,HIDDEN_SSID,0")
+        e.ok("AT+WlanSet=AP,MAX_STATIONS,2")
+        e.ok("AT+WlanSet=AP,MAX_STA_AGING,120")
+        e.ok("AT+WlanSet=AP,ACCESS_LIST_MODE,DENY_LIST")
+        e.ok("AT+WlanSet=AP,ACCESS_LIST_ADD_MAC,02:00:00:00:00:09")
+        e.ok("AT+WlanSet=AP,ACCESS_LIST_ADD_MAC,[02:00:00:00:00:0a]")
+        e.ok("AT+WlanSet=AP,ACCESS_LIST_DEL_IDX,0")
+        assert e.ok("AT+WlanGet=ACCESS_LIST,0") == b"+wlanget:02:00:00:00:00:0a\r\n"
+        e.ok("AT+WlanSet=AP,ACCESS_LIST_DEL_MAC,02:00:00:00:00:0a")
+        assert e.ok("AT+WlanGet=AP,ACCESS_LIST_NUM_ENTRIES") == b"+wlanget:0\r\n"
+        assert e.err("AT+WlanSet=AP,CHANNEL,13") == b"parse parameters,-2"
+        e.ok("AT+WlanSetMode=AP")
+        assert e.ok("AT+WlanGet=CONNECTION,").startswith(b"+wlanget:sta,")   # applies on the next start
+        e.ok("AT+Stop=0")
+        e.boot()
+        assert e.ok("AT+WlanGet=AP,SSID") == b"+wlanget:my-device\r\n"
+        assert e.ok("AT+WlanGet=AP,MAX_STATIONS") == b"+wlanget:2\r\n"
+        aps = e.sync(lambda: [(a.ssid, a.channel, a.security) for a in e.module.world.access_points])
+        assert ("my-device", 11, "wpa-wpa2") in aps
+        assert e.err("AT+WlanScan=0,5") == b"process command,-2060"
+        assert e.err("AT+WlanConnect=lab,,OPEN,,,,") == b"process command,-2060"
+        assert e.ok("AT+WlanGet=CONNECTION,").startswith(b"+wlanget:ap,ap_connected_stations,wpa_wpa2,my-device,")
+        assert e.ok("AT+NetCfgGet=AP_STATIONS_CONNECTED") == b"+netcfgget:0\r\n"
+        e.ok("AT+WlanSetMode=P2P")
+        e.ok("AT+Stop=0")
+        aps = e.sync(lambda: [a.ssid for a in e.module.world.access_points])
+        assert "my-device" not in aps
+        e.boot()
+        assert e.ok("AT+WlanGet=CONNECTION,") == b"+wlanget:p2p,disconnected,,,,\r\n"
