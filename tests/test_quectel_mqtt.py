@@ -498,3 +498,11 @@ def test_publish_input_timeout():
         finally:
             e.stop()
             probe.close()
+
+
+def test_wifi_loss_drops_the_session(emu, mosquitto, mqtt_probe):
+    open_conn(emu, mosquitto.port)
+    assert emu.cmd("AT+QSTASTOP") == b"\r\nOK\r\n"
+    got = expect_all(emu, r"\+QSTASTAT: WLAN_DISCONNECTED\r\n", r"\+QMTSTAT: 0,7\r\n", timeout=3)
+    assert got.count(b"+QMTSTAT") == 1
+    assert emu.cmd("AT+QMTCONN?") == b"\r\nOK\r\n"

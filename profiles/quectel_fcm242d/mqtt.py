@@ -39,6 +39,8 @@ INFLIGHT_WINDOW = 5
 PUB_MAX = 2048
 #: seconds the module waits for the QMTPUB payload after the prompt (undocumented; see M6)
 PUB_INPUT_TIMEOUT = 60.0
+#: how often a connected client checks that the station is still up (seconds)
+WIFI_POLL = 0.25
 
 DEVIATIONS_MQTT_HTTP_BLE = [
     "M1 (no item; design): AT+QMTOPEN checks reachability with a real TCP connection (plus the TLS handshake, "
@@ -67,6 +69,8 @@ DEVIATIONS_MQTT_HTTP_BLE = [
     "M10: buffer mode keeps 5 messages per client; when all 5 slots are full new messages are dropped (logged).",
     "M11: +QMTSTAT codes: 1 broker closed/reset the link, 2 keep-alive (PINGRESP) timeout, 6 link failed "
     "otherwise. QMTCLOSE/QMTDISC never produce +QMTSTAT. After +QMTSTAT the client is idle (QMTOPEN again).",
+    "M14: losing Wi-Fi (AT+QSTASTOP, the AP leaving the air, deauth) drops every connected MQTT client with "
+    "+QMTSTAT: <idx>,7 (the link is not alive) within 0.25 s.",
     "M12: QMTCFG \"aliauth\" makes QMTCONN sign the CONNECT the Alibaba Cloud way (client id '<id>|securemode=3,"
     "signmethod=hmacsha1|', user '<device>&<product>', password HMAC-SHA1 of 'clientId<id>deviceName<device>"
     "productKey<product>' keyed with the device secret); \"onenet\" uses <productID> as user name and "
@@ -480,6 +484,17 @@ class QuectelMqtt(Profile):
             return
         c.state = CONNECTED
         self._mq_urc(f"+QMTCONN: {c.idx},0,0")
+        self.module.spawn(self._mq_watch_wifi(c, session))
+
+    async def _mq_watch_wifi(self, c: _MqttClient, session) -> None:
+        """The station lost its AP (QSTASTOP, AP gone, deauth): the link dies with it (+QMTSTAT 7)."""
+        while c.session is session and c.state in (CONNECTED, DISCONNECTING):
+            if not self._mq_wifi_ok():
+                log.info("MQTT %d: Wi-Fi lost, dropping the link", c.idx)
+                self._mq_drop(c)
+                self._mq_urc(f"+QMTSTAT: {c.idx},7")
+                return
+            await asyncio.sleep(WIFI_POLL)
 
     @command("+QMTCONN", Form.READ, family="mqtt")
     async def qmtconn_read(self, ctx: Ctx):
