@@ -56,8 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("file", help="JSON-lines transcript (atemu run --log / atemu proxy --log)")
     rp.add_argument("--profile", help="profile to replay against (default: the one recorded in the file)")
     rp.add_argument("--world", metavar="FILE", help="world file (YAML) for the fresh module")
-    rp.add_argument("--settle", type=float, default=0.3, metavar="SECONDS",
-                    help="quiet time that ends an answer (default 0.3)")
+    rp.add_argument("--settle", type=float, default=0.2, metavar="SECONDS",
+                    help="quiet time that ends an answer (default 0.2)")
+    rp.add_argument("--no-faults", action="store_true",
+                    help="do not re-arm the faults recorded in the transcript (default: same faults, same seeds)")
 
     px = sub.add_parser("proxy", help="sit between a host and a real serial module and record a transcript")
     px.add_argument("device", help="the real module's serial port (e.g. /dev/ttyUSB0) or a pyserial URL")

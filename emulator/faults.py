@@ -288,7 +288,7 @@ class FaultRegistry:
             result = getattr(self, "_do_" + f.kind)(**f.params)
         except TypeError as e:
             self._record("failed", f, error=f"bad parameters for {f.kind}: {e}")
-            raise FaultError(f"bad parameters for {f.kind}: {e}; see `atemu faults` or docs/control-plane.md") from None
+            raise FaultError(f"bad parameters for {f.kind}: {e}; see docs/control-plane.md for each fault's parameters") from None
         self._record("fired", f, n=f.fired, result=result)
 
     def _world_changed(self, change: dict) -> None:

@@ -84,6 +84,7 @@ class Exchange:
     sent: bytes
     answer: bytes = b""
     gap: float = 0.0         # seconds between the previous host write and this one
+    faults: list = field(default_factory=list)   # faults armed just before this write (fault records)
 
 
 def exchanges(records: Iterable[dict]) -> tuple[bytes, list[Exchange]]:
@@ -91,13 +92,17 @@ def exchanges(records: Iterable[dict]) -> tuple[bytes, list[Exchange]]:
     pre = bytearray()
     out: list[Exchange] = []
     last_t = None
+    armed: list[dict] = []
     for r in records:
         ev = r.get("event")
-        if ev == "rx":
+        if ev == "fault" and r.get("action") == "armed":
+            armed.append(r)
+        elif ev == "rx":
             t = float(r.get("t", 0.0))
             gap = 0.0 if last_t is None else max(0.0, t - last_t)
             last_t = t
-            out.append(Exchange(_bytes(r), gap=gap))
+            out.append(Exchange(_bytes(r), gap=gap, faults=armed))
+            armed = []
         elif ev == "tx":
             if out:
                 out[-1].answer += _bytes(r)
@@ -129,9 +134,12 @@ class ReplayReport:
         return not self.differences
 
 
-async def replay(records: list[dict], module: Any, *, settle: float = 0.3, timeout: float = 10.0,
-                 keep_timing: bool = False) -> ReplayReport:
+async def replay(records: list[dict], module: Any, *, settle: float = 0.2, timeout: float = 10.0,
+                 keep_timing: bool = False, faults: bool = True) -> ReplayReport:
     """Send the recorded host bytes to ``module`` (started, no transport) and compare answers.
+
+    With ``faults`` (default) every fault the transcript shows armed is armed again at the same
+    point (before the same host write) with the same parameters and seed.
 
     For each host write the module's answer is collected until it has produced at least as many
     lines as recorded and been quiet for ``settle`` seconds (or ``timeout``). Lines are compared
@@ -161,7 +169,9 @@ async def replay(records: list[dict], module: Any, *, settle: float = 0.3, timeo
             if len(got) != last_len:
                 last_len, last_change = len(got), now
             enough = len(split_lines(bytes(got))) >= len(expected)
-            if (enough and now - last_change >= settle) or now >= deadline or (not expected and now - last_change >= settle):
+            quiet = now - last_change
+            # enough lines and quiet: done; fewer lines than recorded: wait longer (they may come), not forever
+            if (enough and quiet >= settle) or quiet >= max(1.0, 5 * settle) or now >= deadline:
                 out = bytes(got)
                 got.clear()
                 return out
@@ -175,6 +185,12 @@ async def replay(records: list[dict], module: Any, *, settle: float = 0.3, timeo
     for i, ex in enumerate(steps, 1):
         if keep_timing and ex.gap:
             await asyncio.sleep(min(ex.gap, 5.0))
+        for fr in ex.faults if faults else ():
+            kw = {k: fr.get(k) for k in ("times", "after", "at", "probability", "seed")}
+            try:
+                module.faults.inject(str(fr.get("kind")), **kw, **(fr.get("params") or {}))
+            except Exception as e:
+                report.differences.append(Difference(i, ex.sent, [b"(fault armed)"], [f"cannot re-arm: {e}".encode()]))
         module.feed(ex.sent)
         expected = split_lines(ex.answer)
         answer = split_lines(await collect(expected))
@@ -184,12 +200,12 @@ async def replay(records: list[dict], module: Any, *, settle: float = 0.3, timeo
     return report
 
 
-def run_replay(path: Path | str, profile_cls: Any, *, world: Any = None, settle: float = 0.3,
-               state_dir: Any = None) -> ReplayReport:
+def run_replay(path: Path | str, profile_cls: Any, *, world: Any = None, settle: float = 0.2,
+               state_dir: Any = None, faults: bool = True) -> ReplayReport:
     """Replay a transcript file against a fresh module of ``profile_cls`` (blocking helper)."""
     import tempfile
     from .module import Module
-    records = [r for r in load(path) if r.get("event") in ("rx", "tx")]
+    records = [r for r in load(path) if r.get("event") in ("rx", "tx", "fault")]
 
     async def go() -> ReplayReport:
         with tempfile.TemporaryDirectory(prefix="atemu-replay-") as tmp:
@@ -197,7 +213,7 @@ def run_replay(path: Path | str, profile_cls: Any, *, world: Any = None, settle:
             try:
                 m.attach(None)
                 await m.start()
-                return await replay(records, m, settle=settle)
+                return await replay(records, m, settle=settle, faults=faults)
             finally:
                 await m.stop()
 
@@ -331,7 +347,7 @@ def cmd_replay(args: Any) -> int:
         world = World.load(args.world) if args.world else None
     except (TranscriptError, WorldError) as e:
         return _fail(str(e))
-    report = run_replay(args.file, cls, world=world, settle=args.settle)
+    report = run_replay(args.file, cls, world=world, settle=args.settle, faults=not args.no_faults)
     if report.identical:
         print(f"atemu: replay of {report.steps} host writes against {cls.name}: no differences")
         return 0

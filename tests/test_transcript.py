@@ -159,3 +159,22 @@ def test_proxy_records_a_device(tmp_path):
     # and the proxy's transcript replays against the emulator with no differences
     r = atemu("replay", str(log))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_transcript_with_seeded_faults_replays_identically(tmp_path):
+    log = tmp_path / "faults.jsonl"
+    with start("eseye-anynet", transport="pty", log=log, state_dir=tmp_path / "st") as m:
+        m.inject("at_error", probability=0.4, seed=11, times=None)
+        m.inject("uart_corrupt", direction="tx", probability=0.05, seed=5, times=None)
+        ser = serial.serial_for_url(m.port, 9600, timeout=0.05)
+        try:
+            for _ in range(8):
+                ser.write(b"AT+GSN\r")
+                time.sleep(0.1)
+                ser.read(4096)
+        finally:
+            ser.close()
+    r = atemu("replay", str(log))
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = atemu("replay", str(log), "--no-faults")                 # without the faults the answers differ
+    assert r.returncode == 1 and "step" in r.stdout
