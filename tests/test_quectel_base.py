@@ -34,6 +34,10 @@ def test_general_commands_echo_and_errors():
         cmd_ok(e, "AT+QAIRKISS=1")
         cmd_ok(e, "AT+QWEBCFG=0")
         assert e.cmd("AT+QICLOSE=?") == b"\r\n+QICLOSE: (0-11),(1-120)\r\n\r\nOK\r\n"
+        assert e.cmd("AT+QFLST=?") == b"\r\nOK\r\n"                      # documented: OK only
+        for c in ("QRST", "QECHO", "QSTAAPINFO", "QWSCAN"):                    # no test form in the manual
+            assert e.cmd(f"AT+{c}=?") == b"\r\nERROR\r\n", c
+        assert e.cmd("AT+QIDNSCFG=?") == b"\r\n+QIDNSCFG: <pridnsaddr>,<secdnsaddr>\r\n\r\nOK\r\n"
         cmd_ok(e, "AT+QECHO=1")
         assert e.cmd("AT").startswith(b"AT\r")
     finally:

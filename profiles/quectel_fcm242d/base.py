@@ -399,12 +399,12 @@ class QuectelBase(Profile):
         self._remove_softap()
 
     # ==== general ===============================================================================
-    @command("+QRST", Form.EXEC, family="general", doc="Reboot the module", test="")
+    @command("+QRST", Form.EXEC, family="general", doc="Reboot the module")
     async def qrst(self, ctx: Ctx) -> None:
         ctx.ok()
         self.module.request_reboot(float(self.opt("boot_delay", 0.5)))
 
-    @command("+QVERSION", Form.EXEC, family="general", doc="Firmware version", test="")
+    @command("+QVERSION", Form.EXEC, family="general", doc="Firmware version")
     async def qversion(self, ctx: Ctx) -> None:
         ctx.info(f"+QVERSION: {VERSION}")
 
@@ -512,11 +512,11 @@ class QuectelBase(Profile):
                     gw = "0.0.0.0"
         ctx.info(f"+QGETIP: {ip},{gw},{mask},{dns}")
 
-    @command("+QWLMAC", Form.EXEC, family="wifi", doc="MAC address", test="")
+    @command("+QWLMAC", Form.EXEC, family="wifi", doc="MAC address")
     async def qwlmac(self, ctx: Ctx) -> None:
         ctx.info(f"+QWLMAC: {self.opt('mac', DEFAULT_MAC)}")
 
-    @command("+QSTAST", Form.EXEC, family="wifi", doc="Station state", test="")
+    @command("+QSTAST", Form.EXEC, family="wifi", doc="Station state")
     async def qstast(self, ctx: Ctx) -> None:
         ctx.info(f"+QSTAST: {'STATION_UP' if self.sta_up else 'STATION_DOWN'}")
 
@@ -547,7 +547,7 @@ class QuectelBase(Profile):
         if self.sta_up and self.sta_ap is not None:
             self._apply_addressing(self.sta_ap)
 
-    @command("+QSTASTOP", Form.EXEC, family="wifi", doc="Stop the station", test="")
+    @command("+QSTASTOP", Form.EXEC, family="wifi", doc="Stop the station")
     async def qstastop(self, ctx: Ctx) -> None:
         if self._join_task is not None:
             self._join_task.cancel()
@@ -581,7 +581,7 @@ class QuectelBase(Profile):
                     break
             self.softap = None
 
-    @command("+QAPSTATE", Form.EXEC, family="wifi", doc="Soft AP state", test="")
+    @command("+QAPSTATE", Form.EXEC, family="wifi", doc="Soft AP state")
     async def qapstate(self, ctx: Ctx) -> None:
         ctx.info(f"+QAPSTATE: {'SOFTAP_UP' if self.softap else 'SOFTAP_DOWN'}")
 
@@ -591,7 +591,7 @@ class QuectelBase(Profile):
         self._ipv4(ip, mask, gate, dns)
         self.ap_static = (ip, mask, gate, dns)
 
-    @command("+QSOFTAPSTOP", Form.EXEC, family="wifi", doc="Stop the soft AP", test="")
+    @command("+QSOFTAPSTOP", Form.EXEC, family="wifi", doc="Stop the soft AP")
     async def qsoftapstop(self, ctx: Ctx) -> None:
         was = self.softap is not None
         self._remove_softap()
@@ -619,11 +619,11 @@ class QuectelBase(Profile):
         ctx.ok()
         self._start_join(ssid, pwd or "")
 
-    @command("+QSTAAPINFORMV", Form.EXEC, family="wifi", doc="Forget the saved hotspot", test="")
+    @command("+QSTAAPINFORMV", Form.EXEC, family="wifi", doc="Forget the saved hotspot")
     async def qstaapinformv(self, ctx: Ctx) -> None:
         self.module.settings.delete("quectel.default_ap")
 
-    @command("+QGETWIFISTATE", Form.EXEC, family="wifi", doc="Connected hotspot", test="")
+    @command("+QGETWIFISTATE", Form.EXEC, family="wifi", doc="Connected hotspot")
     async def qgetwifistate(self, ctx: Ctx) -> None:
         ap = self.sta_ap
         if not self.sta_up or ap is None:
@@ -631,7 +631,7 @@ class QuectelBase(Profile):
         ctx.info(f"+QGETWIFISTATE: ssid={ap.ssid},bssid={ap.bssid.lower()},rssi={ap.rssi},"
                  f"psk_type={PSK_NAMES.get(ap.security, ap.security.upper())}")
 
-    @command("+QWSCAN", Form.EXEC, family="wifi", doc="Scan for access points", test="")
+    @command("+QWSCAN", Form.EXEC, family="wifi", doc="Scan for access points")
     async def qwscan(self, ctx: Ctx) -> None:
         for ap in wifi.scan(self.module.world):
             if ap is self.softap:
@@ -1687,3 +1687,16 @@ class QuectelBase(Profile):
             self.fs.delete(name)
         except FsError as e:
             raise CmdError("failed", message=str(e)) from None
+
+    # ---- forms the manual does not document answer ERROR ----------------------------------------
+    _NO_TEST_FORM = ("+QRST", "+QVERSION", "+QECHO", "+QGETIP", "+QSETBAND", "+QWLANOTA", "+QWLMAC", "+QSTAST",
+                     "+QSTADHCP", "+QSTASTATIC", "+QSTASTOP", "+QSOFTAP", "+QAPSTATE", "+QAPSTATIC", "+QSOFTAPSTOP",
+                     "+QSTAAPINFO", "+QSTAAPINFODEF", "+QGETWIFISTATE", "+QWSCAN", "+QWEBCFG", "+QSTAAPINFORMV",
+                     "+QSCLK", "+QAIRKISS")
+
+    async def _undocumented_test_form(self, ctx: Ctx) -> None:
+        raise CmdError("unknown", message="the manual documents no test form for this command")
+
+    for _n in _NO_TEST_FORM:
+        _undocumented_test_form = command(_n, Form.TEST)(_undocumented_test_form)
+    del _n
