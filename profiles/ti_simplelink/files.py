@@ -100,7 +100,7 @@ class FileMixin:
         flags = flags_of(options, OPEN_FLAGS, "open option")
         if not flags:
             raise count_error("no open option")
-        create_flags = [f for f in flags if f.startswith("create_")]
+        create_flags = [f.lower() for f in OPEN_FLAGS if f.lower() in flags and f.startswith("CREATE_")]
         if len(self.files) >= MAX_OPEN:
             raise fail(E_FS_FULL, "too many open files")
         meta = self.fs_meta()
@@ -121,8 +121,6 @@ class FileMixin:
                 if not exists:
                     if size <= 0:
                         raise count_error("CREATE needs the maximum file size")
-                    if any(self.fs.path(n) == self.fs.path(name) for n in ()):  # pragma: no cover
-                        pass
                     if size > self.fs.free() + 0:
                         raise fail(E_FS_FULL, "not enough flash for this file")
                     token = int.from_bytes(os.urandom(4), "big") if "create_secure" in flags else 0
