@@ -167,18 +167,25 @@ def test_scan_config_and_scans(e):
     e.read_until(rb"\+WSCNERROR\r\n")
 
 
-def test_station_connect_example_and_link_loss(e):
+def test_station_connect_example_and_link_loss(e, sntp_server):
     # E8 adapted (WSTAC example uses WEP type 1; our AP is WPA2 = type 3)
     assert e.cmd("AT+WSTA") == b"+WSTA:0,0\r\nOK\r\n"
     assert e.cmd('AT+WSTAC=1, "MyAP"') == b"OK\r\n"
     assert e.cmd("AT+WSTAC=2, 3") == b"OK\r\n"
     assert e.cmd('AT+WSTAC=3,"MyAPPSK-123"') == b"OK\r\n"
-    assert e.cmd('AT+WSTAC=12,"pool.ntp.org"') == b"OK\r\n"
+    ntp = f"127.0.0.1:{sntp_server.port}"
+    assert e.cmd(f'AT+WSTAC=12,"{ntp}"') == b"OK\r\n"
     assert e.cmd("AT+WSTAC") == (b'+WSTAC:1,"MyAP"\r\n+WSTAC:2,3\r\n+WSTAC:3,"MyAPPSK-123"\r\n+WSTAC:4,255\r\n'
-                                 b'+WSTAC:12,"pool.ntp.org"\r\n+WSTAC:13,0\r\nOK\r\n')
+                                 + f'+WSTAC:12,"{ntp}"\r\n+WSTAC:13,0\r\nOK\r\n'.encode())
     assert e.cmd("AT+WSTA=1") == b"OK\r\n"
     assert e.read_until(rb"\+WSTAAIP:.*?\r\n") == b'+WSTALU:1,"00:01:02:03:04:05",6\r\n+WSTAAIP:1,"192.168.0.20"\r\n'
     assert e.cmd("AT+WSTA") == b'+WSTA:1,1,"MyAP",-50,3\r\nOK\r\n'
+    # the module set its clock from the configured NTP server (offset +1000 s)
+    sntp_server.wait_requests(1)
+    deadline = time.monotonic() + 3
+    while "offset" not in e.sync(e.prof.snapshot)["ntp"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert abs(e.sync(e.prof.module_time) - time.time() - 1000) < 2
     assert e.cmd("AT+WSTAC=1,\"other\"") == b"ERROR:3\r\n"   # read-only while connected
     assert e.cmd("AT+WSTA=1") == b"ERROR:3\r\n"
     assert e.cmd("AT+WAP=1") == b"ERROR:3\r\n"

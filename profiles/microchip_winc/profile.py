@@ -250,6 +250,7 @@ class MicrochipWinc(Profile):
         self.sta_ap = None
         self.sta_ip: str | None = None
         self._sta_task: asyncio.Task | None = None
+        self.ntp: dict = {}
         # soft-AP
         self.ap_on = False
         self.ap_stations: dict[int, str] = {}     # assoc id -> MAC
@@ -590,12 +591,34 @@ class MicrochipWinc(Profile):
         await asyncio.sleep(0.05)
         self.sta_ip = wifi.Lease.from_ap(ap).ip
         self.urc(f'+WSTAAIP:1,"{self.sta_ip}"')
+        if c[12]:
+            self.module.spawn(self._ntp_sync(sfx(c[12])))
         while self.sta_state == 2:
             await asyncio.sleep(0.2)
             if self.sta_state == 2 and not wifi.on_air(self.module.world, ap):
                 self._sta_task = None
                 self._stop_sta(silent=False)
                 return
+
+    async def _ntp_sync(self, server: str) -> None:
+        """Set the module clock from the WSTAC NTP server (real SNTP; 'host' or 'host:port')."""
+        from emulator.net.sntp import sntp_query
+        host, port = server, 123
+        if server.count(":") == 1:
+            h, _, p = server.partition(":")
+            if p.isdigit():
+                host, port = h, int(p)
+        try:
+            res = await sntp_query(host, port, timeout=5.0, resolver=self.module.resolver)
+        except NetError as e:
+            log.info("NTP %s: %s", server, e)
+            self.ntp = {"server": server, "error": str(e)}
+            return
+        self.ntp = {"server": server, "offset": res.offset, "stratum": res.stratum}
+
+    def module_time(self) -> float:
+        """The module's clock (Unix time): host time plus the offset learned from NTP."""
+        return time.time() + float(self.ntp.get("offset", 0.0))
 
     def _stop_sta(self, silent: bool) -> None:
         was = self.sta_state
@@ -625,6 +648,7 @@ class MicrochipWinc(Profile):
             "asleep": self.asleep,
             "station": {"state": ["idle", "connecting", "connected"][self.sta_state],
                         "ssid": self.sta_ap.ssid if self.sta_ap else None, "ip": self.sta_ip},
+            "ntp": dict(self.ntp),
             "soft_ap": {"on": self.ap_on, "stations": {str(k): v for k, v in self.ap_stations.items()}},
             "provisioning": {"on": self.prov_on, "port": self.provisioning_port},
             "sockets": [{"id": s.id, "proto": "udp" if s.proto == 1 else "tcp", "remote": list(s.remote) if s.remote else None,
