@@ -346,3 +346,41 @@ def test_passiveclosed_releases_the_socket(e, tcp_sink):
     assert e.read_until(rb'"closed",0\r\n') == b'\r\n+QIURC: "recv",0,10\r\nlast words\r\n+QIURC: "closed",0\r\n'
     assert e.cmd("AT+QISTATE") == b"\r\nOK\r\n"                   # gone without AT+QICLOSE
     open_tcp(e, 0, tcp_sink.port)                                   # the ID is free again
+
+
+def test_switch_buffered_socket_to_transparent_and_udp_transparent(e, tcp_sink, udp_echo):
+    open_tcp(e, 0, tcp_sink.port)
+    tcp_sink.wait_connection()
+    tcp_sink.push(b"waiting in the buffer")
+    urc(e, r'"recv",0\r\n')
+    assert e.cmd("AT+QISWTMD=0,2", final=rb"CONNECT\r\n") == b"\r\nCONNECT\r\n"
+    assert e.read_exactly(21) == b"waiting in the buffer"          # buffered data comes first
+    time.sleep(0.3)
+    e.write(b"+++")
+    e.read_until(b"OK\r\n", timeout=2)
+    cmd_ok(e, "AT+QICLOSE=0")
+    assert e.cmd(f'AT+QIOPEN=1,"UDP","127.0.0.1",{udp_echo.port},0,2', final=rb"CONNECT\r\n") == b"\r\nCONNECT\r\n"
+    e.write(b"datagram")
+    assert e.read_exactly(8, timeout=3) == b"datagram"             # out as UDP, echoed back, raw on the UART
+    time.sleep(0.3)
+    e.write(b"+++")
+    e.read_until(b"OK\r\n", timeout=2)
+    assert b'+QISTATE: 1,"UDP"' in e.cmd("AT+QISTATE")
+
+
+def test_transparent_with_uart_pacing_loses_nothing(tcp_sink):
+    from harness import Emu
+    m = Emu("quectel-fcm242d", world=world(), pacing=True)
+    m.start()
+    try:
+        m.drain(0.1)
+        join(m)
+        m.cmd(f'AT+QIOPEN=0,"TCP","127.0.0.1",{tcp_sink.port},0,2', final=rb"CONNECT\r\n")
+        tcp_sink.wait_connection()
+        data = os.urandom(12000)                                   # ~1 s at 115200 baud
+        t0 = time.monotonic()
+        tcp_sink.push(data)
+        assert m.read_exactly(len(data), timeout=10) == data
+        assert time.monotonic() - t0 >= len(data) * 10 / 115200 * 0.8   # really paced
+    finally:
+        m.stop()

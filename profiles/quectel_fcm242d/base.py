@@ -1131,12 +1131,11 @@ class QuectelBase(Profile):
             else:
                 raise NetError("closed")
         except NetError as e:
-            self.last_err = NET_CODE.get(e.kind, 558) if e.kind not in ("closed", "reset") else 565
-            return "SEND FAIL" if e.kind not in ("closed", "reset") else self._raise(565)
+            if e.kind in ("closed", "reset"):
+                raise self._err(565) from None
+            self.last_err = 558
+            return "SEND FAIL"
         return "SEND OK"
-
-    def _raise(self, code: int):
-        raise self._err(code)
 
     # ---- close / state / mode ------------------------------------------------------------------------
     @command("+QICLOSE", Form.WRITE, Int("connectID", 0, 11), Int("timeout", 1, 120, optional=True, default=10),
