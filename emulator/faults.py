@@ -131,11 +131,12 @@ class Shaper:
         return True
 
     def _release(self, conn: Any, data: bytes) -> None:
-        if conn.closed:
-            return
+        # delivered even if the connection closed meanwhile: unread data stays readable after a close
         self._releasing = True
         try:
             conn.data_received(data)
+        except Exception:
+            log.debug("late delivery of %d bytes failed", len(data), exc_info=True)
         finally:
             self._releasing = False
 
@@ -286,7 +287,7 @@ class FaultRegistry:
         f.fired += 1
         try:
             result = getattr(self, "_do_" + f.kind)(**f.params)
-        except TypeError as e:
+        except (TypeError, ValueError, AttributeError) as e:
             self._record("failed", f, error=f"bad parameters for {f.kind}: {e}")
             raise FaultError(f"bad parameters for {f.kind}: {e}; see docs/control-plane.md for each fault's parameters") from None
         self._record("fired", f, n=f.fired, result=result)
