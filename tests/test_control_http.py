@@ -81,7 +81,23 @@ def test_bad_requests_answer_with_what_to_do(controlled):
     assert status == 404 and "eseye-anynet" in body["error"]
     status, body = http("POST", f"{url}/api/modules/eseye-anynet/faults", {"kind": "at_error", "probability": 7})
     assert status == 400 and "between 0 and 1" in body["error"]
+    bad = [["a", "list"], {"kind": "at_error", "times": "x"}, {"kind": "rssi"}, {"kind": "urc_storm", "text": "x",
+           "count": "many"}, {"kind": "reboot", "params": "nope"}, {"kind": "at_error", "times": 0}, {"nokind": 1},
+           {"kind": "rssi_ramp", "ssid": "nowhere", "to": -80}]
+    for body in bad:
+        status, answer = http("POST", f"{url}/api/modules/eseye-anynet/faults", body)
+        assert status == 400 and answer["error"], body
+    status, answer = http("POST", f"{url}/api/modules/eseye-anynet/world", {"change": "remove_ap", "ssid": "ghost"})
+    assert status == 400 and "no access point 'ghost'" in answer["error"]
+
+    async def not_json():
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{url}/api/modules/eseye-anynet/faults", data=b"{{{") as r:
+                return r.status, await r.json()
+    status, answer = asyncio.run(not_json())
+    assert status == 400 and "JSON object" in answer["error"]
     assert host.cmd("AT") == b"\r\nOK\r\n"  # the module did not notice
+    assert http("GET", f"{url}/api/modules/eseye-anynet/faults")[1] == []
 
 
 def test_at_error_and_world_change_over_http(controlled):
