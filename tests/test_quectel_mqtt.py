@@ -506,3 +506,20 @@ def test_wifi_loss_drops_the_session(emu, mosquitto, mqtt_probe):
     got = expect_all(emu, r"\+QSTASTAT: WLAN_DISCONNECTED\r\n", r"\+QMTSTAT: 0,7\r\n", timeout=3)
     assert got.count(b"+QMTSTAT") == 1
     assert emu.cmd("AT+QMTCONN?") == b"\r\nOK\r\n"
+
+
+def test_mqtt31_persistent_session_keeps_subscriptions(emu, mosquitto, mqtt_probe):
+    probe = mqtt_probe(mosquitto)
+    assert emu.cmd('AT+QMTCFG="version",2,3') == b"\r\nOK\r\n"
+    assert emu.cmd('AT+QMTCFG="session",2,0') == b"\r\nOK\r\n"
+    open_conn(emu, mosquitto.port, idx=2, client="keeper")
+    assert emu.cmd('AT+QMTSUB=2,1,"keep/#",1') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTSUB: 2,1,0,1\r\n")
+    assert emu.cmd("AT+QMTDISC=2") == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTDISC: 2,0\r\n")
+    probe.publish("keep/offline", b"queued while away", qos=1)
+    # reconnect with the same client id, no new SUBSCRIBE: the broker kept the session
+    open_conn(emu, mosquitto.port, idx=2, client="keeper")
+    m = urc(emu, r'\+QMTRECV: 2,(\d+),"keep/offline",17,"queued while away"\r\n')
+    assert int(m.group(1)) > 0
+    assert re.search(r"as keeper \(p1, c0", mosquitto.log_text())   # MQTT 3.1, clean session off

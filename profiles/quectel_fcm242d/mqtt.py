@@ -130,6 +130,7 @@ class _MqttClient:
     task: asyncio.Task | None = None
     slots: list = field(default_factory=lambda: [None] * RECV_SLOTS)
     inflight: int = 0
+    early: list = field(default_factory=list)   # messages that beat +QMTCONN (session present)
 
 
 def _payload_text(data: bytes) -> str:
@@ -189,6 +190,7 @@ class QuectelMqtt(Profile):
                 log.exception("closing MQTT session")
         c.state = IDLE
         c.inflight = 0
+        c.early = []
 
     def _mq_client(self, idx: int, *states: int) -> _MqttClient:
         c = self.mqtt_clients[idx]
@@ -484,6 +486,9 @@ class QuectelMqtt(Profile):
             return
         c.state = CONNECTED
         self._mq_urc(f"+QMTCONN: {c.idx},0,0")
+        early, c.early = c.early, []
+        for msg in early:
+            self._mq_on_message(c, session, *msg)
         self.module.spawn(self._mq_watch_wifi(c, session))
 
     async def _mq_watch_wifi(self, c: _MqttClient, session) -> None:
@@ -541,6 +546,9 @@ class QuectelMqtt(Profile):
 
     def _mq_on_message(self, c: _MqttClient, session, topic: str, payload: bytes, qos: int, retain: bool, mid: int) -> None:
         if c.session is not session:
+            return
+        if c.state == CONNECTING:     # a stored session's messages may arrive before we report CONNACK
+            c.early.append((topic, payload, qos, retain, mid))
             return
         mid = mid if qos else 0
         if c.cfg.recv_mode == 0:
