@@ -929,7 +929,7 @@ class QuectelBase(Profile):
 
     def _attach_udp(self, s: Sock, u: UdpSocket) -> None:
         s.udp = u
-        u.max_queue = 256
+        u.max_queue = 4096            # bounded like a real stack; 4096 datagrams is far beyond any host's need
         u.on_datagram = lambda _u, s=s: self._on_rx(s)
 
     def _incoming(self, lst: Sock, conn: TcpConnection) -> None:
