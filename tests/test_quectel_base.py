@@ -349,3 +349,34 @@ def test_dns_ping_ntp(sntp_server):
         assert out.endswith(b"\r\n") and b"+QPING: 0,1,1,0," in out
     finally:
         e.stop()
+
+
+def test_web_and_airkiss_provisioning(tmp_path):
+    import urllib.parse
+    import urllib.request
+    e = emu(state_dir=tmp_path)
+    try:
+        cmd_ok(e, "AT+QECHO=0")
+        assert e.sync(lambda: e.module.profile.airkiss_broadcast(SSID, PWD)) is False   # not listening
+        e.expect_nothing(0.3)
+        cmd_ok(e, "AT+QWEBCFG=1")
+        urc(e, r"\+QAPSTAT: AP_UP\r\n")
+        assert "FCM242D_69CC" in e.sync(lambda: [a.ssid for a in e.world.access_points])
+        port = e.sync(lambda: e.module.profile.webcfg_port)
+        assert b"<form" in urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=3).read()
+        body = urllib.parse.urlencode({"ssid": SSID, "password": PWD}).encode()
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/config", body, timeout=3).read() == b"OK\n"
+        assert e.read_until(rb"GOT_IP\r\n").endswith(b"+QSTASTAT: GOT_IP\r\n")
+        cmd_ok(e, "AT+QWEBCFG=0")
+        urc(e, r"\+QAPSTAT: AP_DOWN\r\n")
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+        cmd_ok(e, "AT+QSTASTOP")
+        e.drain(0.1)
+        cmd_ok(e, "AT+QAIRKISS=1")
+        assert e.sync(lambda: e.module.profile.airkiss_broadcast(SSID, PWD)) is True
+        assert e.read_until(rb"GOT_IP\r\n").endswith(b"+QSTASTAT: GOT_IP\r\n")
+        cmd_ok(e, "AT+QRST")                                          # provisioned credentials are saved
+        e.read_until(rb"GOT_IP\r\n", timeout=5)
+    finally:
+        e.stop()

@@ -111,7 +111,9 @@ DEVIATIONS = [
     "AT+QNTP without a server uses world option quectel.ntp_server (default pool.ntp.org); <time> is UTC, printed \"YY/MM/DD,hh:mm:ss+00\".",
     "AT+QPING prints +QPING: 0,\"<ip>\",<bytes>,<ms>,<ttl> per reply, +QPING: 567 per lost reply, then +QPING: 0,<sent>,<rcvd>,<lost>,<min>,<max>,<avg>.",
     "AT+QWLANOTA downloads the image over real HTTP(S) into <state-dir>/ota/firmware.bin (not flashed); +QOTASTAT: START_DOWNLOAD, DOWNLOADING (per 25%), DOWNLOAD_SUCCEED or DOWNLOAD_FAILED.",
-    "AT+QSCLK, AT+QCFG=\"urc/pin\", AT+QAIRKISS, AT+QWEBCFG store and report their settings; sleep, the indication pin and phone-based provisioning have nothing to act on in an emulator (the UART stays awake).",
+    "AT+QSCLK and AT+QCFG=\"urc/pin\" store and report their settings; sleep and the indication pin have nothing to act on in an emulator (the UART stays awake).",
+    "AT+QWEBCFG=1 raises an open soft AP (FCM242D_<last 4 MAC digits>, unless one is up) and serves the provisioning form on the host (quectel.listen_host, world option quectel.webcfg_port, default any free port); POST /config with ssid/password saves the hotspot and joins it. AT+QWEBCFG=0 stops both.",
+    "AT+QAIRKISS=1 listens for AirKiss: the control plane calls profile.airkiss_broadcast(ssid, password) in place of the phone; the credentials are saved and joined. With AT+QAIRKISS=0 the broadcast is ignored.",
     "AT+QSOFTAP puts the access point into the shared world (other emulated modules can scan and join it); no real radio exists.",
     "AT+QRST: OK, then the module reboots (sockets closed, volatile settings reset) and prints 'ready' after world option quectel.boot_delay (default 0.5 s).",
     "Flash (UFS): 512 KiB, 64 files, 80-byte names, 64 KiB per file.",
@@ -347,6 +349,9 @@ class QuectelBase(Profile):
         self.last_transparent: int | None = None
         self.files: dict[int, list] = {}   # handle -> [name, mode, pos]
         self._ping_task: asyncio.Task | None = None
+        self._web = None
+        self._web_ap = False
+        self.webcfg_port = 0
         self._dns_task: asyncio.Task | None = None
         super().__init__(module)
 
@@ -396,6 +401,9 @@ class QuectelBase(Profile):
         for s in list(self.socks.values()):
             self._drop_sock(s, abort=True)
         self.socks.clear()
+        if self._web is not None:
+            await self._web.cleanup()
+            self._web = None
         self._remove_softap()
 
     # ==== general ===============================================================================
@@ -489,13 +497,79 @@ class QuectelBase(Profile):
             return
         self.urc_pin = (enable, pulse if pulse is not None else self.urc_pin[1])
 
-    @command("+QAIRKISS", Form.WRITE, Int("enable", 0, 1), family="wifi", doc="AirKiss provisioning (stored)")
+    @command("+QAIRKISS", Form.WRITE, Int("enable", 0, 1), family="wifi", doc="AirKiss provisioning")
     async def qairkiss(self, ctx: Ctx, enable: int) -> None:
         self.airkiss = enable
 
-    @command("+QWEBCFG", Form.WRITE, Int("enable", 0, 1), family="wifi", doc="Web provisioning (stored)")
+    def airkiss_broadcast(self, ssid: str, password: str = "") -> bool:
+        """Control-plane hook standing in for the phone app: the AirKiss frames carrying these
+        credentials are on the air. Only a module with AT+QAIRKISS=1 picks them up (and joins)."""
+        if not self.airkiss:
+            return False
+        self._provisioned(ssid, password)
+        return True
+
+    def _provisioned(self, ssid: str, password: str) -> None:
+        self.module.settings.set("quectel.default_ap", {"ssid": ssid, "pwd": password})
+        self._start_join(ssid, password)
+
+    @command("+QWEBCFG", Form.WRITE, Int("enable", 0, 1), family="wifi",
+             doc="Web provisioning: soft AP + HTTP form on the host")
     async def qwebcfg(self, ctx: Ctx, enable: int) -> None:
+        if enable and self._web is None:
+            await self._start_webcfg()
+        elif not enable and self._web is not None:
+            await self._stop_webcfg()
         self.webcfg = enable
+
+    async def _start_webcfg(self) -> None:
+        from aiohttp import web
+
+        async def page(request):
+            return web.Response(content_type="text/html", text=(
+                "<html><body><form method='post' action='/config'>SSID <input name='ssid'> "
+                "Password <input name='password' type='password'> <input type='submit'></form></body></html>"))
+
+        async def submit(request):
+            form = await request.post()
+            ssid, pwd = str(form.get("ssid", "")), str(form.get("password", ""))
+            if not 1 <= len(ssid.encode()) <= 32 or (pwd and not 8 <= len(pwd.encode()) <= 63):
+                return web.Response(status=400, text="bad SSID or password\n")
+            self._provisioned(ssid, pwd)
+            return web.Response(text="OK\n")
+
+        app = web.Application()
+        app.router.add_get("/", page)
+        app.router.add_post("/config", submit)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, str(self.opt("listen_host", "127.0.0.1")), int(self.opt("webcfg_port", 0)))
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            raise CmdError("failed", message=f"web provisioning server: {e}") from None
+        self._web = runner
+        self.webcfg_port = runner.addresses[0][1]
+        log.info("web provisioning form on http://%s:%d/", runner.addresses[0][0], self.webcfg_port)
+        if self.softap is None:
+            mac = str(self.opt("mac", DEFAULT_MAC)).replace(":", "")
+            self.softap = AccessPoint(ssid=str(self.opt("webcfg_ssid", f"FCM242D_{mac[-4:].upper()}")), security="open",
+                                      channel=6, rssi=-40, bssid=str(self.opt("mac", DEFAULT_MAC)), ip="192.168.4.2",
+                                      gateway="192.168.4.1", netmask="255.255.255.0", dns="192.168.4.1")
+            self.module.world.access_points.append(self.softap)
+            self._web_ap = True
+            self.module.urc("+QAPSTAT: AP_UP")
+
+    async def _stop_webcfg(self) -> None:
+        runner, self._web = self._web, None
+        if runner is not None:
+            await runner.cleanup()
+        if self._web_ap:
+            self._web_ap = False
+            if self.softap is not None:
+                self._remove_softap()
+                self.module.urc("+QAPSTAT: AP_DOWN")
 
     # ==== Wi-Fi =================================================================================
     @command("+QGETIP", Form.WRITE, Str("mode", quoted=None, choices=("station", "ap")), family="wifi",
