@@ -355,3 +355,16 @@ def test_ping(e):
     e.sync(lambda: setattr(e.module.resolver, "fault", "fail"))
     assert e.cmd('AT+PING="www.example.com"') == b"OK\r\n"
     assert e.read_until(rb"\+\w+:.*?\r\n") == b"+DNSERROR:1\r\n"
+
+
+def test_reboot_drops_everything_quietly(tcp_sink, e):
+    sid = open_tcp(e, tcp_sink.port)
+    e.ok("AT+SOCKO=1")
+    e.sync(lambda: e.module.faults.inject("reboot"))
+    time.sleep(0.3)
+    assert e.drain(0.2) == b""                    # no AECs from the old instance
+    assert e.cmd("ATE0") == b"ATE0\rOK\r\n"       # echo back on after reset
+    assert e.cmd("AT+SOCKLST") == b"OK\r\n"
+    assert e.cmd("AT+WSTA") == b"+WSTA:0,0\r\nOK\r\n"
+    tcp_sink.wait_eof()                           # the peer saw the connection go
+    assert sid == 1

@@ -239,6 +239,7 @@ class MicrochipWinc(Profile):
     def __init__(self, module):
         super().__init__(module)
         self.asleep = False
+        self._down = False
         self.opts = getattr(module.world, "options", {}) or {}
         self.cfg: dict[str, dict[int, Any]] = {}
         for name in ("WSCNC", "WSTAC", "WAPC", "WPROVC", "MQTTC"):
@@ -277,7 +278,7 @@ class MicrochipWinc(Profile):
 
     # ================================================================== plumbing
     def urc(self, text: str, data: bytes = b"") -> None:
-        if self.asleep:
+        if self.asleep or self._down:
             return
         self.module.urc(text, data)
 
@@ -1413,6 +1414,7 @@ class MicrochipWinc(Profile):
 
     # ================================================================== lifecycle
     async def shutdown(self) -> None:
+        self._down = True  # powering off: nothing more reaches the UART
         for s in list(self.socks.values()):
             self._close_sock(s)
         self.socks.clear()
