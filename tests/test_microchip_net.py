@@ -368,3 +368,24 @@ def test_reboot_drops_everything_quietly(tcp_sink, e):
     assert e.cmd("AT+WSTA") == b"+WSTA:0,0\r\nOK\r\n"
     tcp_sink.wait_eof()                           # the peer saw the connection go
     assert sid == 1
+
+
+def test_names_and_socklst_example(tcp_echo, udp_echo, e):
+    # E22 adapted: a listener, a TCP connection (by name, through the world's DNS) and a UDP peer
+    e.ok("AT+SOCKO=2")
+    e.ok("AT+SOCKBL=1,0")
+    lport = e.sync(lambda: e.prof.socks[1].listener.port)
+    e.ok("AT+SOCKO=2")
+    assert e.cmd(f'AT+SOCKBR=2,"www.example.com",{tcp_echo.port}') == b"OK\r\n"
+    m = sockind(e)
+    assert m.group(1) == b"2" and m.group(4) == b"127.0.0.1"
+    e.ok("AT+SOCKO=1")
+    e.ok(f'AT+SOCKBR=3,"www.example.com",{udp_echo.port}')
+    uport = e.sync(lambda: e.prof.socks[3].udp.port)
+    assert e.cmd("AT+SOCKLST") == (f'+SOCKLST:1,2,"",0,{lport}\r\n'
+                                   f'+SOCKLST:2,2,"127.0.0.1",{tcp_echo.port},{m.group(3).decode()}\r\n'
+                                   f'+SOCKLST:3,1,"127.0.0.1",{udp_echo.port},{uport}\r\nOK\r\n').encode()
+    e.sync(lambda: setattr(e.module.resolver, "fault", "fail"))
+    e.ok("AT+SOCKO=2")
+    assert e.cmd('AT+SOCKBR=4,"www.example.com",80') == b"OK\r\n"
+    assert e.read_until(rb"\+SOCK\w+:.*?\r\n").startswith(b"+SOCKERR:4,1,")
