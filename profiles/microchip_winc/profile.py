@@ -491,13 +491,13 @@ class MicrochipWinc(Profile):
                 pass
         if b"-----BEGIN" in data and b"PRIVATE KEY-----" in data:
             return True
-        for fn in (serialization.load_der_private_key,):
-            try:
-                fn(data, None)
-                return True
-            except Exception:
-                pass
-        return False
+        try:
+            serialization.load_der_private_key(data, None)
+            return True
+        except TypeError:
+            return True   # a valid but encrypted DER key: TLSC id 4 holds its password
+        except Exception:
+            return False
 
     # ================================================================== scanning
     @command("+WSCNC", Form.EXEC, family="scan", doc="Read all scan parameters (1 SCAN_TIME ms, 2 PASV_LISTEN ms)")
