@@ -62,6 +62,9 @@ def test_tcp_echo_raw_and_base64(ti, tcp_echo):
     # length mismatch and bad base64 are refused without sending
     assert ti.err(f"AT+Send={sd},1,5,{b}") == b"parse parameters,-2"
     assert ti.err(f"AT+Send={sd},1,3,!!!!") == b"parse parameters,-2"
+    assert ti.err(f"AT+Send={sd},0,3,abcdef") == b"parse parameters,-2"   # more data than <length>
+    ti.ok(f"AT+Send={sd},0,3,a\rc")                                      # exactly 3 raw bytes
+    assert recv(ti, sd, 10) == b"a\rc"
     assert ti.ok(f"AT+Close={sd}") == f"+close:{sd}\r\n".encode()
 
 
