@@ -506,6 +506,8 @@ def split_args(text: str, dialect: Dialect, raw_fields: dict[int, bytes] | None 
         if raw_fields and idx in raw_fields:
             # the framer replaced this field with a placeholder NUL; skip it
             j = text.find(",", i)
+            if text[i:j if j >= 0 else n] != "\0":
+                raise ParamError("syntax", None, "text after a length-delimited data field")
             args.append(Arg("", raw=raw_fields[idx]))
             if j < 0:
                 break
