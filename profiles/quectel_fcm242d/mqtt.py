@@ -69,13 +69,16 @@ DEVIATIONS_MQTT_HTTP_BLE = [
     "M10: buffer mode keeps 5 messages per client; when all 5 slots are full new messages are dropped (logged).",
     "M11: +QMTSTAT codes: 1 broker closed/reset the link, 2 keep-alive (PINGRESP) timeout, 6 link failed "
     "otherwise. QMTCLOSE/QMTDISC never produce +QMTSTAT. After +QMTSTAT the client is idle (QMTOPEN again).",
-    "M14: losing Wi-Fi (AT+QSTASTOP, the AP leaving the air, deauth) drops every connected MQTT client with "
-    "+QMTSTAT: <idx>,7 (the link is not alive) within 0.25 s.",
     "M12: QMTCFG \"aliauth\" makes QMTCONN sign the CONNECT the Alibaba Cloud way (client id '<id>|securemode=3,"
     "signmethod=hmacsha1|', user '<device>&<product>', password HMAC-SHA1 of 'clientId<id>deviceName<device>"
     "productKey<product>' keyed with the device secret); \"onenet\" uses <productID> as user name and "
     "<access_key> as password. Username/password given to QMTCONN win.",
     "M13: a QMTCFG key with only <client_idx> queries: +QMTCFG: \"<key>\",<values...>.",
+    "M14: losing Wi-Fi (AT+QSTASTOP, the AP leaving the air, deauth) drops every connected MQTT client with "
+    "+QMTSTAT: <idx>,7 (the link is not alive) within 0.25 s.",
+    "M15: messages of a stored session (\"session\" 0) that the broker sends right after CONNACK are reported "
+    "after +QMTCONN: <idx>,0,0, never before it. With SSL the host name is always sent as SNI (QSSLCFG \"sni\" "
+    "only affects AT+QSSLOPEN); the certificate is checked against <host_name> when seclevel >= 1.",
 ]
 #: the same list under a family-specific name
 DEVIATIONS_MQTT = DEVIATIONS_MQTT_HTTP_BLE
