@@ -94,6 +94,7 @@ class Fault:
     probability: float | None = None
     seed: int | None = None
     fired: int = 0
+    result: Any = None      # what the last firing of an action did (e.g. how many connections it reset)
     base: int = 0           # command count when armed
     armed_at: float = field(default_factory=time.monotonic)
     rng: random.Random | None = None
@@ -105,7 +106,7 @@ class Fault:
 
     def describe(self) -> dict:
         return {"id": self.id, "kind": self.kind, "params": self.params, "times": self.times, "after": self.after,
-                "at": self.at, "probability": self.probability, "seed": self.seed, "fired": self.fired}
+                "at": self.at, "probability": self.probability, "seed": self.seed, "fired": self.fired, "result": self.result}
 
 
 class Shaper:
@@ -290,6 +291,7 @@ class FaultRegistry:
         except (TypeError, ValueError, AttributeError) as e:
             self._record("failed", f, error=f"bad parameters for {f.kind}: {e}")
             raise FaultError(f"bad parameters for {f.kind}: {e}; see docs/control-plane.md for each fault's parameters") from None
+        f.result = result
         self._record("fired", f, n=f.fired, result=result)
 
     def _world_changed(self, change: dict) -> None:

@@ -97,7 +97,7 @@ def test_broker_drop_shows_state_8_then_recovers(atemu_module, broker, aws_pki):
 
     fault = m.inject("broker_disconnect")
 
-    assert fault["kind"] == "broker_disconnect" and fault["fired"] == 1
+    assert fault["kind"] == "broker_disconnect" and fault["result"] == 1   # one MQTT link dropped
     seen = host.wait_state(8, timeout=5)         # the documented error state
     assert seen[-1] == 8
     host.wait_state(7, timeout=15)               # the module retries and resubscribes

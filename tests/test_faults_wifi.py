@@ -77,3 +77,55 @@ def test_remove_ap_through_world_api(atemu_module):
         assert b"GOT_IP" in join(ser)
     finally:
         ser.close()
+
+
+
+class Reader:
+    """Buffered reads: each wait consumes up to its match and keeps the rest."""
+
+    def __init__(self, ser):
+        self.ser, self.buf = ser, b""
+
+    def until(self, pattern, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            mt = re.search(pattern, self.buf)
+            if mt:
+                out, self.buf = self.buf[: mt.end()], self.buf[mt.end():]
+                return out
+            assert time.monotonic() < deadline, f"no {pattern!r} within {timeout}s; got {self.buf!r}"
+            self.buf += self.ser.read(self.ser.in_waiting or 1)
+
+    def cmd(self, line):
+        self.ser.write(line.encode() + b"\r")
+        return self.until(rb"\r\n(OK|ERROR)\r\n")
+
+
+def test_peer_reset_refused_and_latency_seen_over_at(atemu_module, tcp_echo):
+    m = atemu_module("quectel-fcm242d", world=WORLD)
+    ser = serial.serial_for_url(m.port, 115200, timeout=0.05)
+    r = Reader(ser)
+    try:
+        join(ser)
+        # the peer refuses the first connection
+        m.inject("connect_refused", port=tcp_echo.port)
+        assert r.cmd(f'AT+QIOPEN=1,"TCP","127.0.0.1",{tcp_echo.port},0,0') == b"\r\nOK\r\n"
+        assert r.until(rb"\+QIOPEN: 1,\d+\r\n") != b"\r\n+QIOPEN: 1,0\r\n"
+        r.cmd("AT+QICLOSE=1")
+        # then it works; latency on what the peer sends back
+        r.cmd(f'AT+QIOPEN=1,"TCP","127.0.0.1",{tcp_echo.port},0,1')
+        assert r.until(rb"\+QIOPEN: 1,\d+\r\n").endswith(b"+QIOPEN: 1,0\r\n")
+        m.inject("latency", delay=0.4)
+        ser.write(b"AT+QISEND=1,4\r")
+        r.until(rb"> ")
+        t0 = time.monotonic()
+        ser.write(b"ping")
+        assert r.until(rb"SEND OK\r\n")
+        r.until(rb"ping", timeout=3)          # echoed back in push mode, after the added latency
+        assert time.monotonic() - t0 >= 0.4
+        m.clear()
+        # the peer resets the connection: the host gets the "closed" URC
+        assert m.inject("tcp_reset", port=tcp_echo.port)["result"] == 1      # one connection reset
+        r.until(rb'\+QIURC: "closed",1\r\n', timeout=3)
+    finally:
+        ser.close()
