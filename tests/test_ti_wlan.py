@@ -60,8 +60,9 @@ def test_ap_removed_by_control_plane_gives_disconnect_event():
         e.boot()
         e.join()
         e.sync(lambda: e.module.world.access_points.pop(0))
-        assert e.read_until(rb"\r\n", 3) == b"+eventwlan:disconnect,lab,02:11:22:33:44:55,4\r\n"
+        assert e.read_until(rb"lost[^\r]*\r\n", 3) == b"+eventwlan:disconnect,lab,02:11:22:33:44:55,4\r\n+eventnetapp:ipv4_lost,0\r\n"
         assert e.ok("AT+Get=Status,WLAN") == b"+get:sta_disconnected\r\n"
+        assert e.ok("AT+Get=Status,NETAPP") == b"+get:ipv4_lost\r\n"
         assert e.ok("AT+Socket=INET,STREAM,TCP") == b"+socket:0\r\n"
         assert e.err("AT+Connect=0,INET,80,127.0.0.1") == b"process command,-101"   # no IP any more
 
@@ -92,7 +93,8 @@ def test_profiles_policy_autoconnect_and_persistence(tmp_path):
         # AP gone: the module reconnects to the next stored profile on the air
         e.sync(lambda: e.module.world.access_points.pop(0))
         out = e.read_until(rb"ipv4_acquired[^\r]*\r\n", 5)
-        assert out.startswith(b"+eventwlan:disconnect,lab,02:11:22:33:44:55,4\r\n+eventwlan:connect,guest net,")
+        assert out.startswith(b"+eventwlan:disconnect,lab,02:11:22:33:44:55,4\r\n+eventnetapp:ipv4_lost,0\r\n"
+                              b"+eventwlan:connect,guest net,")
         e.ok("AT+WlanProfileDel=0xFF")
         assert e.err("AT+WlanProfileGet=0") == b"process command,-2073"
 
@@ -165,7 +167,7 @@ def test_ap_mode_after_restart_puts_own_ap_on_the_air():
         assert ("my-device", 11, "wpa-wpa2") in aps
         assert e.err("AT+WlanScan=0,5") == b"process command,-2060"
         assert e.err("AT+WlanConnect=lab,,OPEN,,,,") == b"process command,-2060"
-        assert e.ok("AT+WlanGet=CONNECTION,").startswith(b"+wlanget:ap,ap_connected_stations,wpa_wpa2,my-device,")
+        assert e.ok("AT+WlanGet=CONNECTION,").startswith(b"+wlanget:ap,disconnected,wpa_wpa2,my-device,")
         assert e.ok("AT+NetCfgGet=AP_STATIONS_CONNECTED") == b"+netcfgget:0\r\n"
         e.ok("AT+WlanSetMode=P2P")
         e.ok("AT+Stop=0")
@@ -173,3 +175,59 @@ def test_ap_mode_after_restart_puts_own_ap_on_the_air():
         assert "my-device" not in aps
         e.boot()
         assert e.ok("AT+WlanGet=CONNECTION,") == b"+wlanget:p2p,disconnected,,,,\r\n"
+
+
+def test_no_dhcp_and_ip_collision():
+    nodhcp = dict(OTHER, ssid="nodhcp", bssid="02:aa:bb:cc:dd:03", ip="0.0.0.0")
+    with Ti(world={"wifi": {"access_points": [dict(LAB), nodhcp]}}) as e:
+        e.boot()
+        e.ok("AT+WlanConnect=nodhcp,,OPEN,,,,")
+        out = e.read_until(rb"timeout[^\r]*\r\n", 5)
+        assert out == b"+eventwlan:connect,nodhcp,02:aa:bb:cc:dd:03\r\n+eventnetapp:dhcp_ipv4_acquire_timeout,-1\r\n"
+        assert e.ok("AT+Get=Status,NETAPP") == b"+get:\r\n"
+        e.ok("AT+NetCfgSet=IPV4_STA_ADDR,STATIC,192.168.7.1,255.255.255.0,192.168.7.1,192.168.7.1")
+        e.ok(f"AT+WlanConnect=lab,,WPA_WPA2,{LAB['password']},,,")
+        out = e.read_until(rb"ip_collision[^\r]*\r\n", 5)
+        assert out.endswith(b"+eventwlan:connect,lab,02:11:22:33:44:55\r\n+eventnetapp:ip_collision,192.168.7.1,02:11:22:33:44:55,192.168.7.1\r\n")
+        e.ok("AT+NetCfgSet=IF,STATE,IPV6_STA_LOCAL")
+        e.ok("AT+NetCfgSet=IPV4_STA_ADDR,DHCP,")
+        e.ok(f"AT+WlanConnect=lab,,WPA_WPA2,{LAB['password']},,,")
+        e.read_until(rb"ipv6_acquired[^\r]*\r\n", 5)
+        e.sync(lambda: e.module.world.access_points.remove(e.module.world.access_points[0]))
+        out = e.read_until(rb"ipv6_lost[^\r]*\r\n", 5)
+        assert re.search(rb"\+eventnetapp:ipv4_lost,0\r\n\+eventnetapp:ipv6_lost,fe80::[0-9a-f:]+\r\n$", out)
+
+
+def test_station_module_joins_our_access_point():
+    from emulator.world import World
+    shared = World.from_dict({"wifi": {"access_points": [dict(LAB)]}})
+    with Ti(world=shared) as ap, Ti(world=shared) as sta:
+        ap.boot()
+        ap.ok("AT+WlanSet=AP,SSID,hub")
+        ap.ok("AT+WlanSet=AP,SECURITY,WPA_WPA2")
+        ap.ok("AT+WlanSet=AP,PASSWORD,hub-pass-1")
+        ap.ok("AT+WlanSetMode=AP")
+        ap.ok("AT+Stop=0")
+        ap.boot()
+        ap.ok("AT+NetAPPStart=DHCP_SERVER")
+        sta.boot()
+        sta_mac = sta.ok("AT+NetCfgGet=GET_MAC_ADDR")[len(b"+netcfgget:"):-2].decode()
+        sta.ok("AT+NetAPPSet=DEVICE,URN,sensor-1")
+        sta.ok("AT+WlanConnect=hub,,WPA_WPA2,hub-pass-1,,,")
+        out = sta.read_until(rb"ipv4_acquired[^\r]*\r\n", 5)
+        assert out.endswith(b"+eventnetapp:ipv4_acquired,10.123.45.2,10.123.45.1,10.123.45.1\r\n")
+        assert ap.read_until(rb"ip_leased[^\r]*\r\n", 5) == \
+            f"+eventwlan:sta_added,{sta_mac}\r\n+eventnetapp:ip_leased,10.123.45.2,4096,{sta_mac}\r\n".encode()
+        assert ap.ok("AT+NetCfgGet=AP_STATIONS_CONNECTED") == b"+netcfgget:1\r\n"
+        assert ap.ok("AT+NetCfgGet=AP_STATIONS_INFO") == f"+netcfgget:10.123.45.2,{sta_mac},sensor-1\r\n".encode()
+        assert ap.ok("AT+WlanGet=CONNECTION,").startswith(b"+wlanget:ap,ap_connected_stations,wpa_wpa2,hub,")
+        # the AP drops the station
+        ap.ok(f"AT+NetCfgSet=AP_STATION_DISCONNECT,,{sta_mac}")
+        assert sta.read_until(rb"ipv4_lost[^\r]*\r\n", 5).startswith(b"+eventwlan:disconnect,hub,")
+        assert ap.read_until(rb"ip_released[^\r]*\r\n", 5) == \
+            f"+eventwlan:sta_removed,{sta_mac}\r\n+eventnetapp:ip_released,10.123.45.2,{sta_mac},8\r\n".encode()
+        # deny list keeps it out
+        ap.ok(f"AT+WlanSet=AP,ACCESS_LIST_MODE,DENY_LIST")
+        ap.ok(f"AT+WlanSet=AP,ACCESS_LIST_ADD_MAC,{sta_mac}")
+        sta.ok("AT+WlanConnect=hub,,WPA_WPA2,hub-pass-1,,,")
+        assert sta.read_until(rb"disconnect[^\r]*\r\n", 5).endswith(b",23\r\n")

@@ -112,6 +112,7 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
         self.lease = None
         self.wlan_task = None
         self.own_ap = None
+        self.stations: dict = {}
         self.active_mac = None
         self.rx_filters: dict = {}
         self.files: dict = {}
@@ -197,6 +198,8 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
         if self.wlan_task is not None:
             self.wlan_task.cancel()
             self.wlan_task = None
+        if self.wlan_ap is not None and getattr(self.wlan_ap, "_ti_owner", None) is not None:
+            self.drop_link(200)
         self.wlan_ap = None
         self.lease = None
         self.withdraw_own_ap()

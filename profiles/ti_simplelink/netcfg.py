@@ -85,7 +85,8 @@ class NetCfgMixin:
             self.set_cfg("netcfg." + cid.replace("_addr", ""), entry)
         elif cid == "ap_station_disconnect":
             mac = parse_mac(v1 if v1 is not None else opt)
-            raise fail(E_WLAN_NOT_CONNECTED, f"no station {mac} is connected to this AP")
+            if not self.kick_station(mac):
+                raise fail(E_WLAN_NOT_CONNECTED, f"no station {mac} is connected to this AP")
         else:
             self.set_cfg("netcfg.dns2", parse_ipv4(v1 if v1 is not None else opt))
 
@@ -113,9 +114,9 @@ class NetCfgMixin:
             st = self.cfg.get("netcfg.ipv6_global", {"mode": "stateful"})
             out = f"{st['mode']},{st.get('ip', '::')}"
         elif cid == "ap_stations_connected":
-            out = "0"
+            out = str(len(self.stations))
         elif cid == "ap_stations_info":
-            out = ""
+            out = ";".join(f"{st['ip'] or '0.0.0.0'},{mac},{st['name']}" for mac, st in self.stations.items())
         elif cid == "ipv4_dns_client":
             out = self.cfg.get("netcfg.dns2", "0.0.0.0")
         else:

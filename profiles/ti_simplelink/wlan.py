@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 
 from emulator import wifi
@@ -30,6 +31,8 @@ REASON_NO_AP = 201         # our choice: SSID not on the air
 REASON_AP_LOST = 4         # 802.11: disassociated (beacon loss)
 REASON_WRONG_KEY = 15      # 802.11: 4-way handshake timeout
 REASON_SEC_MISMATCH = 23   # 802.11: authentication failed
+REASON_KICKED = 8          # 802.11: disassociated because the AP dropped the station
+DHCP_TIMEOUT = 1.0         # seconds without a DHCP server before dhcp_ipv4_acquire_timeout
 
 AP_OPTS = ("SSID", "CHANNEL", "HIDDEN_SSID", "SECURITY", "PASSWORD", "MAX_STATIONS", "MAX_STA_AGING",
            "ACCESS_LIST_MODE", "ACCESS_LIST_ADD_MAC", "ACCESS_LIST_DEL_MAC", "ACCESS_LIST_DEL_IDX")
@@ -89,18 +92,43 @@ class WlanMixin:
     def wlan_event_disconnect(self, ssid: str, bssid: str, reason: int) -> None:
         self.module.urc(f"+eventwlan:disconnect,{ssid},{bssid},{reason}")
 
-    def drop_link(self, reason: int) -> None:
+    def drop_link(self, reason: int, *, lost: bool = False) -> None:
         ap = self.wlan_ap
         if ap is None:
             return
+        had = self.lease
         self.wlan_ap = None
         self.lease = None
         self.wlan_event_disconnect(ap.ssid, ap.bssid.lower(), reason)
+        if lost and had is not None:
+            self.status_flags["ipv4_lost"] = True
+            self.module.urc("+eventnetapp:ipv4_lost,0")
+            if self.ipv6_enabled():
+                self.module.urc(f"+eventnetapp:ipv6_lost,{self.ipv6_local()}")
+        owner = getattr(ap, "_ti_owner", None)
+        if owner is not None:
+            prof, loop = owner
+            loop.call_soon_threadsafe(prof.station_left, self.mac(), reason)
+
+    def ipv6_enabled(self) -> bool:
+        return any(f.startswith("ipv6_") for f in self.cfg.get("netcfg.if", []))
 
     async def wlan_join(self, ssid: str, bssid: str | None, sec: str | None, key: str) -> bool:
         """Associate and get an address; emits the events. True on success."""
         await asyncio.sleep(0.05)
         result, ap = wifi.join(self.module.world, ssid, key or "", JOIN_SEC.get(sec) if sec else None, bssid=bssid)
+        owner = getattr(ap, "_ti_owner", None) if result == wifi.JoinResult.OK else None
+        granted = None
+        if owner is not None:
+            prof, loop = owner
+            try:
+                fut = asyncio.run_coroutine_threadsafe(prof.station_join(self.mac(), self.napp("device.urn"),
+                                                                         (self, asyncio.get_running_loop())), loop)
+                granted = await asyncio.wait_for(asyncio.wrap_future(fut), 5)
+            except Exception:
+                granted = "denied"
+            if granted == "denied":
+                result = wifi.JoinResult.SECURITY_MISMATCH
         if result != wifi.JoinResult.OK:
             reason = {wifi.JoinResult.NO_AP: REASON_NO_AP, wifi.JoinResult.WRONG_PASSWORD: REASON_WRONG_KEY,
                       wifi.JoinResult.SECURITY_MISMATCH: REASON_SEC_MISMATCH}[result]
@@ -114,13 +142,68 @@ class WlanMixin:
         await asyncio.sleep(0.02)
         if self.wlan_ap is not ap:
             return False
-        self.lease = self.sta_lease(ap)
+        lease = self.sta_lease(ap)
+        if owner is not None and lease["dhcp"]:
+            lease = dict(granted, dhcp=True) if isinstance(granted, dict) else None
+        elif lease["dhcp"] and ap.ip in ("", "0.0.0.0"):
+            lease = None                       # the AP runs no DHCP server
+        if lease is None:
+            await asyncio.sleep(DHCP_TIMEOUT)
+            if self.wlan_ap is ap:
+                self.module.urc("+eventnetapp:dhcp_ipv4_acquire_timeout,-1")
+            return True
+        collision = lease["ip"] in (ap.gateway, ap.dns) and not lease["dhcp"]
+        if collision:
+            self.module.urc(f"+eventnetapp:ip_collision,{lease['ip']},{ap.bssid.lower()},{lease['dns']}")
+            return True
+        self.lease = lease
         self.status_flags.pop("ipv4_lost", None)
         le = self.lease
         self.module.urc(f"+eventnetapp:ipv4_acquired,{le['ip']},{le['gw']},{le['dns']}")
-        if self.cfg.get("netcfg.if", []) and any(f.startswith("ipv6_") for f in self.cfg.get("netcfg.if", [])):
+        if self.ipv6_enabled():
             v6 = self.ipv6_local()
             self.module.urc(f"+eventnetapp:ipv6_acquired,{v6},{le['dns']}")
+        return True
+
+    # ---- the AP role seen from stations of the same world -------------------------------------
+    async def station_join(self, mac: str, name: str, peer) -> dict | str | None:
+        """A station (another emulated module of this world) associates with our AP."""
+        if self.own_ap is None:
+            return "denied"
+        if self.cfg.get("ap.access_list_mode") == "deny_list" and mac in self.cfg.get("ap.access_list", []):
+            return "denied"
+        if mac not in self.stations and len(self.stations) >= self.cfg.get("ap.max_stations", 4):
+            return "denied"
+        lease = None
+        if "dhcp_server" in self.apps:
+            lease_time, first, last = self.napp("dhcp_server.basic")
+            used = {st["ip"] for st in self.stations.values() if st.get("ip")}
+            a = int(ipaddress.IPv4Address(first))
+            while a <= int(ipaddress.IPv4Address(last)) and str(ipaddress.IPv4Address(a)) in used:
+                a += 1
+            if a <= int(ipaddress.IPv4Address(last)):
+                ap = self.ap_addr()
+                lease = {"ip": str(ipaddress.IPv4Address(a)), "mask": ap["mask"], "gw": ap["ip"], "dns": ap["ip"]}
+        self.stations[mac] = {"ip": lease["ip"] if lease else "", "name": name, "peer": peer}
+        self.module.urc(f"+eventwlan:sta_added,{mac}")
+        if lease:
+            self.module.urc(f"+eventnetapp:ip_leased,{lease['ip']},{self.napp('dhcp_server.basic')[0]},{mac}")
+        return lease
+
+    def station_left(self, mac: str, reason: int) -> None:
+        st = self.stations.pop(mac, None)
+        if st is None:
+            return
+        self.module.urc(f"+eventwlan:sta_removed,{mac}")
+        if st.get("ip"):
+            self.module.urc(f"+eventnetapp:ip_released,{st['ip']},{mac},{reason}")
+
+    def kick_station(self, mac: str) -> bool:
+        st = self.stations.get(mac)
+        if st is None:
+            return False
+        peer, loop = st["peer"]
+        loop.call_soon_threadsafe(lambda: peer.wlan_ap is not None and peer.drop_link(REASON_KICKED, lost=True))
         return True
 
     async def wlan_supervise(self, first=None) -> None:
@@ -131,8 +214,7 @@ class WlanMixin:
             while True:
                 if self.wlan_ap is not None:
                     if not wifi.on_air(self.module.world, self.wlan_ap):
-                        self.drop_link(REASON_AP_LOST)
-                        self.status_flags["ipv4_lost"] = True
+                        self.drop_link(REASON_AP_LOST, lost=True)
                         continue
                     await asyncio.sleep(0.1)
                     continue
@@ -429,7 +511,8 @@ class WlanMixin:
                 else:
                     ctx.info("+wlanget:sta,disconnected,,,,")
             elif self.role == "ap":
-                ctx.info(f"+wlanget:ap,ap_connected_stations,{c.get('ap.security', 'open')},{self.ap_ssid()},{self.mac()},")
+                status = "ap_connected_stations" if self.stations else "disconnected"
+                ctx.info(f"+wlanget:ap,{status},{c.get('ap.security', 'open')},{self.ap_ssid()},{self.mac()},")
             else:
                 ctx.info("+wlanget:p2p,disconnected,,,,")
             return
@@ -475,10 +558,13 @@ class WlanMixin:
         ap = AccessPoint(ssid=self.ap_ssid(), security=sec, password=self.cfg.get("ap.password", ""),
                          channel=self.cfg.get("ap.channel", 6), rssi=-40, bssid=self.mac(),
                          hidden=bool(self.cfg.get("ap.hidden_ssid", 0)), ip=ip, gateway=ip, dns=ip)
+        ap._ti_owner = (self, asyncio.get_running_loop())   # stations of this world report to us
         self.module.world.access_points.append(ap)
         self.own_ap = ap
 
     def withdraw_own_ap(self) -> None:
+        for mac in list(self.stations):
+            self.station_left(mac, REASON_AP_LOST)
         if self.own_ap is not None:
             try:
                 self.module.world.access_points.remove(self.own_ap)
