@@ -200,6 +200,7 @@ class Module:
         self._rx = asyncio.Event()
         self._busy = False
         self._deferred: list[bytes] = []
+        self._injected: list[Event] = []   # events the module issues to itself (see inject())
         self._cmd_task: asyncio.Task | None = None
         self.tasks: set[asyncio.Task] = set()
         self.observers: list[Callable[[dict], None]] = []
@@ -271,6 +272,7 @@ class Module:
             log.warning("%s: shutdown: %s", self.name, e)
         self.engine.reset()
         self._deferred.clear()
+        self._injected.clear()
         self._busy = False
         self.trace("reboot")
         if boot_delay:
@@ -314,6 +316,13 @@ class Module:
         self.engine.feed(data, time.monotonic())
         self._rx.set()
 
+    def inject(self, ev: Event) -> None:
+        """Queue an event ahead of UART input, e.g. a ``CommandLine`` the module runs by itself (a
+        profile re-entering a transparent mode on reconnect). It is taken by the command loop (never
+        by a data phase or transparent session) once the current command, if any, has finished."""
+        self._injected.append(ev)
+        self._rx.set()
+
     def set_baud(self, baud: int) -> None:
         """Change the module's UART rate (pacing follows at once)."""
         self.baud = baud
@@ -336,6 +345,8 @@ class Module:
         """Next engine event; None when ``deadline`` (loop time) passes first."""
         loop = asyncio.get_running_loop()
         while True:
+            if self._injected and not self.engine.in_data_mode and not self.engine.transparent:
+                return self._injected.pop(0)
             ev = self.engine.next_event()
             echo = self.engine.take_output()
             if echo:
