@@ -163,6 +163,30 @@ def test_peripheral_transparent_mode(emu):
     emu.sync(prof(emu).ble_remote_disconnect)
     assert emu.read_until(rb"DISCONNECTED\r\n") == b"\r\nNO CARRIER\r\n\r\n+QBLESTAT: DISCONNECTED\r\n"
     assert emu.cmd("AT") == b"\r\nOK\r\n"
+    assert emu.sync(prof(emu).ble_remote_connect, "5a:00:00:00:00:03", 23) is True
+    emu.read_until(rb"\+QBLECONNPARAM: [^\r]*\r\n")
+    emu.expect_nothing(0.3)                                  # <state> 0: no automatic re-entry
+    # <state> 1: after a link loss the module goes transparent again by itself on the next connection
+    emu.write('AT+QBLETRANMODE="FFF2",1\r')
+    emu.read_until(rb"CONNECT\r\n")
+    emu.sync(prof(emu).ble_remote_disconnect)
+    assert emu.read_until(rb"DISCONNECTED\r\n") == b"\r\nNO CARRIER\r\n\r\n+QBLESTAT: DISCONNECTED\r\n"
+    assert emu.cmd("AT+QBLESTAT") == b"\r\n+QBLESTAT: ADVERTISING\r\n\r\nOK\r\n"
+    assert emu.sync(prof(emu).ble_remote_connect, "5a:00:00:00:00:04", 23) is True
+    assert emu.read_until(rb"CONNECT\r\n") == (b"\r\n+QBLESTAT: CONNECTED\r\n\r\n+QBLEMTU: 23\r\n"
+                                                b"\r\n+QBLECONNPARAM: 0,20,500,0\r\n\r\nCONNECT\r\n")
+    assert emu.sync(prof(emu).ble_remote_write, "fff2", b"back", False) is True
+    assert emu.read_exactly(4) == b"back"
+    time.sleep(0.3)
+    emu.write(b"+++")
+    assert emu.read_until(rb"OK\r\n", timeout=3) == b"\r\nOK\r\n"
+    # +++ cancelled the automatic re-entry
+    emu.sync(prof(emu).ble_remote_disconnect)
+    emu.read_until(rb"DISCONNECTED\r\n")
+    assert emu.sync(prof(emu).ble_remote_connect, "5a:00:00:00:00:05", 23) is True
+    emu.read_until(rb"\+QBLECONNPARAM: [^\r]*\r\n")
+    emu.expect_nothing(0.3)
+    assert emu.cmd("AT") == b"\r\nOK\r\n"
 
 
 # ------------------------------------------------------------------------------------------ central

@@ -67,9 +67,9 @@ DEVIATIONS_MQTT_HTTP_BLE = [
     "hex of flags, complete local name and 16-bit service UUIDs built from the world peer). Each peer is reported "
     "once per scan; a scan with <timeout> stops by itself, 1 without <timeout> runs until QBLESCAN=0.",
     "B10: BLE transparent mode (QBLETRANMODE) ends with +++ (guard time: world option "
-    "quectel.escape_guard, default 1 s) answering OK, or when the link drops (then NO CARRIER). "
-    "<state>=1 (re-enter after reconnect) is stored and reported by the peripheral but re-entry is not "
-    "automatic; the host issues QBLETRANMODE again.",
+    "quectel.escape_guard, default 1 s) answering OK, or when the link drops (then NO CARRIER). A peripheral "
+    "that entered with <state>=1 and lost its link re-enters by itself when the next central connects: after "
+    "+QBLESTAT: CONNECTED/+QBLEMTU/+QBLECONNPARAM it prints CONNECT and is transparent again; +++ cancels that.",
     "B11: QBLEINIT may be issued once per boot (role != 0 answers ERROR) except QBLEINIT=0, which de-initialises "
     "(drops links, stops advertising and scans, forgets the GATT server).",
     "B14: advertising commands (QBLEADVPARAM/ADVDATA/ADVSTART/ADVSTOP, GATTS*) need role 2/3, central commands "
@@ -161,6 +161,7 @@ class QuectelBle(Profile):
         self.ble_cfg_mtu = 64
         self.ble_tran: dict | None = None        # active transparent session: {"uuid", "queue"}
         self.ble_tran_auto = 0
+        self._ble_tran_resume: str | None = None   # peripheral: re-enter on the next connection (<state> 1)
         self._ble_conn_task: asyncio.Task | None = None
         hooks = getattr(self, "_teardown_hooks", None)
         if hooks is None:
@@ -628,11 +629,11 @@ class QuectelBle(Profile):
             ch = self._ble_find_local(u)
             if ch is None or not (self.ble_advertising or link is not None):
                 raise CmdError("failed", message="unknown characteristic, or neither advertising nor connected")
-            if state is not None:
-                self.ble_tran_auto = state
+            self.ble_tran_auto = state or 0
         else:
             raise CmdError("failed", message="BLE not initialised")
         ctx.final("CONNECT")
+        self._ble_tran_resume = None
         lost = asyncio.Event()
         self.ble_tran = {"uuid": uu, "lost": lost}
         eng = self.module.engine
@@ -649,12 +650,14 @@ class QuectelBle(Profile):
                     lw.cancel()
                     eng.leave_transparent()
                     self.module._write_line("NO CARRIER")
+                    if self.ble_role in (2, 3) and self.ble_tran_auto:
+                        self._ble_tran_resume = uu
                     return
                 lw.cancel()
                 ev = pull.result()
                 if isinstance(ev, EscapeSequence):
                     self.module._write_line(self.format_ok())
-                    self.ble_tran_auto = 0
+                    self.ble_tran_auto = 0          # note 3: +++ cancels the automatic re-entry
                     return
                 if isinstance(ev, TransparentData):
                     self._ble_tran_send(uu, ev.payload)
@@ -700,6 +703,10 @@ class QuectelBle(Profile):
         self.module.urc(f"+QBLEMTU: {link.mtu}")
         i, t, l_ = self.ble_conn_param
         self.module.urc(f"+QBLECONNPARAM: 0,{i},{t},{l_}")
+        uuid, self._ble_tran_resume = self._ble_tran_resume, None
+        if uuid is not None and self.ble_tran_auto and self.ble_tran is None:
+            # <state> 1: back into transparent mode by itself, as if the host had typed the command
+            self.module.inject(self.module.engine.parse_command(f'AT+QBLETRANMODE="{uuid}",1'.encode()))
         return True
 
     def ble_remote_services(self) -> dict:
