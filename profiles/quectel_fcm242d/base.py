@@ -368,7 +368,7 @@ class QuectelBase(Profile):
         return "0.0.0.0"
 
     def format_error(self, err: CmdError) -> str:
-        if err.code is not None and err.kind == "failed" and isinstance(err.code, int) and err.code >= 700:
+        if err.code is not None and err.kind == "failed":
             return f"+CME ERROR: {err.code}"
         return "ERROR"
 
