@@ -97,3 +97,27 @@ def test_describe_lists_71_commands_and_events():
     for ev in ("+eventwlan:connect", "+eventnetapp:ipv4_acquired", "+eventmqtt:recv", "+eventsock:tx_failed",
                "+eventfatalerror:sync_loss", "+eventgeneral:reset_request"):
         assert ev in urcs
+
+
+def test_random_bad_input_never_breaks_the_module():
+    import random
+    import profiles.ti_simplelink as t
+    rnd = random.Random(7)
+    tokens = ["", "0", "1", "-1", "0xFF", "99999", "INET", "STREAM", "abc", '"q,q"', "[1|2]", "1.2.3.4", "a|b",
+              "qos1", "will", "sign_msg", "verify_msg", "STATIC", "HTTP_SERVER", "READ", "CREATE|WRITE", "../z",
+              "post", "req_accept", "DEVICE", "SOCKET", "RCVTIMEO", "AP", "GENERAL", "Status"]
+    names = [s.name for k, s in t.TiSimpleLink.commands.items() if k not in t.TiSimpleLink.builtins and s.name != "+Stop"]
+    with Ti() as e:
+        e.boot()
+        e.ok("AT+Socket=INET,STREAM,TCP")
+        e.ok("AT+MqttCreate=c,ip4,127.0.0.1,1,,,,,,,v3_1_1,0,0")
+        for _ in range(300):
+            name = rnd.choice(names)
+            args = ",".join(rnd.choice(tokens) for _ in range(rnd.randint(0, 9)))
+            out = e.cmd(f"AT{name}={args}", timeout=3)
+            assert b"process command,-1\r\n" not in out        # never an internal error
+        e.drain(0.3)
+        # a raw length beyond the command's range is not framed: the line fails, nothing is swallowed
+        assert e.err("AT+Send=0,0,99999,abc") == b"parse parameters,-2"
+        assert e.cmd("AT+Test") == b"OK\r\n"
+        assert e.ok("AT+Close=0") == b"+close:0\r\n"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from emulator.grammar import UrcSpec
+from emulator.grammar import Form, Int, UrcSpec
 from emulator.profile import CmdError, Profile
 
 from .common import DIALECT, format_error
@@ -147,6 +147,17 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
             if args[1].text.strip().lower() == "will" and self.mqtt_fmt(args) == 0:
                 return num(5)
             return -1
+        spec = self.commands.get(name)
+        fs = spec.forms.get(Form.WRITE) if spec is not None else None
+        if fs is not None and name not in ("+NETUTILCMD",):
+            raw = fs.params[idx]
+            lp = next((q for q in fs.params if q.name == getattr(raw, "length_param", None)), None)
+            if isinstance(lp, Int) and lp.hi is not None:
+                try:
+                    if num(fs.params.index(lp)) > lp.hi:
+                        return -1          # out of range: not framed, the command fails with a parse error
+                except (ValueError, IndexError):
+                    return -1
         if name == "+NETUTILCMD" and idx in (4, 5):
             cmd = args[0].text.strip().lower()
             if cmd == "sign_msg" and idx == 4 and num(2) == 0:
