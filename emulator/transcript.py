@@ -224,7 +224,6 @@ def run_replay(path: Path | str, profile_cls: Any, *, world: Any = None, settle:
 
 def coverage(records: Iterable[dict], profile_cls: Any) -> dict:
     """Which commands/forms, URCs and error paths a host exercised, against the profile's declarations."""
-    from .grammar import Form
     declared_forms: dict[str, set[str]] = {}
     for key, spec in profile_cls.commands.items():
         if key in profile_cls.builtins:
