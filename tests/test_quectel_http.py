@@ -351,3 +351,16 @@ def test_read_wait_time_expires_on_a_stalled_body(emu):
         srv.close()
         for c in conns:
             c.close()
+
+
+def test_early_answer_while_the_host_is_still_sending(emu, http_server):
+    # /status/413 answers without reading the body: the module keeps taking the body from the UART
+    set_url(emu, http_server.url("/status/413"))
+    body = pattern(300000)
+    out = send_body(emu, f"AT+QHTTPPOST={len(body)},20,20", body)
+    assert out == b"\r\nOK\r\n"
+    urc(emu, r"\+QHTTPPOST: 0,413,10\r\n")
+    body_out, err = read_body(emu)
+    assert (body_out, err) == (b"status 413", 0)
+    assert emu.cmd("AT") == b"\r\nOK\r\n"                       # none of the body was taken as a command
+    assert http_server.last("/status/413").method == "POST"

@@ -433,22 +433,22 @@ class QuectelHttp(Profile):
                 code = 722
             raise self._http_err(code)
         ctx.info("CONNECT")
-        deadline = asyncio.get_running_loop().time() + input_time
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + input_time
         remaining = length
         try:
             while remaining > 0:
-                left = deadline - asyncio.get_running_loop().time()
-                ev = await ctx.read_data(min(CHUNK * 4, remaining), timeout=max(0.0, left))
+                ev = await ctx.read_data(min(CHUNK * 4, remaining), timeout=max(0.0, deadline - loop.time()))
                 payload = ev.payload
-                if payload:
-                    remaining -= len(payload)
+                remaining -= len(payload)
+                if payload and not req.done():
                     put = asyncio.ensure_future(queue.put(payload))
                     done, _ = await asyncio.wait({put, req}, return_when=asyncio.FIRST_COMPLETED)
                     if put not in done:
                         put.cancel()
+                # once the request has ended (early answer, server gone) the rest of the body is
+                # still taken from the UART, so that none of it is mistaken for commands
                 if not isinstance(ev, Data) or ev.reason == "timeout":
-                    break
-                if req.done():
                     break
         except BaseException:
             req.cancel()
@@ -457,15 +457,10 @@ class QuectelHttp(Profile):
         if remaining > 0:
             req.cancel()
             h.busy = False
-            if req.done() and not req.cancelled() and req.exception() is not None:
-                # the server went away while the host was typing: drain what the host still sends
-                code = self._http_code(req.exception()) if isinstance(req.exception(), NetError) else 701
-                ctx.ok()
-                self.module.urc(f"+QHTTP{verb}: {code}")
-                return None
             ctx.final(f"+QHTTP{verb}: 720")
             return None
-        await queue.put(None)
+        if not req.done():
+            await queue.put(None)
         ctx.ok()
         h.task = self.module.spawn(self._http_send_finish(verb, req))
         return None
@@ -477,11 +472,11 @@ class QuectelHttp(Profile):
         except asyncio.CancelledError:
             req.cancel()
             raise
-        except NetError as e:
+        except Exception as e:  # noqa: BLE001 - NetError normally; anything else is 701
             log.info("HTTP %s failed: %s", verb, e)
             h.busy = False
             h.task = None
-            self.module.urc(f"+QHTTP{verb}: {self._http_code(e)}")
+            self.module.urc(f"+QHTTP{verb}: {self._http_code(e) if isinstance(e, NetError) else 701}")
             return
         h.task = None
         h.busy = False
