@@ -202,7 +202,7 @@ def tls_sock(ti, ca="/cert/ca.pem", domain=None, extra=()):
     return sd
 
 
-def test_tls_verified_with_client_cert(ti, tls_echo, pki):
+def test_tls_verified_with_client_cert(tls_echo, pki, ti):
     load_pki(ti, pki)
     sd = tls_sock(ti, domain="localhost", extra=(
         "AT+SetSockOpt={sd},SOCKET,SECURE_FILES_CERTIFICATE_FILE_NAME,/cert/client.pem",
@@ -226,7 +226,7 @@ def test_tls_verified_with_client_cert(ti, tls_echo, pki):
     assert ti.ok(f"AT+GetSockOpt={sd},SOCKET,SECMETHOD") == b"+getsockopt:tlsv1_2\r\n"
 
 
-def test_tls_wrong_root_ca_and_hostname(ti, tls_echo, pki):
+def test_tls_wrong_root_ca_and_hostname(tls_echo, pki, ti):
     load_pki(ti, pki)
     sd = tls_sock(ti, ca="/cert/other-ca.pem")
     ti.ok(f"AT+Connect={sd},INET,{tls_echo.port},127.0.0.1")
@@ -246,7 +246,7 @@ def test_tls_wrong_root_ca_and_hostname(ti, tls_echo, pki):
     assert ti.err(f"AT+Connect={sd},INET,{tls_echo.port},127.0.0.1") == b"process command,-11300"
 
 
-def test_tls_without_ca_connects_unverified(ti, tls_echo):
+def test_tls_without_ca_connects_unverified(tls_echo, ti):
     sd = tls_sock(ti, ca=None)
     ti.ok(f"AT+Connect={sd},INET,{tls_echo.port},127.0.0.1")
     ti.later(rb"\+connect:", 15)

@@ -83,7 +83,8 @@ class NetAppMixin:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         port = int(self.module.world.network.http_server_port or 0)
-        site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=sslctx, reuse_address=True)
+        host = str((self.module.world.options or {}).get("ti-simplelink.http_server_host", "127.0.0.1"))
+        site = web.TCPSite(runner, host, port, ssl_context=sslctx, reuse_address=True)
         try:
             await site.start()
         except OSError as e:
@@ -92,8 +93,8 @@ class NetAppMixin:
         self.http_runner = runner
         sock = site._server.sockets[0]
         self.http_port = sock.getsockname()[1]
-        log.warning("%s: HTTP server (module port %s) listening on http%s://127.0.0.1:%d", self.module.name,
-                    self.napp("http_server.prim_port_num"), "s" if sslctx else "", self.http_port)
+        log.warning("%s: HTTP server (module port %s) listening on http%s://%s:%d", self.module.name,
+                    self.napp("http_server.prim_port_num"), "s" if sslctx else "", host, self.http_port)
 
     async def http_stop(self) -> None:
         if self.http_runner is not None:
