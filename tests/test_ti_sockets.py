@@ -284,3 +284,20 @@ def test_close_cancels_pending_recv(ti, tcp_sink):
     out += ti.read_until(rb"ERROR:[^\r]*\r\n")
     assert b"+close:%d\r\nOK\r\n" % sd in out and b"ERROR:process command,-9\r\n" in out
     assert tcp_sink.wait_eof().eof
+
+
+def test_ipv6_tcp_with_manual_address_format(ti):
+    from peers.servers import TcpEchoServer
+    try:
+        srv = TcpEchoServer("::1").start()
+    except OSError:
+        pytest.skip("no IPv6 loopback on this host")
+    try:
+        sd = sock(ti, dom="INET6")
+        ti.ok(f"AT+Connect={sd},INET6,{srv.port},0:0:0:1")        # the manual's four 32-bit words
+        assert ti.later(rb"\+connect:") == f"+connect:{srv.port},::1\r\nOK\r\n".encode()
+        ti.ok(f"AT+Send={sd},0,4,v6ok")
+        assert recv(ti, sd, 10) == b"v6ok"
+        assert ti.err(f"AT+Connect={sd},INET,{srv.port},::1") == b"parse parameters,-2"
+    finally:
+        srv.stop()
