@@ -28,7 +28,7 @@ def event(e, pattern, timeout=10) -> bytes:
 def test_raw_format_session(ti, mosquitto, mqtt_probe):
     probe = mqtt_probe(mosquitto)
     probe.subscribe(["dev/out", "dev/will"])
-    assert ti.err(f"AT+MqttConnect=0") == b"process command,-3001"
+    assert ti.err("AT+MqttConnect=0") == b"process command,-3001"
     out = ti.ok(f"AT+MqttCreate=dev1,ip4,127.0.0.1,{mosquitto.port},,,,,,,v3_1_1,1,0")
     assert out == b"+mqttcreate:0\r\n"
     assert ti.err("AT+MqttPublish=0,dev/out,qos0,0,2,hi") == b"process command,-3002"

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import re
-import time
 
-from test_ti_common import LAB, Ti, world
+from test_ti_common import LAB, Ti
 
 OTHER = {"ssid": "guest net", "security": "open", "channel": 11, "rssi": -70, "bssid": "02:aa:bb:cc:dd:01",
          "ip": "10.9.8.7", "gateway": "10.9.8.1", "dns": "10.9.8.1"}
@@ -227,7 +226,7 @@ def test_station_module_joins_our_access_point():
         assert ap.read_until(rb"ip_released[^\r]*\r\n", 5) == \
             f"+eventwlan:sta_removed,{sta_mac}\r\n+eventnetapp:ip_released,10.123.45.2,{sta_mac},8\r\n".encode()
         # deny list keeps it out
-        ap.ok(f"AT+WlanSet=AP,ACCESS_LIST_MODE,DENY_LIST")
+        ap.ok("AT+WlanSet=AP,ACCESS_LIST_MODE,DENY_LIST")
         ap.ok(f"AT+WlanSet=AP,ACCESS_LIST_ADD_MAC,{sta_mac}")
         sta.ok("AT+WlanConnect=hub,,WPA_WPA2,hub-pass-1,,,")
         assert sta.read_until(rb"disconnect[^\r]*\r\n", 5).endswith(b",23\r\n")

@@ -14,7 +14,7 @@ from emulator.net.tls import client_context
 from emulator.profile import command
 
 from .common import (E_HTTP, E_HTTP_BAD_INDEX, E_HTTP_NO_HEADER, E_HTTP_STATE, FAMILY, FORMAT, OS, S, count_error,
-                     decode_data, encode_data, fail, flags_of, net_fail, nwp, param_error, parse_ip, parse_num, pick)
+                     decode_data, encode_data, fail, flags_of, net_fail, nwp, param_error, parse_ip)
 
 log = logging.getLogger("atemu.ti")
 

@@ -1,7 +1,6 @@
 """MQTT client family on emulator.net.mqtt.MqttSession (real broker, optional TLS from flash files)."""
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from emulator.grammar import Form, Int, Keyword, Raw

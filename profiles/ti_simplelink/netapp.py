@@ -14,7 +14,7 @@ from emulator.module import Ctx
 from emulator.net.errors import NetError
 from emulator.net.ping import ping as icmp_ping
 from emulator.net.tls import server_context
-from emulator.profile import CmdError, command
+from emulator.profile import command
 
 from .common import (E_ALREADY, E_DNS, E_NETAPP_HANDLE, E_NETAPP_NOT_RUNNING, FAMILY, FORMAT, OS, S, count_error,
                      decode_data, encode_data, fail, flags_of, net_fail, nwp, param_error, parse_ip, parse_ipv4,

@@ -12,7 +12,7 @@ from emulator.grammar import Form, Int, Keyword, Raw
 from emulator.module import Ctx
 from emulator.profile import command
 
-from .common import (E_CRYPTO, E_WLAN_NOT_CONNECTED, FORMAT, OS, S, count_error, decode_data, encode_data, fail,
+from .common import (E_CRYPTO, E_WLAN_NOT_CONNECTED, OS, count_error, decode_data, encode_data, fail,
                      flags_of, nwp, param_error, parse_ip, parse_ipv4, parse_mac, parse_num, pick)
 
 IF_FLAGS = ("IPV6_STA_LOCAL", "IPV6_STA_GLOBAL", "DISABLE_IPV4_DHCP", "IPV6_LOCAL_STATIC", "IPV6_LOCAL_STATELESS",

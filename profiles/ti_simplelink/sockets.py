@@ -14,8 +14,8 @@ from emulator.net.tls import client_context, server_context
 from emulator.profile import CmdError, command
 
 from .common import (E_AGAIN, E_ALREADY, E_BADF, E_DESTADDRREQ, E_INVAL, E_ISCONN, E_NETUNREACH, E_NFILE,
-                     E_NOPROTOOPT, E_NOTCONN, E_OPNOTSUPP, E_PROTONOSUPPORT, E_PROTOTYPE, E_SEC_DATE,
-                     E_SEC_UNKNOWN_ROOT_CA, FAMILY, FORMAT, OS, S, count_error, decode_data, encode_data, fail,
+                     E_NOPROTOOPT, E_NOTCONN, E_OPNOTSUPP, E_PROTONOSUPPORT, E_PROTOTYPE,
+                     FAMILY, FORMAT, OS, S, count_error, decode_data, encode_data, fail,
                      flags_of, net_fail, nwp, param_error, parse_ip, parse_num, pick)
 
 MAX_SOCKETS = 16
