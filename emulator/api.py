@@ -303,6 +303,11 @@ async def astart(profile: str, *, world: World | dict | str | Path | None = None
     if state_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="atemu-state-")
         state_dir = tmp.name
+    if name is not None:
+        name = str(name)
+        with _lock:
+            if name in RUNNING:
+                raise ApiError(f"a module named {name!r} is already running; choose another name")
     name = name or _unique(cls.name)
     module = Module(cls, world=w, state_dir=state_dir, baud=baud, pacing=pacing, name=name)
     if transport == "pty":

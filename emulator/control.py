@@ -8,6 +8,8 @@ Endpoints (``{name}`` is a module name from ``GET /api/modules``)::
 
     GET    /                                  web page: state, live UART, fault buttons
     GET    /api/modules                       [{name, profile, port}]
+    POST   /api/modules                       {"profile": ..., "world": {...}, "transport": "pty"} -> start one more
+    DELETE /api/modules/{name}                stop a module started over HTTP
     GET    /api/modules/{name}                snapshot (link, sockets, MQTT, files, settings, coverage, faults)
     GET    /api/faults                        every fault kind with a one-line description
     GET    /api/modules/{name}/faults         armed faults
@@ -63,7 +65,8 @@ class ControlServer:
             raise ControlError(f"--control {host}:{port} is reachable from other machines: set --control-token "
                                "or ATEMU_CONTROL_TOKEN (or bind to 127.0.0.1)")
         self.host, self.port, self.token = host, port, token
-        self.modules = modules or (lambda: dict(api.RUNNING))
+        self._given = modules or (lambda: dict(api.RUNNING))
+        self.started: dict[str, Any] = {}   # modules started over HTTP (POST /api/modules)
         self.runner: web.AppRunner | None = None
         self.sockets: set[web.WebSocketResponse] = set()
         self._hooked: dict[str, Any] = {}
@@ -79,6 +82,8 @@ class ControlServer:
         r = app.router
         r.add_get("/", self.index)
         r.add_get("/api/modules", self.list_modules)
+        r.add_post("/api/modules", self.start_module)
+        r.add_delete("/api/modules/{name}", self.stop_module)
         r.add_get("/api/faults", self.fault_kinds)
         r.add_get("/api/modules/{name}", self.get_module)
         r.add_get("/api/modules/{name}/faults", self.get_faults)
@@ -100,7 +105,15 @@ class ControlServer:
             raise ControlError(f"--control {self.host}:{self.port}: {e.strerror}; pick another port") from None
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
+    def modules(self) -> dict:
+        mods = dict(self._given())
+        mods.update(self.started)
+        return mods
+
     async def stop(self) -> None:
+        for h in list(self.started.values()):
+            await h.aclose()
+        self.started.clear()
         for ws in list(self.sockets):
             await ws.close()
         for name, (h, cb) in list(self._hooked.items()):
@@ -158,6 +171,31 @@ class ControlServer:
 
     async def list_modules(self, request: web.Request) -> web.Response:
         return web.json_response([{"name": n, "profile": h.profile, "port": h.port} for n, h in self.modules().items()])
+
+    async def start_module(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        profile = body.get("profile")
+        if not profile:
+            raise api.ApiError('give {"profile": "eseye-anynet", "world": {...}, "transport": "pty"|"tcp"|"inproc"}')
+        world = body.get("world")
+        if world is not None and not isinstance(world, dict):
+            raise api.ApiError("world must be an object in world-file layout")
+        from .world import WorldError
+        try:
+            h = await api.astart(str(profile), world=world, transport=str(body.get("transport", "pty")),
+                                 pacing=bool(body.get("pacing", False)), name=body.get("name") or None)
+        except WorldError as e:
+            raise api.ApiError(str(e)) from None
+        self.started[h.name] = h
+        return web.json_response({"name": h.name, "profile": h.profile, "port": h.port}, status=201)
+
+    async def stop_module(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        h = self.started.pop(name, None)
+        if h is None:
+            raise api.ApiError(f"{name!r} was not started over HTTP; only those can be stopped here")
+        await h.aclose()
+        return web.json_response({"stopped": name})
 
     async def fault_kinds(self, request: web.Request) -> web.Response:
         return web.json_response(KINDS)

@@ -83,6 +83,26 @@ class FaultError(ValueError):
     """Bad fault request; the message says what to do."""
 
 
+#: numeric parameters: (lowest, highest) accepted
+_NUMERIC = {"delay": (0.0, 3600.0), "bps": (1.0, 1e10), "size": (0, 1 << 20), "code": (0, 255), "count": (1, 100000),
+            "interval": (0.0, 3600.0), "steps": (1, 10000), "to": (-150, 0), "rssi": (-150, 0), "duration": (0.0, 86400.0),
+            "boot_delay": (0.0, 600.0), "port": (1, 65535), "reason": (0, 65535)}
+
+
+def _check_params(kind: str, params: dict) -> None:
+    for k, v in params.items():
+        if k in _NUMERIC and v is not None:
+            lo, hi = _NUMERIC[k]
+            try:
+                x = float(v)
+            except (TypeError, ValueError):
+                raise FaultError(f"{kind}: {k} must be a number, not {v!r}") from None
+            if not lo <= x <= hi:
+                raise FaultError(f"{kind}: {k} must be between {lo:g} and {hi:g}, not {v!r}")
+    if kind in ("uart_drop", "uart_corrupt") and params.get("direction", "rx") not in ("rx", "tx"):
+        raise FaultError(f"{kind}: direction must be 'rx' (host to module) or 'tx' (module to host)")
+
+
 @dataclass
 class Fault:
     id: int
@@ -162,12 +182,23 @@ class FaultRegistry:
         """Arm a fault; returns it (``.id`` for :meth:`clear`). Actions without a trigger fire now."""
         if kind not in KINDS:
             raise FaultError(f"unknown fault {kind!r}; choose one of: {', '.join(sorted(KINDS))}")
-        if probability is not None and not 0.0 <= float(probability) <= 1.0:
+        try:
+            probability = None if probability is None else float(probability)
+            times = None if times is None else int(times)
+            after = int(after or 0)
+            at = None if at is None else float(at)
+            seed = None if seed is None else int(seed)
+        except (TypeError, ValueError):
+            raise FaultError("times, after, at, probability and seed must be numbers") from None
+        if probability is not None and not 0.0 <= probability <= 1.0:
             raise FaultError("probability must be between 0 and 1")
-        if times is not None and int(times) < 1:
+        if times is not None and times < 1:
             raise FaultError("times must be at least 1 (or null for 'until cleared')")
-        if after and int(after) < 0:
+        if after < 0:
             raise FaultError("after must be a number of commands >= 0")
+        if at is not None and not 0 <= at <= 86400:
+            raise FaultError("at must be a number of seconds from now (0..86400)")
+        _check_params(kind, params)
         if probability is not None and seed is None:
             seed = random.SystemRandom().randrange(1 << 31)
         f = Fault(next(self._ids), kind, dict(params), None if times is None else int(times), int(after or 0),

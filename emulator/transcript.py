@@ -370,11 +370,12 @@ def cmd_coverage(args: Any) -> int:
 class _ProxyEnd:
     """Stands in for a Module for PtyTransport: what the host writes goes to the device."""
 
-    def __init__(self, baud: int, on_host: Any):
+    def __init__(self, baud: int, on_host: Any, on_baud: Any = None):
         self.baud = baud
         self.sink: Any = None
         self.host_baud: int | None = None
         self._on_host = on_host
+        self._on_baud = on_baud
 
     def attach(self, sink: Any) -> None:
         self.sink = sink
@@ -383,6 +384,8 @@ class _ProxyEnd:
         self._on_host(data)
 
     def host_baud_changed(self, baud: int | None) -> None:
+        if baud and baud != self.host_baud and self._on_baud is not None:
+            self._on_baud(baud)
         self.host_baud = baud
 
 
@@ -410,7 +413,16 @@ async def proxy(device: str, pty: str | None, baud: int, observers: list, ready:
         except serial.SerialException as e:
             trace("error", str(e).encode())
 
-    end = _ProxyEnd(baud, host_to_device)
+    def baud_changed(new: int) -> None:  # the host changed its line speed: follow it on the device
+        rec = {"t": time.monotonic(), "module": "proxy", "event": "baud", "baud": new}
+        for o in observers:
+            o(rec)
+        try:
+            ser.baudrate = new
+        except (serial.SerialException, ValueError, OSError):
+            pass
+
+    end = _ProxyEnd(baud, host_to_device, baud_changed)
     tr = PtyTransport(end, pty)  # type: ignore[arg-type]
     await tr.start()
 

@@ -111,6 +111,31 @@ def test_at_error_and_world_change_over_http(controlled):
     assert http("GET", f"{url}/api/modules/eseye-anynet")[1]["world"]["dns"]["x.test"] == "127.0.0.9"
 
 
+def test_start_a_second_module_over_http(tmp_path):
+    p, url = run_with_control(tmp_path)
+    try:
+        status, body = http("POST", f"{url}/api/modules", {"profile": "eseye-anynet", "transport": "inproc",
+                                                           "world": {"cellular": {"iccid": "8944777"}}})
+        assert status == 201 and body["name"] == "eseye-anynet-2" and body["port"] == "atemu://eseye-anynet-2"
+        assert [m["name"] for m in http("GET", f"{url}/api/modules")[1]] == ["eseye-anynet", "eseye-anynet-2"]
+        assert http("POST", f"{url}/api/modules/eseye-anynet-2/uart", {"text": "AT+QCCID\r"})[1] == {"sent": 9}
+        deadline = time.monotonic() + 3
+        while True:
+            recs = http("GET", f"{url}/api/modules/eseye-anynet-2/transcript?events=tx")[1]["records"]
+            out = b"".join(bytes.fromhex(r["data"]) for r in recs)
+            if b"OK" in out or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert out == b"AT+QCCID\r\r\n+QCCID: 8944777\r\n\r\nOK\r\n"
+        assert http("POST", f"{url}/api/modules", {"profile": "nope"})[0] == 400
+        assert http("POST", f"{url}/api/modules", {"profile": "eseye-anynet", "world": {"bogus": 1}})[0] == 400
+        assert http("DELETE", f"{url}/api/modules/eseye-anynet")[0] == 400      # the CLI's own module stays
+        assert http("DELETE", f"{url}/api/modules/eseye-anynet-2")[1] == {"stopped": "eseye-anynet-2"}
+        assert len(http("GET", f"{url}/api/modules")[1]) == 1
+    finally:
+        assert p.stop() == 0
+
+
 def test_websocket_streams_live_uart(controlled):
     p, url, host = controlled
 

@@ -223,6 +223,17 @@ def test_bad_fault_requests_say_what_to_do(m):
         m.inject("at_error", probability=2)
     with pytest.raises(FaultError, match="bad parameters for urc"):
         m.inject("urc")                                  # no text
+    with pytest.raises(FaultError, match="bps must be between"):
+        m.inject("bandwidth", bps=0)
+    with pytest.raises(FaultError, match="delay must be a number"):
+        m.inject("at_delay", delay="soon")
+    with pytest.raises(FaultError, match="direction must be"):
+        m.inject("uart_drop", direction="sideways")
+    with pytest.raises(FaultError, match="must be numbers"):
+        m.inject("at_error", after="two")
+    with pytest.raises(FaultError, match="between 0 and 1"):
+        m.inject("at_error", probability=float("nan"))
+    assert m.faults() == []
     assert cmd(m, "AT").endswith(b"OK\r\n")
 
 
