@@ -523,3 +523,15 @@ def test_mqtt31_persistent_session_keeps_subscriptions(emu, mosquitto, mqtt_prob
     m = urc(emu, r'\+QMTRECV: 2,(\d+),"keep/offline",17,"queued while away"\r\n')
     assert int(m.group(1)) > 0
     assert re.search(r"as keeper \(p1, c0", mosquitto.log_text())   # MQTT 3.1, clean session off
+
+
+def test_injected_network_faults_hit_open_and_connect(emu, mosquitto):
+    faults = emu.module.faults
+    emu.sync(lambda: faults.inject("connect_refused", port=mosquitto.port))
+    assert emu.cmd(f'AT+QMTOPEN=0,"127.0.0.1",{mosquitto.port}') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTOPEN: 0,3\r\n")
+    emu.sync(lambda: faults.inject("dns_fail", host="broker.example"))
+    emu.sync(lambda: emu.module.world.network.hosts.__setitem__("broker.example", "127.0.0.1"))
+    assert emu.cmd(f'AT+QMTOPEN=0,"broker.example",{mosquitto.port}') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTOPEN: 0,4\r\n")
+    open_conn(emu, mosquitto.port)           # the faults fired once each

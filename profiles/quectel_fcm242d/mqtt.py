@@ -43,10 +43,11 @@ PUB_INPUT_TIMEOUT = 60.0
 WIFI_POLL = 0.25
 
 DEVIATIONS_MQTT_HTTP_BLE = [
-    "M1 (no item; design): AT+QMTOPEN checks reachability with a real TCP connection (plus the TLS handshake, "
-    "verified per the QSSLCFG context, when \"ssl\" is on) and closes it; AT+QMTCONN dials the MQTT session on a "
-    "new connection. +QMTOPEN results: 0 ok, 2 index already open, 3 network error / refused / Wi-Fi down / TLS "
-    "failure, 4 DNS failure.",
+    "M1 (no item; design): AT+QMTOPEN checks reachability with a real TCP connection (emulator.net.sockets."
+    "TcpConnection: world DNS, fault injection, plus the TLS handshake verified per the QSSLCFG context when "
+    "\"ssl\" is on) and closes it; AT+QMTCONN dials the MQTT session on a new connection to the same address "
+    "(paho owns its socket). +QMTOPEN results: 0 ok, 2 index already open, 3 network error / refused / Wi-Fi "
+    "down / TLS failure, 4 DNS failure.",
     "M2 (item 27): <pkt_timeout> accepts 1-1200 in QMTCFG \"timeout\" (default 5 s), <retry_times> 0-10 (default "
     "3), <timeout_notice> 0. SUB/UNS/PUB/CONN wait <pkt_timeout> per attempt; when <timeout_notice> is 1 each "
     "expiry without the ACK is reported as <result> 1 with the retransmission count; after <retry_times> "
@@ -375,15 +376,9 @@ class QuectelMqtt(Profile):
         c.task = self.module.spawn(self._mq_open(c))
 
     async def _mq_open(self, c: _MqttClient) -> None:
+        from emulator.net.sockets import TcpConnection
         result = 0
         try:
-            try:
-                ip = await self.module.resolver.resolve_one(c.host, timeout=30.0)
-            except NetError as e:
-                log.info("MQTT %d: cannot resolve %s: %s", c.idx, c.host, e)
-                result = 4
-                return
-            c.ip = ip
             tls = None
             if c.cfg.ssl:
                 try:
@@ -393,18 +388,14 @@ class QuectelMqtt(Profile):
                     result = 3
                     return
             try:
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(ip, c.port, ssl=tls, server_hostname=c.host if tls else None),
-                    timeout=60.0)
-            except (OSError, asyncio.TimeoutError, TimeoutError) as e:
-                log.info("MQTT %d: %s:%d unreachable: %r", c.idx, c.host, c.port, e)
-                result = 3
+                conn = await TcpConnection.open(c.host, c.port, resolver=self.module.resolver, ssl=tls,
+                                                server_hostname=c.host if tls is not None else None, timeout=60.0)
+            except NetError as e:
+                log.info("MQTT %d: %s:%d: %s", c.idx, c.host, c.port, e)
+                result = 4 if e.kind in ("dns", "dns_timeout") else 3
                 return
-            writer.close()
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 2)
-            except Exception:
-                pass
+            c.ip = conn.remote_addr[0] if conn.remote_addr else c.host
+            conn.close()
         finally:
             if c.state == OPENING:
                 c.state = OPENED if result == 0 else IDLE
