@@ -230,3 +230,15 @@ def test_station_module_joins_our_access_point():
         ap.ok(f"AT+WlanSet=AP,ACCESS_LIST_ADD_MAC,{sta_mac}")
         sta.ok("AT+WlanConnect=hub,,WPA_WPA2,hub-pass-1,,,")
         assert sta.read_until(rb"disconnect[^\r]*\r\n", 5).endswith(b",23\r\n")
+
+
+def test_deauth_fault_drops_link_and_auto_reconnects():
+    with Ti(world=w3()) as e:
+        e.boot()
+        e.ok(f"AT+WlanProfileAdd=lab,,WPA_WPA2,{LAB['password']},,,,5")
+        e.read_until(rb"ipv4_acquired[^\r]*\r\n", 5)                 # auto policy connects at once
+        e.sync(lambda: e.module.faults.inject("deauth", ssid="lab", reason=7))
+        out = e.read_until(rb"ipv4_acquired[^\r]*\r\n", 5)
+        assert out == (b"+eventwlan:disconnect,lab,02:11:22:33:44:55,7\r\n+eventnetapp:ipv4_lost,0\r\n"
+                       b"+eventwlan:connect,lab,02:11:22:33:44:55\r\n"
+                       b"+eventnetapp:ipv4_acquired,192.168.7.20,192.168.7.1,192.168.7.1\r\n")

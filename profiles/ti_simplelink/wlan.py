@@ -165,6 +165,19 @@ class WlanMixin:
             self.module.urc(f"+eventnetapp:ipv6_acquired,{v6},{le['dns']}")
         return True
 
+    def world_changed(self, change: dict | None = None) -> None:
+        """Core hook (control plane, faults): a deauthentication drops the link at once; AP
+        removals are also noticed by the supervisor's polling of the air."""
+        change = change or {}
+        ap = self.wlan_ap
+        if ap is None:
+            return
+        kind = change.get("change")
+        if kind == "deauth" and change.get("ssid") in (None, ap.ssid):
+            self.drop_link(int(change.get("reason") or 3), lost=True)
+        elif kind in ("ap_removed", "remove_ap") and not wifi.on_air(self.module.world, ap):
+            self.drop_link(REASON_AP_LOST, lost=True)
+
     # ---- the AP role seen from stations of the same world -------------------------------------
     async def station_join(self, mac: str, name: str, peer) -> dict | str | None:
         """A station (another emulated module of this world) associates with our AP."""
