@@ -167,7 +167,11 @@ class ControlServer:
 
     # ---- handlers -------------------------------------------------------------------------------
     async def index(self, request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(WEB / "index.html")
+        page = WEB / "index.html"
+        if not page.is_file():
+            return web.Response(status=500, text=f"the web page is missing from this install ({page}); reinstall atemu "
+                                                 "from a source tree with emulator/web included (package data)")
+        return web.FileResponse(page)
 
     async def list_modules(self, request: web.Request) -> web.Response:
         return web.json_response([{"name": n, "profile": h.profile, "port": h.port} for n, h in self.modules().items()])

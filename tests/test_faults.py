@@ -332,3 +332,44 @@ def test_async_api_over_tcp_transport(tmp_path):
     assert got == b"AT+GSN\r\r\n356938035643809\r\n\r\nOK\r\n"
     assert got2 == b"AT+GSN\r\r\nERROR\r\n"
     assert snap["coverage"] == {"AT+GSN exec": 1} and snap["state"]["awsstate"] == 0
+
+
+def test_world_api_reaches_the_profile_hook(tmp_path):
+    from emulator.api import wrap
+    from emulator.module import Module
+    from profiles.eseye_anynet import EseyeAnynet
+
+    seen = []
+
+    class Watching(EseyeAnynet):
+        name = "watching-test"
+
+        def world_changed(self, change):
+            seen.append(change["change"])
+
+    async def go():
+        mod = Module(Watching, state_dir=tmp_path, pacing=False)
+        await mod.start()
+        h = wrap(mod)
+        try:
+            h.change_world("add_ble_peer", address="AA:BB:CC:DD:EE:01", name="sensor")
+            h.set_ble_value("AA:BB:CC:DD:EE:01", "180F", "2A19", "64")
+            h.ble_notify("AA:BB:CC:DD:EE:01", "2A19", "63")
+            h.set_dns("broker.test", "127.0.0.1")
+            h.set_rssi(None, -99)
+            h.add_ap("lab2", password="pw123456")
+            h.remove_ap("lab2")
+            with pytest.raises(Exception, match="no access point 'lab2'"):
+                h.remove_ap("lab2")
+            return h.snapshot(), mod.world, h.transcript({"world"})
+        finally:
+            await h.aclose()
+            await mod.stop()
+    snap, world, recs = asyncio.run(go())
+    assert seen == ["add_ble_peer", "set_ble_value", "ble_notify", "set_dns", "set_rssi", "add_ap", "remove_ap"]
+    assert [r["change"] for r in recs] == seen
+    peer = world.find_peer("AA:BB:CC:DD:EE:01")
+    assert peer.services == {"180F": {"2A19": "64"}} and peer.notify[0].value == "63"
+    assert snap["world"]["dns"]["broker.test"] == "127.0.0.1"
+    assert snap["world"]["cellular"]["rssi"] == -99
+    assert snap["world"]["ble_peers"] == [{"address": "AA:BB:CC:DD:EE:01", "name": "sensor", "rssi": -60}]
