@@ -101,6 +101,7 @@ DEVIATIONS = [
     "QSSLCFG defaults: sslversion 4 (TLS 1.0-1.2; the module has no TLS 1.3), seclevel 0, ciphersuite 0xFFFF, negotiatetime 300, sni 0, ignorelocaltime 1, session_cache 0. sslversion 0 (SSL 3.0) cannot be negotiated (OpenSSL has no SSLv3) and fails.",
     "QSSLCFG sni 0 with verification: the name is still checked against the certificate, but not sent in the ClientHello.",
     "TLS failures (handshake, verification) report 564; unreadable certificate files report 552.",
+    "QSSLCFG session_cache 1 allows session tickets but connections are not resumed (asyncio cannot pass a saved session).",
     "QIOPEN/QSSLOPEN without Wi-Fi answer ERROR (AT+QIGETERROR: 569). An occupied <connectID> answers ERROR (561). Transparent mode for a LISTENER/SERVICE (or AT+QISWTMD on one) is 555; a second AT+QPING while one runs is 566, a second AT+QIDNSGIP 562; a listen failure other than a taken port is 557.",
     "TCP LISTENER / UDP SERVICE bind on the host at world option quectel.listen_host (default 127.0.0.1) and the given port.",
     "AT+QICFG=\"tcp/accept\",1 (default) accepts incoming clients automatically; with 0 the +QIURC: \"incoming\" URC names the ID that AT+QIACCEPT=<listener>,1[,<id>] will use, AT+QIACCEPT=<listener>,0 rejects (RST).",
