@@ -363,8 +363,9 @@ class Module:
                 if left <= 0:
                     return None
                 timeout = left if timeout is None else min(timeout, left)
-            if self.engine.buffered and not self.engine.in_data_mode and not self.engine.transparent:
-                pass
+            if timeout is None:  # the common case: no task or timer per command
+                await self._rx.wait()
+                continue
             try:
                 await asyncio.wait_for(self._rx.wait(), timeout)
             except asyncio.TimeoutError:
