@@ -305,3 +305,19 @@ def test_test_forms(emu):
     assert emu.cmd("AT+QBLECFGMTU=?") == b"\r\n+QBLECFGMTU: (64-512)\r\n\r\nOK\r\n"
     assert emu.cmd("AT+QBLESTAT=?") == b"\r\nOK\r\n"
     assert emu.cmd("AT+QBLESTAT?") == b"\r\nERROR\r\n"          # undocumented form
+
+
+def test_control_plane_world_changes_reach_the_central(emu):
+    from emulator.api import change_world
+    central_connect(emu)
+    assert emu.cmd('AT+QBLEGATTCNTFCFG=0,"FFF1",1') == b"\r\nOK\r\n"
+    emu.sync(lambda: change_world(emu.module, "set_ble_value", address=SENSOR, service="fff0",
+                                  characteristic="fff1", value="6e6577"))
+    assert emu.cmd('AT+QBLEGATTCRD=0,"FFF1"') == b"\r\nOK\r\n"
+    assert emu.read_until(rb"new\r\n") == b"\r\nnew\r\n"
+    emu.sync(lambda: change_world(emu.module, "ble_notify", address=SENSOR, characteristic="fff1",
+                                  value="7075736821"))
+    assert emu.read_until(rb"push!\r\n", timeout=2) == b'\r\n+QBLERECV: 0,"fff1",5\r\npush!\r\n'
+    emu.expect_nothing(0.3)                                   # sent once
+    peer = emu.module.world.ble_peers[0]
+    assert emu.sync(lambda: [n.characteristic for n in peer.notify]) == ["2a6e"]

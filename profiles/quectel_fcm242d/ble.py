@@ -77,6 +77,8 @@ DEVIATIONS_MQTT_HTTP_BLE = [
     "ends its transparent mode with NO CARRIER.",
     "B12: GATT server limits: 3 services, 3 characteristics per service, services only before QBLEGATTSSRVDONE; "
     "<att_cfg> is hex (e.g. 0E), bit 0 write, bit 1 write-no-response, bit 2 notify; default 06.",
+    "B15: world changes while connected: set_ble_value is visible to the next read; a notification added to a "
+    "connected peer (control plane ble_notify) is sent once at once and then removed from the peer's list.",
     "B13: a notification (QBLEGATTSNTFY) reaches the remote central only after it enabled notifications "
     "(ble_remote_subscribe); the command still answers OK when it did not.",
 ]
@@ -192,13 +194,15 @@ class QuectelBle(Profile):
         return None
 
     def _ble_peer_char(self, uuid: str):
+        """(the peer service's characteristic dict, the key of ``uuid`` in it), or None."""
         link = self.ble_link
         if link is None or link.peer is None:
             return None
         u = _norm_uuid(uuid)
         for svc, chars in link.peer.services.items():
-            if u in chars:
-                return chars
+            for key in chars:
+                if key.lower() == u:
+                    return chars, key
         return None
 
     def _ble_data(self, a: str, b) -> bytes:
@@ -494,21 +498,35 @@ class QuectelBle(Profile):
         self.module.urc(f"+QBLECONNPARAM: 0,{i},{t},{l_}")
         for n in peer.notify:
             link.tasks.append(self.module.spawn(self._ble_peer_notifier(link, n)))
+        link.tasks.append(self.module.spawn(self._ble_watch_peer(link, list(peer.notify))))
 
-    async def _ble_peer_notifier(self, link: _Link, n) -> None:
+    async def _ble_watch_peer(self, link: _Link, known: list) -> None:
+        """Notifications added to the world while connected (control plane ``ble_notify``) are sent
+        once; a one-shot entry is then removed so that it does not replay on the next connection."""
+        peer = link.peer
+        while self.ble_link is link:
+            for n in list(peer.notify):
+                if not any(n is k for k in known):
+                    known.append(n)
+                    link.tasks.append(self.module.spawn(self._ble_peer_notifier(link, n, one_shot=n.count > 0)))
+            await asyncio.sleep(0.05)
+
+    async def _ble_peer_notifier(self, link: _Link, n, one_shot: bool = False) -> None:
         sent = 0
         while n.count == 0 or sent < n.count:
-            await asyncio.sleep(max(0.01, float(n.every)))
+            await asyncio.sleep(max(0.0 if one_shot else 0.01, float(n.every)))
             if self.ble_link is not link:
                 return
             value = bytes.fromhex(n.value)
-            chars = self._ble_peer_char(n.characteristic)
-            if chars is not None:
-                chars[_norm_uuid(n.characteristic)] = n.value.lower()
+            found = self._ble_peer_char(n.characteristic)
+            if found is not None:
+                found[0][found[1]] = n.value.lower()
             sent += 1
             u = _norm_uuid(n.characteristic)
             if u in link.notify_on or (self.ble_tran is not None and self.ble_tran["uuid"] == u):
                 self._ble_deliver(u, value[: link.mtu - 3])
+        if one_shot:
+            link.peer.notify[:] = [x for x in link.peer.notify if x is not n]
 
     @command("+QBLECONNPARAM", Form.WRITE, Int("conn_idx", 0, 0), Int("con_interval", 6, 3200),
              Int("timeout", 10, 3200), Int("latency", 0, 499), family="ble",
@@ -549,15 +567,15 @@ class QuectelBle(Profile):
         ctx.info(f"+QBLECFGMTU: {self.ble_cfg_mtu}")
 
     # ---- GATT client (central) ----------------------------------------------------------------------
-    def _ble_central_char(self, u: str) -> dict:
+    def _ble_central_char(self, u: str) -> tuple[dict, str]:
         self._ble_need_role(1)
         link = self.ble_link
         if link is None or link.role != "central":
             raise CmdError("failed", message="not connected")
-        chars = self._ble_peer_char(u)
-        if chars is None:
+        found = self._ble_peer_char(u)
+        if found is None:
             raise CmdError("failed", message=f"peer has no characteristic {u}")
-        return chars
+        return found
 
     @command("+QBLEGATTCNTFCFG", Form.WRITE, Int("conn_idx", 0, 0), Str("UUID", quoted=None, min_len=4, max_len=32),
              Int("enable", 0, 1), family="ble", doc="Enable/disable notifications of a peer characteristic",
@@ -573,17 +591,17 @@ class QuectelBle(Profile):
     @command("+QBLEGATTCRD", Form.WRITE, Int("conn_idx", 0, 0), Str("UUID", quoted=None, min_len=4, max_len=32),
              family="ble", doc="Read a peer characteristic", test="+QBLEGATTCRD: 0,<UUID>")
     async def qblegattcrd(self, ctx: Ctx, conn: int, u: str):
-        chars = self._ble_central_char(u)
-        value = bytes.fromhex(chars[_norm_uuid(u)])
+        chars, key = self._ble_central_char(u)
+        value = bytes.fromhex(chars[key])
         ctx.ok()
         self.module.urc(_text(value))
 
     async def _ble_write(self, u: str, a: str, b) -> None:
-        chars = self._ble_central_char(u)
+        chars, key = self._ble_central_char(u)
         data = self._ble_data(a, b)
         if not data or len(data) > self.ble_link.mtu - 3:
             raise CmdError("failed", message=f"write must be 1..{self.ble_link.mtu - 3} bytes")
-        chars[_norm_uuid(u)] = data.hex()
+        chars[key] = data.hex()
 
     @command("+QBLEGATTCWRCMD", Form.WRITE, Int("conn_idx", 0, 0), Str("UUID", quoted=None, min_len=4, max_len=32),
              Str("hex_length_or_data", quoted=None, max_len=1024), Str("data", quoted=None, max_len=1024, optional=True),
@@ -674,9 +692,9 @@ class QuectelBle(Profile):
         for i in range(0, len(data), size):
             part = data[i:i + size]
             if link.role == "central":
-                chars = self._ble_peer_char(uuid)
-                if chars is not None:
-                    chars[uuid] = part.hex()
+                found = self._ble_peer_char(uuid)
+                if found is not None:
+                    found[0][found[1]] = part.hex()
             else:
                 ch = self._ble_find_local(uuid)
                 if ch is not None:
