@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -388,3 +389,25 @@ def test_transparent_with_uart_pacing_loses_nothing(tcp_sink):
         assert time.monotonic() - t0 >= len(data) * 10 / 115200 * 0.8   # really paced
     finally:
         m.stop()
+
+
+def test_incoming_full_when_every_id_is_taken(e, tcp_echo):
+    port = free_port()
+    cmd_ok(e, f'AT+QIOPEN=0,"TCP LISTENER","127.0.0.1",0,{port},0')
+    urc(e, r"\+QIOPEN: 0,0\r\n")
+    seen = b""
+    for cid in range(1, 12):
+        seen += cmd_ok(e, f'AT+QIOPEN={cid},"TCP","127.0.0.1",{tcp_echo.port},0,0')
+    deadline = time.monotonic() + 5
+    while seen.count(b",0\r\n") < 11 and time.monotonic() < deadline:
+        seen += e.drain(0.1)
+    assert sorted(int(x) for x in re.findall(rb"\+QIOPEN: (\d+),0\r\n", seen)) == list(range(1, 12))
+    c = socket.create_connection(("127.0.0.1", port), timeout=3)
+    try:
+        assert e.read_until(rb"incoming full\"\r\n") == b'\r\n+QIURC: "incoming full"\r\n'
+        with pytest.raises((ConnectionResetError, ConnectionAbortedError)):
+            if c.recv(10) == b"":
+                raise ConnectionResetError
+        assert e.cmd(f'AT+QIOPEN=3,"TCP","127.0.0.1",{tcp_echo.port},0,0') == b"\r\nERROR\r\n"   # 561
+    finally:
+        c.close()
