@@ -81,6 +81,8 @@ def test_e8_mqtt_without_ssl(emu, mosquitto, mqtt_probe):
     assert emu.cmd('AT+QMTCONN=0,"test","quectel","quectel"') == b"\r\nOK\r\n"
     urc(emu, r"\+QMTCONN: 0,0,0\r\n")
     assert emu.cmd("AT+QMTCONN?") == b"\r\n+QMTCONN: 0,3\r\n\r\nOK\r\n"
+    snap = emu.sync(emu.module.profile.mqtt_snapshot)
+    assert snap["0"]["state"] == "connected" and snap["0"]["port"] == mosquitto.port
     assert emu.cmd("AT+QMTSUB=?") == b"\r\n+QMTSUB: (0-5),(0-65535),<topic>,(0-2)\r\n\r\nOK\r\n"
     assert emu.cmd('AT+QMTSUB=0,1,"topic/example",2') == b"\r\nOK\r\n"
     urc(emu, r"\+QMTSUB: 0,1,0,2\r\n")

@@ -170,6 +170,16 @@ class QuectelBle(Profile):
             hooks = self._teardown_hooks = []
         hooks.append(self._ble_teardown)
 
+    def ble_snapshot(self) -> dict:
+        """Live BLE state for ``snapshot()`` (JSON-able)."""
+        link = self.ble_link
+        return {"role": self.ble_role, "state": self.ble_state, "name": self.ble_name, "address": self.ble_addr,
+                "advertising": self.ble_advertising, "scanning": self.ble_scan_task is not None,
+                "services": self.ble_remote_services(),
+                "link": None if link is None else {"role": link.role, "peer": link.address, "mtu": link.mtu,
+                                                   "notify": sorted(link.notify_on | link.remote_sub)},
+                "transparent": None if self.ble_tran is None else self.ble_tran["uuid"]}
+
     # ---- helpers ----------------------------------------------------------------------------------
     async def _ble_teardown(self) -> None:
         self._ble_stop_scan()

@@ -101,6 +101,14 @@ class QuectelHttp(Profile):
             hooks = self._teardown_hooks = []
         hooks.append(self._http_teardown)
 
+    def http_snapshot(self) -> dict:
+        """Live HTTP state for ``snapshot()`` (JSON-able)."""
+        h = self.http
+        r = h.response
+        return {"url": h.url, "busy": h.busy, "sslctxid": h.sslctxid,
+                "response": None if r is None else {"status": r.status, "content_length": r.content_length,
+                                                    "read": r.bytes_read}}
+
     # ---- helpers --------------------------------------------------------------------------------
     def _http_client_get(self):
         if self._http_client is None:

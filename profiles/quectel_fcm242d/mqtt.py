@@ -157,6 +157,14 @@ class QuectelMqtt(Profile):
             hooks = self._teardown_hooks = []
         hooks.append(self._mqtt_teardown)
 
+    def mqtt_snapshot(self) -> dict:
+        """Live MQTT state for ``snapshot()`` (JSON-able)."""
+        names = {IDLE: "idle", OPENING: "opening", OPENED: "opened", CONNECTING: "connecting",
+                 CONNECTED: "connected", DISCONNECTING: "disconnecting"}
+        return {str(c.idx): {"state": names[c.state], "host": c.host, "port": c.port, "ssl": bool(c.cfg.ssl),
+                             "inflight": c.inflight, "buffered": [i for i, m in enumerate(c.slots) if m is not None]}
+                for c in self.mqtt_clients if c.state != IDLE or any(m is not None for m in c.slots)}
+
     # ---- helpers ------------------------------------------------------------------------------
     def _mq_urc(self, text: str) -> None:
         self.module.urc(text)
