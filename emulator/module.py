@@ -65,6 +65,17 @@ class Pacer:
             self._task = None
 
     def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self.enabled and not self._q and self._idle.is_set() and self.sink is not None \
+                and not getattr(self.sink, "backlog", 0):
+            # unpaced and nothing queued: hand the bytes over now (order is preserved)
+            self.sent += len(data)
+            try:
+                self.sink.write(data)
+            except Exception as e:
+                log.debug("uart write failed: %s", e)
+            return
         if data:
             self._q += data
             self._idle.clear()

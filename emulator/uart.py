@@ -48,6 +48,11 @@ class _FdWriter:
         self.on_stall = on_stall
         self.closed = False
 
+    @property
+    def backlog(self) -> int:
+        """Bytes accepted but not yet taken by the kernel."""
+        return len(self.buf)
+
     def write(self, data: bytes) -> None:
         if self.closed:
             return
@@ -222,6 +227,11 @@ class _StreamSink:
     def __init__(self, writer: asyncio.StreamWriter, escape: Any = None):
         self.writer = writer
         self.escape = escape
+
+    @property
+    def backlog(self) -> int:
+        t = self.writer.transport
+        return t.get_write_buffer_size() if t is not None and not t.is_closing() else 0
 
     def write(self, data: bytes) -> None:
         if self.escape is not None:
