@@ -321,3 +321,25 @@ def test_control_plane_world_changes_reach_the_central(emu):
     emu.expect_nothing(0.3)                                   # sent once
     peer = emu.module.world.ble_peers[0]
     assert emu.sync(lambda: [n.characteristic for n in peer.notify]) == ["2a6e"]
+
+
+def test_garbage_never_breaks_the_module(emu, caplog):
+    """Every part-2 command with malformed arguments answers a final result and the module stays usable."""
+    import logging
+    caplog.set_level(logging.ERROR)
+    cmds = ["+QMTCFG", "+QMTOPEN", "+QMTCLOSE", "+QMTCONN", "+QMTDISC", "+QMTSUB", "+QMTUNS", "+QMTRECV",
+            "+QHTTPCFG", "+QHTTPGET", "+QHTTPREAD", "+QHTTPSTOP", "+QBLEINIT", "+QBLEADDR", "+QBLENAME",
+            "+QBLEADVPARAM", "+QBLEADVDATA", "+QBLEGATTSSRV", "+QBLEGATTSCHAR", "+QBLEGATTSSRVDONE",
+            "+QBLEADVSTART", "+QBLEADVSTOP", "+QBLEGATTSNTFY", "+QBLESCAN", "+QBLESCANPARAM", "+QBLECONN",
+            "+QBLECONNPARAM", "+QBLECFGMTU", "+QBLEGATTCNTFCFG", "+QBLEGATTCRD", "+QBLEGATTCWRCMD",
+            "+QBLEGATTCWRREQ", "+QBLEDISCONN", "+QBLESTAT"]
+    args = ["", "?", "=", "=-1", "=99999999999", '=""', "=,", "=0,0,0,0,0,0,0,0,0,0,0,0,0", '="version",0,9',
+            '=0,"FFF2",3,"zz"', '=0,"\\"', "= 1 , 2"]
+    for c in cmds:
+        for a in args:
+            emu.write(f"AT{c}{a}\r")
+            out = emu.read_until(rb"\r\n(OK|ERROR|\+CME ERROR: \d+)\r\n", timeout=3)
+            assert out, (c, a)
+    emu.drain(0.2)
+    assert emu.cmd("AT") == b"\r\nOK\r\n"
+    assert not [r for r in caplog.records if "internal error" in r.getMessage()]
