@@ -364,3 +364,19 @@ def test_early_answer_while_the_host_is_still_sending(emu, http_server):
     assert (body_out, err) == (b"status 413", 0)
     assert emu.cmd("AT") == b"\r\nOK\r\n"                       # none of the body was taken as a command
     assert http_server.last("/status/413").method == "POST"
+
+
+def test_https_host_name_is_verified(emu, https_server, pki):
+    hosts = emu.module.world.network.hosts
+    emu.sync(lambda: hosts.update({"test.atemu.invalid": "127.0.0.1", "wrong.example": "127.0.0.1"}))
+    upload(emu, "ca.pem", pki.ca_cert.read_bytes())
+    for line in ('AT+QHTTPCFG="sslctxid",4', 'AT+QSSLCFG="seclevel",4,1', 'AT+QSSLCFG="cacert",4,"ca.pem"'):
+        assert emu.cmd(line) == b"\r\nOK\r\n"
+    set_url(emu, https_server.url("/get", host="wrong.example"))
+    assert emu.cmd("AT+QHTTPGET=10") == b"\r\nOK\r\n"
+    urc(emu, r"\+QHTTPGET: 712\r\n")
+    set_url(emu, https_server.url("/get", host="test.atemu.invalid"))
+    assert emu.cmd("AT+QHTTPGET=10") == b"\r\nOK\r\n"
+    urc(emu, r"\+QHTTPGET: 0,200,\d+\r\n")
+    body, err = read_body(emu)
+    assert err == 0 and ["Host", f"test.atemu.invalid:{https_server.port}"] in json.loads(body)["headers"]

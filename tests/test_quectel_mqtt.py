@@ -537,3 +537,22 @@ def test_injected_network_faults_hit_open_and_connect(emu, mosquitto):
     assert emu.cmd(f'AT+QMTOPEN=0,"broker.example",{mosquitto.port}') == b"\r\nOK\r\n"
     urc(emu, r"\+QMTOPEN: 0,4\r\n")
     open_conn(emu, mosquitto.port)           # the faults fired once each
+
+
+def test_tls_host_name_is_verified(emu, mosquitto_tls, pki):
+    hosts = emu.module.world.network.hosts
+    emu.sync(lambda: hosts.update({"test.atemu.invalid": "127.0.0.1", "wrong.example": "127.0.0.1"}))
+    upload(emu, "ca.pem", pki.ca_cert.read_bytes())
+    upload(emu, "user.pem", pki.client_cert.read_bytes())
+    upload(emu, "user_key.pem", pki.client_key.read_bytes())
+    for line in ('AT+QMTCFG="ssl",0,1,4', 'AT+QSSLCFG="cacert",4,"ca.pem"', 'AT+QSSLCFG="clientcert",4,"user.pem"',
+                 'AT+QSSLCFG="clientkey",4,"user_key.pem"', 'AT+QSSLCFG="seclevel",4,2'):
+        assert emu.cmd(line) == b"\r\nOK\r\n"
+    assert emu.cmd(f'AT+QMTOPEN=0,"wrong.example",{mosquitto_tls.tls_port}') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTOPEN: 0,3\r\n")                     # the certificate does not name wrong.example
+    assert emu.cmd(f'AT+QMTOPEN=0,"test.atemu.invalid",{mosquitto_tls.tls_port}') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTOPEN: 0,0\r\n")
+    assert emu.cmd('AT+QMTCONN=0,"named"') == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTCONN: 0,0,0\r\n")
+    assert emu.cmd("AT+QMTDISC=0") == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTDISC: 0,0\r\n")
