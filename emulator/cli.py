@@ -218,8 +218,9 @@ async def _run(cls, world, args) -> int:
             await transport.stop()
             await module.stop()
             _die(str(e))
-        print(f"atemu: control on {control.url}/", flush=True)
     print(f"atemu: {cls.name} ready on {transport.port}", flush=True)
+    if control is not None:
+        print(f"atemu: control on {control.url}/", flush=True)
     status = 0
     waiters = [asyncio.ensure_future(stop.wait())]
     child = None
