@@ -347,6 +347,17 @@ def test_read_wait_time_expires_on_a_stalled_body(emu):
         body, err = read_body(emu, wait=1)
         assert (body, err) == (b"0123456789", 721)
         assert 0.9 < time.monotonic() - t0 < 3
+        # again, and this time the AP goes away while the module waits for more of the body
+        from emulator.api import change_world
+        conns.clear()
+        threading.Thread(target=serve, daemon=True).start()
+        assert emu.cmd("AT+QHTTPGET=5") == b"\r\nOK\r\n"
+        urc(emu, r"\+QHTTPGET: 0,200,100\r\n")
+        emu.write("AT+QHTTPREAD=30\r")
+        emu.read_until(rb"0123456789")
+        emu.sync(lambda: change_world(emu.module, "remove_ap", ssid="lab"))
+        out = emu.read_until(rb"\+QHTTPREAD: \d+\r\n", timeout=3)
+        assert out == b"\r\nOK\r\n\r\n+QSTASTAT: WLAN_DISCONNECTED\r\n\r\n+QHTTPREAD: 706\r\n"
     finally:
         srv.close()
         for c in conns:

@@ -52,6 +52,7 @@ DEVIATIONS_MQTT_HTTP_BLE = [
     "H10 (item 7): malformed, missing or out-of-range parameters of QHTTPGET/POST/PUT/READ answer "
     "+CME ERROR: 724 (Invalid parameter), as their tables say; QHTTPCFG answers a bare ERROR for bad values "
     "(its table gives no error form).",
+    "H12: losing Wi-Fi while QHTTPREAD outputs a body ends it with OK then +QHTTPREAD: 706.",
     "H11: https:// uses QSSLCFG context <sslctxid> exactly as AT+QSSLOPEN does (seclevel 0 no verification, 1 "
     "server chain + host name, 2 also the client certificate); the host name is always sent as SNI. A context "
     "that cannot be built (e.g. seclevel 1 without cacert) answers +CME ERROR: 712.",
@@ -516,17 +517,26 @@ class QuectelHttp(Profile):
         try:
             if self.http.rsp_header:
                 ctx.raw(resp.raw_header_bytes())
+            loop = asyncio.get_running_loop()
+            last = loop.time()
+            wifi = getattr(self, "wifi_connected", None)
             while True:
-                try:
-                    chunk = await asyncio.wait_for(resp.read(CHUNK), wait_time)
-                except (asyncio.TimeoutError, TimeoutError):
-                    err = 721
+                if wifi is not None and not wifi():
+                    err = 706                   # the station lost its AP: the connection is gone
                     break
+                try:
+                    chunk = await asyncio.wait_for(resp.read(CHUNK), min(0.25, wait_time))
+                except (asyncio.TimeoutError, TimeoutError):
+                    if loop.time() - last >= wait_time:
+                        err = 721
+                        break
+                    continue
                 except NetError as e:
                     err = 721 if e.kind == "timeout" else 715
                     break
                 if not chunk:
                     break
+                last = loop.time()
                 ctx.raw(chunk)
                 await self.module.drain_output()
         finally:
