@@ -556,3 +556,17 @@ def test_tls_host_name_is_verified(emu, mosquitto_tls, pki):
     urc(emu, r"\+QMTCONN: 0,0,0\r\n")
     assert emu.cmd("AT+QMTDISC=0") == b"\r\nOK\r\n"
     urc(emu, r"\+QMTDISC: 0,0\r\n")
+
+
+def test_reboot_closes_the_session(emu, mosquitto, mqtt_probe):
+    watcher = mqtt_probe(mosquitto)
+    watcher.subscribe("will/#")
+    assert emu.cmd('AT+QMTCFG="will",0,1,0,0,"will/rebooted","bye"') == b"\r\nOK\r\n"
+    open_conn(emu, mosquitto.port)
+    assert emu.cmd("AT+QRST") == b"\r\nOK\r\n"
+    emu.read_until(rb"ready\r\n", timeout=5)
+    assert watcher.wait_for("will/rebooted") == (b"bye", 0, False)   # the link was dropped, not closed cleanly
+    assert emu.cmd("AT+QECHO=0").endswith(b"OK\r\n")
+    emu.drain()
+    assert emu.cmd("AT+QMTCONN?") == b"\r\nOK\r\n"                      # nothing survives a reboot
+    assert emu.cmd('AT+QMTCFG="will",0') == b'\r\n+QMTCFG: "will",0\r\n\r\nOK\r\n'
