@@ -33,6 +33,8 @@ class Proc:
                 raise RuntimeError(f"atemu exited: {self.proc.stderr.read()}")
             self.lines.append(line.strip())
             if "ready on" in line:
+                if "--control" in args:   # the control address follows the ready line
+                    self.lines.append(self.proc.stdout.readline().strip())
                 return
         raise RuntimeError("atemu did not become ready")
 
