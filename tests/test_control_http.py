@@ -14,7 +14,8 @@ import aiohttp
 import pytest
 import yaml
 
-from test_faults_eseye import THING, aws_pki, broker, connect_host, sim_world  # noqa: F401  (fixtures)
+from peers.aws import THING, aws_pki, broker, sim_world  # noqa: F401  (fixtures)
+from test_faults_eseye import connect_host
 from test_transcript import Proc, atemu
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

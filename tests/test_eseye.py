@@ -2,43 +2,14 @@
 from __future__ import annotations
 
 import shutil
-import ssl
 import time
 
 import pytest
 
 from harness import Emu
-from peers.certs import make_pki
-from peers.mosquitto import Mosquitto, MqttProbe, free_port
+from peers.aws import AWS_HOST, THING, aws_pki, broker, sim_world  # noqa: F401  (fixtures)
+from peers.mosquitto import MqttProbe, free_port
 import profiles.eseye_anynet as eseye
-
-AWS_HOST = "a1b2c3-ats.iot.eu-west-1.amazonaws.com"
-THING = "thing_0001"
-
-
-@pytest.fixture(scope="module")
-def aws_pki(tmp_path_factory):
-    return make_pki(tmp_path_factory.mktemp("awspki"), hostnames=[AWS_HOST])
-
-
-@pytest.fixture
-def broker(aws_pki):
-    from peers.mqtt_fixtures import require_mosquitto
-    require_mosquitto()
-    b = Mosquitto(tls=dict(cafile=aws_pki.ca_cert, certfile=aws_pki.server_cert, keyfile=aws_pki.server_key),
-                  require_certificate=True)
-    b.start()
-    yield b
-    b.close()
-
-
-def sim_world(pki, port, *, ca=None, cert=None, key=None, tmp=None):
-    """World dict whose AnyNet SIM carries ``pki``'s client material, endpoint on 127.0.0.1:port."""
-    return {
-        "network": {"hosts": {AWS_HOST: "127.0.0.1"}},
-        "aws": {"endpoint": f"{AWS_HOST}:{port}", "thing_name": THING,
-                "ca": str(ca or pki.ca_cert), "cert": str(cert or pki.client_cert), "key": str(key or pki.client_key)},
-    }
 
 
 @pytest.fixture
