@@ -290,6 +290,9 @@ def test_e3_transparent_escape_ato_and_close(e, tcp_sink):
     e.write(b"+++")
     e.read_until(b"OK\r\n", timeout=2)
     assert tcp_sink.wait_bytes(16)[11:] == b"a+++b"
+    tcp_sink.close_client()                                     # the peer leaves while we are escaped
+    assert e.read_until(rb'"closed",0\r\n') == b'\r\n+QIURC: "closed",0\r\n'
+    assert e.cmd("ATO", final=rb"NO CARRIER\r\n") == b"\r\nNO CARRIER\r\n"
     assert e.cmd("AT+QICLOSE=0") == b"\r\nOK\r\n"
     assert e.cmd("ATO", final=rb"NO CARRIER\r\n") == b"\r\nNO CARRIER\r\n"
 

@@ -265,6 +265,7 @@ class Sock:
     closed_evt: asyncio.Event = field(default_factory=asyncio.Event)
     pending: list = field(default_factory=list)   # listener: connections awaiting AT+QIACCEPT
     task: asyncio.Task | None = None
+    active: bool = False          # a transparent session is running on it right now
 
     @property
     def is_ssl(self) -> bool:
@@ -1108,7 +1109,7 @@ class QuectelBase(Profile):
             s.state = ST_CLOSING
             if s.mode == 1:
                 self._deliver(s)
-            if s.mode != 2:
+            if not s.active:
                 self.module.urc(f'{self._urc_prefix(s)}: "closed",{s.id}')
                 if self.passiveclosed and not s.buffered():
                     self.socks.pop(s.id, None)       # released at once: no AT+QICLOSE needed
@@ -1334,6 +1335,7 @@ class QuectelBase(Profile):
         elif udp is not None:
             udp.on_datagram = on_rx
         rx_evt.set()
+        s.active = True
         pull: asyncio.Task | None = None
         rxw: asyncio.Task | None = None
         closed = False
@@ -1397,6 +1399,7 @@ class QuectelBase(Profile):
                 if t is not None and not t.done():
                     t.cancel()
             m.engine.leave_transparent()
+            s.active = False
             if conn is not None:
                 conn.on_data = lambda c, s=s: self._on_rx(s)
                 conn.on_close = lambda c, reason, s=s: self._on_close(s, reason)
