@@ -299,6 +299,7 @@ async def astart(profile: str, *, world: World | dict | str | Path | None = None
     except KeyError as e:
         raise ApiError(str(e.args[0])) from None
     w = _world(world)
+    cls.validate_world(w)
     tmp = None
     if state_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="atemu-state-")

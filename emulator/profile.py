@@ -141,6 +141,25 @@ class Profile:
     def __init__(self, module: "Module"):
         self.module = module
 
+    #: world-file ``options`` this profile reads: option name (without the prefix) -> meaning.
+    #: ``None`` means the profile declares none and options are not checked.
+    world_options: dict[str, str] | None = None
+    #: the prefix of this profile's options (``<prefix>.<option>``); default: the profile name
+    option_prefix: str | None = None
+
+    @classmethod
+    def validate_world(cls, world: Any) -> None:
+        """Reject world options with this profile's prefix that it does not know (WorldError)."""
+        if cls.world_options is None:
+            return
+        from .world import WorldError
+        prefix = (cls.option_prefix or cls.name) + "."
+        for key in getattr(world, "options", {}) or {}:
+            if key.startswith(prefix) and key[len(prefix):] not in cls.world_options:
+                known = ", ".join(prefix + k for k in sorted(cls.world_options)) or "none"
+                where = f"{world.source}: " if getattr(world, "source", None) else ""
+                raise WorldError(f"{where}unknown option '{key}' for {cls.name} (known: {known})")
+
     # ---- lifecycle hooks ------------------------------------------------------------------
     async def boot(self) -> None:
         """Called after power-up / reboot, once the UART is live: emit the ready banner here."""

@@ -69,6 +69,8 @@ class EseyeAnynet(Profile):
     dialect = Dialect(name="eseye", echo_default=True, max_line=1024)
     families = ("general", "aws-info", "aws-pub", "aws-sub")
     deviations = DEVIATIONS
+    option_prefix = "eseye"
+    world_options = {"subclose_urc": "AWSPUBCLOSE (default, as printed) or AWSSUBCLOSE: the prefix of AT+AWSSUBCLOSE's result"}
     urcs = [
         UrcSpec("+AWSPUBOPEN", "+AWSPUBOPEN: <awspindex>,<aswconcode>", "result of opening a publish topic: 0 ok, -1 error, -2 in use", "aws-pub"),
         UrcSpec("+AWSSUBOPEN", "+AWSSUBOPEN: <awssindex>,<aswconcode>", "result of opening a subscribe topic", "aws-sub"),

@@ -36,6 +36,8 @@ class Emu:
             world = World.from_dict(world)
         elif isinstance(world, (str, Path)):
             world = World.load(world)
+        if world is not None:
+            self.profile_cls.validate_world(world)
         self.world = world
         self._tmp = None
         if state_dir is None:

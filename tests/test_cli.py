@@ -197,3 +197,14 @@ def test_log_transcript(tmp_path):
     assert {"rx", "tx", "command", "result"} <= kinds
     rx = b"".join(bytes.fromhex(r["data"]) for r in recs if r["event"] == "rx")
     assert rx == b"AT+AWSSTATE?\r"
+
+
+def test_unknown_profile_option_is_rejected(tmp_path):
+    w = tmp_path / "w.yaml"
+    w.write_text("options: {eseye.subclose_ur: AWSSUBCLOSE, ti-simplelink.nonsense: 1}\n")
+    r = run("run", "eseye", "--world", str(w))
+    assert r.returncode == 2
+    assert "unknown option 'eseye.subclose_ur'" in r.stderr and "eseye.subclose_urc" in r.stderr
+    w.write_text("options: {ti-simplelink.nonsense: 1}\n")   # another profile's options are not ours to judge
+    r = run("run", "eseye", "--world", str(w), "--exec", "true")
+    assert r.returncode == 0, r.stderr

@@ -189,6 +189,12 @@ class MicrochipWinc(Profile):
                       leading_crlf=False, max_line=4096)
     families = ("general", "scan", "wlan", "mqtt", "socket", "tls", "dns", "ping")
     deviations = DEVIATIONS
+    world_options = {
+        "ack_timeout": "seconds MQTT SUBACK/UNSUBACK/PUBACK are awaited (default 10)",
+        "gmr_prefix": "+GMR (default, as the example) or +VER (as the syntax table)",
+        "bind_host": "host address listening sockets and provisioning bind (default 127.0.0.1 for TCP, 0.0.0.0 for UDP)",
+        "multicast_iface": "host interface address for +SOCKBM memberships (default 127.0.0.1)",
+    }
     urcs = [
         UrcSpec("+WSCNIND", "+WSCNIND:<RSSI>,<SEC_TYPE>,<CHANNEL>,<BSSID>,<SSID>", "one access point found by a scan", "scan"),
         UrcSpec("+WSCNDONE", "+WSCNDONE", "scan completed", "scan"),

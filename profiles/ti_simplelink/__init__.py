@@ -98,6 +98,10 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
     dialect = DIALECT
     families = ("device", "socket", "wlan", "file", "netapp", "netcfg", "netutil", "mqtt", "http")
     deviations = DEVIATIONS
+    world_options = {
+        "mdns_peers": "list of mDNS services the module's cache sees (NetAPPGetHostByService, GetServiceList)",
+        "http_server_host": "host address the NetApp HTTP server binds (default 127.0.0.1)",
+    }
     urcs = URCS
 
     def __init__(self, module):
