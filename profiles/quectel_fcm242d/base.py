@@ -115,7 +115,7 @@ DEVIATIONS = [
     "AT+QSCLK and AT+QCFG=\"urc/pin\" store and report their settings; sleep and the indication pin have nothing to act on in an emulator (the UART stays awake).",
     "AT+QWEBCFG=1 raises an open soft AP (FCM242D_<last 4 MAC digits>, unless one is up) and serves the provisioning form on the host (quectel.listen_host, world option quectel.webcfg_port, default any free port); POST /config with ssid/password saves the hotspot and joins it. AT+QWEBCFG=0 stops both.",
     "AT+QAIRKISS=1 listens for AirKiss: the control plane calls profile.airkiss_broadcast(ssid, password) in place of the phone; the credentials are saved and joined. With AT+QAIRKISS=0 the broadcast is ignored.",
-    "AT+QSOFTAP puts the access point into the shared world (other emulated modules can scan and join it); no real radio exists.",
+    "AT+QSOFTAP puts the access point into the shared world (other emulated modules can scan and join it); no real radio exists, so +QAPSTAT: AP_CONNECT / AP_DISCONNECT (a station joined/left) are never emitted.",
     "AT+QRST: OK, then the module reboots (sockets closed, volatile settings reset) and prints 'ready' after world option quectel.boot_delay (default 0.5 s).",
     "Flash (UFS): 512 KiB, 64 files, 80-byte names, 64 KiB per file.",
     "AT+QICFG=\"dataformat\" applies to TCP/UDP sockets only; SSL data is always raw.",
@@ -1303,7 +1303,8 @@ class QuectelBase(Profile):
         ctx.info(f"+QIGETERROR: {self.last_err},{ERR_TEXT.get(self.last_err, 'Unknown error')}")
 
     @command("O", Form.EXEC, family="tcpip", doc="Return to transparent mode")
-    async def ato(self, ctx: Ctx) -> None:
+    @command("O", Form.WRITE, Int("n", 0, 0), family="tcpip")
+    async def ato(self, ctx: Ctx, n: int = 0) -> None:
         s = self.socks.get(self.last_transparent) if self.last_transparent is not None else None
         if s is None or s.state != ST_CONNECTED:
             ctx.final("NO CARRIER")
