@@ -72,15 +72,15 @@ DEVIATIONS_MQTT_HTTP_BLE = [
     "+QBLESTAT: CONNECTED/+QBLEMTU/+QBLECONNPARAM it prints CONNECT and is transparent again; +++ cancels that.",
     "B11: QBLEINIT may be issued once per boot (role != 0 answers ERROR) except QBLEINIT=0, which de-initialises "
     "(drops links, stops advertising and scans, forgets the GATT server).",
+    "B12: GATT server limits: 3 services, 3 characteristics per service, services only before QBLEGATTSSRVDONE; "
+    "<att_cfg> is hex (e.g. 0E), bit 0 write, bit 1 write-no-response, bit 2 notify; default 06.",
+    "B13: a notification (QBLEGATTSNTFY) reaches the remote central only after it enabled notifications "
+    "(ble_remote_subscribe); the command still answers OK when it did not.",
     "B14: advertising commands (QBLEADVPARAM/ADVDATA/ADVSTART/ADVSTOP, GATTS*) need role 2/3, central commands "
     "(QBLESCAN/SCANPARAM/CONN/CONNPARAM/CFGMTU/GATTC*) need role 1; otherwise ERROR. A peripheral's link drop "
     "ends its transparent mode with NO CARRIER.",
-    "B12: GATT server limits: 3 services, 3 characteristics per service, services only before QBLEGATTSSRVDONE; "
-    "<att_cfg> is hex (e.g. 0E), bit 0 write, bit 1 write-no-response, bit 2 notify; default 06.",
     "B15: world changes while connected: set_ble_value is visible to the next read; a notification added to a "
     "connected peer (control plane ble_notify) is sent once at once and then removed from the peer's list.",
-    "B13: a notification (QBLEGATTSNTFY) reaches the remote central only after it enabled notifications "
-    "(ble_remote_subscribe); the command still answers OK when it did not.",
 ]
 #: the same list under a family-specific name
 DEVIATIONS_BLE = DEVIATIONS_MQTT_HTTP_BLE
