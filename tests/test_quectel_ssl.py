@@ -199,3 +199,17 @@ def test_remote_close_and_missing_ca_file(e, pki):
         cmd_ok(e, 'AT+QSSLCFG="cacert",2,"nothere.pem"')
         cmd_ok(e, 'AT+QSSLCFG="seclevel",2,1')
         assert ssl_open(e, srv.port, ctx=2) == b"+QSSLOPEN: 4,552\r\n"
+
+
+def test_encrypted_client_key_with_password(e, pki, tls_echo_mtls):
+    configure(e, pki, seclevel=2)
+    upload(e, "client.pem", pki.client_cert.read_bytes())
+    upload(e, "client_enc.key", pki.client_key_encrypted.read_bytes())
+    cmd_ok(e, 'AT+QSSLCFG="clientcert",1,"client.pem"')
+    cmd_ok(e, 'AT+QSSLCFG="clientkey",1,"client_enc.key","not-the-password"')
+    assert ssl_open(e, tls_echo_mtls.port) == b"+QSSLOPEN: 4,552\r\n"          # the key cannot be decrypted
+    cmd_ok(e, f'AT+QSSLCFG="clientkey",1,"client_enc.key","{pki.key_password.decode()}"')
+    assert e.cmd('AT+QSSLCFG="clientkey",1') == b'\r\n+QSSLCFG: "clientkey",1,"client_enc.key"\r\n\r\nOK\r\n'
+    assert ssl_open(e, tls_echo_mtls.port) == b"+QSSLOPEN: 4,0\r\n"
+    assert tls_echo_mtls.wait_sessions(1)[-1].client_cert_presented
+    cmd_ok(e, "AT+QSSLCLOSE=4")
