@@ -391,3 +391,13 @@ def test_https_host_name_is_verified(emu, https_server, pki):
     urc(emu, r"\+QHTTPGET: 0,200,\d+\r\n")
     body, err = read_body(emu)
     assert err == 0 and ["Host", f"test.atemu.invalid:{https_server.port}"] in json.loads(body)["headers"]
+
+
+def test_wifi_loss_while_waiting_for_the_response(emu, http_server):
+    from emulator.api import change_world
+    set_url(emu, http_server.url("/slow?delay=3"))
+    assert emu.cmd("AT+QHTTPGET=10") == b"\r\nOK\r\n"
+    emu.sync(lambda: change_world(emu.module, "remove_ap", ssid="lab"))
+    got = emu.read_until(rb"\+QHTTPGET: \d+\r\n", timeout=3)
+    assert got.endswith(b"+QHTTPGET: 706\r\n") and b"WLAN_DISCONNECTED" in got
+    assert emu.cmd("AT+QHTTPGET=10") == b"\r\n+CME ERROR: 706\r\n"

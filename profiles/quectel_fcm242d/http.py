@@ -52,7 +52,8 @@ DEVIATIONS_MQTT_HTTP_BLE = [
     "H10 (item 7): malformed, missing or out-of-range parameters of QHTTPGET/POST/PUT/READ answer "
     "+CME ERROR: 724 (Invalid parameter), as their tables say; QHTTPCFG answers a bare ERROR for bad values "
     "(its table gives no error form).",
-    "H12: losing Wi-Fi while QHTTPREAD outputs a body ends it with OK then +QHTTPREAD: 706.",
+    "H12: losing Wi-Fi while a request waits for its response gives +QHTTPGET/POST/PUT: 706; while QHTTPREAD "
+    "outputs a body it ends with OK then +QHTTPREAD: 706.",
     "H11: https:// uses QSSLCFG context <sslctxid> exactly as AT+QSSLOPEN does (seclevel 0 no verification, 1 "
     "server chain + host name, 2 also the client certificate); the host name is always sent as SNI. A context "
     "that cannot be built (e.g. seclevel 1 without cacert) answers +CME ERROR: 712.",
@@ -340,11 +341,27 @@ class QuectelHttp(Profile):
         ctx.ok()
         h.task = self.module.spawn(self._http_get_task(h.url, tls, rsptime))
 
+    async def _http_wifi_guard(self, fut: asyncio.Future):
+        """Await a request; if the station loses its AP meanwhile, abandon it with NetError 'unreachable'."""
+        fut = asyncio.ensure_future(fut)
+        wifi = getattr(self, "wifi_connected", None)
+        try:
+            while True:
+                done, _ = await asyncio.wait({fut}, timeout=0.25)
+                if done:
+                    return fut.result()
+                if wifi is not None and not wifi():
+                    raise NetError("unreachable", "Wi-Fi lost while waiting for the response")
+        finally:
+            if not fut.done():
+                fut.cancel()
+                fut.add_done_callback(lambda t: t.cancelled() or t.exception())
+
     async def _http_get_task(self, url: str, tls, rsptime: int) -> None:
         h = self.http
         try:
-            resp = await self._http_client_get().request("GET", url, headers=self._http_headers("GET"), ssl=tls,
-                                                         timeout=rsptime)
+            resp = await self._http_wifi_guard(self._http_client_get().request(
+                "GET", url, headers=self._http_headers("GET"), ssl=tls, timeout=rsptime))
         except NetError as e:
             log.info("HTTP GET %s failed: %s", url, e)
             h.busy = False
@@ -477,7 +494,7 @@ class QuectelHttp(Profile):
     async def _http_send_finish(self, verb: str, req: asyncio.Future) -> None:
         h = self.http
         try:
-            resp = await req
+            resp = await self._http_wifi_guard(req)
         except asyncio.CancelledError:
             req.cancel()
             raise
