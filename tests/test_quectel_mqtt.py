@@ -381,9 +381,10 @@ class MuteBroker:
     """TCP peer on 127.0.0.1 that answers CONNECT with CONNACK 0 and then never acknowledges anything
     (no SUBACK/UNSUBACK/PUBACK/PINGRESP). Records the packet types it received."""
 
-    def __init__(self) -> None:
+    def __init__(self, connack: bool = True) -> None:
         import socket
         import threading
+        self.connack = connack
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(4)
@@ -425,7 +426,7 @@ class MuteBroker:
                         break
                 self._read(c, length)
                 self.types.append(first >> 4)
-                if first >> 4 == 1:
+                if first >> 4 == 1 and self.connack:
                     c.sendall(b"\x20\x02\x00\x00")
         except (EOFError, OSError):
             pass
@@ -570,3 +571,18 @@ def test_reboot_closes_the_session(emu, mosquitto, mqtt_probe):
     emu.drain()
     assert emu.cmd("AT+QMTCONN?") == b"\r\nOK\r\n"                      # nothing survives a reboot
     assert emu.cmd('AT+QMTCFG="will",0') == b'\r\n+QMTCFG: "will",0\r\n\r\nOK\r\n'
+
+
+def test_connect_without_connack_reports_and_fails(emu):
+    broker = MuteBroker(connack=False)
+    try:
+        assert emu.cmd('AT+QMTCFG="timeout",0,1,1,1') == b"\r\nOK\r\n"
+        assert emu.cmd(f'AT+QMTOPEN=0,"127.0.0.1",{broker.port}') == b"\r\nOK\r\n"
+        urc(emu, r"\+QMTOPEN: 0,0\r\n")
+        assert emu.cmd('AT+QMTCONN=0,"silent"') == b"\r\nOK\r\n"
+        assert emu.cmd("AT+QMTCONN?") == b"\r\n+QMTCONN: 0,2\r\n\r\nOK\r\n"      # connecting
+        assert emu.read_until(rb"\+QMTCONN: 0,2\r\n", timeout=5) == b"\r\n+QMTCONN: 0,1\r\n\r\n+QMTCONN: 0,2\r\n"
+        assert 1 in broker.types                                  # the CONNECT really went out
+        assert emu.cmd("AT+QMTCONN?") == b"\r\n+QMTCONN: 0,1\r\n\r\nOK\r\n"      # back to opened
+    finally:
+        broker.close()

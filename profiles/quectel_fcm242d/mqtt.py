@@ -210,7 +210,8 @@ class QuectelMqtt(Profile):
             raise CmdError("failed", message=f"MQTT client {idx} is in state {c.state}")
         return c
 
-    async def _mq_wait_ack(self, c: _MqttClient, coro, urc_prefix: str, notice: bool | None = None):
+    async def _mq_wait_ack(self, c: _MqttClient, coro, urc_prefix: str, notice: bool | None = None,
+                           count: bool = True):
         """Await an ACK in <pkt_timeout> slices; report retransmissions. Returns (ok, value)."""
         task = asyncio.ensure_future(coro)
         attempts = 0
@@ -228,8 +229,8 @@ class QuectelMqtt(Profile):
                 if attempts >= c.cfg.retries:
                     return False, None
                 attempts += 1
-                if notice:
-                    self._mq_urc(f"{urc_prefix},1,{attempts}")
+                if notice:   # +QMTCONN has no retransmission count (its third field is <retcode>)
+                    self._mq_urc(f"{urc_prefix},1,{attempts}" if count else f"{urc_prefix},1")
         finally:
             if not task.done():
                 task.cancel()
@@ -470,7 +471,7 @@ class QuectelMqtt(Profile):
             on_message=lambda *a: self._mq_on_message(c, session, *a),
             on_disconnect=lambda reason, rc: self._mq_on_disconnect(c, session, reason, rc))
         c.session = session
-        ok, code = await self._mq_wait_ack(c, session.connect(), f"+QMTCONN: {c.idx}")
+        ok, code = await self._mq_wait_ack(c, session.connect(), f"+QMTCONN: {c.idx}", count=False)
         c.task = None
         if c.session is not session:
             return
