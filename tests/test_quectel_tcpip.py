@@ -416,3 +416,21 @@ def test_incoming_full_when_every_id_is_taken(e, tcp_echo):
         assert e.cmd(f'AT+QIOPEN=3,"TCP","127.0.0.1",{tcp_echo.port},0,0') == b"\r\nERROR\r\n"   # 561
     finally:
         c.close()
+
+
+def test_link_loss_resets_sockets(e, tcp_sink):
+    open_tcp(e, 0, tcp_sink.port)
+    conn = tcp_sink.wait_connection()
+    tcp_sink.push(b"unread")
+    urc(e, r'"recv",0\r\n')
+    e.cmd(f'AT+QIOPEN=1,"TCP","127.0.0.1",{tcp_sink.port},0,2', final=rb"CONNECT\r\n")
+    tcp_sink.wait_connection(2)
+    e.sync(lambda: e.world.access_points.clear())                  # the AP goes away
+    assert e.read_until(b"NO CARRIER\r\n", timeout=3) == b"\r\nNO CARRIER\r\n"
+    out = e.read_until(rb'"closed",0\r\n', timeout=3)
+    assert out == b'\r\n+QSTASTAT: WLAN_DISCONNECTED\r\n\r\n+QIURC: "closed",0\r\n'
+    tcp_sink.wait_until(lambda: conn.closed and conn.reset, 3, "reset at the peer")
+    assert b",4,0,0," in e.cmd("AT+QISTATE=0") and b",4,1,2," in e.cmd("AT+QISTATE=1")
+    assert e.cmd("AT+QIRD=0") == b"\r\n+QIRD: 6\r\nunread\r\nOK\r\n"
+    cmd_ok(e, "AT+QICLOSE=0")
+    cmd_ok(e, "AT+QICLOSE=1")

@@ -119,7 +119,7 @@ DEVIATIONS = [
     "AT+QRST: OK, then the module reboots (sockets closed, volatile settings reset) and prints 'ready' after world option quectel.boot_delay (default 0.5 s).",
     "Flash (UFS): 512 KiB, 64 files, 80-byte names, 64 KiB per file.",
     "AT+QICFG=\"dataformat\" applies to TCP/UDP sockets only; SSL data is always raw.",
-    "Dropping the station (AT+QSTASTOP, AP gone) does not close open sockets; their traffic still flows through the host.",
+    "When the station loses its AP (AT+QSTASTOP, AP gone, deauth, joining another AP) every socket using the station's address is reset: +QSTASTAT: WLAN_DISCONNECTED, then +QIURC/+QSSLURC: \"closed\" (state 4, unread data stays readable; a transparent session ends with NO CARRIER; an open in progress reports 564). AT+QSOFTAPSTOP does the same to sockets opened with <ap_priority>=1 without a station.",
     "ATE0/ATE1 (not in the manual) are accepted as on other Quectel firmware.",
 ]
 
@@ -266,6 +266,7 @@ class Sock:
     pending: list = field(default_factory=list)   # listener: connections awaiting AT+QIACCEPT
     task: asyncio.Task | None = None
     active: bool = False          # a transparent session is running on it right now
+    via_ap: bool = False          # uses the soft AP's address (AT+QIOPEN <ap_priority>=1)
 
     @property
     def is_ssl(self) -> bool:
@@ -629,10 +630,9 @@ class QuectelBase(Profile):
             self._join_task.cancel()
             self._join_task = None
         was = self.sta_up
-        self._sta_down()
         ctx.ok()
         if was:
-            self.module.urc("+QSTASTAT: WLAN_DISCONNECTED")
+            self._link_down()
 
     @command("+QSOFTAP", Form.WRITE, Str("SSID", quoted=None, min_len=1, max_len=32),
              Str("key", quoted=None, min_len=8, max_len=63, optional=True), family="wifi", doc="Start the soft AP")
@@ -674,6 +674,7 @@ class QuectelBase(Profile):
         ctx.ok()
         if was:
             self.module.urc("+QAPSTAT: AP_DOWN")
+            self._network_gone(via_ap=True)
 
     def _check_creds(self, pwd: str | None) -> None:
         if pwd is not None and pwd != "" and not 8 <= len(pwd.encode()) <= 63:
@@ -731,8 +732,7 @@ class QuectelBase(Profile):
         if self._join_task is not None:
             self._join_task.cancel()
         if self.sta_up:
-            self._sta_down()
-            self.module.urc("+QSTASTAT: WLAN_DISCONNECTED")
+            self._link_down()
         self._join_task = self.module.spawn(self._join(ssid, pwd))
 
     async def _join(self, ssid: str, pwd: str) -> None:
@@ -774,8 +774,28 @@ class QuectelBase(Profile):
             return
         deauth = bool(change) and change.get("change") == "deauth" and change.get("ssid") in (None, self.sta_ap.ssid)
         if deauth or not wifi.on_air(self.module.world, self.sta_ap):
-            self._sta_down()
-            self.module.urc("+QSTASTAT: WLAN_DISCONNECTED")
+            self._link_down()
+
+    def _link_down(self) -> None:
+        """The station lost its AP: URC, then every socket that used the station's address dies."""
+        self._sta_down()
+        self.module.urc("+QSTASTAT: WLAN_DISCONNECTED")
+        self._network_gone(via_ap=False)
+
+    def _network_gone(self, via_ap: bool) -> None:
+        for s in list(self.socks.values()):
+            if s.via_ap != via_ap or s.state == ST_CLOSING or (s.state == ST_OPENING and s.mode == 2):
+                continue        # (a transparent open in progress answers CONNECT/ERROR itself)
+            if s.state == ST_OPENING:
+                self.socks.pop(s.id, None)
+                self._drop_sock(s, abort=True)
+                self.last_err = 564
+                self.module.urc(f"{'+QSSLOPEN' if s.is_ssl else '+QIOPEN'}: {s.id},564")
+                continue
+            s.state = ST_CLOSING
+            if not s.active:
+                self.module.urc(f'{self._urc_prefix(s)}: "closed",{s.id}')
+            self._drop_sock(s, abort=True)
 
     def snapshot(self) -> dict:
         return {
@@ -922,7 +942,7 @@ class QuectelBase(Profile):
             raise self._err(561)
         if not (self.wifi_connected() or (prio == 1 and self.softap is not None)):
             raise self._err(569, "no Wi-Fi")
-        s = Sock(cid, service, host, rport, lport, mode)
+        s = Sock(cid, service, host, rport, lport, mode, via_ap=not self.wifi_connected())
         self.socks[cid] = s
         if mode == 2:
             err = await self._open_sock(s)
@@ -1030,7 +1050,7 @@ class QuectelBase(Profile):
 
     def _adopt(self, lst: Sock, conn: TcpConnection, cid: int) -> Sock:
         ip, port = conn.remote_addr or ("0.0.0.0", 0)
-        s = Sock(cid, "TCP INCOMING", ip, port, lst.lport, lst.mode, ST_CONNECTED, server_id=lst.id)
+        s = Sock(cid, "TCP INCOMING", ip, port, lst.lport, lst.mode, ST_CONNECTED, server_id=lst.id, via_ap=lst.via_ap)
         self.socks[cid] = s
         self._attach_conn(s, conn)
         self._apply_keepalive(s)
