@@ -434,3 +434,13 @@ def test_link_loss_resets_sockets(e, tcp_sink):
     assert e.cmd("AT+QIRD=0") == b"\r\n+QIRD: 6\r\nunread\r\nOK\r\n"
     cmd_ok(e, "AT+QICLOSE=0")
     cmd_ok(e, "AT+QICLOSE=1")
+
+
+def test_udp_transparent_ends_on_link_loss(e, udp_echo):
+    e.cmd(f'AT+QIOPEN=2,"UDP","127.0.0.1",{udp_echo.port},0,2', final=rb"CONNECT\r\n")
+    e.write(b"x")
+    assert e.read_exactly(1, timeout=3) == b"x"
+    e.sync(lambda: e.module.profile.world_changed({"change": "deauth", "ssid": None}))
+    assert e.read_until(b"NO CARRIER\r\n", timeout=3) == b"\r\nNO CARRIER\r\n"
+    assert e.read_until(rb"WLAN_DISCONNECTED\r\n") == b"\r\n+QSTASTAT: WLAN_DISCONNECTED\r\n"
+    assert b",4,2,2," in e.cmd("AT+QISTATE=2")

@@ -267,6 +267,7 @@ class Sock:
     task: asyncio.Task | None = None
     active: bool = False          # a transparent session is running on it right now
     via_ap: bool = False          # uses the soft AP's address (AT+QIOPEN <ap_priority>=1)
+    wake: Callable[[], Any] | None = None   # wakes a running transparent session
 
     @property
     def is_ssl(self) -> bool:
@@ -796,6 +797,8 @@ class QuectelBase(Profile):
             if not s.active:
                 self.module.urc(f'{self._urc_prefix(s)}: "closed",{s.id}')
             self._drop_sock(s, abort=True)
+            if s.active and s.wake is not None:
+                s.wake()
 
     def snapshot(self) -> dict:
         return {
@@ -1357,6 +1360,7 @@ class QuectelBase(Profile):
             udp.on_datagram = on_rx
         rx_evt.set()
         s.active = True
+        s.wake = rx_evt.set
         pull: asyncio.Task | None = None
         rxw: asyncio.Task | None = None
         closed = False
@@ -1377,7 +1381,7 @@ class QuectelBase(Profile):
                         data, _ = udp.recvfrom()
                         s.have_read += len(data)
                         m.write(data)
-                if conn is not None and conn.closed and not conn.available:
+                if (conn is not None and conn.closed and not conn.available) or (udp is not None and udp.closed):
                     closed = True
                 # UART -> network
                 while len(out) >= pkt:
@@ -1392,7 +1396,7 @@ class QuectelBase(Profile):
                     pull = asyncio.ensure_future(m._pull())
                 if rxw is None:
                     rx_evt.clear()
-                    if conn is not None and (conn.available or conn.closed):
+                    if (conn is not None and (conn.available or conn.closed)) or (udp is not None and (udp.rx or udp.closed)):
                         rx_evt.set()
                     rxw = asyncio.ensure_future(rx_evt.wait())
                 timeout = None
@@ -1421,6 +1425,7 @@ class QuectelBase(Profile):
                     t.cancel()
             m.engine.leave_transparent()
             s.active = False
+            s.wake = None
             if conn is not None:
                 conn.on_data = lambda c, s=s: self._on_rx(s)
                 conn.on_close = lambda c, reason, s=s: self._on_close(s, reason)
