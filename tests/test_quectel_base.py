@@ -74,9 +74,7 @@ def test_qsetband_ok_at_old_rate_then_new_rate_paces_output():
     try:
         e.drain(0.1)
         e.cmd("AT+QECHO=0")
-        t0 = time.monotonic()
         assert e.cmd("AT+QSETBAND=2400,0") == b"\r\nOK\r\n"
-        assert time.monotonic() - t0 < 0.5          # 6 bytes at 115200 (at 2400 they would still be quick)
         t0 = time.monotonic()
         out = e.cmd("AT+QWSCAN")                      # ~70 bytes at 2400 baud = ~0.3 s
         took = time.monotonic() - t0
