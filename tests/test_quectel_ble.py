@@ -248,6 +248,10 @@ def test_central_connect_read_write_notify(emu):
     assert emu.cmd('AT+QBLEGATTCWRREQ=0,"AAAA","x"') == b"\r\nERROR\r\n"  # peer has no such characteristic
     assert emu.cmd('AT+QBLEGATTCWRREQ=0,"FFF1","' + "y" * 98 + '"') == b"\r\nERROR\r\n"  # > MTU-3
     assert emu.cmd("AT+QBLECFGMTU=200", final=rb"QBLEMTU: \d+\r\n") == b"\r\nOK\r\n\r\n+QBLEMTU: 200\r\n"
+    assert emu.cmd("AT+QBLECONNPARAM?") == b"\r\n+QBLECONNPARAM: 0,24,400,0\r\n\r\nOK\r\n"
+    assert emu.cmd("AT+QBLECONNPARAM=0,40,600,2", final=rb"QBLECONNPARAM: [^\r]*\r\n") == \
+        b"\r\nOK\r\n\r\n+QBLECONNPARAM: 0,40,600,2\r\n"
+    assert emu.cmd("AT+QBLECONNPARAM?") == b"\r\n+QBLECONNPARAM: 0,40,600,2\r\n\r\nOK\r\n"
     assert emu.cmd("AT+QBLECFGMTU=300") == b"\r\nERROR\r\n"             # once per connection
     # notifications: nothing until enabled, then the world's schedule (every 0.1 s)
     emu.drain(0.3)
