@@ -586,3 +586,10 @@ def test_connect_without_connack_reports_and_fails(emu):
         assert emu.cmd("AT+QMTCONN?") == b"\r\n+QMTCONN: 0,1\r\n\r\nOK\r\n"      # back to opened
     finally:
         broker.close()
+
+
+def test_same_client_id_elsewhere_kicks_the_module(emu, mosquitto, mqtt_probe):
+    open_conn(emu, mosquitto.port, client="dup")
+    mqtt_probe(mosquitto, client_id="dup")          # the broker drops the older connection (the module's)
+    urc(emu, r"\+QMTSTAT: 0,1\r\n")
+    assert emu.cmd("AT+QMTOPEN?") == b"\r\nOK\r\n"
