@@ -105,7 +105,7 @@ def cmd_profiles(args) -> int:
     rows = []
     for name, cls in sorted(installed_profiles().items()):
         rows.append({"name": name, "aliases": list(cls.aliases), "default_baud": cls.default_baud,
-                     "commands": len(cls.commands) - len(cls.builtins), "urcs": len(cls.urcs), "summary": cls.summary})
+                     "commands": cls.manual_command_count(), "urcs": len(cls.urcs), "summary": cls.summary})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -133,7 +133,7 @@ def cmd_describe(args) -> int:
             ps = ",".join(("[" if p["optional"] else "") + "<" + p["name"] + ">" + ("]" if p["optional"] else "")
                           for p in f.get("params", []))
             forms.append({"exec": c["name"], "read": c["name"] + "?", "test": c["name"] + "=?",
-                          "write": f"{c['name']}={ps}"}[form])
+                          "write": f"{c['name']}={ps}"}.get(form, c["name"]))
             for sub in f.get("subcommands", {}):
                 forms.append(f'{c["name"]}="{sub}",...')
         print(f"  {' | '.join(forms)}\n      {c['doc']}")

@@ -210,6 +210,14 @@ class Profile:
         self.module.engine.echo = bool(n)
 
     # ---- describe ---------------------------------------------------------------------
+    #: manual entries that are not command lines (``+++`` escape sequences), for describe and counts:
+    #: ``{"name": "+++", "family": ..., "doc": ..., "forms": {"escape": {...}}}``
+    pseudo_commands: list[dict] = []
+
+    @classmethod
+    def manual_command_count(cls) -> int:
+        return len(cls.commands) - len(cls.builtins) + len(cls.pseudo_commands)
+
     @classmethod
     def describe(cls) -> dict:
         manual = [s for k, s in cls.commands.items() if k not in cls.builtins]
@@ -219,7 +227,7 @@ class Profile:
             "summary": cls.summary,
             "default_baud": cls.default_baud,
             "dialect": cls.dialect.name,
-            "commands": [s.describe() for s in manual],
+            "commands": [s.describe() for s in manual] + [dict(p) for p in cls.pseudo_commands],
             "builtins": [cls.commands[k].describe() for k in sorted(cls.builtins)],
             "urcs": [u.describe() for u in cls.urcs],
         }

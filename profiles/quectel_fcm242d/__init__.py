@@ -5,25 +5,13 @@ still loads (an empty class takes its place).
 """
 from __future__ import annotations
 
-import importlib
-import logging
-
 from .base import QuectelBase, SslConfig  # noqa: F401
 
 
-def _mixin(module: str, cls: str) -> type:
-    try:
-        mod = importlib.import_module(f"{__name__}.{module}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{module}":
-            logging.getLogger("atemu.quectel").warning("quectel %s mixin failed to load: %s", module, e)
-        return type(cls, (), {})
-    return getattr(mod, cls)
-
-
-QuectelMqtt = _mixin("mqtt", "QuectelMqtt")
-QuectelHttp = _mixin("http", "QuectelHttp")
-QuectelBle = _mixin("ble", "QuectelBle")
+from .ble import DEVIATIONS_BLE, URCS_BLE, QuectelBle
+from .http import DEVIATIONS_HTTP, URCS_HTTP, QuectelHttp
+from .mqtt import DEVIATIONS_MQTT, URCS_MQTT, QuectelMqtt
+from .base import DEVIATIONS
 
 
 class QuectelFcm242d(QuectelBase, QuectelMqtt, QuectelHttp, QuectelBle):
@@ -31,3 +19,30 @@ class QuectelFcm242d(QuectelBase, QuectelMqtt, QuectelHttp, QuectelBle):
 
     name = "quectel-fcm242d"
     aliases = ("quectel-fgm842d", "fcm242d", "fgm842d")
+    urcs = QuectelBase.urcs + URCS_MQTT + URCS_HTTP + URCS_BLE
+    deviations = DEVIATIONS + DEVIATIONS_MQTT + DEVIATIONS_HTTP + DEVIATIONS_BLE
+    option_prefix = "quectel"
+    world_options = {
+        "escape_guard": "+++ guard time in seconds (default 1.0; TCP/IP, SSL and BLE transparent modes)",
+        "boot_delay": "seconds from AT+QRST's OK to 'ready' (default 0.5)",
+        "join_delay": "seconds an association takes (default 0.2)",
+        "connect_timeout": "TCP/SSL connect timeout in seconds (default 150)",
+        "listen_host": "host address for TCP LISTENER / UDP SERVICE and the QWEBCFG form (default 127.0.0.1)",
+        "ntp_server": "server of AT+QNTP without arguments (default pool.ntp.org)",
+        "mac": "AT+QWLMAC and the soft-AP BSSID (default 88:00:33:77:69:cc)",
+        "webcfg_port": "port of the AT+QWEBCFG provisioning form (default 0 = any free port)",
+        "webcfg_ssid": "soft AP raised by AT+QWEBCFG=1 (default FCM242D_69CC)",
+        "ble_address": "the module's BLE address (default c8e4a1b1c1f9)",
+        "mqtt_input_timeout": "seconds AT+QMTPUB waits for its payload (default 60)",
+    }
+    pseudo_commands = [{
+        "name": "+++", "family": "tcpip, ble",
+        "doc": "Leave transparent mode (TCP/IP, SSL, BLE): 1 s of silence, +++, 1 s of silence -> OK; "
+               "the socket or BLE link stays open (ATO / AT+QBLETRANMODE re-enter)",
+        "forms": {"escape": {"params": [], "responses": ["OK", "ERROR"]}},
+    }]
+
+    def snapshot(self) -> dict:
+        state = super().snapshot()
+        state.update(mqtt=self.mqtt_snapshot(), http=self.http_snapshot(), ble=self.ble_snapshot())
+        return state
