@@ -173,18 +173,30 @@ class Ctx:
 
     async def read_data(self, length: int | None = None, *, timeout: float | None = None,
                         marker: bytes | None = None, terminator: bytes | None = None,
-                        cancel: bytes | None = None, max_len: int | None = None) -> Event:
+                        cancel: bytes | None = None, max_len: int | None = None,
+                        idle: float | None = None) -> Event:
         """Enter a data phase and wait for its end.
 
         Returns :class:`Data`, :class:`DataCancelled` or :class:`DataOverflow`; on timeout
         returns ``Data(partial, reason="timeout")``. Bytes sent early by the host count.
+        ``idle``: also time out when no byte has arrived from the host for that many seconds
+        (counted from the start of the phase or the last byte received, whichever is later).
         """
         eng = self.module.engine
         eng.expect_data(length, marker=marker, terminator=terminator, cancel=cancel, max_len=max_len)
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        start = loop.time()
         while True:
-            ev = await self.module._pull(deadline)
+            dl = deadline
+            if idle is not None:
+                quiet_until = max(start, self.module.last_rx) + idle
+                dl = quiet_until if dl is None else min(dl, quiet_until)
+            ev = await self.module._pull(dl)
             if ev is None:
+                if idle is not None and (deadline is None or loop.time() < deadline) \
+                        and loop.time() < max(start, self.module.last_rx) + idle:
+                    continue  # bytes arrived meanwhile: the idle clock restarted
                 return Data(eng.cancel_data(), "timeout")
             if isinstance(ev, (Data, DataCancelled, DataOverflow)):
                 self.module.trace("data", n=len(ev.payload), reason=type(ev).__name__)
@@ -219,6 +231,8 @@ class Module:
         self.running = False
         self.host_baud: int | None = None
         self.frozen = False
+        #: time.monotonic() of the last byte received from the host (0.0: none yet)
+        self.last_rx = 0.0
         #: the fault registry while a fault needs per-byte/per-command hooks, else None (zero cost)
         self.fault_hooks = None
         from .faults import FaultRegistry
@@ -324,7 +338,8 @@ class Module:
             data = self.fault_hooks.on_uart(data, "rx")
             if not data:
                 return
-        self.engine.feed(data, time.monotonic())
+        self.last_rx = time.monotonic()
+        self.engine.feed(data, self.last_rx)
         self._rx.set()
 
     def inject(self, ev: Event) -> None:

@@ -73,6 +73,7 @@ DEVIATIONS = [
     "M14/M15: AECs are printed without spaces: +WSTALD:<ASSOC_ID> always carries the id; spaces after commas are accepted on input.",
     "M17: +WAP:<STATE>[,<BSSID>,<RSSI>] lists the first associated station.",
     "M19: empty strings print as \"\"; only the unused WPROVC PIN prints as [] (as in the example).",
+    "Bare AT+WPROV starts provisioning (as AT+WPROV=1).",
     "M20: AT+WPROV=0 over the provisioning TCP link answers OK there, closes the link and stops the soft-AP, then +WPROVEXIT on the UART; AT+WPROV=0 on the UART stops quietly (OK only).",
     "Provisioning port: the TCP server listens on 127.0.0.1:<PROV_PORT>; if that port is taken the module falls back to an OS-chosen free port (logged, readable as profile.provisioning_port).",
     "M22: bare AT+MQTTCONN answers +MQTTCONN:1 then OK when connected, otherwise it connects like AT+MQTTCONN=1.",
@@ -84,6 +85,7 @@ DEVIATIONS = [
     "M32: no AEC when a UDP socket is closed; UDP SOCKBR only sets the default destination (OK).",
     "M33: AT+SOCKTLS=<id>[,<conf>] (conf default 1) answers OK, then +SOCKTLS:<id> or +SOCKERR:<id>,<code>,<msg> after the handshake.",
     "M35/M38/M39: SOCKWR/SOCKWRTO LENGTH 0..1500; without <DATA> the host sends '#' then exactly LENGTH raw bytes (+++ is data), or with LENGTH 0 raw bytes until +++ (TCP: any size; UDP: one datagram of at most 1500). OK follows the data. Inline data must be exactly LENGTH bytes.",
+    "Binary phases: bytes before '#' are skipped; a host silent for data_timeout seconds (world option, default 10) abandons the transfer: nothing sent, ERROR:8 (LOADCERT: +LOADCERT:1, ERROR:9).",
     "M40/M41: SOCKRD <LENGTH> counts payload bytes; mode 1 prints quoted ASCII or [hex]; mode 2 prints +SOCKRD:<id>,<n>,# then exactly n raw bytes, CR LF, OK.",
     "M42/M43: +SOCKRXT:<id>,<n> gives the total bytes buffered; it is sent when data arrives on an empty (or already read) buffer and again after a SOCKRD that leaves data. One +SOCKRXU per datagram; the next one follows the SOCKRD that consumed the previous (its unread remainder is discarded).",
     "M44: TLSC certificate names refer to the LOADCERT store; an empty CA name trusts the host's default roots; SERVER_NAME empty = the address given to SOCKBR/MQTTC (verified).",
@@ -191,6 +193,7 @@ class MicrochipWinc(Profile):
     deviations = DEVIATIONS
     world_options = {
         "ack_timeout": "seconds MQTT SUBACK/UNSUBACK/PUBACK are awaited (default 10)",
+        "data_timeout": "seconds of host silence after which a binary data phase is abandoned (default 10)",
         "gmr_prefix": "+GMR (default, as the example) or +VER (as the syntax table)",
         "bind_host": "host address listening sockets and provisioning bind (default 127.0.0.1 for TCP, 0.0.0.0 for UDP)",
         "multicast_iface": "host interface address for +SOCKBM memberships (default 127.0.0.1)",
@@ -278,6 +281,8 @@ class MicrochipWinc(Profile):
         self.mqtt_subs: dict[str, int] = {}
         self._sub_pending = False
         self.ack_timeout = float(self.opts.get("microchip-winc.ack_timeout", 10.0))
+        #: seconds of host silence after which a binary phase (SOCKWR/SOCKWRTO/LOADCERT) gives up
+        self.data_timeout = float(self.opts.get("microchip-winc.data_timeout", 10.0))
         # certificates
         self.store = FlashFS(module.state_dir / "certs", capacity=64 * 1024, max_file=MAX_DATA, max_name=64)
         self.tng = FlashFS(module.state_dir / "tng", capacity=16 * 1024)
@@ -454,12 +459,13 @@ class MicrochipWinc(Profile):
             self.store.path(name)
         except FsError:
             raise CmdError("param", message="bad certificate name") from None
-        ev = await ctx.read_data(length or None, marker=b"#", terminator=b"+++", max_len=MAX_DATA)
+        ev = await ctx.read_data(length or None, marker=b"#", terminator=b"+++", max_len=MAX_DATA + 2,
+                                 idle=self.data_timeout)
         if isinstance(ev, DataOverflow):
             await self._skip_to_escape(ctx, ev.payload)
         data = ev.payload
-        ok = isinstance(ev, Data) and (length == 0 or (ev.reason == "length" and len(data) == length)) \
-            and self._valid_material(data)
+        complete = isinstance(ev, Data) and (ev.reason == "length" if length else ev.reason == "terminator")
+        ok = complete and len(data) <= MAX_DATA and self._valid_material(data)
         if ok:
             try:
                 self.store.write(name, data)
@@ -473,15 +479,20 @@ class MicrochipWinc(Profile):
         ctx.info("+LOADCERT:0")
         return None
 
-    @staticmethod
-    async def _skip_to_escape(ctx, seen: bytes) -> None:
-        """After an overflow in +++ mode, discard the rest of the host's data up to its +++."""
-        if seen.endswith(b"+++"):
-            return
-        tail = seen[-2:]
-        if tail == b"++" or tail.endswith(b"+"):
-            pass  # the terminator may straddle the overflow point; the engine restarts matching
-        await ctx.read_data(None, terminator=b"+++")
+    async def _skip_to_escape(self, ctx, seen: bytes) -> None:
+        """After an overflow in +++ mode, discard the rest of the host's data up to its +++.
+
+        The +++ may straddle the overflow point (``seen`` ends with ``+`` or ``++``). Gives up
+        after ``data_timeout`` seconds of silence, like the data phase itself."""
+        plus = min(2, len(seen) - len(seen.rstrip(b"+")))
+        while plus:
+            ev = await ctx.read_data(1, idle=self.data_timeout)
+            if not isinstance(ev, Data) or ev.reason != "length":
+                return
+            plus = plus + 1 if ev.payload == b"+" else 0
+            if plus == 3:
+                return
+        await ctx.read_data(None, terminator=b"+++", idle=self.data_timeout)
 
     @staticmethod
     def _valid_material(data: bytes) -> bool:
@@ -747,9 +758,10 @@ class MicrochipWinc(Profile):
     async def wprovc(self, ctx, pid: int | None = None, val: Any = None) -> None:
         self._cfg(ctx, "WPROVC", self.WPROVC, self.cfg["WPROVC"], pid, val, writable=lambda: not self.prov_on)
 
+    @command("+WPROV", Form.EXEC, family="wlan", doc="Bare AT+WPROV starts provisioning (as AT+WPROV=1)")
     @command("+WPROV", Form.WRITE, Int("STATE", 0, 1), family="wlan",
              doc="1 start provisioning (soft-AP + TCP server on PROV_PORT taking AT+WSTAC/WSCNA/WSCNP/WPROV=0), 0 stop")
-    async def wprov(self, ctx, state: int) -> None:
+    async def wprov(self, ctx, state: int = 1) -> None:
         if isinstance(ctx, _ProvCtx):
             if state == 1:
                 raise self.fail(E_STATE, "provisioning already running")
@@ -1295,13 +1307,17 @@ class MicrochipWinc(Profile):
                 raise self.fail(E_DATA, "data does not match <LENGTH>")
             return data
         if length:
-            ev = await ctx.read_data(length, marker=b"#")
+            ev = await ctx.read_data(length, marker=b"#", idle=self.data_timeout)
+            complete = isinstance(ev, Data) and ev.reason == "length" and len(ev.payload) == length
         else:
-            ev = await ctx.read_data(None, marker=b"#", terminator=b"+++", max_len=MAX_DATA if udp else None)
+            # +2: a datagram of exactly MAX_DATA bytes is followed by +++ (3 bytes), not overflowed
+            ev = await ctx.read_data(None, marker=b"#", terminator=b"+++", max_len=MAX_DATA + 2 if udp else None,
+                                     idle=self.data_timeout)
             if isinstance(ev, DataOverflow):
                 await self._skip_to_escape(ctx, ev.payload)
-        if not isinstance(ev, Data) or (length and len(ev.payload) != length):
-            raise self.fail(E_DATA, "binary data incomplete or too long")
+            complete = isinstance(ev, Data) and ev.reason == "terminator" and not (udp and len(ev.payload) > MAX_DATA)
+        if not complete:
+            raise self.fail(E_DATA, "binary data incomplete, too long, or the host fell silent")
         return ev.payload
 
     @command("+SOCKWR", Form.WRITE, Int("SOCK_ID", 0, 255), Int("LENGTH", 0, MAX_DATA),
