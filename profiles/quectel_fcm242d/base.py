@@ -42,6 +42,7 @@ DEFAULT_MAC = "88:00:33:77:69:cc"
 MAX_SOCKETS = 12
 SEND_MAX = 1460
 READ_MAX = 1500
+AP_ADDRESSING = ("192.168.4.1", "255.255.255.0", "192.168.4.1", "192.168.4.1")   # soft AP: IP, mask, gate, DNS
 RX_HIGH_WATER = 4 << 20       # pause reading (TCP window closes) above this; nothing is dropped
 
 ERR_TEXT = {
@@ -234,6 +235,11 @@ class SslConfig:
         return ctx, "", (host if self.seclevel >= 1 else None)
 
 
+def _strip_ufs(name: str) -> str:
+    """A UFS file name or pattern without its optional ``UFS:`` drive prefix."""
+    return name[4:] if name.upper().startswith("UFS:") else name
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -273,6 +279,16 @@ class Sock:
     def is_ssl(self) -> bool:
         return self.service == "SSL"
 
+    @property
+    def urc(self) -> str:
+        """Prefix of this socket's "recv"/"closed" URCs."""
+        return "+QSSLURC" if self.is_ssl else "+QIURC"
+
+    @property
+    def open_urc(self) -> str:
+        """Prefix of this socket's open result (URC of modes 0/1)."""
+        return "+QSSLOPEN" if self.is_ssl else "+QIOPEN"
+
     def buffered(self) -> int:
         if self.conn is not None:
             return self.conn.available
@@ -286,6 +302,33 @@ class Sock:
         if self.udp is not None:
             return self.udp.total_received
         return 0
+
+
+def _qicfg_int(key: str, attr: str, param: Int, **kw: Any) -> Callable:
+    """The handler of ``AT+QICFG=<key>[,<value>]`` for a key holding one integer (attribute ``attr``):
+    with no value it answers ``+QICFG: "<key>",<value>``."""
+
+    @command("+QICFG", Form.WRITE, param, sub=key, family="tcpip", **kw)
+    async def handler(self: "QuectelBase", ctx: Ctx, v: int | None) -> None:
+        if v is None:
+            ctx.info(f'+QICFG: "{key}",{getattr(self, attr)}')
+        else:
+            setattr(self, attr, v)
+    return handler
+
+
+def _sslcfg(key: str, param: Any, attr: str | None = None, fmt: str = "{}", **kw: Any) -> Callable:
+    """The handler of ``AT+QSSLCFG=<key>,<ctxID>[,<value>]`` for a key holding one integer or (``Str``
+    parameter) one UFS file name, in :class:`SslConfig` attribute ``attr`` (default: the key)."""
+    attr = attr or key
+
+    @command("+QSSLCFG", Form.WRITE, Int("SSL_ctxID", 0, 5), param, sub=key, family="ssl", **kw)
+    async def handler(self: "QuectelBase", ctx: Ctx, cid: int, v: Any) -> None:
+        if isinstance(param, Str):
+            self._cfg_path(ctx, key, attr, cid, v)
+        else:
+            self._cfg_int(ctx, key, attr, cid, v, fmt)
+    return handler
 
 
 class QuectelBase(Profile):
@@ -558,10 +601,7 @@ class QuectelBase(Profile):
         log.info("web provisioning form on http://%s:%d/", runner.addresses[0][0], self.webcfg_port)
         if self.softap is None:
             mac = str(self.opt("mac", DEFAULT_MAC)).replace(":", "")
-            self.softap = AccessPoint(ssid=str(self.opt("webcfg_ssid", f"FCM242D_{mac[-4:].upper()}")), security="open",
-                                      channel=6, rssi=-40, bssid=str(self.opt("mac", DEFAULT_MAC)), ip="192.168.4.2",
-                                      gateway="192.168.4.1", netmask="255.255.255.0", dns="192.168.4.1")
-            self.module.world.access_points.append(self.softap)
+            self._raise_softap(str(self.opt("webcfg_ssid", f"FCM242D_{mac[-4:].upper()}")), None, AP_ADDRESSING)
             self._web_ap = True
             self.module.urc("+QAPSTAT: AP_UP")
 
@@ -616,8 +656,9 @@ class QuectelBase(Profile):
             except ValueError:
                 raise CmdError("param", message=f"{v!r} is not an IPv4 address") from None
 
-    @command("+QSTASTATIC", Form.WRITE, Str("IP", quoted=None), Str("mask", quoted=None), Str("gate", quoted=None),
-             Str("DNS", quoted=None), family="wifi", doc="Station static IP (disables DHCP)")
+    _ADDRESSING = (Str("IP", quoted=None), Str("mask", quoted=None), Str("gate", quoted=None), Str("DNS", quoted=None))
+
+    @command("+QSTASTATIC", Form.WRITE, *_ADDRESSING, family="wifi", doc="Station static IP (disables DHCP)")
     async def qstastatic(self, ctx: Ctx, ip: str, mask: str, gate: str, dns: str) -> None:
         self._ipv4(ip, mask, gate, dns)
         self.sta_static = (ip, mask, gate, dns)
@@ -639,15 +680,19 @@ class QuectelBase(Profile):
              Str("key", quoted=None, min_len=8, max_len=63, optional=True), family="wifi", doc="Start the soft AP")
     async def qsoftap(self, ctx: Ctx, ssid: str, key: str | None) -> None:
         self._remove_softap()
-        ip, mask, gate, dns = self.ap_static or ("192.168.4.1", "255.255.255.0", "192.168.4.1", "192.168.4.1")
-        base = ipaddress.IPv4Network(f"{ip}/{mask}", strict=False)
-        client_ip = str(next(h for h in base.hosts() if str(h) != ip))
-        mac = self.opt("mac", DEFAULT_MAC)
-        self.softap = AccessPoint(ssid=ssid, security="wpa2" if key else "open", password=key or "", channel=6,
-                                  rssi=-40, bssid=mac, ip=client_ip, gateway=ip, netmask=mask, dns=dns)
-        self.module.world.access_points.append(self.softap)
+        self._raise_softap(ssid, key, self.ap_static or AP_ADDRESSING)
         ctx.ok()
         self.module.urc("+QAPSTAT: AP_UP")
+
+    def _raise_softap(self, ssid: str, key: str | None, addressing: tuple[str, str, str, str]) -> None:
+        """Put the soft AP on the shared world's air (other modules scan and join it)."""
+        ip, mask, _gate, dns = addressing
+        base = ipaddress.IPv4Network(f"{ip}/{mask}", strict=False)
+        client_ip = str(next(h for h in base.hosts() if str(h) != ip))
+        self.softap = AccessPoint(ssid=ssid, security="wpa2" if key else "open", password=key or "", channel=6,
+                                  rssi=-40, bssid=str(self.opt("mac", DEFAULT_MAC)), ip=client_ip, gateway=ip,
+                                  netmask=mask, dns=dns)
+        self.module.world.access_points.append(self.softap)
 
     def _remove_softap(self) -> None:
         if self.softap is not None:
@@ -662,8 +707,7 @@ class QuectelBase(Profile):
     async def qapstate(self, ctx: Ctx) -> None:
         ctx.info(f"+QAPSTATE: {'SOFTAP_UP' if self.softap else 'SOFTAP_DOWN'}")
 
-    @command("+QAPSTATIC", Form.WRITE, Str("IP", quoted=None), Str("mask", quoted=None), Str("gate", quoted=None),
-             Str("DNS", quoted=None), family="wifi", doc="Soft AP static IP")
+    @command("+QAPSTATIC", Form.WRITE, *_ADDRESSING, family="wifi", doc="Soft AP static IP")
     async def qapstatic(self, ctx: Ctx, ip: str, mask: str, gate: str, dns: str) -> None:
         self._ipv4(ip, mask, gate, dns)
         self.ap_static = (ip, mask, gate, dns)
@@ -681,19 +725,22 @@ class QuectelBase(Profile):
         if pwd is not None and pwd != "" and not 8 <= len(pwd.encode()) <= 63:
             raise CmdError("param", message="password must be 8..63 bytes")
 
-    @command("+QSTAAPINFO", Form.WRITE, Str("SSID", quoted=None, min_len=1, max_len=32),
-             Str("pwd", quoted=None, max_len=63, optional=True), family="wifi", doc="Join an access point")
-    async def qstaapinfo(self, ctx: Ctx, ssid: str, pwd: str | None) -> None:
-        self._check_creds(pwd)
-        ctx.ok()
-        self._start_join(ssid, pwd or "")
+    _HOTSPOT = (Str("SSID", quoted=None, min_len=1, max_len=32), Str("pwd", quoted=None, max_len=63, optional=True))
 
-    @command("+QSTAAPINFODEF", Form.WRITE, Str("SSID", quoted=None, min_len=1, max_len=32),
-             Str("pwd", quoted=None, max_len=63, optional=True), family="wifi",
+    @command("+QSTAAPINFO", Form.WRITE, *_HOTSPOT, family="wifi", doc="Join an access point")
+    async def qstaapinfo(self, ctx: Ctx, ssid: str, pwd: str | None) -> None:
+        self._join_cmd(ctx, ssid, pwd, save=False)
+
+    @command("+QSTAAPINFODEF", Form.WRITE, *_HOTSPOT, family="wifi",
              doc="Join an access point and save it as the default hotspot")
     async def qstaapinfodef(self, ctx: Ctx, ssid: str, pwd: str | None) -> None:
+        self._join_cmd(ctx, ssid, pwd, save=True)
+
+    def _join_cmd(self, ctx: Ctx, ssid: str, pwd: str | None, save: bool) -> None:
+        """AT+QSTAAPINFO[DEF]: OK at once, the result comes as +QSTASTAT URCs."""
         self._check_creds(pwd)
-        self.module.settings.set("quectel.default_ap", {"ssid": ssid, "pwd": pwd or ""})
+        if save:
+            self.module.settings.set("quectel.default_ap", {"ssid": ssid, "pwd": pwd or ""})
         ctx.ok()
         self._start_join(ssid, pwd or "")
 
@@ -791,11 +838,11 @@ class QuectelBase(Profile):
                 self.socks.pop(s.id, None)
                 self._drop_sock(s, abort=True)
                 self.last_err = 564
-                self.module.urc(f"{'+QSSLOPEN' if s.is_ssl else '+QIOPEN'}: {s.id},564")
+                self.module.urc(f"{s.open_urc}: {s.id},564")
                 continue
             s.state = ST_CLOSING
             if not s.active:
-                self.module.urc(f'{self._urc_prefix(s)}: "closed",{s.id}')
+                self.module.urc(f'{s.urc}: "closed",{s.id}')
             self._drop_sock(s, abort=True)
             if s.active and s.wake is not None:
                 s.wake()
@@ -820,11 +867,22 @@ class QuectelBase(Profile):
         self.last_err = code
         return CmdError("failed", message=msg or ERR_TEXT.get(code, ""))
 
+    def _use(self, cid: int, ssl: bool | None) -> Sock:
+        """A command on one socket starts: clear the last error, find the socket of the right family."""
+        self.last_err = 0
+        return self._sock(cid, ssl_only=ssl)
+
     def _sock(self, cid: int, *, ssl_only: bool | None = None) -> Sock:
         s = self.socks.get(cid)
         if s is None or (ssl_only is True and not s.is_ssl) or (ssl_only is False and s.is_ssl):
             raise self._err(565 if s is None else 569, f"socket {cid} is not open")
         return s
+
+    def _need_wifi(self) -> None:
+        """AT+QPING / AT+QIDNSGIP / AT+QNTP start: clear the last error; no station address is 569."""
+        self.last_err = 0
+        if not self.wifi_connected():
+            raise self._err(569, "no Wi-Fi")
 
     def _free_id(self) -> int | None:
         for i in range(MAX_SOCKETS):
@@ -832,46 +890,17 @@ class QuectelBase(Profile):
                 return i
         return None
 
-    @command("+QICFG", Form.WRITE, Int("transpktsize", 1, 1460, optional=True), sub="transpktsize", family="tcpip",
-             doc="Socket options", test="\r\n".join([
-                 '+QICFG: "transpktsize",(1-1460)', '+QICFG: "transwaittm",(0-20)', '+QICFG: "tcp/accept",(0,1)',
-                 '+QICFG: "qisend/timeout",(0-120)', '+QICFG: "passiveclosed",(0,1)',
-                 '+QICFG: "dataformat",(0,1),(0,1)', '+QICFG: "close/mode",(0,1)',
-                 '+QICFG: "tcp/kalive",(0,1),(60-7200),(10-20),(1-8)', '+QICFG: "tcp/tw_cycle",(0,1)',
-                 '+QICFG: "udp/broadcast",(0,1)']))
-    async def qicfg_pkt(self, ctx: Ctx, v: int | None) -> None:
-        if v is None:
-            ctx.info(f'+QICFG: "transpktsize",{self.transpktsize}')
-        else:
-            self.transpktsize = v
-
-    @command("+QICFG", Form.WRITE, Int("transwaittm", 0, 20, optional=True), sub="transwaittm", family="tcpip")
-    async def qicfg_wait(self, ctx: Ctx, v: int | None) -> None:
-        if v is None:
-            ctx.info(f'+QICFG: "transwaittm",{self.transwaittm}')
-        else:
-            self.transwaittm = v
-
-    @command("+QICFG", Form.WRITE, Int("state", 0, 1, optional=True), sub="tcp/accept", family="tcpip")
-    async def qicfg_accept(self, ctx: Ctx, v: int | None) -> None:
-        if v is None:
-            ctx.info(f'+QICFG: "tcp/accept",{self.tcp_accept}')
-        else:
-            self.tcp_accept = v
-
-    @command("+QICFG", Form.WRITE, Int("timeout", 0, 120, optional=True), sub="qisend/timeout", family="tcpip")
-    async def qicfg_sendto(self, ctx: Ctx, v: int | None) -> None:
-        if v is None:
-            ctx.info(f'+QICFG: "qisend/timeout",{self.qisend_timeout}')
-        else:
-            self.qisend_timeout = v
-
-    @command("+QICFG", Form.WRITE, Int("closed", 0, 1, optional=True), sub="passiveclosed", family="tcpip")
-    async def qicfg_passive(self, ctx: Ctx, v: int | None) -> None:
-        if v is None:
-            ctx.info(f'+QICFG: "passiveclosed",{self.passiveclosed}')
-        else:
-            self.passiveclosed = v
+    qicfg_pkt = _qicfg_int("transpktsize", "transpktsize", Int("transpktsize", 1, 1460, optional=True),
+                           doc="Socket options", test="\r\n".join([
+                               '+QICFG: "transpktsize",(1-1460)', '+QICFG: "transwaittm",(0-20)',
+                               '+QICFG: "tcp/accept",(0,1)', '+QICFG: "qisend/timeout",(0-120)',
+                               '+QICFG: "passiveclosed",(0,1)', '+QICFG: "dataformat",(0,1),(0,1)',
+                               '+QICFG: "close/mode",(0,1)', '+QICFG: "tcp/kalive",(0,1),(60-7200),(10-20),(1-8)',
+                               '+QICFG: "tcp/tw_cycle",(0,1)', '+QICFG: "udp/broadcast",(0,1)']))
+    qicfg_wait = _qicfg_int("transwaittm", "transwaittm", Int("transwaittm", 0, 20, optional=True))
+    qicfg_accept = _qicfg_int("tcp/accept", "tcp_accept", Int("state", 0, 1, optional=True))
+    qicfg_sendto = _qicfg_int("qisend/timeout", "qisend_timeout", Int("timeout", 0, 120, optional=True))
+    qicfg_passive = _qicfg_int("passiveclosed", "passiveclosed", Int("closed", 0, 1, optional=True))
 
     @command("+QICFG", Form.WRITE, Int("send_data_format", 0, 1, optional=True),
              Int("recv_data_format", 0, 1, optional=True), sub="dataformat", family="tcpip")
@@ -883,12 +912,7 @@ class QuectelBase(Profile):
         if rcv is not None:
             self.recv_hex = rcv
 
-    @command("+QICFG", Form.WRITE, Int("close_mode", 0, 1, optional=True), sub="close/mode", family="tcpip")
-    async def qicfg_close(self, ctx: Ctx, v: int | None) -> None:
-        if v is None:
-            ctx.info(f'+QICFG: "close/mode",{self.close_mode}')
-        else:
-            self.close_mode = v
+    qicfg_close = _qicfg_int("close/mode", "close_mode", Int("close_mode", 0, 1, optional=True))
 
     @command("+QICFG", Form.WRITE, Int("kalive_onoff", 0, 1, optional=True), Int("kalive_idle", 60, 7200, optional=True),
              Int("kalive_interval", 10, 20, optional=True), Int("kalive_cnt", 1, 8, optional=True),
@@ -911,19 +935,8 @@ class QuectelBase(Profile):
             except NetError:
                 pass
 
-    @command("+QICFG", Form.WRITE, Int("tw_enable", 0, 1, optional=True), sub="tcp/tw_cycle", family="tcpip")
-    async def qicfg_tw(self, ctx: Ctx, v: int | None) -> None:
-        if v is None:
-            ctx.info(f'+QICFG: "tcp/tw_cycle",{self.tw_cycle}')
-        else:
-            self.tw_cycle = v
-
-    @command("+QICFG", Form.WRITE, Int("udp/broadcast", 0, 1, optional=True), sub="udp/broadcast", family="tcpip")
-    async def qicfg_bcast(self, ctx: Ctx, v: int | None) -> None:
-        if v is None:
-            ctx.info(f'+QICFG: "udp/broadcast",{self.udp_broadcast}')
-        else:
-            self.udp_broadcast = v
+    qicfg_tw = _qicfg_int("tcp/tw_cycle", "tw_cycle", Int("tw_enable", 0, 1, optional=True))
+    qicfg_bcast = _qicfg_int("udp/broadcast", "udp_broadcast", Int("udp/broadcast", 0, 1, optional=True))
 
     # ---- open -----------------------------------------------------------------------------------
     @command("+QIOPEN", Form.WRITE, Int("connectID", 0, 11),
@@ -941,34 +954,41 @@ class QuectelBase(Profile):
             raise self._err(552, "a listener/service needs a local port")
         if not server and rport == 0:
             raise self._err(552, "remote port 0")
+        self._check_open(cid, via_ap_ok=prio == 1)
+        await self._start_open(ctx, Sock(cid, service, host, rport, lport, mode, via_ap=not self.wifi_connected()))
+
+    def _check_open(self, cid: int, via_ap_ok: bool = False) -> None:
+        """AT+QIOPEN / AT+QSSLOPEN: the ID must be free (561) and there must be a network (569)."""
         if cid in self.socks:
             raise self._err(561)
-        if not (self.wifi_connected() or (prio == 1 and self.softap is not None)):
+        if not (self.wifi_connected() or (via_ap_ok and self.softap is not None)):
             raise self._err(569, "no Wi-Fi")
-        s = Sock(cid, service, host, rport, lport, mode, via_ap=not self.wifi_connected())
-        self.socks[cid] = s
-        if mode == 2:
+
+    async def _start_open(self, ctx: Ctx, s: Sock) -> None:
+        """Mode 2 blocks until CONNECT (then runs the transparent session) or ERROR; modes 0/1
+        answer OK and report +QIOPEN/+QSSLOPEN when the open has finished."""
+        self.socks[s.id] = s
+        if s.mode == 2:
             err = await self._open_sock(s)
             if err:
-                self.socks.pop(cid, None)
+                self.socks.pop(s.id, None)
                 raise self._err(err)
             ctx.final("CONNECT")
             await self._transparent(s)
-            return None
+            return
         ctx.ok()
-        s.task = self.module.spawn(self._open_async(s, "+QIOPEN"))
-        return None
+        s.task = self.module.spawn(self._open_async(s))
 
-    async def _open_async(self, s: Sock, urc: str) -> None:
+    async def _open_async(self, s: Sock) -> None:
         err = await self._open_sock(s)
         if self.socks.get(s.id) is not s:
             return
         if err:
             self.socks.pop(s.id, None)
             self.last_err = err
-            self.module.urc(f"{urc}: {s.id},{err}")
+            self.module.urc(f"{s.open_urc}: {s.id},{err}")
             return
-        self.module.urc(f"{urc}: {s.id},0")
+        self.module.urc(f"{s.open_urc}: {s.id},0")
         self._deliver(s)  # data that arrived before the URC
 
     async def _open_sock(self, s: Sock) -> int:
@@ -1023,13 +1043,20 @@ class QuectelBase(Profile):
     def _attach_conn(self, s: Sock, conn: TcpConnection) -> None:
         s.conn = conn
         conn.rx_high_water = RX_HIGH_WATER
-        conn.on_data = lambda c, s=s: self._on_rx(s)
-        conn.on_close = lambda c, reason, s=s: self._on_close(s, reason)
+        self._bind(s)
 
     def _attach_udp(self, s: Sock, u: UdpSocket) -> None:
         s.udp = u
         u.max_queue = 4096            # bounded like a real stack; 4096 datagrams is far beyond any host's need
-        u.on_datagram = lambda _u, s=s: self._on_rx(s)
+        self._bind(s)
+
+    def _bind(self, s: Sock) -> None:
+        """Route the socket's events to the buffer/push machinery (outside transparent sessions)."""
+        if s.conn is not None:
+            s.conn.on_data = lambda c, s=s: self._on_rx(s)
+            s.conn.on_close = lambda c, reason, s=s: self._on_close(s, reason)
+        elif s.udp is not None:
+            s.udp.on_datagram = lambda _u, s=s: self._on_rx(s)
 
     def _incoming(self, lst: Sock, conn: TcpConnection) -> None:
         if self.socks.get(lst.id) is not lst:
@@ -1085,9 +1112,6 @@ class QuectelBase(Profile):
         self._deliver(s)
 
     # ---- receive path ------------------------------------------------------------------------------
-    def _urc_prefix(self, s: Sock) -> str:
-        return "+QSSLURC" if s.is_ssl else "+QIURC"
-
     def _on_rx(self, s: Sock) -> None:
         if self.socks.get(s.id) is not s or s.state == ST_OPENING:
             return
@@ -1104,14 +1128,14 @@ class QuectelBase(Profile):
         if s.mode == 0:
             if not s.notified:
                 s.notified = True
-                self.module.urc(f'{self._urc_prefix(s)}: "recv",{s.id}')
+                self.module.urc(f'{s.urc}: "recv",{s.id}')
             return
         # direct push
         if s.conn is not None:
             while s.conn.available:
                 data = s.conn.read(READ_MAX)
                 s.have_read += len(data)
-                self.module.urc(f'{self._urc_prefix(s)}: "recv",{s.id},{len(data)}', self._fmt(data, s))
+                self.module.urc(f'{s.urc}: "recv",{s.id},{len(data)}', self._fmt(data, s))
         elif s.udp is not None:
             while True:
                 item = s.udp.recvfrom()
@@ -1119,10 +1143,8 @@ class QuectelBase(Profile):
                     break
                 data, (ip, port) = item
                 s.have_read += len(data)
-                if s.service == "UDP SERVICE":
-                    self.module.urc(f'+QIURC: "recv",{s.id},{len(data)},"{ip}",{port}', self._fmt(data))
-                else:
-                    self.module.urc(f'+QIURC: "recv",{s.id},{len(data)}', self._fmt(data))
+                sender = f',"{ip}",{port}' if s.service == "UDP SERVICE" else ""
+                self.module.urc(f'+QIURC: "recv",{s.id},{len(data)}{sender}', self._fmt(data))
 
     def _on_close(self, s: Sock, reason: str) -> None:
         s.closed_evt.set()
@@ -1133,7 +1155,7 @@ class QuectelBase(Profile):
             if s.mode == 1:
                 self._deliver(s)
             if not s.active:
-                self.module.urc(f'{self._urc_prefix(s)}: "closed",{s.id}')
+                self.module.urc(f'{s.urc}: "closed",{s.id}')
                 if self.passiveclosed and not s.buffered():
                     self.socks.pop(s.id, None)       # released at once: no AT+QICLOSE needed
                     self._drop_sock(s)
@@ -1141,8 +1163,7 @@ class QuectelBase(Profile):
     @command("+QIRD", Form.WRITE, Int("connectID", 0, 11), Int("read_length", 0, READ_MAX, optional=True),
              family="tcpip", doc="Read buffered data", test="+QIRD: (0-11),(0-1500)")
     async def qird(self, ctx: Ctx, cid: int, n: int | None) -> None:
-        self.last_err = 0
-        s = self._sock(cid, ssl_only=False)
+        s = self._use(cid, ssl=False)
         if s.service == "TCP LISTENER":
             raise self._err(569)
         if n == 0:
@@ -1177,8 +1198,7 @@ class QuectelBase(Profile):
              Str("remoteIP", quoted=None, optional=True), Int("remote_port", 1, 65535, optional=True),
              family="tcpip", doc="Send data", test="+QISEND: (0-11),(0-1460),<remoteIP>,(1-65535)")
     async def qisend(self, ctx: Ctx, cid: int, n: int | None, rip: str | None, rport: int | None):
-        self.last_err = 0
-        s = self._sock(cid, ssl_only=False)
+        s = self._use(cid, ssl=False)
         if n == 0 and rip is None:
             sent = s.conn.total_sent if s.conn else (s.udp.total_sent if s.udp else 0)
             acked = s.conn.acked if s.conn else sent
@@ -1240,11 +1260,15 @@ class QuectelBase(Profile):
     @command("+QICLOSE", Form.WRITE, Int("connectID", 0, 11), Int("timeout", 1, 120, optional=True, default=10),
              family="tcpip", doc="Close a socket", test="+QICLOSE: (0-11),(1-120)")
     async def qiclose(self, ctx: Ctx, cid: int, timeout: int) -> None:
+        await self._close_cmd(cid, timeout, ssl=False)
+
+    async def _close_cmd(self, cid: int, timeout: float, ssl: bool) -> None:
+        """AT+QICLOSE / AT+QSSLCLOSE: closing a closed socket is harmless; the other family's is 569."""
         self.last_err = 0
         s = self.socks.get(cid)
-        if s is None or s.is_ssl:
-            if s is None:
-                return None   # closing a closed socket is harmless
+        if s is None:
+            return
+        if s.is_ssl != ssl:
             raise self._err(569)
         await self._close(s, timeout)
 
@@ -1293,21 +1317,22 @@ class QuectelBase(Profile):
     @command("+QISTATE", Form.READ, family="tcpip", doc="Socket states", test="")
     @command("+QISTATE", Form.EXEC, family="tcpip")
     async def qistate(self, ctx: Ctx) -> None:
-        for cid in sorted(self.socks):
-            if not self.socks[cid].is_ssl:
-                ctx.info(self._state_line(self.socks[cid]))
+        self._states(ctx, lambda s: not s.is_ssl)
 
     @command("+QISTATE", Form.WRITE, Int("connectID", 0, 11), family="tcpip")
     async def qistate_one(self, ctx: Ctx, cid: int) -> None:
-        s = self.socks.get(cid)
-        if s is not None and not s.is_ssl:
-            ctx.info(self._state_line(s))
+        self._states(ctx, lambda s: not s.is_ssl and s.id == cid)
+
+    def _states(self, ctx: Ctx, keep: Callable[[Sock], bool]) -> None:
+        """One +QISTATE/+QSSLSTATE line per socket ``keep`` selects, by ID."""
+        for cid in sorted(self.socks):
+            if keep(self.socks[cid]):
+                ctx.info(self._state_line(self.socks[cid]))
 
     @command("+QISWTMD", Form.WRITE, Int("connectID", 0, 11), Int("access_mode", 0, 2), family="tcpip",
              doc="Switch access mode", test="+QISWTMD: (0-11),(0-2)")
     async def qiswtmd(self, ctx: Ctx, cid: int, mode: int) -> None:
-        self.last_err = 0
-        s = self._sock(cid)
+        s = self._use(cid, ssl=None)
         if s.service in ("TCP LISTENER", "UDP SERVICE"):
             raise self._err(555, "a listener/service has no access mode to switch")
         if s.state != ST_CONNECTED:
@@ -1426,11 +1451,7 @@ class QuectelBase(Profile):
             m.engine.leave_transparent()
             s.active = False
             s.wake = None
-            if conn is not None:
-                conn.on_data = lambda c, s=s: self._on_rx(s)
-                conn.on_close = lambda c, reason, s=s: self._on_close(s, reason)
-            elif udp is not None:
-                udp.on_datagram = lambda _u, s=s: self._on_rx(s)
+            self._bind(s)
         if closed:
             s.state = ST_CLOSING
             self.last_transparent = None
@@ -1464,47 +1485,22 @@ class QuectelBase(Profile):
         else:
             setattr(c, attr, v)
 
-    @command("+QSSLCFG", Form.WRITE, Int("SSL_ctxID", 0, 5), Int("SSL_version", 0, 4, optional=True),
-             sub="sslversion", family="ssl", doc="SSL context configuration", test=_SSLCFG_TEST)
-    async def sslcfg_ver(self, ctx: Ctx, cid: int, v: int | None) -> None:
-        self._cfg_int(ctx, "sslversion", "version", cid, v)
-
-    @command("+QSSLCFG", Form.WRITE, Int("SSL_ctxID", 0, 5), Int("seclevel", 0, 2, optional=True), sub="seclevel", family="ssl")
-    async def sslcfg_sec(self, ctx: Ctx, cid: int, v: int | None) -> None:
-        self._cfg_int(ctx, "seclevel", "seclevel", cid, v)
-
-    @command("+QSSLCFG", Form.WRITE, Int("SSL_ctxID", 0, 5),
-             Int("cipher_suites", choices=tuple(CIPHERS) + (0xFFFF,), optional=True, allow_quoted=True),
-             sub="ciphersuite", family="ssl")
-    async def sslcfg_cipher(self, ctx: Ctx, cid: int, v: int | None) -> None:
-        self._cfg_int(ctx, "ciphersuite", "cipher", cid, v, "0X{:04X}")
-
-    @command("+QSSLCFG", Form.WRITE, Int("SSL_ctxID", 0, 5), Int("negotiate_time", 10, 300, optional=True),
-             sub="negotiatetime", family="ssl")
-    async def sslcfg_neg(self, ctx: Ctx, cid: int, v: int | None) -> None:
-        self._cfg_int(ctx, "negotiatetime", "negotiate_time", cid, v)
-
-    @command("+QSSLCFG", Form.WRITE, Int("SSL_ctxID", 0, 5), Int("SNI", 0, 1, optional=True), sub="sni", family="ssl")
-    async def sslcfg_sni(self, ctx: Ctx, cid: int, v: int | None) -> None:
-        self._cfg_int(ctx, "sni", "sni", cid, v)
-
-    @command("+QSSLCFG", Form.WRITE, Int("SSL_ctxID", 0, 5), Int("ignore_ltime", 0, 1, optional=True),
-             sub="ignorelocaltime", family="ssl")
-    async def sslcfg_ilt(self, ctx: Ctx, cid: int, v: int | None) -> None:
-        self._cfg_int(ctx, "ignorelocaltime", "ignore_ltime", cid, v)
-
-    @command("+QSSLCFG", Form.WRITE, Int("SSL_ctxID", 0, 5), Int("session_cache_enable", 0, 1, optional=True),
-             sub="session_cache", family="ssl")
-    async def sslcfg_cache(self, ctx: Ctx, cid: int, v: int | None) -> None:
-        self._cfg_int(ctx, "session_cache", "session_cache", cid, v)
+    sslcfg_ver = _sslcfg("sslversion", Int("SSL_version", 0, 4, optional=True), "version",
+                         doc="SSL context configuration", test=_SSLCFG_TEST)
+    sslcfg_sec = _sslcfg("seclevel", Int("seclevel", 0, 2, optional=True))
+    sslcfg_cipher = _sslcfg("ciphersuite", Int("cipher_suites", choices=tuple(CIPHERS) + (0xFFFF,), optional=True,
+                                               allow_quoted=True), "cipher", "0X{:04X}")
+    sslcfg_neg = _sslcfg("negotiatetime", Int("negotiate_time", 10, 300, optional=True), "negotiate_time")
+    sslcfg_sni = _sslcfg("sni", Int("SNI", 0, 1, optional=True))
+    sslcfg_ilt = _sslcfg("ignorelocaltime", Int("ignore_ltime", 0, 1, optional=True), "ignore_ltime")
+    sslcfg_cache = _sslcfg("session_cache", Int("session_cache_enable", 0, 1, optional=True))
 
     def _cfg_path(self, ctx: Ctx, key: str, attr: str, cid: int, path: str | None) -> None:
         c = self._cfg(cid)
         if path is None:
             ctx.info(f'+QSSLCFG: "{key}",{cid},"{getattr(c, attr)}"')
             return
-        if path.upper().startswith("UFS:"):
-            path = path[4:]
+        path = _strip_ufs(path)
         if path:
             try:
                 self.fs.path(path)
@@ -1512,25 +1508,15 @@ class QuectelBase(Profile):
                 raise CmdError("param", message="bad file name") from None
         setattr(c, attr, path)
 
-    @command("+QSSLCFG", Form.WRITE, Int("SSL_ctxID", 0, 5), Str("cacertpath", quoted=None, optional=True, max_len=84),
-             sub="cacert", family="ssl")
-    async def sslcfg_ca(self, ctx: Ctx, cid: int, path: str | None) -> None:
-        self._cfg_path(ctx, "cacert", "cacert", cid, path)
-
-    @command("+QSSLCFG", Form.WRITE, Int("SSL_ctxID", 0, 5), Str("client_cert_path", quoted=None, optional=True, max_len=84),
-             sub="clientcert", family="ssl")
-    async def sslcfg_cert(self, ctx: Ctx, cid: int, path: str | None) -> None:
-        self._cfg_path(ctx, "clientcert", "clientcert", cid, path)
+    sslcfg_ca = _sslcfg("cacert", Str("cacertpath", quoted=None, optional=True, max_len=84))
+    sslcfg_cert = _sslcfg("clientcert", Str("client_cert_path", quoted=None, optional=True, max_len=84))
 
     @command("+QSSLCFG", Form.WRITE, Int("SSL_ctxID", 0, 5), Str("client_key_path", quoted=None, optional=True, max_len=84),
              Str("key_pwd", quoted=None, optional=True, max_len=255), sub="clientkey", family="ssl")
     async def sslcfg_key(self, ctx: Ctx, cid: int, path: str | None, pwd: str | None) -> None:
-        c = self._cfg(cid)
-        if path is None:
-            ctx.info(f'+QSSLCFG: "clientkey",{cid},"{c.clientkey}"')
-            return
         self._cfg_path(ctx, "clientkey", "clientkey", cid, path)
-        c.key_pwd = pwd or ""
+        if path is not None:
+            self._cfg(cid).key_pwd = pwd or ""
 
     @command("+QSSLOPEN", Form.WRITE, Int("SSL_ctxID", 0, 5), Int("connectID", 0, 11),
              Str("server_address", quoted=None, min_len=1, max_len=150), Int("server_port", 1, 65535),
@@ -1538,71 +1524,39 @@ class QuectelBase(Profile):
              test="+QSSLOPEN: (0-5),(0-11),<server_address>,<server_port>,(0-2)")
     async def qsslopen(self, ctx: Ctx, ctx_id: int, cid: int, host: str, port: int, mode: int):
         self.last_err = 0
-        if cid in self.socks:
-            raise self._err(561)
-        if not self.wifi_connected():
-            raise self._err(569, "no Wi-Fi")
-        s = Sock(cid, "SSL", host, port, 0, mode, ssl_ctx=ctx_id)
-        self.socks[cid] = s
-        if mode == 2:
-            err = await self._open_sock(s)
-            if err:
-                self.socks.pop(cid, None)
-                raise self._err(err)
-            ctx.final("CONNECT")
-            await self._transparent(s)
-            return None
-        ctx.ok()
-        s.task = self.module.spawn(self._open_async(s, "+QSSLOPEN"))
-        return None
+        self._check_open(cid)
+        await self._start_open(ctx, Sock(cid, "SSL", host, port, 0, mode, ssl_ctx=ctx_id))
 
     @command("+QSSLSEND", Form.WRITE, Int("connectID", 0, 11), Int("send_length", 1, SEND_MAX, optional=True),
              family="ssl", doc="Send over SSL", test="+QSSLSEND: (0-11),(1-1460)")
     async def qsslsend(self, ctx: Ctx, cid: int, n: int | None):
-        self.last_err = 0
-        s = self._sock(cid, ssl_only=True)
-        return await self._send(ctx, s, n, None)
+        return await self._send(ctx, self._use(cid, ssl=True), n, None)
 
     @command("+QSSLRECV", Form.WRITE, Int("connectID", 0, 11), Int("read_length", 1, READ_MAX),
              family="ssl", doc="Read SSL data", test="+QSSLRECV: (0-11),(1-1500)")
     async def qsslrecv(self, ctx: Ctx, cid: int, n: int) -> None:
-        self.last_err = 0
-        s = self._sock(cid, ssl_only=True)
-        self._read_out(ctx, s, n, "+QSSLRECV")
+        self._read_out(ctx, self._use(cid, ssl=True), n, "+QSSLRECV")
 
     @command("+QSSLCLOSE", Form.WRITE, Int("connectID", 0, 11), Int("close_timeout", 0, 65535, optional=True, default=10),
              family="ssl", doc="Close an SSL connection", test="+QSSLCLOSE: (0-11),(0-65535)")
     async def qsslclose(self, ctx: Ctx, cid: int, timeout: int) -> None:
-        self.last_err = 0
-        s = self.socks.get(cid)
-        if s is None:
-            return
-        if not s.is_ssl:
-            raise self._err(569)
-        await self._close(s, max(0.1, timeout))
+        await self._close_cmd(cid, max(0.1, timeout), ssl=True)
 
     @command("+QSSLSTATE", Form.READ, family="ssl", doc="SSL connection states", test="")
     @command("+QSSLSTATE", Form.EXEC, family="ssl")
     async def qsslstate(self, ctx: Ctx) -> None:
-        for cid in sorted(self.socks):
-            if self.socks[cid].is_ssl:
-                ctx.info(self._state_line(self.socks[cid]))
+        self._states(ctx, lambda s: s.is_ssl)
 
     @command("+QSSLSTATE", Form.WRITE, Int("query_type", 0, 1), Int("connectID", 0, 11), family="ssl")
     async def qsslstate_q(self, ctx: Ctx, qt: int, ident: int) -> None:
-        for cid in sorted(self.socks):
-            s = self.socks[cid]
-            if s.is_ssl and ((qt == 0 and s.ssl_ctx == ident) or (qt == 1 and s.id == ident)):
-                ctx.info(self._state_line(s))
+        self._states(ctx, lambda s: s.is_ssl and (s.ssl_ctx if qt == 0 else s.id) == ident)
 
     # ==== network utilities =======================================================================
     @command("+QPING", Form.WRITE, Str("host", quoted=None, min_len=1, max_len=150), Int("timeout", 1, 255, optional=True, default=4),
              Int("pingnum", 1, 10, optional=True, default=4), family="net", doc="ICMP echo",
              test="+QPING: <host>,(1-255),(1-10)")
     async def qping(self, ctx: Ctx, host: str, timeout: int, count: int) -> None:
-        self.last_err = 0
-        if not self.wifi_connected():
-            raise self._err(569, "no Wi-Fi")
+        self._need_wifi()
         if self._ping_task is not None and not self._ping_task.done():
             raise self._err(566, "a ping is running")
         ctx.ok()
@@ -1637,9 +1591,7 @@ class QuectelBase(Profile):
     @command("+QIDNSGIP", Form.WRITE, Str("hostname", quoted=None, min_len=1, max_len=150), family="net",
              doc="Resolve a host name", test="+QIDNSGIP: <hostname>")
     async def qidnsgip(self, ctx: Ctx, host: str) -> None:
-        self.last_err = 0
-        if not self.wifi_connected():
-            raise self._err(569, "no Wi-Fi")
+        self._need_wifi()
         if self._dns_task is not None and not self._dns_task.done():
             raise self._err(562, "a lookup is running")
         ctx.ok()
@@ -1659,9 +1611,7 @@ class QuectelBase(Profile):
     @command("+QNTP", Form.WRITE, Str("server", quoted=None, min_len=1, max_len=50), Int("port", 1, 65535, optional=True, default=123),
              family="net", doc="Query an SNTP server", test='+QNTP: "<server>",(1-65535)')
     async def qntp(self, ctx: Ctx, server: str, port: int) -> None:
-        self.last_err = 0
-        if not self.wifi_connected():
-            raise self._err(569, "no Wi-Fi")
+        self._need_wifi()
         ctx.ok()
         self.module.spawn(self._ntp(server, port))
 
@@ -1682,8 +1632,7 @@ class QuectelBase(Profile):
 
     # ==== files (UFS) ===============================================================================
     def _fname(self, name: str) -> str:
-        if name.upper().startswith("UFS:"):
-            name = name[4:]
+        name = _strip_ufs(name)
         try:
             self.fs.path(name)
         except FsError:
@@ -1767,9 +1716,7 @@ class QuectelBase(Profile):
 
     @command("+QFLST", Form.WRITE, Str("name_pattern", quoted=None, min_len=1, max_len=84), family="file")
     async def qflst_pat(self, ctx: Ctx, pat: str) -> None:
-        if pat.upper().startswith("UFS:"):
-            pat = pat[4:]
-        pat = pat or "*"
+        pat = _strip_ufs(pat) or "*"
         for name, size in self.fs.list():
             if fnmatch.fnmatchcase(name, pat):
                 ctx.info(f'+QFLST: "{name}",{size}')
