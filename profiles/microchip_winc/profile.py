@@ -139,6 +139,7 @@ class Sock:
     connecting: bool = False
     upgrading: bool = False
     announced: bool = False        # a +SOCKRXT / +SOCKRXU is outstanding
+    bound: bool = False            # bound to a local port by SOCKBL (UDP)
     groups: list = field(default_factory=list)
 
     @property
@@ -1128,7 +1129,7 @@ class MicrochipWinc(Profile):
     async def sockbl(self, ctx, sid: int, port: int) -> None:
         s = self._sock(sid)
         self.need_link()
-        if s.conn is not None or s.listener is not None or s.connecting or (s.udp is not None and s.proto == 1 and s.udp.port == port):
+        if s.conn is not None or s.listener is not None or s.connecting or s.bound:
             raise self.fail(E_STATE, "socket already bound")
         if s.proto == 2:
             from emulator.net.sockets import TcpListener
@@ -1139,7 +1140,11 @@ class MicrochipWinc(Profile):
             lst.on_accept = lambda conn, _s=s: self._accepted(_s, conn)
             s.listener = lst
         else:
+            # a UDP socket SOCKBR bound to an ephemeral port moves to <LCL_PORT>, keeping its destination
+            remote = s.udp.remote if s.udp is not None else None
             await self._udp_open(s, port)
+            s.udp.remote = remote
+            s.bound = True
 
     def _accepted(self, lst_sock: Sock, conn) -> None:
         if self.socks.get(lst_sock.id) is not lst_sock:
@@ -1261,6 +1266,7 @@ class MicrochipWinc(Profile):
         except NetError as e:
             raise self.fail(E_SOCKET, str(e)) from None
         s.groups.append(group)
+        s.bound = True
 
     @command("+SOCKTLS", Form.WRITE, Int("SOCK_ID", 0, 255), Int("TLS_CONF_IDX", 1, TLS_CONFS, optional=True, default=1),
              family="socket", doc="Upgrade a connected TCP socket to TLS: OK, then +SOCKTLS:<id> or +SOCKERR")
