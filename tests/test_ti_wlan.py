@@ -183,11 +183,12 @@ def test_no_dhcp_and_ip_collision():
         e.ok("AT+WlanConnect=nodhcp,,OPEN,,,,")
         out = e.read_until(rb"timeout[^\r]*\r\n", 5)
         assert out == b"+eventwlan:connect,nodhcp,02:aa:bb:cc:dd:03\r\n+eventnetapp:dhcp_ipv4_acquire_timeout,-1\r\n"
-        assert e.ok("AT+Get=Status,NETAPP") == b"+get:\r\n"
+        assert e.ok("AT+Get=Status,NETAPP") == b"+get:dhcp_acquire_timeout\r\n"
         e.ok("AT+NetCfgSet=IPV4_STA_ADDR,STATIC,192.168.7.1,255.255.255.0,192.168.7.1,192.168.7.1")
         e.ok(f"AT+WlanConnect=lab,,WPA_WPA2,{LAB['password']},,,")
         out = e.read_until(rb"ip_collision[^\r]*\r\n", 5)
         assert out.endswith(b"+eventwlan:connect,lab,02:11:22:33:44:55\r\n+eventnetapp:ip_collision,192.168.7.1,02:11:22:33:44:55,192.168.7.1\r\n")
+        assert e.ok("AT+Get=Status,NETAPP") == b"+get:ip_collision\r\n"      # the timeout bit went with the new association
         e.ok("AT+NetCfgSet=IF,STATE,IPV6_STA_LOCAL")
         e.ok("AT+NetCfgSet=IPV4_STA_ADDR,DHCP,")
         e.ok(f"AT+WlanConnect=lab,,WPA_WPA2,{LAB['password']},,,")
@@ -217,6 +218,8 @@ def test_station_module_joins_our_access_point():
         assert out.endswith(b"+eventnetapp:ipv4_acquired,10.123.45.2,10.123.45.1,10.123.45.1\r\n")
         assert ap.read_until(rb"ip_leased[^\r]*\r\n", 5) == \
             f"+eventwlan:sta_added,{sta_mac}\r\n+eventnetapp:ip_leased,10.123.45.2,4096,{sta_mac}\r\n".encode()
+        assert ap.ok("AT+Get=Status,NETAPP") == b"+get:ipacquired|ip_leased\r\n"
+        assert ap.ok("AT+Get=Status,NETAPP") == b"+get:ipacquired\r\n"          # reported once
         assert ap.ok("AT+NetCfgGet=AP_STATIONS_CONNECTED") == b"+netcfgget:1\r\n"
         assert ap.ok("AT+NetCfgGet=AP_STATIONS_INFO") == f"+netcfgget:10.123.45.2,{sta_mac},sensor-1\r\n".encode()
         assert ap.ok("AT+WlanGet=CONNECTION,").startswith(b"+wlanget:ap,ap_connected_stations,wpa_wpa2,hub,")
@@ -225,6 +228,7 @@ def test_station_module_joins_our_access_point():
         assert sta.read_until(rb"ipv4_lost[^\r]*\r\n", 5).startswith(b"+eventwlan:disconnect,hub,")
         assert ap.read_until(rb"ip_released[^\r]*\r\n", 5) == \
             f"+eventwlan:sta_removed,{sta_mac}\r\n+eventnetapp:ip_released,10.123.45.2,{sta_mac},8\r\n".encode()
+        assert ap.ok("AT+Get=Status,NETAPP") == b"+get:ipacquired|ip_released\r\n"
         # deny list keeps it out
         ap.ok("AT+WlanSet=AP,ACCESS_LIST_MODE,DENY_LIST")
         ap.ok(f"AT+WlanSet=AP,ACCESS_LIST_ADD_MAC,{sta_mac}")

@@ -16,6 +16,9 @@ FW_VERSION = "3.7.0.1"
 PHY_VERSION = "2.2.0.6"
 NWP_VERSION = "3.7.0.1"
 ROM_VERSION = "0"
+#: AT+Get=Status,NETAPP bits set by the events (manual order); the station's are cleared by the next
+#: association or address, ip_leased/ip_released by the read
+NETAPP_EVENT_FLAGS = ("ip_leased", "ip_released", "ipv4_lost", "dhcp_acquire_timeout", "ip_collision", "ipv6_lost")
 
 
 class DeviceMixin:
@@ -50,11 +53,12 @@ class DeviceMixin:
             elif opt == "bsd":
                 flags = ["tx_failed"] if self.status_flags.pop("tx_failed", False) else []
             else:
-                flags = []
-                if self.ip_up:
-                    flags.append("ipacquired")
-                if self.status_flags.get("ipv4_lost"):
-                    flags.append("ipv4_lost")
+                flags = ["ipacquired"] if self.ip_up else []
+                if self.ip_up and self.lease is not None and self.ipv6_enabled():
+                    flags.append("ipacquired_v6")
+                flags += [f for f in NETAPP_EVENT_FLAGS if self.status_flags.get(f)]
+                for f in ("ip_leased", "ip_released"):      # DHCP server events: reported once
+                    self.status_flags.pop(f, None)
             ctx.info("+get:" + "|".join(flags))
             return
         if ident == "general":

@@ -104,6 +104,7 @@ class WlanMixin:
             self.status_flags["ipv4_lost"] = True
             self.module.urc("+eventnetapp:ipv4_lost,0")
             if self.ipv6_enabled():
+                self.status_flags["ipv6_lost"] = True
                 self.module.urc(f"+eventnetapp:ipv6_lost,{self.ipv6_local()}")
         owner = getattr(ap, "_ti_owner", None)
         if owner is not None:
@@ -135,7 +136,8 @@ class WlanMixin:
             self.status_flags["connection_failed"] = True
             self.wlan_event_disconnect(ssid, (bssid or (ap.bssid if ap else "00:00:00:00:00:00")).lower(), reason)
             return False
-        self.status_flags.pop("connection_failed", None)
+        for f in ("connection_failed", "dhcp_acquire_timeout", "ip_collision"):
+            self.status_flags.pop(f, None)
         self.wlan_ap = ap
         self.wlan_sec = sec or CONN_SEC.get(ap.security, "open")
         self.module.urc(f"+eventwlan:connect,{ap.ssid},{ap.bssid.lower()}")
@@ -150,14 +152,17 @@ class WlanMixin:
         if lease is None:
             await asyncio.sleep(DHCP_TIMEOUT)
             if self.wlan_ap is ap:
+                self.status_flags["dhcp_acquire_timeout"] = True
                 self.module.urc("+eventnetapp:dhcp_ipv4_acquire_timeout,-1")
             return True
         collision = lease["ip"] in (ap.gateway, ap.dns) and not lease["dhcp"]
         if collision:
+            self.status_flags["ip_collision"] = True
             self.module.urc(f"+eventnetapp:ip_collision,{lease['ip']},{ap.bssid.lower()},{lease['dns']}")
             return True
         self.lease = lease
-        self.status_flags.pop("ipv4_lost", None)
+        for f in ("ipv4_lost", "ipv6_lost"):
+            self.status_flags.pop(f, None)
         le = self.lease
         self.module.urc(f"+eventnetapp:ipv4_acquired,{le['ip']},{le['gw']},{le['dns']}")
         if self.ipv6_enabled():
@@ -200,6 +205,7 @@ class WlanMixin:
         self.stations[mac] = {"ip": lease["ip"] if lease else "", "name": name, "peer": peer}
         self.module.urc(f"+eventwlan:sta_added,{mac}")
         if lease:
+            self.status_flags["ip_leased"] = True
             self.module.urc(f"+eventnetapp:ip_leased,{lease['ip']},{self.napp('dhcp_server.basic')[0]},{mac}")
         return lease
 
@@ -209,6 +215,7 @@ class WlanMixin:
             return
         self.module.urc(f"+eventwlan:sta_removed,{mac}")
         if st.get("ip"):
+            self.status_flags["ip_released"] = True
             self.module.urc(f"+eventnetapp:ip_released,{st['ip']},{mac},{reason}")
 
     def kick_station(self, mac: str) -> bool:

@@ -1,0 +1,236 @@
+"""TI SimpleLink: every one of the 71 commands against the request/response templates of the manual
+(inventory §5.1), over the pty: one successful and one failing call each, in the printed order
+(value line then OK; OK then value line for the nine deferred commands; OK alone for the rest).
+
+Everything stays on loopback: the module talks to itself (listening socket, its own HTTP server)."""
+from __future__ import annotations
+
+import re
+import socket
+
+from test_ti_common import LAB, Ti, world
+
+ERR_PARSE = b"ERROR:parse parameters,-2\r\n"
+ERR_COUNT = b"ERROR:number of parameters,-2\r\n"
+ERR_UNKNOWN = b"ERROR:command not exist,-1\r\n"
+
+
+def proc(code: int) -> bytes:
+    return b"ERROR:process command,%d\r\n" % code
+
+
+def free_port(kind=socket.SOCK_STREAM) -> int:
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def check(e: Ti, line: str, expect, later=None) -> None:
+    """``expect``: the exact response (bytes) or a regex (str) it must match in full; ``later``: the
+    deferred value lines of an OK-first command (regex, without the trailing OK)."""
+    out = e.cmd(line, timeout=8)
+    if isinstance(expect, bytes):
+        assert out == expect, f"{line!r} -> {out!r}, expected {expect!r}"
+    else:
+        assert re.fullmatch(expect.encode(), out, re.S), f"{line!r} -> {out!r}, expected /{expect}/"
+    if later is not None:
+        got = e.read_until(rb"(?:^|\r\n)(OK|ERROR:[^\r\n]*)\r\n", 10)
+        assert re.fullmatch((later + r"\r\nOK\r\n").encode(), got, re.S), f"{line!r} later -> {got!r}"
+
+
+def run_table(e: Ti, table) -> None:
+    for row in table:
+        check(e, *row)
+
+
+def test_device_sockets_templates():
+    tport, uport = free_port(), free_port(socket.SOCK_DGRAM)
+    with Ti() as e:
+        check(e, "AT+Socket=INET,STREAM,TCP", proc(-2018))           # the NWP is not started yet
+        check(e, "AT+Start", b"OK\r\n")
+        e.read_until(rb"\+eventgeneral:init_complete,sta\r\n")
+        e.join()
+        run_table(e, [
+            # ---- device
+            ("AT+Start", proc(-114)),
+            ("AT+Test", b"OK\r\n"),
+            ("AT+Test=1", ERR_UNKNOWN),
+            ("AT+Get=General,Persistent", b"+get:1\r\nOK\r\n"),
+            ("AT+Get=General", ERR_COUNT),
+            ("AT+Get=Status,WLAN", b"+get:sta_connected\r\nOK\r\n"),
+            ("AT+Get=Status,NETAPP", b"+get:ipacquired\r\nOK\r\n"),
+            ("AT+Set=General,Persistent,1", b"OK\r\n"),
+            ("AT+Set=General,Bogus,1", ERR_PARSE),
+            ("AT+Stop=0x10000", ERR_PARSE),
+            # ---- sockets: a listening socket, a client connecting to it, the accepted peer
+            ("AT+Socket=INET,STREAM,TCP", b"+socket:0\r\nOK\r\n"),
+            ("AT+Socket=INET,DGRAM,TCP", proc(-91)),
+            (f"AT+Bind=0,INET,{tport},127.0.0.1", b"OK\r\n"),
+            (f"AT+Bind=9,INET,{tport},127.0.0.1", proc(-9)),
+            ("AT+Listen=0,2", b"OK\r\n"),
+            ("AT+Listen=0,2", proc(-106)),
+            ("AT+Socket=INET,STREAM,TCP", b"+socket:1\r\nOK\r\n"),
+            (f"AT+Connect=1,INET,{tport},127.0.0.1", b"OK\r\n", rf"\+connect:{tport},127\.0\.0\.1"),
+            ("AT+Connect=1,INET,0,127.0.0.1", ERR_PARSE),
+            ("AT+Accept=0,INET", b"OK\r\n", r"\+accept:2,inet,\d+,127\.0\.0\.1"),
+            ("AT+Accept=1,INET", proc(-22)),
+            ("AT+Send=1,0,7,he,l\r\nx", b"OK\r\n"),
+            ("AT+Send=1,1,5,!!!!", ERR_PARSE),
+            ("AT+Select=3,2,1,0", b"OK\r\n", r"\+select:2"),
+            ("AT+Select=2,2,0,0", ERR_PARSE),
+            ("AT+Recv=2,0,7", b"OK\r\n", "\\+recv:2,0,7,he,l\r\nx"),
+            ("AT+Recv=0,0,5", proc(-107)),
+            ("AT+SetSockOpt=1,SOCKET,KEEPALIVE,1", b"OK\r\n"),
+            ("AT+SetSockOpt=1,SOCKET,KEEPALIVE,2", ERR_PARSE),
+            ("AT+GetSockOpt=1,SOCKET,KEEPALIVE", b"+getsockopt:1\r\nOK\r\n"),
+            ("AT+GetSockOpt=1,PHY,PHY_RATE", proc(-95)),
+            # ---- UDP
+            ("AT+Socket=INET,DGRAM,UDP", b"+socket:3\r\nOK\r\n"),
+            (f"AT+Bind=3,INET,{uport},127.0.0.1", b"OK\r\n"),
+            (f"AT+SendTo=3,INET,{uport},127.0.0.1,1,4,cGluZw==", b"OK\r\n"),
+            ("AT+SendTo=3,INET,0,127.0.0.1,0,1,x", ERR_PARSE),
+            ("AT+RecvFrom=3,INET,0,0.0.0.0,1,10", b"OK\r\n", r"\+recvfrom:3,1,4,cGluZw=="),
+            ("AT+RecvFrom=3,INET6,0,1.2.3.4,0,10", ERR_PARSE),
+            ("AT+Close=3", b"+close:3\r\nOK\r\n"),
+            ("AT+Close=3", proc(-9)),
+        ])
+
+
+def test_wlan_files_netcfg_netutil_templates():
+    with Ti() as e:
+        e.boot()
+        e.join()
+        run_table(e, [
+            # ---- WLAN
+            ("AT+WlanConnect=lab,,WPA_WPA2,,,,", ERR_COUNT),
+            ("AT+WlanProfileAdd=lab,,WPA_WPA2,lab-pass-123,,,,3", b"+wlanprofileadd:0\r\nOK\r\n"),
+            ("AT+WlanProfileAdd=lab,,OPEN,,,,,16", ERR_PARSE),
+            ("AT+WlanProfileGet=0", b"+wlanprofileget:lab,,wpa_wpa2,,,,3\r\nOK\r\n"),
+            ("AT+WlanProfileGet=1", proc(-2073)),
+            ("AT+ WlanProfileDel = 0", b"OK\r\n"),
+            ("AT+WlanProfileDel=0", proc(-2073)),
+            ("AT+WlanPolicySet=SCAN,Hidden_SSID,30", b"OK\r\n"),
+            ("AT+WlanPolicySet=SCAN,Bogus,1", ERR_PARSE),
+            ("AT+WlanPolicyGet=SCAN", b"+wlanpolicyget:hidden_ssid,30\r\nOK\r\n"),
+            ("AT+WlanPolicyGet=BOGUS", ERR_PARSE),
+            ("AT+WlanScan=0,30", b"+wlanscan:lab,02:11:22:33:44:55,-40,6,wpa2,0,ccmp,psk\r\nOK\r\n"),
+            ("AT+WlanScan=30,1", ERR_PARSE),
+            ("AT+WlanSet=AP,CHANNEL,11", b"OK\r\n"),
+            ("AT+WlanSet=AP,CHANNEL,12", ERR_PARSE),
+            ("AT+WlanGet=AP,CHANNEL", b"+wlanget:11\r\nOK\r\n"),
+            ("AT+WlanGet=AP,BOGUS", ERR_PARSE),
+            ("AT+WlanGet=CONNECTION,", b"+wlanget:sta,station_connected,wpa_wpa2,lab,02:11:22:33:44:55,\r\nOK\r\n"),
+            ("AT+WlanSetMode=STA", b"OK\r\n"),
+            ("AT+WlanSetMode=XX", ERR_PARSE),
+            # ---- files
+            ("AT+FileOpen=/t.txt,CREATE|WRITE,64", b"+fileopen:1,0\r\nOK\r\n"),
+            ("AT+FileOpen=../t.txt,CREATE,64", proc(-11302)),
+            ("AT+FileWrite=1,0,0,5,he\r\nl", b"+filewrite:5\r\nOK\r\n"),
+            ("AT+FileWrite=1,60,0,5,hello", proc(-11307)),
+            ("AT+FileClose=1,,", b"OK\r\n"),
+            ("AT+FileClose=1,,", proc(-11306)),
+            ("AT+FileGetInfo=/t.txt,", b"+filegetinfo:,5,4096,0,4096,1\r\nOK\r\n"),
+            ("AT+FileGetInfo=/none,", proc(-11300)),
+            ("AT+FileGetFileList", b"+filegetfilelist:/t.txt,64,,1\r\nOK\r\n"),
+            ("AT+FileGetFileList=1", ERR_UNKNOWN),
+            ("AT+FileOpen=/t.txt,READ,", b"+fileopen:2,0\r\nOK\r\n"),
+            ("AT+FileRead=2,0,0,5", b"+fileread:0,5,he\r\nl\r\nOK\r\n"),
+            ("AT+FileRead=2,9,0,5", proc(-11307)),
+            ("AT+FileClose=2,,", b"OK\r\n"),
+            ("AT+FileCtl=RENAME,,/t.txt,/u.txt", b"+filectl:0,\r\nOK\r\n"),
+            ("AT+FileCtl=COMMIT,,/u.txt,", proc(-11305)),
+            ("AT+FileDel=/u.txt,", b"OK\r\n"),
+            ("AT+FileDel=/u.txt,", proc(-11300)),
+            # ---- NetCfg / NetUtil
+            ("AT+NetCfgSet=IPV4_DNS_CLIENT,,8.8.4.4", b"OK\r\n"),
+            ("AT+NetCfgSet=IPV4_STA_ADDR,STATIC,1.2.3.4", ERR_COUNT),
+            ("AT+NetCfgGet=IPV4_DNS_CLIENT", b"+netcfgget:8.8.4.4\r\nOK\r\n"),
+            ("AT+NetCfgGet=IPV4_STA_ADDR", b"+netcfgget:dhcp,192.168.7.20,255.255.255.0,192.168.7.1,192.168.7.1\r\nOK\r\n"),
+            ("AT+NetCfgGet=BOGUS", ERR_PARSE),
+            ("AT+NetUtilGet=true_random,4", r"\+netutilget:\d+;\d+;\d+;\d+\r\nOK\r\n"),
+            ("AT+NetUtilGet=true_random,173", ERR_PARSE),
+            ("AT+NetUtilCmd=temp_keys,1,create", b"+netutilcmd:1\r\nOK\r\n"),
+            ("AT+NetUtilCmd=temp_keys,0,create", proc(-3200)),
+            # ---- user disconnect, last
+            ("AT+WlanDisconnect", b"OK\r\n"),
+        ])
+        assert e.read_until(rb"\r\n") == b"+eventwlan:disconnect,lab,02:11:22:33:44:55,200\r\n"
+        check(e, "AT+WlanDisconnect", proc(-2071))
+
+
+def test_netapp_mqtt_http_templates():
+    w = world(network={"hosts": {"peer.example": "127.0.0.1"}})
+    with Ti(world=w) as e:
+        e.boot()
+        e.join()
+        e.put_file("/www/index.html", b"<p>hi</p>")
+        mqtt_port = free_port()
+        run_table(e, [
+            # ---- NetApp
+            ("AT+NetAPPStart=HTTP_SERVER|MDNS", b"OK\r\n"),
+            ("AT+NetAPPStart=MDNS", proc(-114)),
+            ("AT+NetAPPSet=DEVICE,URN,dev1", b"OK\r\n"),
+            ("AT+NetAPPSet=DEVICE,URN", ERR_COUNT),
+            ("AT+NetAPPGet=DEVICE,URN", b"+netappget:dev1\r\nOK\r\n"),
+            ("AT+NetAPPGet=DEVICE,BOGUS", ERR_PARSE),
+            ("AT+NetAPPRegisterService=svc._http._tcp.local,txt,8080,60,", b"OK\r\n"),
+            ("AT+NetAPPRegisterService=svc,txt,8080,60,", ERR_PARSE),
+            ("AT+NetAPPGetServiceList=0,5,FULL_IPV4_WITH_TEXT",
+             b"+netappgetservicelist:192.168.7.20,8080,svc._http._tcp.local,dev1.local,txt\r\nOK\r\n"),
+            ("AT+NetAPPGetServiceList=0,5,BOGUS", ERR_PARSE),
+            ("AT+NetAPPGetHostByService=svc,INET", b"OK\r\n",
+             r"\+netappgethostbyservice:svc\._http\._tcp\.local,8080,192\.168\.7\.20,txt"),
+            ("AT+NetAPPGetHostByService=svc,BOGUS", ERR_PARSE),
+            ("AT+NetAPPUnRegisterService=svc._http._tcp.local,", b"OK\r\n"),
+            ("AT+NetAPPUnRegisterService=svc._http._tcp.local,", proc(-2181)),
+            ("AT+NetAPPGetHostByName=peer.example,INET", b"OK\r\n", r"\+netappgethostbyname:peer\.example,127\.0\.0\.1"),
+            ("AT+NetAPPGetHostByName=peer.example,INET7", ERR_PARSE),
+            ("AT+NetAPPPing=INET,127.0.0.1,8,0,2000,1,0", b"OK\r\n", r"\+netappping:1,1,\d+"),
+            ("AT+NetAPPPing=INET,0,8,0,100,1,0", proc(-2180)),
+            ("AT+NetAPPSend=9,METADATA,0,3,200", proc(-2181)),
+            ("AT+NetAPPSend=9,BOGUS,0,3,200", ERR_PARSE),
+            ("AT+NetAPPRecv=9,0,10", proc(-2181)),
+            ("AT+NetAPPRecv=9,2,10", ERR_PARSE),
+            ("AT+NetAPPStop=MDNS", b"OK\r\n"),
+            ("AT+NetAPPStop=MDNS", proc(-2180)),
+            # ---- MQTT without a broker (sessions with a broker: test_ti_mqtt.py)
+            (f"AT+MqttCreate=c1,ip4,127.0.0.1,{mqtt_port},,,,,,,v3_1_1,1,0", b"+mqttcreate:0\r\nOK\r\n"),
+            ("AT+MqttCreate=c1,ip4,127.0.0.1,1883,,,,,,,v5,1,0", ERR_PARSE),
+            ("AT+MqttSet=0,keepalive,30", b"OK\r\n"),
+            ("AT+MqttSet=0,keepalive,70000", ERR_PARSE),
+            ("AT+MqttConnect=0", proc(-111)),                       # nobody listens there
+            ("AT+MqttConnect=1", proc(-3001)),
+            ("AT+MqttPublish=0,t,qos1,0,1,a", proc(-3002)),
+            ("AT+MqttSubscribe=0,1,t,qos0,", proc(-3002)),
+            ("AT+MqttUnsubscribe=0,1,t,", proc(-3002)),
+            ("AT+MqttDisconnect=0", proc(-3002)),
+            ("AT+MqttDelete=0", b"OK\r\n"),
+            ("AT+MqttDelete=0", proc(-3001)),
+        ])
+        port = e.sync(lambda: e.module.profile.http_port)
+        run_table(e, [
+            # ---- HTTP client against the module's own HTTP server
+            ("AT+HttpCreate", b"+httpcreate:0\r\nOK\r\n"),
+            ("AT+HttpCreate=1", ERR_UNKNOWN),
+            ("AT+HttpSetOpt=0,redirect_feature,0", b"OK\r\n"),
+            ("AT+HttpSetOpt=0,redirect_feature,2", ERR_PARSE),
+            ("AT+HttpSetProxy=INET,0,0.0.0.0", b"OK\r\n"),
+            ("AT+HttpSetProxy=INET,80,notip", ERR_PARSE),
+            (f"AT+HttpConnect=0,127.0.0.1:{port},,,,", b"OK\r\n"),
+            (f"AT+HttpConnect=0,127.0.0.1:{port},,,,", proc(-3102)),
+            ("AT+HttpSetHeader=0,req_accept,persistent,0,9,text/html", b"OK\r\n"),
+            ("AT+HttpSetHeader=0,res_date,persistent,0,1,a", proc(-3100)),
+            ("AT+HttpSendReq=0,get,/index.html,,,,", b"+httpsendreq:200\r\nOK\r\n"),
+            ("AT+HttpSendReq=0,bogus,/index.html,,,,", ERR_PARSE),
+            ("AT+HttpGetHeader=0,res_content_type,0,100", b"+httpgetheader:0,0,9,text/html\r\nOK\r\n"),
+            ("AT+HttpGetHeader=0,res_etag,0,100", proc(-3103)),
+            ("AT+HttpReadResBody=0,0,100", b"+httpreadresbody:0,0,0,9,<p>hi</p>\r\nOK\r\n"),
+            ("AT+HttpReadResBody=0,0,0", ERR_PARSE),
+            ("AT+HttpDisconnect=0", b"OK\r\n"),
+            ("AT+HttpDisconnect=0", proc(-3102)),
+            ("AT+HttpDestroy=0", b"OK\r\n"),
+            ("AT+HttpDestroy=0", proc(-3101)),
+        ])
+        assert LAB["ssid"] == "lab"
