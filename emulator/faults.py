@@ -9,7 +9,9 @@ Every module has one :class:`FaultRegistry` (``module.faults``). A fault is arme
 * with a seeded ``probability`` at every opportunity (each command for actions; each byte,
   command or connect for conditions). The seed is recorded, so a CI failure can be replayed.
 
-``times`` limits how often it fires (default 1; ``None`` = until :meth:`clear`).
+``times`` limits how often it fires (default 1; ``None`` = until :meth:`clear`). ``latency`` and
+``bandwidth`` default to ``None``; with ``times=N`` they shape the next N deliveries (one received
+TCP chunk, one write the module makes, one datagram each).
 
 Two families:
 
@@ -18,7 +20,8 @@ Two families:
   ``tcp_reset``, ``broker_disconnect``), AT (``urc``, ``urc_storm``), device (``reboot``,
   ``freeze``, ``thaw``).
 * **conditions** are consulted where they apply: network (``connect_refused``, ``tls_fail``,
-  ``broker_refuse``, ``dns_fail``, ``dns_timeout``, ``latency``, ``bandwidth``), AT
+  ``broker_refuse``, ``dns_fail``, ``dns_timeout``, ``latency``, ``bandwidth``, ``udp_drop``,
+  ``udp_unreachable``), AT
   (``at_error``, ``at_delay``, ``urc_inject``), UART (``uart_drop``, ``uart_corrupt``,
   ``rx_overflow``).
 
@@ -29,8 +32,11 @@ the module's resolver (``resolver.faults``), so every profile gets the network f
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
+import weakref
 import logging
+import errno
 import random
 import socket
 import time
@@ -67,8 +73,10 @@ CONDITIONS = {
     "broker_refuse": "the MQTT broker answers CONNACK with a refusal (params: code, default 5)",
     "dns_fail": "name lookups fail (params: host)",
     "dns_timeout": "name lookups time out after the caller's timeout (params: host)",
-    "latency": "delay data received on sockets until cleared (params: delay seconds, port)",
-    "bandwidth": "limit the receive rate of sockets until cleared (params: bps bytes per second, port)",
+    "latency": "delay socket data both ways (TCP, TLS, UDP), until cleared unless times (params: delay seconds, port, direction rx|tx|both)",
+    "bandwidth": "limit the socket data rate both ways, until cleared unless times (params: bps bytes per second, port, direction)",
+    "udp_drop": "UDP datagrams are lost (params: direction rx|tx|both, host, port)",
+    "udp_unreachable": "UDP datagrams sent are answered by ICMP unreachable (params: host, port, error port|host|network)",
     "at_error": "a command answers ERROR (or the vendor code) (params: command e.g. +AWSSTATE)",
     "at_delay": "a command's response is delayed (params: command, delay)",
     "urc_inject": "an URC appears between a command's echo and its final result (params: command, text)",
@@ -101,6 +109,19 @@ def _check_params(kind: str, params: dict) -> None:
                 raise FaultError(f"{kind}: {k} must be between {lo:g} and {hi:g}, not {v!r}")
     if kind in ("uart_drop", "uart_corrupt") and params.get("direction", "rx") not in ("rx", "tx"):
         raise FaultError(f"{kind}: direction must be 'rx' (host to module) or 'tx' (module to host)")
+    if kind in _BOTH_WAYS and params.get("direction", "both") not in ("rx", "tx", "both"):
+        raise FaultError(f"{kind}: direction must be 'rx' (data the module receives), 'tx' (data it sends) or 'both'")
+    if kind == "udp_unreachable" and params.get("error", "port") not in ("port", "host", "network"):
+        raise FaultError("udp_unreachable: error must be 'port' (ICMP port unreachable: refused), 'host' (ICMP host "
+                         "unreachable) or 'network' (no route: the send itself fails)")
+
+
+#: conditions that shape socket data (latency, rate) and those that UDP sockets consult
+_SHAPING = ("latency", "bandwidth")
+_BOTH_WAYS = ("latency", "bandwidth", "udp_drop")
+_UDP = ("latency", "bandwidth", "udp_drop", "udp_unreachable")
+#: ``times`` not given
+_UNSET: Any = object()
 
 
 @dataclass
@@ -130,36 +151,104 @@ class Fault:
 
 
 class Shaper:
-    """Latency and bandwidth on received socket data (used by ``TcpConnection.data_received``)."""
+    """Holds one connection's or UDP socket's data back for ``latency``/``bandwidth``.
 
-    def __init__(self, registry: "FaultRegistry"):
+    Each direction (``rx``: data the module receives, ``tx``: data it sends) is a FIFO of
+    deliveries with their due times, released by one timer in order: nothing overtakes data
+    held before it, even after the fault is cleared. :meth:`after` queues a step (a peer's FIN or
+    reset, the module's own close) behind the data held so far.
+    """
+
+    def __init__(self, registry: "FaultRegistry", target: Any):
         self.registry = registry
-        self._release_at = 0.0
-        self._releasing = False
+        self.target = target
+        self._q: dict[str, collections.deque] = {"rx": collections.deque(), "tx": collections.deque()}
+        self._end = {"rx": 0.0, "tx": 0.0}
+        self._timer: dict[str, Any] = {"rx": None, "tx": None}
+        self.queued = {"rx": 0, "tx": 0}      # bytes held
+        self._waiters: list[tuple[int, asyncio.Future]] = []
 
-    def defer(self, conn: Any, data: bytes) -> bool:
-        if self._releasing:
-            return False
-        delay, bps = self.registry._shaping(conn)
-        if not delay and not bps:
+    def busy(self, direction: str) -> bool:
+        return bool(self._q[direction])
+
+    def defer(self, direction: str, nbytes: int, port: int | None, fn: Any, *args: Any) -> bool:
+        """Hold ``fn(*args)`` (a delivery of ``nbytes``) if a fault says so or earlier data is
+        still held; False: the caller delivers now."""
+        q = self._q[direction]
+        delay, bps = self.registry._shaping(direction, port, nbytes)
+        if not delay and not bps and not q:
             return False
         loop = asyncio.get_running_loop()
         now = loop.time()
-        start = max(now + delay, self._release_at)
-        end = start + (len(data) / bps if bps else 0.0)
-        self._release_at = end
-        loop.call_at(end, self._release, conn, data)
+        start = max(now + delay, self._end[direction] if q else 0.0)
+        end = start + (nbytes / bps if bps else 0.0)
+        self._end[direction] = end
+        self._push(direction, end, nbytes, fn, args)
         return True
 
-    def _release(self, conn: Any, data: bytes) -> None:
-        # delivered even if the connection closed meanwhile: unread data stays readable after a close
-        self._releasing = True
-        try:
-            conn.data_received(data)
-        except Exception:
-            log.debug("late delivery of %d bytes failed", len(data), exc_info=True)
-        finally:
-            self._releasing = False
+    def after(self, direction: str, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` once everything held so far in ``direction`` was delivered."""
+        if not self._q[direction]:
+            fn(*args)
+            return
+        self._push(direction, self._end[direction], 0, fn, args)
+
+    def cancel(self, direction: str) -> None:
+        """Forget what is held (the connection was aborted)."""
+        self._q[direction].clear()
+        self.queued[direction] = 0
+        if self._timer[direction] is not None:
+            self._timer[direction].cancel()
+            self._timer[direction] = None
+        self._wake()
+
+    async def wait_tx(self, limit: int) -> None:
+        """Wait until at most ``limit`` bytes are held for sending (back-pressure for ``drain``)."""
+        if self.queued["tx"] <= limit:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append((limit, fut))
+        await fut
+
+    def _push(self, direction: str, when: float, nbytes: int, fn: Any, args: tuple) -> None:
+        self._q[direction].append((when, nbytes, fn, args))
+        self.queued[direction] += nbytes
+        if self._timer[direction] is None:
+            self._arm(direction)
+
+    def _arm(self, direction: str) -> None:
+        q = self._q[direction]
+        if q:
+            self._timer[direction] = asyncio.get_running_loop().call_at(q[0][0], self._run, direction)
+
+    def _run(self, direction: str) -> None:
+        self._timer[direction] = None
+        q = self._q[direction]
+        now = asyncio.get_running_loop().time()
+        first = True
+        while q and (first or q[0][0] <= now + 0.001):
+            first = False
+            _, nbytes, fn, args = q.popleft()
+            self.queued[direction] -= nbytes
+            try:
+                fn(*args)
+            except Exception:
+                log.debug("late delivery failed", exc_info=True)
+        self._wake()
+        self._arm(direction)
+        if not q and not self._q["rx" if direction == "tx" else "tx"]:
+            self.registry._idle(self)
+
+    def _wake(self) -> None:
+        keep = []
+        for limit, fut in self._waiters:
+            if fut.done():
+                continue
+            if self.queued["tx"] <= limit:
+                fut.set_result(None)
+            else:
+                keep.append((limit, fut))
+        self._waiters = keep
 
 
 class FaultRegistry:
@@ -172,16 +261,19 @@ class FaultRegistry:
         self._ids = itertools.count(1)
         self.connections: "set[Any]" = set()   # live TcpConnections (weakly: removed on close)
         self.sessions: "set[Any]" = set()      # live MqttSessions
+        self.udp_sockets: "weakref.WeakSet[Any]" = weakref.WeakSet()   # UdpSockets of this module
         self.removed_aps: list[Any] = []
         self.commands = 0
         module.resolver.faults = self
 
     # ---- arming ------------------------------------------------------------------------------
-    def inject(self, kind: str, *, times: int | None = 1, after: int = 0, at: float | None = None,
+    def inject(self, kind: str, *, times: Any = _UNSET, after: int = 0, at: float | None = None,
                probability: float | None = None, seed: int | None = None, **params: Any) -> Fault:
         """Arm a fault; returns it (``.id`` for :meth:`clear`). Actions without a trigger fire now."""
         if kind not in KINDS:
             raise FaultError(f"unknown fault {kind!r}; choose one of: {', '.join(sorted(KINDS))}")
+        if times is _UNSET:  # shaping lasts until cleared unless told otherwise
+            times = None if kind in _SHAPING else 1
         try:
             probability = None if probability is None else float(probability)
             times = None if times is None else int(times)
@@ -204,8 +296,6 @@ class FaultRegistry:
         f = Fault(next(self._ids), kind, dict(params), None if times is None else int(times), int(after or 0),
                   None if at is None else float(at), None if probability is None else float(probability), seed)
         f.base = self.commands
-        if kind in ("latency", "bandwidth"):
-            f.times = None  # shaping lasts until cleared
         if kind in ("uart_drop", "uart_corrupt"):
             f.params.setdefault("direction", "rx")
         if seed is not None:
@@ -266,14 +356,34 @@ class FaultRegistry:
         self._record("active", f)
         self._conditions_changed()
 
+    def _armed(self, kinds: tuple) -> bool:
+        return any(f.kind in kinds for f in self.faults)
+
     def _conditions_changed(self) -> None:
-        """Give shapers to live connections when latency/bandwidth faults are armed."""
-        if any(f.kind in ("latency", "bandwidth") for f in self.faults):
+        """Give shapers to live connections when latency/bandwidth faults are armed, and the
+        UDP hook to UDP sockets while a fault UDP consults is armed (else they pay nothing)."""
+        if self._armed(_SHAPING):
             for c in list(self.connections):
                 if c.closed:
                     self.connections.discard(c)
                 elif c.shaper is None:
-                    c.shaper = Shaper(self)
+                    c.shaper = Shaper(self, c)
+        udp = self._armed(_UDP)
+        for u in list(self.udp_sockets):
+            if udp:
+                u.faults = self
+            elif u.shaper is None:
+                u.faults = None
+            # a socket with held data keeps its hook until the data is out (see _idle)
+
+    def _idle(self, shaper: Shaper) -> None:
+        """A shaper has nothing held: drop it when no shaping fault is armed (zero cost again)."""
+        t = shaper.target
+        if self._armed(_SHAPING) or t.shaper is not shaper:
+            return
+        t.shaper = None
+        if getattr(t, "faults", None) is self and not self._armed(_UDP):
+            t.faults = None
 
     def _waiting(self, f: Fault, at_command: bool = False) -> bool:
         """True while the first ``after`` commands since arming have not all passed."""
@@ -555,22 +665,77 @@ class FaultRegistry:
             self.sessions.add(obj)
         else:
             self.connections.add(obj)
-            if any(f.kind in ("latency", "bandwidth") for f in self.faults):
-                obj.shaper = Shaper(self)
+            if self._armed(_SHAPING):
+                obj.shaper = Shaper(self, obj)
 
-    def _shaping(self, conn: Any) -> tuple[float, float]:
-        port = (conn.remote_addr or ("", 0))[1]
+    def track_udp(self, u: Any) -> None:
+        """Called by UdpSocket.open for sockets opened with the module's resolver."""
+        self.udp_sockets.add(u)
+        if self._armed(_UDP):
+            u.faults = self
+
+    def udp_in(self, u: Any, data: bytes, addr: Any) -> bool:
+        """A datagram arrived; True when a fault took it (lost, or held for later delivery)."""
+        ip, port = (addr[0], addr[1]) if addr else (None, None)
+        if isinstance(ip, str) and ip.startswith("::ffff:"):
+            ip = ip[7:]
+        if self._find("udp_drop", direction="rx", host=ip, port=port) is not None:
+            u.dropped_by_fault += 1
+            return True
+        return self._udp_shape(u, "rx", len(data), port, u._deliver, bytes(data), addr)
+
+    def udp_out(self, u: Any, data: bytes, dest: tuple) -> bool:
+        """The module sends a datagram; True when a fault took it. May raise NetError (no route)."""
+        ip, port = dest[0], dest[1]
+        if isinstance(ip, str) and ip.startswith("::ffff:"):
+            ip = ip[7:]
+        f = self._find("udp_unreachable", host=ip, port=port)
+        if f is not None:
+            err = f.params.get("error", "port")
+            if err == "network":
+                raise NetError("unreachable", f"send to {ip}:{port}: network unreachable (injected fault)")
+            # the datagram leaves; an ICMP error comes back and is reported like the kernel does
+            exc = ConnectionRefusedError(errno.ECONNREFUSED, "port unreachable (injected fault)") if err == "port" \
+                else OSError(errno.EHOSTUNREACH, "host unreachable (injected fault)")
+            asyncio.get_running_loop().call_soon(u._error, exc)
+            return True
+        if self._find("udp_drop", direction="tx", host=ip, port=port) is not None:
+            u.dropped_by_fault += 1
+            return True
+        return self._udp_shape(u, "tx", len(data), port, u._send_late, bytes(data), dest)
+
+    def _udp_shape(self, u: Any, direction: str, nbytes: int, port: Any, fn: Any, *args: Any) -> bool:
+        sh = u.shaper
+        if sh is None:
+            if not self._armed(_SHAPING):
+                return False
+            sh = u.shaper = Shaper(self, u)
+        return sh.defer(direction, nbytes, port, fn, *args)
+
+    def _shaping(self, direction: str, port: Any, nbytes: int = 0) -> tuple[float, float]:
+        """(delay, bytes per second) for one delivery; counts a firing of each fault that applies."""
         delay, bps = 0.0, 0.0
+        hit = []
         for f in self.faults:
-            if f.kind not in ("latency", "bandwidth") or self._dormant(f) or self._waiting(f):
+            if f.kind not in _SHAPING or self._dormant(f) or self._waiting(f) or f.exhausted:
                 continue
             if f.params.get("port") is not None and str(f.params["port"]) != str(port):
                 continue
+            if not _matches("direction", f.params.get("direction", "both"), direction):
+                continue
+            if f.probability is not None and f.rng is not None and f.rng.random() >= f.probability:
+                continue
             if f.kind == "latency":
                 delay = max(delay, float(f.params.get("delay", 0.1)))
-            elif f.kind == "bandwidth":
+            else:
                 b = float(f.params.get("bps", 1000))
                 bps = b if not bps else min(bps, b)
+            hit.append(f)
+        for f in hit:
+            if f.times is None and f.probability is None:
+                f.fired += 1        # until cleared: counted, not written per chunk
+            else:
+                self._fired(f, direction=direction, bytes=nbytes)
         return delay, bps
 
     def snapshot_net(self) -> dict:
@@ -588,7 +753,10 @@ class FaultRegistry:
                 continue
             sessions.append({"client_id": s.client_id, "host": s.server_hostname, "port": s.port,
                              "connected": s.connected})
-        return {"tcp": conns, "mqtt": sessions}
+        udp = [{"local": list(u.local_addr or ()), "remote": list(u.remote or ()), "queued": len(u.rx),
+                "sent": u.total_sent, "received": u.total_received, "dropped": u.dropped + u.dropped_by_fault}
+               for u in list(self.udp_sockets) if not u.closed]
+        return {"tcp": conns, "mqtt": sessions, "udp": udp}
 
 
 def _norm_command(name: str) -> str:
@@ -601,6 +769,8 @@ def _matches(key: str, want: Any, value: Any) -> bool:
     ``host`` ignores case, everything else compares as text."""
     if want is None or value is None:
         return True
+    if key == "direction" and want == "both":
+        return True
     if key == "command":
         return _norm_command(str(want)) == _norm_command(str(value))
     if key == "host":
@@ -611,6 +781,9 @@ def _matches(key: str, want: Any, value: Any) -> bool:
 def _close_conn(c: Any, how: str) -> None:
     """Make a TcpConnection look closed by its peer (FIN) or reset (RST)."""
     if c.closed or c._transport is None:
+        return
+    if c.shaper is not None and c.shaper.busy("rx"):  # the peer's FIN/RST comes after the data it sent before
+        c.shaper.after("rx", _close_conn, c, how)
         return
     if how == "reset":
         c.close_reason = "reset"

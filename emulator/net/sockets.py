@@ -121,7 +121,8 @@ class TcpConnection(asyncio.Protocol):
     ``error`` (NetError or None), ``local_addr``, ``remote_addr``, ``tls``.
     """
 
-    #: set by the module's fault registry (emulator/faults.py) to delay received data
+    #: set by the module's fault registry (emulator/faults.py) while latency/bandwidth faults
+    #: hold data back (both directions, in order); None otherwise
     shaper: Any = None
 
     def __init__(self) -> None:
@@ -157,6 +158,7 @@ class TcpConnection(asyncio.Protocol):
         self._tls = False
         self._upgrading = False
         self._final_acked: int | None = None
+        self._close_held = False
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -260,8 +262,14 @@ class TcpConnection(asyncio.Protocol):
         """asyncio callback (internal): buffer data, then notify."""
         if not data:
             return
-        if self.shaper is not None and self.shaper.defer(self, data):
-            return  # latency/bandwidth fault: delivered later
+        if self.shaper is not None and self.shaper.defer("rx", len(data), self._port(), self._deliver, data):
+            return  # latency/bandwidth fault: delivered later, in order
+        self._deliver(data)
+
+    def _port(self) -> int | None:
+        return self.remote_addr[1] if self.remote_addr else None
+
+    def _deliver(self, data: bytes) -> None:
         was_empty = not self.rx
         self.rx += data
         self.total_received += len(data)
@@ -278,17 +286,26 @@ class TcpConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         """asyncio callback (internal): the peer sent FIN (or TLS close_notify)."""
+        keep = self.half_close and not self._tls
+        if self.shaper is not None and self.shaper.busy("rx"):
+            self.shaper.after("rx", self._eof, keep)  # the FIN comes after the data held before it
+        else:
+            self._eof(keep)
+        return keep
+
+    def _eof(self, keep: bool) -> None:
         self.remote_eof = True
         self._data_event.set()
         if self.close_reason is None:
             self.close_reason = "remote"
-        if self.half_close and not self._tls:
+        if keep:
             _invoke(self.on_eof, self)
-            return True
-        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         """asyncio callback (internal)."""
+        if self.shaper is not None and self.shaper.busy("rx"):
+            self.shaper.after("rx", self._finish, exc)
+            return
         self._finish(exc)
 
     def pause_writing(self) -> None:
@@ -346,12 +363,20 @@ class TcpConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         """Queue ``data`` for sending without waiting (usable from callbacks).
         Raises NetError("closed"/"reset") if the connection is finished."""
-        if self.closed or self._transport is None or self._transport.is_closing():
+        if self.closed or self._transport is None or self._transport.is_closing() or self._close_held:
             raise self._send_error() if self.closed else NetError("closed", "connection is closing")
         if not data:
             return
+        if self.shaper is not None and self.shaper.defer("tx", len(data), self._port(), self._send_late, bytes(data)):
+            self.total_sent += len(data)  # latency/bandwidth fault: leaves later, in order
+            return
         self._transport.write(bytes(data))
         self.total_sent += len(data)
+
+    def _send_late(self, data: bytes) -> None:
+        t = self._transport
+        if t is not None and not t.is_closing() and not self.closed:
+            t.write(data)
 
     async def send(self, data: bytes) -> None:
         """Send ``data`` and wait until the transport buffer drained below its
@@ -364,6 +389,10 @@ class TcpConnection(asyncio.Protocol):
         """Wait until buffered outgoing data fell below the high-water mark."""
         if self.closed:
             raise self._send_error()
+        if self.shaper is not None and self.shaper.queued["tx"] > 65536:
+            await self.shaper.wait_tx(65536)   # held by a bandwidth fault: push back like a full window
+            if self.closed:
+                raise self._send_error()
         if not self._write_paused:
             return
         fut = asyncio.get_running_loop().create_future()
@@ -375,10 +404,11 @@ class TcpConnection(asyncio.Protocol):
         """Bytes queued in user space (asyncio/TLS) not yet handed to the kernel."""
         if self._transport is None or self.closed:
             return 0
+        held = self.shaper.queued["tx"] if self.shaper is not None else 0
         try:
-            return self._transport.get_write_buffer_size()
+            return self._transport.get_write_buffer_size() + held
         except Exception:  # noqa: BLE001
-            return 0
+            return held
 
     def _kernel_unacked(self) -> int:
         sock = self._raw_socket()
@@ -519,6 +549,10 @@ class TcpConnection(asyncio.Protocol):
         if self.closed or self._transport is None:
             return
         self._local_close = True
+        if self.shaper is not None and self.shaper.busy("tx"):
+            self._close_held = True  # data held by a latency/bandwidth fault leaves first
+            self.shaper.after("tx", self._transport.close)
+            return
         self._transport.close()
 
     def abort(self) -> None:
@@ -526,6 +560,8 @@ class TcpConnection(asyncio.Protocol):
         if self.closed or self._transport is None:
             return
         self._local_close = True
+        if self.shaper is not None:
+            self.shaper.cancel("tx")
         sock = self._raw_socket()
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -820,7 +856,15 @@ class UdpSocket:
     (None = unlimited) bounds the queue; extra datagrams are dropped and
     counted in ``dropped`` (as a real module would).  ``on_error(sock, err)``
     reports asynchronous errors such as ICMP port unreachable ("refused").
+
+    Sockets opened with a module's resolver are known to its fault registry: while a fault UDP
+    consults is armed (``udp_drop``, ``udp_unreachable``, ``latency``, ``bandwidth``) ``faults``
+    is that registry and sees every datagram both ways; otherwise it is None and costs nothing.
+    ``dropped_by_fault`` counts datagrams such faults lost.
     """
+
+    faults: Any = None
+    shaper: Any = None
 
     def __init__(self) -> None:
         self.rx: collections.deque[tuple[bytes, tuple[str, int]]] = collections.deque()
@@ -828,6 +872,7 @@ class UdpSocket:
         self.on_error: Callable[[UdpSocket, NetError], Any] | None = None
         self.max_queue: int | None = None
         self.dropped = 0
+        self.dropped_by_fault = 0
         self.total_received = 0
         self.total_sent = 0
         self.closed = False
@@ -904,6 +949,9 @@ class UdpSocket:
             raise classify(exc, f"udp bind {local_host}:{local_port}") from exc
         self._sock = sock
         self.local_addr = _addr2(sock.getsockname())
+        registry = getattr(resolver, "faults", None)  # the module's fault registry (emulator/faults.py)
+        if registry is not None:
+            registry.track_udp(self)
         return self
 
     @property
@@ -941,16 +989,29 @@ class UdpSocket:
         dest = self._dest(addr)
         if self._connected and _addr2(dest) != _addr2(self._dest(self.remote)):  # type: ignore[arg-type]
             raise NetError("invalid", "socket is connected to another peer")
+        if self.faults is not None and self.faults.udp_out(self, bytes(data), dest):
+            self.total_sent += len(data)  # lost, refused or held back by an injected fault
+            return
         try:
-            if not data and self._sock is not None:
-                # asyncio silently drops empty datagrams; they are legal UDP
-                with contextlib.suppress(BlockingIOError, InterruptedError):
-                    self._sock.sendto(b"", dest)
-            else:
-                self._transport.sendto(bytes(data), dest)
+            self._send_now(data, dest)
         except OSError as exc:
             raise classify(exc, "sendto") from exc
         self.total_sent += len(data)
+
+    def _send_now(self, data: bytes, dest: tuple) -> None:
+        if not data and self._sock is not None:
+            # asyncio silently drops empty datagrams; they are legal UDP
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                self._sock.sendto(b"", dest)
+        elif self._transport is not None:
+            self._transport.sendto(bytes(data), dest)
+
+    def _send_late(self, data: bytes, dest: tuple) -> None:
+        """A datagram held by a latency/bandwidth fault leaves now (errors go to on_error)."""
+        try:
+            self._send_now(data, dest)
+        except OSError as exc:
+            self._error(exc)
 
     async def sendto_host(self, data: bytes, host: str, port: int) -> None:
         """Resolve ``host`` (with this socket's resolver) and send one datagram."""
@@ -959,6 +1020,13 @@ class UdpSocket:
         self.sendto(data, (ip, port))
 
     def _received(self, data: bytes, addr: Any) -> None:
+        if self.faults is not None and self.faults.udp_in(self, data, addr):
+            return  # lost or held back by an injected fault
+        self._deliver(data, addr)
+
+    def _deliver(self, data: bytes, addr: Any) -> None:
+        if self.closed:
+            return
         if self.max_queue is not None and len(self.rx) >= self.max_queue:
             self.dropped += 1
             return
@@ -1098,6 +1166,11 @@ class UdpSocket:
             return
         self.closed = True
         self._event.set()
+        if self.shaper is not None:
+            self.shaper.cancel("rx")
+            if self.shaper.busy("tx"):  # datagrams held by a latency fault were sent already: let them go
+                self.shaper.after("tx", self._transport.close)
+                return
         if self._transport is not None:
             self._transport.close()
 
