@@ -234,3 +234,28 @@ def test_netapp_mqtt_http_templates():
             ("AT+HttpDestroy=0", proc(-3101)),
         ])
         assert LAB["ssid"] == "lab"
+
+
+def test_optional_fields_still_need_their_commas():
+    """Manual §5.1 (T3): an empty optional field keeps its comma; TI's core checks the parameter count.
+    A line that drops trailing commas is refused and changes nothing."""
+    with Ti() as e:
+        e.boot()
+        run_table(e, [
+            (f"AT+WlanConnect=lab,,WPA_WPA2,{LAB['password']}", ERR_COUNT),
+            ("AT+FileOpen=/x,CREATE|WRITE", ERR_COUNT),
+            ("AT+FileGetFileList", b"+filegetfilelist:\r\nOK\r\n"),             # nothing was created
+            ("AT+FileOpen=/x,CREATE|WRITE,16", b"+fileopen:1,0\r\nOK\r\n"),
+            ("AT+FileClose=1", ERR_COUNT),
+            ("AT+FileClose=1,,", b"OK\r\n"),
+            ("AT+FileGetInfo=/x", ERR_COUNT),
+            ("AT+FileCtl=GET_STORAGE_INFO", ERR_COUNT),
+            ("AT+WlanGet=CONNECTION", ERR_COUNT),
+            ("AT+WlanGet=CONNECTION,", b"+wlanget:sta,disconnected,,,,\r\nOK\r\n"),
+            ("AT+NetAPPPing=INET,127.0.0.1,8,0,100,1", ERR_COUNT),
+            ("AT+HttpSendReq=0,get,/", ERR_COUNT),
+            ("AT+FileDel=/x", ERR_COUNT),
+            ("AT+FileDel=/x,", b"OK\r\n"),
+        ])
+        e.expect_nothing(0.3)                                                 # no event from the refused connect
+        assert e.ok("AT+WlanGet=CONNECTION,") == b"+wlanget:sta,disconnected,,,,\r\n"

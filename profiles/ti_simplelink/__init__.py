@@ -28,6 +28,7 @@ log = logging.getLogger("atemu.ti")
 
 DEVIATIONS = [
     "T1 framing: a command ends with CR, LF or CR LF; every response/event line ends with CR LF (no leading CR LF); echo off (ATE1 turns it on); 115200 8N1.",
+    "T3: every comma is written, also for empty optional fields; fewer fields give ERROR:number of parameters,-2 (except the commands whose value list depends on an ID/option).",
     "T2/T8: command names, keywords and bitmask names are case-insensitive; spaces around '=' and ',' and after 'AT+' are ignored; output is lower case with no space after ':' (+socket:0).",
     "T9: errors are ERROR:<description>,<code> with the core's descriptions (command not exist, parse parameters, number of parameters, process command, allocate) and negative SimpleLink-style codes (see README table).",
     "T7: Accept, Connect, Select, Recv, RecvFrom, NetAPPGetHostByName, NetAPPGetHostByService, NetAPPRecv and NetAPPPing validate, answer OK, and later print their value line followed by OK, or an ERROR line; bad parameters give an immediate ERROR instead of OK.",

@@ -240,11 +240,25 @@ def flags_of(text: Any, names: list[str] | tuple[str, ...], name: str = "flags")
     return out
 
 
+#: commands whose number of values varies with an ID/option (TI's parameter count 0xFF); every other
+#: command needs all its commas, empty optional fields included (manual §5.1, inventory T3)
+VARIABLE_COUNT = {"+SET", "+SETSOCKOPT", "+WLANSET", "+NETAPPSET", "+NETCFGSET", "+NETUTILGET", "+NETUTILCMD",
+                  "+MQTTSUBSCRIBE", "+MQTTUNSUBSCRIBE", "+MQTTSET"}
+
+
+def check_count(ctx) -> None:
+    """A fixed-count command written with fewer fields (``AT+FileClose=1`` for ``AT+FileClose=1,,``)."""
+    cl, fs = ctx.line, ctx.form_spec
+    if fs is not None and cl.args and cl.name.upper() not in VARIABLE_COUNT and len(cl.args) < len(fs.params):
+        raise count_error(f"{len(fs.params)} parameters expected (write the commas of empty ones)")
+
+
 def nwp(fn):
     """Handler needs the network processor started (AT+Start)."""
 
     @functools.wraps(fn)
     async def wrapper(self, ctx, *args):
+        check_count(ctx)
         if not self.started:
             raise fail(E_NOT_STARTED, "the NWP is not started: send AT+Start")
         return await fn(self, ctx, *args)
