@@ -72,20 +72,16 @@ def test_gmr_prefix_option():
 def test_lowpower_and_wake(e):
     e.join()
     assert e.cmd("AT+LOWPOWER=1") == b"ERROR:2\r\n"
-    assert e.cmd("AT+LOWPOWER=4") == b"OK\r\n"
-    time.sleep(0.1)
-    e.write(b"AT+GMI\r")
-    e.expect_nothing(0.4)
-    e.sync(e.prof.wake)
-    assert e.cmd("AT+GMI") == b'+GMI:"Microchip"\r\nOK\r\n'
-    # the link was lost while asleep: reconfigure/reconnect needed
-    assert e.cmd("AT+WSTA") == b"+WSTA:0,0\r\nOK\r\n"
-    assert e.cmd("AT+LOWPOWER") == b"OK\r\n"
-    time.sleep(0.1)
-    e.write(b"AT\r")
-    e.expect_nothing(0.3)
-    e.sync(e.prof.wake)
-    assert e.cmd("AT") == b"OK\r\n"
+    for sleep, probe, answer in (("AT+LOWPOWER=4", "AT+GMI", b'+GMI:"Microchip"\r\nOK\r\n'),
+                                 ("AT+LOWPOWER", "AT", b"OK\r\n")):
+        assert e.cmd(sleep) == b"OK\r\n"
+        time.sleep(0.1)
+        e.write(probe.encode() + b"\r")
+        e.expect_nothing(0.3)            # asleep: the command is ignored
+        e.sync(e.prof.wake)
+        assert e.cmd(probe) == answer
+        # the link was lost while asleep: reconfigure/reconnect needed
+        assert e.cmd("AT+WSTA") == b"+WSTA:0,0\r\nOK\r\n"
 
 
 def test_loadcert_readcert(e, pki):
@@ -237,10 +233,7 @@ def test_station_errors_and_disconnect(e):
 def test_soft_ap_example(e):
     # E9 (2 = WPA personal)
     assert e.cmd("AT+WAPC") == b'+WAPC:1,"DEMO_AP"\r\n+WAPC:2,0\r\n+WAPC:3,""\r\n+WAPC:4,6\r\n+WAPC:5,0\r\nOK\r\n'
-    e.ok('AT+WAPC=1,"MyAPSSID"')
-    e.ok("AT+WAPC=2,2")
-    e.ok('AT+WAPC=3,"MyAPPassword"')
-    e.ok("AT+WAPC=4,11")
+    e.oks('AT+WAPC=1,"MyAPSSID"', "AT+WAPC=2,2", 'AT+WAPC=3,"MyAPPassword"', "AT+WAPC=4,11")
     assert e.cmd("AT+WAPC=2,4") == b"ERROR:2\r\n"
     assert e.cmd("AT+WAP") == b"+WAP:0\r\nOK\r\n"
     assert e.cmd("AT+WAP=1") == b"OK\r\n"

@@ -295,10 +295,7 @@ def test_socktls_upgrade(pki, tls_echo_mtls, e):
     load(e, "client", der(pki.client_cert))
     load(e, "client_key", pki.client_key.read_bytes())
     assert e.cmd("AT+TLSC=1") == b'+TLSC:1,""\r\n+TLSC:2,""\r\n+TLSC:3,""\r\n+TLSC:4,""\r\n+TLSC:5,""\r\nOK\r\n'
-    e.ok('AT+TLSC=1,1,"ca"')
-    e.ok('AT+TLSC=1,2,"client"')
-    e.ok('AT+TLSC=1,3,"client_key"')
-    e.ok('AT+TLSC=1,5,"localhost"')
+    e.oks('AT+TLSC=1,1,"ca"', 'AT+TLSC=1,2,"client"', 'AT+TLSC=1,3,"client_key"', 'AT+TLSC=1,5,"localhost"')
     assert e.cmd("AT+TLSC=1,5") == b'+TLSC:5,"localhost"\r\nOK\r\n'
     assert e.cmd("AT+TLSC=9,1") == b"ERROR:2\r\n"
     port = tls_echo_mtls.address[1]

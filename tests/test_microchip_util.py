@@ -40,6 +40,11 @@ class Winc(Emu):
         assert out.endswith(b"OK\r\n"), (line, out)
         return out
 
+    def oks(self, *lines) -> None:
+        """Send each line; every one must answer OK."""
+        for line in lines:
+            self.ok(line)
+
     def urc(self, pattern, timeout: float = 5.0) -> re.Match:
         got = self.read_until(pattern if isinstance(pattern, bytes) else pattern.encode(), timeout)
         m = re.search(pattern if isinstance(pattern, bytes) else pattern.encode(), got)
