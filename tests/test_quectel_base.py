@@ -378,3 +378,75 @@ def test_web_and_airkiss_provisioning(tmp_path):
         e.read_until(rb"GOT_IP\r\n", timeout=5)
     finally:
         e.stop()
+
+
+def test_soft_ap_stations_from_the_control_plane():
+    e = emu()
+    try:
+        cmd_ok(e, "AT+QECHO=0")
+        prof = lambda: e.module.profile   # noqa: E731
+        assert e.sync(lambda: prof().ap_station_join("02:11:22:33:44:55")) is None     # no soft AP yet
+        e.expect_nothing(0.2)
+        cmd_ok(e, 'AT+QSOFTAP="testap","12345678"')
+        urc(e, r"\+QAPSTAT: AP_UP\r\n")
+        assert e.sync(lambda: prof().ap_station_join("02:11:22:33:44:55")) == "192.168.4.2"
+        assert e.read_until(rb"AP_CONNECT\r\n") == b"\r\n+QAPSTAT: AP_CONNECT\r\n"
+        assert e.sync(lambda: prof().ap_station_join("02-11-22-33-44-55")) == "192.168.4.2"   # already there
+        assert e.sync(lambda: prof().ap_station_join("021122334466")) == "192.168.4.3"
+        assert e.read_until(rb"AP_CONNECT\r\n") == b"\r\n+QAPSTAT: AP_CONNECT\r\n"        # one URC, not two
+        with pytest.raises(ValueError):
+            e.sync(lambda: prof().ap_station_join("not-a-mac"))
+        assert e.sync(lambda: prof().ap_station_leave("02:11:22:33:44:55")) is True
+        assert e.read_until(rb"AP_DISCONNECT\r\n") == b"\r\n+QAPSTAT: AP_DISCONNECT\r\n"
+        assert e.sync(lambda: prof().ap_station_leave("02:11:22:33:44:55")) is False      # not there any more
+        e.expect_nothing(0.2)
+        # stopping the AP drops the station that is left, then the AP goes down
+        assert e.cmd("AT+QSOFTAPSTOP") == b"\r\nOK\r\n"
+        assert e.read_until(rb"AP_DOWN\r\n") == b"\r\n+QAPSTAT: AP_DISCONNECT\r\n\r\n+QAPSTAT: AP_DOWN\r\n"
+        assert e.sync(lambda: prof().ap_station_leave("02:11:22:33:44:66")) is False
+    finally:
+        e.stop()
+
+
+def test_another_quectel_joins_the_soft_ap():
+    from emulator.world import World
+    shared = World.from_dict(world())
+    ap, sta = emu(shared), emu(shared)
+    try:
+        cmd_ok(ap, "AT+QECHO=0")
+        cmd_ok(sta, "AT+QECHO=0")
+        cmd_ok(ap, 'AT+QSOFTAP="hub","hub-pass-1"')
+        urc(ap, r"\+QAPSTAT: AP_UP\r\n")
+        assert ap.sync(lambda: ap.module.profile.ap_station_join("02:00:00:00:00:aa")) == "192.168.4.2"
+        urc(ap, r"AP_CONNECT\r\n")
+        assert b'+QWSCAN: "hub",WPA2_PSK,-40,88:00:33:77:69:cc,6' in sta.cmd("AT+QWSCAN")
+        cmd_ok(sta, 'AT+QSTAAPINFO="hub","wrong-pass-1"')                      # the AP checks the key
+        urc(sta, r"\+QSTASTAT: WLAN_DISCONNECTED\r\n")
+        ap.expect_nothing(0.3)
+        cmd_ok(sta, 'AT+QSTAAPINFO="hub","hub-pass-1"')
+        assert sta.read_until(rb"GOT_IP\r\n") == b"\r\n+QSTASTAT: WLAN_CONNECTED\r\n\r\n+QSTASTAT: GOT_IP\r\n"
+        assert ap.read_until(rb"AP_CONNECT\r\n", 3) == b"\r\n+QAPSTAT: AP_CONNECT\r\n"
+        # the soft AP's DHCP server leased the next free address
+        assert sta.cmd('AT+QGETIP="station"') == b"\r\n+QGETIP: 192.168.4.3,192.168.4.1,255.255.255.0,192.168.4.1\r\n\r\nOK\r\n"
+        cmd_ok(sta, "AT+QSTASTOP")
+        urc(sta, r"WLAN_DISCONNECTED\r\n")
+        assert ap.read_until(rb"AP_DISCONNECT\r\n", 3) == b"\r\n+QAPSTAT: AP_DISCONNECT\r\n"
+        cmd_ok(sta, 'AT+QSTAAPINFO="hub","hub-pass-1"')
+        urc(sta, r"GOT_IP\r\n")
+        urc(ap, r"AP_CONNECT\r\n", 3)
+        # the AP stops: both stations are dropped, the emulated one loses its link
+        assert ap.cmd("AT+QSOFTAPSTOP") == b"\r\nOK\r\n"
+        assert ap.read_until(rb"AP_DOWN\r\n") == b"\r\n+QAPSTAT: AP_DISCONNECT\r\n" * 2 + b"\r\n+QAPSTAT: AP_DOWN\r\n"
+        assert sta.read_until(rb"WLAN_DISCONNECTED\r\n", 3) == b"\r\n+QSTASTAT: WLAN_DISCONNECTED\r\n"
+        ap.expect_nothing(0.3)                                   # its leave finds nothing to report
+        # a station rebooting leaves the AP
+        cmd_ok(ap, 'AT+QSOFTAP="hub","hub-pass-1"')
+        urc(ap, r"AP_UP\r\n")
+        cmd_ok(sta, 'AT+QSTAAPINFO="hub","hub-pass-1"')
+        urc(sta, r"GOT_IP\r\n")
+        urc(ap, r"AP_CONNECT\r\n", 3)
+        cmd_ok(sta, "AT+QRST")
+        assert ap.read_until(rb"AP_DISCONNECT\r\n", 3) == b"\r\n+QAPSTAT: AP_DISCONNECT\r\n"
+    finally:
+        sta.stop()
+        ap.stop()

@@ -116,7 +116,7 @@ DEVIATIONS = [
     "AT+QSCLK and AT+QCFG=\"urc/pin\" store and report their settings; sleep and the indication pin have nothing to act on in an emulator (the UART stays awake).",
     "AT+QWEBCFG=1 raises an open soft AP (FCM242D_<last 4 MAC digits>, unless one is up) and serves the provisioning form on the host (quectel.listen_host, world option quectel.webcfg_port, default any free port); POST /config with ssid/password saves the hotspot and joins it. AT+QWEBCFG=0 stops both.",
     "AT+QAIRKISS=1 listens for AirKiss: the control plane calls profile.airkiss_broadcast(ssid, password) in place of the phone; the credentials are saved and joined. With AT+QAIRKISS=0 the broadcast is ignored.",
-    "AT+QSOFTAP puts the access point into the shared world (other emulated modules can scan and join it); no real radio exists, so +QAPSTAT: AP_CONNECT / AP_DISCONNECT (a station joined/left) are never emitted.",
+    "AT+QSOFTAP puts the access point into the shared world: other emulated modules scan and join it. A station of another emulated Quectel of the world that joins it gets the next free address of the AP's network from the soft AP (+QAPSTAT: AP_CONNECT; AP_DISCONNECT when it leaves); stations of other profiles get the first address and are not seen. Tests and the control plane add stations with profile.ap_station_join(mac) / ap_station_leave(mac). Stopping (or restarting) the soft AP prints AP_DISCONNECT per station before AP_DOWN (AP_UP) and drops the emulated stations' links.",
     "AT+QRST: OK, then the module reboots (sockets closed, volatile settings reset) and prints 'ready' after world option quectel.boot_delay (default 0.5 s).",
     "Flash (UFS): 512 KiB, 64 files, 80-byte names, 64 KiB per file.",
     "AT+QICFG=\"dataformat\" applies to TCP/UDP sockets only; SSL data is always raw.",
@@ -235,6 +235,22 @@ class SslConfig:
         return ctx, "", (host if self.seclevel >= 1 else None)
 
 
+def _norm_mac(mac: str) -> str:
+    """``aa:bb:cc:dd:ee:ff`` from any common spelling; ValueError if it is not a MAC address."""
+    digits = str(mac).replace(":", "").replace("-", "").lower()
+    if len(digits) != 12 or any(c not in "0123456789abcdef" for c in digits):
+        raise ValueError(f"not a MAC address: {mac!r}")
+    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable, *args: Any) -> None:
+    """Run ``fn(*args)`` on the loop of another module of the world (each module may run its own)."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:        # that module has stopped
+        pass
+
+
 def _strip_ufs(name: str) -> str:
     """A UFS file name or pattern without its optional ``UFS:`` drive prefix."""
     return name[4:] if name.upper().startswith("UFS:") else name
@@ -341,7 +357,8 @@ class QuectelBase(Profile):
     deviations = DEVIATIONS
     urcs = [
         UrcSpec("+QSTASTAT", "+QSTASTAT: <event>", "station: WLAN_CONNECTED, GOT_IP, WLAN_DISCONNECTED, SCAN_NO_AP", "wifi"),
-        UrcSpec("+QAPSTAT", "+QAPSTAT: <event>", "soft AP: AP_UP, AP_DOWN", "wifi"),
+        UrcSpec("+QAPSTAT", "+QAPSTAT: <event>",
+                "soft AP: AP_UP, AP_DOWN, AP_CONNECT (a station joined), AP_DISCONNECT (a station left)", "wifi"),
         UrcSpec("+QOTASTAT", "+QOTASTAT: <event>", "OTA download progress", "general"),
         UrcSpec("+QIOPEN", "+QIOPEN: <connectID>,<err>", "result of AT+QIOPEN (modes 0/1)", "tcpip"),
         UrcSpec("+QIURC", "+QIURC: \"recv\",<connectID>[,<len>[,<ip>,<port>]]<CR><LF><data>", "data arrived", "tcpip"),
@@ -370,6 +387,10 @@ class QuectelBase(Profile):
         self.dhcp = 1
         self.sta_static: tuple[str, str, str, str] | None = None     # ip, mask, gate, dns (as typed)
         self.softap: AccessPoint | None = None
+        # stations associated with the soft AP: MAC (control plane) or station profile (another module of
+        # the world) -> {"ip": leased address, "peer": (profile, loop) of an emulated station or None}
+        self.ap_stations: dict[Any, dict] = {}
+        self._ap_lease: str | None = None   # address the soft AP of another emulated module leased us
         self.ap_static: tuple[str, str, str, str] | None = None
         self.dns_cfg: tuple[str, str] | None = None
         self._join_task: asyncio.Task | None = None
@@ -445,13 +466,15 @@ class QuectelBase(Profile):
         for t in (self._join_task, self._poll_task):
             if t is not None:
                 t.cancel()
+        if self.sta_up:
+            self._sta_down()
         for s in list(self.socks.values()):
             self._drop_sock(s, abort=True)
         self.socks.clear()
         if self._web is not None:
             await self._web.cleanup()
             self._web = None
-        self._remove_softap()
+        self._remove_softap(announce=False)
 
     # ==== general ===============================================================================
     @command("+QRST", Form.EXEC, family="general", doc="Reboot the module")
@@ -692,16 +715,85 @@ class QuectelBase(Profile):
         self.softap = AccessPoint(ssid=ssid, security="wpa2" if key else "open", password=key or "", channel=6,
                                   rssi=-40, bssid=str(self.opt("mac", DEFAULT_MAC)), ip=client_ip, gateway=ip,
                                   netmask=mask, dns=dns)
+        self.softap._quectel_owner = (self, asyncio.get_running_loop())   # emulated stations report to us
         self.module.world.access_points.append(self.softap)
 
-    def _remove_softap(self) -> None:
+    def _remove_softap(self, announce: bool = True) -> None:
+        """Take the soft AP off the air; its stations are dropped (+QAPSTAT: AP_DISCONNECT each, unless
+        the module is shutting down) and emulated stations lose their link."""
         if self.softap is not None:
             aps = self.module.world.access_points
             for i, a in enumerate(aps):
                 if a is self.softap:
                     del aps[i]
                     break
-            self.softap = None
+            ap, self.softap = self.softap, None
+            stations, self.ap_stations = self.ap_stations, {}
+            for st in stations.values():
+                if announce:
+                    self.module.urc("+QAPSTAT: AP_DISCONNECT")
+                if st["peer"] is not None:
+                    prof, loop = st["peer"]
+                    _on_loop(loop, prof._ap_gone, ap)
+
+    # ---- stations of the soft AP ----------------------------------------------------------------
+    def ap_station_join(self, mac: str) -> str | None:
+        """Control plane / tests: a station with this MAC associates with the soft AP:
+        +QAPSTAT: AP_CONNECT. Returns the address the AP's DHCP server leases it (the same again if
+        it is already associated: no second URC); None when no soft AP is up or no address is free.
+        Stations of other emulated modules of the same world come here by joining the SSID."""
+        return self._station_join(_norm_mac(mac), None)
+
+    def ap_station_leave(self, mac: str) -> bool:
+        """Control plane / tests: the station leaves: +QAPSTAT: AP_DISCONNECT. False if it was not associated."""
+        return self._station_leave(_norm_mac(mac))
+
+    def _station_join(self, key: Any, peer: tuple | None) -> str | None:
+        if self.softap is None:
+            return None
+        st = self.ap_stations.get(key)
+        if st is not None:
+            return st["ip"]
+        gw = self.softap.gateway
+        used = {gw} | {s["ip"] for s in self.ap_stations.values()}
+        net = ipaddress.IPv4Network(f"{gw}/{self.softap.netmask}", strict=False)
+        ip = next((str(h) for h in net.hosts() if str(h) not in used), None)
+        if ip is None:
+            return None
+        self.ap_stations[key] = {"ip": ip, "peer": peer}
+        self.module.urc("+QAPSTAT: AP_CONNECT")
+        return ip
+
+    def _station_leave(self, key: Any) -> bool:
+        if self.ap_stations.pop(key, None) is None:
+            return False
+        self.module.urc("+QAPSTAT: AP_DISCONNECT")
+        return True
+
+    def _ap_gone(self, ap: AccessPoint) -> None:
+        """(On this module's loop) the soft AP of another module we are associated with stopped."""
+        if self.sta_up and self.sta_ap is ap:
+            self._link_down()
+
+    async def _associate(self, ap: AccessPoint) -> tuple[bool, str | None]:
+        """Joining ``ap``: if it is another emulated Quectel's soft AP, register with it (its
+        AP_CONNECT) and get its DHCP lease. (False, None) when that AP refuses (gone, no address)."""
+        owner = getattr(ap, "_quectel_owner", None)
+        if owner is None:
+            return True, None
+        prof, loop = owner
+        me = (self, asyncio.get_running_loop())
+
+        async def ask() -> str | None:
+            return prof._station_join(self, me)
+        try:
+            lease = await asyncio.wait_for(asyncio.wrap_future(asyncio.run_coroutine_threadsafe(ask(), loop)), 5)
+        except asyncio.CancelledError:
+            _on_loop(loop, prof._station_leave, self)
+            raise
+        except Exception:  # noqa: BLE001  (that module stopped meanwhile)
+            return False, None
+        return lease is not None, lease
 
     @command("+QAPSTATE", Form.EXEC, family="wifi", doc="Soft AP state")
     async def qapstate(self, ctx: Ctx) -> None:
@@ -789,6 +881,10 @@ class QuectelBase(Profile):
         if result == wifi.JoinResult.NO_AP or ap is None or ap is self.softap:
             self.module.urc("+QSTASTAT: SCAN_NO_AP")
             return
+        if result == wifi.JoinResult.OK:
+            ok, self._ap_lease = await self._associate(ap)
+            if not ok:
+                result = wifi.JoinResult.NO_AP
         if result != wifi.JoinResult.OK:
             self.module.urc("+QSTASTAT: WLAN_DISCONNECTED")
             return
@@ -803,7 +899,7 @@ class QuectelBase(Profile):
     def _apply_addressing(self, ap: AccessPoint) -> bool:
         if self.dhcp:
             lease = wifi.Lease.from_ap(ap)
-            self.sta_ip = (lease.ip, lease.gateway, lease.netmask, lease.dns)
+            self.sta_ip = (self._ap_lease or lease.ip, lease.gateway, lease.netmask, lease.dns)
         elif self.sta_static is not None:
             ip, mask, gate, dns = self.sta_static
             self.sta_ip = (ip, gate, mask, dns)
@@ -812,9 +908,14 @@ class QuectelBase(Profile):
         return self.sta_ip[0] != "0.0.0.0"
 
     def _sta_down(self) -> None:
+        ap = self.sta_ap
         self.sta_up = False
         self.sta_ap = None
         self.sta_ip = ("0.0.0.0",) * 4
+        self._ap_lease = None
+        owner = getattr(ap, "_quectel_owner", None)
+        if owner is not None:                      # tell that module's soft AP we left
+            _on_loop(owner[1], owner[0]._station_leave, self)
 
     def world_changed(self, change: dict | None = None) -> None:
         """The control plane changed the world: drop the link if our AP left the air (or deauth)."""
