@@ -5,7 +5,9 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import shlex
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -76,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (``atemu describe ti | head``): stop quietly, like other tools
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.cmd is None:
         build_parser().print_help()
@@ -147,9 +161,48 @@ def cmd_describe(args) -> int:
     return 0
 
 
+class _LogTrace:
+    """``-v``: commands, results, URCs, errors, faults and world changes on stderr; ``-vv``: also UART bytes."""
+
+    def __init__(self, debug: bool):
+        self.debug = debug
+
+    def __call__(self, rec: dict) -> None:
+        ev = rec.get("event")
+        if ev in ("rx", "tx"):
+            if self.debug:
+                log.debug("%s %s %r", rec.get("module"), ev, bytes.fromhex(rec.get("data", "")))
+            return
+        if ev == "command":
+            what = repr(bytes.fromhex(rec["line"])) if isinstance(rec.get("line"), str) else rec.get("name")
+        elif ev == "result" or ev == "urc":
+            what = rec.get("text")
+        else:
+            what = " ".join(f"{k}={v}" for k, v in rec.items() if k not in ("t", "module", "event"))
+        log.info("%s %s%s", rec.get("module"), ev, f" {what}" if what else "")
+
+
+def _exec_argv(cmd: str) -> list[str]:
+    """``--exec CMD`` split like a shell; a missing program is a one-line error before anything starts."""
+    try:
+        argv = shlex.split(cmd)
+    except ValueError as e:
+        _die(f"--exec {cmd!r}: {e}")
+    if not argv:
+        _die("--exec needs a command, e.g. --exec \"python3 host.py {port}\"")
+    prog = argv[0]
+    if "/" in prog:
+        if not (os.path.isfile(prog) and os.access(prog, os.X_OK)):
+            _die(f"--exec: cannot start {prog!r}: no such executable file")
+    elif shutil.which(prog) is None:
+        _die(f"--exec: cannot start {prog!r}: not found on PATH (give its full path or install it)")
+    return argv
+
+
 def cmd_run(args) -> int:
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="atemu: %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
     cls = _profile(args.profile)
     from .world import World, WorldError
     try:
@@ -162,6 +215,7 @@ def cmd_run(args) -> int:
         _die("choose one of --pty, --tcp, --rfc2217")
     if args.baud is not None and args.baud <= 0:
         _die("--baud must be a positive number")
+    args.exec_argv = _exec_argv(args.exec_cmd) if args.exec_cmd is not None else None
     try:
         return asyncio.run(_run(cls, world, args))
     except KeyboardInterrupt:
@@ -184,7 +238,9 @@ async def _run(cls, world, args) -> int:
         except OSError as e:
             _die(f"--log {args.log}: {e.strerror}")
         module.observers.append(transcript)
-    exec_argv = shlex.split(args.exec_cmd) if args.exec_cmd else None
+    if args.verbose:
+        module.observers.append(_LogTrace(debug=args.verbose >= 2))
+    exec_argv = args.exec_argv
     child_terminal = exec_argv is not None and not any("{port}" in a for a in exec_argv)
     try:
         if child_terminal:

@@ -132,6 +132,13 @@ class PtyTransport:
                                      "choose another path or remove it")
             if not self.link.parent.is_dir():
                 raise TransportError(f"--pty {self.link}: folder {self.link.parent} does not exist")
+            if self.link.is_symlink():
+                # a pty slave exists only while its master is open: a link to a live one is taken
+                target = os.readlink(self.link)
+                if target.startswith("/dev/pts/") and os.path.exists(target):
+                    raise TransportError(f"--pty {self.link} already links to {target}, which is open "
+                                         "(another atemu running?); stop it, choose another path, "
+                                         "or remove the link if it is stale")
         self.master, self.slave = os.openpty()
         self.slave_name = os.ttyname(self.slave)
         tty.setraw(self.slave)

@@ -208,3 +208,56 @@ def test_unknown_profile_option_is_rejected(tmp_path):
     w.write_text("options: {ti-simplelink.nonsense: 1}\n")   # another profile's options are not ours to judge
     r = run("run", "eseye", "--world", str(w), "--exec", "true")
     assert r.returncode == 0, r.stderr
+
+
+def test_describe_into_a_closed_pipe_is_quiet():
+    r = subprocess.run(f"{sys.executable} -m emulator.cli describe ti-simplelink | head -1", shell=True,
+                       capture_output=True, text=True, timeout=30)
+    assert r.stdout.startswith("ti-simplelink: ")
+    assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr
+
+
+def test_exec_missing_program_fails_before_the_ready_line(tmp_path):
+    for cmd in ("atemu-no-such-program {port}", "atemu-no-such-program", str(tmp_path / "nope.sh"), ""):
+        r = run("run", "eseye", "--state-dir", str(tmp_path), "--exec", cmd)
+        assert r.returncode == 2, cmd
+        assert r.stdout == "", cmd                       # no ready line: nothing was started
+        errors = r.stderr.strip().splitlines()
+        assert len(errors) == 1 and errors[0].startswith("atemu: error: --exec"), r.stderr
+    r = run("run", "eseye", "--state-dir", str(tmp_path), "--exec", "atemu-no-such-program {port}")
+    assert "not found on PATH" in r.stderr
+
+
+def test_second_run_on_a_live_pty_link_is_refused(tmp_path):
+    link = tmp_path / "ttyE"
+    first = Cli("run", "eseye", "--pty", str(link), "--no-pacing", "--state-dir", str(tmp_path / "a"))
+    try:
+        target = os.readlink(link)
+        r = run("run", "eseye", "--pty", str(link), "--state-dir", str(tmp_path / "b"), timeout=15)
+        assert r.returncode == 2 and "already links to" in r.stderr and "Traceback" not in r.stderr
+        assert os.readlink(link) == target               # the first module keeps its link
+        with serial.Serial(str(link), 9600, timeout=0.1) as s:
+            assert at(s, b"AT").endswith(b"OK\r\n")
+    finally:
+        assert first.stop(signal.SIGINT) == 0
+    stale = tmp_path / "ttyStale"
+    os.symlink("/dev/pts/987654", stale)                # left behind by a killed run: replaced
+    cli = Cli("run", "eseye", "--pty", str(stale), "--no-pacing", "--state-dir", str(tmp_path / "c"))
+    try:
+        assert cli.ready_line.endswith(str(stale)) and os.readlink(stale).startswith("/dev/pts/")
+    finally:
+        cli.stop()
+
+
+def test_verbose_logs_commands_and_results(tmp_path):
+    link = tmp_path / "tty"
+    cli = Cli("run", "eseye", "--pty", str(link), "--no-pacing", "-v", "--state-dir", str(tmp_path / "s"))
+    try:
+        with serial.Serial(str(link), 9600, timeout=0.1) as s:
+            at(s, b"AT+GSN")
+            at(s, b"AT+NOSUCH")
+    finally:
+        cli.stop()
+    err = cli.stderr()
+    assert "command b'AT+GSN'" in err and "result OK" in err
+    assert "unknown command AT+NOSUCH" in err and "Using selector" not in err
