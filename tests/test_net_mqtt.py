@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import threading
 import time
@@ -622,5 +623,161 @@ def test_invalid_client_id_combination_raises_invalid(mosquitto):
         with pytest.raises(NetError) as ei:
             await s.connect()
         assert ei.value.kind == "invalid"
+
+    run(main())
+
+
+# ------------------------------------------------- open_transport + connect
+class FakeBroker:
+    """asyncio peer on 127.0.0.1: counts accepted connections, records what each sent and
+    when it closed; answers CONNECT with CONNACK 0 unless told to hang up first."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.received: list[bytes] = []
+        self.closed = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader, writer):
+        self.accepted += 1
+        self.writers.append(writer)
+        got = b""
+        try:
+            while chunk := await reader.read(1024):
+                if not got and chunk[0] >> 4 == 1:
+                    writer.write(b"\x20\x02\x00\x00")  # CONNACK, accepted
+                got += chunk
+        except ConnectionError:
+            pass
+        self.received.append(got)
+        self.closed += 1
+        writer.close()
+
+    async def until(self, pred, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            assert time.monotonic() < deadline, "condition not met in time"
+            await asyncio.sleep(0.02)
+
+
+def connections_logged(broker) -> int:
+    return broker.log_text().count("New connection from")
+
+
+def test_open_transport_then_connect_is_one_connection(mosquitto, mqtt_probe):
+    probe = mqtt_probe(mosquitto)
+    probe.subscribe("one/#")
+    before = connections_logged(mosquitto)
+
+    async def main():
+        s = session(mosquitto.port, client_id="")
+        await s.open_transport()
+        assert s.transport_open and not s.connected
+        await in_thread(lambda: time.sleep(0.2))
+        assert connections_logged(mosquitto) == before + 1     # the TCP connection is up...
+        assert "as late-id" not in mosquitto.log_text()        # ...without CONNECT
+        s.client_id, s.keepalive = "late-id", 30               # still settable before connect()
+        assert await s.connect() == 0
+        assert s.connected and not s.transport_open
+        await s.publish("one/x", b"hi", qos=1)
+        assert await in_thread(probe.wait_for, "one/x") == (b"hi", 1, False)
+        await s.disconnect()
+
+    run(main())
+    assert re.search(r"New client connected from 127\.0\.0\.1:\d+ as late-id \(p2, c1, k30\)", mosquitto.log_text())
+    assert connections_logged(mosquitto) == before + 1
+
+
+def test_open_transport_does_the_tls_handshake_before_connect(mosquitto_tls, pki, mqtt_probe):
+    probe = mqtt_probe(mosquitto_tls)
+    probe.subscribe("tls1/#")
+    before = connections_logged(mosquitto_tls)
+
+    async def main():
+        s = session(mosquitto_tls.tls_port, client_id="tls-late", tls=tls_ctx(pki))
+        tls_up = []
+        s.on_tls_up = lambda: tls_up.append(s.connected)
+        await s.open_transport()
+        await asyncio.sleep(0.05)
+        assert tls_up == [False]                               # handshake done at open, before CONNECT
+        assert await s.connect() == 0
+        await s.publish("tls1/x", b"secure", qos=1)
+        assert await in_thread(probe.wait_for, "tls1/x") == (b"secure", 1, False)
+        await s.disconnect()
+        assert tls_up == [False]
+
+    run(main())
+    assert connections_logged(mosquitto_tls) == before + 1
+
+    async def wrong_ca():
+        s = session(mosquitto_tls.tls_port, tls=tls_ctx(pki, ca=pki.other_ca_cert))
+        with pytest.raises(NetError) as ei:
+            await s.open_transport()
+        assert ei.value.kind == "tls_verify"
+        assert not s.transport_open
+
+    run(wrong_ca())
+
+
+def test_open_transport_close_and_peer_hangup():
+    async def main():
+        broker = FakeBroker()
+        port = await broker.start()
+        inbox = Inbox()
+        # close() after open_transport: the peer sees the connection end, nothing sent
+        s = inbox.attach(session(port))
+        await s.open_transport()
+        await broker.until(lambda: broker.accepted == 1)
+        s.close()
+        await broker.until(lambda: broker.closed == 1)
+        assert broker.received == [b""] and not s.transport_open
+        # the peer hangs up while the transport waits for connect(): on_disconnect, transport gone
+        await s.open_transport()
+        await broker.until(lambda: broker.accepted == 2)
+        broker.writers[1].close()
+        assert await asyncio.wait_for(inbox.disconnects.get(), 5) == ("remote", 7)
+        assert not s.transport_open and not s.connected
+        # connect() then dials a new connection
+        assert await s.connect() == 0
+        assert broker.accepted == 3 and s.connected
+        s.close()
+        assert inbox.disconnects.empty() and not inbox.wrong_thread
+        with pytest.raises(NetError) as ei:                    # a second open while open is refused
+            await s.open_transport()
+            await s.open_transport()
+        assert ei.value.kind == "invalid"
+        s.close()
+        broker.server.close()
+
+    run(main())
+
+
+def test_open_transport_errors_and_abort():
+    from peers.mosquitto import free_port
+
+    async def main():
+        s = session(free_port())
+        with pytest.raises(NetError) as ei:
+            await s.open_transport()
+        assert ei.value.kind == "refused"
+        with HangingListener() as hang:
+            s = session(hang.port, connect_timeout=10)
+            task = asyncio.create_task(s.open_transport())
+            await asyncio.sleep(0.3)
+            assert not task.done()
+            with pytest.raises(NetError) as ei:                # connect() while still opening
+                await s.connect()
+            assert ei.value.kind == "invalid"
+            t0 = time.monotonic()
+            s.close()
+            assert time.monotonic() - t0 < 0.5
+            with pytest.raises(NetError) as ei:
+                await task
+            assert ei.value.kind == "closed"
+            assert not [t for t in threading.enumerate() if t.name.startswith("mqtt-open-") and t.is_alive()]
 
     run(main())

@@ -505,9 +505,12 @@ def test_publish_input_timeout():
 
 def test_wifi_loss_drops_the_session(emu, mosquitto, mqtt_probe):
     open_conn(emu, mosquitto.port)
+    assert emu.cmd(f'AT+QMTOPEN=1,"127.0.0.1",{mosquitto.port}') == b"\r\nOK\r\n"   # opened, not connected
+    urc(emu, r"\+QMTOPEN: 1,0\r\n")
     assert emu.cmd("AT+QSTASTOP") == b"\r\nOK\r\n"
-    got = expect_all(emu, r"\+QSTASTAT: WLAN_DISCONNECTED\r\n", r"\+QMTSTAT: 0,7\r\n", timeout=3)
-    assert got.count(b"+QMTSTAT") == 1
+    got = expect_all(emu, r"\+QSTASTAT: WLAN_DISCONNECTED\r\n", r"\+QMTSTAT: 0,7\r\n", r"\+QMTSTAT: 1,7\r\n",
+                     timeout=3)
+    assert got.count(b"+QMTSTAT") == 2
     assert emu.cmd("AT+QMTCONN?") == b"\r\nOK\r\n"
 
 
@@ -593,3 +596,142 @@ def test_same_client_id_elsewhere_kicks_the_module(emu, mosquitto, mqtt_probe):
     mqtt_probe(mosquitto, client_id="dup")          # the broker drops the older connection (the module's)
     urc(emu, r"\+QMTSTAT: 0,1\r\n")
     assert emu.cmd("AT+QMTOPEN?") == b"\r\nOK\r\n"
+
+
+# ------------------------------------------------------------------------------------------ M1: one connection
+
+class CountingProxy:
+    """TCP proxy on 127.0.0.1 in front of a broker: what the broker sees, connection by connection.
+    ``sent[i]`` is what the module sent on connection i, ``ended[i]`` is set once the module closed it;
+    ``drop(i)`` cuts connection i as a broker dropping the link would."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+        self.target = target_port
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sent: list[bytearray] = []
+        self.ended: list[threading.Event] = []
+        self.conns: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def accepted(self) -> int:
+        return len(self.conns)
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.target))
+            self.sent.append(bytearray())
+            self.ended.append(threading.Event())
+            self.conns.append((c, up))
+            i = len(self.conns) - 1
+            threading.Thread(target=self._pump, args=(c, up, i), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, c, None), daemon=True).start()
+
+    def _pump(self, src, dst, i) -> None:
+        import socket
+        try:
+            while data := src.recv(65536):
+                if i is not None:
+                    self.sent[i] += data
+                dst.sendall(data)
+        except OSError:
+            pass
+        if i is not None:
+            self.ended[i].set()
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def drop(self, i: int) -> None:
+        import socket
+        for s in self.conns[i]:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def wait_accepted(self, n: int, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.accepted < n:
+            assert time.monotonic() < deadline, f"{self.accepted} connections, expected {n}"
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.sock.close()
+        for i in range(len(self.conns)):
+            self.drop(i)
+
+
+def test_open_dials_and_connect_sends_connect_on_that_connection(emu, mosquitto, mqtt_probe):
+    probe = mqtt_probe(mosquitto)
+    probe.subscribe("m1/#")
+    proxy = CountingProxy(mosquitto.port)
+    try:
+        assert emu.cmd(f'AT+QMTOPEN=0,"127.0.0.1",{proxy.port}') == b"\r\nOK\r\n"
+        urc(emu, r"\+QMTOPEN: 0,0\r\n")
+        proxy.wait_accepted(1)
+        emu.expect_nothing(0.2)
+        assert proxy.sent[0] == b""                           # connected, nothing sent before QMTCONN
+        assert emu.cmd('AT+QMTCONN=0,"m1dev"') == b"\r\nOK\r\n"
+        urc(emu, r"\+QMTCONN: 0,0,0\r\n")
+        assert proxy.accepted == 1 and proxy.sent[0][0] == 0x10   # CONNECT went out on QMTOPEN's connection
+        assert publish(emu, 'AT+QMTPUB=0,0,0,0,"m1/a",2', b"ok") == b"\r\nOK\r\n"
+        urc(emu, r"\+QMTPUB: 0,0,0\r\n")
+        assert probe.wait_for("m1/a") == (b"ok", 0, False)
+        assert emu.cmd("AT+QMTDISC=0") == b"\r\nOK\r\n"
+        urc(emu, r"\+QMTDISC: 0,0\r\n")
+        assert proxy.ended[0].wait(5) and proxy.accepted == 1
+
+        # QMTCLOSE after QMTOPEN without CONNECT closes that connection
+        assert emu.cmd(f'AT+QMTOPEN=1,"127.0.0.1",{proxy.port}') == b"\r\nOK\r\n"
+        urc(emu, r"\+QMTOPEN: 1,0\r\n")
+        proxy.wait_accepted(2)
+        assert emu.cmd("AT+QMTCLOSE=1") == b"\r\nOK\r\n"
+        urc(emu, r"\+QMTCLOSE: 1,0\r\n")
+        assert proxy.ended[1].wait(5) and proxy.sent[1] == b""
+
+        # the broker drops the link between QMTOPEN and QMTCONN: +QMTSTAT 1, the client is idle again
+        assert emu.cmd(f'AT+QMTOPEN=2,"127.0.0.1",{proxy.port}') == b"\r\nOK\r\n"
+        urc(emu, r"\+QMTOPEN: 2,0\r\n")
+        proxy.wait_accepted(3)
+        proxy.drop(2)
+        assert emu.read_until(rb"\+QMTSTAT: 2,1\r\n", timeout=5) == b"\r\n+QMTSTAT: 2,1\r\n"
+        assert emu.cmd("AT+QMTOPEN?") == b"\r\nOK\r\n"
+        assert emu.cmd('AT+QMTCONN=2,"late"') == b"\r\nERROR\r\n"
+        assert proxy.accepted == 3
+    finally:
+        proxy.close()
+
+
+def test_tls_handshake_at_open_and_one_connection(emu, mosquitto_tls, pki, mqtt_probe):
+    proxy = CountingProxy(mosquitto_tls.tls_port)
+    try:
+        upload(emu, "ca.pem", pki.ca_cert.read_bytes())
+        upload(emu, "user.pem", pki.client_cert.read_bytes())
+        upload(emu, "user_key.pem", pki.client_key.read_bytes())
+        for line in ('AT+QMTCFG="ssl",0,1,1', 'AT+QSSLCFG="cacert",1,"ca.pem"', 'AT+QSSLCFG="clientcert",1,"user.pem"',
+                     'AT+QSSLCFG="clientkey",1,"user_key.pem"', 'AT+QSSLCFG="seclevel",1,2'):
+            assert emu.cmd(line) == b"\r\nOK\r\n", line
+        assert emu.cmd(f'AT+QMTOPEN=0,"127.0.0.1",{proxy.port}') == b"\r\nOK\r\n"
+        urc(emu, r"\+QMTOPEN: 0,0\r\n")
+        proxy.wait_accepted(1)
+        assert proxy.sent[0][:1] == b"\x16"                   # the TLS handshake happened at QMTOPEN
+        handshake = len(proxy.sent[0])
+        assert emu.cmd('AT+QMTCONN=0,"m1tls"') == b"\r\nOK\r\n"
+        urc(emu, r"\+QMTCONN: 0,0,0\r\n")
+        assert proxy.accepted == 1 and len(proxy.sent[0]) > handshake
+        assert emu.cmd("AT+QMTDISC=0") == b"\r\nOK\r\n"
+        urc(emu, r"\+QMTDISC: 0,0\r\n")
+    finally:
+        proxy.close()

@@ -26,6 +26,11 @@ Design notes (paho-mqtt 2.x quirks handled here):
 * ``loop_stop()`` can wait up to a second (select timeout) and never ends
   while QoS>0 messages are unacknowledged; :meth:`MqttSession.close`
   therefore shuts the socket down and wakes the thread itself.
+* Modules whose "open" and "connect" are two commands (TCP/TLS first,
+  CONNECT later) use :meth:`MqttSession.open_transport`: a short-lived
+  opener thread dials and does the handshake with the same code paho's
+  thread would use, and the paho client made by the next ``connect()``
+  is handed that socket (``_atemu_pre``) instead of dialling again.
 """
 
 from __future__ import annotations
@@ -146,6 +151,26 @@ def _paho_on_log(client: Any, _userdata: Any, level: int, buf: str) -> None:
     _paho_log.log(lvl, "[%s] %s", getattr(client, "_client_id", b"").decode("utf-8", "replace"), buf)
 
 
+def _close_all(socks: tuple[Any, ...] | None) -> None:
+    for s in socks or ():
+        if s is not None:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def _stop_client(client: "_PahoClient", thread: threading.Thread | None) -> None:
+    """Abort the client's thread (paho's or the opener's), wait for it, close the sockets."""
+    client._atemu_abort_now()
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(2.0)
+        if thread.is_alive():  # pragma: no cover - should not happen
+            log.warning("MQTT thread %s did not stop within 2s", thread.name)
+            return
+    client._atemu_release()
+
+
 class _PahoClient(paho.Client):
     """paho Client that dials a pre-resolved address and reports to a session.
 
@@ -161,9 +186,26 @@ class _PahoClient(paho.Client):
         self._atemu_recv_error: BaseException | None = None
         self._atemu_eof = False
         self._atemu_deadline = 0.0
+        #: (tcp, tls or None) opened by open_transport(), handed to paho's connect
+        self._atemu_pre: tuple[socket.socket, ssl.SSLSocket | None] | None = None
 
     # -- connection setup ---------------------------------------------------
+    def _atemu_open_transport(self, server_hostname: str) -> None:
+        """Opener thread: TCP connect and TLS handshake now, CONNECT later."""
+        self._host = server_hostname  # SNI + certificate check (connect_async sets it later)
+        self._atemu_deadline = time.monotonic() + self._connect_timeout
+        tcp = self._create_socket_connection()
+        tls = self._ssl_wrap_socket(tcp) if self._ssl else None
+        self._atemu_pre = (tcp, tls)
+
     def _create_socket_connection(self) -> socket.socket:
+        pre = self._atemu_pre
+        if pre is not None:
+            # open_transport() dialled already: paho sends CONNECT on that socket
+            if not self._ssl:
+                self._atemu_pre = None
+            self._atemu_live_sock = pre[1] or pre[0]
+            return pre[0]
         ip, port = self._atemu_addr
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -197,6 +239,10 @@ class _PahoClient(paho.Client):
             raise
 
     def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
+        pre = self._atemu_pre
+        if pre is not None and pre[1] is not None:
+            self._atemu_pre = None
+            return pre[1]
         assert self._ssl_context is not None
         # self._host is the *server hostname* (SNI + certificate check); the
         # TCP connection already goes to the resolved address.
@@ -281,6 +327,8 @@ class _PahoClient(paho.Client):
 
     def _atemu_release(self) -> None:
         """Close every socket of this client (its thread must be gone)."""
+        pre, self._atemu_pre = self._atemu_pre, None
+        _close_all(pre)
         for s in (self._atemu_wake_r, self._atemu_wake_w):
             try:
                 s.close()
@@ -328,6 +376,10 @@ class MqttSession:
     :meth:`close` never fires ``on_disconnect``.
 
     The session can be connected again after a disconnect.
+
+    :meth:`open_transport` opens the TCP connection (and does the TLS
+    handshake) without sending CONNECT; the next :meth:`connect` sends
+    CONNECT on that same connection.
     """
 
     def __init__(
@@ -391,12 +443,80 @@ class MqttSession:
         self._pending_sub: dict[int, asyncio.Future[list[int]]] = {}
         self._pending_unsub: dict[int, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # open_transport(): the client that dialled, its thread, the watched fd
+        self._opener: _PahoClient | None = None
+        self._opener_thread: threading.Thread | None = None
+        self._watch_fd: int | None = None
 
     # ------------------------------------------------------------------ API
     @property
     def connected(self) -> bool:
         """True between an accepted CONNACK and the loss/closing of the link."""
         return self._connected
+
+    @property
+    def transport_open(self) -> bool:
+        """True while a connection made by :meth:`open_transport` waits for :meth:`connect`."""
+        return self._opener is not None and self._opener._atemu_pre is not None
+
+    async def open_transport(self) -> None:
+        """Resolve, open the TCP connection and do the TLS handshake, without CONNECT.
+
+        Blocking work runs in a short-lived thread (abortable by :meth:`close`).
+        The next :meth:`connect` sends CONNECT on this connection, built from the
+        session's attributes as they are then (``client_id``, ``username``,
+        ``will``, ``keepalive``...), so they may still be changed. Until then the
+        link is watched: if the peer closes or resets it (or sends anything: a
+        broker speaks only after CONNECT) the transport is dropped and
+        ``on_disconnect`` fires with ``"remote"`` (EOF) or ``"error"`` and rc 7
+        (2 for unexpected bytes); a later connect() dials anew.
+        :meth:`close` closes it. Raises NetError like :meth:`connect`."""
+        if self._client is not None or self._opener is not None:
+            raise NetError("invalid", "MQTT session already has a connection")
+        loop = asyncio.get_running_loop()
+        self._loop = self._loop_arg or loop
+        ip = await self._resolve()
+        faults = getattr(self.resolver, "faults", None)
+        if faults is not None:
+            await faults.before_connect(self.server_hostname, self.port, tls=self.tls is not None)
+            faults.track(self)
+        try:
+            opener = self._make_client(ip)
+        except ValueError as exc:
+            raise NetError("invalid", str(exc)) from exc
+        done: asyncio.Future[BaseException | None] = self._loop.create_future()
+
+        def settle(exc: BaseException | None) -> None:
+            if not done.done():
+                done.set_result(exc)
+
+        def run() -> None:
+            try:
+                opener._atemu_open_transport(self.server_hostname)
+            except BaseException as exc:  # noqa: BLE001 - reported to the loop
+                self._post(settle, exc)
+            else:
+                self._post(settle, None)
+
+        thread = threading.Thread(target=run, name=f"mqtt-open-{self.client_id}", daemon=True)
+        self._opener, self._opener_thread = opener, thread
+        thread.start()
+        try:
+            exc = await done
+        except BaseException:
+            if self._opener is opener:
+                self.close()
+            raise
+        if self._opener is not opener:
+            raise NetError("closed", "MQTT transport closed while opening")
+        if exc is not None:
+            self.close()
+            raise _map_exception(exc)
+        self._opener_thread = None
+        assert opener._atemu_pre is not None
+        tcp, tls = opener._atemu_pre
+        self._watch_fd = (tls or tcp).fileno()
+        self._loop.add_reader(self._watch_fd, self._transport_readable, opener)
 
     async def connect(self) -> int:
         """Resolve, connect and wait for CONNACK; return its 3.1.1 return code.
@@ -405,9 +525,12 @@ class MqttSession:
         (the link is torn down; see ``connack_reason`` for the raw MQTT 5
         code).  Transport failures raise NetError ("dns", "refused",
         "timeout", "tls", "tls_verify", "closed", ...)."""
+        if self._client is not None and self._connected:
+            raise NetError("invalid", "MQTT session is already connected")
+        if self._opener is not None and not self.transport_open:
+            raise NetError("invalid", "MQTT transport is still opening")
+        pre = self._take_transport()
         if self._client is not None:
-            if self._connected:
-                raise NetError("invalid", "MQTT session is already connected")
             self.close()
         loop = asyncio.get_running_loop()
         self._loop = self._loop_arg or loop
@@ -415,21 +538,17 @@ class MqttSession:
         self.connack_code = self.connack_reason = None
         self.session_present = False
 
-        if _is_ip(self.host):
-            ip = self.host
-        else:
-            try:
-                ip = await self.resolver.resolve_one(self.host, timeout=self.connect_timeout)
-            except NetError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                raise _map_exception(exc) from exc
-        self.remote_ip = ip
         faults = getattr(self.resolver, "faults", None)  # the module's fault registry (emulator/faults.py)
+        if pre is not None:
+            ip = self.remote_ip or self.host
+        else:
+            ip = await self._resolve()
+            if faults is not None:
+                await faults.before_connect(self.server_hostname, self.port, tls=self.tls is not None)
         if faults is not None:
-            await faults.before_connect(self.server_hostname, self.port, tls=self.tls is not None)
             refusal = faults.broker_refusal()
             if refusal is not None:
+                _close_all(pre)
                 self.connack_code = self.connack_reason = refusal
                 return refusal
             faults.track(self)
@@ -437,7 +556,9 @@ class MqttSession:
         try:
             client = self._make_client(ip)
         except ValueError as exc:
+            _close_all(pre)
             raise NetError("invalid", str(exc)) from exc
+        client._atemu_pre = pre
 
         self._connack_fut = self._loop.create_future()
         self._thread_done = self._loop.create_future()
@@ -520,6 +641,8 @@ class MqttSession:
         Fires ``on_disconnect("local", 0)`` if the session was connected."""
         client = self._client
         if client is None:
+            if self._opener is not None:
+                self.close()
             return
         if not self._connected:
             self.close()
@@ -542,21 +665,16 @@ class MqttSession:
     def close(self) -> None:
         """Tear the connection down at once (no DISCONNECT, so the broker
         publishes the will) and stop the paho thread.  Idempotent; does not
-        fire ``on_disconnect``.  Pending operations fail with NetError("closed")."""
+        fire ``on_disconnect``.  Pending operations fail with NetError("closed").
+        Also closes (or aborts the opening of) an :meth:`open_transport` connection."""
+        self._close_opener()
         client, thread = self._client, self._thread
         self._client = None
         self._thread = None
         self._connected = False
         self._fail_pending(NetError("closed", "MQTT session closed locally"))
-        if client is None:
-            return
-        client._atemu_abort_now()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(2.0)
-            if thread.is_alive():  # pragma: no cover - should not happen
-                log.warning("paho thread %s did not stop within 2s", thread.name)
-                return
-        client._atemu_release()
+        if client is not None:
+            _stop_client(client, thread)
 
     async def __aenter__(self) -> "MqttSession":
         return self
@@ -565,6 +683,80 @@ class MqttSession:
         self.close()
 
     # ------------------------------------------------------------ internals
+    async def _resolve(self) -> str:
+        """The address to dial (world DNS overrides first); sets ``remote_ip``."""
+        if _is_ip(self.host):
+            ip = self.host
+        else:
+            try:
+                ip = await self.resolver.resolve_one(self.host, timeout=self.connect_timeout)
+            except NetError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise _map_exception(exc) from exc
+        self.remote_ip = ip
+        return ip
+
+    def _unwatch(self) -> None:
+        fd, self._watch_fd = self._watch_fd, None
+        if fd is not None and self._loop is not None:
+            try:
+                self._loop.remove_reader(fd)
+            except (RuntimeError, ValueError, OSError):  # loop closed / fd gone
+                pass
+
+    def _take_transport(self) -> tuple[socket.socket, ssl.SSLSocket | None] | None:
+        """Detach the open_transport() sockets for the next paho client."""
+        opener = self._opener
+        if opener is None:
+            return None
+        self._unwatch()
+        self._opener = self._opener_thread = None
+        pre, opener._atemu_pre = opener._atemu_pre, None
+        opener._atemu_release()
+        return pre
+
+    def _close_opener(self) -> None:
+        opener, thread = self._opener, self._opener_thread
+        if opener is None:
+            return
+        self._unwatch()
+        self._opener = self._opener_thread = None
+        _stop_client(opener, thread)
+
+    def _transport_readable(self, opener: _PahoClient) -> None:
+        """The idle open_transport() connection became readable: EOF, reset or junk."""
+        pre = opener._atemu_pre
+        if self._opener is not opener or pre is None:
+            self._unwatch()
+            return
+        tcp, tls = pre
+        reason, rc = "error", int(MQTTErrorCode.MQTT_ERR_CONN_LOST)
+        try:
+            if tls is not None:
+                tls.settimeout(0.0)
+                data = tls.recv(1)  # processes TLS records (e.g. session tickets)
+            else:
+                tcp.settimeout(0.0)
+                data = tcp.recv(1, socket.MSG_PEEK)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
+            return
+        except ssl.SSLZeroReturnError:
+            data = b""
+        except OSError as exc:
+            log.info("MQTT %r: idle transport failed: %s", self.client_id, exc)
+            data = None
+        if data == b"":
+            reason = "remote"
+        elif data is not None:
+            log.warning("MQTT %r: %s:%s sent data before CONNECT", self.client_id, self.host, self.port)
+            rc = int(MQTTErrorCode.MQTT_ERR_PROTOCOL)
+        self._unwatch()
+        self._opener = None
+        opener._atemu_release()
+        log.info("MQTT %r: transport lost before CONNECT (%s, rc=%s)", self.client_id, reason, rc)
+        self._fire_disconnect(reason, rc)
+
     def _make_client(self, ip: str) -> _PahoClient:
         proto = {3: paho.MQTTv31, 4: paho.MQTTv311, 5: paho.MQTTv5}[self.protocol]
         kwargs: dict[str, Any] = dict(

@@ -9,10 +9,10 @@ Life cycle of a client (``AT+QMTCONN?`` ``<state>`` in brackets):
     idle --QMTOPEN--> opening --+QMTOPEN: i,0--> opened [1] --QMTCONN--> connecting [2]
          --+QMTCONN: i,0,0--> connected [3] --QMTDISC--> disconnecting [4] --> idle
 
-AT+QMTOPEN proves that the broker is reachable with a real TCP connection (and the TLS
-handshake when SSL is on, verified per the SSL context); the MQTT session proper is dialled at
-AT+QMTCONN (paho opens its own socket), see DEVIATIONS_MQTT_HTTP_BLE M1. A broker that drops an
-established session gives ``+QMTSTAT: <idx>,<code>``.
+AT+QMTOPEN opens the client's TCP connection (and does the TLS handshake when SSL is on,
+verified per the SSL context: ``MqttSession.open_transport()``); AT+QMTCONN sends CONNECT on that
+same connection, so the broker sees one connection per client (DEVIATIONS_MQTT_HTTP_BLE M1). A
+broker that drops the link, opened or connected, gives ``+QMTSTAT: <idx>,<code>``.
 
 Requires Wi-Fi (station connected) like the real module: without it QMTOPEN reports
 ``+QMTOPEN: <idx>,3``.
@@ -39,15 +39,19 @@ INFLIGHT_WINDOW = 5
 PUB_MAX = 2048
 #: seconds the module waits for the QMTPUB payload after the prompt (undocumented; see M6)
 PUB_INPUT_TIMEOUT = 60.0
+#: seconds QMTOPEN waits for the TCP connection and TLS handshake
+OPEN_TIMEOUT = 60.0
 #: how often a connected client checks that the station is still up (seconds)
 WIFI_POLL = 0.25
 
 DEVIATIONS_MQTT_HTTP_BLE = [
-    "M1 (no item; design): AT+QMTOPEN checks reachability with a real TCP connection (emulator.net.sockets."
-    "TcpConnection: world DNS, fault injection, plus the TLS handshake verified per the QSSLCFG context when "
-    "\"ssl\" is on) and closes it; AT+QMTCONN dials the MQTT session on a new connection to the same address "
-    "(paho owns its socket). +QMTOPEN results: 0 ok, 2 index already open, 3 network error / refused / Wi-Fi "
-    "down / TLS failure, 4 DNS failure.",
+    "M1 (no item; design): AT+QMTOPEN opens the client's real TCP connection (world DNS, fault injection, plus "
+    "the TLS handshake verified per the QSSLCFG context when \"ssl\" is on) and AT+QMTCONN sends CONNECT on that "
+    "same connection: the broker sees one connection per client. AT+QMTCLOSE before QMTCONN closes it. If the "
+    "broker closes or resets it before QMTCONN: +QMTSTAT: <idx>,1 and the client is idle. After a failed or "
+    "refused QMTCONN the client stays opened without a link and the next QMTCONN dials a new connection. "
+    "+QMTOPEN results: 0 ok, 2 index already open, 3 network error / refused / Wi-Fi down / TLS failure, "
+    "4 DNS failure.",
     "M2 (item 27): <pkt_timeout> accepts 1-1200 in QMTCFG \"timeout\" (default 5 s), <retry_times> 0-10 (default "
     "3), <timeout_notice> 0. SUB/UNS/PUB/CONN wait <pkt_timeout> per attempt; when <timeout_notice> is 1 each "
     "expiry without the ACK is reported as <result> 1 with the retransmission count; after <retry_times> "
@@ -75,8 +79,8 @@ DEVIATIONS_MQTT_HTTP_BLE = [
     "productKey<product>' keyed with the device secret); \"onenet\" uses <productID> as user name and "
     "<access_key> as password. Username/password given to QMTCONN win.",
     "M13: a QMTCFG key with only <client_idx> queries: +QMTCFG: \"<key>\",<values...>.",
-    "M14: losing Wi-Fi (AT+QSTASTOP, the AP leaving the air, deauth) drops every connected MQTT client with "
-    "+QMTSTAT: <idx>,7 (the link is not alive) within 0.25 s.",
+    "M14: losing Wi-Fi (AT+QSTASTOP, the AP leaving the air, deauth) drops every opened or connected MQTT client "
+    "with +QMTSTAT: <idx>,7 (the link is not alive) within 0.25 s.",
     "M15: messages of a stored session (\"session\" 0) that the broker sends right after CONNACK are reported "
     "after +QMTCONN: <idx>,0,0, never before it. With SSL the host name is always sent as SNI (QSSLCFG \"sni\" "
     "only affects AT+QSSLOPEN); the certificate is checked against <host_name> when seclevel >= 1.",
@@ -384,32 +388,45 @@ class QuectelMqtt(Profile):
         c.state, c.host, c.port = OPENING, host, port
         c.task = self.module.spawn(self._mq_open(c))
 
+    def _mq_session(self, c: _MqttClient):
+        """A new MqttSession for the client's host (TLS per its SSL context); raises NetError."""
+        from emulator.net.mqtt import MqttSession
+        tls = self._mq_tls(c, c.host) if c.cfg.ssl else None
+        session = MqttSession(
+            client_id="", host=c.host, port=c.port, resolver=self.module.resolver, tls=tls,
+            server_hostname=c.host, connect_timeout=OPEN_TIMEOUT,
+            on_message=lambda *a: self._mq_on_message(c, session, *a),
+            on_disconnect=lambda reason, rc: self._mq_on_disconnect(c, session, reason, rc))
+        return session
+
     async def _mq_open(self, c: _MqttClient) -> None:
-        from emulator.net.sockets import TcpConnection
-        result = 0
+        """QMTOPEN: the TCP connection (and TLS handshake) that QMTCONN's CONNECT will use."""
+        result = 3
         try:
-            tls = None
-            if c.cfg.ssl:
-                try:
-                    tls = self._mq_tls(c, c.host)
-                except NetError as e:
-                    log.info("MQTT %d: SSL context %d unusable: %s", c.idx, c.cfg.ssl_ctx, e)
-                    result = 3
-                    return
             try:
-                conn = await TcpConnection.open(c.host, c.port, resolver=self.module.resolver, ssl=tls,
-                                                server_hostname=c.host if tls is not None else None, timeout=60.0)
+                session = self._mq_session(c)
+            except NetError as e:
+                log.info("MQTT %d: SSL context %d unusable: %s", c.idx, c.cfg.ssl_ctx, e)
+                return
+            c.session = session
+            try:
+                await session.open_transport()
             except NetError as e:
                 log.info("MQTT %d: %s:%d: %s", c.idx, c.host, c.port, e)
                 result = 4 if e.kind in ("dns", "dns_timeout") else 3
+                if c.session is session:
+                    c.session = None
+                    session.close()
                 return
-            c.ip = conn.remote_addr[0] if conn.remote_addr else c.host
-            conn.close()
+            result = 0
+            c.ip = session.remote_ip or c.host
         finally:
             if c.state == OPENING:
                 c.state = OPENED if result == 0 else IDLE
                 c.task = None
                 self._mq_urc(f"+QMTOPEN: {c.idx},{result}")
+                if result == 0:
+                    self.module.spawn(self._mq_watch_wifi(c, c.session))
 
     @command("+QMTOPEN", Form.READ, family="mqtt")
     async def qmtopen_read(self, ctx: Ctx):
@@ -453,50 +470,41 @@ class QuectelMqtt(Profile):
         c.task = self.module.spawn(self._mq_connect(c, client_id, user, password, will))
 
     async def _mq_connect(self, c: _MqttClient, client_id, user, password, will) -> None:
-        from emulator.net.mqtt import MqttSession
+        """QMTCONN: CONNECT on QMTOPEN's connection (a new one if an earlier CONNECT failed)."""
         cfg = c.cfg
-        try:
-            tls = self._mq_tls(c, c.host) if cfg.ssl else None
-        except NetError as e:
-            log.info("MQTT %d: SSL context unusable: %s", c.idx, e)
-            c.state = OPENED
-            c.task = None
-            self._mq_urc(f"+QMTCONN: {c.idx},2")
-            return
-        session = MqttSession(
-            client_id=client_id, host=c.ip or c.host, port=c.port, resolver=self.module.resolver, tls=tls,
-            server_hostname=c.host, keepalive=cfg.keepalive, clean_session=bool(cfg.clean), protocol=cfg.version,
-            username=user, password=password, will=will,
-            connect_timeout=float(cfg.pkt_timeout) * (cfg.retries + 1),
-            on_message=lambda *a: self._mq_on_message(c, session, *a),
-            on_disconnect=lambda reason, rc: self._mq_on_disconnect(c, session, reason, rc))
-        c.session = session
+        session = c.session
+        if session is None:     # an earlier QMTCONN failed or was refused: the link went with it
+            try:
+                session = c.session = self._mq_session(c)
+            except NetError as e:
+                log.info("MQTT %d: SSL context unusable: %s", c.idx, e)
+                c.state = OPENED
+                c.task = None
+                self._mq_urc(f"+QMTCONN: {c.idx},2")
+                return
+            self.module.spawn(self._mq_watch_wifi(c, session))
+        session.client_id, session.username, session.password, session.will = client_id, user, password, will
+        session.keepalive, session.clean_session, session.protocol = cfg.keepalive, bool(cfg.clean), cfg.version
+        session.connect_timeout = float(cfg.pkt_timeout) * (cfg.retries + 1)
         ok, code = await self._mq_wait_ack(c, session.connect(), f"+QMTCONN: {c.idx}", count=False)
         c.task = None
         if c.session is not session:
             return
-        if not ok:
+        if not ok or code != 0:
             c.session = None
             session.close()
             c.state = OPENED
-            self._mq_urc(f"+QMTCONN: {c.idx},2")
-            return
-        if code != 0:
-            c.session = None
-            session.close()
-            c.state = OPENED
-            self._mq_urc(f"+QMTCONN: {c.idx},0,{code}")
+            self._mq_urc(f"+QMTCONN: {c.idx},2" if not ok else f"+QMTCONN: {c.idx},0,{code}")
             return
         c.state = CONNECTED
         self._mq_urc(f"+QMTCONN: {c.idx},0,0")
         early, c.early = c.early, []
         for msg in early:
             self._mq_on_message(c, session, *msg)
-        self.module.spawn(self._mq_watch_wifi(c, session))
 
     async def _mq_watch_wifi(self, c: _MqttClient, session) -> None:
         """The station lost its AP (QSTASTOP, AP gone, deauth): the link dies with it (+QMTSTAT 7)."""
-        while c.session is session and c.state in (CONNECTED, DISCONNECTING):
+        while c.session is session and c.state in (OPENED, CONNECTING, CONNECTED, DISCONNECTING):
             if not self._mq_wifi_ok():
                 log.info("MQTT %d: Wi-Fi lost, dropping the link", c.idx)
                 self._mq_drop(c)
