@@ -15,8 +15,10 @@ has ``t`` (``time.monotonic()`` seconds), ``module`` (name) and ``event``:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,6 +224,58 @@ def run_replay(path: Path | str, profile_cls: Any, *, world: Any = None, settle:
 
 # ---------------------------------------------------------------------------------------- coverage
 
+#: error paths every profile has, because the engine produces them (emulator/module.py, grammar.py)
+ENGINE_ERRORS = {
+    "unknown": "no such command, or the command has no such form",
+    "param": "a parameter is missing, of the wrong type or out of range",
+    "line:syntax": "the line does not parse (quotes, commas)",
+    "line:too_long": "the line is longer than the dialect's max_line",
+    "line:garbage": "a line that does not start with AT (dialects with error_on_garbage)",
+}
+#: CmdError kinds that are not paths a host can take on purpose (a bug in the emulator)
+_NOT_A_PATH = {"internal"}
+_RAISED = re.compile(r"""CmdError\(\s*(?:kind\s*=\s*)?["'](\w+)["']""")
+_RAISED_DEFAULT = re.compile(r"""CmdError\(\s*(?:\)|code\s*=|message\s*=)""")
+
+
+def error_paths(profile_cls: Any) -> dict[str, str]:
+    """The error paths a profile can take, keyed like the transcript records them (``error``
+    records by ``kind``, ``line_error`` records as ``line:<kind>``), each with where it comes from.
+
+    The engine's paths (:data:`ENGINE_ERRORS`; ``line:garbage`` only when the dialect answers
+    garbage lines) plus every CmdError kind the profile's own code raises by name: the source of
+    the modules defining the profile class and its bases (and, for a profile that is a package, or
+    a module inside one, every loaded module of that package) is scanned for ``CmdError("<kind>"...)`` (and
+    ``CmdError()`` / ``CmdError(code=...)``, which mean ``failed``). ``internal`` is left out."""
+    paths = {k: "engine" for k in ENGINE_ERRORS}
+    if not getattr(profile_cls.dialect, "error_on_garbage", True):
+        del paths["line:garbage"]
+    names: set[str] = set()
+    prefixes: list[str] = []
+    for cls in profile_cls.__mro__:
+        mod = sys.modules.get(cls.__module__)
+        if mod is None or mod.__name__.split(".")[0] in ("emulator", "builtins", "abc", "typing"):
+            continue
+        names.add(mod.__name__)
+        if hasattr(mod, "__path__"):            # a package: all its modules
+            prefixes.append(mod.__name__ + ".")
+        elif "." in mod.__name__.rpartition(".")[0]:   # a module inside a profile's own package
+            prefixes.append(mod.__name__.rpartition(".")[0] + ".")
+    for name, m in sorted(list(sys.modules.items())):
+        if m is None or not (name in names or any(name.startswith(p) for p in prefixes)):
+            continue
+        try:
+            src = inspect.getsource(m)
+        except (OSError, TypeError):
+            continue
+        kinds = set(_RAISED.findall(src))
+        if _RAISED_DEFAULT.search(src):
+            kinds.add("failed")
+        for k in sorted(kinds - _NOT_A_PATH):
+            paths.setdefault(k, "profile")
+    return paths
+
+
 def coverage(records: Iterable[dict], profile_cls: Any) -> dict:
     """Which commands/forms, URCs and error paths a host exercised, against the profile's declarations."""
     declared_forms: dict[str, set[str]] = {}
@@ -283,7 +337,7 @@ def coverage(records: Iterable[dict], profile_cls: Any) -> dict:
     total_forms = sum(len(v) for v in declared_forms.values())
     used = sum(len(used_forms.get(k, set()) & v) for k, v in declared_forms.items())
     urc_names = [u.name for u in profile_cls.urcs]
-    error_kinds = ["unknown", "param", "syntax", "too_long", "garbage", "failed"]
+    declared_errors = error_paths(profile_cls)
     return {
         "profile": profile_cls.name,
         "commands_sent": commands,
@@ -291,8 +345,10 @@ def coverage(records: Iterable[dict], profile_cls: Any) -> dict:
         "forms": {"used": used, "declared": total_forms},
         "urcs": {"used": len(urcs_seen), "declared": len(urc_names), "counts": urcs_seen,
                  "never": [u for u in urc_names if u not in urcs_seen]},
-        "errors": {"used": len([k for k in errors if k in error_kinds or k.startswith("line:")]),
-                   "declared": len(error_kinds), "counts": errors},
+        "errors": {"used": len([k for k in errors if k in declared_errors]), "declared": len(declared_errors),
+                   "counts": errors, "paths": declared_errors,
+                   "never": [k for k in declared_errors if k not in errors],
+                   "undeclared": sorted(k for k in errors if k not in declared_errors)},
         "per_command": {k: {"used": sorted(used_forms.get(k, set()) & v), "missing": sorted(v - used_forms.get(k, set()))}
                         for k, v in sorted(declared_forms.items())},
         "unknown_commands": unknown,
@@ -311,6 +367,8 @@ def format_coverage(cov: dict) -> str:
         lines.append(f"  [{mark}] AT{name}: used {', '.join(d['used']) or '-'}; missing {', '.join(d['missing']) or '-'}")
     if cov["urcs"]["never"]:
         lines.append(f"  URCs never seen: {', '.join(cov['urcs']['never'])}")
+    if cov["errors"].get("never"):
+        lines.append(f"  error paths never taken: {', '.join(cov['errors']['never'])}")
     if cov["unknown_commands"]:
         lines.append(f"  commands the profile does not know: {cov['unknown_commands']}")
     if cov["faults"]:

@@ -133,9 +133,37 @@ def test_coverage(tmp_path):
     assert cov["urcs"]["counts"] == {"+AWSPUBCLOSE": 1}
     assert "+AWS" in cov["urcs"]["never"]
     assert cov["errors"]["counts"].get("unknown") == 2  # AT+NOPE and AT+AWSSTATE=1
+    # the error paths come from the engine and the profile's own code
+    assert cov["errors"]["paths"] == {"unknown": "engine", "param": "engine", "line:syntax": "engine",
+                                      "line:too_long": "engine", "line:garbage": "engine", "failed": "profile"}
+    assert cov["errors"]["used"] == 1 and cov["errors"]["declared"] == 6
+    assert "line:too_long" in cov["errors"]["never"] and "unknown" not in cov["errors"]["never"]
     assert cov["unknown_commands"] == {"+NOPE": 1}
     text = atemu("coverage", str(log)).stdout
     assert "AT+QCCID" in text and "URCs never seen" in text
+    assert "errors:   1/6" in text and "error paths never taken: param, line:syntax" in text
+
+
+def test_error_paths_are_taken_from_the_profile():
+    from emulator.profile import CmdError, Profile, find_profile
+    from emulator.transcript import coverage, error_paths
+
+    # microchip-winc raises "garbage" and "syntax" itself (binary data phases); eseye-anynet does not
+    assert {"garbage", "syntax", "failed"} <= set(error_paths(find_profile("microchip-winc")))
+    assert "garbage" not in error_paths(find_profile("eseye-anynet"))
+
+    class Busy(Profile):
+        name = "busy-test"
+
+        async def handler(self, ctx):
+            raise CmdError("busy", message="try again")
+
+    paths = error_paths(Busy)
+    assert paths["busy"] == "profile" and "internal" not in paths
+    records = [{"event": "error", "kind": "busy"}, {"event": "line_error", "kind": "too_long"},
+               {"event": "error", "kind": "internal"}]
+    cov = coverage(records, Busy)["errors"]
+    assert cov["used"] == 2 and cov["undeclared"] == ["internal"] and "busy" not in cov["never"]
 
 
 def test_proxy_records_a_device(tmp_path):
