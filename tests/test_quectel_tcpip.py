@@ -444,3 +444,38 @@ def test_udp_transparent_ends_on_link_loss(e, udp_echo):
     assert e.read_until(b"NO CARRIER\r\n", timeout=3) == b"\r\nNO CARRIER\r\n"
     assert e.read_until(rb"WLAN_DISCONNECTED\r\n") == b"\r\n+QSTASTAT: WLAN_DISCONNECTED\r\n"
     assert b",4,2,2," in e.cmd("AT+QISTATE=2")
+
+
+def test_udp_datagram_refused_by_the_host_is_558(e):
+    port = free_port(socket.SOCK_DGRAM)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(3)
+    try:
+        cmd_ok(e, f'AT+QIOPEN=3,"UDP SERVICE","127.0.0.1",0,{port},0')
+        urc(e, r"\+QIOPEN: 3,0\r\n")
+        # udp/broadcast is 0 (no SO_BROADCAST): the kernel refuses a datagram to the broadcast address,
+        # nothing leaves the host, and the module must not say SEND OK
+        assert send(e, 'AT+QISEND=3,5,"255.255.255.255",9', b"bcast") == b"\r\nSEND FAIL\r\n"
+        assert e.cmd("AT+QIGETERROR") == b"\r\n+QIGETERROR: 558,Socket write failed\r\n\r\nOK\r\n"
+        assert e.cmd("AT+QISEND=3,0") == b"\r\n+QISEND: 0,0,0\r\n\r\nOK\r\n"           # not counted as sent
+        pp = peer.getsockname()[1]
+        assert send(e, f'AT+QISEND=3,4,"127.0.0.1",{pp}', b"next") == b"\r\nSEND OK\r\n"   # still usable
+        assert peer.recvfrom(100) == (b"next", ("127.0.0.1", port))
+        assert e.cmd("AT+QISEND=3,0") == b"\r\n+QISEND: 4,4,0\r\n\r\nOK\r\n"
+        cmd_ok(e, "AT+QICLOSE=3")
+    finally:
+        peer.close()
+
+
+def test_listen_failure_other_than_a_taken_port_is_557():
+    m = emu(world(listen_host="192.0.2.1"))          # TEST-NET-1: an address this host does not have
+    try:
+        join(m)
+        port = free_port()
+        cmd_ok(m, f'AT+QIOPEN=5,"TCP LISTENER","127.0.0.1",0,{port},0')
+        assert urc(m, r"\+QIOPEN: 5,\d+\r\n").group(0) == b"+QIOPEN: 5,557\r\n"
+        assert m.cmd("AT+QIGETERROR") == b"\r\n+QIGETERROR: 557,Socket listen failed\r\n\r\nOK\r\n"
+        assert m.cmd("AT+QISTATE") == b"\r\nOK\r\n"                                    # the ID is free again
+    finally:
+        m.stop()

@@ -103,7 +103,7 @@ DEVIATIONS = [
     "QSSLCFG sni 0 with verification: the name is still checked against the certificate, but not sent in the ClientHello.",
     "TLS failures (handshake, verification) report 564; unreadable certificate files report 552.",
     "QSSLCFG session_cache 1 allows session tickets but connections are not resumed (asyncio cannot pass a saved session).",
-    "QIOPEN/QSSLOPEN without Wi-Fi answer ERROR (AT+QIGETERROR: 569). An occupied <connectID> answers ERROR (561). Transparent mode for a LISTENER/SERVICE (or AT+QISWTMD on one) is 555; a second AT+QPING while one runs is 566, a second AT+QIDNSGIP 562; a listen failure other than a taken port is 557.",
+    "QIOPEN/QSSLOPEN without Wi-Fi answer ERROR (AT+QIGETERROR: 569). An occupied <connectID> answers ERROR (561). Transparent mode for a LISTENER/SERVICE (or AT+QISWTMD on one) is 555; a second AT+QPING while one runs is 566, a second AT+QIDNSGIP 562; a listen failure other than a taken port is 557; a datagram the host refuses (e.g. to 255.255.255.255 while udp/broadcast is 0) answers SEND FAIL with 558 and is not counted as sent.",
     "TCP LISTENER / UDP SERVICE bind on the host at world option quectel.listen_host (default 127.0.0.1) and the given port.",
     "AT+QICFG=\"tcp/accept\",1 (default) accepts incoming clients automatically; with 0 the +QIURC: \"incoming\" URC names the ID that AT+QIACCEPT=<listener>,1[,<id>] will use, AT+QIACCEPT=<listener>,0 rejects (RST).",
     "After +++ a transparent socket keeps its received data buffered; ATO (or AT+QISWTMD=<id>,2) delivers it; AT+QIRD may also read it.",
@@ -1347,7 +1347,11 @@ class QuectelBase(Profile):
             if s.conn is not None:
                 s.conn.write(payload)
             elif s.udp is not None:
+                before = s.udp.last_error
                 s.udp.sendto(payload, dest)
+                if s.udp.last_error is not before:   # the kernel refused this datagram (asyncio reports it
+                    s.udp.total_sent -= len(payload)  # to error_received, not to the caller): not sent
+                    raise s.udp.last_error
             else:
                 raise NetError("closed")
         except NetError as e:
