@@ -32,6 +32,21 @@ def send(e, line, payload, final=rb"SEND OK\r\n|SEND FAIL\r\n|ERROR\r\n"):
     return e.read_until(final)
 
 
+@pytest.fixture
+def udp_peer():
+    """A UDP socket on loopback standing for the remote host of a UDP SERVICE."""
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(3)
+    yield peer
+    peer.close()
+
+
+def open_service(e, cid, port, mode):
+    cmd_ok(e, f'AT+QIOPEN={cid},"UDP SERVICE","127.0.0.1",0,{port},{mode}')
+    assert urc(e, rf"\+QIOPEN: {cid},\d+\r\n").group(0) == f"+QIOPEN: {cid},0\r\n".encode()
+
+
 def free_port(kind=socket.SOCK_STREAM):
     s = socket.socket(socket.AF_INET, kind)
     s.bind(("127.0.0.1", 0))
@@ -116,35 +131,28 @@ def test_udp_client_buffer_and_push(e, udp_echo):
     cmd_ok(e, "AT+QICLOSE=2")
 
 
-def test_udp_service_push_and_send_to_address(e):
+def test_udp_service_push_and_send_to_address(e, udp_peer):
     port = free_port(socket.SOCK_DGRAM)
-    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    peer.bind(("127.0.0.1", 0))
-    peer.settimeout(3)
-    try:
-        cmd_ok(e, f'AT+QIOPEN=3,"UDP SERVICE","127.0.0.1",0,{port},1')
-        urc(e, r"\+QIOPEN: 3,0\r\n")
-        peer.sendto(b"hello service", ("127.0.0.1", port))
-        pp = peer.getsockname()[1]
-        assert e.read_until(b"hello service") == f'\r\n+QIURC: "recv",3,13,"127.0.0.1",{pp}\r\nhello service'.encode()
-        assert send(e, f'AT+QISEND=3,5,"127.0.0.1",{pp}', b"reply") == b"\r\nSEND OK\r\n"
-        assert peer.recvfrom(100) == (b"reply", ("127.0.0.1", port))
-        assert e.cmd("AT+QISEND=3,5") == b"\r\nERROR\r\n"                 # a service needs the address
-        # buffer mode read shows the sender
-        assert e.cmd("AT+QISWTMD=3,0") == b"\r\nERROR\r\n"                # not allowed for a service
-        assert e.cmd("AT+QIGETERROR").startswith(b"\r\n+QIGETERROR: 555,")
-        cmd_ok(e, "AT+QICLOSE=3")
-        cmd_ok(e, f'AT+QIOPEN=3,"UDP SERVICE","127.0.0.1",0,{port},0')
-        urc(e, r"\+QIOPEN: 3,0\r\n")
-        peer.sendto(b"abc", ("127.0.0.1", port))
-        urc(e, r'"recv",3\r\n')
-        assert e.cmd("AT+QIRD=3") == f'\r\n+QIRD: 3,"127.0.0.1",{pp}\r\nabc\r\nOK\r\n'.encode()
-        # port busy: a second service on the same port
-        cmd_ok(e, f'AT+QIOPEN=4,"UDP SERVICE","127.0.0.1",0,{port},0')
-        assert urc(e, r"\+QIOPEN: 4,\d+\r\n").group(0) == b"+QIOPEN: 4,570\r\n"
-        assert e.cmd("AT+QIGETERROR") == b"\r\n+QIGETERROR: 570,Port busy\r\n\r\nOK\r\n"
-    finally:
-        peer.close()
+    peer = udp_peer
+    open_service(e, 3, port, 1)
+    peer.sendto(b"hello service", ("127.0.0.1", port))
+    pp = peer.getsockname()[1]
+    assert e.read_until(b"hello service") == f'\r\n+QIURC: "recv",3,13,"127.0.0.1",{pp}\r\nhello service'.encode()
+    assert send(e, f'AT+QISEND=3,5,"127.0.0.1",{pp}', b"reply") == b"\r\nSEND OK\r\n"
+    assert peer.recvfrom(100) == (b"reply", ("127.0.0.1", port))
+    assert e.cmd("AT+QISEND=3,5") == b"\r\nERROR\r\n"                 # a service needs the address
+    # buffer mode read shows the sender
+    assert e.cmd("AT+QISWTMD=3,0") == b"\r\nERROR\r\n"                # not allowed for a service
+    assert e.cmd("AT+QIGETERROR").startswith(b"\r\n+QIGETERROR: 555,")
+    cmd_ok(e, "AT+QICLOSE=3")
+    open_service(e, 3, port, 0)
+    peer.sendto(b"abc", ("127.0.0.1", port))
+    urc(e, r'"recv",3\r\n')
+    assert e.cmd("AT+QIRD=3") == f'\r\n+QIRD: 3,"127.0.0.1",{pp}\r\nabc\r\nOK\r\n'.encode()
+    # port busy: a second service on the same port
+    cmd_ok(e, f'AT+QIOPEN=4,"UDP SERVICE","127.0.0.1",0,{port},0')
+    assert urc(e, r"\+QIOPEN: 4,\d+\r\n").group(0) == b"+QIOPEN: 4,570\r\n"
+    assert e.cmd("AT+QIGETERROR") == b"\r\n+QIGETERROR: 570,Port busy\r\n\r\nOK\r\n"
 
 
 def test_tcp_listener_auto_and_manual_accept(e):
@@ -446,26 +454,19 @@ def test_udp_transparent_ends_on_link_loss(e, udp_echo):
     assert b",4,2,2," in e.cmd("AT+QISTATE=2")
 
 
-def test_udp_datagram_refused_by_the_host_is_558(e):
+def test_udp_datagram_refused_by_the_host_is_558(e, udp_peer):
     port = free_port(socket.SOCK_DGRAM)
-    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    peer.bind(("127.0.0.1", 0))
-    peer.settimeout(3)
-    try:
-        cmd_ok(e, f'AT+QIOPEN=3,"UDP SERVICE","127.0.0.1",0,{port},0')
-        urc(e, r"\+QIOPEN: 3,0\r\n")
-        # udp/broadcast is 0 (no SO_BROADCAST): the kernel refuses a datagram to the broadcast address,
-        # nothing leaves the host, and the module must not say SEND OK
-        assert send(e, 'AT+QISEND=3,5,"255.255.255.255",9', b"bcast") == b"\r\nSEND FAIL\r\n"
-        assert e.cmd("AT+QIGETERROR") == b"\r\n+QIGETERROR: 558,Socket write failed\r\n\r\nOK\r\n"
-        assert e.cmd("AT+QISEND=3,0") == b"\r\n+QISEND: 0,0,0\r\n\r\nOK\r\n"           # not counted as sent
-        pp = peer.getsockname()[1]
-        assert send(e, f'AT+QISEND=3,4,"127.0.0.1",{pp}', b"next") == b"\r\nSEND OK\r\n"   # still usable
-        assert peer.recvfrom(100) == (b"next", ("127.0.0.1", port))
-        assert e.cmd("AT+QISEND=3,0") == b"\r\n+QISEND: 4,4,0\r\n\r\nOK\r\n"
-        cmd_ok(e, "AT+QICLOSE=3")
-    finally:
-        peer.close()
+    open_service(e, 3, port, 0)
+    # udp/broadcast is 0 (no SO_BROADCAST): the kernel refuses a datagram to the broadcast address,
+    # nothing leaves the host, and the module must not say SEND OK
+    assert send(e, 'AT+QISEND=3,5,"255.255.255.255",9', b"bcast") == b"\r\nSEND FAIL\r\n"
+    assert e.cmd("AT+QIGETERROR") == b"\r\n+QIGETERROR: 558,Socket write failed\r\n\r\nOK\r\n"
+    assert e.cmd("AT+QISEND=3,0") == b"\r\n+QISEND: 0,0,0\r\n\r\nOK\r\n"           # not counted as sent
+    pp = udp_peer.getsockname()[1]
+    assert send(e, f'AT+QISEND=3,4,"127.0.0.1",{pp}', b"next") == b"\r\nSEND OK\r\n"   # still usable
+    assert udp_peer.recvfrom(100) == (b"next", ("127.0.0.1", port))
+    assert e.cmd("AT+QISEND=3,0") == b"\r\n+QISEND: 4,4,0\r\n\r\nOK\r\n"
+    cmd_ok(e, "AT+QICLOSE=3")
 
 
 def test_listen_failure_other_than_a_taken_port_is_557():
