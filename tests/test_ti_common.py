@@ -4,6 +4,8 @@ from __future__ import annotations
 import base64
 import re
 
+import pytest
+
 from harness import Emu
 
 FINAL = rb"(?:^|\r\n)(OK|ERROR:[^\r\n]*)\r\n"
@@ -61,3 +63,21 @@ class Ti(Emu):
             chunk = data[off:off + 1024]
             self.ok(f"AT+FileWrite={fid},{off},1,{len(chunk)},{base64.b64encode(chunk).decode()}")
         self.ok(f"AT+FileClose={fid},,")
+
+
+def joined(w: dict | None = None):
+    """Fixture body: a started module (world ``w``) joined to the lab AP, stopped afterwards."""
+    e = Ti(world=w or world())
+    e.start()
+    try:
+        e.boot()
+        e.join()
+        yield e
+    finally:
+        e.stop()
+
+
+@pytest.fixture
+def ti():
+    """A started module joined to the lab AP (import this fixture into a test module to use it)."""
+    yield from joined()

@@ -8,10 +8,9 @@ import select
 import socket
 import threading
 
-import pytest
 
 from peers.httpserver import pattern
-from test_ti_common import Ti
+from test_ti_common import ti  # noqa: F401  (ti is a fixture)
 
 BODY = b'a=1,b="2"\r\n\x00\xffend'
 
@@ -72,16 +71,6 @@ class Proxy:
     def close(self):
         self.stop = True
         self.srv.close()
-
-
-@pytest.fixture
-def ti():
-    e = Ti()
-    e.start()
-    e.boot()
-    e.join()
-    yield e
-    e.stop()
 
 
 def read_body(e, idx, chunk=700, fmt=0) -> tuple[bytes, int]:

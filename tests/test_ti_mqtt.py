@@ -6,19 +6,14 @@ import re
 
 import pytest
 
-from test_ti_common import Ti, world
+from test_ti_common import joined, world
 
 MSG = b'temp=21,5\r\n"unit":"C"\x00end'
 
 
 @pytest.fixture
 def ti():
-    e = Ti(world=world(network={"hosts": {"test.atemu.invalid": "127.0.0.1", "broker.other": "127.0.0.1"}}))
-    e.start()
-    e.boot()
-    e.join()
-    yield e
-    e.stop()
+    yield from joined(world(network={"hosts": {"test.atemu.invalid": "127.0.0.1", "broker.other": "127.0.0.1"}}))
 
 
 def event(e, pattern, timeout=10) -> bytes:

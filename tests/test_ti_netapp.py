@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from test_ti_common import Ti, world
+from test_ti_common import joined, world
 
 
 def fetch(url, data=None, headers=None, ctx=None, method=None):
@@ -31,15 +31,10 @@ def in_thread(fn, *a, **kw):
 
 @pytest.fixture
 def ti():
-    e = Ti(world=world(network={"hosts": {"printer.lab": "127.0.0.1"}},
-                        options={"ti-simplelink.mdns_peers": [
-                            {"name": "printer._ipp._tcp.local", "host": "printer.local", "ip": "127.0.0.1",
-                             "port": 631, "text": "rp=ipp/print"}]}))
-    e.start()
-    e.boot()
-    e.join()
-    yield e
-    e.stop()
+    yield from joined(world(network={"hosts": {"printer.lab": "127.0.0.1"}},
+                            options={"ti-simplelink.mdns_peers": [
+                                {"name": "printer._ipp._tcp.local", "host": "printer.local", "ip": "127.0.0.1",
+                                 "port": 631, "text": "rp=ipp/print"}]}))
 
 
 def test_http_server_files_and_host_requests(ti):

@@ -8,19 +8,9 @@ import time
 
 import pytest
 
-from test_ti_common import Ti
+from test_ti_common import ti  # noqa: F401  (ti is a fixture)
 
 PAYLOAD = b'a,b\r\nOK\r\n"q"\x00\xff,\n' + bytes(range(32))   # commas, quotes, CR, LF, NUL, "OK" inside
-
-
-@pytest.fixture
-def ti():
-    e = Ti()
-    e.start()
-    e.boot()
-    e.join()
-    yield e
-    e.stop()
 
 
 def sock(e, proto="TCP", typ="STREAM", dom="INET") -> int:

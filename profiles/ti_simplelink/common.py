@@ -123,6 +123,25 @@ def OS(name: str, **kw: Any) -> Str:
 
 FORMAT = Int("format", 0, 1, doc="0 binary (raw, length-delimited), 1 Base64")
 FAMILY = Keyword("family", values={"INET": 4, "INET6": 6})
+MAX_DATA = 16000
+#: ``format,length`` of the commands that return data (Recv, RecvFrom, NetAPPRecv, HttpReadResBody)
+RECV = (FORMAT, Int("length", 1, MAX_DATA, doc="most bytes to return"))
+
+
+def lookup(table: dict, key: int, code: int, what: str):
+    """The entry ``key`` of a handle table (sockets, MQTT/HTTP clients), or ERROR with ``code``."""
+    item = table.get(key)
+    if item is None:
+        raise fail(code, f"no {what} {key}")
+    return item
+
+
+def free_index(table: dict, size: int, code: int, what: str) -> int:
+    """The lowest index below ``size`` not used in ``table``, or ERROR with ``code``."""
+    for i in range(size):
+        if i not in table:
+            return i
+    raise fail(code, f"no free {what}")
 
 
 def kw(values: list[str] | tuple[str, ...]) -> dict[str, str]:

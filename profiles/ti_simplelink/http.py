@@ -13,8 +13,8 @@ from emulator.net.sockets import TcpConnection
 from emulator.net.tls import client_context
 from emulator.profile import command
 
-from .common import (E_HTTP, E_HTTP_BAD_INDEX, E_HTTP_NO_HEADER, E_HTTP_STATE, FAMILY, FORMAT, OS, S, count_error,
-                     decode_data, encode_data, fail, flags_of, net_fail, nwp, param_error, parse_ip)
+from .common import (E_HTTP, E_HTTP_BAD_INDEX, E_HTTP_NO_HEADER, E_HTTP_STATE, FAMILY, FORMAT, OS, RECV, S, count_error,
+                     decode_data, encode_data, fail, flags_of, free_index, lookup, net_fail, nwp, param_error, parse_ip)
 
 log = logging.getLogger("atemu.ti")
 
@@ -47,10 +47,7 @@ def header_name(option: str) -> str:
 
 class HttpMixin:
     def http_client(self, idx: int) -> dict:
-        c = self.http.get(idx)
-        if c is None:
-            raise fail(E_HTTP_BAD_INDEX, f"no HTTP client {idx}")
-        return c
+        return lookup(self.http, idx, E_HTTP_BAD_INDEX, "HTTP client")
 
     async def http_release(self, c: dict) -> None:
         resp, c["resp"] = c.get("resp"), None
@@ -71,14 +68,11 @@ class HttpMixin:
     @command("+HttpCreate", Form.EXEC, family="http", doc="Create an HTTP client: +httpcreate:<index>")
     @nwp
     async def at_httpcreate(self, ctx: Ctx) -> None:
-        for i in range(MAX_CLIENTS):
-            if i not in self.http:
-                self.http[i] = {"client": HttpClient(self.module.resolver, user_agent="SimpleLink HTTP Client"),
-                                "connected": False, "base": None, "ssl": None, "flags": [], "persist": {}, "once": {},
-                                "resp": None, "redirect": 1, "tls_downgrade": 0, "chunk_q": None, "chunk_task": None}
-                ctx.info(f"+httpcreate:{i}")
-                return
-        raise fail(E_HTTP, "no free HTTP client")
+        i = free_index(self.http, MAX_CLIENTS, E_HTTP, "HTTP client")
+        self.http[i] = {"client": HttpClient(self.module.resolver, user_agent="SimpleLink HTTP Client"),
+                        "connected": False, "base": None, "ssl": None, "flags": [], "persist": {}, "once": {},
+                        "resp": None, "redirect": 1, "tls_downgrade": 0, "chunk_q": None, "chunk_task": None}
+        ctx.info(f"+httpcreate:{i}")
 
     @command("+HttpDestroy", Form.WRITE, Int("index", 0, 255), family="http", doc="Destroy an HTTP client")
     @nwp
@@ -216,7 +210,7 @@ class HttpMixin:
                 pass
         ctx.info(f"+httpsendreq:{resp.status}")
 
-    @command("+HttpReadResBody", Form.WRITE, Int("index", 0, 255), FORMAT, Int("length", 1, 16000), family="http",
+    @command("+HttpReadResBody", Form.WRITE, Int("index", 0, 255), *RECV, family="http",
              doc="Read the response body in chunks: +httpreadresbody:<index>,<more flag>,<format>,<length>,<body>")
     @nwp
     async def at_httpreadresbody(self, ctx: Ctx, idx: int, fmt: int, length: int) -> None:

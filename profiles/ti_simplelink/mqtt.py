@@ -11,7 +11,7 @@ from emulator.net.tls import client_context
 from emulator.profile import command
 
 from .common import (E_MQTT, E_MQTT_BAD_INDEX, E_MQTT_STATE, OS, S, count_error, decode_data, encode_data, fail,
-                     flags_of, net_fail, nwp, param_error, parse_ip, parse_num, pick)
+                     flags_of, free_index, lookup, net_fail, nwp, param_error, parse_ip, parse_num, pick)
 from .sockets import MQTT_CIPHERS, SECMETHODS, cipher_string, tls_versions
 
 log = logging.getLogger("atemu.ti")
@@ -32,12 +32,27 @@ def qos_of(text) -> int:
     raise param_error("QoS is qos0, qos1 or qos2")
 
 
+def topic_groups(count: int, fields: tuple, width: int) -> list[tuple]:
+    """MqttSubscribe (topic,qos,persistent) / MqttUnsubscribe (topic,persistent) groups: the first
+    ``count`` must name a topic, later ones must be empty; persistent is 0 or 1. Returns the groups
+    without their persistent flag."""
+    out = []
+    for i in range(4):
+        group = fields[width * i:width * i + width]
+        if i < count:
+            if not group[0]:
+                raise count_error(f"topic {i + 1} is missing")
+            if group[-1] is not None:
+                parse_num(group[-1], 0, 1, "persistent")
+            out.append(tuple(group[:-1]))
+        elif any(x is not None for x in group):
+            raise count_error("more topics than the count says")
+    return out
+
+
 class MqttMixin:
     def mqtt_client(self, idx: int) -> dict:
-        c = self.mqtt.get(idx)
-        if c is None:
-            raise fail(E_MQTT_BAD_INDEX, f"no MQTT client {idx}")
-        return c
+        return lookup(self.mqtt, idx, E_MQTT_BAD_INDEX, "MQTT client")
 
     def mqtt_fmt(self, args) -> int | None:
         try:
@@ -75,15 +90,12 @@ class MqttMixin:
                 raise count_error("a secure client needs the CA file")
         meth = pick(method, SECMETHODS, "method") if method else None
         ciphers = flags_of(cipher, [c for c, _ in MQTT_CIPHERS], "cipher") if cipher else []
-        for i in range(MAX_CLIENTS):
-            if i not in self.mqtt:
-                self.mqtt[i] = {"client_id": cid, "flags": fl, "address": address, "port": port, "method": meth,
-                                "ciphers": ciphers, "key": key, "cert": cert, "ca": ca, "dh": dh, "protocol": proto,
-                                "blocking": blocking, "fmt": fmt, "user": None, "password": None, "will": None,
-                                "keepalive": 60, "clean": 1, "session": None}
-                ctx.info(f"+mqttcreate:{i}")
-                return
-        raise fail(E_MQTT, "no free MQTT client")
+        i = free_index(self.mqtt, MAX_CLIENTS, E_MQTT, "MQTT client")
+        self.mqtt[i] = {"client_id": cid, "flags": fl, "address": address, "port": port, "method": meth,
+                        "ciphers": ciphers, "key": key, "cert": cert, "ca": ca, "dh": dh, "protocol": proto,
+                        "blocking": blocking, "fmt": fmt, "user": None, "password": None, "will": None,
+                        "keepalive": 60, "clean": 1, "session": None}
+        ctx.info(f"+mqttcreate:{i}")
 
     @command("+MqttDelete", Form.WRITE, Int("index", 0, 255), family="mqtt", doc="Delete a (disconnected) MQTT client")
     @nwp
@@ -198,17 +210,7 @@ class MqttMixin:
     @nwp
     async def at_mqttsubscribe(self, ctx: Ctx, idx: int, count: int, *fields) -> None:
         c = self.mqtt_client(idx)
-        topics = []
-        for i in range(4):
-            t, q, p = fields[3 * i:3 * i + 3]
-            if i < count:
-                if not t:
-                    raise count_error(f"topic {i + 1} is missing")
-                if p is not None:
-                    parse_num(p, 0, 1, "persistent")
-                topics.append((t, qos_of(q)))
-            elif t is not None or q is not None or p is not None:
-                raise count_error("more topics than the count says")
+        topics = [(t, qos_of(q)) for t, q in topic_groups(count, fields, 3)]
         s = self.connected_session(c)
 
         async def sub():
@@ -226,17 +228,7 @@ class MqttMixin:
     @nwp
     async def at_mqttunsubscribe(self, ctx: Ctx, idx: int, count: int, *fields) -> None:
         c = self.mqtt_client(idx)
-        topics = []
-        for i in range(4):
-            t, p = fields[2 * i:2 * i + 2]
-            if i < count:
-                if not t:
-                    raise count_error(f"topic {i + 1} is missing")
-                if p is not None:
-                    parse_num(p, 0, 1, "persistent")
-                topics.append(t)
-            elif t is not None or p is not None:
-                raise count_error("more topics than the count says")
+        topics = [t for (t,) in topic_groups(count, fields, 2)]
         s = self.connected_session(c)
 
         async def unsub():

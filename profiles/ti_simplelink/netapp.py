@@ -16,7 +16,7 @@ from emulator.net.ping import ping as icmp_ping
 from emulator.net.tls import server_context
 from emulator.profile import command
 
-from .common import (E_ALREADY, E_DNS, E_NETAPP_HANDLE, E_NETAPP_NOT_RUNNING, FAMILY, FORMAT, OS, S, count_error,
+from .common import (E_ALREADY, E_DNS, E_NETAPP_HANDLE, E_NETAPP_NOT_RUNNING, FAMILY, FORMAT, MAX_DATA, OS, RECV, S, count_error,
                      decode_data, encode_data, fail, flags_of, net_fail, nwp, param_error, parse_ip, parse_ipv4,
                      parse_num, pick)
 
@@ -169,17 +169,23 @@ class NetAppMixin:
         finally:
             self.requests.pop(handle, None)
 
+    def app_bitmap(self, bitmap: str, *, running: bool) -> list[str]:
+        """The applications of a NetAPPStart/Stop bitmap; each must be running (Stop) or not (Start)."""
+        apps = flags_of(bitmap, APPS, "application")
+        if not apps:
+            raise count_error("no application")
+        for a in apps:
+            if (a in self.apps) != running:
+                raise (fail(E_NETAPP_NOT_RUNNING, f"{a} is not running") if running
+                       else fail(E_ALREADY, f"{a} is already running"))
+        return apps
+
     # ---- commands -------------------------------------------------------------------------------
     @command("+NetAPPStart", Form.WRITE, S("app_bitmap"), family="netapp",
              doc="Start HTTP_SERVER|DHCP_SERVER|MDNS|DNS_SERVER")
     @nwp
     async def at_netappstart(self, ctx: Ctx, bitmap: str) -> None:
-        apps = flags_of(bitmap, APPS, "application")
-        if not apps:
-            raise count_error("no application")
-        for a in apps:
-            if a in self.apps:
-                raise fail(E_ALREADY, f"{a} is already running")
+        apps = self.app_bitmap(bitmap, running=False)
         if "http_server" in apps:
             await self.http_start()
         self.apps.update(apps)
@@ -187,12 +193,7 @@ class NetAppMixin:
     @command("+NetAPPStop", Form.WRITE, S("app_bitmap"), family="netapp", doc="Stop network applications")
     @nwp
     async def at_netappstop(self, ctx: Ctx, bitmap: str) -> None:
-        apps = flags_of(bitmap, APPS, "application")
-        if not apps:
-            raise count_error("no application")
-        for a in apps:
-            if a not in self.apps:
-                raise fail(E_NETAPP_NOT_RUNNING, f"{a} is not running")
+        apps = self.app_bitmap(bitmap, running=True)
         if "http_server" in apps:
             await self.http_stop()
         self.apps.difference_update(apps)
@@ -313,7 +314,7 @@ class NetAppMixin:
         ctx.info(f"+netappget:{out}")
 
     @command("+NetAPPSend", Form.WRITE, Int("handle", 0, 0xFFFF), S("flags", optional=True, default=""), FORMAT,
-             Int("length", 0, 16000), Raw("data", optional=True), family="netapp",
+             Int("length", 0, MAX_DATA), Raw("data", optional=True), family="netapp",
              doc="Answer an HTTP server request (METADATA: '<status>[;<content type>]', then the body)")
     @nwp
     async def at_netappsend(self, ctx: Ctx, handle: int, flags: str, fmt: int, length: int, data) -> None:
@@ -328,7 +329,7 @@ class NetAppMixin:
             more = "continuation" in fl or "accumulation" in fl
             req["queue"].put_nowait(("data" if more else "last", payload))
 
-    @command("+NetAPPRecv", Form.WRITE, Int("handle", 0, 0xFFFF), FORMAT, Int("length", 1, 16000), family="netapp",
+    @command("+NetAPPRecv", Form.WRITE, Int("handle", 0, 0xFFFF), *RECV, family="netapp",
              doc="Read an HTTP request body: OK, then +netapprecv:<handle>,<flags>,<format>,<length>,<data> and OK")
     @nwp
     async def at_netapprecv(self, ctx: Ctx, handle: int, fmt: int, length: int) -> None:

@@ -15,8 +15,8 @@ from emulator.profile import CmdError, command
 
 from .common import (E_AGAIN, E_ALREADY, E_BADF, E_DESTADDRREQ, E_INVAL, E_ISCONN, E_NETUNREACH, E_NFILE,
                      E_NOPROTOOPT, E_NOTCONN, E_OPNOTSUPP, E_PROTONOSUPPORT, E_PROTOTYPE,
-                     FAMILY, FORMAT, OS, S, count_error, decode_data, encode_data, fail,
-                     flags_of, net_fail, nwp, param_error, parse_ip, parse_num, pick)
+                     FAMILY, FORMAT, MAX_DATA, OS, RECV, S, count_error, decode_data, encode_data, fail,
+                     flags_of, free_index, lookup, net_fail, nwp, param_error, parse_ip, parse_num, pick)
 
 MAX_SOCKETS = 16
 
@@ -124,10 +124,11 @@ class Sock:
 class SocketMixin:
     # ---- helpers ---------------------------------------------------------------------------
     def sock(self, sd: int) -> Sock:
-        s = self.sockets.get(sd)
-        if s is None:
-            raise fail(E_BADF, f"socket {sd} is not open")
-        return s
+        return lookup(self.sockets, sd, E_BADF, "open socket")
+
+    def sock_ip(self, sd: int, address: str, fam: int) -> tuple[Sock, str]:
+        """The open socket ``sd`` and the address of a Bind/Connect/SendTo/RecvFrom (checked in that order)."""
+        return self.sock(sd), parse_ip(address, fam)
 
     def need_ip(self) -> None:
         if not self.ip_up:
@@ -191,10 +192,7 @@ class SocketMixin:
                     pass
 
     def new_sd(self) -> int:
-        for i in range(MAX_SOCKETS):
-            if i not in self.sockets:
-                return i
-        raise fail(E_NFILE, "no free socket")
+        return free_index(self.sockets, MAX_SOCKETS, E_NFILE, "socket")
 
     def tls_client(self, opts: dict, *, server_hostname_default: str | None = None) -> tuple[ssl.SSLContext, str | None]:
         ca_name = opts.get("secure_files_ca_file_name")
@@ -245,8 +243,7 @@ class SocketMixin:
              family="socket", doc="Bind a socket to a local port and address")
     @nwp
     async def at_bind(self, ctx: Ctx, sd: int, fam: int, port: int, address: str) -> None:
-        s = self.sock(sd)
-        ip = parse_ip(address, fam)
+        s, ip = self.sock_ip(sd, address, fam)
         if s.bound is not None or s.conn is not None or s.listener is not None:
             raise fail(E_INVAL, "socket is already bound")
         if s.kind == "dgram":
@@ -324,8 +321,7 @@ class SocketMixin:
              family="socket", doc="Connect: OK, then +connect:<port>,<address> and OK")
     @nwp
     async def at_connect(self, ctx: Ctx, sd: int, fam: int, port: int, address: str) -> None:
-        s = self.sock(sd)
-        ip = parse_ip(address, fam)
+        s, ip = self.sock_ip(sd, address, fam)
         self.need_ip()
         if s.listener is not None or (s.conn is not None and not s.conn.closed):
             raise fail(E_ISCONN, "socket is already connected")
@@ -570,7 +566,7 @@ class SocketMixin:
             raise fail(E_OPNOTSUPP, f"{opt} applies to RAW/RF sockets only")
         ctx.info(f"+getsockopt:{out}")
 
-    @command("+Recv", Form.WRITE, Int("sd", 0, 255), FORMAT, Int("length", 1, 16000), family="socket",
+    @command("+Recv", Form.WRITE, Int("sd", 0, 255), *RECV, family="socket",
              doc="Receive: OK, then +recv:<sd>,<format>,<length>,<data> and OK")
     @nwp
     async def at_recv(self, ctx: Ctx, sd: int, fmt: int, length: int) -> None:
@@ -578,13 +574,12 @@ class SocketMixin:
         self.recv_precheck(s)
         self.start_blocking(s, self._recv(s, fmt, length, "+recv"), f"recv-{sd}")
 
-    @command("+RecvFrom", Form.WRITE, Int("sd", 0, 255), FAMILY, Int("port", 0, 65535), S("address"), FORMAT,
-             Int("length", 1, 16000), family="socket",
+    @command("+RecvFrom", Form.WRITE, Int("sd", 0, 255), FAMILY, Int("port", 0, 65535), S("address"), *RECV,
+             family="socket",
              doc="Receive a datagram: OK, then +recvfrom:<sd>,<format>,<length>,<data> and OK")
     @nwp
     async def at_recvfrom(self, ctx: Ctx, sd: int, fam: int, port: int, address: str, fmt: int, length: int) -> None:
-        s = self.sock(sd)
-        parse_ip(address, fam)
+        s, _ip = self.sock_ip(sd, address, fam)
         self.recv_precheck(s)
         self.start_blocking(s, self._recv(s, fmt, length, "+recvfrom"), f"recvfrom-{sd}")
 
@@ -622,7 +617,7 @@ class SocketMixin:
             data = data[:length]
         return [f"{prefix}:{s.sd},".encode() + encode_data(fmt, data)]
 
-    @command("+Send", Form.WRITE, Int("sd", 0, 255), FORMAT, Int("length", 1, 16000), Raw("data"),
+    @command("+Send", Form.WRITE, Int("sd", 0, 255), FORMAT, Int("length", 1, MAX_DATA), Raw("data"),
              family="socket", doc="Send data on a connected socket")
     @nwp
     async def at_send(self, ctx: Ctx, sd: int, fmt: int, length: int, data) -> None:
@@ -631,11 +626,10 @@ class SocketMixin:
         self._send(s, payload, None)
 
     @command("+SendTo", Form.WRITE, Int("sd", 0, 255), FAMILY, Int("port", 1, 65535), S("address"), FORMAT,
-             Int("length", 1, 16000), Raw("data"), family="socket", doc="Send a datagram to an address")
+             Int("length", 1, MAX_DATA), Raw("data"), family="socket", doc="Send a datagram to an address")
     @nwp
     async def at_sendto(self, ctx: Ctx, sd: int, fam: int, port: int, address: str, fmt: int, length: int, data) -> None:
-        s = self.sock(sd)
-        ip = parse_ip(address, fam)
+        s, ip = self.sock_ip(sd, address, fam)
         payload = decode_data(fmt, data, length)
         self.need_ip()
         if s.kind == "dgram" and s.udp is None:
