@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from test_microchip_util import WORLD, Winc
+from test_microchip_util import Winc
 
 COMMANDS = ["E", "+GMI", "+GMM", "+GMR", "+LOWPOWER", "+READCERT", "+LOADCERT", "+WSCNC", "+WSCNA", "+WSCNP",
             "+WSTAC", "+WSTA", "+WAPC", "+WAP", "+WPROVC", "+WPROV", "+MQTTC", "+MQTTCONN", "+MQTTSUB",
