@@ -450,3 +450,88 @@ def test_another_quectel_joins_the_soft_ap():
     finally:
         sta.stop()
         ap.stop()
+
+
+# ------------------------------------------------------------------------------------------ conformance
+
+# the forms of every part-1 command in the inventory (§2.1): T test, R read, W write, E execute
+PART1_FORMS = {
+    "+QRST": "E", "+QVERSION": "E", "+QECHO": "W", "+QGETIP": "W", "+QSETBAND": "WR", "+QWLANOTA": "W",
+    "+QWLMAC": "E", "+QSTAST": "E", "+QSTADHCP": "RW", "+QSTASTATIC": "W", "+QSTASTOP": "E", "+QSOFTAP": "W",
+    "+QAPSTATE": "E", "+QAPSTATIC": "W", "+QSOFTAPSTOP": "E", "+QSTAAPINFO": "W", "+QSTAAPINFODEF": "W",
+    "+QGETWIFISTATE": "E", "+QWSCAN": "E", "+QIDNSCFG": "TRW", "+QWEBCFG": "W", "+QSTAAPINFORMV": "E",
+    "+QSCLK": "RW", "+QAIRKISS": "W", "+QCFG": "TW", "+QICFG": "TW", "+QIOPEN": "TW", "+QICLOSE": "TW",
+    "+QISTATE": "TREW", "+QISEND": "TW", "+QIRD": "TW", "+QIACCEPT": "TW", "+QISWTMD": "TW", "+QIGETERROR": "TE",
+    "O": "E", "+QSSLCFG": "TW", "+QSSLOPEN": "TW", "+QSSLSEND": "TW", "+QSSLRECV": "TW", "+QSSLCLOSE": "TW",
+    "+QSSLSTATE": "TRWE", "+QPING": "TW", "+QIDNSGIP": "TW", "+QNTP": "TWE", "+QFOPEN": "TRW", "+QFREAD": "TW",
+    "+QFWRITE": "TW", "+QFCLOSE": "TW", "+QFLST": "TWE", "+QFDEL": "TW",
+}
+# the test-form answers (info lines before OK; "" = OK alone), from the manual's T rows
+TEST_ANSWERS = {
+    "+QIDNSCFG": "+QIDNSCFG: <pridnsaddr>,<secdnsaddr>",
+    "+QCFG": '+QCFG: "urc/pin",(0,1),(60-300)',
+    "+QICFG": "\r\n".join([
+        '+QICFG: "transpktsize",(1-1460)', '+QICFG: "transwaittm",(0-20)', '+QICFG: "tcp/accept",(0,1)',
+        '+QICFG: "qisend/timeout",(0-120)', '+QICFG: "passiveclosed",(0,1)', '+QICFG: "dataformat",(0,1),(0,1)',
+        '+QICFG: "close/mode",(0,1)', '+QICFG: "tcp/kalive",(0,1),(60-7200),(10-20),(1-8)',
+        '+QICFG: "tcp/tw_cycle",(0,1)', '+QICFG: "udp/broadcast",(0,1)']),
+    "+QIOPEN": '+QIOPEN: (0-11),("TCP","UDP","TCP LISTENER","UDP SERVICE"),<IP_address>/<domain_name>,'
+               '(0-65535),(0-65535),(0-2),(0,1)',
+    "+QICLOSE": "+QICLOSE: (0-11),(1-120)",
+    "+QISTATE": "",
+    "+QISEND": "+QISEND: (0-11),(0-1460),<remoteIP>,(1-65535)",
+    "+QIRD": "+QIRD: (0-11),(0-1500)",
+    "+QIACCEPT": "+QIACCEPT: (0-11),(0,1),(0-11)",
+    "+QISWTMD": "+QISWTMD: (0-11),(0-2)",
+    "+QIGETERROR": "",
+    "+QSSLOPEN": "+QSSLOPEN: (0-5),(0-11),<server_address>,<server_port>,(0-2)",
+    "+QSSLSEND": "+QSSLSEND: (0-11),(1-1460)",
+    "+QSSLRECV": "+QSSLRECV: (0-11),(1-1500)",
+    "+QSSLCLOSE": "+QSSLCLOSE: (0-11),(0-65535)",
+    "+QSSLSTATE": "",
+    "+QPING": "+QPING: <host>,(1-255),(1-10)",
+    "+QIDNSGIP": "+QIDNSGIP: <hostname>",
+    "+QNTP": '+QNTP: "<server>",(1-65535)',
+    "+QFOPEN": "+QFOPEN: <filename>,(0-2)",
+    "+QFREAD": "+QFREAD: <filehandle>,<length>",
+    "+QFWRITE": "+QFWRITE: <filehandle>,<length>,<timeout>",
+    "+QFCLOSE": "+QFCLOSE: <filehandle>",
+    "+QFLST": "",
+    "+QFDEL": "+QFDEL: <file_name>",
+}
+SSLCFG_KEYS = ["sslversion", "seclevel", "ciphersuite", "negotiatetime", "sni", "cacert", "clientcert", "clientkey",
+               "ignorelocaltime", "session_cache"]
+# documented execute/read forms that are safe to run here (no reboot, no network needed)
+HARMLESS = {"+QVERSION", "+QWLMAC", "+QSTAST", "+QSTASTOP", "+QAPSTATE", "+QSOFTAPSTOP", "+QWSCAN", "+QSTAAPINFORMV",
+            "+QISTATE", "+QIGETERROR", "+QSSLSTATE", "+QFLST", "+QSETBAND", "+QSTADHCP", "+QIDNSCFG", "+QSCLK", "+QFOPEN"}
+
+
+def test_every_part1_form_answers_as_documented():
+    e = emu()
+    try:
+        cmd_ok(e, "AT+QECHO=0")
+        for name, forms in PART1_FORMS.items():
+            test = e.cmd(f"AT{name}=?")
+            if "T" not in forms:
+                assert test == b"\r\nERROR\r\n", (name, test)              # undocumented test form
+            elif name == "+QSSLCFG":
+                lines = test.split(b"\r\n")[1:-3]
+                assert [ln.split(b",")[0] for ln in lines] == [f'+QSSLCFG: "{k}"'.encode() for k in SSLCFG_KEYS]
+                assert all(ln.split(b",")[1] == b"(0-5)" for ln in lines) and test.endswith(b"\r\n\r\nOK\r\n")
+            else:
+                info = TEST_ANSWERS[name]
+                assert test == (f"\r\n{info}\r\n\r\nOK\r\n" if info else "\r\nOK\r\n").encode(), (name, test)
+            read = e.cmd(f"AT{name}?")
+            if "R" not in forms:
+                assert read == b"\r\nERROR\r\n", (name, read)
+            elif name in HARMLESS:
+                assert read.endswith(b"\r\nOK\r\n"), (name, read)
+            if "E" not in forms:
+                assert e.cmd(f"AT{name}") == b"\r\nERROR\r\n", name
+            elif name in HARMLESS:
+                assert e.cmd(f"AT{name}").endswith(b"\r\nOK\r\n"), name
+            if "W" not in forms:
+                assert e.cmd(f"AT{name}=1") == b"\r\nERROR\r\n", name     # no write form either
+        assert e.cmd("AT") == b"\r\nOK\r\n"
+    finally:
+        e.stop()

@@ -1847,7 +1847,7 @@ class QuectelBase(Profile):
     _NO_TEST_FORM = ("+QRST", "+QVERSION", "+QECHO", "+QGETIP", "+QSETBAND", "+QWLANOTA", "+QWLMAC", "+QSTAST",
                      "+QSTADHCP", "+QSTASTATIC", "+QSTASTOP", "+QSOFTAP", "+QAPSTATE", "+QAPSTATIC", "+QSOFTAPSTOP",
                      "+QSTAAPINFO", "+QSTAAPINFODEF", "+QGETWIFISTATE", "+QWSCAN", "+QWEBCFG", "+QSTAAPINFORMV",
-                     "+QSCLK", "+QAIRKISS")
+                     "+QSCLK", "+QAIRKISS", "O")
 
     async def _undocumented_test_form(self, ctx: Ctx) -> None:
         raise CmdError("unknown", message="the manual documents no test form for this command")
