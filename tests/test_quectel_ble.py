@@ -2,12 +2,12 @@
 peripheral role against a remote central played through the profile's ``ble_remote_*`` methods."""
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
 
 from harness import Emu
+from quectel_helpers import boot_quiet, urc_match as urc
 
 SENSOR = "58:d3:91:01:02:03"
 WORLD = {
@@ -23,21 +23,13 @@ WORLD = {
 
 @pytest.fixture
 def emu():
-    e = Emu("quectel-fcm242d", world=WORLD)
-    e.start()
-    assert e.cmd("AT+QECHO=0").endswith(b"OK\r\n")
-    e.drain()
+    e = boot_quiet(WORLD)
     yield e
     e.stop()
 
 
 def prof(e: Emu):
     return e.module.profile
-
-
-def urc(e: Emu, pattern: str, timeout: float = 5.0) -> re.Match:
-    got = e.read_until(pattern.encode(), timeout)
-    return re.search(pattern.encode(), got)
 
 
 # ------------------------------------------------------------------------------------------ peripheral (E2)

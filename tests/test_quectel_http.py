@@ -10,34 +10,13 @@ import pytest
 
 from harness import Emu
 from peers.httpserver import pattern
-
-WORLD = {"wifi": {"access_points": [{"ssid": "lab", "security": "wpa2", "password": "labpass123"}]}}
-
-
-def boot() -> Emu:
-    e = Emu("quectel-fcm242d", world=WORLD)
-    e.start()
-    assert e.cmd("AT+QECHO=0").endswith(b"OK\r\n")
-    e.drain()
-    return e
-
-
-def wifi_up(e: Emu) -> None:
-    assert e.cmd('AT+QSTAAPINFO="lab","labpass123"') == b"\r\nOK\r\n"
-    e.read_until(rb"\+QSTASTAT: GOT_IP\r\n")
+from quectel_helpers import boot_quiet as boot, lab_emu, lab_wifi_up as wifi_up, ufs_upload as upload
+from quectel_helpers import urc_match as urc
 
 
 @pytest.fixture
 def emu():
-    e = boot()
-    wifi_up(e)
-    yield e
-    e.stop()
-
-
-def urc(e: Emu, pattern_: str, timeout: float = 8.0) -> re.Match:
-    got = e.read_until(pattern_.encode(), timeout)
-    return re.search(pattern_.encode(), got)
+    yield from lab_emu()
 
 
 def set_url(e: Emu, url: str) -> None:
@@ -262,16 +241,6 @@ def test_cfg_queries_and_test_forms(emu):
 
 
 # ------------------------------------------------------------------------------------------ HTTPS (E13-E15)
-
-def upload(e: Emu, name: str, data: bytes) -> None:
-    out = e.cmd(f'AT+QFOPEN="{name}",1')
-    h = int(re.search(rb"\+QFOPEN: (\d+)", out).group(1))
-    e.write(f"AT+QFWRITE={h},{len(data)}\r")
-    e.read_until(rb"CONNECT\r\n")
-    e.write(data)
-    e.read_until(rb"\r\nOK\r\n")
-    assert e.cmd(f"AT+QFCLOSE={h}").endswith(b"OK\r\n")
-
 
 def test_e13_https_get_without_verification(emu, https_server):
     for line in ('AT+QHTTPCFG="rsp/header",1', 'AT+QHTTPCFG="sslctxid",1', 'AT+QSSLCFG="sslversion",1,3',

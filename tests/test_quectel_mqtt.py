@@ -7,36 +7,13 @@ import time
 import pytest
 
 from harness import Emu
-
-WORLD = {"wifi": {"access_points": [{"ssid": "lab", "security": "wpa2", "password": "labpass123"}]}}
-
-
-def boot(world=WORLD, **kw) -> Emu:
-    e = Emu("quectel-fcm242d", world=world, **kw)
-    e.start()
-    assert e.cmd("AT+QECHO=0").endswith(b"OK\r\n")
-    e.drain()
-    return e
-
-
-def wifi_up(e: Emu) -> None:
-    assert e.cmd('AT+QSTAAPINFO="lab","labpass123"') == b"\r\nOK\r\n"
-    e.read_until(rb"\+QSTASTAT: GOT_IP\r\n")
+from quectel_helpers import LAB_WORLD as WORLD, boot_quiet as boot, lab_emu, lab_wifi_up as wifi_up
+from quectel_helpers import ufs_upload as upload, urc_match as urc
 
 
 @pytest.fixture
 def emu():
-    e = boot()
-    wifi_up(e)
-    yield e
-    e.stop()
-
-
-def urc(e: Emu, pattern: str, timeout: float = 8.0) -> re.Match:
-    got = e.read_until(pattern.encode(), timeout)
-    m = re.search(pattern.encode(), got)
-    assert m is not None
-    return m
+    yield from lab_emu()
 
 
 def expect_all(e: Emu, *patterns: str, timeout: float = 8.0) -> bytes:
@@ -107,16 +84,6 @@ def test_e8_mqtt_without_ssl(emu, mosquitto, mqtt_probe):
 
 
 # ------------------------------------------------------------------------------------------ E9 (TLS)
-
-def upload(e: Emu, name: str, data: bytes) -> None:
-    out = e.cmd(f'AT+QFOPEN="{name}",1')
-    h = int(re.search(rb"\+QFOPEN: (\d+)", out).group(1))
-    e.write(f"AT+QFWRITE={h},{len(data)}\r")
-    e.read_until(rb"CONNECT\r\n")
-    e.write(data)
-    e.read_until(rb"\r\nOK\r\n")
-    assert e.cmd(f"AT+QFCLOSE={h}").endswith(b"OK\r\n")
-
 
 def test_e9_mqtt_with_ssl_client_certificate(emu, mosquitto_tls, pki, mqtt_probe):
     probe = mqtt_probe(mosquitto_tls)

@@ -112,6 +112,13 @@ class QuectelHttp(Profile):
                                                     "read": r.bytes_read}}
 
     # ---- helpers --------------------------------------------------------------------------------
+    def _http_cfg_value(self, ctx: Ctx, key: str, attr: str, value) -> None:
+        """A one-value QHTTPCFG key (H9): no value queries it, a value sets it."""
+        if value is None:
+            ctx.info(f'+QHTTPCFG: "{key}",{getattr(self.http, attr)}')
+        else:
+            setattr(self.http, attr, value)
+
     def _http_client_get(self):
         if self._http_client is None:
             from emulator.net.http import HttpClient
@@ -276,31 +283,19 @@ class QuectelHttp(Profile):
 
     @command("+QHTTPCFG", Form.WRITE, Int("sslctxID", 0, 5, optional=True), sub="sslctxid", family="http")
     async def qhttpcfg_sslctx(self, ctx: Ctx, v):
-        if v is None:
-            ctx.info(f'+QHTTPCFG: "sslctxid",{self.http.sslctxid}')
-        else:
-            self.http.sslctxid = v
+        self._http_cfg_value(ctx, "sslctxid", "sslctxid", v)
 
     @command("+QHTTPCFG", Form.WRITE, Int("response_header", 0, 1, optional=True), sub="rsp/header", family="http")
     async def qhttpcfg_rsphdr(self, ctx: Ctx, v):
-        if v is None:
-            ctx.info(f'+QHTTPCFG: "rsp/header",{self.http.rsp_header}')
-        else:
-            self.http.rsp_header = v
+        self._http_cfg_value(ctx, "rsp/header", "rsp_header", v)
 
     @command("+QHTTPCFG", Form.WRITE, Int("auto_outrsp", 0, 1, optional=True), sub="rspout/auto", family="http")
     async def qhttpcfg_auto(self, ctx: Ctx, v):
-        if v is None:
-            ctx.info(f'+QHTTPCFG: "rspout/auto",{self.http.auto_out}')
-        else:
-            self.http.auto_out = v
+        self._http_cfg_value(ctx, "rspout/auto", "auto_out", v)
 
     @command("+QHTTPCFG", Form.WRITE, Int("closedind", 0, 1, optional=True), sub="closed/ind", family="http")
     async def qhttpcfg_closed(self, ctx: Ctx, v):
-        if v is None:
-            ctx.info(f'+QHTTPCFG: "closed/ind",{self.http.closed_ind}')
-        else:
-            self.http.closed_ind = v
+        self._http_cfg_value(ctx, "closed/ind", "closed_ind", v)
 
     @command("+QHTTPCFG", Form.WRITE, Str("name", quoted=None, max_len=128, optional=True),
              Str("file_name", quoted=None, max_len=128, optional=True),
@@ -321,15 +316,9 @@ class QuectelHttp(Profile):
     # ---- AT+QHTTPGET --------------------------------------------------------------------------------
     @command("+QHTTPGET", Form.WRITE, Rest("rsptime"), family="http", doc="Send a GET request",
              test="+QHTTPGET: (1-65535)")
-    async def qhttpget(self, ctx: Ctx, args: str):
-        (rsptime,) = self._http_ints(args, 1, 1)
-        await self._http_get(ctx, rsptime)
-
     @command("+QHTTPGET", Form.EXEC, family="http")
-    async def qhttpget_exec(self, ctx: Ctx):
-        await self._http_get(ctx, 60)
-
-    async def _http_get(self, ctx: Ctx, rsptime: int) -> None:
+    async def qhttpget(self, ctx: Ctx, args: str | None = None):
+        rsptime = self._http_seconds(args)
         scheme, host = self._http_check_request()
         try:
             tls = self._http_ssl(scheme, host)
@@ -340,6 +329,10 @@ class QuectelHttp(Profile):
         h.busy = True
         ctx.ok()
         h.task = self.module.spawn(self._http_get_task(h.url, tls, rsptime))
+
+    async def _http_get_task(self, url: str, tls, rsptime: int) -> None:
+        req = self._http_client_get().request("GET", url, headers=self._http_headers("GET"), ssl=tls, timeout=rsptime)
+        await self._http_finish("GET", req)
 
     async def _http_wifi_guard(self, fut: asyncio.Future):
         """Await a request; if the station loses its AP meanwhile, abandon it with NetError 'unreachable'."""
@@ -356,21 +349,6 @@ class QuectelHttp(Profile):
             if not fut.done():
                 fut.cancel()
                 fut.add_done_callback(lambda t: t.cancelled() or t.exception())
-
-    async def _http_get_task(self, url: str, tls, rsptime: int) -> None:
-        h = self.http
-        try:
-            resp = await self._http_wifi_guard(self._http_client_get().request(
-                "GET", url, headers=self._http_headers("GET"), ssl=tls, timeout=rsptime))
-        except NetError as e:
-            log.info("HTTP GET %s failed: %s", url, e)
-            h.busy = False
-            h.task = None
-            self.module.urc(f"+QHTTPGET: {self._http_code(e)}")
-            return
-        h.task = None
-        h.busy = False
-        self._http_done("GET", resp)
 
     # ---- AT+QHTTPPOST / AT+QHTTPPUT ----------------------------------------------------------------
     @command("+QHTTPPOST", Form.WRITE, Rest("data_length,input_time,rsptime"), family="http",
@@ -397,6 +375,10 @@ class QuectelHttp(Profile):
                 raise self._http_err(724)
             out.append(v)
         return out
+
+    def _http_seconds(self, args: str | None) -> int:
+        """The one optional time argument of GET (<rsptime>) and READ (<wait_time>): default 60 s."""
+        return 60 if args is None else self._http_ints(args, 1, 1)[0]
 
     async def _http_send(self, ctx: Ctx, verb: str, args: str):
         vals = self._http_ints(args, 1, 3, POST_MAX)
@@ -488,18 +470,18 @@ class QuectelHttp(Profile):
         if not req.done():
             await queue.put(None)
         ctx.ok()
-        h.task = self.module.spawn(self._http_send_finish(verb, req))
+        h.task = self.module.spawn(self._http_finish(verb, req))
         return None
 
-    async def _http_send_finish(self, verb: str, req: asyncio.Future) -> None:
+    async def _http_finish(self, verb: str, req) -> None:
+        """Wait for the response of a sent request (GET/POST/PUT), then +QHTTP<verb>: and keep it for QHTTPREAD."""
         h = self.http
         try:
-            resp = await self._http_wifi_guard(req)
+            resp = await self._http_wifi_guard(req)   # cancels the request when it is itself cancelled
         except asyncio.CancelledError:
-            req.cancel()
             raise
         except Exception as e:  # noqa: BLE001 - NetError normally; anything else is 701
-            log.info("HTTP %s failed: %s", verb, e)
+            log.info("HTTP %s %s failed: %s", verb, h.url, e)
             h.busy = False
             h.task = None
             self.module.urc(f"+QHTTP{verb}: {self._http_code(e) if isinstance(e, NetError) else 701}")
@@ -511,15 +493,9 @@ class QuectelHttp(Profile):
     # ---- AT+QHTTPREAD ---------------------------------------------------------------------------------
     @command("+QHTTPREAD", Form.WRITE, Rest("wait_time"), family="http",
              doc="Output the response via the UART", test="+QHTTPREAD: (1-65535)")
-    async def qhttpread(self, ctx: Ctx, args: str):
-        (wait_time,) = self._http_ints(args, 1, 1)
-        await self._http_read(ctx, wait_time)
-
     @command("+QHTTPREAD", Form.EXEC, family="http")
-    async def qhttpread_exec(self, ctx: Ctx):
-        await self._http_read(ctx, 60)
-
-    async def _http_read(self, ctx: Ctx, wait_time: int) -> None:
+    async def qhttpread(self, ctx: Ctx, args: str | None = None):
+        wait_time = self._http_seconds(args)
         h = self.http
         if h.auto_out and h.task is not None:
             raise self._http_err(703)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from emulator.grammar import Form, Int, Str, UrcSpec
 from emulator.module import Ctx
-from emulator.grammar import Data, DataCancelled, DataOverflow
+from emulator.grammar import Data
 from emulator.net.errors import NetError
 from emulator.profile import CmdError, Profile, command
 
@@ -254,45 +254,48 @@ class QuectelMqtt(Profile):
         '+QMTCFG: "onenet",(0-5),"product id","access key"',
     ])
 
+    def _mq_cfg_ints(self, ctx: Ctx, idx: int, key: str, attrs: tuple[str, ...], *values) -> None:
+        """A numeric QMTCFG key (M13): <client_idx> alone queries every field, else the given fields are set."""
+        cfg = self.mqtt_clients[idx].cfg
+        if values[0] is None:
+            ctx.info(f'+QMTCFG: "{key}",' + ",".join(str(getattr(cfg, a)) for a in attrs))
+            return
+        for attr, value in zip(attrs, values):
+            if value is not None:
+                setattr(cfg, attr, value)
+
+    def _mq_cfg_strings(self, ctx: Ctx, idx: int, key: str, attr: str, *values) -> None:
+        """A credentials QMTCFG key: queried (printed only when set) or set with every string."""
+        cfg = self.mqtt_clients[idx].cfg
+        if values[0] is None:
+            if getattr(cfg, attr):
+                ctx.info(f'+QMTCFG: "{key}",' + ",".join(f'"{v}"' for v in getattr(cfg, attr)))
+            return
+        if any(v is None for v in values):
+            raise CmdError("param", message=f"{key} needs all of its {len(values)} strings")
+        setattr(cfg, attr, tuple(values))
+
     @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), Int("vsn", 3, 4, optional=True), sub="version",
              family="mqtt", doc="Configure MQTT: protocol version (3 = 3.1, 4 = 3.1.1)", test=_CFG_TEST)
     async def qmtcfg_version(self, ctx: Ctx, idx: int, vsn):
-        cfg = self.mqtt_clients[idx].cfg
-        if vsn is None:
-            ctx.info(f'+QMTCFG: "version",{cfg.version}')
-        else:
-            cfg.version = vsn
+        self._mq_cfg_ints(ctx, idx, "version", ("version",), vsn)
 
     @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), Int("SSL_enable", 0, 1, optional=True),
              Int("SSL_ctxID", 0, 5, optional=True), sub="ssl", family="mqtt")
     async def qmtcfg_ssl(self, ctx: Ctx, idx: int, enable, ctxid):
-        cfg = self.mqtt_clients[idx].cfg
-        if enable is None:
-            ctx.info(f'+QMTCFG: "ssl",{cfg.ssl},{cfg.ssl_ctx}')
-            return
         if enable and ctxid is None:
             raise CmdError("param", message="SSL needs <SSL_ctxID> (note 3)")
-        cfg.ssl = enable
-        if ctxid is not None:
-            cfg.ssl_ctx = ctxid
+        self._mq_cfg_ints(ctx, idx, "ssl", ("ssl", "ssl_ctx"), enable, ctxid)
 
     @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), Int("keep_alive_time", 0, 3600, optional=True),
              sub="keepalive", family="mqtt")
     async def qmtcfg_keepalive(self, ctx: Ctx, idx: int, ka):
-        cfg = self.mqtt_clients[idx].cfg
-        if ka is None:
-            ctx.info(f'+QMTCFG: "keepalive",{cfg.keepalive}')
-        else:
-            cfg.keepalive = ka
+        self._mq_cfg_ints(ctx, idx, "keepalive", ("keepalive",), ka)
 
     @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), Int("clean_session", 0, 1, optional=True),
              sub="session", family="mqtt")
     async def qmtcfg_session(self, ctx: Ctx, idx: int, clean):
-        cfg = self.mqtt_clients[idx].cfg
-        if clean is None:
-            ctx.info(f'+QMTCFG: "session",{cfg.clean}')
-        else:
-            cfg.clean = clean
+        self._mq_cfg_ints(ctx, idx, "session", ("clean",), clean)
 
     @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), Int("will_flag", 0, 1, optional=True),
              Int("will_qos", 0, 2, optional=True), Int("will_retain", 0, 1, optional=True),
@@ -316,61 +319,31 @@ class QuectelMqtt(Profile):
     @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), Int("msg_recv_mode", 0, 1, optional=True),
              sub="recv/mode", family="mqtt")
     async def qmtcfg_recvmode(self, ctx: Ctx, idx: int, mode):
-        cfg = self.mqtt_clients[idx].cfg
-        if mode is None:
-            ctx.info(f'+QMTCFG: "recv/mode",{cfg.recv_mode}')
-        else:
-            cfg.recv_mode = mode
+        self._mq_cfg_ints(ctx, idx, "recv/mode", ("recv_mode",), mode)
 
     @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), Int("send_mode", 0, 1, optional=True),
              Int("recv_mode", 0, 1, optional=True), sub="dataformat", family="mqtt")
     async def qmtcfg_dataformat(self, ctx: Ctx, idx: int, send, recv):
-        cfg = self.mqtt_clients[idx].cfg
-        if send is None:
-            ctx.info(f'+QMTCFG: "dataformat",{cfg.send_fmt},{cfg.recv_fmt}')
-            return
-        if recv is None:
+        if send is not None and recv is None:
             raise CmdError("param", message="dataformat needs <send_mode>,<recv_mode>")
-        cfg.send_fmt, cfg.recv_fmt = send, recv
+        self._mq_cfg_ints(ctx, idx, "dataformat", ("send_fmt", "recv_fmt"), send, recv)
 
     @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), Int("pkt_timeout", 1, 1200, optional=True),
              Int("retry_times", 0, 10, optional=True), Int("timeout_notice", 0, 1, optional=True),
              sub="timeout", family="mqtt")
     async def qmtcfg_timeout(self, ctx: Ctx, idx: int, pkt, retry, notice):
-        cfg = self.mqtt_clients[idx].cfg
-        if pkt is None:
-            ctx.info(f'+QMTCFG: "timeout",{cfg.pkt_timeout},{cfg.retries},{cfg.notice}')
-            return
-        cfg.pkt_timeout = pkt
-        if retry is not None:
-            cfg.retries = retry
-        if notice is not None:
-            cfg.notice = notice
+        self._mq_cfg_ints(ctx, idx, "timeout", ("pkt_timeout", "retries", "notice"), pkt, retry, notice)
 
     @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), _str_arg("product_key", 64, optional=True),
              _str_arg("device_name", 64, optional=True), _str_arg("device_secret", 128, optional=True),
              sub="aliauth", family="mqtt")
     async def qmtcfg_aliauth(self, ctx: Ctx, idx: int, pk, dn, ds):
-        cfg = self.mqtt_clients[idx].cfg
-        if pk is None:
-            if cfg.aliauth:
-                ctx.info('+QMTCFG: "aliauth",' + ",".join(f'"{v}"' for v in cfg.aliauth))
-            return
-        if dn is None or ds is None:
-            raise CmdError("param", message="aliauth needs product key, device name and device secret")
-        cfg.aliauth = (pk, dn, ds)
+        self._mq_cfg_strings(ctx, idx, "aliauth", "aliauth", pk, dn, ds)
 
     @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), _str_arg("product_id", 64, optional=True),
              _str_arg("access_key", 128, optional=True), sub="onenet", family="mqtt")
     async def qmtcfg_onenet(self, ctx: Ctx, idx: int, pid, key):
-        cfg = self.mqtt_clients[idx].cfg
-        if pid is None:
-            if cfg.onenet:
-                ctx.info('+QMTCFG: "onenet",' + ",".join(f'"{v}"' for v in cfg.onenet))
-            return
-        if key is None:
-            raise CmdError("param", message="onenet needs product id and access key")
-        cfg.onenet = (pid, key)
+        self._mq_cfg_strings(ctx, idx, "onenet", "onenet", pid, key)
 
     # ---- AT+QMTOPEN / AT+QMTCLOSE ---------------------------------------------------------------
     @command("+QMTOPEN", Form.WRITE, Int("client_idx", 0, 5), _str_arg("host_name", 100, min_len=1),
