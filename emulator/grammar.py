@@ -60,6 +60,9 @@ class Dialect:
     basic_commands: bool = True
     #: bytes are echoed while in a data (prompt) mode
     echo_data: bool = False
+    #: a length-delimited :class:`Raw` field that gets no byte for this many seconds is abandoned:
+    #: the line is a ``syntax`` error (a host that sent fewer bytes than its length), None = wait forever
+    raw_timeout: float | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -616,6 +619,7 @@ class Engine:
         self._line = bytearray()
         self._overflow = False
         self._raw_need = 0                 # bytes still to copy verbatim into the line
+        self._last_rx = 0.0                # when bytes last arrived (dialect.raw_timeout)
         self._raw_fields: dict[int, bytes] = {}
         self._raw_acc = bytearray()
         self._raw_idx = 0
@@ -636,6 +640,7 @@ class Engine:
             self._feed_transparent(bytes(data), now)
             return
         self._in += data
+        self._last_rx = now
 
     def take_output(self) -> bytes:
         """Bytes the engine wants sent to the host (echo), in order."""
@@ -708,10 +713,21 @@ class Engine:
         t = self._transparent
         if t is not None and len(t.pending) == 3:
             return t.last_rx + t.guard
+        if self._raw_need and self.dialect.raw_timeout is not None:
+            return self._last_rx + self.dialect.raw_timeout
         return None
 
-    def poll(self, now: float) -> EscapeSequence | None:
-        """Timer tick: report ``+++`` once the trailing guard time has passed in silence."""
+    def poll(self, now: float) -> EscapeSequence | LineError | None:
+        """Timer tick: report ``+++`` once the trailing guard time has passed in silence; abandon a
+        raw field that stopped arriving (``dialect.raw_timeout``) with a ``syntax`` line error."""
+        if self._raw_need and self.dialect.raw_timeout is not None and not self._in \
+                and now - self._last_rx >= self.dialect.raw_timeout:
+            line = bytes(self._line)
+            self._line.clear()
+            self._raw_fields = {}
+            self._raw_need = 0
+            self._raw_acc = bytearray()
+            return LineError("syntax", line)
         t = self._transparent
         if t is not None and len(t.pending) == 3 and now - t.last_rx >= t.guard:
             t.pending.clear()
