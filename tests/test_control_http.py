@@ -83,7 +83,8 @@ def test_bad_requests_answer_with_what_to_do(controlled):
     assert status == 400 and "between 0 and 1" in body["error"]
     bad = [["a", "list"], {"kind": "at_error", "times": "x"}, {"kind": "rssi"}, {"kind": "urc_storm", "text": "x",
            "count": "many"}, {"kind": "reboot", "params": "nope"}, {"kind": "at_error", "times": 0}, {"nokind": 1},
-           {"kind": "rssi_ramp", "ssid": "nowhere", "to": -80}]
+           {"kind": "rssi_ramp", "ssid": "nowhere", "to": -80}, {"kind": "udp_drop", "direction": "up"},
+           {"kind": "udp_unreachable", "error": "later"}, {"kind": "latency", "direction": "sideways"}]
     for body in bad:
         status, answer = http("POST", f"{url}/api/modules/eseye-anynet/faults", body)
         assert status == 400 and answer["error"], body
