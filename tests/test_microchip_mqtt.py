@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import signal
-import ssl
 
 import pytest
 
@@ -103,6 +102,38 @@ def test_subscribe_publish_unsubscribe_examples(e, mosquitto, mqtt_probe):
     assert e.read_until(rb"\+MQTTCONN:\d\r\n") == b"+MQTTCONN:0\r\n"
     assert e.cmd("AT+MQTTDISCONN") == b"ERROR:7\r\n"
     assert e.cmd('AT+MQTTPUB=0,0,0,"a","b"') == b"ERROR:7\r\n"
+
+
+def test_topics_are_checked_and_hex_topics_are_bytes(e, mosquitto, mqtt_probe):
+    probe = mqtt_probe(mosquitto)
+    probe.subscribe("#", qos=1)
+    configure(e, mosquitto.port)
+    connect(e)
+    # malformed topics are refused before they reach the broker (which would drop the connection)
+    for line in ("AT+MQTTSUB=[FF00],1", "AT+MQTTSUB=[C3],0", "AT+MQTTSUB=[612F0062],0", 'AT+MQTTSUB="a/#/b",0',
+                 'AT+MQTTSUB="a/b+",0', 'AT+MQTTSUB="a#",0', "AT+MQTTUNSUB=[FF]", 'AT+MQTTUNSUB="x/#/y"',
+                 'AT+MQTTPUB=0,1,0,[FF],"x"', 'AT+MQTTPUB=0,0,0,"a/+","x"', 'AT+MQTTPUB=0,0,0,"a/#","x"',
+                 'AT+MQTTPUB=0,0,0,[00],"x"'):
+        assert e.cmd(line) == b"ERROR:2\r\n", line
+    e.expect_nothing(0.3)                                    # still connected: no +MQTTCONN:0
+    assert e.cmd("AT+MQTTCONN") == b"+MQTTCONN:1\r\nOK\r\n"
+    # valid filters with wildcards
+    assert e.cmd('AT+MQTTSUB="+/x/#",0') == b"OK\r\n"
+    assert e.read_until(rb"\+MQTTSUB:\d\r\n") == b"+MQTTSUB:0\r\n"
+    # a [hex] topic is taken byte for byte: UTF-8 "caf\u00e9/\u00a9" reaches the broker as such
+    topic = "caf\u00e9/\u00a9"
+    hexed = topic.encode().hex().upper()
+    assert e.cmd(f"AT+MQTTSUB=[{hexed}],1") == b"OK\r\n"
+    assert e.read_until(rb"\+MQTTSUB:\d\r\n") == b"+MQTTSUB:0\r\n"
+    assert e.cmd(f'AT+MQTTPUB=0,1,0,[{hexed}],"utf8"') == b"OK\r\n"
+    assert probe.wait_for(topic)[0] == b"utf8"
+    rx = f"+MQTTPUBRX:0,1,0,[{hexed}],4,\"utf8\"\r\n".encode()
+    got = e.read_until(rb"\+MQTTPUBRX:.*?\r\n")
+    if b"+MQTTPUBACC" not in got:
+        got += e.read_until(rb"\+MQTTPUBACC\r\n")
+    assert sorted(got.splitlines(keepends=True)) == sorted([b"+MQTTPUBACC\r\n", rx]), got
+    assert e.cmd(f"AT+MQTTUNSUB=[{hexed}]") == b"OK\r\n"
+    assert e.read_until(rb"\+MQTTUNSUB:\d\r\n").endswith(b"+MQTTUNSUB:2\r\n")
 
 
 def test_second_subscribe_while_pending_and_puberr(e, mosquitto):

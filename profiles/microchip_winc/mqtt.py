@@ -8,7 +8,27 @@ from emulator.module import Ctx
 from emulator.net.errors import NetError
 from emulator.profile import CmdError, command
 
-from .common import E_STATE, E_BUSY, E_NOLINK, MAX_DATA, fmt_str, sfx, log
+from .common import E_STATE, E_BUSY, E_NOLINK, MAX_DATA, arg_bytes, fmt_str, sfx, log
+
+
+def _topic(ctx, index: int, wildcards: bool) -> str:
+    """The topic argument ``index`` as the broker will see it: the bytes written (quoted, or [hex]
+    taken byte for byte) must be UTF-8 without NUL; a filter's '#' only as the last level and '+'
+    only as a whole level; a publish topic has no wildcards. Else ERROR:2 (a malformed topic would
+    make the broker drop the whole connection)."""
+    try:
+        topic = arg_bytes(ctx.line.args[index]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise CmdError("param", message="the topic is not UTF-8") from None
+    if "\x00" in topic:
+        raise CmdError("param", message="the topic contains NUL")
+    levels = topic.split("/")
+    for i, level in enumerate(levels):
+        if not wildcards and ("+" in level or "#" in level):
+            raise CmdError("param", message="wildcards are not allowed in a publish topic")
+        if ("#" in level and (level != "#" or i != len(levels) - 1)) or ("+" in level and level != "+"):
+            raise CmdError("param", message="misplaced wildcard in the topic filter")
+    return topic
 
 
 class MqttCommands:
@@ -109,6 +129,7 @@ class MqttCommands:
              family="mqtt", doc="Subscribe: OK, then +MQTTSUB:0 (ok) or 1 (failed)")
     async def mqttsub(self, ctx, topic: str, qos: int) -> None:
         s = self._need_mqtt()
+        topic = _topic(ctx, 0, wildcards=True)
         if self._sub_pending:
             raise self.fail(E_BUSY, "a subscribe is pending")
         self._sub_pending = True
@@ -133,6 +154,7 @@ class MqttCommands:
              doc="Unsubscribe: OK, then +MQTTUNSUB:2 (ok) or 1 (failed)")
     async def mqttunsub(self, ctx, topic: str) -> None:
         s = self._need_mqtt()
+        topic = _topic(ctx, 0, wildcards=True)
         ctx.ok()
         self.module.spawn(self._unsubscribe(s, topic))
 
@@ -152,8 +174,7 @@ class MqttCommands:
              family="mqtt", doc="Publish: OK, then +MQTTPUBACC (QoS 1), +MQTTPUBCOMP (QoS 2) or +MQTTPUBERR")
     async def mqttpub(self, ctx, dup: int, qos: int, retain: int, topic: str, payload: bytes) -> None:
         s = self._need_mqtt()
-        if "+" in topic or "#" in topic:
-            raise CmdError("param", message="wildcards are not allowed in a publish topic")
+        topic = _topic(ctx, 3, wildcards=False)
         ctx.ok()
         self.module.spawn(self._publish(s, topic, payload, qos, bool(retain)))
 

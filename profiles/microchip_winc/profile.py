@@ -48,6 +48,7 @@ DEVIATIONS = [
     "Provisioning port: the TCP server listens on 127.0.0.1:<PROV_PORT>; if that port is taken the module falls back to an OS-chosen free port (logged, readable as profile.provisioning_port).",
     "M22: bare AT+MQTTCONN answers +MQTTCONN:1 then OK when connected, otherwise it connects like AT+MQTTCONN=1.",
     "M23: +MQTTSUB <MAX_QOS> is optional (default 0); a second AT+MQTTSUB while one awaits its SUBACK answers ERROR:6.",
+    "MQTT topics are the bytes written ([hex] byte for byte) and must be UTF-8 without NUL, with well-placed wildcards (filters) or none (publish), else ERROR:2.",
     "M24: +MQTTUNSUB:<RESULT> follows the table: 2 = succeeded, 1 = failed (topic not subscribed or no UNSUBACK).",
     "M25 (extension): incoming messages are reported as +MQTTPUBRX:<DUP>,<QOS>,<RETAIN>,<TOPIC>,<LENGTH>,<PAYLOAD> (strings quoted or [hex]); loss of the broker gives +MQTTCONN:0.",
     "M21 (extension): MQTTC also has id 5 PASSWORD and id 6 KEEP_ALIVE (s, default 60); id 7 TLS_CONF_IDX 0 = plain MQTT, n = +TLSC configuration n.",
