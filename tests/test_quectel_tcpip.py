@@ -480,3 +480,26 @@ def test_listen_failure_other_than_a_taken_port_is_557():
         assert m.cmd("AT+QISTATE") == b"\r\nOK\r\n"                                    # the ID is free again
     finally:
         m.stop()
+
+
+def test_full_send_buffer_answers_send_fail_551_and_loses_nothing(e, tcp_sink):
+    open_tcp(e, 0, tcp_sink.port)
+    conn = tcp_sink.wait_connection()
+    e.sync(lambda: e.module.faults.inject("bandwidth", bps=1, direction="tx", port=tcp_sink.port))   # a stuck link
+    block = os.urandom(1460)
+    accepted = 0
+    for _ in range(250):
+        e.write(b"AT+QISEND=0,1460\r")
+        out = e.read_until(rb"> |SEND FAIL\r\n")
+        if out.endswith(b"SEND FAIL\r\n"):
+            break
+        e.write(block)
+        assert e.read_until(rb"SEND OK\r\n|SEND FAIL\r\n|ERROR\r\n") == b"\r\nSEND OK\r\n"
+        accepted += 1
+    assert out == b"\r\nSEND FAIL\r\n"                                  # no prompt: the data is not taken
+    assert 256 * 1024 <= accepted * 1460 <= 256 * 1024 + 1460
+    assert e.cmd("AT+QIGETERROR") == b"\r\n+QIGETERROR: 551,Operation blocked\r\n\r\nOK\r\n"
+    n = accepted * 1460                                                 # all of it queued, none of the refused
+    assert e.cmd("AT+QISEND=0,0") == f"\r\n+QISEND: {n},0,{n}\r\n\r\nOK\r\n".encode()
+    assert conn.data == b""                                             # the link really did not move
+    e.sync(lambda: e.module.faults.clear())

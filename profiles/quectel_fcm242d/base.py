@@ -108,7 +108,7 @@ DEVIATIONS = [
     "AT+QICFG=\"tcp/accept\",1 (default) accepts incoming clients automatically; with 0 the +QIURC: \"incoming\" URC names the ID that AT+QIACCEPT=<listener>,1[,<id>] will use, AT+QIACCEPT=<listener>,0 rejects (RST).",
     "After +++ a transparent socket keeps its received data buffered; ATO (or AT+QISWTMD=<id>,2) delivers it; AT+QIRD may also read it.",
     "A remote close in transparent mode prints the rest of the data, then NO CARRIER; the socket is then in state 4 until AT+QICLOSE.",
-    "AT+QISEND (variable) reads up to 1460 bytes; more before Ctrl+Z answers ERROR. qisend/timeout 0 (default) waits forever.",
+    "AT+QISEND (variable) reads up to 1460 bytes; more before Ctrl+Z answers ERROR. qisend/timeout 0 (default) waits forever. With more than 256 KiB waiting to leave, AT+QISEND/AT+QSSLSEND answer SEND FAIL without a prompt (AT+QIGETERROR: 551, the write would block).",
     "AT+QIDNSCFG servers are stored and reported; lookups use the world's host overrides, then the host resolver.",
     "AT+QNTP without a server uses world option quectel.ntp_server (default pool.ntp.org); <time> is UTC, printed \"YY/MM/DD,hh:mm:ss+00\".",
     "AT+QPING prints +QPING: 0,\"<ip>\",<bytes>,<ms>,<ttl> per reply, +QPING: 567 per lost reply, then +QPING: 0,<sent>,<rcvd>,<lost>,<min>,<max>,<avg>.",
@@ -1319,6 +1319,7 @@ class QuectelBase(Profile):
         if s.state != ST_CONNECTED and not (s.service == "UDP SERVICE" and s.state == ST_LISTENING):
             raise self._err(565)
         if s.conn is not None and s.conn.write_buffer_size > 256 * 1024:
+            self.last_err = 551     # the send buffer is full: the write would block; no prompt, nothing taken
             return "SEND FAIL"
         hexmode = bool(self.send_hex) and not s.is_ssl
         timeout = self.qisend_timeout or None
