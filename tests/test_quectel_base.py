@@ -217,6 +217,27 @@ def test_soft_ap_is_visible_in_the_world():
         e.stop()
 
 
+def test_bad_static_addressing_is_refused_and_the_running_ap_stays():
+    e = emu()
+    try:
+        cmd_ok(e, "AT+QECHO=0")
+        cmd_ok(e, 'AT+QSOFTAP="first","12345678"')
+        urc(e, r"\+QAPSTAT: AP_UP\r\n")
+        for mask in ("255.0.255.0", "255.255.255.255"):          # not a netmask / no room for a station
+            assert e.cmd(f'AT+QAPSTATIC="192.168.9.1","{mask}","192.168.9.1","192.168.9.1"') == b"\r\nERROR\r\n", mask
+        assert e.cmd('AT+QSTASTATIC="10.1.2.3","255.0.255.0","10.1.0.1","8.8.8.8"') == b"\r\nERROR\r\n"
+        assert e.cmd("AT+QSTADHCP?") == b"\r\n+QSTADHCP: 1\r\n\r\nOK\r\n"              # nothing was taken
+        assert e.cmd("AT+QAPSTATE") == b"\r\n+QAPSTATE: SOFTAP_UP\r\n\r\nOK\r\n"
+        cmd_ok(e, 'AT+QSOFTAP="second","12345678"')                # the default addressing is still in force
+        urc(e, r"\+QAPSTAT: AP_UP\r\n")
+        assert e.cmd('AT+QGETIP="ap"') == b"\r\n+QGETIP: 192.168.4.1,0.0.0.0,255.255.255.0,192.168.4.1\r\n\r\nOK\r\n"
+        assert e.sync(lambda: [a.ssid for a in e.world.access_points if a.ssid in ("first", "second")]) == ["second"]
+        cmd_ok(e, 'AT+QAPSTATIC="192.168.9.1","255.255.255.254","192.168.9.1","192.168.9.1"')   # /31: one station
+        e.expect_nothing(0.1)
+    finally:
+        e.stop()
+
+
 def test_e1_sta_then_ap():
     e = emu()
     try:

@@ -679,11 +679,20 @@ class QuectelBase(Profile):
             except ValueError:
                 raise CmdError("param", message=f"{v!r} is not an IPv4 address") from None
 
+    @classmethod
+    def _addressing(cls, ip: str, mask: str, gate: str, dns: str) -> ipaddress.IPv4Network:
+        """AT+QSTASTATIC / AT+QAPSTATIC values: four IPv4 addresses, ``mask`` a real netmask."""
+        cls._ipv4(ip, mask, gate, dns)
+        try:
+            return ipaddress.IPv4Network(f"{ip}/{mask}", strict=False)
+        except ValueError:
+            raise CmdError("param", message=f"{mask!r} is not a netmask") from None
+
     _ADDRESSING = (Str("IP", quoted=None), Str("mask", quoted=None), Str("gate", quoted=None), Str("DNS", quoted=None))
 
     @command("+QSTASTATIC", Form.WRITE, *_ADDRESSING, family="wifi", doc="Station static IP (disables DHCP)")
     async def qstastatic(self, ctx: Ctx, ip: str, mask: str, gate: str, dns: str) -> None:
-        self._ipv4(ip, mask, gate, dns)
+        self._addressing(ip, mask, gate, dns)
         self.sta_static = (ip, mask, gate, dns)
         self.dhcp = 0
         if self.sta_up and self.sta_ap is not None:
@@ -801,7 +810,8 @@ class QuectelBase(Profile):
 
     @command("+QAPSTATIC", Form.WRITE, *_ADDRESSING, family="wifi", doc="Soft AP static IP")
     async def qapstatic(self, ctx: Ctx, ip: str, mask: str, gate: str, dns: str) -> None:
-        self._ipv4(ip, mask, gate, dns)
+        if not any(str(h) != ip for h in self._addressing(ip, mask, gate, dns).hosts()):
+            raise CmdError("param", message="no address left for a station")
         self.ap_static = (ip, mask, gate, dns)
 
     @command("+QSOFTAPSTOP", Form.EXEC, family="wifi", doc="Stop the soft AP")
