@@ -106,6 +106,10 @@ def test_loadcert_readcert(e, pki):
     # +++ before LEN bytes aborts
     e.write(b'AT+LOADCERT=100,"short"\r#abc+++')
     assert e.read_until(rb"(OK|ERROR:\d+)\r\n") == b"+LOADCERT:1\r\nERROR:9\r\n"
+    # a [hex] name is the bytes written (UTF-8 "c\u00e9rt"), as TLSC will name it
+    e.write(f"AT+LOADCERT={len(pem)},[63C3A97274]\r#".encode() + pem)
+    assert e.read_until(rb"OK\r\n") == b"+LOADCERT:0\r\nOK\r\n"
+    assert (e.state_dir / "certs" / "c\u00e9rt").read_bytes() == pem
     assert e.cmd("AT+LOADCERT=1501,\"x\"") == b"ERROR:2\r\n"
     assert e.cmd('AT+LOADCERT=10,"../escape"') == b"ERROR:2\r\n"
     # TNG device and root certificates (DER, X.509, device signed by root)

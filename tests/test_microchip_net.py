@@ -339,6 +339,12 @@ def test_dns(e):
     assert e.cmd('AT+DNSRESOLV=1,"www.example.com"') == b"OK\r\n"
     assert e.read_until(rb"\+DNS\w+:.*?\r\n") == b"+DNSERROR:1\r\n"
     assert e.cmd('AT+DNSRESOLV=3,"x"') == b"ERROR:2\r\n"
+    # a [hex] name is the bytes written: UTF-8 "caf\u00e9.example" (a world override) resolves
+    e.sync(lambda: setattr(e.module.resolver, "fault", None))
+    e.sync(lambda: e.module.resolver.hosts.__setitem__("caf\u00e9.example", "127.0.0.1"))
+    hexed = "caf\u00e9.example".encode().hex().upper()
+    assert e.cmd(f"AT+DNSRESOLV=1,[{hexed}]") == b"OK\r\n"
+    assert e.read_until(rb"\+DNS\w+:.*?\r\n") == f'+DNSRESOLV:1,[{hexed}],"127.0.0.1"\r\n'.encode()
 
 
 def test_ping(e):

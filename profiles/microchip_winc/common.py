@@ -56,6 +56,12 @@ def arg_bytes(arg: Arg) -> bytes:
     return arg.text.encode("utf-8", "surrogateescape")
 
 
+def text_arg(ctx, index: int) -> str:
+    """String argument ``index`` of the command line as the bytes written (``[hex]`` byte for byte,
+    not the latin-1 text the grammar gives), decoded as UTF-8 (undecodable bytes kept as surrogates)."""
+    return sfx(arg_bytes(ctx.line.args[index]))
+
+
 def sfx(b: bytes) -> str:
     return b.decode("utf-8", "surrogateescape")
 

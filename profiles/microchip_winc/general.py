@@ -8,7 +8,7 @@ from emulator.grammar import Data, DataOverflow, Form, Int, Str
 from emulator.module import Ctx
 from emulator.profile import CmdError, command
 
-from .common import E_CERT, MAX_DATA, MAC, fmt_str, log
+from .common import E_CERT, MAX_DATA, MAC, fmt_str, log, text_arg
 
 
 class GeneralCommands:
@@ -111,6 +111,7 @@ class GeneralCommands:
     @command("+LOADCERT", Form.WRITE, Int("LEN", 0, MAX_DATA), Str("NAME", quoted=True, min_len=1, max_len=64),
              family="general", doc="Load a PEM or DER certificate/key into the store (binary phase: '#' then LEN bytes or until +++)")
     async def loadcert(self, ctx: Ctx, length: int, name: str) -> str | None:
+        name = text_arg(ctx, 1)   # the name TLSC will use (both take [hex] byte for byte)
         try:
             self.store.path(name)
         except FsError:

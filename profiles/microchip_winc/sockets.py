@@ -11,7 +11,7 @@ from emulator.net.errors import NetError
 from emulator.profile import CmdError, command
 
 from .common import (E_STATE, E_SOCKET, E_NORES, E_DATA, E_CERT, NET_CODES, MAX_SOCKETS, MAX_DATA, TLS_CONFS,
-                     fmt_str, sfx, log)
+                     fmt_str, sfx, log, text_arg)
 
 
 @dataclass
@@ -217,6 +217,7 @@ class SocketCommands:
              Int("RMT_PORT", 1, 65535), family="socket",
              doc="Bind to a remote address: TCP connects (+SOCKIND or +SOCKERR); UDP sets the default destination")
     async def sockbr(self, ctx, sid: int, host: str, port: int) -> None:
+        host = text_arg(ctx, 1)
         s = self._sock(sid)
         self.need_link()
         if s.proto == 1:
@@ -367,6 +368,7 @@ class SocketCommands:
              Int("RMT_PORT", 1, 65535), Int("LENGTH", 0, MAX_DATA), Bytes("DATA", quoted=True, optional=True, max_len=MAX_DATA),
              family="socket", doc="Alias of AT+SOCKWRTO (the manual's heading spells it with a zero)", builtin=True)
     async def sockwrto(self, ctx, sid: int, host: str, port: int, length: int, data: bytes | None) -> None:
+        host = text_arg(ctx, 1)
         s = self._sock(sid, 1)
         self.need_link()
         if data is not None and length == 0:
@@ -403,6 +405,7 @@ class SocketCommands:
     @command("+DNSRESOLV", Form.WRITE, Int("TYPE", 1, 2), Str("DOMAIN_NAME", quoted=True, min_len=1, max_len=253),
              family="dns", doc="Resolve: OK, then +DNSRESOLV:<type>,<name>,<address> or +DNSERROR:<code>")
     async def dnsresolv(self, ctx, typ: int, name: str) -> None:
+        name = text_arg(ctx, 1)
         self.need_link()
         ctx.ok()
         self.module.spawn(self._resolve(typ, name))
@@ -420,6 +423,7 @@ class SocketCommands:
     @command("+PING", Form.WRITE, Str("TARGET_ADDR", quoted=True, min_len=1, max_len=253), Int("IP_PROTOCOL_VERSION", 1, 2, optional=True),
              family="ping", doc="Ping once: OK, then +PING:<ip>,<rtt ms> (-1: no reply)")
     async def ping(self, ctx, target: str, ver: int | None) -> None:
+        target = text_arg(ctx, 0)
         self.need_link()
         ctx.ok()
         self.module.spawn(self._ping(target, ver))

@@ -12,7 +12,7 @@ from emulator.net.errors import NetError
 from emulator.profile import CmdError, command
 
 from .common import (E_STATE, E_NORES, E_BUSY, WSTAERR_NO_AP, WSTAERR_AUTH, WSTAERR_SECURITY, STA_SEC,
-                     REPORT_SEC, fmt_str, arg_bytes, sfx, log)
+                     REPORT_SEC, fmt_str, sfx, log, text_arg)
 
 
 class _ProvCtx:
@@ -68,7 +68,7 @@ class WlanCommands:
         if self._scanning:
             raise self.fail(E_BUSY, "scan in progress")
         if ssid is not None and len(ctx.line.args) > 1:
-            ssid = sfx(arg_bytes(ctx.line.args[1]))
+            ssid = text_arg(ctx, 1)
         emit = getattr(ctx, "prov_emit", None) or self.urc
         self._scanning = True
         self.module.spawn(self._scan(active, channel, ssid, emit))
