@@ -17,8 +17,13 @@ $(PY):
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
 	@$(PY) -m pip install -q --upgrade pip
 
-install: $(PY)
+# editable install: code changes need no reinstall; pyproject.toml changes (dependencies, entry points) do
+$(VENV)/.atemu-installed: pyproject.toml | $(PY)
+	@echo "make: installing atemu into $(VENV) (once)"
 	@$(PY) -m pip install -q -e .
+	@touch $@
+
+install: $(VENV)/.atemu-installed
 
 run: install
 	$(VENV)/bin/atemu run $(PROFILE) $(ARGS)

@@ -229,7 +229,9 @@ async def _run(cls, world, args) -> int:
     try:
         module = Module(cls, world=world, state_dir=args.state_dir, baud=args.baud, pacing=not args.no_pacing)
     except OSError as e:
-        _die(f"state dir: {e}")
+        where = e.filename or args.state_dir or "the state folder"
+        why = "a file is in the way" if isinstance(e, FileExistsError) else (e.strerror or str(e))
+        _die(f"state folder {where}: {why}; pass --state-dir with a folder you can write")
     transcript = None
     if args.log:
         try:

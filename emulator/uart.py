@@ -127,6 +127,9 @@ class PtyTransport:
 
     async def start(self) -> None:
         if self.link is not None:
+            if self.link.is_dir() and not self.link.is_symlink():
+                raise TransportError(f"--pty {self.link} is a folder; give the path of the link to create, "
+                                     f"e.g. {self.link / 'ttyAT'}")
             if self.link.exists() and not self.link.is_symlink():
                 raise TransportError(f"--pty {self.link}: a file that is not a symlink is already there; "
                                      "choose another path or remove it")

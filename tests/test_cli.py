@@ -261,3 +261,13 @@ def test_verbose_logs_commands_and_results(tmp_path):
     err = cli.stderr()
     assert "command b'AT+GSN'" in err and "result OK" in err
     assert "unknown command AT+NOSUCH" in err and "Using selector" not in err
+
+
+def test_unusable_state_dir_and_pty_folder_are_one_line(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    r = run("run", "eseye", "--state-dir", str(afile / "sub"), "--exec", "true")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "[Errno" not in r.stderr
+    assert r.stderr.startswith("atemu: error: state folder ") and "--state-dir" in r.stderr
+    r = run("run", "eseye", "--state-dir", str(tmp_path / "s"), "--pty", str(tmp_path))
+    assert r.returncode == 2 and "is a folder" in r.stderr and str(tmp_path / "ttyAT") in r.stderr
