@@ -12,6 +12,15 @@ from harness import Emu
 from quectel_helpers import PWD, SSID, cmd_ok, emu, join, urc, world
 
 
+@pytest.fixture
+def e():
+    """A module with echo off (not joined)."""
+    m = emu()
+    cmd_ok(m, "AT+QECHO=0")
+    yield m
+    m.stop()
+
+
 # ------------------------------------------------------------------------------------------ general
 
 def test_general_commands_echo_and_errors():
@@ -131,23 +140,18 @@ def test_scan_join_wrong_password_unknown_ssid_and_state():
         e.stop()
 
 
-def test_static_addressing_and_dhcp_switch():
-    e = emu()
-    try:
-        cmd_ok(e, "AT+QECHO=0")
-        assert e.cmd("AT+QSTADHCP?") == b"\r\n+QSTADHCP: 1\r\n\r\nOK\r\n"
-        assert e.cmd('AT+QSTASTATIC="10.1.2.3","255.255.0.0","10.1.0.1","8.8.8.8"') == b"\r\nOK\r\n"
-        assert e.cmd('AT+QSTASTATIC="10.1.2.300","255.255.0.0","10.1.0.1","8.8.8.8"') == b"\r\nERROR\r\n"
-        assert e.cmd("AT+QSTADHCP?") == b"\r\n+QSTADHCP: 0\r\n\r\nOK\r\n"
-        cmd_ok(e, f'AT+QSTAAPINFO="{SSID}","{PWD}"')
-        urc(e, r"GOT_IP\r\n")
-        assert e.cmd('AT+QGETIP="station"') == b"\r\n+QGETIP: 10.1.2.3,10.1.0.1,255.255.0.0,8.8.8.8\r\n\r\nOK\r\n"
-        cmd_ok(e, "AT+QSTADHCP=1")
-        assert e.cmd('AT+QGETIP="station"').startswith(b"\r\n+QGETIP: 192.168.50.23,")
-        cmd_ok(e, 'AT+QIDNSCFG="1.1.1.1","9.9.9.9"')
-        assert e.cmd("AT+QIDNSCFG?") == b"\r\n+QIDNSCFG: 1.1.1.1,9.9.9.9\r\n\r\nOK\r\n"
-    finally:
-        e.stop()
+def test_static_addressing_and_dhcp_switch(e):
+    assert e.cmd("AT+QSTADHCP?") == b"\r\n+QSTADHCP: 1\r\n\r\nOK\r\n"
+    assert e.cmd('AT+QSTASTATIC="10.1.2.3","255.255.0.0","10.1.0.1","8.8.8.8"') == b"\r\nOK\r\n"
+    assert e.cmd('AT+QSTASTATIC="10.1.2.300","255.255.0.0","10.1.0.1","8.8.8.8"') == b"\r\nERROR\r\n"
+    assert e.cmd("AT+QSTADHCP?") == b"\r\n+QSTADHCP: 0\r\n\r\nOK\r\n"
+    cmd_ok(e, f'AT+QSTAAPINFO="{SSID}","{PWD}"')
+    urc(e, r"GOT_IP\r\n")
+    assert e.cmd('AT+QGETIP="station"') == b"\r\n+QGETIP: 10.1.2.3,10.1.0.1,255.255.0.0,8.8.8.8\r\n\r\nOK\r\n"
+    cmd_ok(e, "AT+QSTADHCP=1")
+    assert e.cmd('AT+QGETIP="station"').startswith(b"\r\n+QGETIP: 192.168.50.23,")
+    cmd_ok(e, 'AT+QIDNSCFG="1.1.1.1","9.9.9.9"')
+    assert e.cmd("AT+QIDNSCFG?") == b"\r\n+QIDNSCFG: 1.1.1.1,9.9.9.9\r\n\r\nOK\r\n"
 
 
 def test_link_down_urc_when_control_plane_removes_ap():
@@ -197,57 +201,42 @@ def test_default_hotspot_survives_qrst_and_restart(tmp_path):
         e2.stop()
 
 
-def test_soft_ap_is_visible_in_the_world():
-    e = emu()
-    try:
-        cmd_ok(e, "AT+QECHO=0")
-        assert e.cmd("AT+QAPSTATE") == b"\r\n+QAPSTATE: SOFTAP_DOWN\r\n\r\nOK\r\n"
-        cmd_ok(e, 'AT+QAPSTATIC="192.168.9.1","255.255.255.0","192.168.9.1","192.168.9.1"')
-        assert e.cmd('AT+QSOFTAP="testap","1234567"') == b"\r\nERROR\r\n"     # key 8..63
-        cmd_ok(e, 'AT+QSOFTAP="testap","12345678"')
-        urc(e, r"\+QAPSTAT: AP_UP\r\n")
-        assert e.cmd("AT+QAPSTATE") == b"\r\n+QAPSTATE: SOFTAP_UP\r\n\r\nOK\r\n"
-        assert e.cmd('AT+QGETIP="ap"') == b"\r\n+QGETIP: 192.168.9.1,192.168.9.1,255.255.255.0,192.168.9.1\r\n\r\nOK\r\n"
-        aps = e.sync(lambda: [(a.ssid, a.security, a.password) for a in e.world.access_points])
-        assert ("testap", "wpa2", "12345678") in aps
-        cmd_ok(e, "AT+QSOFTAPSTOP")
-        urc(e, r"\+QAPSTAT: AP_DOWN\r\n")
-        assert "testap" not in e.sync(lambda: [a.ssid for a in e.world.access_points])
-    finally:
-        e.stop()
+def test_soft_ap_is_visible_in_the_world(e):
+    assert e.cmd("AT+QAPSTATE") == b"\r\n+QAPSTATE: SOFTAP_DOWN\r\n\r\nOK\r\n"
+    cmd_ok(e, 'AT+QAPSTATIC="192.168.9.1","255.255.255.0","192.168.9.1","192.168.9.1"')
+    assert e.cmd('AT+QSOFTAP="testap","1234567"') == b"\r\nERROR\r\n"     # key 8..63
+    cmd_ok(e, 'AT+QSOFTAP="testap","12345678"')
+    urc(e, r"\+QAPSTAT: AP_UP\r\n")
+    assert e.cmd("AT+QAPSTATE") == b"\r\n+QAPSTATE: SOFTAP_UP\r\n\r\nOK\r\n"
+    assert e.cmd('AT+QGETIP="ap"') == b"\r\n+QGETIP: 192.168.9.1,192.168.9.1,255.255.255.0,192.168.9.1\r\n\r\nOK\r\n"
+    aps = e.sync(lambda: [(a.ssid, a.security, a.password) for a in e.world.access_points])
+    assert ("testap", "wpa2", "12345678") in aps
+    cmd_ok(e, "AT+QSOFTAPSTOP")
+    urc(e, r"\+QAPSTAT: AP_DOWN\r\n")
+    assert "testap" not in e.sync(lambda: [a.ssid for a in e.world.access_points])
 
 
-def test_bad_static_addressing_is_refused_and_the_running_ap_stays():
-    e = emu()
-    try:
-        cmd_ok(e, "AT+QECHO=0")
-        cmd_ok(e, 'AT+QSOFTAP="first","12345678"')
-        urc(e, r"\+QAPSTAT: AP_UP\r\n")
-        for mask in ("255.0.255.0", "255.255.255.255"):          # not a netmask / no room for a station
-            assert e.cmd(f'AT+QAPSTATIC="192.168.9.1","{mask}","192.168.9.1","192.168.9.1"') == b"\r\nERROR\r\n", mask
-        assert e.cmd('AT+QSTASTATIC="10.1.2.3","255.0.255.0","10.1.0.1","8.8.8.8"') == b"\r\nERROR\r\n"
-        assert e.cmd("AT+QSTADHCP?") == b"\r\n+QSTADHCP: 1\r\n\r\nOK\r\n"              # nothing was taken
-        assert e.cmd("AT+QAPSTATE") == b"\r\n+QAPSTATE: SOFTAP_UP\r\n\r\nOK\r\n"
-        cmd_ok(e, 'AT+QSOFTAP="second","12345678"')                # the default addressing is still in force
-        urc(e, r"\+QAPSTAT: AP_UP\r\n")
-        assert e.cmd('AT+QGETIP="ap"') == b"\r\n+QGETIP: 192.168.4.1,0.0.0.0,255.255.255.0,192.168.4.1\r\n\r\nOK\r\n"
-        assert e.sync(lambda: [a.ssid for a in e.world.access_points if a.ssid in ("first", "second")]) == ["second"]
-        cmd_ok(e, 'AT+QAPSTATIC="192.168.9.1","255.255.255.254","192.168.9.1","192.168.9.1"')   # /31: one station
-        e.expect_nothing(0.1)
-    finally:
-        e.stop()
+def test_bad_static_addressing_is_refused_and_the_running_ap_stays(e):
+    cmd_ok(e, 'AT+QSOFTAP="first","12345678"')
+    urc(e, r"\+QAPSTAT: AP_UP\r\n")
+    for mask in ("255.0.255.0", "255.255.255.255"):          # not a netmask / no room for a station
+        assert e.cmd(f'AT+QAPSTATIC="192.168.9.1","{mask}","192.168.9.1","192.168.9.1"') == b"\r\nERROR\r\n", mask
+    assert e.cmd('AT+QSTASTATIC="10.1.2.3","255.0.255.0","10.1.0.1","8.8.8.8"') == b"\r\nERROR\r\n"
+    assert e.cmd("AT+QSTADHCP?") == b"\r\n+QSTADHCP: 1\r\n\r\nOK\r\n"              # nothing was taken
+    assert e.cmd("AT+QAPSTATE") == b"\r\n+QAPSTATE: SOFTAP_UP\r\n\r\nOK\r\n"
+    cmd_ok(e, 'AT+QSOFTAP="second","12345678"')                # the default addressing is still in force
+    urc(e, r"\+QAPSTAT: AP_UP\r\n")
+    assert e.cmd('AT+QGETIP="ap"') == b"\r\n+QGETIP: 192.168.4.1,0.0.0.0,255.255.255.0,192.168.4.1\r\n\r\nOK\r\n"
+    assert e.sync(lambda: [a.ssid for a in e.world.access_points if a.ssid in ("first", "second")]) == ["second"]
+    cmd_ok(e, 'AT+QAPSTATIC="192.168.9.1","255.255.255.254","192.168.9.1","192.168.9.1"')   # /31: one station
+    e.expect_nothing(0.1)
 
 
-def test_e1_sta_then_ap():
-    e = emu()
-    try:
-        cmd_ok(e, "AT+QECHO=0")
-        assert e.cmd(f'AT+QSTAAPINFO="{SSID}","{PWD}"') == b"\r\nOK\r\n"
-        assert e.cmd('AT+QSOFTAP="testap","12345678"') == b"\r\nOK\r\n"
-        out = e.read_until(rb"GOT_IP\r\n")
-        assert b"AP_UP" in out + e.drain(0.2)
-    finally:
-        e.stop()
+def test_e1_sta_then_ap(e):
+    assert e.cmd(f'AT+QSTAAPINFO="{SSID}","{PWD}"') == b"\r\nOK\r\n"
+    assert e.cmd('AT+QSOFTAP="testap","12345678"') == b"\r\nOK\r\n"
+    out = e.read_until(rb"GOT_IP\r\n")
+    assert b"AP_UP" in out + e.drain(0.2)
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -401,32 +390,27 @@ def test_web_and_airkiss_provisioning(tmp_path):
         e.stop()
 
 
-def test_soft_ap_stations_from_the_control_plane():
-    e = emu()
-    try:
-        cmd_ok(e, "AT+QECHO=0")
-        prof = lambda: e.module.profile   # noqa: E731
-        assert e.sync(lambda: prof().ap_station_join("02:11:22:33:44:55")) is None     # no soft AP yet
-        e.expect_nothing(0.2)
-        cmd_ok(e, 'AT+QSOFTAP="testap","12345678"')
-        urc(e, r"\+QAPSTAT: AP_UP\r\n")
-        assert e.sync(lambda: prof().ap_station_join("02:11:22:33:44:55")) == "192.168.4.2"
-        assert e.read_until(rb"AP_CONNECT\r\n") == b"\r\n+QAPSTAT: AP_CONNECT\r\n"
-        assert e.sync(lambda: prof().ap_station_join("02-11-22-33-44-55")) == "192.168.4.2"   # already there
-        assert e.sync(lambda: prof().ap_station_join("021122334466")) == "192.168.4.3"
-        assert e.read_until(rb"AP_CONNECT\r\n") == b"\r\n+QAPSTAT: AP_CONNECT\r\n"        # one URC, not two
-        with pytest.raises(ValueError):
-            e.sync(lambda: prof().ap_station_join("not-a-mac"))
-        assert e.sync(lambda: prof().ap_station_leave("02:11:22:33:44:55")) is True
-        assert e.read_until(rb"AP_DISCONNECT\r\n") == b"\r\n+QAPSTAT: AP_DISCONNECT\r\n"
-        assert e.sync(lambda: prof().ap_station_leave("02:11:22:33:44:55")) is False      # not there any more
-        e.expect_nothing(0.2)
-        # stopping the AP drops the station that is left, then the AP goes down
-        assert e.cmd("AT+QSOFTAPSTOP") == b"\r\nOK\r\n"
-        assert e.read_until(rb"AP_DOWN\r\n") == b"\r\n+QAPSTAT: AP_DISCONNECT\r\n\r\n+QAPSTAT: AP_DOWN\r\n"
-        assert e.sync(lambda: prof().ap_station_leave("02:11:22:33:44:66")) is False
-    finally:
-        e.stop()
+def test_soft_ap_stations_from_the_control_plane(e):
+    prof = lambda: e.module.profile   # noqa: E731
+    assert e.sync(lambda: prof().ap_station_join("02:11:22:33:44:55")) is None     # no soft AP yet
+    e.expect_nothing(0.2)
+    cmd_ok(e, 'AT+QSOFTAP="testap","12345678"')
+    urc(e, r"\+QAPSTAT: AP_UP\r\n")
+    assert e.sync(lambda: prof().ap_station_join("02:11:22:33:44:55")) == "192.168.4.2"
+    assert e.read_until(rb"AP_CONNECT\r\n") == b"\r\n+QAPSTAT: AP_CONNECT\r\n"
+    assert e.sync(lambda: prof().ap_station_join("02-11-22-33-44-55")) == "192.168.4.2"   # already there
+    assert e.sync(lambda: prof().ap_station_join("021122334466")) == "192.168.4.3"
+    assert e.read_until(rb"AP_CONNECT\r\n") == b"\r\n+QAPSTAT: AP_CONNECT\r\n"        # one URC, not two
+    with pytest.raises(ValueError):
+        e.sync(lambda: prof().ap_station_join("not-a-mac"))
+    assert e.sync(lambda: prof().ap_station_leave("02:11:22:33:44:55")) is True
+    assert e.read_until(rb"AP_DISCONNECT\r\n") == b"\r\n+QAPSTAT: AP_DISCONNECT\r\n"
+    assert e.sync(lambda: prof().ap_station_leave("02:11:22:33:44:55")) is False      # not there any more
+    e.expect_nothing(0.2)
+    # stopping the AP drops the station that is left, then the AP goes down
+    assert e.cmd("AT+QSOFTAPSTOP") == b"\r\nOK\r\n"
+    assert e.read_until(rb"AP_DOWN\r\n") == b"\r\n+QAPSTAT: AP_DISCONNECT\r\n\r\n+QAPSTAT: AP_DOWN\r\n"
+    assert e.sync(lambda: prof().ap_station_leave("02:11:22:33:44:66")) is False
 
 
 def test_another_quectel_joins_the_soft_ap():
@@ -527,32 +511,27 @@ HARMLESS = {"+QVERSION", "+QWLMAC", "+QSTAST", "+QSTASTOP", "+QAPSTATE", "+QSOFT
             "+QISTATE", "+QIGETERROR", "+QSSLSTATE", "+QFLST", "+QSETBAND", "+QSTADHCP", "+QIDNSCFG", "+QSCLK", "+QFOPEN"}
 
 
-def test_every_part1_form_answers_as_documented():
-    e = emu()
-    try:
-        cmd_ok(e, "AT+QECHO=0")
-        for name, forms in PART1_FORMS.items():
-            test = e.cmd(f"AT{name}=?")
-            if "T" not in forms:
-                assert test == b"\r\nERROR\r\n", (name, test)              # undocumented test form
-            elif name == "+QSSLCFG":
-                lines = test.split(b"\r\n")[1:-3]
-                assert [ln.split(b",")[0] for ln in lines] == [f'+QSSLCFG: "{k}"'.encode() for k in SSLCFG_KEYS]
-                assert all(ln.split(b",")[1] == b"(0-5)" for ln in lines) and test.endswith(b"\r\n\r\nOK\r\n")
-            else:
-                info = TEST_ANSWERS[name]
-                assert test == (f"\r\n{info}\r\n\r\nOK\r\n" if info else "\r\nOK\r\n").encode(), (name, test)
-            read = e.cmd(f"AT{name}?")
-            if "R" not in forms:
-                assert read == b"\r\nERROR\r\n", (name, read)
-            elif name in HARMLESS:
-                assert read.endswith(b"\r\nOK\r\n"), (name, read)
-            if "E" not in forms:
-                assert e.cmd(f"AT{name}") == b"\r\nERROR\r\n", name
-            elif name in HARMLESS:
-                assert e.cmd(f"AT{name}").endswith(b"\r\nOK\r\n"), name
-            if "W" not in forms:
-                assert e.cmd(f"AT{name}=1") == b"\r\nERROR\r\n", name     # no write form either
-        assert e.cmd("AT") == b"\r\nOK\r\n"
-    finally:
-        e.stop()
+def test_every_part1_form_answers_as_documented(e):
+    for name, forms in PART1_FORMS.items():
+        test = e.cmd(f"AT{name}=?")
+        if "T" not in forms:
+            assert test == b"\r\nERROR\r\n", (name, test)              # undocumented test form
+        elif name == "+QSSLCFG":
+            lines = test.split(b"\r\n")[1:-3]
+            assert [ln.split(b",")[0] for ln in lines] == [f'+QSSLCFG: "{k}"'.encode() for k in SSLCFG_KEYS]
+            assert all(ln.split(b",")[1] == b"(0-5)" for ln in lines) and test.endswith(b"\r\n\r\nOK\r\n")
+        else:
+            info = TEST_ANSWERS[name]
+            assert test == (f"\r\n{info}\r\n\r\nOK\r\n" if info else "\r\nOK\r\n").encode(), (name, test)
+        read = e.cmd(f"AT{name}?")
+        if "R" not in forms:
+            assert read == b"\r\nERROR\r\n", (name, read)
+        elif name in HARMLESS:
+            assert read.endswith(b"\r\nOK\r\n"), (name, read)
+        if "E" not in forms:
+            assert e.cmd(f"AT{name}") == b"\r\nERROR\r\n", name
+        elif name in HARMLESS:
+            assert e.cmd(f"AT{name}").endswith(b"\r\nOK\r\n"), name
+        if "W" not in forms:
+            assert e.cmd(f"AT{name}=1") == b"\r\nERROR\r\n", name     # no write form either
+    assert e.cmd("AT") == b"\r\nOK\r\n"
