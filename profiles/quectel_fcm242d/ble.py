@@ -43,6 +43,11 @@ MAX_SERVICES = 3
 MAX_CHARS = 3
 PROP_WRITE, PROP_WRITE_NR, PROP_NOTIFY = 1, 2, 4
 
+#: parameters shared by the GATT commands: <conn_idx> (always 0), <UUID>, and [<hex_length>,]<data>
+_CONN = Int("conn_idx", 0, 0)
+_UUID = Str("UUID", quoted=None, min_len=4, max_len=32)
+_DATA = (Str("hex_length_or_data", quoted=None, max_len=1024), Str("data", quoted=None, max_len=1024, optional=True))
+
 DEVIATIONS_MQTT_HTTP_BLE = [
     "B1 (item 1/§0.1): 0-based enums: QBLEINIT <role> 0 none, 1 central, 2 peripheral, 3 peripheral for Wi-Fi "
     "provisioning; <auto_adv>, QBLEADVSTART? <adv_state>, QBLESCAN <scan> 0-3, <address_type>/<addr_type> 0 public "
@@ -258,6 +263,21 @@ class QuectelBle(Profile):
             self.ble_advertising = True
             self.ble_state = "ADVERTISING"
 
+    def _ble_connparam_line(self) -> str:
+        i, t, l_ = self.ble_conn_param
+        return f"+QBLECONNPARAM: 0,{i},{t},{l_}"
+
+    def _ble_link_up(self, link: _Link, peer_chars: list[str] | None = None) -> None:
+        """A link is up (B3): CONNECTED, the central's discovery (+QBLEINFO ... DOWN), MTU, parameters."""
+        self.ble_link = link
+        self._ble_set_state("CONNECTED", urc=True)
+        if peer_chars is not None:
+            for cu in peer_chars:
+                self.module.urc(f'+QBLEINFO: "{cu}"')
+            self.module.urc("+QBLEINFO: DOWN")
+        self.module.urc(f"+QBLEMTU: {link.mtu}")
+        self.module.urc(self._ble_connparam_line())
+
     def _ble_deliver(self, uuid: str, data: bytes) -> None:
         """Data for the host: raw in transparent mode on that characteristic, else +QBLERECV."""
         tran = self.ble_tran
@@ -391,9 +411,7 @@ class QuectelBle(Profile):
             raise CmdError("failed", message="no service, or already done")
         self.ble_srv_done = True
 
-    @command("+QBLEGATTSNTFY", Form.WRITE, Int("conn_idx", 0, 0), Str("UUID", quoted=None, min_len=4, max_len=32),
-             Str("hex_length_or_data", quoted=None, max_len=1024), Str("data", quoted=None, max_len=1024, optional=True),
-             family="ble", doc="Send a notification (peripheral)", test="+QBLEGATTSNTFY: 0,<UUID>,<hex_length>,<data>")
+    @command("+QBLEGATTSNTFY", Form.WRITE, _CONN, _UUID, *_DATA, family="ble", doc="Send a notification (peripheral)", test="+QBLEGATTSNTFY: 0,<UUID>,<hex_length>,<data>")
     async def qblegattsntfy(self, ctx: Ctx, conn: int, u: str, a: str, b):
         self._ble_need_role(2, 3)
         data = self._ble_data(a, b)
@@ -495,17 +513,8 @@ class QuectelBle(Profile):
             self._ble_set_state("DISCONNECTED", urc=True)
             return
         await asyncio.sleep(0.02)
-        link = _Link("central", a, peer=peer, mtu=23)
-        self.ble_link = link
-        self._ble_set_state("CONNECTED", urc=True)
-        for svc, chars in peer.services.items():
-            for cu in chars:
-                self.module.urc(f'+QBLEINFO: "{cu}"')
-        self.module.urc("+QBLEINFO: DOWN")
-        link.mtu = self.ble_cfg_mtu
-        self.module.urc(f"+QBLEMTU: {link.mtu}")
-        i, t, l_ = self.ble_conn_param
-        self.module.urc(f"+QBLECONNPARAM: 0,{i},{t},{l_}")
+        link = _Link("central", a, peer=peer, mtu=self.ble_cfg_mtu)
+        self._ble_link_up(link, [cu for chars in peer.services.values() for cu in chars])
         for n in peer.notify:
             link.tasks.append(self.module.spawn(self._ble_peer_notifier(link, n)))
         link.tasks.append(self.module.spawn(self._ble_watch_peer(link, list(peer.notify))))
@@ -549,12 +558,11 @@ class QuectelBle(Profile):
         self.ble_conn_param = (interval, timeout, latency)
         if self.ble_link is not None:
             ctx.ok()
-            self.module.urc(f"+QBLECONNPARAM: 0,{interval},{timeout},{latency}")
+            self.module.urc(self._ble_connparam_line())
 
     @command("+QBLECONNPARAM", Form.READ, family="ble")
     async def qbleconnparam_read(self, ctx: Ctx):
-        i, t, l_ = self.ble_conn_param
-        ctx.info(f"+QBLECONNPARAM: 0,{i},{t},{l_}")
+        ctx.info(self._ble_connparam_line())
 
     @command("+QBLECFGMTU", Form.WRITE, Int("MTU_value", 64, 512), family="ble", doc="Set the MTU (central)",
              test="+QBLECFGMTU: (64-512)")
@@ -587,7 +595,7 @@ class QuectelBle(Profile):
             raise CmdError("failed", message=f"peer has no characteristic {u}")
         return found
 
-    @command("+QBLEGATTCNTFCFG", Form.WRITE, Int("conn_idx", 0, 0), Str("UUID", quoted=None, min_len=4, max_len=32),
+    @command("+QBLEGATTCNTFCFG", Form.WRITE, _CONN, _UUID,
              Int("enable", 0, 1), family="ble", doc="Enable/disable notifications of a peer characteristic",
              test="+QBLEGATTCNTFCFG: 0,<UUID>,(0,1)")
     async def qblegattcntfcfg(self, ctx: Ctx, conn: int, u: str, enable: int):
@@ -598,7 +606,7 @@ class QuectelBle(Profile):
         else:
             link.notify_on.discard(_norm_uuid(u))
 
-    @command("+QBLEGATTCRD", Form.WRITE, Int("conn_idx", 0, 0), Str("UUID", quoted=None, min_len=4, max_len=32),
+    @command("+QBLEGATTCRD", Form.WRITE, _CONN, _UUID,
              family="ble", doc="Read a peer characteristic", test="+QBLEGATTCRD: 0,<UUID>")
     async def qblegattcrd(self, ctx: Ctx, conn: int, u: str):
         chars, key = self._ble_central_char(u)
@@ -606,35 +614,23 @@ class QuectelBle(Profile):
         ctx.ok()
         self.module.urc(_text(value))
 
-    async def _ble_write(self, u: str, a: str, b) -> None:
+    @command("+QBLEGATTCWRCMD", Form.WRITE, _CONN, _UUID, *_DATA, family="ble",
+             doc="Write a peer characteristic without response", test="+QBLEGATTCWRCMD: 0,<UUID>,<hex_length>,<data>")
+    @command("+QBLEGATTCWRREQ", Form.WRITE, _CONN, _UUID, *_DATA, family="ble",
+             doc="Write a peer characteristic with response", test="+QBLEGATTCWRREQ: 0,<UUID>,<hex_length>,<data>")
+    async def qblegattcwrite(self, ctx: Ctx, conn: int, u: str, a: str, b):
+        """Both write forms: the world peer holds the value at once (there is no air to lose it)."""
         chars, key = self._ble_central_char(u)
         data = self._ble_data(a, b)
         if not data or len(data) > self.ble_link.mtu - 3:
             raise CmdError("failed", message=f"write must be 1..{self.ble_link.mtu - 3} bytes")
         chars[key] = data.hex()
 
-    @command("+QBLEGATTCWRCMD", Form.WRITE, Int("conn_idx", 0, 0), Str("UUID", quoted=None, min_len=4, max_len=32),
-             Str("hex_length_or_data", quoted=None, max_len=1024), Str("data", quoted=None, max_len=1024, optional=True),
-             family="ble", doc="Write a peer characteristic without response",
-             test="+QBLEGATTCWRCMD: 0,<UUID>,<hex_length>,<data>")
-    async def qblegattcwrcmd(self, ctx: Ctx, conn: int, u: str, a: str, b):
-        await self._ble_write(u, a, b)
-
-    @command("+QBLEGATTCWRREQ", Form.WRITE, Int("conn_idx", 0, 0), Str("UUID", quoted=None, min_len=4, max_len=32),
-             Str("hex_length_or_data", quoted=None, max_len=1024), Str("data", quoted=None, max_len=1024, optional=True),
-             family="ble", doc="Write a peer characteristic with response",
-             test="+QBLEGATTCWRREQ: 0,<UUID>,<hex_length>,<data>")
-    async def qblegattcwrreq(self, ctx: Ctx, conn: int, u: str, a: str, b):
-        await self._ble_write(u, a, b)
-
     # ---- link / state ----------------------------------------------------------------------------------
-    @command("+QBLEDISCONN", Form.WRITE, Int("conn_idx", 0, 0), family="ble", doc="Disconnect the BLE link",
-             test="+QBLEDISCONN: 0")
-    async def qbledisconn(self, ctx: Ctx, conn: int):
-        await self.qbledisconn_exec(ctx)
-
     @command("+QBLEDISCONN", Form.EXEC, family="ble")
-    async def qbledisconn_exec(self, ctx: Ctx):
+    @command("+QBLEDISCONN", Form.WRITE, _CONN, family="ble", doc="Disconnect the BLE link",
+             test="+QBLEDISCONN: 0")
+    async def qbledisconn(self, ctx: Ctx, conn: int = 0):
         if self.ble_link is None:
             raise CmdError("failed", message="not connected")
         ctx.ok()
@@ -645,7 +641,7 @@ class QuectelBle(Profile):
         ctx.info(f"+QBLESTAT: {self.ble_state}")
 
     # ---- transparent mode --------------------------------------------------------------------------------
-    @command("+QBLETRANMODE", Form.WRITE, Str("UUID", quoted=None, min_len=4, max_len=32),
+    @command("+QBLETRANMODE", Form.WRITE, _UUID,
              Int("state", 0, 1, optional=True), family="ble", doc="Enter BLE transparent mode",
              test="+QBLETRANMODE: <UUID>,(0,1)")
     async def qbletranmode(self, ctx: Ctx, u: str, state):
@@ -725,12 +721,7 @@ class QuectelBle(Profile):
         if not self.ble_advertising or self.ble_link is not None:
             return False
         self.ble_advertising = False
-        link = _Link("peripheral", _norm_addr(address), mtu=max(23, min(int(mtu), 512)))
-        self.ble_link = link
-        self._ble_set_state("CONNECTED", urc=True)
-        self.module.urc(f"+QBLEMTU: {link.mtu}")
-        i, t, l_ = self.ble_conn_param
-        self.module.urc(f"+QBLECONNPARAM: 0,{i},{t},{l_}")
+        self._ble_link_up(_Link("peripheral", _norm_addr(address), mtu=max(23, min(int(mtu), 512))))
         uuid, self._ble_tran_resume = self._ble_tran_resume, None
         if uuid is not None and self.ble_tran_auto and self.ble_tran is None:
             # <state> 1: back into transparent mode by itself, as if the host had typed the command

@@ -314,9 +314,9 @@ class QuectelHttp(Profile):
         h.form = (name, file_name, ctype)
 
     # ---- AT+QHTTPGET --------------------------------------------------------------------------------
+    @command("+QHTTPGET", Form.EXEC, family="http")
     @command("+QHTTPGET", Form.WRITE, Rest("rsptime"), family="http", doc="Send a GET request",
              test="+QHTTPGET: (1-65535)")
-    @command("+QHTTPGET", Form.EXEC, family="http")
     async def qhttpget(self, ctx: Ctx, args: str | None = None):
         rsptime = self._http_seconds(args)
         scheme, host = self._http_check_request()
@@ -491,9 +491,9 @@ class QuectelHttp(Profile):
         self._http_done(verb, resp)
 
     # ---- AT+QHTTPREAD ---------------------------------------------------------------------------------
+    @command("+QHTTPREAD", Form.EXEC, family="http")
     @command("+QHTTPREAD", Form.WRITE, Rest("wait_time"), family="http",
              doc="Output the response via the UART", test="+QHTTPREAD: (1-65535)")
-    @command("+QHTTPREAD", Form.EXEC, family="http")
     async def qhttpread(self, ctx: Ctx, args: str | None = None):
         wait_time = self._http_seconds(args)
         h = self.http
