@@ -401,6 +401,7 @@ def test_soft_ap_stations_from_the_control_plane(e):
     assert e.sync(lambda: prof().ap_station_join("02-11-22-33-44-55")) == "192.168.4.2"   # already there
     assert e.sync(lambda: prof().ap_station_join("021122334466")) == "192.168.4.3"
     assert e.read_until(rb"AP_CONNECT\r\n") == b"\r\n+QAPSTAT: AP_CONNECT\r\n"        # one URC, not two
+    assert e.sync(lambda: prof().snapshot()["wifi"]["softap_stations"]) == ["192.168.4.2", "192.168.4.3"]
     with pytest.raises(ValueError):
         e.sync(lambda: prof().ap_station_join("not-a-mac"))
     assert e.sync(lambda: prof().ap_station_leave("02:11:22:33:44:55")) is True

@@ -961,7 +961,8 @@ class QuectelBase(Profile):
     def snapshot(self) -> dict:
         return {
             "wifi": {"station": "up" if self.sta_up else "down", "ssid": self.sta_ap.ssid if self.sta_ap else None,
-                     "ip": self.sta_ip[0], "softap": self.softap.ssid if self.softap else None},
+                     "ip": self.sta_ip[0], "softap": self.softap.ssid if self.softap else None,
+                     "softap_stations": sorted(st["ip"] for st in self.ap_stations.values())},
             "sockets": {str(i): {"service": s.service, "host": s.host, "port": s.rport, "state": s.state,
                                  "mode": s.mode, "buffered": s.buffered()} for i, s in sorted(self.socks.items())},
             "last_error": self.last_err,
