@@ -62,10 +62,16 @@ def test_marker_split_and_noise_before_it(e, tcp_sink):
     e.write(b"AT+SOCKWR=1,4\r\nnoise+++123#data")
     assert e.read_until(FINAL) == b"OK\r\n"
     assert tcp_sink.wait_bytes(9) == b"hellodata"
+    # with echo on, the command line is echoed but the payload (and anything before '#') is not
+    assert e.cmd("ATE1") == b"OK\r\n"
+    e.write(b"AT+SOCKWR=1,2\rxy#ab")
+    assert e.read_until(rb"OK\r\n") == b"AT+SOCKWR=1,2\rOK\r\n"
+    assert e.cmd("ATE0") == b"ATE0\rOK\r\n"
+    assert tcp_sink.wait_bytes(11) == b"hellodataab"
     # a '#' inside the payload is data (only the first one is the marker)
     e.write(b"AT+SOCKWR=1,3\r##x#")
     assert e.read_until(FINAL) == b"OK\r\n"
-    assert tcp_sink.wait_bytes(12) == b"hellodata#x#"
+    assert tcp_sink.wait_bytes(14) == b"hellodataab#x#"
     e.expect_nothing(0.1)
     assert e.cmd("AT") == b"OK\r\n"
 
