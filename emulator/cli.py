@@ -22,8 +22,15 @@ def _die(msg: str, code: int = 2) -> "NoReturn":  # type: ignore[name-defined]
     raise SystemExit(code)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line, like every other atemu error."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]
+        _die(f"{message} (see '{self.prog} --help')")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="atemu", description="Emulate serial AT-command network modules on real networking.")
+    p = _Parser(prog="atemu", description="Emulate serial AT-command network modules on real networking.")
     p.add_argument("--version", action="version", version=f"atemu {__version__}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 

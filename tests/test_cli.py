@@ -271,3 +271,15 @@ def test_unusable_state_dir_and_pty_folder_are_one_line(tmp_path):
     assert r.stderr.startswith("atemu: error: state folder ") and "--state-dir" in r.stderr
     r = run("run", "eseye", "--state-dir", str(tmp_path / "s"), "--pty", str(tmp_path))
     assert r.returncode == 2 and "is a folder" in r.stderr and str(tmp_path / "ttyAT") in r.stderr
+
+
+def test_usage_mistakes_are_one_line():
+    for args, words in ((("run", "eseye", "--baud", "abc"), "invalid int value"),
+                        (("run",), "required: profile"),
+                        (("proxy", "/dev/ttyUSB0"), "--log"),
+                        (("run", "eseye", "--bogus"), "unrecognized arguments: --bogus")):
+        r = run(*args)
+        assert r.returncode == 2, args
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("atemu: error: ") and words in lines[0], r.stderr
+        assert "--help" in lines[0]
