@@ -89,3 +89,9 @@ def ufs_upload(e: Emu, name: str, data: bytes) -> None:
     e.write(data)
     e.read_until(rb"\r\nOK\r\n")
     assert e.cmd(f"AT+QFCLOSE={h}").endswith(b"OK\r\n")
+
+
+def all_ok(e: Emu, *lines: str) -> None:
+    """Each command answers exactly OK (the failing line is named)."""
+    for line in lines:
+        assert e.cmd(line) == b"\r\nOK\r\n", line

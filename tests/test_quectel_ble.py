@@ -7,7 +7,7 @@ import time
 import pytest
 
 from harness import Emu
-from quectel_helpers import boot_quiet, urc_match as urc
+from quectel_helpers import all_ok, boot_quiet, urc_match as urc
 
 SENSOR = "58:d3:91:01:02:03"
 WORLD = {
@@ -35,13 +35,8 @@ def prof(e: Emu):
 # ------------------------------------------------------------------------------------------ peripheral (E2)
 
 def peripheral(e: Emu, name: str = "QuecFGM842D") -> None:
-    assert e.cmd("AT+QBLEINIT=2,1") == b"\r\nOK\r\n"
-    assert e.cmd("AT+QBLEADVPARAM=150,150") == b"\r\nOK\r\n"
-    assert e.cmd(f'AT+QBLENAME="{name}"') == b"\r\nOK\r\n"
-    assert e.cmd('AT+QBLEGATTSSRV="FFF1"') == b"\r\nOK\r\n"
-    assert e.cmd('AT+QBLEGATTSCHAR="FFF2"') == b"\r\nOK\r\n"
-    assert e.cmd("AT+QBLEGATTSSRVDONE") == b"\r\nOK\r\n"
-    assert e.cmd("AT+QBLEADVSTART") == b"\r\nOK\r\n"
+    all_ok(e, "AT+QBLEINIT=2,1", "AT+QBLEADVPARAM=150,150", f'AT+QBLENAME="{name}"', 'AT+QBLEGATTSSRV="FFF1"',
+           'AT+QBLEGATTSCHAR="FFF2"', "AT+QBLEGATTSSRVDONE", "AT+QBLEADVSTART")
 
 
 def test_e2_peripheral_exchange_with_a_phone(emu):

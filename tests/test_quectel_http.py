@@ -11,7 +11,7 @@ import pytest
 from harness import Emu
 from peers.httpserver import pattern
 from quectel_helpers import boot_quiet as boot, lab_emu, lab_wifi_up as wifi_up, ufs_upload as upload
-from quectel_helpers import urc_match as urc
+from quectel_helpers import all_ok, urc_match as urc
 
 
 @pytest.fixture
@@ -75,9 +75,8 @@ def test_e11_e12_post_put_form_body(emu, http_server, verb):
 
 
 def test_custom_headers_auth_and_content_type(emu, http_server):
-    for line in ('AT+QHTTPCFG="header","Content-Type: application/json"', 'AT+QHTTPCFG="header","X-Dev: 42"',
-                 'AT+QHTTPCFG="header","X-Gone: 1"', 'AT+QHTTPCFG="header","X-Gone"', 'AT+QHTTPCFG="auth","bob:pw"'):
-        assert emu.cmd(line) == b"\r\nOK\r\n", line
+    all_ok(emu, 'AT+QHTTPCFG="header","Content-Type: application/json"', 'AT+QHTTPCFG="header","X-Dev: 42"',
+                'AT+QHTTPCFG="header","X-Gone: 1"', 'AT+QHTTPCFG="header","X-Gone"', 'AT+QHTTPCFG="auth","bob:pw"')
     assert emu.cmd('AT+QHTTPCFG="header"') == (b'\r\n+QHTTPCFG: "header","Content-Type: application/json"\r\n'
                                               b'+QHTTPCFG: "header","X-Dev: 42"\r\n\r\nOK\r\n')
     set_url(emu, http_server.url("/post"))
@@ -243,9 +242,8 @@ def test_cfg_queries_and_test_forms(emu):
 # ------------------------------------------------------------------------------------------ HTTPS (E13-E15)
 
 def test_e13_https_get_without_verification(emu, https_server):
-    for line in ('AT+QHTTPCFG="rsp/header",1', 'AT+QHTTPCFG="sslctxid",1', 'AT+QSSLCFG="sslversion",1,3',
-                 'AT+QSSLCFG="ciphersuite",1,0xFFFF', 'AT+QSSLCFG="seclevel",1,0'):
-        assert emu.cmd(line) == b"\r\nOK\r\n", line
+    all_ok(emu, 'AT+QHTTPCFG="rsp/header",1', 'AT+QHTTPCFG="sslctxid",1', 'AT+QSSLCFG="sslversion",1,3',
+                'AT+QSSLCFG="ciphersuite",1,0xFFFF', 'AT+QSSLCFG="seclevel",1,0')
     set_url(emu, https_server.url("/get"))
     assert emu.cmd("AT+QHTTPGET=80") == b"\r\nOK\r\n"
     length = int(urc(emu, r"\+QHTTPGET: 0,200,(\d+)\r\n").group(1))
@@ -259,10 +257,9 @@ def test_e14_e15_https_verified_with_certificates(emu, https_server, pki, verb):
     upload(emu, "ca.pem", pki.ca_cert.read_bytes())
     upload(emu, "user.pem", pki.client_cert.read_bytes())
     upload(emu, "user_key.pem", pki.client_key.read_bytes())
-    for line in ('AT+QHTTPCFG="sslctxid",1', 'AT+QSSLCFG="sslversion",1,4', 'AT+QSSLCFG="ciphersuite",1,0xFFFF',
-                 'AT+QSSLCFG="seclevel",1,2', 'AT+QSSLCFG="cacert",1,"ca.pem"',
-                 'AT+QSSLCFG="clientcert",1,"user.pem"', 'AT+QSSLCFG="clientkey",1,"user_key.pem"'):
-        assert emu.cmd(line) == b"\r\nOK\r\n", line
+    all_ok(emu, 'AT+QHTTPCFG="sslctxid",1', 'AT+QSSLCFG="sslversion",1,4', 'AT+QSSLCFG="ciphersuite",1,0xFFFF',
+                'AT+QSSLCFG="seclevel",1,2', 'AT+QSSLCFG="cacert",1,"ca.pem"',
+                'AT+QSSLCFG="clientcert",1,"user.pem"', 'AT+QSSLCFG="clientkey",1,"user_key.pem"')
     set_url(emu, https_server.url(f"/{verb.lower()}"))
     body = b"Message=1111&Appleqty=2222&Orangeqty=3333&find=1"[:48]
     assert send_body(emu, f"AT+QHTTP{verb}=48,80,80", body) == b"\r\nOK\r\n"
@@ -275,8 +272,7 @@ def test_e14_e15_https_verified_with_certificates(emu, https_server, pki, verb):
 
 def test_https_verification_fails_with_wrong_ca(emu, https_server, pki):
     upload(emu, "other.pem", pki.other_ca_cert.read_bytes())
-    for line in ('AT+QHTTPCFG="sslctxid",2', 'AT+QSSLCFG="seclevel",2,1', 'AT+QSSLCFG="cacert",2,"other.pem"'):
-        assert emu.cmd(line) == b"\r\nOK\r\n"
+    all_ok(emu, 'AT+QHTTPCFG="sslctxid",2', 'AT+QSSLCFG="seclevel",2,1', 'AT+QSSLCFG="cacert",2,"other.pem"')
     set_url(emu, https_server.url("/get"))
     assert emu.cmd("AT+QHTTPGET=10") == b"\r\nOK\r\n"
     urc(emu, r"\+QHTTPGET: 712\r\n")
@@ -350,8 +346,7 @@ def test_https_host_name_is_verified(emu, https_server, pki):
     hosts = emu.module.world.network.hosts
     emu.sync(lambda: hosts.update({"test.atemu.invalid": "127.0.0.1", "wrong.example": "127.0.0.1"}))
     upload(emu, "ca.pem", pki.ca_cert.read_bytes())
-    for line in ('AT+QHTTPCFG="sslctxid",4', 'AT+QSSLCFG="seclevel",4,1', 'AT+QSSLCFG="cacert",4,"ca.pem"'):
-        assert emu.cmd(line) == b"\r\nOK\r\n"
+    all_ok(emu, 'AT+QHTTPCFG="sslctxid",4', 'AT+QSSLCFG="seclevel",4,1', 'AT+QSSLCFG="cacert",4,"ca.pem"')
     set_url(emu, https_server.url("/get", host="wrong.example"))
     assert emu.cmd("AT+QHTTPGET=10") == b"\r\nOK\r\n"
     urc(emu, r"\+QHTTPGET: 712\r\n")

@@ -8,7 +8,7 @@ import pytest
 
 from harness import Emu
 from quectel_helpers import LAB_WORLD as WORLD, boot_quiet as boot, lab_emu, lab_wifi_up as wifi_up
-from quectel_helpers import ufs_upload as upload, urc_match as urc
+from quectel_helpers import all_ok, ufs_upload as upload, urc_match as urc
 
 
 @pytest.fixture
@@ -95,11 +95,10 @@ def test_e9_mqtt_with_ssl_client_certificate(emu, mosquitto_tls, pki, mqtt_probe
     upload(emu, "user.pem", pki.client_cert.read_bytes())
     upload(emu, "user_key.pem", pki.client_key.read_bytes())
     # (E9 configures the files on ctx 1 and the level on ctx 2, item 42: we configure ctx 2 throughout)
-    for line in ('AT+QSSLCFG="cacert",2,"ca.pem"', 'AT+QSSLCFG="clientcert",2,"user.pem"',
-                 'AT+QSSLCFG="clientkey",2,"user_key.pem"', 'AT+QSSLCFG="seclevel",2,2',
-                 'AT+QSSLCFG="sslversion",2,4', 'AT+QSSLCFG="ciphersuite",2,0xFFFF',
-                 'AT+QSSLCFG="ignorelocaltime",2,1'):
-        assert emu.cmd(line) == b"\r\nOK\r\n", line
+    all_ok(emu, 'AT+QSSLCFG="cacert",2,"ca.pem"', 'AT+QSSLCFG="clientcert",2,"user.pem"',
+                'AT+QSSLCFG="clientkey",2,"user_key.pem"', 'AT+QSSLCFG="seclevel",2,2',
+                'AT+QSSLCFG="sslversion",2,4', 'AT+QSSLCFG="ciphersuite",2,0xFFFF',
+                'AT+QSSLCFG="ignorelocaltime",2,1')
     assert emu.cmd(f'AT+QMTOPEN=0,"127.0.0.1",{mosquitto_tls.tls_port}') == b"\r\nOK\r\n"
     urc(emu, r"\+QMTOPEN: 0,0\r\n")
     assert emu.cmd('AT+QMTCONN=0,"test","quectel","quectel"') == b"\r\nOK\r\n"
@@ -119,8 +118,7 @@ def test_e9_mqtt_with_ssl_client_certificate(emu, mosquitto_tls, pki, mqtt_probe
 def test_tls_verify_failure_and_no_client_cert(emu, mosquitto_tls, pki):
     # a CA that did not sign the broker: the handshake at QMTOPEN fails
     upload(emu, "other.pem", pki.other_ca_cert.read_bytes())
-    for line in ('AT+QMTCFG="ssl",1,1,3', 'AT+QSSLCFG="cacert",3,"other.pem"', 'AT+QSSLCFG="seclevel",3,1'):
-        assert emu.cmd(line) == b"\r\nOK\r\n"
+    all_ok(emu, 'AT+QMTCFG="ssl",1,1,3', 'AT+QSSLCFG="cacert",3,"other.pem"', 'AT+QSSLCFG="seclevel",3,1')
     assert emu.cmd(f'AT+QMTOPEN=1,"127.0.0.1",{mosquitto_tls.tls_port}') == b"\r\nOK\r\n"
     urc(emu, r"\+QMTOPEN: 1,3\r\n")
     # right CA, but no client certificate: the broker requires one, CONNECT fails
@@ -516,9 +514,8 @@ def test_tls_host_name_is_verified(emu, mosquitto_tls, pki):
     upload(emu, "ca.pem", pki.ca_cert.read_bytes())
     upload(emu, "user.pem", pki.client_cert.read_bytes())
     upload(emu, "user_key.pem", pki.client_key.read_bytes())
-    for line in ('AT+QMTCFG="ssl",0,1,4', 'AT+QSSLCFG="cacert",4,"ca.pem"', 'AT+QSSLCFG="clientcert",4,"user.pem"',
-                 'AT+QSSLCFG="clientkey",4,"user_key.pem"', 'AT+QSSLCFG="seclevel",4,2'):
-        assert emu.cmd(line) == b"\r\nOK\r\n"
+    all_ok(emu, 'AT+QMTCFG="ssl",0,1,4', 'AT+QSSLCFG="cacert",4,"ca.pem"', 'AT+QSSLCFG="clientcert",4,"user.pem"',
+                'AT+QSSLCFG="clientkey",4,"user_key.pem"', 'AT+QSSLCFG="seclevel",4,2')
     assert emu.cmd(f'AT+QMTOPEN=0,"wrong.example",{mosquitto_tls.tls_port}') == b"\r\nOK\r\n"
     urc(emu, r"\+QMTOPEN: 0,3\r\n")                     # the certificate does not name wrong.example
     assert emu.cmd(f'AT+QMTOPEN=0,"test.atemu.invalid",{mosquitto_tls.tls_port}') == b"\r\nOK\r\n"
@@ -687,9 +684,8 @@ def test_tls_handshake_at_open_and_one_connection(emu, mosquitto_tls, pki, mqtt_
         upload(emu, "ca.pem", pki.ca_cert.read_bytes())
         upload(emu, "user.pem", pki.client_cert.read_bytes())
         upload(emu, "user_key.pem", pki.client_key.read_bytes())
-        for line in ('AT+QMTCFG="ssl",0,1,1', 'AT+QSSLCFG="cacert",1,"ca.pem"', 'AT+QSSLCFG="clientcert",1,"user.pem"',
-                     'AT+QSSLCFG="clientkey",1,"user_key.pem"', 'AT+QSSLCFG="seclevel",1,2'):
-            assert emu.cmd(line) == b"\r\nOK\r\n", line
+        all_ok(emu, 'AT+QMTCFG="ssl",0,1,1', 'AT+QSSLCFG="cacert",1,"ca.pem"', 'AT+QSSLCFG="clientcert",1,"user.pem"',
+                    'AT+QSSLCFG="clientkey",1,"user_key.pem"', 'AT+QSSLCFG="seclevel",1,2')
         assert emu.cmd(f'AT+QMTOPEN=0,"127.0.0.1",{proxy.port}') == b"\r\nOK\r\n"
         urc(emu, r"\+QMTOPEN: 0,0\r\n")
         proxy.wait_accepted(1)

@@ -566,18 +566,14 @@ class QuectelMqtt(Profile):
             raise CmdError("param", message="SUBSCRIBE needs a <msgID> of 1-65535")
         c = self._mq_client(idx, CONNECTED)
         ctx.ok()
-        self.module.spawn(self._mq_subscribe(c, msgid, topics))
+        self.module.spawn(self._mq_sub_op(c, msgid, "+QMTSUB", lambda s: s.subscribe(topics, timeout=3600)))
 
-    async def _mq_subscribe(self, c: _MqttClient, msgid: int, topics) -> None:
+    async def _mq_sub_op(self, c: _MqttClient, msgid: int, urc: str, start) -> None:
+        """SUBSCRIBE/UNSUBSCRIBE: wait for the ACK (M2), then <urc>: <idx>,<msgID>,<result>[,<granted QoS>...]."""
+        prefix = f"{urc}: {c.idx},{msgid}"
         s = c.session
-        if s is None:
-            self._mq_urc(f"+QMTSUB: {c.idx},{msgid},2")
-            return
-        ok, granted = await self._mq_wait_ack(c, s.subscribe(topics, timeout=3600), f"+QMTSUB: {c.idx},{msgid}")
-        if not ok:
-            self._mq_urc(f"+QMTSUB: {c.idx},{msgid},2")
-            return
-        self._mq_urc(f"+QMTSUB: {c.idx},{msgid},0," + ",".join(str(g) for g in granted))
+        ok, granted = (False, None) if s is None else await self._mq_wait_ack(c, start(s), prefix)
+        self._mq_urc(f"{prefix},0" + "".join(f",{g}" for g in granted or ()) if ok else f"{prefix},2")
 
     @command("+QMTUNS", Form.WRITE, Int("client_idx", 0, 5), Int("msgID", 0, 65535),
              _str_arg("topic1", 256, min_len=1), _str_arg("topic2", 256, optional=True),
@@ -590,15 +586,7 @@ class QuectelMqtt(Profile):
             raise CmdError("param", message="UNSUBSCRIBE needs a <msgID> of 1-65535")
         c = self._mq_client(idx, CONNECTED)
         ctx.ok()
-        self.module.spawn(self._mq_unsubscribe(c, msgid, topics))
-
-    async def _mq_unsubscribe(self, c: _MqttClient, msgid: int, topics) -> None:
-        s = c.session
-        if s is None:
-            self._mq_urc(f"+QMTUNS: {c.idx},{msgid},2")
-            return
-        ok, _ = await self._mq_wait_ack(c, s.unsubscribe(topics, timeout=3600), f"+QMTUNS: {c.idx},{msgid}")
-        self._mq_urc(f"+QMTUNS: {c.idx},{msgid},{0 if ok else 2}")
+        self.module.spawn(self._mq_sub_op(c, msgid, "+QMTUNS", lambda s: s.unsubscribe(topics, timeout=3600)))
 
     # ---- AT+QMTPUB ------------------------------------------------------------------------------------
     @command("+QMTPUB", Form.WRITE, Int("client_idx", 0, 5), Int("msgID", 0, 65535), Int("qos", 0, 2),
