@@ -140,6 +140,8 @@ def cmd_describe(args) -> int:
     cls = _profile(args.profile)
     d = cls.describe()
     d["deviations"] = list(getattr(cls, "deviations", []))
+    prefix = (getattr(cls, "option_prefix", None) or cls.name) + "."
+    d["world_options"] = {prefix + k: v for k, v in sorted((getattr(cls, "world_options", None) or {}).items())}
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -161,6 +163,10 @@ def cmd_describe(args) -> int:
     print("\nURCs:")
     for u in d["urcs"]:
         print(f"  {u['format']}\n      {u['doc']}")
+    if d["world_options"]:
+        print("\nWorld options (world file 'options:'):")
+        for k, v in d["world_options"].items():
+            print(f"  {k}\n      {v}")
     if d["deviations"]:
         print("\nDocumented choices:")
         for x in d["deviations"]:

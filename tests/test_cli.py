@@ -283,3 +283,14 @@ def test_usage_mistakes_are_one_line():
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("atemu: error: ") and words in lines[0], r.stderr
         assert "--help" in lines[0]
+
+
+def test_describe_lists_world_options_and_readme_documents_them():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for profile in ("eseye-anynet", "quectel-fcm242d", "ti-simplelink", "microchip-winc"):
+        d = json.loads(run("describe", profile, "--json").stdout)
+        assert d["world_options"], profile
+        for key in d["world_options"]:
+            assert f"`{key}`" in readme, f"README.md does not document the world option {key}"
+    r = run("describe", "eseye")
+    assert "World options" in r.stdout and "eseye.subclose_urc" in r.stdout
