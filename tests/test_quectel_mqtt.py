@@ -698,3 +698,19 @@ def test_tls_handshake_at_open_and_one_connection(emu, mosquitto_tls, pki, mqtt_
         urc(emu, r"\+QMTDISC: 0,0\r\n")
     finally:
         proxy.close()
+
+
+def test_bytes_beyond_publish_length_are_deleted(emu, mosquitto, mqtt_probe):
+    """M6: "If the actual size of data is greater than <length>, extra byte(s) will be deleted"."""
+    probe = mqtt_probe(mosquitto)
+    probe.subscribe("extra/#")
+    open_conn(emu, mosquitto.port)
+    # the extra bytes look like a command: were they kept, the module would answer them (ERROR / OK)
+    assert publish(emu, 'AT+QMTPUB=0,0,0,0,"extra/a",3', b"abcAT+QMTDISC=0\r\nXYZ\r\n") == b"\r\nOK\r\n"
+    urc(emu, r"\+QMTPUB: 0,0,0\r\n")
+    assert probe.wait_for("extra/a") == (b"abc", 0, False)
+    emu.expect_nothing(0.3)
+    assert emu.cmd("AT+QMTCONN?") == b"\r\n+QMTCONN: 0,3\r\n\r\nOK\r\n"     # still connected: no QMTDISC ran
+    # after the pause the UART is command input again; without <length> nothing is deleted (Ctrl+Z ends it)
+    assert publish(emu, 'AT+QMTPUB=0,0,0,0,"extra/b"', b"tail\x1a") == b"\r\nOK\r\n"
+    assert probe.wait_for("extra/b") == (b"tail", 0, False)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from emulator.grammar import Form, Int, Str, UrcSpec
 from emulator.module import Ctx
-from emulator.grammar import Data
+from emulator.grammar import Data, DataOverflow
 from emulator.net.errors import NetError
 from emulator.profile import CmdError, Profile, command
 
@@ -39,6 +39,8 @@ INFLIGHT_WINDOW = 5
 PUB_MAX = 2048
 #: seconds the module waits for the QMTPUB payload after the prompt (undocumented; see M6)
 PUB_INPUT_TIMEOUT = 60.0
+#: a pause this long (s) ends the burst of bytes typed after QMTPUB's <length> bytes, which are deleted (M6)
+PUB_EXTRA_GAP = 0.02
 #: seconds QMTOPEN waits for the TCP connection and TLS handshake
 OPEN_TIMEOUT = 60.0
 #: how often a connected client checks that the station is still up (seconds)
@@ -66,7 +68,9 @@ DEVIATIONS_MQTT_HTTP_BLE = [
     "M5 (item 30): QMTPUB accepts 1-2048 bytes (the table) rather than 1500 (the example comment).",
     "M6 (no item): the QMTPUB prompt is CR LF '> ' (as part 1, Z5); the payload must arrive within 60 s (world option "
     "quectel.mqtt_input_timeout), else ERROR and nothing is published. Without <length> the payload ends with Ctrl+Z (0x1A), Esc (0x1B) cancels with ERROR, "
-    "more than 2048 bytes answers ERROR. Bytes after the <length> bytes are not deleted: they are the next input.",
+    "more than 2048 bytes answers ERROR. With <length>, bytes typed after the <length> bytes are deleted as the manual "
+    "says (\"extra byte(s) will be deleted\"): the burst ends at the first pause of 20 ms, then OK; only what comes "
+    "after that pause is input again.",
     "M7 (item 32): <msgID> must be 0 for QoS 0 and 1-65535 for QoS 1/2 publishes and for SUBSCRIBE/UNSUBSCRIBE "
     "(MQTT forbids packet id 0); the host's <msgID> is what the URCs report (paho numbers the packets on the wire).",
     "M8 (item 29): +QMTUNS: <idx>,<msgID>,0 has no <value>.",
@@ -606,6 +610,8 @@ class QuectelMqtt(Profile):
         wait = float(opts.get("quectel.mqtt_input_timeout", PUB_INPUT_TIMEOUT))
         if length is not None:
             ev = await ctx.read_data(length, timeout=wait)
+            if isinstance(ev, Data) and ev.reason == "length":
+                await self._mq_delete_extra(ctx, c, wait)
         else:
             ev = await ctx.read_data(None, timeout=wait, terminator=b"\x1a", cancel=b"\x1b", max_len=PUB_MAX)
         if not isinstance(ev, Data) or ev.reason == "timeout":
@@ -622,6 +628,18 @@ class QuectelMqtt(Profile):
         if qos:
             c.inflight += 1
         self.module.spawn(self._mq_publish(c, c.session, msgid, qos, retain, topic, payload))
+
+    async def _mq_delete_extra(self, ctx: Ctx, c: _MqttClient, wait: float) -> None:
+        """"If the actual size of data is greater than <length>, extra byte(s) will be deleted" (M6): what the
+        host sends right after the <length> bytes, up to a pause of PUB_EXTRA_GAP, never becomes input."""
+        dropped = 0
+        while True:
+            ev = await ctx.read_data(None, timeout=wait, idle=PUB_EXTRA_GAP, max_len=PUB_MAX)
+            dropped += len(ev.payload)
+            if not isinstance(ev, DataOverflow):
+                break
+        if dropped:
+            log.info("MQTT %d: %d byte(s) after the QMTPUB <length> deleted", c.idx, dropped)
 
     async def _mq_publish(self, c: _MqttClient, s, msgid: int, qos: int, retain: int, topic: str, payload: bytes) -> None:
         try:
