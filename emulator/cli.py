@@ -109,8 +109,28 @@ def _main(argv: list[str] | None = None) -> int:
         return cmd_run(args)
     if args.cmd in ("replay", "proxy", "coverage"):
         from . import transcript
+        if args.cmd == "replay" and args.world is None:
+            args.world = _recorded_world(args.file)
         return getattr(transcript, "cmd_" + args.cmd)(args)
     return 2
+
+
+def _recorded_world(path: str) -> str | None:
+    """The world file an ``atemu run --world W --log FILE`` recording ran with, if it is still there."""
+    try:
+        with open(path) as f:
+            meta = json.loads(f.readline())
+    except (OSError, ValueError):
+        return None                     # replay itself reports an unusable file
+    world = meta.get("world") if isinstance(meta, dict) and meta.get("event") == "meta" else None
+    if not isinstance(world, str):
+        return None
+    if not Path(world).is_file():
+        print(f"atemu: the recorded world {world} is gone; replaying with the built-in world "
+              "(give one with --world)", file=sys.stderr)
+        return None
+    print(f"atemu: replaying with the recorded world {world} (--world to choose another)", file=sys.stderr)
+    return world
 
 
 def _profile(name: str):
@@ -248,8 +268,10 @@ async def _run(cls, world, args) -> int:
     transcript = None
     if args.log:
         try:
-            transcript = JsonlTranscript(args.log, meta={"profile": cls.name, "baud": module.baud,
-                                                         "module": module.name})
+            meta = {"profile": cls.name, "baud": module.baud, "module": module.name}
+            if args.world:
+                meta["world"] = str(Path(args.world).resolve())
+            transcript = JsonlTranscript(args.log, meta=meta)
         except OSError as e:
             _die(f"--log {args.log}: {e.strerror}")
         module.observers.append(transcript)

@@ -294,3 +294,22 @@ def test_describe_lists_world_options_and_readme_documents_them():
             assert f"`{key}`" in readme, f"README.md does not document the world option {key}"
     r = run("describe", "eseye")
     assert "World options" in r.stdout and "eseye.subclose_urc" in r.stdout
+
+
+def test_replay_uses_the_recorded_world(tmp_path):
+    world = tmp_path / "w.yaml"
+    world.write_text('cellular: {iccid: "89440000000000000777"}\n')
+    link, log = tmp_path / "tty", tmp_path / "t.jsonl"
+    cli = Cli("run", "eseye", "--pty", str(link), "--no-pacing", "--world", str(world), "--log", str(log),
+              "--state-dir", str(tmp_path / "s"))
+    try:
+        with serial.Serial(str(link), 9600, timeout=0.1) as s:
+            assert b"89440000000000000777" in at(s, b"AT+QCCID")
+    finally:
+        cli.stop()
+    assert json.loads(log.read_text().splitlines()[0])["world"] == str(world.resolve())
+    r = run("replay", str(log), "--settle", "0.1")
+    assert r.returncode == 0 and "recorded world" in r.stderr, r.stdout + r.stderr
+    world.unlink()
+    r = run("replay", str(log), "--settle", "0.1")
+    assert r.returncode == 1 and "is gone" in r.stderr and "Traceback" not in r.stderr
