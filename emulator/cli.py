@@ -215,6 +215,21 @@ class _LogTrace:
         log.info("%s %s%s", rec.get("module"), ev, f" {what}" if what else "")
 
 
+def _lock_state_dir(state_dir: Path):
+    """Hold a lock on the state folder while running; warn when another ``atemu run`` holds it."""
+    import fcntl
+    try:
+        f = open(Path(state_dir) / ".atemu-lock", "w")
+    except OSError:
+        return None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        log.warning("another atemu run uses the state folder %s, so saved settings and files are shared; "
+                    "give each run its own --state-dir", state_dir)
+    return f
+
+
 def _exec_argv(cmd: str) -> list[str]:
     """``--exec CMD`` split like a shell; a missing program is a one-line error before anything starts."""
     try:
@@ -265,6 +280,7 @@ async def _run(cls, world, args) -> int:
         where = e.filename or args.state_dir or "the state folder"
         why = "a file is in the way" if isinstance(e, FileExistsError) else (e.strerror or str(e))
         _die(f"state folder {where}: {why}; pass --state-dir with a folder you can write")
+    state_lock = _lock_state_dir(module.state_dir)
     transcript = None
     if args.log:
         try:
@@ -344,6 +360,8 @@ async def _run(cls, world, args) -> int:
     await module.stop()
     if transcript:
         transcript.close()
+    if state_lock is not None:
+        state_lock.close()
     for w in waiters:
         if not w.done():
             w.cancel()

@@ -313,3 +313,16 @@ def test_replay_uses_the_recorded_world(tmp_path):
     world.unlink()
     r = run("replay", str(log), "--settle", "0.1")
     assert r.returncode == 1 and "is gone" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_two_runs_on_one_state_folder_warn(tmp_path):
+    state = tmp_path / "state"
+    first = Cli("run", "eseye", "--no-pacing", "--state-dir", str(state))
+    try:
+        r = run("run", "eseye", "--no-pacing", "--state-dir", str(state), "--exec", "true")
+        assert r.returncode == 0
+        assert "another atemu run uses the state folder" in r.stderr and "--state-dir" in r.stderr
+    finally:
+        first.stop()
+    r = run("run", "eseye", "--no-pacing", "--state-dir", str(state), "--exec", "true")
+    assert r.returncode == 0 and "another atemu" not in r.stderr
