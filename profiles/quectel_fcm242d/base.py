@@ -121,7 +121,8 @@ DEVIATIONS = [
     "Flash (UFS): 512 KiB, 64 files, 80-byte names, 64 KiB per file.",
     "AT+QICFG=\"dataformat\" applies to TCP/UDP sockets only; SSL data is always raw.",
     "When the station loses its AP (AT+QSTASTOP, AP gone, deauth, joining another AP) every socket using the station's address is reset: +QSTASTAT: WLAN_DISCONNECTED, then +QIURC/+QSSLURC: \"closed\" (state 4, unread data stays readable; a transparent session ends with NO CARRIER; an open in progress reports 564). AT+QSOFTAPSTOP does the same to sockets opened with <ap_priority>=1 without a station.",
-    "ATE0/ATE1 (not in the manual) are accepted as on other Quectel firmware.",
+    "ATE0/ATE1 (not in the manual) are accepted as on other Quectel firmware; ATO0 is accepted as ATO. Forms the manual does not document for a command (AT+QVERSION?, AT+QECHO=?, ATO=?, ...) answer ERROR.",
+    "AT+QSTASTATIC/AT+QAPSTATIC answer ERROR unless the four values are IPv4 addresses and <mask> is a netmask; AT+QAPSTATIC also for a network with no address left for a station (/32).",
 ]
 
 
