@@ -172,6 +172,7 @@ def cmd_describe(args) -> int:
             fam = c["family"]
             print(f"\n[{fam}]")
         forms = []
+        values = {}
         for form, f in c["forms"].items():
             ps = ",".join(("[" if p["optional"] else "") + "<" + p["name"] + ">" + ("]" if p["optional"] else "")
                           for p in f.get("params", []))
@@ -179,7 +180,14 @@ def cmd_describe(args) -> int:
                           "write": f"{c['name']}={ps}"}.get(form, c["name"]))
             for sub in f.get("subcommands", {}):
                 forms.append(f'{c["name"]}="{sub}",...')
+            for p in f.get("params", []):
+                if p.get("choices"):
+                    values.setdefault(p["name"], "|".join(str(x) for x in p["choices"]))
+                elif p.get("range"):
+                    values.setdefault(p["name"], f"{p['range'][0]}..{p['range'][1]}")
         print(f"  {' | '.join(forms)}\n      {c['doc']}")
+        if values:
+            print("      values: " + "; ".join(f"<{k}> {v}" for k, v in values.items()))
     print("\nURCs:")
     for u in d["urcs"]:
         print(f"  {u['format']}\n      {u['doc']}")

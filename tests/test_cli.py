@@ -326,3 +326,10 @@ def test_two_runs_on_one_state_folder_warn(tmp_path):
         first.stop()
     r = run("run", "eseye", "--no-pacing", "--state-dir", str(state), "--exec", "true")
     assert r.returncode == 0 and "another atemu" not in r.stderr
+
+
+def test_describe_text_shows_parameter_values():
+    r = run("describe", "ti-simplelink")
+    assert "values: <security> OPEN|WEP|WEP_SHARED|WPA_WPA2" in r.stdout
+    r = run("describe", "eseye")
+    assert "values: <awspindex> 0..1; <length> 1..240" in r.stdout
