@@ -101,7 +101,9 @@ def test_secure_token_failsafe_commit_rollback_rename_storage():
         e.ok(f"AT+FileClose={fid},,")
         assert e.err(f"AT+FileCtl=COMMIT,{new_token},/sec.bin,") == b"process command,-11305"  # nothing pending
         info = e.ok(f"AT+FileGetInfo=/sec.bin,{new_token}")
-        assert info.startswith(b"+filegetinfo:failsafe|secure,2,4096,")
+        assert info == f"+filegetinfo:failsafe|secure,2,4096,{new_token},4096,2\r\n".encode()
+        assert e.ok("AT+FileGetInfo=/sec.bin,") == b"+filegetinfo:failsafe|secure,2,4096,0,4096,2\r\n"  # optional
+        assert e.err(f"AT+FileGetInfo=/sec.bin,{new_token ^ 1}") == b"process command,-11305"     # wrong token
         e.ok(f"AT+FileCtl=RENAME,{new_token},/sec.bin,/renamed.bin")
         assert e.ok("AT+FileGetFileList").startswith(b"+filegetfilelist:/renamed.bin,64,failsafe|secure,1")
         assert e.err("AT+FileDel=/renamed.bin,") == b"process command,-11305"

@@ -316,6 +316,8 @@ class FileMixin:
     @nwp
     async def at_fileinfo(self, ctx: Ctx, filename: str, token: int) -> None:
         info = self.fs_info(filename)
+        if token:                                     # optional; a wrong one is refused like FileDel's
+            self.check_token(filename, token)
         flags = "|".join(f[7:] for f in info["flags"])
         if any(h["name"] == norm(filename) and h["mode"] == "write" for h in self.files.values()):
             flags = (flags + "|" if flags else "") + "open_write"
