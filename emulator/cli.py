@@ -109,9 +109,13 @@ def _main(argv: list[str] | None = None) -> int:
         return cmd_run(args)
     if args.cmd in ("replay", "proxy", "coverage"):
         from . import transcript
+        from .uart import TransportError
         if args.cmd == "replay" and args.world is None:
             args.world = _recorded_world(args.file)
-        return getattr(transcript, "cmd_" + args.cmd)(args)
+        try:
+            return getattr(transcript, "cmd_" + args.cmd)(args)
+        except TransportError as e:        # proxy --pty: missing folder, link in use...
+            _die(str(e))
     return 2
 
 

@@ -333,3 +333,17 @@ def test_describe_text_shows_parameter_values():
     assert "values: <security> OPEN|WEP|WEP_SHARED|WPA_WPA2" in r.stdout
     r = run("describe", "eseye")
     assert "values: <awspindex> 0..1; <length> 1..240" in r.stdout
+
+
+def test_proxy_pty_problems_are_one_line(tmp_path):
+    device = socket.socket()                       # a "module" the proxy can open
+    device.bind(("127.0.0.1", 0))
+    device.listen()
+    try:
+        url = f"socket://127.0.0.1:{device.getsockname()[1]}"
+        link = tmp_path / "nodir" / "tty"
+        r = run("proxy", url, "--pty", str(link), "--log", str(tmp_path / "p.jsonl"))
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert r.stderr.strip().splitlines() == [f"atemu: error: --pty {link}: folder {link.parent} does not exist"]
+    finally:
+        device.close()
