@@ -259,3 +259,33 @@ def test_optional_fields_still_need_their_commas():
         ])
         e.expect_nothing(0.3)                                                 # no event from the refused connect
         assert e.ok("AT+WlanGet=CONNECTION,") == b"+wlanget:sta,disconnected,,,,\r\n"
+
+
+def test_mqtt_session_and_stop_templates(mosquitto):
+    """The OK-only MQTT commands with a real broker: OK first, the acknowledgement event after it."""
+    with Ti() as e:
+        e.boot()
+        e.join()
+
+        def ok_then(line: str, event: bytes) -> None:
+            check(e, line, b"OK\r\n")
+            got = e.read_until(rb"(?:operation[^\r]*|disconnect)\r\n")
+            assert re.fullmatch(event, got), (line, got)
+
+        check(e, f"AT+MqttCreate=c1,ip4,127.0.0.1,{mosquitto.port},,,,,,,v3_1_1,1,0", b"+mqttcreate:0\r\nOK\r\n")
+        ok_then("AT+MqttConnect=0", rb"\+eventmqtt:operation,connack,0\r\n")
+        ok_then("AT+MqttSubscribe=0,1,c/t,qos1,", rb"\+eventmqtt:operation,suback,\d+,1\r\n")
+        check(e, "AT+MqttSubscribe=0,1,c/t,qos7,", ERR_PARSE)
+        check(e, "AT+MqttPublish=0,c/t,qos1,0,3,a,b", b"OK\r\n")     # our own message comes back too,
+        got = sorted(e.read_until(rb"\r\n") for _ in range(2))             # in the broker's order
+        assert got[1] == b"+eventmqtt:recv,c/t,qos1,0,0,0,3,a,b\r\n" and re.fullmatch(rb"\+eventmqtt:operation,puback,\d+\r\n", got[0]), got
+        check(e, "AT+MqttPublish=0,c/#,qos1,0,3,a,b", ERR_PARSE)
+        ok_then("AT+MqttUnsubscribe=0,1,c/t,", rb"\+eventmqtt:operation,unsuback,\d+\r\n")
+        check(e, "AT+MqttUnsubscribe=0,5,c/t,", ERR_PARSE)
+        ok_then("AT+MqttDisconnect=0", rb"\+eventmqtt:disconnect\r\n")
+        run_table(e, [
+            ("AT+MqttDisconnect=9", proc(-3001)),
+            ("AT+Stop=0", b"OK\r\n"),
+            ("AT+Stop=1,2", ERR_COUNT),
+            ("AT+MqttConnect=0", proc(-2018)),
+        ])
