@@ -110,6 +110,8 @@ def _main(argv: list[str] | None = None) -> int:
     if args.cmd in ("replay", "proxy", "coverage"):
         from . import transcript
         from .uart import TransportError
+        if args.cmd == "replay" and not args.settle > 0:
+            _die(f"--settle must be a positive number of seconds (the quiet time that ends an answer), not {args.settle}")
         if args.cmd == "replay" and args.world is None:
             args.world = _recorded_world(args.file)
         try:

@@ -310,6 +310,8 @@ def test_replay_uses_the_recorded_world(tmp_path):
     assert json.loads(log.read_text().splitlines()[0])["world"] == str(world.resolve())
     r = run("replay", str(log), "--settle", "0.1")
     assert r.returncode == 0 and "recorded world" in r.stderr, r.stdout + r.stderr
+    r = run("replay", str(log), "--settle", "-1")
+    assert r.returncode == 2 and "--settle must be a positive number" in r.stderr
     world.unlink()
     r = run("replay", str(log), "--settle", "0.1")
     assert r.returncode == 1 and "is gone" in r.stderr and "Traceback" not in r.stderr
