@@ -73,6 +73,20 @@ def test_http_server_files_and_host_requests(ti):
     assert ti.err("AT+NetAPPStop=HTTP_SERVER") == b"process command,-2180"
 
 
+def test_http_server_accumulated_answer(ti):
+    """ACCUMULATION: the NWP collects the chunks; the one without CONTINUATION ends the answer."""
+    ti.ok("AT+NetAPPStart=HTTP_SERVER")
+    port = ti.sync(lambda: ti.module.profile.http_port)
+    t, box = in_thread(fetch, f"http://127.0.0.1:{port}/api/acc")
+    h = int(re.search(rb"\+eventnetapp:request,(\d+),get,/api/acc,0\r\n",
+                      ti.read_until(rb"\+eventnetapp:request,[^\r]*\r\n", 10)).group(1))
+    ti.ok(f"AT+NetAPPSend={h},METADATA,0,14,200;text/plain")
+    ti.ok(f"AT+NetAPPSend={h},ACCUMULATION|CONTINUATION,0,3,ab,")
+    ti.ok(f"AT+NetAPPSend={h},ACCUMULATION,0,2,cd")
+    t.join(5)
+    assert box.get("r") == (200, "text/plain", b"ab,cd")
+
+
 def test_http_server_auth_and_https(ti, pki):
     ti.ok("AT+NetAPPSet=HTTP_SERVER,AUTH_CHECK,1")
     ti.ok("AT+NetAPPSet=HTTP_SERVER,AUTH_NAME,user")

@@ -325,9 +325,14 @@ class NetAppMixin:
             raise fail(E_NETAPP_HANDLE, f"no pending request with handle {handle}")
         if "metadata" in fl:
             req["queue"].put_nowait(("meta", payload))
-        else:
-            more = "continuation" in fl or "accumulation" in fl
-            req["queue"].put_nowait(("data" if more else "last", payload))
+            return
+        more = "continuation" in fl                  # a chunk without it is the last one
+        if "accumulation" in fl or "acc" in req:     # the NWP collects the chunks, sends them at the end
+            req.setdefault("acc", bytearray()).extend(payload)
+            if more:
+                return
+            payload = bytes(req.pop("acc"))
+        req["queue"].put_nowait(("data" if more else "last", payload))
 
     @command("+NetAPPRecv", Form.WRITE, Int("handle", 0, 0xFFFF), *RECV, family="netapp",
              doc="Read an HTTP request body: OK, then +netapprecv:<handle>,<flags>,<format>,<length>,<data> and OK")
