@@ -107,6 +107,32 @@ def test_escape_split_across_reads_in_length_0_mode(e, tcp_sink):
         rx.close()
 
 
+def test_tcp_length_0_streams_in_chunks(e, tcp_sink):
+    tcp_to(e, tcp_sink)
+    # the peer gets the data while the host is still sending (nothing piles up in the module)
+    big = bytes(range(256)) * 400                           # 102400 bytes, '+' included
+    e.write(b"AT+SOCKWR=1,0\r#" + big[:3000])
+    assert tcp_sink.wait_bytes(1500) == big[:len(tcp_sink.data)]
+    e.expect_nothing(0.1)                                    # no OK before the +++
+    e.write(big[3000:] + b"+++")
+    assert e.read_until(FINAL, timeout=10) == b"OK\r\n"
+    assert tcp_sink.wait_bytes(len(big)) == big
+    sent = len(big)
+    # a +++ straddling a chunk boundary still ends the data; '++' + another byte there is data
+    for body in (b"x" * 1502, b"x" * 1501, b"x" * 1500, b"x" * 1501 + b"++y", b"z" * 1502 + b"+a", b"w" * 3005):
+        e.write(b"AT+SOCKWR=1,0\r#" + body + b"+++")
+        assert e.read_until(FINAL, timeout=3) == b"OK\r\n", len(body)
+        sent += len(body)
+        assert tcp_sink.wait_bytes(sent)[-len(body):] == body
+        assert len(tcp_sink.data) == sent
+    # the host falls silent mid-stream: full chunks went out, the unfilled rest is dropped, ERROR:8
+    e.write(b"AT+SOCKWR=1,0\r#" + b"s" * 2000)
+    assert e.read_until(FINAL, timeout=3) == b"ERROR:8\r\n"
+    time.sleep(0.1)
+    assert 1500 <= len(tcp_sink.data) - sent < 2000 and set(tcp_sink.data[sent:]) == {ord("s")}
+    assert e.cmd("AT") == b"OK\r\n"
+
+
 def test_udp_length_0_limits_and_overflow_resync(e):
     rx = udp_pair(e)
     try:

@@ -315,7 +315,9 @@ class SocketCommands:
                 r = s.conn.remote_addr
             ctx.info(f'+SOCKLST:{i},{s.proto},"{r[0] if r else ""}",{r[1] if r else 0},{s.local_port}')
 
-    async def _payload(self, ctx, length: int, data: bytes | None, udp: bool) -> bytes:
+    async def _payload(self, ctx, length: int, data: bytes | None) -> bytes:
+        """The data of SOCKWR/SOCKWRTO: inline, LENGTH raw bytes after '#', or (UDP) one datagram
+        of at most MAX_DATA bytes ended by '+++' (TCP length 0 streams: see _tcp_stream)."""
         if data is not None:
             if len(data) != length:
                 raise self.fail(E_DATA, "data does not match <LENGTH>")
@@ -325,11 +327,11 @@ class SocketCommands:
             complete = isinstance(ev, Data) and ev.reason == "length" and len(ev.payload) == length
         else:
             # +2: a datagram of exactly MAX_DATA bytes is followed by +++ (3 bytes), not overflowed
-            ev = await ctx.read_data(None, marker=b"#", terminator=b"+++", max_len=MAX_DATA + 2 if udp else None,
+            ev = await ctx.read_data(None, marker=b"#", terminator=b"+++", max_len=MAX_DATA + 2,
                                      idle=self.data_timeout)
             if isinstance(ev, DataOverflow):
                 await self._skip_to_escape(ctx, ev.payload)
-            complete = isinstance(ev, Data) and ev.reason == "terminator" and not (udp and len(ev.payload) > MAX_DATA)
+            complete = isinstance(ev, Data) and ev.reason == "terminator" and len(ev.payload) <= MAX_DATA
         if not complete:
             raise self.fail(E_DATA, "binary data incomplete, too long, or the host fell silent")
         return ev.payload
@@ -346,20 +348,75 @@ class SocketCommands:
                 raise self.fail(E_STATE, "socket is not connected")
         elif s.udp is None or s.udp.remote is None:
             raise self.fail(E_STATE, "no destination (use AT+SOCKBR or AT+SOCKWRTO)")
-        payload = await self._payload(ctx, length, data, s.proto == 1)
+        if s.proto == 2 and length == 0 and data is None:
+            await self._tcp_stream(ctx, s)
+            return
+        payload = await self._payload(ctx, length, data)
+        if s.proto == 2:
+            await self._tcp_send(s, payload)
+            return
         if self.socks.get(sid) is not s:
             raise self.fail(E_SOCKET, "socket closed meanwhile")
         try:
-            if s.proto == 2:
-                if s.conn.closed:
-                    raise NetError("closed")
-                s.conn.write(payload)
-                if s.conn.write_buffer_size > 256 * 1024:
-                    await asyncio.wait_for(s.conn.drain(), 10.0)
-            else:
-                s.udp.sendto(payload)
+            s.udp.sendto(payload)
+        except NetError as e:
+            raise self.fail(E_SOCKET, str(e)) from None
+
+    async def _tcp_send(self, s: Sock, payload: bytes) -> None:
+        """Queue ``payload`` on a TCP socket (ERROR:4 if it is gone or closed)."""
+        try:
+            if self.socks.get(s.id) is not s or s.conn is None or s.conn.closed:
+                raise NetError("closed", "the socket was closed")
+            s.conn.write(payload)
+            if s.conn.write_buffer_size > 256 * 1024:
+                await asyncio.wait_for(s.conn.drain(), 10.0)
         except (NetError, asyncio.TimeoutError) as e:
             raise self.fail(E_SOCKET, str(e)) from None
+
+    async def _tcp_stream(self, ctx, s: Sock) -> None:
+        """SOCKWR=<id>,0 on TCP: after '#', forward the host's bytes in chunks of about MAX_DATA as
+        they fill (the module flushes as it goes; nothing piles up), the remainder at '+++'. A '+++'
+        straddling a chunk boundary still ends the data. If the host falls silent (data_timeout) the
+        unfilled remainder is dropped and ERROR:8 follows (chunks already forwarded stay sent); if
+        the socket fails meanwhile the rest is read up to '+++' and ERROR:4 follows."""
+        failed: CmdError | None = None
+
+        async def send(chunk: bytes) -> None:
+            nonlocal failed
+            if chunk and failed is None:
+                try:
+                    await self._tcp_send(s, chunk)
+                except CmdError as e:
+                    failed = e
+
+        marker = b"#"
+        while True:
+            ev = await ctx.read_data(None, marker=marker, terminator=b"+++", max_len=MAX_DATA + 2,
+                                     idle=self.data_timeout)
+            marker = None
+            if isinstance(ev, Data) and ev.reason == "terminator":
+                await send(ev.payload)
+                break
+            if not isinstance(ev, DataOverflow):
+                raise self.fail(E_DATA, "the host fell silent before +++")
+            held = min(2, len(ev.payload) - len(ev.payload.rstrip(b"+")))   # may start the +++
+            await send(ev.payload[:len(ev.payload) - held])
+            while held:
+                ev = await ctx.read_data(1, idle=self.data_timeout)
+                if not isinstance(ev, Data) or ev.reason != "length":
+                    raise self.fail(E_DATA, "the host fell silent before +++")
+                if ev.payload != b"+":
+                    await send(b"+" * held + ev.payload)
+                    held = 0
+                elif held == 2:
+                    held = 3
+                    break
+                else:
+                    held += 1
+            if held == 3:
+                break
+        if failed is not None:
+            raise failed
 
     @command("+SOCKWRTO", Form.WRITE, Int("SOCK_ID", 0, 255), Str("RMT_ADDR", quoted=True, min_len=1, max_len=128),
              Int("RMT_PORT", 1, 65535), Int("LENGTH", 0, MAX_DATA), Bytes("DATA", quoted=True, optional=True, max_len=MAX_DATA),
@@ -374,7 +431,7 @@ class SocketCommands:
         if data is not None and length == 0:
             raise CmdError("param", message="inline data needs its length")
         ip = await self._udp_destination(s, host)
-        payload = await self._payload(ctx, length, data, True)
+        payload = await self._payload(ctx, length, data)
         if self.socks.get(sid) is not s or s.udp is None:
             raise self.fail(E_SOCKET, "socket closed meanwhile")
         try:
