@@ -221,7 +221,7 @@ def test_netapp_mqtt_http_templates():
             (f"AT+HttpConnect=0,127.0.0.1:{port},,,,", b"OK\r\n"),
             (f"AT+HttpConnect=0,127.0.0.1:{port},,,,", proc(-3102)),
             ("AT+HttpSetHeader=0,req_accept,persistent,0,9,text/html", b"OK\r\n"),
-            ("AT+HttpSetHeader=0,res_date,persistent,0,1,a", proc(-3100)),
+            ("AT+HttpSetHeader=0,req_date,sometimes,0,1,a", ERR_PARSE),
             ("AT+HttpSendReq=0,get,/index.html,,,,", b"+httpsendreq:200\r\nOK\r\n"),
             ("AT+HttpSendReq=0,bogus,/index.html,,,,", ERR_PARSE),
             ("AT+HttpGetHeader=0,res_content_type,0,100", b"+httpgetheader:0,0,9,text/html\r\nOK\r\n"),

@@ -117,7 +117,33 @@ def test_get_headers_and_chunked_body_reads(ti, http_server):
     assert body == pattern(20000) and reads == 7
     ti.ok("AT+HttpSendReq=0,get,/big?size=5000,drop_body,,,")
     assert ti.ok("AT+HttpReadResBody=0,0,100") == b"+httpreadresbody:0,0,0,0,\r\n"
-    assert ti.err("AT+HttpSetHeader=0,res_server,persistent,0,1,x") == b"process command,-3100"
+
+
+
+def test_response_header_filter(ti, http_server):
+    """HttpSetHeader with a res_* option: only the named response headers are kept; not_persistent
+    names for the next response only; HttpSetOpt res_filter_clear keeps all of them again."""
+    ti.ok("AT+HttpCreate")
+    ti.ok(f"AT+HttpConnect=0,127.0.0.1:{http_server.port},,,,")
+
+    def has(option: str) -> bool:
+        out = ti.cmd(f"AT+HttpGetHeader=0,{option},0,100")
+        assert out.endswith(b"OK\r\n") or out == b"ERROR:process command,-3103\r\n", out
+        return out.endswith(b"OK\r\n")
+
+    ti.ok("AT+HttpSendReq=0,get,/get,drop_body,,,")
+    assert has("res_content_type") and has("res_date") and has("res_server")       # no filter: all kept
+    ti.ok("AT+HttpSetHeader=0,res_server,persistent,0,0,")
+    ti.ok("AT+HttpSetHeader=0,res_content_type,not_persistent,0,0,")
+    assert has("res_date")                                   # the filter applies from the next response
+    ti.ok("AT+HttpSendReq=0,get,/get,drop_body,,,")
+    assert has("res_server") and has("res_content_type") and not has("res_date")
+    ti.ok("AT+HttpSendReq=0,get,/get,drop_body,,,")
+    assert has("res_server") and not has("res_content_type") and not has("res_date")
+    assert ti.err("AT+HttpSetHeader=0,res_server,sometimes,0,0,") == b"parse parameters,-2"
+    ti.ok("AT+HttpSetOpt=0,res_filter_clear,1")
+    ti.ok("AT+HttpSendReq=0,get,/get,drop_body,,,")
+    assert has("res_server") and has("res_content_type") and has("res_date")
 
 
 def test_post_raw_and_chunked(ti, http_server):

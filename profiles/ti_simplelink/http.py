@@ -71,7 +71,8 @@ class HttpMixin:
         i = free_index(self.http, MAX_CLIENTS, E_HTTP, "HTTP client")
         self.http[i] = {"client": HttpClient(self.module.resolver, user_agent="SimpleLink HTTP Client"),
                         "connected": False, "base": None, "ssl": None, "flags": [], "persist": {}, "once": {},
-                        "resp": None, "redirect": 1, "tls_downgrade": 0, "chunk_q": None, "chunk_task": None}
+                        "resp": None, "redirect": 1, "tls_downgrade": 0, "chunk_q": None, "chunk_task": None,
+                        "res_filter": None, "res_kept": None}
         ctx.info(f"+httpcreate:{i}")
 
     @command("+HttpDestroy", Form.WRITE, Int("index", 0, 255), family="http", doc="Destroy an HTTP client")
@@ -136,9 +137,15 @@ class HttpMixin:
         c["connected"] = False
 
     def request_headers(self, c: dict) -> list:
+        """The request headers of the next request (the not-persistent ones are used once). The
+        response filter is applied to this request's response, then loses its not-persistent names."""
         merged = dict(c["persist"])
         merged.update(c["once"])
         c["once"] = {}
+        flt = c["res_filter"]
+        c["res_kept"] = None if flt is None else set(flt)
+        if flt is not None:
+            c["res_filter"] = {k: p for k, p in flt.items() if p}
         return list(merged.items())
 
     @command("+HttpSendReq", Form.WRITE, Int("index", 0, 255), Keyword("method", values={k: v for k, v in METHODS.items()}),
@@ -232,8 +239,14 @@ class HttpMixin:
     @nwp
     async def at_httpsetheader(self, ctx: Ctx, idx: int, option: str, persistent: int, fmt: int, length: int, data) -> None:
         c = self.http_client(idx)
-        if not option.startswith("req_"):
-            raise fail(E_HTTP, "response headers cannot be set")
+        if option.startswith("res_"):
+            # a response header: the response filter keeps only the named ones (all while there is no filter)
+            if data is not None or length:
+                decode_data(fmt, data, length)          # validated, not used
+            flt = c["res_filter"] if c["res_filter"] is not None else {}
+            flt[option] = bool(persistent)
+            c["res_filter"] = flt
+            return
         name = header_name(option)
         value = decode_data(fmt, data, length) if (data is not None or length) else b""
         for table in (c["persist"], c["once"]):
@@ -256,6 +269,8 @@ class HttpMixin:
         if resp is None:
             raise fail(E_HTTP_STATE, "no response")
         val = resp.header(header_name(option))
+        if c["res_kept"] is not None and option not in c["res_kept"]:
+            val = None                                   # filtered out (HttpSetHeader res_*)
         if val is None:
             raise fail(E_HTTP_NO_HEADER, f"no {header_name(option)} header in the response")
         ctx.info(f"+httpgetheader:{idx},".encode() + encode_data(fmt, val.encode("latin-1")[:length]))
@@ -268,6 +283,8 @@ class HttpMixin:
         c = self.http_client(idx)
         if option == "redirect_feature":
             c["redirect"] = value
+        elif option == "res_filter_clear" and value == 1:
+            c["res_filter"] = None                     # every response header is kept again
         elif option == "redirect_tls_downgrade":
             c["tls_downgrade"] = value
         elif value != 1:
