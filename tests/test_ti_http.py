@@ -183,6 +183,17 @@ def test_redirects_and_options(ti, http_server):
     assert ti.err("AT+HttpDestroy=0") == b"process command,-3101"
 
 
+def test_https_redirect_to_http_needs_tls_downgrade(ti, https_server, http_server):
+    ti.ok("AT+HttpCreate")
+    ti.ok(f"AT+HttpConnect=0,https://127.0.0.1:{https_server.port},,,,")
+    to_http = f"http://127.0.0.1:{http_server.port}/status/204"
+    assert ti.ok("AT+HttpSendReq=0,get,/redirect?to=/status/201,,,,") == b"+httpsendreq:201\r\n"   # https -> https
+    assert ti.err(f"AT+HttpSendReq=0,get,/redirect?to={to_http},,,,") == b"process command,-3017"
+    assert http_server.requests == []                                     # the http hop was never made
+    ti.ok("AT+HttpSetOpt=0,redirect_tls_downgrade,1")
+    assert ti.ok(f"AT+HttpSendReq=0,get,/redirect?to={to_http},,,,") == b"+httpsendreq:204\r\n"
+
+
 def test_https_ca_from_flash_and_errors(ti, https_server, pki):
     ti.put_file("/certs/ca.pem", pki.ca_cert.read_bytes())
     ti.put_file("/certs/other.pem", pki.other_ca_cert.read_bytes())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from emulator.grammar import Form, Int, Keyword, Raw
 from emulator.module import Ctx
@@ -19,6 +19,7 @@ from .common import (E_HTTP, E_HTTP_BAD_INDEX, E_HTTP_NO_HEADER, E_HTTP_STATE, F
 log = logging.getLogger("atemu.ti")
 
 MAX_CLIENTS = 4
+E_HTTP_TLS_DOWNGRADE = -3017      # HTTPClient_ETLSDOWNGRADEISFORBIDDEN of TI's HTTP client
 RES_HEADERS = ("res_age", "res_allow", "res_cache_control", "res_connection", "res_content_encoding",
                "res_content_language", "res_content_length", "res_content_location", "res_content_range",
                "res_content_type", "res_date", "res_etag", "res_expires", "res_last_modified", "res_location",
@@ -202,10 +203,29 @@ class HttpMixin:
             ctx.info("+httpsendreq:0")
             return
         try:
-            resp = await c["client"].request(method, url, body=body if method not in ("GET", "HEAD") or body else None, **kwargs)
+            resp = await self.send_following(c, method, url, body if method not in ("GET", "HEAD") or body else None, kwargs)
         except NetError as e:
             raise net_fail(e) from None
         await self.finish_response(ctx, c, resp, fl)
+
+    async def send_following(self, c: dict, method: str, url: str, body, kwargs: dict):
+        """One request. An https client that may not be redirected to plain http (HttpSetOpt
+        redirect_tls_downgrade 0, the default) follows redirects itself and refuses such a hop with
+        -3017, as TI's HTTP client does; otherwise aiohttp follows them."""
+        guard = kwargs["allow_redirects"] and c["base"].startswith("https") and not c["tls_downgrade"]
+        args = dict(kwargs, allow_redirects=kwargs["allow_redirects"] and not guard)
+        for _ in range(10):
+            resp = await c["client"].request(method, url, body=body, **args)
+            location = resp.header("Location")
+            if not guard or resp.status not in (301, 302, 303, 307, 308) or not location:
+                return resp
+            await resp.close()
+            url = urljoin(url, location)
+            if urlsplit(url).scheme != "https":
+                raise fail(E_HTTP_TLS_DOWNGRADE, "redirect from https to http (redirect_tls_downgrade is 0)")
+            if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
+                method, body = "GET", None
+        return resp
 
     async def finish_response(self, ctx: Ctx, c: dict, resp, fl) -> None:
         c["resp"] = resp
