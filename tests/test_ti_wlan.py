@@ -120,6 +120,16 @@ def test_policies_scan_and_set_get():
         assert e.ok("AT+WlanGet=GENERAL,STA_TX_POWER") == b"+wlanget:3\r\n"
         e.ok("AT+WlanSet=GENERAL,SCAN_PARAMS,0x7FF,-80")
         assert e.ok("AT+WlanGet=GENERAL,SCAN_PARAMS") == b"+wlanget:2047,-80\r\n"
+        # the scan follows the channel mask (bit 0 = channel 1) and the RSSI threshold
+        assert e.ok("AT+WlanScan=0,30") == b"+wlanscan:lab,02:11:22:33:44:55,-40,6,wpa2,0,ccmp,psk;" \
+                                           b",02:aa:bb:cc:dd:02,-60,1,wpa2,1,ccmp,psk;guest net,02:aa:bb:cc:dd:01,-70,11,open,0,none,none\r\n"
+        e.ok("AT+WlanSet=GENERAL,SCAN_PARAMS,0x3FF,-80")          # channels 1-10: not guest net (11)
+        assert e.ok("AT+WlanScan=0,30") == b"+wlanscan:lab,02:11:22:33:44:55,-40,6,wpa2,0,ccmp,psk;" \
+                                           b",02:aa:bb:cc:dd:02,-60,1,wpa2,1,ccmp,psk\r\n"
+        e.ok("AT+WlanSet=GENERAL,SCAN_PARAMS,0x1FFF,-50")         # only the strong one
+        assert e.ok("AT+WlanScan=0,30") == b"+wlanscan:lab,02:11:22:33:44:55,-40,6,wpa2,0,ccmp,psk\r\n"
+        e.ok("AT+WlanSet=GENERAL,SCAN_PARAMS,0x1,-95")            # channel 1 only
+        assert e.ok("AT+WlanScan=0,30") == b"+wlanscan:,02:aa:bb:cc:dd:02,-60,1,wpa2,1,ccmp,psk\r\n"
         e.ok("AT+WlanSet=GENERAL,INFO_ELEMENT,0,AP,221,0x00,0x11,0x22,hello")
         e.ok("AT+WlanSet=GENERAL,SUSPEND_PROFILES,3")
         e.ok("AT+WlanSet=GENERAL,DISABLE_ENT_SERVER_AUTH,1")

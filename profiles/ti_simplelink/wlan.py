@@ -387,8 +387,10 @@ class WlanMixin:
     async def at_wlanscan(self, ctx: Ctx, index: int, count: int) -> None:
         if self.role != "sta":
             raise fail(E_WLAN_MODE, "scanning needs the station role")
+        mask, threshold = self.cfg.get("general.scan_params", [0x1FFF, -95])   # WlanSet GENERAL SCAN_PARAMS
         aps = [a for a in wifi.scan(self.module.world, include_hidden=True)
-               if not (a.ssid == self.cfg.get("ap.ssid") and self.role == "ap")]
+               if not (a.ssid == self.cfg.get("ap.ssid") and self.role == "ap")
+               and 1 <= a.channel <= 32 and mask >> (a.channel - 1) & 1 and a.rssi >= threshold]
         entries = []
         for ap in aps[index:index + count]:
             sec = ap.security
