@@ -98,6 +98,24 @@ def test_profiles_policy_autoconnect_and_persistence(tmp_path):
         assert e.err("AT+WlanProfileGet=0") == b"process command,-2073"
 
 
+def test_fast_policy_reconnects_to_the_last_ap_at_start():
+    with Ti(world=w3()) as e:
+        e.boot()
+        e.ok("AT+WlanPolicySet=CONNECTION,Fast,")
+        e.ok('AT+WlanConnect="guest net",,OPEN,,,,')
+        e.read_until(rb"ipv4_acquired[^\r]*\r\n")
+        e.ok("AT+Stop=0")
+        e.ok("AT+Start")                                         # no profile: the last AP, at once
+        assert e.read_until(rb"ipv4_acquired[^\r]*\r\n", 5) == (
+            b"+eventgeneral:init_complete,sta\r\n+eventwlan:connect,guest net,02:aa:bb:cc:dd:01\r\n"
+            b"+eventnetapp:ipv4_acquired,10.9.8.7,10.9.8.1,10.9.8.1\r\n")
+        e.ok("AT+WlanPolicySet=CONNECTION,,")                    # no option: no automatic connection
+        e.ok("AT+Stop=0")
+        e.ok("AT+Start")
+        assert e.read_until(rb"\r\n") == b"+eventgeneral:init_complete,sta\r\n"
+        e.expect_nothing(0.5)
+
+
 def test_policies_scan_and_set_get():
     with Ti(world=w3()) as e:
         e.boot()

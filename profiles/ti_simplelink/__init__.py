@@ -208,8 +208,13 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
         self.module.urc(f"+eventgeneral:init_complete,{self.role}")
         if self.role == "ap":
             self.publish_own_ap()
-        elif self.role == "sta" and "auto" in self.cfg.get("policy.connection", ["auto"]) and any(self.profiles()):
-            self.start_supervisor()
+        elif self.role == "sta":
+            policy = self.cfg.get("policy.connection", ["auto"])
+            last = self.module.settings.get("ti.last_ap")
+            if "fast" in policy and isinstance(last, list) and len(last) == 4:
+                self.start_supervisor(tuple(last))         # fast connect: the last AP first
+            elif "auto" in policy and any(self.profiles()):
+                self.start_supervisor()
 
     async def nwp_stop(self, emit: bool = True) -> None:
         if self.wlan_task is not None:

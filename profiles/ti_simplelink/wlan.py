@@ -140,6 +140,7 @@ class WlanMixin:
             self.status_flags.pop(f, None)
         self.wlan_ap = ap
         self.wlan_sec = sec or CONN_SEC.get(ap.security, "open")
+        self.module.settings.set("ti.last_ap", [ssid, bssid, sec, key or ""])   # for the Fast policy
         self.module.urc(f"+eventwlan:connect,{ap.ssid},{ap.bssid.lower()}")
         await asyncio.sleep(0.02)
         if self.wlan_ap is not ap:
