@@ -85,6 +85,16 @@ def test_e8_mqtt_without_ssl(emu, mosquitto, mqtt_probe):
 
 # ------------------------------------------------------------------------------------------ E9 (TLS)
 
+def tls_client_0(e: Emu, pki, ctx: int) -> None:
+    """Client 0 uses SSL context <ctx>: the lab CA, the client certificate and key, seclevel 2."""
+    upload(e, "ca.pem", pki.ca_cert.read_bytes())
+    upload(e, "user.pem", pki.client_cert.read_bytes())
+    upload(e, "user_key.pem", pki.client_key.read_bytes())
+    all_ok(e, f'AT+QMTCFG="ssl",0,1,{ctx}', f'AT+QSSLCFG="cacert",{ctx},"ca.pem"',
+           f'AT+QSSLCFG="clientcert",{ctx},"user.pem"', f'AT+QSSLCFG="clientkey",{ctx},"user_key.pem"',
+           f'AT+QSSLCFG="seclevel",{ctx},2')
+
+
 def test_e9_mqtt_with_ssl_client_certificate(emu, mosquitto_tls, pki, mqtt_probe):
     probe = mqtt_probe(mosquitto_tls)
     probe.subscribe("$aws/#")
@@ -511,11 +521,7 @@ def test_injected_network_faults_hit_open_and_connect(emu, mosquitto):
 def test_tls_host_name_is_verified(emu, mosquitto_tls, pki):
     hosts = emu.module.world.network.hosts
     emu.sync(lambda: hosts.update({"test.atemu.invalid": "127.0.0.1", "wrong.example": "127.0.0.1"}))
-    upload(emu, "ca.pem", pki.ca_cert.read_bytes())
-    upload(emu, "user.pem", pki.client_cert.read_bytes())
-    upload(emu, "user_key.pem", pki.client_key.read_bytes())
-    all_ok(emu, 'AT+QMTCFG="ssl",0,1,4', 'AT+QSSLCFG="cacert",4,"ca.pem"', 'AT+QSSLCFG="clientcert",4,"user.pem"',
-                'AT+QSSLCFG="clientkey",4,"user_key.pem"', 'AT+QSSLCFG="seclevel",4,2')
+    tls_client_0(emu, pki, 4)
     assert emu.cmd(f'AT+QMTOPEN=0,"wrong.example",{mosquitto_tls.tls_port}') == b"\r\nOK\r\n"
     urc(emu, r"\+QMTOPEN: 0,3\r\n")                     # the certificate does not name wrong.example
     assert emu.cmd(f'AT+QMTOPEN=0,"test.atemu.invalid",{mosquitto_tls.tls_port}') == b"\r\nOK\r\n"
@@ -681,11 +687,7 @@ def test_open_dials_and_connect_sends_connect_on_that_connection(emu, mosquitto,
 def test_tls_handshake_at_open_and_one_connection(emu, mosquitto_tls, pki, mqtt_probe):
     proxy = CountingProxy(mosquitto_tls.tls_port)
     try:
-        upload(emu, "ca.pem", pki.ca_cert.read_bytes())
-        upload(emu, "user.pem", pki.client_cert.read_bytes())
-        upload(emu, "user_key.pem", pki.client_key.read_bytes())
-        all_ok(emu, 'AT+QMTCFG="ssl",0,1,1', 'AT+QSSLCFG="cacert",1,"ca.pem"', 'AT+QSSLCFG="clientcert",1,"user.pem"',
-                    'AT+QSSLCFG="clientkey",1,"user_key.pem"', 'AT+QSSLCFG="seclevel",1,2')
+        tls_client_0(emu, pki, 1)
         assert emu.cmd(f'AT+QMTOPEN=0,"127.0.0.1",{proxy.port}') == b"\r\nOK\r\n"
         urc(emu, r"\+QMTOPEN: 0,0\r\n")
         proxy.wait_accepted(1)

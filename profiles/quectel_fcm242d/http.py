@@ -91,6 +91,17 @@ class _HttpState:
     task: asyncio.Task | None = None
 
 
+def _cfg_value_command(sub: str, attr: str, param: Int):
+    """The handler of a one-value AT+QHTTPCFG key (H9): no value queries it, a value sets it."""
+    @command("+QHTTPCFG", Form.WRITE, param, sub=sub, family="http")
+    async def handler(self, ctx: Ctx, value):
+        if value is None:
+            ctx.info(f'+QHTTPCFG: "{sub}",{getattr(self.http, attr)}')
+        else:
+            setattr(self.http, attr, value)
+    return handler
+
+
 class QuectelHttp(Profile):
     """AT+QHTTPCFG/QHTTPGET/QHTTPPOST/QHTTPPUT/QHTTPREAD/QHTTPSTOP (mixin)."""
 
@@ -112,13 +123,6 @@ class QuectelHttp(Profile):
                                                     "read": r.bytes_read}}
 
     # ---- helpers --------------------------------------------------------------------------------
-    def _http_cfg_value(self, ctx: Ctx, key: str, attr: str, value) -> None:
-        """A one-value QHTTPCFG key (H9): no value queries it, a value sets it."""
-        if value is None:
-            ctx.info(f'+QHTTPCFG: "{key}",{getattr(self.http, attr)}')
-        else:
-            setattr(self.http, attr, value)
-
     def _http_client_get(self):
         if self._http_client is None:
             from emulator.net.http import HttpClient
@@ -281,21 +285,10 @@ class QuectelHttp(Profile):
             raise CmdError("param", message="auth must be username:password")
         self.http.auth = value
 
-    @command("+QHTTPCFG", Form.WRITE, Int("sslctxID", 0, 5, optional=True), sub="sslctxid", family="http")
-    async def qhttpcfg_sslctx(self, ctx: Ctx, v):
-        self._http_cfg_value(ctx, "sslctxid", "sslctxid", v)
-
-    @command("+QHTTPCFG", Form.WRITE, Int("response_header", 0, 1, optional=True), sub="rsp/header", family="http")
-    async def qhttpcfg_rsphdr(self, ctx: Ctx, v):
-        self._http_cfg_value(ctx, "rsp/header", "rsp_header", v)
-
-    @command("+QHTTPCFG", Form.WRITE, Int("auto_outrsp", 0, 1, optional=True), sub="rspout/auto", family="http")
-    async def qhttpcfg_auto(self, ctx: Ctx, v):
-        self._http_cfg_value(ctx, "rspout/auto", "auto_out", v)
-
-    @command("+QHTTPCFG", Form.WRITE, Int("closedind", 0, 1, optional=True), sub="closed/ind", family="http")
-    async def qhttpcfg_closed(self, ctx: Ctx, v):
-        self._http_cfg_value(ctx, "closed/ind", "closed_ind", v)
+    qhttpcfg_sslctx = _cfg_value_command("sslctxid", "sslctxid", Int("sslctxID", 0, 5, optional=True))
+    qhttpcfg_rsphdr = _cfg_value_command("rsp/header", "rsp_header", Int("response_header", 0, 1, optional=True))
+    qhttpcfg_auto = _cfg_value_command("rspout/auto", "auto_out", Int("auto_outrsp", 0, 1, optional=True))
+    qhttpcfg_closed = _cfg_value_command("closed/ind", "closed_ind", Int("closedind", 0, 1, optional=True))
 
     @command("+QHTTPCFG", Form.WRITE, Str("name", quoted=None, max_len=128, optional=True),
              Str("file_name", quoted=None, max_len=128, optional=True),
@@ -319,12 +312,7 @@ class QuectelHttp(Profile):
              test="+QHTTPGET: (1-65535)")
     async def qhttpget(self, ctx: Ctx, args: str | None = None):
         rsptime = self._http_seconds(args)
-        scheme, host = self._http_check_request()
-        try:
-            tls = self._http_ssl(scheme, host)
-        except NetError:
-            raise self._http_err(712) from None
-        await self._http_reset()
+        tls = await self._http_prepare()
         h = self.http
         h.busy = True
         ctx.ok()
@@ -376,6 +364,17 @@ class QuectelHttp(Profile):
             out.append(v)
         return out
 
+    async def _http_prepare(self):
+        """Before GET/POST/PUT: check the URL and Wi-Fi, build the TLS context (712 when it cannot be built),
+        drop the previous response. Returns the ``ssl.SSLContext`` or None."""
+        scheme, host = self._http_check_request()
+        try:
+            tls = self._http_ssl(scheme, host)
+        except NetError:
+            raise self._http_err(712) from None
+        await self._http_reset()
+        return tls
+
     def _http_seconds(self, args: str | None) -> int:
         """The one optional time argument of GET (<rsptime>) and READ (<wait_time>): default 60 s."""
         return 60 if args is None else self._http_ints(args, 1, 1)[0]
@@ -386,12 +385,7 @@ class QuectelHttp(Profile):
             raise self._http_err(724)           # <input_time> and <rsptime> come as a pair
         length = vals[0]
         input_time, rsptime = (vals[1], vals[2]) if len(vals) == 3 else (60, 60)
-        scheme, host = self._http_check_request()
-        try:
-            tls = self._http_ssl(scheme, host)
-        except NetError:
-            raise self._http_err(712) from None
-        await self._http_reset()
+        tls = await self._http_prepare()
         h = self.http
         prefix = suffix = b""
         ctype = "application/x-www-form-urlencoded"

@@ -154,6 +154,14 @@ def _str_arg(name: str, max_len: int, *, optional: bool = False, min_len: int = 
     return Str(name, quoted=None, max_len=max_len, min_len=min_len, optional=optional)
 
 
+def _cfg_value_command(sub: str, attr: str, param: Int, **kw):
+    """The handler of a one-value AT+QMTCFG key: <client_idx> alone queries it (M13), a value sets it."""
+    @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), param, sub=sub, family="mqtt", **kw)
+    async def handler(self, ctx: Ctx, idx: int, value):
+        self._mq_cfg_ints(ctx, idx, sub, (attr,), value)
+    return handler
+
+
 class QuectelMqtt(Profile):
     """AT+QMTCFG/QMTOPEN/QMTCLOSE/QMTCONN/QMTDISC/QMTSUB/QMTUNS/QMTPUB/QMTRECV (mixin)."""
 
@@ -279,10 +287,8 @@ class QuectelMqtt(Profile):
             raise CmdError("param", message=f"{key} needs all of its {len(values)} strings")
         setattr(cfg, attr, tuple(values))
 
-    @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), Int("vsn", 3, 4, optional=True), sub="version",
-             family="mqtt", doc="Configure MQTT: protocol version (3 = 3.1, 4 = 3.1.1)", test=_CFG_TEST)
-    async def qmtcfg_version(self, ctx: Ctx, idx: int, vsn):
-        self._mq_cfg_ints(ctx, idx, "version", ("version",), vsn)
+    qmtcfg_version = _cfg_value_command("version", "version", Int("vsn", 3, 4, optional=True), test=_CFG_TEST,
+                                        doc="Configure MQTT: protocol version (3 = 3.1, 4 = 3.1.1)")
 
     @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), Int("SSL_enable", 0, 1, optional=True),
              Int("SSL_ctxID", 0, 5, optional=True), sub="ssl", family="mqtt")
@@ -291,15 +297,8 @@ class QuectelMqtt(Profile):
             raise CmdError("param", message="SSL needs <SSL_ctxID> (note 3)")
         self._mq_cfg_ints(ctx, idx, "ssl", ("ssl", "ssl_ctx"), enable, ctxid)
 
-    @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), Int("keep_alive_time", 0, 3600, optional=True),
-             sub="keepalive", family="mqtt")
-    async def qmtcfg_keepalive(self, ctx: Ctx, idx: int, ka):
-        self._mq_cfg_ints(ctx, idx, "keepalive", ("keepalive",), ka)
-
-    @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), Int("clean_session", 0, 1, optional=True),
-             sub="session", family="mqtt")
-    async def qmtcfg_session(self, ctx: Ctx, idx: int, clean):
-        self._mq_cfg_ints(ctx, idx, "session", ("clean",), clean)
+    qmtcfg_keepalive = _cfg_value_command("keepalive", "keepalive", Int("keep_alive_time", 0, 3600, optional=True))
+    qmtcfg_session = _cfg_value_command("session", "clean", Int("clean_session", 0, 1, optional=True))
 
     @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), Int("will_flag", 0, 1, optional=True),
              Int("will_qos", 0, 2, optional=True), Int("will_retain", 0, 1, optional=True),
@@ -320,10 +319,7 @@ class QuectelMqtt(Profile):
         else:
             cfg.will_flag = 0
 
-    @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), Int("msg_recv_mode", 0, 1, optional=True),
-             sub="recv/mode", family="mqtt")
-    async def qmtcfg_recvmode(self, ctx: Ctx, idx: int, mode):
-        self._mq_cfg_ints(ctx, idx, "recv/mode", ("recv_mode",), mode)
+    qmtcfg_recvmode = _cfg_value_command("recv/mode", "recv_mode", Int("msg_recv_mode", 0, 1, optional=True))
 
     @command("+QMTCFG", Form.WRITE, Int("client_idx", 0, 5), Int("send_mode", 0, 1, optional=True),
              Int("recv_mode", 0, 1, optional=True), sub="dataformat", family="mqtt")
