@@ -39,6 +39,14 @@ def peripheral(e: Emu, name: str = "QuecFGM842D") -> None:
            'AT+QBLEGATTSCHAR="FFF2"', "AT+QBLEGATTSSRVDONE", "AT+QBLEADVSTART")
 
 
+def transparent_then_link_loss(e: Emu, line: str) -> None:
+    """Enter BLE transparent mode with ``line``; the remote central drops the link: NO CARRIER, DISCONNECTED."""
+    e.write(line + "\r")
+    e.read_until(rb"CONNECT\r\n")
+    e.sync(prof(e).ble_remote_disconnect)
+    assert e.read_until(rb"DISCONNECTED\r\n") == b"\r\nNO CARRIER\r\n\r\n+QBLESTAT: DISCONNECTED\r\n"
+
+
 def test_e2_peripheral_exchange_with_a_phone(emu):
     assert emu.cmd("AT+QBLESTAT") == b"\r\n+QBLESTAT: NOINIT\r\n\r\nOK\r\n"
     assert emu.cmd("AT+QBLEINIT=2,1") == b"\r\nOK\r\n"
@@ -145,19 +153,13 @@ def test_peripheral_transparent_mode(emu):
     assert emu.read_until(rb"OK\r\n", timeout=3) == b"\r\nOK\r\n"
     assert emu.cmd("AT+QBLESTAT") == b"\r\n+QBLESTAT: CONNECTED\r\n\r\nOK\r\n"
     # again, and this time the link drops: NO CARRIER
-    emu.write('AT+QBLETRANMODE="FFF2"\r')
-    emu.read_until(rb"CONNECT\r\n")
-    emu.sync(prof(emu).ble_remote_disconnect)
-    assert emu.read_until(rb"DISCONNECTED\r\n") == b"\r\nNO CARRIER\r\n\r\n+QBLESTAT: DISCONNECTED\r\n"
+    transparent_then_link_loss(emu, 'AT+QBLETRANMODE="FFF2"')
     assert emu.cmd("AT") == b"\r\nOK\r\n"
     assert emu.sync(prof(emu).ble_remote_connect, "5a:00:00:00:00:03", 23) is True
     emu.read_until(rb"\+QBLECONNPARAM: [^\r]*\r\n")
     emu.expect_nothing(0.3)                                  # <state> 0: no automatic re-entry
     # <state> 1: after a link loss the module goes transparent again by itself on the next connection
-    emu.write('AT+QBLETRANMODE="FFF2",1\r')
-    emu.read_until(rb"CONNECT\r\n")
-    emu.sync(prof(emu).ble_remote_disconnect)
-    assert emu.read_until(rb"DISCONNECTED\r\n") == b"\r\nNO CARRIER\r\n\r\n+QBLESTAT: DISCONNECTED\r\n"
+    transparent_then_link_loss(emu, 'AT+QBLETRANMODE="FFF2",1')
     assert emu.cmd("AT+QBLESTAT") == b"\r\n+QBLESTAT: ADVERTISING\r\n\r\nOK\r\n"
     assert emu.sync(prof(emu).ble_remote_connect, "5a:00:00:00:00:04", 23) is True
     assert emu.read_until(rb"CONNECT\r\n") == (b"\r\n+QBLESTAT: CONNECTED\r\n\r\n+QBLEMTU: 23\r\n"
