@@ -29,7 +29,11 @@ def run_with_control(tmp_path, world=None, extra=()):
         wf.write_text(yaml.safe_dump(world))
         args += ["--world", str(wf)]
     p = Proc(*args)
-    url = p.line("control on").split("control on ", 1)[1].rstrip("/")
+    try:
+        url = p.line("control on").split("control on ", 1)[1].rstrip("/")
+    except BaseException:
+        p.stop()
+        raise
     return p, url
 
 

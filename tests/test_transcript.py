@@ -27,16 +27,21 @@ class Proc:
                                      stderr=subprocess.PIPE, text=True)
         self.lines = []
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"atemu exited: {self.proc.stderr.read()}")
-            self.lines.append(line.strip())
-            if "ready on" in line:
-                if "--control" in args:   # the control address follows the ready line
-                    self.lines.append(self.proc.stdout.readline().strip())
-                return
-        raise RuntimeError("atemu did not become ready")
+        try:
+            while time.monotonic() < deadline:
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"atemu exited: {self.proc.stderr.read()}")
+                self.lines.append(line.strip())
+                if "ready on" in line:
+                    if "--control" in args:   # the control address follows the ready line
+                        self.lines.append(self.proc.stdout.readline().strip())
+                    return
+            raise RuntimeError("atemu did not become ready")
+        except BaseException:
+            self.proc.kill()   # never leave an emulator behind when a test fails early
+            self.proc.wait()
+            raise
 
     def line(self, word):
         return next(l for l in self.lines if word in l)
