@@ -425,7 +425,7 @@ class MqttSession:
         self.connack_reason: int | None = None
         #: Session-present flag of the last CONNACK.
         self.session_present = False
-        #: Address the last connect() dialled.
+        #: Address the last connect() or open_transport() dialled.
         self.remote_ip: str | None = None
         #: Packet identifier of the last SUBSCRIBE/UNSUBSCRIBE sent (for vendor ack events).
         self.last_mid: int | None = None
