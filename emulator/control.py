@@ -102,7 +102,12 @@ class ControlServer:
             await site.start()
         except OSError as e:
             await self.runner.cleanup()
-            raise ControlError(f"--control {self.host}:{self.port}: {e.strerror}; pick another port") from None
+            import errno as _errno
+            if e.errno == _errno.EADDRINUSE:
+                raise ControlError(f"--control {self.host}:{self.port}: the port is already in use; "
+                                   "pick another port or stop the program using it") from None
+            raise ControlError(f"--control {self.host}:{self.port}: cannot listen ({e.strerror or e}); "
+                               "pick another address or port") from None
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     def modules(self) -> dict:

@@ -145,7 +145,7 @@ class World:
         v.mapping(net, "network", {"hosts", "http_server_port"})
         hosts = net.get("hosts") or {}
         v.mapping(hosts, "network.hosts", None)
-        w.network = Network(hosts={str(k).lower(): v.string(val, f"network.hosts.{k}") for k, val in hosts.items()},
+        w.network = Network(hosts={str(k).lower(): v.host_target(val, f"network.hosts.{k}") for k, val in hosts.items()},
                             http_server_port=v.integer(net.get("http_server_port", 0), "network.http_server_port", 0, 65535))
         cell = doc.get("cellular") or {}
         v.mapping(cell, "cellular", {"iccid", "imei", "operator", "attached", "rssi"})
@@ -194,6 +194,7 @@ class World:
                 a_.password = v.string(ap["password"], f"{path}.password")
             if a_.security != "open" and not a_.password:
                 raise WorldError(f"{where}: {path} is {a_.security} but has no 'password'")
+            v.passphrase(a_.security, a_.password, f"{path}.password")
             if "channel" in ap:
                 a_.channel = v.integer(ap["channel"], f"{path}.channel", 1, 196)
             if "rssi" in ap:
@@ -319,6 +320,37 @@ class _V:
         except ValueError:
             self.fail(f"{path} is {s!r}, not an IPv4 address")
         return s
+
+    def host_target(self, obj: Any, path: str) -> Any:
+        """A DNS override: an IP address, a list of them, or another host name (an alias)."""
+        import ipaddress
+        items = obj if isinstance(obj, list) else [obj]
+        if not items:
+            self.fail(f"{path} is an empty list; give at least one address")
+        out = []
+        for i, item in enumerate(items):
+            where = f"{path}[{i}]" if isinstance(obj, list) else path
+            text = self.string(item, where).strip()
+            try:
+                ipaddress.ip_address(text.strip("[]"))
+            except ValueError:
+                if all(c.isdigit() or c == "." for c in text) or not re.fullmatch(r"[A-Za-z0-9_.-]+", text):
+                    self.fail(f"{where} is {text!r}: not an IP address nor a host name")
+                if isinstance(obj, list):
+                    self.fail(f"{where} is {text!r}: a list may hold IP addresses only")
+            out.append(text)
+        return out if isinstance(obj, list) else out[0]
+
+    def passphrase(self, security: str, password: str, path: str) -> None:
+        """WPA passphrases are 8-63 characters (or 64 hex digits); WEP keys 5/13 characters or 10/26 hex."""
+        hexed = all(c in "0123456789abcdefABCDEF" for c in password)
+        if security in ("wpa", "wpa2", "wpa3", "wpa-wpa2", "wpa2-wpa3"):
+            if not (8 <= len(password) <= 63 or (len(password) == 64 and hexed)):
+                self.fail(f"{path} must be 8 to 63 characters (or 64 hex digits) for {security}; "
+                          f"it has {len(password)}")
+        elif security == "wep":
+            if not (len(password) in (5, 13) or (len(password) in (10, 26) and hexed)):
+                self.fail(f"{path} must be a WEP key of 5 or 13 characters (or 10 or 26 hex digits)")
 
     def hexstr(self, obj: Any, path: str) -> str:
         s = self.string(obj, path)

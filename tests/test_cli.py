@@ -349,3 +349,32 @@ def test_proxy_pty_problems_are_one_line(tmp_path):
         assert r.stderr.strip().splitlines() == [f"atemu: error: --pty {link}: folder {link.parent} does not exist"]
     finally:
         device.close()
+
+
+def test_world_values_are_checked(tmp_path):
+    w = tmp_path / "w.yaml"
+    for text, expect in [
+        ("network: {hosts: {a.example: 1.2.3}}", "network.hosts.a.example"),
+        ("network: {hosts: {a.example: [127.0.0.1, other.name]}}", "IP addresses only"),
+        ("wifi: {access_points: [{ssid: lab, security: wpa2, password: short}]}", "8 to 63 characters"),
+        ("wifi: {access_points: [{ssid: lab, security: wep, password: abc}]}", "WEP key"),
+    ]:
+        w.write_text(text + "\n")
+        r = run("run", "eseye", "--world", str(w))
+        assert r.returncode == 2 and expect in r.stderr and "Traceback" not in r.stderr, (text, r.stderr)
+    w.write_text("network: {hosts: {a.example: [127.0.0.1, '::1'], b.example: a.example}}\n"
+                 "wifi: {access_points: [{ssid: lab, security: wep, password: abcde}, {ssid: o, security: open}]}\n")
+    r = run("run", "eseye", "--world", str(w), "--exec", "true")
+    assert r.returncode == 0, r.stderr
+
+
+def test_control_port_in_use_is_one_line(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        r = run("run", "eseye", "--control", f"127.0.0.1:{port}", "--state-dir", str(tmp_path))
+    finally:
+        busy.close()
+    assert r.returncode == 2 and "already in use" in r.stderr and "Errno" not in r.stderr, r.stderr

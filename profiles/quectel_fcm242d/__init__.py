@@ -18,7 +18,7 @@ class QuectelFcm242d(QuectelBase, QuectelMqtt, QuectelHttp, QuectelBle):
     """Quectel FCM242D / FGM842D (alias quectel-fgm842d)."""
 
     name = "quectel-fcm242d"
-    aliases = ("quectel-fgm842d", "fcm242d", "fgm842d")
+    aliases = ("quectel-fgm842d", "fcm242d", "fgm842d", "quectel")
     urcs = QuectelBase.urcs + URCS_MQTT + URCS_HTTP + URCS_BLE
     deviations = DEVIATIONS + DEVIATIONS_MQTT + DEVIATIONS_HTTP + DEVIATIONS_BLE
     option_prefix = "quectel"
