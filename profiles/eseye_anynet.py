@@ -241,7 +241,8 @@ class EseyeAnynet(Profile):
     def _read_material(self) -> tuple[bytes, bytes, bytes] | None:
         aws = self.module.world.aws
         if not aws.endpoint or not (aws.ca and aws.cert and aws.key):
-            log.info("SIM holds no AWS security material (world file 'aws' section incomplete)")
+            log.warning("the SIM holds no AWS security material: give the world file an 'aws' section "
+                        "with endpoint, ca, cert and key")
             return None
         try:
             return aws.ca.read_bytes(), aws.cert.read_bytes(), aws.key.read_bytes()
@@ -275,7 +276,7 @@ class EseyeAnynet(Profile):
         try:
             ip = await self.module.resolver.resolve_one(aws.host, timeout=10.0)
         except NetError as e:
-            log.info("endpoint %s: %s", aws.host, e)
+            log.warning("AWS endpoint %s does not resolve (%s): map it in the world's network.hosts", aws.host, e)
             self.state = ERROR
             return False
         self.state = ESTABLISHING_SSL
@@ -293,12 +294,14 @@ class EseyeAnynet(Profile):
         try:
             rc = await session.connect()
         except NetError as e:
-            log.info("AWS IoT connect to %s:%d failed: %s", aws.host, aws.port, e)
+            hint = {"refused": "is the broker running on that port?", "tls_verify": "does the SIM's CA sign the broker's certificate for that name?",
+                    "tls": "does the broker accept the SIM's client certificate?", "timeout": "is the endpoint reachable?"}.get(e.kind, "")
+            log.warning("AWS IoT connect to %s:%d failed: %s %s", aws.host, aws.port, e, hint)
             self._drop_session()
             self.state = ERROR
             return False
         if rc != 0:
-            log.info("AWS IoT refused the MQTT connection (CONNACK %d)", rc)
+            log.warning("AWS IoT refused the MQTT connection (CONNACK %d)", rc)
             self._drop_session()
             self.state = ERROR
             return False
@@ -329,7 +332,7 @@ class EseyeAnynet(Profile):
     def _on_disconnect(self, reason: str, rc: int) -> None:
         if reason == "local":
             return
-        log.info("AWS IoT link lost (%s, rc %s)", reason, rc)
+        log.warning("AWS IoT link lost (%s, rc %s); retrying while topics are open", reason, rc)
         self.state = ERROR
         if (self.pubs or self.subs) and (self._retry_task is None or self._retry_task.done()):
             self._retry_task = self.module.spawn(self._retry())
