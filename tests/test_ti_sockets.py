@@ -86,6 +86,15 @@ def test_udp_connect_send_recv_and_sendto_recvfrom(ti, udp_echo):
     ti.later(rb"\+connect:")
     ti.ok(f"AT+Send={sd2},1,10,{base64.b64encode(b'0123456789').decode()}")
     assert recv(ti, sd2, 4) == b"0123"
+    ti.ok(f"AT+Send={sd2},0,2,ab")
+    assert recv(ti, sd2, 4) == b"ab"                             # the rest of the first one was dropped
+    # RX_NO_IP_BOUNDARY: the unread end of a datagram is kept for the next receive
+    ti.ok(f"AT+SetSockOpt={sd2},SOCKET,RX_NO_IP_BOUNDARY,1,")
+    ti.ok(f"AT+Send={sd2},0,10,0123456789")
+    assert recv(ti, sd2, 4) == b"0123"
+    ti.ok(f"AT+Select={sd2 + 1},{sd2},0,0")
+    assert ti.later(rb"\+select:") == f"+select:{sd2}\r\nOK\r\n".encode()
+    assert recv(ti, sd2, 4) == b"4567" and recv(ti, sd2, 100) == b"89"
 
 
 def test_udp_unreachable_gives_tx_failed_event(ti):

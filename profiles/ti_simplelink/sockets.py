@@ -99,6 +99,7 @@ class Sock:
     opts: dict[str, Any] = field(default_factory=dict)
     task: asyncio.Task | None = None
     closing: bool = False
+    rest: bytes = b""          # unread end of a datagram (RX_NO_IP_BOUNDARY)
 
     @property
     def nonblocking(self) -> bool:
@@ -117,7 +118,7 @@ class Sock:
         if self.conn is not None:
             return bool(self.conn.available) or self.conn.remote_eof or self.conn.closed
         if self.udp is not None:
-            return bool(self.udp.rx)
+            return bool(self.udp.rx) or bool(self.rest)
         return False
 
 
@@ -606,6 +607,9 @@ class SocketMixin:
             udp = s.udp
             if udp is None:
                 raise fail(E_NOTCONN, "socket is neither bound nor connected")
+            if s.rest:                                # RX_NO_IP_BOUNDARY: the unread end of a datagram
+                data, s.rest = s.rest[:length], s.rest[length:]
+                return [f"{prefix}:{s.sd},".encode() + encode_data(fmt, data)]
             if not udp.rx and s.nonblocking:
                 raise fail(E_AGAIN, "no datagram")
             try:
@@ -614,6 +618,8 @@ class SocketMixin:
                 if e.kind == "timeout":
                     raise fail(E_AGAIN, "receive timed out") from None
                 raise
+            if s.opts.get("rx_no_ip_boundary"):
+                s.rest = data[length:]                # kept for the next receive instead of dropped
             data = data[:length]
         return [f"{prefix}:{s.sd},".encode() + encode_data(fmt, data)]
 
