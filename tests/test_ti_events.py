@@ -28,6 +28,25 @@ def test_connect_ipv6_and_loss_event_order_and_status_bits():
         assert e.ok("AT+Get=Status,NETAPP") == b"+get:ipv4_lost|ipv6_lost\r\n"
 
 
+def test_dhcp_lla_falls_back_to_a_link_local_address():
+    ap = dict(LAB, ssid="nodhcp", bssid="02:11:22:33:44:66", ip="0.0.0.0")
+    with Ti(world={"wifi": {"access_points": [ap]}}) as e:
+        e.boot()
+        e.ok("AT+NetCfgSet=IPV4_STA_ADDR,DHCP_LLA,")
+        e.ok(f"AT+WlanConnect=nodhcp,,WPA_WPA2,{LAB['password']},,,")
+        out = e.read_until(rb"ipv4_acquired[^\r]*\r\n", 5)
+        m = re.fullmatch(rb"\+eventwlan:connect,nodhcp,02:11:22:33:44:66\r\n\+eventnetapp:dhcp_ipv4_acquire_timeout,-1\r\n"
+                         rb"\+eventnetapp:ipv4_acquired,(169\.254\.\d+\.\d+),0\.0\.0\.0,0\.0\.0\.0\r\n", out)
+        assert m, out
+        assert e.ok("AT+NetCfgGet=IPV4_STA_ADDR") == b"+netcfgget:dhcp_lla," + m.group(1) + b",255.255.0.0,0.0.0.0,0.0.0.0\r\n"
+        e.ok("AT+WlanDisconnect")
+        e.read_until(rb"disconnect[^\r]*\r\n")
+        e.ok("AT+NetCfgSet=IF,STATE,DISABLE_IPV4_LLA")            # no link-local fallback
+        e.ok(f"AT+WlanConnect=nodhcp,,WPA_WPA2,{LAB['password']},,,")
+        assert e.read_until(rb"timeout,-1\r\n", 5).endswith(b"+eventnetapp:dhcp_ipv4_acquire_timeout,-1\r\n")
+        e.expect_nothing(0.3)
+
+
 def test_events_wait_for_a_slow_command(http_server):
     """The AP disappears while AT+HttpSendReq waits ~1 s for a slow server: the response comes
     whole, then the link-loss events in order, then the next command answers normally."""

@@ -89,6 +89,16 @@ class WlanMixin:
         lease = wifi.Lease.from_ap(ap)
         return {"ip": lease.ip, "mask": lease.netmask, "gw": lease.gateway, "dns": lease.dns, "dhcp": True}
 
+    def lla_lease(self) -> dict | None:
+        """IPV4_STA_ADDR DHCP_LLA without a DHCP answer: a link-local 169.254.x.y address from the MAC
+        (unless NetCfgSet IF DISABLE_IPV4_LLA)."""
+        if self.cfg.get("netcfg.ipv4_sta", {}).get("mode") != "dhcp_lla" or \
+                "disable_ipv4_lla" in self.cfg.get("netcfg.if", []):
+            return None
+        b = [int(x, 16) for x in self.mac().split(":")]
+        ip = f"169.254.{min(max(b[4], 1), 254)}.{b[5]}"
+        return {"ip": ip, "mask": "255.255.0.0", "gw": "0.0.0.0", "dns": "0.0.0.0", "dhcp": False}
+
     def wlan_event_disconnect(self, ssid: str, bssid: str, reason: int) -> None:
         self.module.urc(f"+eventwlan:disconnect,{ssid},{bssid},{reason}")
 
@@ -152,10 +162,13 @@ class WlanMixin:
             lease = None                       # the AP runs no DHCP server
         if lease is None:
             await asyncio.sleep(DHCP_TIMEOUT)
-            if self.wlan_ap is ap:
-                self.status_flags["dhcp_acquire_timeout"] = True
-                self.module.urc("+eventnetapp:dhcp_ipv4_acquire_timeout,-1")
-            return True
+            if self.wlan_ap is not ap:
+                return True
+            self.status_flags["dhcp_acquire_timeout"] = True
+            self.module.urc("+eventnetapp:dhcp_ipv4_acquire_timeout,-1")
+            lease = self.lla_lease()
+            if lease is None:
+                return True
         collision = lease["ip"] in (ap.gateway, ap.dns) and not lease["dhcp"]
         if collision:
             self.status_flags["ip_collision"] = True
