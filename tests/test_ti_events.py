@@ -30,7 +30,7 @@ def test_connect_ipv6_and_loss_event_order_and_status_bits():
 
 def test_dhcp_lla_falls_back_to_a_link_local_address():
     ap = dict(LAB, ssid="nodhcp", bssid="02:11:22:33:44:66", ip="0.0.0.0")
-    with Ti(world={"wifi": {"access_points": [ap]}}) as e:
+    with Ti(world={"wifi": {"access_points": [ap, dict(LAB)]}}) as e:
         e.boot()
         e.ok("AT+NetCfgSet=IPV4_STA_ADDR,DHCP_LLA,")
         e.ok(f"AT+WlanConnect=nodhcp,,WPA_WPA2,{LAB['password']},,,")
@@ -44,6 +44,11 @@ def test_dhcp_lla_falls_back_to_a_link_local_address():
         e.ok("AT+NetCfgSet=IF,STATE,DISABLE_IPV4_LLA")            # no link-local fallback
         e.ok(f"AT+WlanConnect=nodhcp,,WPA_WPA2,{LAB['password']},,,")
         assert e.read_until(rb"timeout,-1\r\n", 5).endswith(b"+eventnetapp:dhcp_ipv4_acquire_timeout,-1\r\n")
+        e.expect_nothing(0.3)
+        e.ok("AT+NetCfgSet=IF,STATE,DISABLE_IPV4_DHCP|DISABLE_IPV4_LLA")  # no DHCP client: even lab gives nothing
+        e.ok(f"AT+WlanConnect=lab,,WPA_WPA2,{LAB['password']},,,")
+        assert e.read_until(rb"timeout,-1\r\n", 5).endswith(
+            b"+eventwlan:connect,lab,02:11:22:33:44:55\r\n+eventnetapp:dhcp_ipv4_acquire_timeout,-1\r\n")
         e.expect_nothing(0.3)
 
 

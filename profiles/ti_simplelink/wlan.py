@@ -158,8 +158,8 @@ class WlanMixin:
         lease = self.sta_lease(ap)
         if owner is not None and lease["dhcp"]:
             lease = dict(granted, dhcp=True) if isinstance(granted, dict) else None
-        elif lease["dhcp"] and ap.ip in ("", "0.0.0.0"):
-            lease = None                       # the AP runs no DHCP server
+        elif lease["dhcp"] and (ap.ip in ("", "0.0.0.0") or "disable_ipv4_dhcp" in self.cfg.get("netcfg.if", [])):
+            lease = None                       # the AP runs no DHCP server, or our DHCP client is off
         if lease is None:
             await asyncio.sleep(DHCP_TIMEOUT)
             if self.wlan_ap is not ap:
