@@ -200,3 +200,27 @@ def test_quectel_central_sees_ble_world_changes(atemu_module):
         assert worlds == ["set_ble_value", "ble_notify", "ble_notify"]
     finally:
         h.close()
+
+
+def test_quectel_ble_notify_while_disconnected_is_not_replayed(atemu_module):
+    """A notification the peer 'sends' with no central connected goes nowhere; the peer keeps the
+    value, and nothing is replayed at the next connection."""
+    m = atemu_module("quectel-fcm242d", world=BLE_WORLD)
+    h = Host(m.port)
+    try:
+        def cmd(line):
+            h.send(line + "\r")
+            return h.until(rb"\r\n(OK|ERROR)\r\n")
+
+        cmd("AT+QECHO=0")
+        assert cmd("AT+QBLEINIT=1").endswith(b"OK\r\n")
+        m.ble_notify(SENSOR, "fff1", "6f6c64")            # "old", before any connection
+        assert cmd(f'AT+QBLECONN=0,"{SENSOR}",5000').endswith(b"OK\r\n")
+        h.until(rb"\+QBLECONNPARAM: [^\r]*\r\n")
+        assert cmd('AT+QBLEGATTCNTFCFG=0,"FFF1",1').endswith(b"OK\r\n")
+        h.nothing(rb"QBLERECV", 0.4)
+        assert cmd('AT+QBLEGATTCRD=0,"FFF1"').endswith(b"OK\r\n")
+        assert h.until(rb"old\r\n").endswith(b"\r\nold\r\n")
+        assert m.module.world.ble_peers[0].notify == []
+    finally:
+        h.close()

@@ -515,7 +515,15 @@ class QuectelBle(Profile):
         await asyncio.sleep(0.02)
         link = _Link("central", a, peer=peer, mtu=self.ble_cfg_mtu)
         self._ble_link_up(link, [cu for chars in peer.services.values() for cu in chars])
-        for n in peer.notify:
+        for n in list(peer.notify):
+            if n.every <= 0:
+                # a one-shot notification (control plane ble_notify) made while no central was
+                # connected went nowhere: the peer keeps the new value, nothing is replayed
+                found = self._ble_peer_char(n.characteristic)
+                if found is not None:
+                    found[0][found[1]] = n.value.lower()
+                peer.notify[:] = [x for x in peer.notify if x is not n]
+                continue
             link.tasks.append(self.module.spawn(self._ble_peer_notifier(link, n)))
         link.tasks.append(self.module.spawn(self._ble_watch_peer(link, list(peer.notify))))
 
