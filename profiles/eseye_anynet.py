@@ -294,14 +294,13 @@ class EseyeAnynet(Profile):
         try:
             rc = await session.connect()
         except NetError as e:
-            hint = {"refused": "is the broker running on that port?", "tls_verify": "does the SIM's CA sign the broker's certificate for that name?",
-                    "tls": "does the broker accept the SIM's client certificate?", "timeout": "is the endpoint reachable?"}.get(e.kind, "")
-            log.warning("AWS IoT connect to %s:%d failed: %s %s", aws.host, aws.port, e, hint)
+            # the MQTT session already logged one warning line saying what to check
+            log.info("AWS IoT connect to %s:%d failed: %s", aws.host, aws.port, e)
             self._drop_session()
             self.state = ERROR
             return False
         if rc != 0:
-            log.warning("AWS IoT refused the MQTT connection (CONNACK %d)", rc)
+            log.info("AWS IoT refused the MQTT connection (CONNACK %d)", rc)
             self._drop_session()
             self.state = ERROR
             return False

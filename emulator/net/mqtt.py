@@ -54,6 +54,15 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from emulator.net.errors import NetError, classify
 
 log = logging.getLogger(__name__)
+#: what to check, per NetError kind, in the one-line warning of a failed connection
+_HINTS = {
+    "refused": "is the broker running on that port?",
+    "dns": "map the name in the world's network.hosts",
+    "dns_timeout": "map the name in the world's network.hosts",
+    "timeout": "is the broker reachable?",
+    "tls_verify": "does the CA sign the broker's certificate for that name?",
+    "tls": "does the broker accept the client certificate and TLS settings?",
+}
 _paho_log = logging.getLogger(__name__ + ".paho")
 
 __all__ = ["MqttSession", "SUBACK_FAILURE", "connack_v5_to_v311"]
@@ -471,6 +480,13 @@ class MqttSession:
         ``on_disconnect`` fires with ``"remote"`` (EOF) or ``"error"`` and rc 7
         (2 for unexpected bytes); a later connect() dials anew.
         :meth:`close` closes it. Raises NetError like :meth:`connect`."""
+        try:
+            await self._open_transport()
+        except NetError as e:
+            self._warn(e)
+            raise
+
+    async def _open_transport(self) -> None:
         if self._client is not None or self._opener is not None:
             raise NetError("invalid", "MQTT session already has a connection")
         loop = asyncio.get_running_loop()
@@ -524,7 +540,24 @@ class MqttSession:
         0 means accepted (``connected`` becomes True); 1..5 mean refused
         (the link is torn down; see ``connack_reason`` for the raw MQTT 5
         code).  Transport failures raise NetError ("dns", "refused",
-        "timeout", "tls", "tls_verify", "closed", ...)."""
+        "timeout", "tls", "tls_verify", "closed", ...). Every failure is also
+        logged as one warning line that says what to check."""
+        try:
+            rc = await self._connect()
+        except NetError as e:
+            self._warn(e)
+            raise
+        if rc != 0:
+            log.warning("MQTT broker %s:%d refused the connection of %r (CONNACK %d): check the client id, "
+                        "user name and password", self.server_hostname or self.host, self.port, self.client_id, rc)
+        return rc
+
+    def _warn(self, e: NetError) -> None:
+        hint = _HINTS.get(e.kind, "")
+        log.warning("MQTT broker %s:%d: %s%s", self.server_hostname or self.host, self.port, e,
+                    f" ({hint})" if hint else "")
+
+    async def _connect(self) -> int:
         if self._client is not None and self._connected:
             raise NetError("invalid", "MQTT session is already connected")
         if self._opener is not None and not self.transport_open:
