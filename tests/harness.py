@@ -26,7 +26,73 @@ from emulator.uart import PtyTransport
 from emulator.world import World
 
 
-class Emu:
+class SerialReader:
+    """A host's buffered reader on a pyserial port (``self.ser``): every wait consumes the input
+    up to its match and keeps the rest, so nothing the module sent is lost between waits."""
+
+    def __init__(self, ser: serial.Serial | None = None):
+        self.ser = ser
+        self.buf = bytearray()
+
+    def write(self, data: bytes | str) -> None:
+        self.ser.write(data.encode() if isinstance(data, str) else data)
+        self.ser.flush()
+
+    send = write
+
+    def _fill(self) -> None:
+        chunk = self.ser.read(max(1, self.ser.in_waiting))   # returns as soon as a byte is there
+        if chunk:
+            self.buf += chunk
+
+    def until(self, pattern: bytes | str | re.Pattern, timeout: float = 5.0) -> bytes:
+        """Consume and return everything up to and including the first match of regex ``pattern``."""
+        if isinstance(pattern, re.Pattern):
+            pat = pattern
+        else:
+            pat = re.compile(pattern.encode() if isinstance(pattern, str) else pattern, re.S)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = pat.search(self.buf)
+            if m:
+                out = bytes(self.buf[: m.end()])
+                del self.buf[: m.end()]
+                return out
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {pat.pattern!r} within {timeout}s; got {bytes(self.buf)!r}")
+            self._fill()
+
+    def read_exactly(self, n: int, timeout: float = 5.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while len(self.buf) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"wanted {n} bytes, got {bytes(self.buf)!r}")
+            self._fill()
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def drain(self, quiet: float = 0.15) -> bytes:
+        """Read until the line has been quiet for ``quiet`` seconds; return everything."""
+        last = time.monotonic()
+        while time.monotonic() - last < quiet:
+            before = len(self.buf)
+            self._fill()
+            if len(self.buf) != before:
+                last = time.monotonic()
+        out = bytes(self.buf)
+        self.buf.clear()
+        return out
+
+    def nothing(self, pattern: bytes, t: float) -> None:
+        """Nothing matching ``pattern`` arrives within ``t`` seconds (the input is kept)."""
+        end = time.monotonic() + t
+        while time.monotonic() < end:
+            self._fill()
+        assert not re.search(pattern, self.buf), bytes(self.buf)
+
+
+class Emu(SerialReader):
     """A module of ``profile`` on a pty at ``.port`` with an open pyserial handle ``.ser``."""
 
     def __init__(self, profile: str, *, world: World | dict | str | Path | None = None, state_dir: str | Path | None = None,
@@ -51,9 +117,8 @@ class Emu:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.module: Module | None = None
         self.transport: PtyTransport | None = None
-        self.ser: serial.Serial | None = None
+        super().__init__(None)
         self.link = Path(tempfile.mkdtemp(prefix="atemu-pty-")) / "tty"
-        self.buf = bytearray()
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "Emu":
@@ -114,50 +179,9 @@ class Emu:
     # ---- UART ----------------------------------------------------------------------------------
     def write(self, data: bytes | str) -> None:
         assert self.ser is not None
-        self.ser.write(data.encode() if isinstance(data, str) else data)
-        self.ser.flush()
+        super().write(data)
 
-    def _fill(self) -> None:
-        assert self.ser is not None
-        chunk = self.ser.read(max(1, self.ser.in_waiting))   # returns as soon as a byte is there
-        if chunk:
-            self.buf += chunk
-
-    def read_until(self, pattern: bytes | str, timeout: float = 5.0) -> bytes:
-        """Consume and return everything up to and including the first match of regex ``pattern``."""
-        pat = re.compile(pattern.encode() if isinstance(pattern, str) else pattern, re.S)
-        deadline = time.monotonic() + timeout
-        while True:
-            m = pat.search(self.buf)
-            if m:
-                out = bytes(self.buf[: m.end()])
-                del self.buf[: m.end()]
-                return out
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no {pat.pattern!r} within {timeout}s; got {bytes(self.buf)!r}")
-            self._fill()
-
-    def read_exactly(self, n: int, timeout: float = 5.0) -> bytes:
-        deadline = time.monotonic() + timeout
-        while len(self.buf) < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"wanted {n} bytes, got {bytes(self.buf)!r}")
-            self._fill()
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-    def drain(self, quiet: float = 0.15) -> bytes:
-        """Read until the line has been quiet for ``quiet`` seconds; return everything."""
-        last = time.monotonic()
-        while time.monotonic() - last < quiet:
-            before = len(self.buf)
-            self._fill()
-            if len(self.buf) != before:
-                last = time.monotonic()
-        out = bytes(self.buf)
-        self.buf.clear()
-        return out
+    read_until = SerialReader.until
 
     FINAL = rb"\r\n(OK|ERROR[^\r]*|\+CME ERROR: ?\d+|SEND OK|SEND FAIL)\r\n"
 

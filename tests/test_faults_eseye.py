@@ -8,29 +8,16 @@ import time
 import pytest
 import serial
 
+from harness import SerialReader
 from peers.aws import AWS_HOST, THING, aws_pki, broker, sim_world  # noqa: F401  (fixtures)
 
-class Host:
+class Host(SerialReader):
     """A minimal host application loop: send a command, wait for its final result line."""
 
     FINAL = re.compile(rb"\r\n(OK|ERROR|SEND OK|SEND FAIL)\r\n")
 
-    def __init__(self, ser):
-        self.ser = ser
-        self.buf = bytearray()
-
     def until(self, pattern, timeout=10.0):
-        pat = re.compile(pattern) if isinstance(pattern, bytes) else pattern
-        deadline = time.monotonic() + timeout
-        while True:
-            m = pat.search(self.buf)
-            if m:
-                out = bytes(self.buf[: m.end()])
-                del self.buf[: m.end()]
-                return out
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {pat.pattern!r} within {timeout}s; got {bytes(self.buf)!r}")
-            self.buf += self.ser.read(self.ser.in_waiting or 1)
+        return super().until(pattern, timeout)
 
     def cmd(self, line, timeout=10.0):
         self.ser.write(line.encode() + b"\r")

@@ -7,36 +7,17 @@ import time
 
 import serial
 
+from harness import SerialReader
+
 from peers.servers import TcpSink
 from test_microchip_util import WORLD as WINC_WORLD
 
 
-class Host:
+class Host(SerialReader):
     """A host program on the pty: buffered reads, each wait consumes up to its match."""
 
     def __init__(self, port, baud=115200):
-        self.ser = serial.serial_for_url(port, baud, timeout=0.05)
-        self.buf = b""
-
-    def until(self, pattern, timeout=5.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            mt = re.search(pattern, self.buf)
-            if mt:
-                out, self.buf = self.buf[: mt.end()], self.buf[mt.end():]
-                return out
-            assert time.monotonic() < deadline, f"no {pattern!r} within {timeout}s; got {self.buf!r}"
-            self.buf += self.ser.read(self.ser.in_waiting or 1)
-
-    def nothing(self, pattern, t):
-        """Nothing matching ``pattern`` arrives within ``t`` seconds."""
-        end = time.monotonic() + t
-        while time.monotonic() < end:
-            self.buf += self.ser.read(self.ser.in_waiting or 1)
-        assert not re.search(pattern, self.buf), self.buf
-
-    def send(self, data):
-        self.ser.write(data if isinstance(data, bytes) else data.encode())
+        super().__init__(serial.serial_for_url(port, baud, timeout=0.05))
 
     def close(self):
         self.ser.close()
@@ -171,19 +152,26 @@ BLE_WORLD = {"ble": {"peers": [{"address": SENSOR, "name": "Thermo", "rssi": -48
              "options": {"quectel.boot_delay": 0.05}}
 
 
+class BleHost(Host):
+    def cmd(self, line):
+        self.send(line + "\r")
+        return self.until(rb"\r\n(OK|ERROR)\r\n")
+
+    def central_connect(self):
+        """Echo off, BLE central role, connected to the sensor."""
+        self.cmd("AT+QECHO=0")
+        assert self.cmd("AT+QBLEINIT=1").endswith(b"OK\r\n")
+        assert self.cmd(f'AT+QBLECONN=0,"{SENSOR}",5000').endswith(b"OK\r\n")
+        self.until(rb"\+QBLESTAT: CONNECTED\r\n")
+        self.until(rb"\+QBLECONNPARAM: [^\r]*\r\n")
+
+
 def test_quectel_central_sees_ble_world_changes(atemu_module):
     m = atemu_module("quectel-fcm242d", world=BLE_WORLD)
-    h = Host(m.port)
+    h = BleHost(m.port)
+    cmd = h.cmd
     try:
-        def cmd(line):
-            h.send(line + "\r")
-            return h.until(rb"\r\n(OK|ERROR)\r\n")
-
-        cmd("AT+QECHO=0")
-        assert cmd("AT+QBLEINIT=1").endswith(b"OK\r\n")
-        assert cmd(f'AT+QBLECONN=0,"{SENSOR}",5000').endswith(b"OK\r\n")
-        h.until(rb"\+QBLESTAT: CONNECTED\r\n")
-        h.until(rb"\+QBLECONNPARAM: [^\r]*\r\n")
+        h.central_connect()
         # a value changed by the world is what the next read returns
         m.set_ble_value(SENSOR, "fff0", "fff1", "6e6577")
         assert cmd('AT+QBLEGATTCRD=0,"FFF1"').endswith(b"OK\r\n")
@@ -206,17 +194,11 @@ def test_quectel_ble_notify_while_disconnected_is_not_replayed(atemu_module):
     """A notification the peer 'sends' with no central connected goes nowhere; the peer keeps the
     value, and nothing is replayed at the next connection."""
     m = atemu_module("quectel-fcm242d", world=BLE_WORLD)
-    h = Host(m.port)
+    h = BleHost(m.port)
+    cmd = h.cmd
     try:
-        def cmd(line):
-            h.send(line + "\r")
-            return h.until(rb"\r\n(OK|ERROR)\r\n")
-
-        cmd("AT+QECHO=0")
-        assert cmd("AT+QBLEINIT=1").endswith(b"OK\r\n")
         m.ble_notify(SENSOR, "fff1", "6f6c64")            # "old", before any connection
-        assert cmd(f'AT+QBLECONN=0,"{SENSOR}",5000').endswith(b"OK\r\n")
-        h.until(rb"\+QBLECONNPARAM: [^\r]*\r\n")
+        h.central_connect()
         assert cmd('AT+QBLEGATTCNTFCFG=0,"FFF1",1').endswith(b"OK\r\n")
         h.nothing(rb"QBLERECV", 0.4)
         assert cmd('AT+QBLEGATTCRD=0,"FFF1"').endswith(b"OK\r\n")

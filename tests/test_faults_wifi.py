@@ -6,6 +6,8 @@ import time
 
 import serial
 
+from harness import SerialReader
+
 SSID, PWD = "lab-ap", "lab-pass-123"
 WORLD = {"wifi": {"access_points": [{"ssid": SSID, "security": "wpa2", "password": PWD, "rssi": -40, "channel": 11}]},
          "options": {"quectel.join_delay": 0.05, "quectel.boot_delay": 0.05}}
@@ -80,21 +82,8 @@ def test_remove_ap_through_world_api(atemu_module):
 
 
 
-class Reader:
+class Reader(SerialReader):
     """Buffered reads: each wait consumes up to its match and keeps the rest."""
-
-    def __init__(self, ser):
-        self.ser, self.buf = ser, b""
-
-    def until(self, pattern, timeout=5.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            mt = re.search(pattern, self.buf)
-            if mt:
-                out, self.buf = self.buf[: mt.end()], self.buf[mt.end():]
-                return out
-            assert time.monotonic() < deadline, f"no {pattern!r} within {timeout}s; got {self.buf!r}"
-            self.buf += self.ser.read(self.ser.in_waiting or 1)
 
     def cmd(self, line):
         self.ser.write(line.encode() + b"\r")
