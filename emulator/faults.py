@@ -58,8 +58,8 @@ ACTIONS = {
     "rssi_ramp": "move RSSI step by step (params: ssid, to, steps, interval)",
     "cellular_detach": "the cellular network detaches the module",
     "cellular_attach": "the cellular network attaches again",
-    "remote_close": "the peer closes TCP connections (FIN) (params: port, host)",
-    "tcp_reset": "the peer resets TCP connections (RST) (params: port, host)",
+    "remote_close": "the peer closes TCP connections (FIN) (params: port, host; an accepted connection also matches its listening port)",
+    "tcp_reset": "the peer resets TCP connections (RST) (params: port, host; an accepted connection also matches its listening port)",
     "broker_disconnect": "the MQTT broker drops the link (params: host)",
     "urc": "emit an unsolicited line now (params: text)",
     "urc_storm": "emit many URCs (params: text, count, interval)",
@@ -519,7 +519,9 @@ class FaultRegistry:
                 self.connections.discard(c)
                 continue
             ra = c.remote_addr or ("", 0)
-            if port is not None and int(port) != ra[1]:
+            # a connection the module accepted matches its listening (local) port as well
+            ports = (ra[1], (c.local_addr or ("", 0))[1]) if getattr(c, "_listener", None) is not None else (ra[1],)
+            if port is not None and int(port) not in ports:
                 continue
             if host is not None and host not in (ra[0], c.server_hostname):
                 continue

@@ -203,3 +203,22 @@ def test_tcp_receive_latency_keeps_data_before_fin(tmp_path, tcp_sink):
             assert events == [("data", 3), ("close", "remote")]
             m.clear()
     run(go())
+
+
+def test_accepted_connections_get_network_faults(tmp_path):
+    """A connection the module accepted as a server is reset by the tcp_reset fault like one it opened."""
+    from emulator.net.sockets import TcpListener
+
+    async def go():
+        async with await astart("eseye-anynet", state_dir=tmp_path) as m:
+            lst = await TcpListener.open("127.0.0.1", 0, resolver=m.module.resolver)
+            client = await TcpConnection.open("127.0.0.1", lst.port, timeout=5)
+            server = await lst.accept(timeout=5)
+            reasons = []
+            server.on_close = lambda _c, reason: reasons.append(reason)
+            n = m.inject("tcp_reset", port=lst.port)
+            await until(lambda: reasons, what="the accepted connection to be reset")
+            assert reasons == ["reset"] and n
+            client.close()
+            lst.close()
+    asyncio.run(go())

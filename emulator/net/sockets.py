@@ -725,6 +725,7 @@ class TcpListener:
         self.connections: set[TcpConnection] = set()
         self._server: asyncio.AbstractServer | None = None
         self._queue: asyncio.Queue[TcpConnection] = asyncio.Queue()
+        self._faults: Any = None   # the module's fault registry, found through ``resolver``
 
     @classmethod
     async def open(
@@ -739,9 +740,12 @@ class TcpListener:
         """Bind and listen on ``host``:``port`` (port 0 picks a free one, see
         ``.port``).  ``host`` is an IP literal or name (first address used);
         ``None``/``""`` means all interfaces, dual-stack when IPv6 exists.
-        Names are resolved with ``resolver`` (default: host resolver).
+        Names are resolved with ``resolver`` (default: host resolver); a
+        module's resolver also brings its fault registry, so accepted
+        connections get the network faults (reset, close, latency...) too.
         Raises NetError("addrinuse") if the port is taken."""
         self = cls()
+        self._faults = getattr(resolver, "faults", None)
         loop = asyncio.get_running_loop()
         if port is None or not 0 <= int(port) < 65536:
             raise NetError("invalid", f"invalid port {port!r}")
@@ -766,7 +770,7 @@ class TcpListener:
         except OSError as exc:
             sock.close()
             if dual and exc.errno in (_errno.EAFNOSUPPORT, _errno.EADDRNOTAVAIL):
-                return await cls.open("0.0.0.0", port, backlog=backlog, ssl=ssl)
+                return await cls.open("0.0.0.0", port, backlog=backlog, ssl=ssl, resolver=resolver)
             raise classify(exc, f"listen {bind_host}:{port}") from exc
 
         def factory() -> TcpConnection:
@@ -787,6 +791,8 @@ class TcpListener:
             conn.abort()
             return
         self.connections.add(conn)
+        if self._faults is not None:
+            self._faults.track(conn)
         if self.on_accept is not None:
             _invoke(self.on_accept, conn)
         else:

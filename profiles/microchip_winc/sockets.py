@@ -131,7 +131,7 @@ class SocketCommands:
         if s.proto == 2:
             from emulator.net.sockets import TcpListener
             try:
-                lst = await TcpListener.open(self.bind_host_tcp, port)
+                lst = await TcpListener.open(self.bind_host_tcp, port, resolver=self.module.resolver)
             except NetError as e:
                 raise self.fail(E_STATE if e.kind == "addrinuse" else E_SOCKET, str(e)) from None
             lst.on_accept = lambda conn, _s=s: self._accepted(_s, conn)

@@ -1138,7 +1138,7 @@ class QuectelBase(Profile):
                 self._attach_udp(s, u)
                 s.state = ST_LISTENING
             else:  # TCP LISTENER
-                lst = await TcpListener.open(listen_host, s.lport, backlog=8)
+                lst = await TcpListener.open(listen_host, s.lport, backlog=8, resolver=self.module.resolver)
                 lst.on_accept = lambda conn, s=s: self._incoming(s, conn)
                 s.listener = lst
                 s.state = ST_LISTENING

@@ -283,7 +283,8 @@ class SocketMixin:
                 raise net_fail(e) from None
         try:
             s.listener = await TcpListener.open(host if host not in ("0.0.0.0", "::") else None, port,
-                                                backlog=max(1, backlog), ssl=sslctx)
+                                                backlog=max(1, backlog), ssl=sslctx,
+                                                resolver=self.module.resolver)
         except NetError as e:
             raise net_fail(e) from None
         s.bound = (host, s.listener.port)
