@@ -253,6 +253,9 @@ def test_web_page_shows_state_and_fault_button_works(controlled, tmp_path):
                     # live state: the subscribed topic and AWS state 7
                     await cdp.wait_js("(document.getElementById('state-eseye-anynet')||{}).textContent"
                                       "?.includes('\"awsstate\": 7')")
+                    # the UART history from before the page opened is shown too
+                    await cdp.wait_js("document.getElementById('uart-eseye-anynet').textContent"
+                                      ".includes('AT+AWSSUBOPEN=0,\"cmd\"')")
                     # live UART traffic: a command typed by the host appears on the page
                     await asyncio.get_running_loop().run_in_executor(None, host.cmd, "AT+GSN")
                     await cdp.wait_js("document.getElementById('uart-eseye-anynet').textContent.includes('356938035643809')")
