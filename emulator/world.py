@@ -104,6 +104,11 @@ class World:
     options: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
 
+    def __post_init__(self) -> None:
+        #: soft APs hosted by emulated modules (``emulator.wifi.host_ap``), keyed by the AP's identity;
+        #: run-time state, not a dataclass field, so it never reaches a world file
+        self.hosted_aps: dict[int, Any] = {}
+
     @classmethod
     def default(cls) -> "World":
         """The built-in world: no AWS keys on the SIM, one open lab access point, no peers.

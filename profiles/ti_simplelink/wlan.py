@@ -116,10 +116,19 @@ class WlanMixin:
             if self.ipv6_enabled():
                 self.status_flags["ipv6_lost"] = True
                 self.module.urc(f"+eventnetapp:ipv6_lost,{self.ipv6_local()}")
-        owner = getattr(ap, "_ti_owner", None)
-        if owner is not None:
-            prof, loop = owner
-            loop.call_soon_threadsafe(prof.station_left, self.mac(), reason)
+        self.wlan_leave(reason)
+
+    def wlan_leave(self, reason: int) -> None:
+        """Tell the AP we associated with that we left (a soft AP hosted by any emulated module
+        hears it, whatever its profile)."""
+        assoc, self.wlan_assoc = getattr(self, "wlan_assoc", None), None
+        if assoc is not None:
+            wifi.disassociate(self.module.world, assoc[0], assoc[1], reason)
+
+    def wlan_link_lost(self, ap: AccessPoint, reason: int) -> None:
+        """(core callback) the soft AP we are associated with stopped or dropped us."""
+        if self.wlan_ap is ap:
+            self.drop_link(reason, lost=True)
 
     def ipv6_enabled(self) -> bool:
         return any(f.startswith("ipv6_") for f in self.cfg.get("netcfg.if", []))
@@ -128,18 +137,15 @@ class WlanMixin:
         """Associate and get an address; emits the events. True on success."""
         await asyncio.sleep(0.05)
         result, ap = wifi.join(self.module.world, ssid, key or "", JOIN_SEC.get(sec) if sec else None, bssid=bssid)
-        owner = getattr(ap, "_ti_owner", None) if result == wifi.JoinResult.OK else None
-        granted = None
-        if owner is not None:
-            prof, loop = owner
-            try:
-                fut = asyncio.run_coroutine_threadsafe(prof.station_join(self.mac(), self.napp("device.urn"),
-                                                                         (self, asyncio.get_running_loop())), loop)
-                granted = await asyncio.wait_for(asyncio.wrap_future(fut), 5)
-            except Exception:
-                granted = "denied"
-            if granted == "denied":
+        assoc = None
+        if result == wifi.JoinResult.OK:
+            station = wifi.Station(self.mac(), self.napp("device.urn"), self.wlan_link_lost)
+            assoc = await wifi.associate(self.module.world, ap, station)
+            if assoc is None:                  # the AP (an emulated module's soft AP) refused us
                 result = wifi.JoinResult.SECURITY_MISMATCH
+            else:
+                self.wlan_leave(REASON_USER)   # a stale association (AT+Stop cleared the link)
+                self.wlan_assoc = (ap, station)
         if result != wifi.JoinResult.OK:
             reason = {wifi.JoinResult.NO_AP: REASON_NO_AP, wifi.JoinResult.WRONG_PASSWORD: REASON_WRONG_KEY,
                       wifi.JoinResult.SECURITY_MISMATCH: REASON_SEC_MISMATCH}[result]
@@ -156,8 +162,9 @@ class WlanMixin:
         if self.wlan_ap is not ap:
             return False
         lease = self.sta_lease(ap)
-        if owner is not None and lease["dhcp"]:
-            lease = dict(granted, dhcp=True) if isinstance(granted, dict) else None
+        if assoc.hosted and lease["dhcp"]:
+            g = assoc.lease
+            lease = {"ip": g.ip, "mask": g.netmask, "gw": g.gateway, "dns": g.dns, "dhcp": True} if g else None
         elif lease["dhcp"] and (ap.ip in ("", "0.0.0.0") or "disable_ipv4_dhcp" in self.cfg.get("netcfg.if", [])):
             lease = None                       # the AP runs no DHCP server, or our DHCP client is off
         if lease is None:
@@ -197,14 +204,45 @@ class WlanMixin:
         elif kind in ("ap_removed", "remove_ap") and not wifi.on_air(self.module.world, ap):
             self.drop_link(REASON_AP_LOST, lost=True)
 
-    # ---- the AP role seen from stations of the same world -------------------------------------
-    async def station_join(self, mac: str, name: str, peer) -> dict | str | None:
-        """A station (another emulated module of this world) associates with our AP."""
+    # ---- the AP role seen from stations of the same world (emulator.wifi owner callbacks) -------
+    def on_station_join(self, mac: str, name: str = "") -> wifi.Lease | None:
+        """A station (of any emulated module of this world) associates with our AP: sta_added (and
+        ip_leased when our DHCP server runs). Raises wifi.Refused (deny list, AP full)."""
+        lease = self.station_join(mac.lower(), name)
+        if lease == "denied":
+            raise wifi.Refused(mac)
+        return wifi.Lease(lease["ip"], lease["gw"], lease["mask"], lease["dns"]) if lease else None
+
+    def on_station_leave(self, mac: str, reason: int) -> None:
+        self.station_left(mac.lower(), reason)
+
+    def ap_station_join(self, mac: str, name: str = "") -> str | None:
+        """Control plane / tests: a station with this MAC associates with the AP. Returns the
+        address our DHCP server leased it (None: no DHCP server); ValueError if the AP is not up
+        or turns the station away."""
+        lease = self.station_join(parse_mac(mac), name)
+        if lease == "denied":
+            raise ValueError(f"the AP does not accept station {mac}")
+        return lease["ip"] if lease else None
+
+    def ap_station_leave(self, mac: str) -> bool:
+        """Control plane / tests: the station leaves (sta_removed, ip_released). False if it was not there."""
+        mac = parse_mac(mac)
+        if mac not in self.stations:
+            return False
+        self.station_left(mac, wifi.REASON_LEAVING)
+        return True
+
+    def station_join(self, mac: str, name: str) -> dict | str | None:
         if self.own_ap is None:
             return "denied"
         if self.cfg.get("ap.access_list_mode") == "deny_list" and mac in self.cfg.get("ap.access_list", []):
             return "denied"
-        if mac not in self.stations and len(self.stations) >= self.cfg.get("ap.max_stations", 4):
+        if mac in self.stations:                 # re-association: the same address, no second event
+            st = self.stations[mac]
+            ap = self.ap_addr()
+            return {"ip": st["ip"], "mask": ap["mask"], "gw": ap["ip"], "dns": ap["ip"]} if st.get("ip") else None
+        if len(self.stations) >= self.cfg.get("ap.max_stations", 4):
             return "denied"
         lease = None
         if "dhcp_server" in self.apps:
@@ -216,7 +254,7 @@ class WlanMixin:
             if a <= int(ipaddress.IPv4Address(last)):
                 ap = self.ap_addr()
                 lease = {"ip": str(ipaddress.IPv4Address(a)), "mask": ap["mask"], "gw": ap["ip"], "dns": ap["ip"]}
-        self.stations[mac] = {"ip": lease["ip"] if lease else "", "name": name, "peer": peer}
+        self.stations[mac] = {"ip": lease["ip"] if lease else "", "name": name}
         self.module.urc(f"+eventwlan:sta_added,{mac}")
         if lease:
             self.status_flags["ip_leased"] = True
@@ -233,11 +271,10 @@ class WlanMixin:
             self.module.urc(f"+eventnetapp:ip_released,{st['ip']},{mac},{reason}")
 
     def kick_station(self, mac: str) -> bool:
-        st = self.stations.get(mac)
-        if st is None:
+        if mac not in self.stations:
             return False
-        peer, loop = st["peer"]
-        loop.call_soon_threadsafe(lambda: peer.wlan_ap is not None and peer.drop_link(REASON_KICKED, lost=True))
+        if not (self.own_ap is not None and wifi.kick(self.module.world, self.own_ap, mac, REASON_KICKED)):
+            self.station_left(mac, REASON_KICKED)      # a control-plane station: no module to tell
         return True
 
     async def wlan_supervise(self, first=None) -> None:
@@ -594,16 +631,13 @@ class WlanMixin:
         ap = AccessPoint(ssid=self.ap_ssid(), security=sec, password=self.cfg.get("ap.password", ""),
                          channel=self.cfg.get("ap.channel", 6), rssi=-40, bssid=self.mac(),
                          hidden=bool(self.cfg.get("ap.hidden_ssid", 0)), ip=ip, gateway=ip, dns=ip)
-        ap._ti_owner = (self, asyncio.get_running_loop())   # stations of this world report to us
-        self.module.world.access_points.append(ap)
+        wifi.host_ap(self.module.world, ap, self)   # stations of any profile of this world report to us
         self.own_ap = ap
 
     def withdraw_own_ap(self) -> None:
+        self.wlan_leave(REASON_USER)          # AT+Stop as a station: the AP we were on hears we left
         for mac in list(self.stations):
             self.station_left(mac, REASON_AP_LOST)
         if self.own_ap is not None:
-            try:
-                self.module.world.access_points.remove(self.own_ap)
-            except ValueError:
-                pass
-            self.own_ap = None
+            ap, self.own_ap = self.own_ap, None
+            wifi.unhost_ap(self.module.world, ap, REASON_AP_LOST)   # the stations' modules lose the link
