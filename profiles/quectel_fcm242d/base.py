@@ -244,14 +244,6 @@ def _norm_mac(mac: str) -> str:
     return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
 
 
-def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable, *args: Any) -> None:
-    """Run ``fn(*args)`` on the loop of another module of the world (each module may run its own)."""
-    try:
-        loop.call_soon_threadsafe(fn, *args)
-    except RuntimeError:        # that module has stopped
-        pass
-
-
 def _strip_ufs(name: str) -> str:
     """A UFS file name or pattern without its optional ``UFS:`` drive prefix."""
     return name[4:] if name.upper().startswith("UFS:") else name
@@ -388,10 +380,11 @@ class QuectelBase(Profile):
         self.dhcp = 1
         self.sta_static: tuple[str, str, str, str] | None = None     # ip, mask, gate, dns (as typed)
         self.softap: AccessPoint | None = None
-        # stations associated with the soft AP: MAC (control plane) or station profile (another module of
-        # the world) -> {"ip": leased address, "peer": (profile, loop) of an emulated station or None}
-        self.ap_stations: dict[Any, dict] = {}
-        self._ap_lease: str | None = None   # address the soft AP of another emulated module leased us
+        # stations associated with the soft AP (control plane, or any emulated module of the world
+        # through emulator.wifi): MAC -> {"ip": leased address}
+        self.ap_stations: dict[str, dict] = {}
+        self._ap_lease: wifi.Lease | None = None   # what the AP's DHCP server leased us (emulator.wifi.associate)
+        self._station: wifi.Station | None = None  # our station as the AP we are associated with knows it
         self.ap_static: tuple[str, str, str, str] | None = None
         self.dns_cfg: tuple[str, str] | None = None
         self._join_task: asyncio.Task | None = None
@@ -725,26 +718,18 @@ class QuectelBase(Profile):
         self.softap = AccessPoint(ssid=ssid, security="wpa2" if key else "open", password=key or "", channel=6,
                                   rssi=-40, bssid=str(self.opt("mac", DEFAULT_MAC)), ip=client_ip, gateway=ip,
                                   netmask=mask, dns=dns)
-        self.softap._quectel_owner = (self, asyncio.get_running_loop())   # emulated stations report to us
-        self.module.world.access_points.append(self.softap)
+        wifi.host_ap(self.module.world, self.softap, self)   # stations of any profile report to us
 
     def _remove_softap(self, announce: bool = True) -> None:
         """Take the soft AP off the air; its stations are dropped (+QAPSTAT: AP_DISCONNECT each, unless
         the module is shutting down) and emulated stations lose their link."""
         if self.softap is not None:
-            aps = self.module.world.access_points
-            for i, a in enumerate(aps):
-                if a is self.softap:
-                    del aps[i]
-                    break
             ap, self.softap = self.softap, None
             stations, self.ap_stations = self.ap_stations, {}
-            for st in stations.values():
-                if announce:
+            if announce:
+                for _ in stations:
                     self.module.urc("+QAPSTAT: AP_DISCONNECT")
-                if st["peer"] is not None:
-                    prof, loop = st["peer"]
-                    _on_loop(loop, prof._ap_gone, ap)
+            wifi.unhost_ap(self.module.world, ap)       # the stations' modules lose their link
 
     # ---- stations of the soft AP ----------------------------------------------------------------
     def ap_station_join(self, mac: str) -> str | None:
@@ -752,13 +737,25 @@ class QuectelBase(Profile):
         +QAPSTAT: AP_CONNECT. Returns the address the AP's DHCP server leases it (the same again if
         it is already associated: no second URC); None when no soft AP is up or no address is free.
         Stations of other emulated modules of the same world come here by joining the SSID."""
-        return self._station_join(_norm_mac(mac), None)
+        return self._station_join(_norm_mac(mac))
 
     def ap_station_leave(self, mac: str) -> bool:
         """Control plane / tests: the station leaves: +QAPSTAT: AP_DISCONNECT. False if it was not associated."""
         return self._station_leave(_norm_mac(mac))
 
-    def _station_join(self, key: Any, peer: tuple | None) -> str | None:
+    def on_station_join(self, mac: str, name: str = "") -> wifi.Lease:
+        """(emulator.wifi owner callback) a station of any emulated module joins: AP_CONNECT and the
+        next free address; wifi.Refused when no address is left (or the soft AP is down)."""
+        ip = self._station_join(_norm_mac(mac))
+        if ip is None or self.softap is None:
+            raise wifi.Refused(mac)
+        ap = self.softap
+        return wifi.Lease(ip, ap.gateway, ap.netmask, ap.dns)
+
+    def on_station_leave(self, mac: str, reason: int) -> None:
+        self._station_leave(_norm_mac(mac))
+
+    def _station_join(self, key: str) -> str | None:
         if self.softap is None:
             return None
         st = self.ap_stations.get(key)
@@ -770,40 +767,21 @@ class QuectelBase(Profile):
         ip = next((str(h) for h in net.hosts() if str(h) not in used), None)
         if ip is None:
             return None
-        self.ap_stations[key] = {"ip": ip, "peer": peer}
+        self.ap_stations[key] = {"ip": ip}
         self.module.urc("+QAPSTAT: AP_CONNECT")
         return ip
 
-    def _station_leave(self, key: Any) -> bool:
+    def _station_leave(self, key: str) -> bool:
         if self.ap_stations.pop(key, None) is None:
             return False
         self.module.urc("+QAPSTAT: AP_DISCONNECT")
         return True
 
-    def _ap_gone(self, ap: AccessPoint) -> None:
-        """(On this module's loop) the soft AP of another module we are associated with stopped."""
+    def _ap_gone(self, ap: AccessPoint, reason: int = wifi.REASON_AP_GONE) -> None:
+        """(emulator.wifi station callback) the soft AP of another module we are associated with
+        stopped or dropped us."""
         if self.sta_up and self.sta_ap is ap:
             self._link_down()
-
-    async def _associate(self, ap: AccessPoint) -> tuple[bool, str | None]:
-        """Joining ``ap``: if it is another emulated Quectel's soft AP, register with it (its
-        AP_CONNECT) and get its DHCP lease. (False, None) when that AP refuses (gone, no address)."""
-        owner = getattr(ap, "_quectel_owner", None)
-        if owner is None:
-            return True, None
-        prof, loop = owner
-        me = (self, asyncio.get_running_loop())
-
-        async def ask() -> str | None:
-            return prof._station_join(self, me)
-        try:
-            lease = await asyncio.wait_for(asyncio.wrap_future(asyncio.run_coroutine_threadsafe(ask(), loop)), 5)
-        except asyncio.CancelledError:
-            _on_loop(loop, prof._station_leave, self)
-            raise
-        except Exception:  # noqa: BLE001  (that module stopped meanwhile)
-            return False, None
-        return lease is not None, lease
 
     @command("+QAPSTATE", Form.EXEC, family="wifi", doc="Soft AP state")
     async def qapstate(self, ctx: Ctx) -> None:
@@ -893,9 +871,15 @@ class QuectelBase(Profile):
             self.module.urc("+QSTASTAT: SCAN_NO_AP")
             return
         if result == wifi.JoinResult.OK:
-            ok, self._ap_lease = await self._associate(ap)
-            if not ok:
+            # through the core, so a soft AP of any profile sees us (and its DHCP server leases us)
+            station = wifi.Station(_norm_mac(str(self.opt("mac", DEFAULT_MAC))), "", self._ap_gone)
+            assoc = await wifi.associate(self.module.world, ap, station)
+            if assoc is None:
                 result = wifi.JoinResult.NO_AP
+            else:
+                self._station, self._ap_lease = station, assoc.lease
+                if assoc.hosted and assoc.lease is None:       # that soft AP runs no DHCP server
+                    self._ap_lease = wifi.Lease("0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.0")
         if result != wifi.JoinResult.OK:
             self.module.urc("+QSTASTAT: WLAN_DISCONNECTED")
             return
@@ -909,8 +893,8 @@ class QuectelBase(Profile):
 
     def _apply_addressing(self, ap: AccessPoint) -> bool:
         if self.dhcp:
-            lease = wifi.Lease.from_ap(ap)
-            self.sta_ip = (self._ap_lease or lease.ip, lease.gateway, lease.netmask, lease.dns)
+            lease = self._ap_lease or wifi.Lease.from_ap(ap)
+            self.sta_ip = (lease.ip, lease.gateway, lease.netmask, lease.dns)
         elif self.sta_static is not None:
             ip, mask, gate, dns = self.sta_static
             self.sta_ip = (ip, gate, mask, dns)
@@ -924,9 +908,8 @@ class QuectelBase(Profile):
         self.sta_ap = None
         self.sta_ip = ("0.0.0.0",) * 4
         self._ap_lease = None
-        owner = getattr(ap, "_quectel_owner", None)
-        if owner is not None:                      # tell that module's soft AP we left
-            _on_loop(owner[1], owner[0]._station_leave, self)
+        station, self._station = self._station, None
+        wifi.disassociate(self.module.world, ap, station)   # a hosted soft AP hears we left
 
     def world_changed(self, change: dict | None = None) -> None:
         """The control plane changed the world: drop the link if our AP left the air (or deauth)."""
