@@ -10,9 +10,12 @@ from emulator.grammar import Form, Int, ParamError, Str, bind
 from emulator.module import Ctx
 from emulator.net.errors import NetError
 from emulator.profile import CmdError, command
+from emulator.world import AccessPoint
 
-from .common import (E_STATE, E_NORES, E_BUSY, WSTAERR_NO_AP, WSTAERR_AUTH, WSTAERR_SECURITY, STA_SEC,
-                     REPORT_SEC, fmt_str, sfx, log, text_arg)
+from .common import (E_STATE, E_NORES, E_BUSY, WSTAERR_NO_AP, WSTAERR_AUTH, WSTAERR_SECURITY, STA_SEC, AP_SEC,
+                     REPORT_SEC, MAC, fmt_str, sfx, log, text_arg)
+
+AP_GATEWAY = "192.168.1.1"      # the soft-AP's own address; its DHCP server leases 192.168.1.<99 + ASSOC_ID>
 
 
 class _ProvCtx:
@@ -83,6 +86,8 @@ class WlanCommands:
             aps = wifi.scan(self.module.world, channel=None if channel == 255 else channel, ssid=ssid or None,
                             include_hidden=True)
             for ap in aps:
+                if ap is getattr(self, "_own_ap", None):
+                    continue
                 name = b"" if (ap.hidden and not ssid) else ap.ssid.encode("utf-8", "surrogateescape")
                 emit(f"+WSCNIND:{ap.rssi},{REPORT_SEC.get(ap.security, 0)},{ap.channel},\"{ap.bssid.upper()}\",{fmt_str(name) if name else '[]'}")
             emit("+WSCNDONE")
@@ -130,6 +135,15 @@ class WlanCommands:
         res, ap = wifi.join(self.module.world, ssid, cred, sec)
         if res == wifi.JoinResult.OK and c[4] != 255 and ap.channel != c[4]:
             res = wifi.JoinResult.NO_AP
+        assoc = None
+        if res == wifi.JoinResult.OK:
+            # through the core, so a soft AP of any profile sees us (and its DHCP server leases us)
+            station = wifi.Station(MAC.lower(), "", self._sta_link_lost)
+            assoc = await wifi.associate(self.module.world, ap, station)
+            if assoc is None:                 # an emulated module's soft AP turned us away
+                res = wifi.JoinResult.SECURITY_MISMATCH
+            else:
+                self._sta_station = (ap, station)
         if res != wifi.JoinResult.OK:
             self.sta_state = 0
             code = {wifi.JoinResult.NO_AP: WSTAERR_NO_AP, wifi.JoinResult.WRONG_PASSWORD: WSTAERR_AUTH}.get(res, WSTAERR_SECURITY)
@@ -139,7 +153,9 @@ class WlanCommands:
         self.sta_state = 2
         self.urc(f'+WSTALU:1,"{ap.bssid.upper()}",{ap.channel}')
         await asyncio.sleep(0.05)
-        self.sta_ip = wifi.Lease.from_ap(ap).ip
+        if self.sta_state != 2 or self.sta_ap is not ap:
+            return
+        self.sta_ip = (assoc.lease or wifi.Lease.from_ap(ap)).ip
         self.urc(f'+WSTAAIP:1,"{self.sta_ip}"')
         if c[12]:
             self.module.spawn(self._ntp_sync(sfx(c[12])))
@@ -178,8 +194,16 @@ class WlanCommands:
         if self._sta_task is not None and self._sta_task is not asyncio.current_task():
             self._sta_task.cancel()
         self._sta_task = None
+        assoc, self._sta_station = getattr(self, "_sta_station", None), None
+        if assoc is not None:                 # a hosted soft AP (any profile) hears we left
+            wifi.disassociate(self.module.world, assoc[0], assoc[1])
         if was == 2 and not silent:
             self.urc("+WSTALD:1")
+
+    def _sta_link_lost(self, ap, reason: int) -> None:
+        """(emulator.wifi station callback) the soft AP we are on stopped or dropped us."""
+        if self.sta_state == 2 and self.sta_ap is ap:
+            self._stop_sta(silent=False)
 
     def world_changed(self, change: dict) -> None:
         """Control-plane hook: react at once to deauthentication or a vanished access point."""
@@ -220,6 +244,7 @@ class WlanCommands:
             raise self.fail(E_STATE, "station is active")
         self._check_ap_config()
         self.ap_on = True
+        self._raise_ap()
 
     def _check_ap_config(self) -> None:
         c = self.cfg["WAPC"]
@@ -231,6 +256,20 @@ class WlanCommands:
         elif c[2] in (2, 3) and not 8 <= len(cred) <= 63:
             raise self.fail(E_STATE, "WPA passphrase must be 8..63 characters")
 
+    def _raise_ap(self) -> None:
+        """Put the soft-AP on the shared world's air: stations of any emulated module scan and join it
+        (emulator.wifi), and we see them (+WAPSC/+WAPAIP, +WAPSD)."""
+        c = self.cfg["WAPC"]
+        sec = AP_SEC[c[2]]
+        cred = sfx(c[3])
+        if sec == "wep" and "*" in cred:
+            cred = cred.split("*", 1)[1]
+        ap = AccessPoint(ssid=sfx(c[1]), security=sec, password=cred if sec != "open" else "", channel=c[4],
+                         rssi=-40, bssid=MAC.lower(), hidden=bool(c[5]), ip="192.168.1.100", gateway=AP_GATEWAY,
+                         netmask="255.255.255.0", dns=AP_GATEWAY)
+        self._own_ap = ap
+        wifi.host_ap(self.module.world, ap, self)
+
     def _stop_ap(self, silent: bool) -> None:
         if not self.ap_on:
             return
@@ -239,6 +278,22 @@ class WlanCommands:
         if not silent:
             for aid in sorted(stations):
                 self.urc(f'+WAPSD:{aid},"{stations[aid]}"')
+        ap, self._own_ap = getattr(self, "_own_ap", None), None
+        if ap is not None:
+            wifi.unhost_ap(self.module.world, ap)      # the stations' modules lose their link
+
+    # emulator.wifi owner callbacks: a station of any emulated module of the world joins or leaves
+    def on_station_join(self, mac: str, name: str = "") -> wifi.Lease:
+        if not self.ap_on:
+            raise wifi.Refused(mac)
+        aid = self.ap_station_join(mac)
+        return wifi.Lease(f"192.168.1.{99 + aid}", AP_GATEWAY, "255.255.255.0", AP_GATEWAY)
+
+    def on_station_leave(self, mac: str, reason: int) -> None:
+        try:
+            self.ap_station_leave(mac)
+        except KeyError:
+            pass
 
     def ap_station_join(self, mac: str) -> int:
         """Control plane: a virtual station associates with the soft-AP. Returns its ASSOC_ID."""
@@ -313,6 +368,7 @@ class WlanCommands:
         self.provisioning_port = lst.port
         self.prov_on = True
         self.ap_on = True
+        self._raise_ap()
 
     async def _stop_prov(self) -> None:
         if not self.prov_on:
