@@ -186,7 +186,7 @@ class WlanCommands:
         """The module's clock (Unix time): host time plus the offset learned from NTP."""
         return time.time() + float(self.ntp.get("offset", 0.0))
 
-    def _stop_sta(self, silent: bool) -> None:
+    def _stop_sta(self, silent: bool, reason: int = wifi.REASON_LEAVING) -> None:
         was = self.sta_state
         self.sta_state = 0
         self.sta_ap = None
@@ -196,14 +196,14 @@ class WlanCommands:
         self._sta_task = None
         assoc, self._sta_station = getattr(self, "_sta_station", None), None
         if assoc is not None:                 # a hosted soft AP (any profile) hears we left
-            wifi.disassociate(self.module.world, assoc[0], assoc[1])
+            wifi.disassociate(self.module.world, assoc[0], assoc[1], reason)
         if was == 2 and not silent:
             self.urc("+WSTALD:1")
 
     def _sta_link_lost(self, ap, reason: int) -> None:
         """(emulator.wifi station callback) the soft AP we are on stopped or dropped us."""
         if self.sta_state == 2 and self.sta_ap is ap:
-            self._stop_sta(silent=False)
+            self._stop_sta(silent=False, reason=reason)
 
     def world_changed(self, change: dict) -> None:
         """Control-plane hook: react at once to deauthentication or a vanished access point."""

@@ -116,7 +116,7 @@ DEVIATIONS = [
     "AT+QSCLK and AT+QCFG=\"urc/pin\" store and report their settings; sleep and the indication pin have nothing to act on in an emulator (the UART stays awake).",
     "AT+QWEBCFG=1 raises an open soft AP (FCM242D_<last 4 MAC digits>, unless one is up) and serves the provisioning form on the host (quectel.listen_host, world option quectel.webcfg_port, default any free port); POST /config with ssid/password saves the hotspot and joins it. AT+QWEBCFG=0 stops both.",
     "AT+QAIRKISS=1 listens for AirKiss: the control plane calls profile.airkiss_broadcast(ssid, password) in place of the phone; the credentials are saved and joined. With AT+QAIRKISS=0 the broadcast is ignored.",
-    "AT+QSOFTAP puts the access point into the shared world: other emulated modules scan and join it. A station of another emulated Quectel of the world that joins it gets the next free address of the AP's network from the soft AP (+QAPSTAT: AP_CONNECT; AP_DISCONNECT when it leaves); stations of other profiles get the first address and are not seen. Tests and the control plane add stations with profile.ap_station_join(mac) / ap_station_leave(mac). Stopping (or restarting) the soft AP prints AP_DISCONNECT per station before AP_DOWN (AP_UP) and drops the emulated stations' links.",
+    "AT+QSOFTAP puts the access point into the shared world: other emulated modules scan and join it. A station of any emulated module of the world (any profile, through emulator.wifi) that joins it gets the next free address of the AP's network from the soft AP (+QAPSTAT: AP_CONNECT; AP_DISCONNECT when it leaves). Tests and the control plane add stations with profile.ap_station_join(mac) / ap_station_leave(mac). Stopping (or restarting) the soft AP prints AP_DISCONNECT per station before AP_DOWN (AP_UP) and drops the emulated stations' links.",
     "AT+QRST: OK, then the module reboots (sockets closed, volatile settings reset) and prints 'ready' after world option quectel.boot_delay (default 0.5 s).",
     "Flash (UFS): 512 KiB, 64 files, 80-byte names, 64 KiB per file.",
     "AT+QICFG=\"dataformat\" applies to TCP/UDP sockets only; SSL data is always raw.",
@@ -781,7 +781,7 @@ class QuectelBase(Profile):
         """(emulator.wifi station callback) the soft AP of another module we are associated with
         stopped or dropped us."""
         if self.sta_up and self.sta_ap is ap:
-            self._link_down()
+            self._link_down(reason)
 
     @command("+QAPSTATE", Form.EXEC, family="wifi", doc="Soft AP state")
     async def qapstate(self, ctx: Ctx) -> None:
@@ -902,14 +902,14 @@ class QuectelBase(Profile):
             self.sta_ip = ("0.0.0.0",) * 4
         return self.sta_ip[0] != "0.0.0.0"
 
-    def _sta_down(self) -> None:
+    def _sta_down(self, reason: int = wifi.REASON_LEAVING) -> None:
         ap = self.sta_ap
         self.sta_up = False
         self.sta_ap = None
         self.sta_ip = ("0.0.0.0",) * 4
         self._ap_lease = None
         station, self._station = self._station, None
-        wifi.disassociate(self.module.world, ap, station)   # a hosted soft AP hears we left
+        wifi.disassociate(self.module.world, ap, station, reason)   # a hosted soft AP hears we left
 
     def world_changed(self, change: dict | None = None) -> None:
         """The control plane changed the world: drop the link if our AP left the air (or deauth)."""
@@ -919,9 +919,9 @@ class QuectelBase(Profile):
         if deauth or not wifi.on_air(self.module.world, self.sta_ap):
             self._link_down()
 
-    def _link_down(self) -> None:
+    def _link_down(self, reason: int = wifi.REASON_LEAVING) -> None:
         """The station lost its AP: URC, then every socket that used the station's address dies."""
-        self._sta_down()
+        self._sta_down(reason)
         self.module.urc("+QSTASTAT: WLAN_DISCONNECTED")
         self._network_gone(via_ap=False)
 
