@@ -172,3 +172,37 @@ def test_stopping_a_microchip_soft_ap_drops_ti_and_quectel_stations():
             m.expect_nothing(0.3)
     finally:
         q.stop()
+
+
+def test_a_microchip_powering_off_leaves_the_ap_it_hosts_and_the_one_it_joined():
+    w = shared_world()
+    q = quectel(w)
+    try:
+        # the Microchip is a station of the Quectel's soft AP, then powers off: the AP sees it leave
+        m = Winc(world=w).start()
+        try:
+            cmd_ok(q, 'AT+QSOFTAP="qhub","qhub-pass-1"')
+            urc(q, r"\+QAPSTAT: AP_UP\r\n")
+            m.oks('AT+WSTAC=1,"qhub"', "AT+WSTAC=2,3", 'AT+WSTAC=3,"qhub-pass-1"', "AT+WSTA=1")
+            assert m.read_until(rb"\+WSTAAIP:.*?\r\n", 5) == \
+                f'+WSTALU:1,"{Q_MAC.upper()}",6\r\n+WSTAAIP:1,"192.168.4.2"\r\n'.encode()
+            assert q.read_until(rb"AP_CONNECT\r\n", 3) == b"\r\n+QAPSTAT: AP_CONNECT\r\n"
+        finally:
+            m.stop()
+        assert q.read_until(rb"AP_DISCONNECT\r\n", 3) == b"\r\n+QAPSTAT: AP_DISCONNECT\r\n"
+        assert q.sync(lambda: q.module.profile.ap_stations) == {}
+        cmd_ok(q, "AT+QSOFTAPSTOP")
+        urc(q, r"AP_DOWN\r\n")
+        # the Microchip hosts a soft-AP the Quectel joined, then powers off: the Quectel loses its link
+        m = Winc(world=w).start()
+        try:
+            microchip_ap(m, "mhub", "mhub-pass-1")
+            cmd_ok(q, 'AT+QSTAAPINFO="mhub","mhub-pass-1"')
+            urc(q, r"GOT_IP\r\n")
+            m.read_until(rb"\+WAPAIP:1,.*?\r\n", 3)
+        finally:
+            m.stop()
+        assert q.read_until(rb"WLAN_DISCONNECTED\r\n", 3) == b"\r\n+QSTASTAT: WLAN_DISCONNECTED\r\n"
+        assert b"mhub" not in q.cmd("AT+QWSCAN")
+    finally:
+        q.stop()

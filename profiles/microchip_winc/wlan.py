@@ -152,19 +152,27 @@ class WlanCommands:
         self.sta_ap = ap
         self.sta_state = 2
         self.urc(f'+WSTALU:1,"{ap.bssid.upper()}",{ap.channel}')
-        await asyncio.sleep(0.05)
-        if self.sta_state != 2 or self.sta_ap is not ap:
-            return
-        self.sta_ip = (assoc.lease or wifi.Lease.from_ap(ap)).ip
-        self.urc(f'+WSTAAIP:1,"{self.sta_ip}"')
-        if c[12]:
-            self.module.spawn(self._ntp_sync(sfx(c[12])))
-        while self.sta_state == 2:
-            await asyncio.sleep(0.2)
-            if self.sta_state == 2 and not wifi.on_air(self.module.world, ap):
-                self._sta_task = None
-                self._stop_sta(silent=False)
+        try:
+            await asyncio.sleep(0.05)
+            if self.sta_state != 2 or self.sta_ap is not ap:
                 return
+            self.sta_ip = (assoc.lease or wifi.Lease.from_ap(ap)).ip
+            self.urc(f'+WSTAAIP:1,"{self.sta_ip}"')
+            if c[12]:
+                self.module.spawn(self._ntp_sync(sfx(c[12])))
+            while self.sta_state == 2:
+                await asyncio.sleep(0.2)
+                if self.sta_state == 2 and not wifi.on_air(self.module.world, ap):
+                    self._sta_task = None
+                    self._stop_sta(silent=False)
+                    return
+        except asyncio.CancelledError:
+            # the module stops or reboots while associated: a hosted soft AP hears we left
+            # (_stop_sta already did it when it is the one cancelling us)
+            assoc_, self._sta_station = getattr(self, "_sta_station", None), None
+            if assoc_ is not None:
+                wifi.disassociate(self.module.world, assoc_[0], assoc_[1])
+            raise
 
     async def _ntp_sync(self, server: str) -> None:
         """Set the module clock from the WSTAC NTP server (real SNTP; 'host' or 'host:port')."""
@@ -269,6 +277,15 @@ class WlanCommands:
                          netmask="255.255.255.0", dns=AP_GATEWAY)
         self._own_ap = ap
         wifi.host_ap(self.module.world, ap, self)
+        self._ap_keeper = self.module.spawn(self._keep_ap(ap), name="soft-ap")
+
+    async def _keep_ap(self, ap) -> None:
+        """Lives while the soft-AP runs: cancelled when the module stops or reboots, the AP leaves
+        the air then too (its stations' modules lose the link)."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            wifi.unhost_ap(self.module.world, ap)
 
     def _stop_ap(self, silent: bool) -> None:
         if not self.ap_on:
@@ -281,6 +298,9 @@ class WlanCommands:
         ap, self._own_ap = getattr(self, "_own_ap", None), None
         if ap is not None:
             wifi.unhost_ap(self.module.world, ap)      # the stations' modules lose their link
+        keeper, self._ap_keeper = getattr(self, "_ap_keeper", None), None
+        if keeper is not None and keeper is not asyncio.current_task():
+            keeper.cancel()
 
     # emulator.wifi owner callbacks: a station of any emulated module of the world joins or leaves
     def on_station_join(self, mac: str, name: str = "") -> wifi.Lease:
