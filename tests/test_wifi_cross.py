@@ -73,6 +73,15 @@ def test_ti_station_joins_a_quectel_soft_ap():
                 f"+eventwlan:disconnect,qhub,{Q_MAC},4\r\n+eventnetapp:ipv4_lost,0\r\n".encode()
             q.expect_nothing(0.3)                   # the TI's leave finds no AP left to tell
             assert t.ok("AT+WlanGet=CONNECTION,") == b"+wlanget:sta,disconnected,,,,\r\n"
+            # joined again, then AT+Stop: the TI reports the link going down (reason 200), the AP sees it leave
+            cmd_ok(q, 'AT+QSOFTAP="qhub","qhub-pass-1"')
+            urc(q, r"\+QAPSTAT: AP_UP\r\n")
+            t.ok("AT+WlanConnect=qhub,,WPA_WPA2,qhub-pass-1,,,")
+            t.read_until(rb"ipv4_acquired[^\r]*\r\n", 5)
+            urc(q, r"AP_CONNECT\r\n", 3)
+            t.ok("AT+Stop=0")
+            assert b"+eventwlan:disconnect,qhub," + Q_MAC.encode() + b",200\r\n" in t.drain(0.3)
+            assert q.read_until(rb"AP_DISCONNECT\r\n", 3) == b"\r\n+QAPSTAT: AP_DISCONNECT\r\n"
     finally:
         q.stop()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from emulator.grammar import Form, Int, UrcSpec
+from emulator import wifi
 from emulator.profile import CmdError, Profile
 
 from .common import DIALECT, format_error
@@ -220,7 +221,7 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
         if self.wlan_task is not None:
             self.wlan_task.cancel()
             self.wlan_task = None
-        if self.wlan_ap is not None and getattr(self.wlan_ap, "_ti_owner", None) is not None:
+        if self.wlan_ap is not None and wifi.hosted_by(self.module.world, self.wlan_ap) is not None:
             self.drop_link(200)
         self.wlan_ap = None
         self.lease = None
