@@ -48,7 +48,7 @@ _CONN = Int("conn_idx", 0, 0)
 _UUID = Str("UUID", quoted=None, min_len=4, max_len=32)
 _DATA = (Str("hex_length_or_data", quoted=None, max_len=1024), Str("data", quoted=None, max_len=1024, optional=True))
 
-DEVIATIONS_MQTT_HTTP_BLE = [
+DEVIATIONS_BLE = [
     "B1 (item 1/§0.1): 0-based enums: QBLEINIT <role> 0 none, 1 central, 2 peripheral, 3 peripheral for Wi-Fi "
     "provisioning; <auto_adv>, QBLEADVSTART? <adv_state>, QBLESCAN <scan> 0-3, <address_type>/<addr_type> 0 public "
     "1 random, QBLEGATTCNTFCFG <enable>, QBLETRANMODE <state> all 0-based. QBLESCAN? <scan_state> 1 = scanning.",
@@ -87,8 +87,6 @@ DEVIATIONS_MQTT_HTTP_BLE = [
     "B15: world changes while connected: set_ble_value is visible to the next read; a notification added to a "
     "connected peer (control plane ble_notify) is sent once at once and then removed from the peer's list.",
 ]
-#: the same list under a family-specific name
-DEVIATIONS_BLE = DEVIATIONS_MQTT_HTTP_BLE
 
 URCS_BLE = [
     UrcSpec("+QBLESTAT", "+QBLESTAT: <event>", "BLE link: CONNECTED / DISCONNECTED", "ble"),

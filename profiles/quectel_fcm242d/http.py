@@ -27,7 +27,7 @@ log = logging.getLogger("atemu.quectel.http")
 CHUNK = 16384
 POST_MAX = 1024000
 
-DEVIATIONS_MQTT_HTTP_BLE = [
+DEVIATIONS_HTTP = [
     "H1 (item 33): there is no <request_header> setting, so POST/PUT <data_length> is always the body length; the "
     "request line and headers are built by the module (custom headers from QHTTPCFG \"header\"). "
     "AT+QHTTPREADFILE is referenced by the manual but not documented, so it is not implemented.",
@@ -58,8 +58,6 @@ DEVIATIONS_MQTT_HTTP_BLE = [
     "server chain + host name, 2 also the client certificate); the host name is always sent as SNI. A context "
     "that cannot be built (e.g. seclevel 1 without cacert) answers +CME ERROR: 712.",
 ]
-#: the same list under a family-specific name
-DEVIATIONS_HTTP = DEVIATIONS_MQTT_HTTP_BLE
 
 URCS_HTTP = [
     UrcSpec("+QHTTPGET", "+QHTTPGET: <err>[,<httprspcode>[,<content_length>]]", "result of AT+QHTTPGET", "http"),

@@ -11,7 +11,7 @@ Life cycle of a client (``AT+QMTCONN?`` ``<state>`` in brackets):
 
 AT+QMTOPEN opens the client's TCP connection (and does the TLS handshake when SSL is on,
 verified per the SSL context: ``MqttSession.open_transport()``); AT+QMTCONN sends CONNECT on that
-same connection, so the broker sees one connection per client (DEVIATIONS_MQTT_HTTP_BLE M1). A
+same connection, so the broker sees one connection per client (DEVIATIONS_MQTT M1). A
 broker that drops the link, opened or connected, gives ``+QMTSTAT: <idx>,<code>``.
 
 Requires Wi-Fi (station connected) like the real module: without it QMTOPEN reports
@@ -46,7 +46,7 @@ OPEN_TIMEOUT = 60.0
 #: how often a connected client checks that the station is still up (seconds)
 WIFI_POLL = 0.25
 
-DEVIATIONS_MQTT_HTTP_BLE = [
+DEVIATIONS_MQTT = [
     "M1 (no item; design): AT+QMTOPEN opens the client's real TCP connection (world DNS, fault injection, plus "
     "the TLS handshake verified per the QSSLCFG context when \"ssl\" is on) and AT+QMTCONN sends CONNECT on that "
     "same connection: the broker sees one connection per client. AT+QMTCLOSE before QMTCONN closes it. If the "
@@ -89,8 +89,6 @@ DEVIATIONS_MQTT_HTTP_BLE = [
     "after +QMTCONN: <idx>,0,0, never before it. With SSL the host name is always sent as SNI (QSSLCFG \"sni\" "
     "only affects AT+QSSLOPEN); the certificate is checked against <host_name> when seclevel >= 1.",
 ]
-#: the same list under a family-specific name
-DEVIATIONS_MQTT = DEVIATIONS_MQTT_HTTP_BLE
 
 URCS_MQTT = [
     UrcSpec("+QMTOPEN", "+QMTOPEN: <client_idx>,<result>", "result of AT+QMTOPEN", "mqtt"),
