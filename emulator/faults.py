@@ -11,7 +11,8 @@ Every module has one :class:`FaultRegistry` (``module.faults``). A fault is arme
 
 ``times`` limits how often it fires (default 1; ``None`` = until :meth:`clear`). ``latency`` and
 ``bandwidth`` default to ``None``; with ``times=N`` they shape the next N deliveries (one received
-TCP chunk, one write the module makes, one datagram each).
+TCP chunk, one write the module makes, one datagram each; for MQTT one chunk paho reads, one
+write it makes, see :meth:`FaultRegistry.mqtt_shaping`).
 
 Two families:
 
@@ -39,6 +40,7 @@ import logging
 import errno
 import random
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -73,8 +75,8 @@ CONDITIONS = {
     "broker_refuse": "the MQTT broker answers CONNACK with a refusal (params: code, default 5)",
     "dns_fail": "name lookups fail (params: host)",
     "dns_timeout": "name lookups time out after the caller's timeout (params: host)",
-    "latency": "delay socket data both ways (TCP, TLS, UDP), until cleared unless times (params: delay seconds, port, direction rx|tx|both)",
-    "bandwidth": "limit the socket data rate both ways, until cleared unless times (params: bps bytes per second, port, direction)",
+    "latency": "delay socket data both ways (TCP, TLS, UDP, MQTT), until cleared unless times (params: delay seconds, port, host for MQTT, direction rx|tx|both)",
+    "bandwidth": "limit the socket data rate both ways (TCP, TLS, UDP, MQTT), until cleared unless times (params: bps bytes per second, port, host for MQTT, direction)",
     "udp_drop": "UDP datagrams are lost (params: direction rx|tx|both, host, port)",
     "udp_unreachable": "UDP datagrams sent are answered by ICMP unreachable (params: host, port, error port|host|network)",
     "at_error": "a command answers ERROR (or the vendor code) (params: command e.g. +AWSSTATE)",
@@ -140,6 +142,7 @@ class Fault:
     armed_at: float = field(default_factory=time.monotonic)
     rng: random.Random | None = None
     _handle: Any = None
+    pending: int = 0        # MQTT deliveries shaped in a paho thread, not yet counted in ``fired``
 
     @property
     def exhausted(self) -> bool:
@@ -264,6 +267,7 @@ class FaultRegistry:
         self.udp_sockets: "weakref.WeakSet[Any]" = weakref.WeakSet()   # UdpSockets of this module
         self.removed_aps: list[Any] = []
         self.commands = 0
+        self._lock = threading.Lock()          # mqtt_shaping() runs in paho threads
         module.resolver.faults = self
 
     # ---- arming ------------------------------------------------------------------------------
@@ -362,12 +366,15 @@ class FaultRegistry:
     def _conditions_changed(self) -> None:
         """Give shapers to live connections when latency/bandwidth faults are armed, and the
         UDP hook to UDP sockets while a fault UDP consults is armed (else they pay nothing)."""
-        if self._armed(_SHAPING):
+        shaping = self._armed(_SHAPING)
+        if shaping:
             for c in list(self.connections):
                 if c.closed:
                     self.connections.discard(c)
                 elif c.shaper is None:
                     c.shaper = Shaper(self, c)
+        for s in list(self.sessions):  # MQTT: the paho thread asks mqtt_shaping() only while this is set
+            s.shaping = self if shaping else None
         udp = self._armed(_UDP)
         for u in list(self.udp_sockets):
             if udp:
@@ -665,6 +672,7 @@ class FaultRegistry:
         from .net.mqtt import MqttSession
         if isinstance(obj, MqttSession):
             self.sessions.add(obj)
+            obj.shaping = self if self._armed(_SHAPING) else None
         else:
             self.connections.add(obj)
             if self._armed(_SHAPING):
@@ -739,6 +747,50 @@ class FaultRegistry:
             else:
                 self._fired(f, direction=direction, bytes=nbytes)
         return delay, bps
+
+    def mqtt_shaping(self, s: Any, direction: str, nbytes: int) -> tuple[float, float]:
+        """(delay, bytes per second) for one delivery of MQTT session ``s`` (one chunk read from the
+        broker's socket, or one write paho makes to it). Runs in the session's paho thread: the firing
+        is claimed here under a lock (so ``times`` is exact) and counted on the loop."""
+        names = [n for n in (s.host, s.server_hostname, s.remote_ip) if n]
+        delay, bps = 0.0, 0.0
+        hit = []
+        with self._lock:
+            for f in list(self.faults):
+                if f.kind not in _SHAPING or self._dormant(f) or self._waiting(f):
+                    continue
+                if f.times is not None and f.fired + f.pending >= f.times:
+                    continue
+                if f.params.get("port") is not None and str(f.params["port"]) != str(s.port):
+                    continue
+                if f.params.get("host") is not None and not any(_matches("host", f.params["host"], n) for n in names):
+                    continue
+                if not _matches("direction", f.params.get("direction", "both"), direction):
+                    continue
+                if f.probability is not None and f.rng is not None and f.rng.random() >= f.probability:
+                    continue
+                if f.kind == "latency":
+                    delay = max(delay, float(f.params.get("delay", 0.1)))
+                else:
+                    b = float(f.params.get("bps", 1000))
+                    bps = b if not bps else min(bps, b)
+                f.pending += 1
+                hit.append(f)
+        for f in hit:
+            s._post(self._mqtt_fired, f, direction, nbytes)
+        return delay, bps
+
+    def _mqtt_fired(self, f: Fault, direction: str, nbytes: int) -> None:
+        with self._lock:
+            f.pending -= 1
+            f.fired += 1
+        if f.times is None and f.probability is None:
+            return                  # until cleared: counted, not written per chunk
+        self._record("fired", f, n=f.fired, direction=direction, bytes=nbytes, mqtt=True)
+        if f.exhausted and f in self.faults:
+            self.faults.remove(f)
+            self._conditions_changed()
+            self._update_hooks()
 
     def snapshot_net(self) -> dict:
         conns = []

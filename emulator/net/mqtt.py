@@ -36,6 +36,7 @@ Design notes (paho-mqtt 2.x quirks handled here):
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import inspect
 import ipaddress
@@ -50,6 +51,7 @@ from typing import Any, Callable
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.client import _ConnectionState
 
 from emulator.net.errors import NetError, classify
 
@@ -197,6 +199,16 @@ class _PahoClient(paho.Client):
         self._atemu_deadline = 0.0
         #: (tcp, tls or None) opened by open_transport(), handed to paho's connect
         self._atemu_pre: tuple[socket.socket, ssl.SSLSocket | None] | None = None
+        # latency/bandwidth faults (session.shaping set by emulator/faults.py): data held back, in
+        # order, as [due (monotonic), data, sent/delivered so far]; rx items may also be an
+        # exception or b"" (EOF), which come after the data read before them
+        self._atemu_rxq: collections.deque = collections.deque()
+        self._atemu_txq: collections.deque = collections.deque()
+        self._atemu_rx_end = 0.0
+        self._atemu_tx_end = 0.0
+        self._atemu_rx_done = False   # EOF or error read from the socket (it is not read again)
+        self._atemu_tx_blocked = False
+        self._atemu_net_thread: threading.Thread | None = None
 
     # -- connection setup ---------------------------------------------------
     def _atemu_open_transport(self, server_hostname: str) -> None:
@@ -274,6 +286,7 @@ class _PahoClient(paho.Client):
 
     def _thread_main(self) -> None:
         session = self._atemu_session
+        self._atemu_net_thread = threading.current_thread()
         try:
             self._atemu_deadline = time.monotonic() + self._connect_timeout
             # retry_first_connection=False: a failed connect raises here
@@ -293,6 +306,8 @@ class _PahoClient(paho.Client):
 
     # -- observation hooks --------------------------------------------------
     def _sock_recv(self, bufsize: int) -> bytes:
+        if self._atemu_rxq or self._atemu_session.shaping is not None:
+            return self._atemu_recv_shaped(bufsize)
         try:
             data = super()._sock_recv(bufsize)
         except BlockingIOError:
@@ -303,6 +318,119 @@ class _PahoClient(paho.Client):
         if not data:
             self._atemu_eof = True
         return data
+
+    # -- latency / bandwidth faults (paho thread; idle unless a fault is armed or data is held) --
+    def _sock_send(self, buf: bytes | bytearray) -> int:
+        q = self._atemu_txq
+        reg = self._atemu_session.shaping
+        if reg is None and not q:
+            return super()._sock_send(buf)
+        n = len(buf)
+        delay, bps = reg.mqtt_shaping(self._atemu_session, "tx", n) if reg is not None else (0.0, 0.0)
+        if not q and not delay and not bps:
+            return super()._sock_send(buf)
+        now = time.monotonic()
+        start = max(now + delay, self._atemu_tx_end if q else 0.0)
+        self._atemu_tx_end = end = start + (n / bps if bps else 0.0)
+        q.append([end, bytes(buf), 0])
+        return n  # paho counts it written; _loop sends it when due
+
+    def _atemu_recv_shaped(self, bufsize: int) -> bytes:
+        q = self._atemu_rxq
+        now = time.monotonic()
+        if not self._atemu_rx_done:
+            item: Any = None
+            try:
+                item = paho.Client._sock_recv(self, 65536)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                item = exc
+            if item is not None:
+                n = len(item) if isinstance(item, (bytes, bytearray)) else 0
+                if not n:
+                    self._atemu_rx_done = True
+                reg = self._atemu_session.shaping
+                delay, bps = reg.mqtt_shaping(self._atemu_session, "rx", n) if reg is not None and n else (0.0, 0.0)
+                start = max(now + delay, self._atemu_rx_end if q else 0.0)
+                self._atemu_rx_end = end = start + (n / bps if bps else 0.0)
+                q.append([end, item, 0])
+        if q and q[0][0] <= now:
+            entry = q[0]
+            item = entry[1]
+            if isinstance(item, BaseException):
+                q.popleft()
+                self._atemu_recv_error = item
+                raise item
+            if not item:
+                q.popleft()
+                self._atemu_eof = True
+                return b""
+            pos = entry[2]
+            chunk = bytes(item[pos:pos + bufsize])
+            entry[2] = pos + len(chunk)
+            if entry[2] >= len(item):
+                q.popleft()
+            return chunk
+        if self._atemu_rx_done and q:  # the socket stays readable (EOF): don't spin until it is due
+            self._atemu_abort.wait(max(0.0, min(0.01, q[0][0] - now)))
+        raise BlockingIOError()
+
+    def _atemu_flush_tx(self) -> MQTTErrorCode:
+        """Send the held data that is due, in order."""
+        q = self._atemu_txq
+        now = time.monotonic()
+        self._atemu_tx_blocked = False
+        while q and q[0][0] <= now:
+            entry = q[0]
+            try:
+                n = paho.Client._sock_send(self, entry[1][entry[2]:])
+            except BlockingIOError:
+                self._atemu_tx_blocked = True
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            except (OSError, ConnectionError):
+                q.clear()
+                return MQTTErrorCode.MQTT_ERR_CONN_LOST
+            entry[2] += n
+            if entry[2] >= len(entry[1]):
+                q.popleft()
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _loop(self, timeout: float = 1.0) -> MQTTErrorCode:
+        if self._atemu_txq and self._sock is not None:
+            rc = self._atemu_flush_tx()
+            if rc:
+                return self._loop_rc_handle(rc)
+        rq = self._atemu_rxq
+        if rq and rq[0][0] <= time.monotonic() and self._sock is not None:
+            rc = self.loop_read()  # held data is due: the socket itself may not be readable
+            if rc or self._sock is None:
+                return rc
+        if rq or self._atemu_txq:
+            now = time.monotonic()
+            due = [rq[0][0] - now] if rq else []
+            if self._atemu_txq:
+                due.append(0.005 if self._atemu_tx_blocked else self._atemu_txq[0][0] - now)
+            timeout = max(0.0, min([timeout, *due]))
+        return super()._loop(timeout)
+
+    def _sock_close(self) -> None:
+        # a DISCONNECT paho wrote while earlier data is held goes out after it (blocking: paho thread);
+        # a lost link just drops what is held
+        if (self._atemu_txq and self._sock is not None and not self._atemu_abort.is_set()
+                and self._state == _ConnectionState.MQTT_CS_DISCONNECTING
+                and threading.current_thread() is self._atemu_net_thread):
+            while self._atemu_txq and not self._atemu_abort.is_set():
+                wait = self._atemu_txq[0][0] - time.monotonic()
+                if wait > 0:
+                    self._atemu_abort.wait(wait)
+                if self._atemu_flush_tx():
+                    break
+                if self._atemu_tx_blocked:
+                    self._atemu_abort.wait(0.005)
+        self._atemu_txq.clear()
+        self._atemu_rxq.clear()
+        super()._sock_close()
 
     def _handle_connack(self) -> MQTTErrorCode:
         packet = bytes(self._in_packet["packet"])
@@ -438,6 +566,8 @@ class MqttSession:
         self.remote_ip: str | None = None
         #: Packet identifier of the last SUBSCRIBE/UNSUBSCRIBE sent (for vendor ack events).
         self.last_mid: int | None = None
+        #: The fault registry while a latency/bandwidth fault is armed (set by emulator/faults.py), else None.
+        self.shaping: Any = None
 
         self._loop_arg = loop
         self._loop = loop
