@@ -722,14 +722,19 @@ class FaultRegistry:
             sh = u.shaper = Shaper(self, u)
         return sh.defer(direction, nbytes, port, fn, *args)
 
-    def _shaping(self, direction: str, port: Any, nbytes: int = 0) -> tuple[float, float]:
-        """(delay, bytes per second) for one delivery; counts a firing of each fault that applies."""
+    def _shaping_pick(self, faults: list, direction: str, port: Any,
+                      names: list | None = None) -> tuple[float, float, list]:
+        """Combine the shaping faults among ``faults`` that apply to one delivery: (longest delay,
+        lowest bytes per second, the faults hit). ``names`` enables the ``host`` filter (MQTT)."""
         delay, bps = 0.0, 0.0
         hit = []
-        for f in self.faults:
-            if f.kind not in _SHAPING or self._dormant(f) or self._waiting(f) or f.exhausted:
+        for f in faults:
+            if f.kind not in _SHAPING or self._dormant(f) or self._waiting(f):
                 continue
             if f.params.get("port") is not None and str(f.params["port"]) != str(port):
+                continue
+            if names is not None and f.params.get("host") is not None and \
+                    not any(_matches("host", f.params["host"], n) for n in names):
                 continue
             if not _matches("direction", f.params.get("direction", "both"), direction):
                 continue
@@ -741,6 +746,11 @@ class FaultRegistry:
                 b = float(f.params.get("bps", 1000))
                 bps = b if not bps else min(bps, b)
             hit.append(f)
+        return delay, bps, hit
+
+    def _shaping(self, direction: str, port: Any, nbytes: int = 0) -> tuple[float, float]:
+        """(delay, bytes per second) for one delivery; counts a firing of each fault that applies."""
+        delay, bps, hit = self._shaping_pick([f for f in self.faults if not f.exhausted], direction, port)
         for f in hit:
             if f.times is None and f.probability is None:
                 f.fired += 1        # until cleared: counted, not written per chunk
@@ -753,29 +763,11 @@ class FaultRegistry:
         broker's socket, or one write paho makes to it). Runs in the session's paho thread: the firing
         is claimed here under a lock (so ``times`` is exact) and counted on the loop."""
         names = [n for n in (s.host, s.server_hostname, s.remote_ip) if n]
-        delay, bps = 0.0, 0.0
-        hit = []
         with self._lock:
-            for f in list(self.faults):
-                if f.kind not in _SHAPING or self._dormant(f) or self._waiting(f):
-                    continue
-                if f.times is not None and f.fired + f.pending >= f.times:
-                    continue
-                if f.params.get("port") is not None and str(f.params["port"]) != str(s.port):
-                    continue
-                if f.params.get("host") is not None and not any(_matches("host", f.params["host"], n) for n in names):
-                    continue
-                if not _matches("direction", f.params.get("direction", "both"), direction):
-                    continue
-                if f.probability is not None and f.rng is not None and f.rng.random() >= f.probability:
-                    continue
-                if f.kind == "latency":
-                    delay = max(delay, float(f.params.get("delay", 0.1)))
-                else:
-                    b = float(f.params.get("bps", 1000))
-                    bps = b if not bps else min(bps, b)
+            live = [f for f in list(self.faults) if f.times is None or f.fired + f.pending < f.times]
+            delay, bps, hit = self._shaping_pick(live, direction, s.port, names)
+            for f in hit:
                 f.pending += 1
-                hit.append(f)
         for f in hit:
             s._post(self._mqtt_fired, f, direction, nbytes)
         return delay, bps
