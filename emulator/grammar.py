@@ -34,8 +34,13 @@ class Dialect:
     """Per-vendor lexical choices. A profile builds one; the engine obeys it."""
 
     name: str = "v250"
-    #: bytes that end a command line (LF right after CR is always swallowed)
+    #: bytes that end a command line. The LF right after the CR that ends a line always belongs
+    #: to that line's terminator (echoed with it, never data); with ``b"\r\n"`` a lone LF also
+    #: ends a line (TI)
     terminators: bytes = b"\r"
+    #: what a lone LF (not right after a CR, not a terminator) is: ``"ignore"`` = dropped from the
+    #: line (echoed when echo is on), ``"char"`` = an ordinary character of the line
+    lone_lf: str = "ignore"
     #: command names match regardless of case
     case_insensitive: bool = True
     #: longest accepted command line in bytes (without terminator)
@@ -610,9 +615,18 @@ class Engine:
     it is only consulted for :class:`Raw` fields that must be framed by length.
     """
 
-    def __init__(self, dialect: Dialect, specs: dict[str, CommandSpec] | None = None):
+    #: seconds a line ended by a CR that was the last byte received is held back waiting for its
+    #: LF (hosts that write CR LF byte by byte), so the LF is echoed with the CR before the
+    #: response and never reaches a data phase. 0 = report the line at once (a late LF is then
+    #: still swallowed in command mode). :meth:`next_deadline` / :meth:`poll` release it.
+    lf_grace: float = 0.0
+
+    def __init__(self, dialect: Dialect, specs: dict[str, CommandSpec] | None = None, *,
+                 lf_grace: float | None = None):
         self.dialect = dialect
         self.specs = specs or {}
+        if lf_grace is not None:
+            self.lf_grace = lf_grace
         self.echo = dialect.echo_default
         self._in = bytearray()
         self._out = bytearray()
@@ -624,6 +638,8 @@ class Engine:
         self._raw_acc = bytearray()
         self._raw_idx = 0
         self._after_cr = False
+        self._held: Event | None = None     # line ended by a CR, waiting (lf_grace) for its LF
+        self._held_since = 0.0
         self._data: _DataMode | None = None
         self._data_buf = bytearray()
         self._transparent: _Transparent | None = None
@@ -655,7 +671,7 @@ class Engine:
 
     def reset(self) -> None:
         """Forget all input (module reboot) and restore the dialect's echo default."""
-        self.__init__(self.dialect, self.specs)
+        self.__init__(self.dialect, self.specs, lf_grace=self.lf_grace)
 
     # ---- modes --------------------------------------------------------------------------
     def expect_data(self, length: int | None = None, *, marker: bytes | None = None,
@@ -710,6 +726,8 @@ class Engine:
 
     def next_deadline(self) -> float | None:
         """When :meth:`poll` should next be called (transparent escape guard), or None."""
+        if self._held is not None:
+            return self._held_since + self.lf_grace
         t = self._transparent
         if t is not None and len(t.pending) == 3:
             return t.last_rx + t.guard
@@ -717,9 +735,15 @@ class Engine:
             return self._last_rx + self.dialect.raw_timeout
         return None
 
-    def poll(self, now: float) -> EscapeSequence | LineError | None:
-        """Timer tick: report ``+++`` once the trailing guard time has passed in silence; abandon a
-        raw field that stopped arriving (``dialect.raw_timeout``) with a ``syntax`` line error."""
+    def poll(self, now: float) -> Event | None:
+        """Timer tick: release a line held for its LF once ``lf_grace`` has passed; report ``+++``
+        once the trailing guard time has passed in silence; abandon a raw field that stopped
+        arriving (``dialect.raw_timeout``) with a ``syntax`` line error."""
+        if self._held is not None:
+            if now - self._held_since >= self.lf_grace:
+                held, self._held = self._held, None
+                return held
+            return None
         if self._raw_need and self.dialect.raw_timeout is not None and not self._in \
                 and now - self._last_rx >= self.dialect.raw_timeout:
             line = bytes(self._line)
@@ -749,7 +773,23 @@ class Engine:
             return None
         if self._data is not None:
             return self._next_data()
+        if self._held is not None:
+            if not self._in:
+                return None          # the LF may still come: poll() releases the line
+            held, self._held = self._held, None
+            self._take_lf()
+            return held
         return self._next_line()
+
+    def _take_lf(self) -> None:
+        """Right after the CR that ended a reported line: the LF that follows is that line's."""
+        if self._in and self._in[0] == LF:
+            del self._in[0]
+            if self.echo:
+                self._out.append(LF)
+            self._after_cr = False
+        elif self._in:
+            self._after_cr = False
 
     def _next_data(self) -> Event | None:
         d = self._data
@@ -872,13 +912,17 @@ class Engine:
                     self._out.append(b)
                 continue
             self._after_cr = False
-            if b in d.terminators or (b == LF and LF in d.terminators):
+            if b in d.terminators:
                 if echo:
                     self._out.append(b)
                 self._after_cr = b == CR
                 result = self._finish_line()
                 if result is not None:
                     break
+                continue
+            if b == LF and d.lone_lf == "ignore":
+                if echo:
+                    self._out.append(b)
                 continue
             if b in (BS, DEL):
                 if echo:
@@ -906,6 +950,12 @@ class Engine:
                         self._raw_need = n_raw
                         self._raw_acc = bytearray()
         del buf[:i]
+        if result is not None and self._after_cr:
+            if buf:
+                self._take_lf()
+            elif self.lf_grace > 0:
+                self._held, self._held_since = result, self._last_rx
+                return None
         return result
 
     def _in_quotes(self) -> bool:

@@ -206,6 +206,12 @@ class Ctx:
 class Module:
     """One emulated module. Create, attach a transport sink, ``await start()``."""
 
+    #: seconds a command line ended by a CR that was the last byte received waits for the LF a
+    #: CR LF host writes next (byte by byte, or in a separate write): the LF is then echoed with
+    #: the CR before the response and never becomes payload. Lines followed by more bytes (CR LF
+    #: in one write, or the next command) are not delayed.
+    LF_GRACE = 0.02
+
     def __init__(self, profile_cls: type[Profile], *, world: World | None = None, state_dir: Path | str | None = None,
                  baud: int | None = None, pacing: bool = True, name: str | None = None):
         self.profile_cls = profile_cls
@@ -216,7 +222,7 @@ class Module:
         self.settings = Settings(self.state_dir / "settings.json")
         self.baud = baud or profile_cls.default_baud
         self.pacer = Pacer(self.baud, pacing)
-        self.engine = Engine(profile_cls.dialect, profile_cls.commands)
+        self.engine = Engine(profile_cls.dialect, profile_cls.commands, lf_grace=self.LF_GRACE)
         from .net.dns import Resolver
         self.resolver = Resolver(self.world.network.hosts)
         self.profile: Profile = profile_cls(self)

@@ -234,3 +234,152 @@ def test_data_mode_any_bytes(data):
     e.feed(data)
     evs = events(e)
     assert all(not isinstance(x, Exception) for x in evs)
+
+
+# --------------------------------------------------------------------------------------------
+# Line discipline: whatever terminator the host uses and however it splits its writes, the
+# module sees the same commands and the same payload bytes, and the echo is the host's line
+# (terminator included) before anything else.
+
+SEND = CommandSpec("+SEND", forms={Form.WRITE: FormSpec(Form.WRITE, [Int("n")])})
+SENDZ = CommandSpec("+SENDZ", forms={Form.EXEC: FormSpec(Form.EXEC, [])})
+GRACE = 0.02
+
+_plain = st.sampled_from([b"AT", b"at+x=1,\"a b\"", b"AT+Y?", b"ATE", b"at+z=?", b"AT+Q=,,3", b"AT+GARBAGE=\"\"", b"hello"])
+_item = st.one_of(
+    _plain.map(lambda c: ("cmd", c, b"")),
+    st.just(("empty", b"", b"")),
+    st.binary(min_size=0, max_size=40).map(lambda p: ("send", b"AT+SEND=%d" % len(p), p)),
+    st.binary(min_size=0, max_size=40).map(lambda p: p.replace(b"\x1a", b"").replace(b"\x1b", b""))
+      .map(lambda p: ("sendz", b"at+sendz", p)),
+)
+
+
+def _drive(dialect: Dialect, items: list, term: bytes, cuts: list[int], echo: bool) -> tuple[list, bytes, list]:
+    """Feed the host's bytes cut at ``cuts``, each write within the LF grace of the previous one,
+    and react like a module: a +SEND line opens a data phase of n bytes, +SENDZ one ended by
+    Ctrl+Z. Returns (events, echo bytes, echo checks) where an echo check is the echo taken when a
+    command line event came out."""
+    stream = bytearray()
+    for kind, line, payload in items:
+        stream += line + term
+        if kind == "send":
+            stream += payload
+        elif kind == "sendz":
+            stream += payload + b"\x1a"
+    e = Engine(dialect, {"+SEND": SEND, "+SENDZ": SENDZ}, lf_grace=GRACE)
+    e.echo = echo
+    evs: list = []
+    echoes = bytearray()
+    at_event: list = []
+    now = 0.0
+
+    def pump(ev):
+        while ev is not None:
+            out = e.take_output()
+            echoes.extend(out)
+            if isinstance(ev, CommandLine):
+                at_event.append((ev.line, bytes(echoes)))
+                evs.append((ev.name, ev.form, [a.text for a in ev.args]))
+                if ev.name == "+SEND":
+                    if int(ev.args[0].text):
+                        e.expect_data(int(ev.args[0].text))
+                    else:
+                        evs.append(("data", b""))
+                elif ev.name == "+SENDZ":
+                    e.expect_data(None, terminator=b"\x1a", cancel=b"\x1b")
+            elif isinstance(ev, Data):
+                evs.append(("data", ev.payload))
+            else:
+                evs.append((type(ev).__name__, getattr(ev, "kind", None)))
+            ev = e.next_event()
+        echoes.extend(e.take_output())
+
+    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(stream))), len(stream)]
+    for a, b in zip(bounds, bounds[1:]):
+        now += GRACE / 4
+        e.feed(bytes(stream[a:b]), now)
+        pump(e.next_event())
+    now += 10 * GRACE
+    pump(e.poll(now))
+    assert e.next_event() is None and not e.in_data_mode
+    return evs, bytes(echoes), at_event
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_item, max_size=8), st.lists(st.integers(0, 2000), max_size=30), st.booleans(), st.booleans())
+def test_terminator_and_write_splitting_do_not_change_events(items, cuts, echo, ti):
+    """CR, CR LF (and LF where the dialect takes it), one burst, every byte alone or random cuts:
+    identical commands, identical payload bytes; the echo is exactly the command lines with their
+    terminators, and a line's whole terminator is echoed before the line is reported."""
+    d = Dialect(terminators=b"\r\n", brackets=True) if ti else Dialect()
+    terms = [b"\r", b"\r\n"] + ([b"\n"] if ti else [])
+    reference = None
+    for term in terms:
+        total = sum(len(line) + len(term) + len(p) + (k == "sendz") for k, line, p in items)
+        for split in ([], list(range(total + 1)), cuts):
+            evs, echoed, at_event = _drive(d, items, term, split, echo)
+            if reference is None:
+                reference = evs
+            assert evs == reference, (term, split)
+            lines = b"".join(line + term for _, line, _ in items)
+            assert echoed == (lines if echo else b"")
+            if echo:
+                for line, so_far in at_event:
+                    assert so_far.endswith(line + term), (line, so_far)
+
+
+def test_crlf_before_data_phase_never_reaches_payload():
+    """The LF of ``AT+SEND=5\\r\\n`` is the line's: the payload is exactly the next five bytes,
+    whether the LF comes in the same write, alone (within the grace), or after the release."""
+    for chunks in ([b"AT+SEND=5\r\nhello"], [b"AT+SEND=5\r", b"\nhello"], [b"AT+SEND=5\r", b"\n", b"hel", b"lo"]):
+        e = Engine(Dialect(), {"+SEND": SEND}, lf_grace=GRACE)
+        got = []
+        for i, c in enumerate(chunks):
+            e.feed(c, now=i * GRACE / 4)
+            while (ev := e.next_event()) is not None:
+                got.append(ev)
+                if isinstance(ev, CommandLine):
+                    assert e.take_output() == b"AT+SEND=5\r\n"   # CR LF echoed at once, before the prompt
+                    e.expect_data(5)
+        assert [type(x) for x in got] == [CommandLine, Data] and got[1].payload == b"hello", chunks
+
+
+def test_held_line_released_by_poll_and_late_lf_swallowed():
+    e = Engine(Dialect(), lf_grace=GRACE)
+    e.feed(b"AT\r", now=1.0)
+    assert e.next_event() is None                 # maybe an LF is on its way
+    assert e.take_output() == b"AT\r"
+    assert e.next_deadline() == pytest.approx(1.0 + GRACE)
+    assert e.poll(1.0 + GRACE / 2) is None
+    assert e.poll(1.0 + GRACE) == CommandLine("", Form.EXEC, [], b"AT")
+    e.feed(b"\nAT\r\n", now=2.0)                   # the LF came late: still the old line's, echoed
+    assert e.next_event() == CommandLine("", Form.EXEC, [], b"AT")
+    assert e.take_output() == b"\nAT\r\n"
+    e.feed(b"AT\r", now=3.0)
+    e.feed(b"AT\r", now=3.001)                    # not an LF: the held line goes at once
+    assert isinstance(e.next_event(), CommandLine)
+    e.reset()
+    assert e.lf_grace == GRACE
+
+
+def test_lone_lf_per_dialect():
+    """Quectel/Eseye/Microchip ignore a lone LF (Quectel manual: "A newline character is ignored");
+    TI ends a line with it; ``lone_lf="char"`` keeps it as a character of the line."""
+    e = Engine(Dialect())
+    e.feed(b"\n\nAT\n+X=1\r\n\n")
+    assert [(x.name, [a.text for a in x.args]) for x in events(e)] == [("+X", ["1"])]
+    assert e.take_output() == b"\n\nAT\n+X=1\r\n\n"
+    e = Engine(Dialect(terminators=b"\r\n", echo_default=False))
+    e.feed(b"AT\nAT+X=1\r\n\nAT\r")
+    assert [x.name for x in events(e)] == ["", "+X", ""]
+    e = Engine(Dialect(lone_lf="char", echo_default=False))
+    e.feed(b"\nAT\r")
+    assert isinstance(e.next_event(), LineError)
+
+
+def test_empty_line_gets_only_its_echo():
+    e = Engine(Dialect(), lf_grace=GRACE)
+    e.feed(b"\r\n", now=0.0)
+    assert e.next_event() is None and e.poll(1.0) is None
+    assert e.take_output() == b"\r\n"
