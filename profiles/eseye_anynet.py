@@ -38,9 +38,17 @@ DEVIATIONS = [
     "I1: AT+AWSPUBCLOSE accepts 0-7 as printed; slots 2-7 are never open, so they answer OK then +AWSPUBCLOSE: n, -2.",
     "I2: AT+AWSSUBOPEN accepts 0-7; its =? answer is printed literally as the manual has it: +AWSSUBOPEN: (0-1),<awstopic>.",
     "Q1: <qos> 1 = fire and forget (MQTT QoS 0, SEND OK at once), 2 = acknowledged (MQTT QoS 1, SEND OK on PUBACK); 0 is an alias of 1; default 1.",
-    "C1: URCs are spaced exactly as printed: +AWSPUBOPEN: i,c / +AWSSUBOPEN: i,c / +AWSPUBCLOSE: i, c / +AWS:i,len.",
+    "C1: open/close results are printed as the device prints them, no space after the colon: +AWSPUBOPEN:i,c / "
+    "+AWSSUBOPEN:i,c / +AWSPUBCLOSE:i,c / +AWSSUBCLOSE:i,c (Eseye's Raspberry Pi demo scripts wait for exactly "
+    "'+AWSSUBOPEN:0,0\\r\\n' and '+AWSSUBCLOSE:0,'); information lines keep theirs (+QCCID: , +AWSVER: , +AWSSTATE: ); "
+    "+AWS:i,len as printed. World option eseye.format: manual prints the manual's spacing instead "
+    "(+AWSPUBOPEN: i,c / +AWSSUBOPEN: i,c / +AWSPUBCLOSE: i, c).",
     "C2: AT+AWSPUBOPEN? and AT+AWSSUBOPEN? print one '<index>: <topic>/<thing>' line per open slot, then OK.",
-    "C3: AT+AWSSUBCLOSE reports with the literal +AWSPUBCLOSE: prefix by default; world option eseye.subclose_urc: AWSSUBCLOSE switches to +AWSSUBCLOSE:.",
+    "C3: AT+AWSSUBCLOSE reports +AWSSUBCLOSE:i,c (the demo scripts and the host libraries that close subscriptions "
+    "expect it); with eseye.format: manual it uses the manual's literal +AWSPUBCLOSE: i, c. World option "
+    "eseye.subclose_urc: AWSPUBCLOSE or AWSSUBCLOSE overrides the prefix in either format.",
+    "R1: AT+AWSRESET (not in the manual; sent by MikroElektronika's AnyNet click drivers, ANYNET*_CMD_AWSRESET): "
+    "closes every topic and the TLS/MQTT link without result codes, AT+AWSSTATE back to 0, answers OK.",
     "C4: AT+AWSPUBLISH=? prints the manual's text literally: AWSPUBLISH: (0-1), (1-240)[,(0-1)].",
     "C7: AT+QCCID answers '+QCCID: <iccid>', AT+GSN the bare IMEI, AT+AWSVER '+AWSVER: <version>'.",
     "C8: AT+QCCID?, AT+GSN? and AT+AWSVER? are not documented and answer ERROR.",
@@ -49,7 +57,9 @@ DEVIATIONS = [
     "F3: opens after the link is up answer at once (PUB) or after the SUBACK round trip (SUB).",
     "F4: closing the last topic keeps the TLS/MQTT link up (state 6); it is dropped only on error or power off.",
     "F5/F6: +AWS:<i>,<len> is followed by exactly <len> raw bytes and no trailing CR LF; payloads of any length are delivered.",
-    "F7: echo is on after power-up (ATE0/ATE1 work), commands are case-insensitive, CR or CR LF ends a line, lines over 1024 bytes answer ERROR.",
+    "F7: echo is on after power-up (ATE0/ATE1 work), commands are case-insensitive, CR or CR LF ends a line (the LF "
+    "is echoed with the CR and never becomes payload), a lone LF is ignored (Quectel modem underneath: 'A newline "
+    "character is ignored'), lines over 1024 bytes answer ERROR.",
     "Extra: MQTT client id is the thing name; subscriptions use MQTT QoS 1; the endpoint comes from the world's aws.endpoint (host:port, default port 8883).",
 ]
 
@@ -70,11 +80,19 @@ class EseyeAnynet(Profile):
     families = ("general", "aws-info", "aws-pub", "aws-sub")
     deviations = DEVIATIONS
     option_prefix = "eseye"
-    world_options = {"subclose_urc": "AWSPUBCLOSE (default, as printed) or AWSSUBCLOSE: the prefix of AT+AWSSUBCLOSE's result"}
+    world_options = {
+        "format": "device (default: +AWSPUBOPEN:0,0, as the device prints) or manual (the manual's typography: "
+                  "+AWSPUBOPEN: 0,0, +AWSPUBCLOSE: 0, 0, and AT+AWSSUBCLOSE answered with +AWSPUBCLOSE)",
+        "subclose_urc": "AWSSUBCLOSE or AWSPUBCLOSE: the prefix of AT+AWSSUBCLOSE's result (default: per eseye.format)",
+    }
     urcs = [
-        UrcSpec("+AWSPUBOPEN", "+AWSPUBOPEN: <awspindex>,<aswconcode>", "result of opening a publish topic: 0 ok, -1 error, -2 in use", "aws-pub"),
-        UrcSpec("+AWSSUBOPEN", "+AWSSUBOPEN: <awssindex>,<aswconcode>", "result of opening a subscribe topic", "aws-sub"),
-        UrcSpec("+AWSPUBCLOSE", "+AWSPUBCLOSE: <awspindex>, <awsconcode>", "result of closing a topic (also for AWSSUBCLOSE, as printed)", "aws-pub"),
+        UrcSpec("+AWSPUBOPEN", "+AWSPUBOPEN:<awspindex>,<aswconcode>", "result of opening a publish topic: 0 ok, -1 error, -2 in use "
+                "(eseye.format: manual: '+AWSPUBOPEN: i,c')", "aws-pub"),
+        UrcSpec("+AWSSUBOPEN", "+AWSSUBOPEN:<awssindex>,<aswconcode>", "result of opening a subscribe topic "
+                "(eseye.format: manual: '+AWSSUBOPEN: i,c')", "aws-sub"),
+        UrcSpec("+AWSPUBCLOSE", "+AWSPUBCLOSE:<awspindex>,<awsconcode>", "result of closing a publish topic "
+                "(eseye.format: manual: '+AWSPUBCLOSE: i, c', also for AWSSUBCLOSE)", "aws-pub"),
+        UrcSpec("+AWSSUBCLOSE", "+AWSSUBCLOSE:<awssindex>,<awsconcode>", "result of closing a subscribe topic", "aws-sub"),
         UrcSpec("+AWS", "+AWS:<awssindex>,<length><CR><LF><binary data>", "a message arrived on a subscribed topic", "aws-sub"),
     ]
 
@@ -87,7 +105,30 @@ class EseyeAnynet(Profile):
         self._link_lock = asyncio.Lock()
         self._retry_task: asyncio.Task | None = None
         opts = getattr(module.world, "options", {}) or {}
-        self.subclose_prefix = "+AWSSUBCLOSE" if str(opts.get("eseye.subclose_urc", "")).upper().lstrip("+") == "AWSSUBCLOSE" else "+AWSPUBCLOSE"
+        self.manual = str(opts.get("eseye.format", "device")).lower() == "manual"
+        sub = str(opts.get("eseye.subclose_urc", "")).upper().lstrip("+")
+        self.subclose_prefix = {"AWSSUBCLOSE": "+AWSSUBCLOSE", "AWSPUBCLOSE": "+AWSPUBCLOSE"}.get(
+            sub, "+AWSPUBCLOSE" if self.manual else "+AWSSUBCLOSE")
+
+    @classmethod
+    def validate_world(cls, world) -> None:
+        super().validate_world(world)
+        from emulator.world import WorldError
+        opts = getattr(world, "options", {}) or {}
+        for key, allowed in (("eseye.format", ("DEVICE", "MANUAL")), ("eseye.subclose_urc", ("AWSSUBCLOSE", "AWSPUBCLOSE"))):
+            if key in opts and str(opts[key]).upper().lstrip("+") not in allowed:
+                where = f"{world.source}: " if getattr(world, "source", None) else ""
+                raise WorldError(f"{where}option '{key}' must be one of {', '.join(a.lower() if key.endswith('format') else a for a in allowed)}, "
+                                 f"not {opts[key]!r}")
+
+    def _result(self, prefix: str, idx: int, code: int) -> None:
+        """An open/close result code: ``+X:i,c`` as the device prints, or the manual's spacing."""
+        if not self.manual:
+            self.module.urc(f"{prefix}:{idx},{code}")
+        elif prefix.endswith("CLOSE"):
+            self.module.urc(f"{prefix}: {idx}, {code}")
+        else:
+            self.module.urc(f"{prefix}: {idx},{code}")
 
     # ---- identity ---------------------------------------------------------------------------
     @command("+QCCID", Form.EXEC, family="general", doc="Query ICCID", test="")
@@ -153,7 +194,7 @@ class EseyeAnynet(Profile):
         slot = self.pubs.pop(idx, None)
         code = 0 if slot is not None and slot.ready else -2
         ctx.ok()
-        self.module.urc(f"+AWSPUBCLOSE: {idx}, {code}")
+        self._result("+AWSPUBCLOSE", idx, code)
 
     @command("+AWSPUBCLOSE", Form.READ, family="aws-pub")
     async def pubclose_read(self, ctx: Ctx) -> None:
@@ -178,7 +219,7 @@ class EseyeAnynet(Profile):
         ctx.ok()
         if slot is None or not slot.ready:
             self.subs.pop(idx, None)
-            self.module.urc(f"{self.subclose_prefix}: {idx}, -2")
+            self._result(self.subclose_prefix, idx, -2)
             return
         self.module.spawn(self._unsubscribe(idx, slot))
 
@@ -186,11 +227,31 @@ class EseyeAnynet(Profile):
     async def subclose_read(self, ctx: Ctx) -> None:
         return None
 
+    @command("+AWSRESET", Form.EXEC, family="general", test="",
+             doc="Close every topic and the AWS link, back to state 0 (not in the manual; sent by host drivers' init)")
+    async def awsreset(self, ctx: Ctx) -> None:
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            self._retry_task = None
+        self.pubs.clear()
+        self.subs.clear()
+        mqtt, self.mqtt = self.mqtt, None
+        if mqtt is not None:
+            try:
+                await asyncio.wait_for(mqtt.disconnect(), 2)
+            except Exception:
+                pass
+            try:
+                mqtt.close()
+            except Exception:
+                pass
+        self.state = IDLE
+
     # ---- machinery ----------------------------------------------------------------------------
     def _open(self, ctx: Ctx, table: dict[int, _Slot], idx: int, topic: str, urc: str, subscribe: bool) -> None:
         ctx.ok()
         if idx in table:
-            self.module.urc(f"{urc}: {idx},-2")
+            self._result(urc, idx, -2)
             return
         thing = self.module.world.aws.thing_name
         slot = _Slot(topic, f"{topic}/{thing}")
@@ -207,10 +268,10 @@ class EseyeAnynet(Profile):
             slot.ready = True
             if subscribe:
                 self.state = SUBSCRIBED
-            self.module.urc(f"{urc}: {idx},0")
+            self._result(urc, idx, 0)
         else:
             del table[idx]
-            self.module.urc(f"{urc}: {idx},-1")
+            self._result(urc, idx, -1)
 
     async def _subscribe(self, slot: _Slot) -> bool:
         mqtt = self.mqtt
@@ -236,7 +297,7 @@ class EseyeAnynet(Profile):
             del self.subs[idx]
         if self.state == SUBSCRIBED and not any(s.ready for s in self.subs.values()):
             self.state = MQTT_CONNECTED
-        self.module.urc(f"{self.subclose_prefix}: {idx}, {code}")
+        self._result(self.subclose_prefix, idx, code)
 
     def _read_material(self) -> tuple[bytes, bytes, bytes] | None:
         aws = self.module.world.aws

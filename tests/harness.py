@@ -30,12 +30,23 @@ class SerialReader:
     """A host's buffered reader on a pyserial port (``self.ser``): every wait consumes the input
     up to its match and keeps the rest, so nothing the module sent is lost between waits."""
 
+    #: what ends a command line written by :meth:`Emu.cmd`: CR LF, as host code does
+    term: bytes = b"\r\n"
+    #: write every byte on its own (a host that writes byte by byte) instead of in one burst
+    bytewise: bool = False
+
     def __init__(self, ser: serial.Serial | None = None):
         self.ser = ser
         self.buf = bytearray()
 
     def write(self, data: bytes | str) -> None:
-        self.ser.write(data.encode() if isinstance(data, str) else data)
+        data = data.encode() if isinstance(data, str) else data
+        if self.bytewise:
+            for i in range(len(data)):
+                self.ser.write(data[i:i + 1])
+                self.ser.flush()
+            return
+        self.ser.write(data)
         self.ser.flush()
 
     send = write
@@ -96,8 +107,13 @@ class Emu(SerialReader):
     """A module of ``profile`` on a pty at ``.port`` with an open pyserial handle ``.ser``."""
 
     def __init__(self, profile: str, *, world: World | dict | str | Path | None = None, state_dir: str | Path | None = None,
-                 pacing: bool = False, baud: int | None = None, open_serial: bool = True):
+                 pacing: bool = False, baud: int | None = None, open_serial: bool = True,
+                 term: bytes | None = None, bytewise: bool | None = None):
         self.profile_cls = find_profile(profile)
+        if term is not None:
+            self.term = term
+        if bytewise is not None:
+            self.bytewise = bytewise
         if isinstance(world, dict):
             world = World.from_dict(world)
         elif isinstance(world, (str, Path)):
@@ -185,9 +201,11 @@ class Emu(SerialReader):
 
     FINAL = rb"\r\n(OK|ERROR[^\r]*|\+CME ERROR: ?\d+|SEND OK|SEND FAIL)\r\n"
 
-    def cmd(self, line: str | bytes, timeout: float = 5.0, final: bytes | str | None = None) -> bytes:
-        """Send ``line`` + CR and return the response up to its final result line."""
-        self.write((line.encode() if isinstance(line, str) else line) + b"\r")
+    def cmd(self, line: str | bytes, timeout: float = 5.0, final: bytes | str | None = None,
+            term: bytes | None = None) -> bytes:
+        """Send ``line`` + the line terminator (``term``, default :attr:`term`: CR LF) and return the
+        response up to its final result line."""
+        self.write((line.encode() if isinstance(line, str) else line) + (self.term if term is None else term))
         return self.read_until(final or self.FINAL, timeout)
 
     def expect_nothing(self, quiet: float = 0.3) -> None:
@@ -229,3 +247,28 @@ class Cli:
 
     def stderr(self) -> str:
         return self.proc.stderr.read().decode() if self.proc.stderr else ""
+
+
+HOST_STYLES = {
+    "CR": (b"\r", False),             # the manuals' terminator
+    "CRLF": (b"\r\n", False),         # what host code sends
+    "CRLF-bytewise": (b"\r\n", True),  # ... one byte per write
+    "LF": (b"\n", False),             # only where the dialect ends a line with LF (TI)
+}
+
+
+def host_styles(*names: str, autouse: bool = True):
+    """A fixture running tests once per host style (line terminator and write splitting) by
+    setting :attr:`SerialReader.term` / :attr:`SerialReader.bytewise`.
+    ``host_style = host_styles("CR", "CRLF", "CRLF-bytewise")`` at module level runs every test of
+    the module so; with ``autouse=False`` only tests that ask for ``host_style``."""
+    import pytest
+
+    @pytest.fixture(autouse=autouse, params=names or ("CR", "CRLF", "CRLF-bytewise"))
+    def host_style(request: Any, monkeypatch: Any) -> str:
+        term, bytewise = HOST_STYLES[request.param]
+        monkeypatch.setattr(SerialReader, "term", term)
+        monkeypatch.setattr(SerialReader, "bytewise", bytewise)
+        return request.param
+
+    return host_style

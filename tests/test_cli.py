@@ -37,13 +37,13 @@ def test_version_profiles_describe():
     r = run("profiles", "--json")
     rows = {p["name"]: p for p in json.loads(r.stdout)}
     assert rows["eseye-anynet"]["default_baud"] == 9600
-    assert rows["eseye-anynet"]["commands"] == 9
+    assert rows["eseye-anynet"]["commands"] == 10       # the manual's nine + AT+AWSRESET
     r = run("describe", "eseye-anynet", "--json")
     d = json.loads(r.stdout)
     names = sorted(c["name"] for c in d["commands"])
     assert names == sorted(["AT+QCCID", "AT+GSN", "AT+AWSVER", "AT+AWSPUBOPEN", "AT+AWSPUBLISH", "AT+AWSSUBOPEN",
-                            "AT+AWSPUBCLOSE", "AT+AWSSUBCLOSE", "AT+AWSSTATE"])
-    assert sorted(u["name"] for u in d["urcs"]) == ["+AWS", "+AWSPUBCLOSE", "+AWSPUBOPEN", "+AWSSUBOPEN"]
+                            "AT+AWSPUBCLOSE", "AT+AWSSUBCLOSE", "AT+AWSSTATE", "AT+AWSRESET"])
+    assert sorted(u["name"] for u in d["urcs"]) == ["+AWS", "+AWSPUBCLOSE", "+AWSPUBOPEN", "+AWSSUBCLOSE", "+AWSSUBOPEN"]
     pub = next(c for c in d["commands"] if c["name"] == "AT+AWSPUBLISH")
     assert [p["name"] for p in pub["forms"]["write"]["params"]] == ["awspindex", "length", "qos"]
     assert pub["forms"]["write"]["params"][1]["range"] == [1, 240]

@@ -60,7 +60,7 @@ def test_broker_drop_over_http(controlled):
     status, mods = http("GET", f"{url}/api/modules")
     assert status == 200 and mods[0]["name"] == "eseye-anynet" and mods[0]["port"].endswith("tty")
     host.cmd('AT+AWSSUBOPEN=0,"cmd"')
-    host.until(rb"\+AWSSUBOPEN: 0,0\r\n")
+    host.until(rb"\+AWSSUBOPEN:0,0\r\n")
     status, snap = http("GET", f"{url}/api/modules/eseye-anynet")
     assert status == 200
     assert snap["state"]["awsstate"] == 7 and snap["state"]["link"] == "up"
@@ -229,7 +229,7 @@ def chromium(url, profile_dir):
 def test_web_page_shows_state_and_fault_button_works(controlled, tmp_path):
     p, url, host = controlled
     host.cmd('AT+AWSSUBOPEN=0,"cmd"')
-    host.until(rb"\+AWSSUBOPEN: 0,0\r\n")
+    host.until(rb"\+AWSSUBOPEN:0,0\r\n")
     prof = Path(tempfile.mkdtemp(prefix="atemu-chromium-"))
     browser = chromium(url + "/", prof)
     try:

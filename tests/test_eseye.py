@@ -6,10 +6,15 @@ import time
 
 import pytest
 
-from harness import Emu
+from harness import Emu, host_styles
 from peers.aws import AWS_HOST, THING, aws_pki, broker, sim_world  # noqa: F401  (fixtures)
 from peers.mosquitto import MqttProbe, free_port
 import profiles.eseye_anynet as eseye
+
+
+# every test runs once per host style: CR, CR LF, CR LF written byte by byte (Emu.cmd and the
+# lines written here end with emu.term)
+host_style = host_styles("CR", "CRLF", "CRLF-bytewise")
 
 
 @pytest.fixture
@@ -31,20 +36,22 @@ def probe(broker):
 
 def open_pub(emu, idx=0, topic="temperature"):
     assert emu.cmd(f'AT+AWSPUBOPEN={idx},"{topic}"') == b"\r\nOK\r\n"
-    return emu.read_until(rb"\+AWSPUBOPEN: \d,-?\d\r\n", timeout=10)
+    return emu.read_until(rb"\+AWSPUBOPEN:\d,-?\d\r\n", timeout=10)
 
 
 def open_sub(emu, idx=0, topic="resolution"):
     assert emu.cmd(f'AT+AWSSUBOPEN={idx},"{topic}"') == b"\r\nOK\r\n"
-    return emu.read_until(rb"\+AWSSUBOPEN: \d,-?\d\r\n", timeout=10)
+    return emu.read_until(rb"\+AWSSUBOPEN:\d,-?\d\r\n", timeout=10)
 
 
 # ---------------------------------------------------------------------------------------- identity
 
 def test_identity_and_test_forms():
     with Emu("eseye-anynet") as e:
-        assert e.cmd("AT") == b"AT\r\r\nOK\r\n"  # echo is on after power-up
-        assert e.cmd("ATE0") == b"ATE0\r\r\nOK\r\n"
+        # echo is on after power-up: the whole line with its terminator, then the result
+        assert e.cmd("AT") == b"AT" + e.term + b"\r\nOK\r\n"
+        assert e.cmd("ATE0") == b"ATE0" + e.term + b"\r\nOK\r\n"
+        e.expect_nothing(0.1)
         assert e.cmd("AT+QCCID") == b"\r\n+QCCID: 89440000000000000001\r\n\r\nOK\r\n"
         assert e.cmd("AT+GSN") == b"\r\n356938035643809\r\n\r\nOK\r\n"
         assert e.cmd("AT+AWSVER").startswith(b"\r\n+AWSVER: ")
@@ -100,10 +107,10 @@ def test_burst_of_50_ate0():
 def test_publish_end_to_end(emu, probe):
     probe.subscribe(f"temperature/{THING}")
     urc = open_pub(emu)
-    assert urc.endswith(b"+AWSPUBOPEN: 0,0\r\n")
+    assert urc.endswith(b"+AWSPUBOPEN:0,0\r\n")
     assert emu.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 6\r\n\r\nOK\r\n"
     assert emu.cmd("AT+AWSPUBOPEN?") == f"\r\n0: temperature/{THING}\r\n\r\nOK\r\n".encode()
-    emu.write(b"AT+AWSPUBLISH=0,5\r")
+    emu.write(b"AT+AWSPUBLISH=0,5" + emu.term)
     assert emu.read_until(b"> ") == b"> "
     emu.write(b"21.5C")
     assert emu.read_until(Emu.FINAL) == b"\r\nSEND OK\r\n"
@@ -111,7 +118,7 @@ def test_publish_end_to_end(emu, probe):
     assert (payload, qos) == (b"21.5C", 0)
     # qos 2 = acknowledged: MQTT QoS 1 to the broker; binary payload, every awkward byte
     data = bytes([0x0D, 0x0A, 0x1A, 0x1B, 0x00, 0xFF, 0x2B, 0x2B, 0x2B, 0x22])
-    emu.write(f"AT+AWSPUBLISH=0,{len(data)},2\r".encode())
+    emu.write(f"AT+AWSPUBLISH=0,{len(data)},2".encode() + emu.term)
     emu.read_until(b"> ")
     emu.write(data)
     assert emu.read_until(Emu.FINAL) == b"\r\nSEND OK\r\n"
@@ -122,15 +129,43 @@ def test_publish_without_waiting_for_prompt(emu, probe):
     probe.subscribe(f"t/{THING}")
     open_pub(emu, 1, "t")
     body = bytes(range(200))
-    emu.write(b"AT+AWSPUBLISH=1,200,1\r" + body)   # payload right behind the command
+    emu.write(b"AT+AWSPUBLISH=1,200,1" + emu.term + body)   # payload right behind the command
     assert emu.read_until(Emu.FINAL) == b"> \r\nSEND OK\r\n"
     assert probe.wait_for(f"t/{THING}")[0] == body
     assert emu.cmd("AT") == b"\r\nOK\r\n"
 
 
+@pytest.mark.parametrize("echo", [True, False], ids=["echo-on", "echo-off"])
+@pytest.mark.parametrize("burst", [False, True], ids=["wait-prompt", "one-write"])
+def test_publish_exact_bytes(broker, aws_pki, probe, echo, burst):
+    """The host's line is echoed whole (terminator included) before the prompt; the broker gets
+    exactly the payload, never the LF of CR LF; the next command is clean."""
+    probe.subscribe(f"x/{THING}")
+    with Emu("eseye-anynet", world=sim_world(aws_pki, broker.tls_port)) as e:
+        e.cmd("ATE1" if echo else "ATE0")
+        e.drain(0.1)
+        assert e.cmd('AT+AWSPUBOPEN=0,"x"') == (b'AT+AWSPUBOPEN=0,"x"' + e.term if echo else b"") + b"\r\nOK\r\n"
+        assert e.read_until(rb"\+AWSPUBOPEN:\d,-?\d\r\n", timeout=10) == b"\r\n+AWSPUBOPEN:0,0\r\n"
+        payload = b"hi\r\n\x00\n> AT\r"
+        line = b"AT+AWSPUBLISH=0,%d" % len(payload)
+        echoed = line + e.term if echo else b""
+        if burst:
+            e.write(line + e.term + payload)
+            assert e.read_until(Emu.FINAL) == echoed + b"> \r\nSEND OK\r\n"
+        else:
+            e.write(line + e.term)
+            assert e.read_until(b"> ") == echoed + b"> "
+            e.write(payload)
+            assert e.read_until(Emu.FINAL) == b"\r\nSEND OK\r\n"
+        assert probe.wait_for(f"x/{THING}")[0] == payload
+        assert e.cmd("at") == (b"at" + e.term if echo else b"") + b"\r\nOK\r\n"
+        e.write(e.term)                 # an empty line: its echo only, no answer
+        assert e.drain(0.2) == (e.term if echo else b"")
+
+
 def test_subscribe_receives(emu, probe):
     urc = open_sub(emu, 3, "resolution")
-    assert urc.endswith(b"+AWSSUBOPEN: 3,0\r\n")
+    assert urc.endswith(b"+AWSSUBOPEN:3,0\r\n")
     assert emu.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 7\r\n\r\nOK\r\n"
     assert emu.cmd("AT+AWSSUBOPEN?") == f"\r\n3: resolution/{THING}\r\n\r\nOK\r\n".encode()
     msg = b"1080\r\n\x00\xff"
@@ -138,9 +173,9 @@ def test_subscribe_receives(emu, probe):
     head = emu.read_until(rb"\+AWS:3,8\r\n", timeout=5)
     assert head == b"\r\n+AWS:3,8\r\n"
     assert emu.read_exactly(8) == msg
-    # close: literal +AWSPUBCLOSE prefix (inventory C3), back to state 6, no more data
+    # close: +AWSSUBCLOSE:i,c as the device prints (C3), back to state 6, no more data
     assert emu.cmd("AT+AWSSUBCLOSE=3") == b"\r\nOK\r\n"
-    assert emu.read_until(rb"\r\n\+AWSPUBCLOSE: 3, 0\r\n", timeout=5)
+    assert emu.read_until(rb"CLOSE:3,-?\d\r\n", timeout=5) == b"\r\n+AWSSUBCLOSE:3,0\r\n"
     assert emu.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 6\r\n\r\nOK\r\n"
     probe.publish(f"resolution/{THING}", b"late", qos=1)
     emu.expect_nothing(0.5)
@@ -149,7 +184,7 @@ def test_subscribe_receives(emu, probe):
 def test_slot_errors(emu):
     open_pub(emu)
     assert emu.cmd('AT+AWSPUBOPEN=0,"temperature"') == b"\r\nOK\r\n"
-    assert emu.read_until(rb"\+AWSPUBOPEN: 0,-?\d\r\n") == b"\r\n+AWSPUBOPEN: 0,-2\r\n"
+    assert emu.read_until(rb"\+AWSPUBOPEN:0,-?\d\r\n") == b"\r\n+AWSPUBOPEN:0,-2\r\n"
     assert emu.cmd("AT+AWSPUBOPEN=0,temperature") == b"\r\nERROR\r\n"   # topic must be quoted
     assert emu.cmd('AT+AWSPUBOPEN=2,"x"') == b"\r\nERROR\r\n"           # publish slots are 0-1
     assert emu.cmd('AT+AWSSUBOPEN=8,"x"') == b"\r\nERROR\r\n"
@@ -160,14 +195,14 @@ def test_slot_errors(emu):
     assert emu.cmd("AT+AWSPUBLISH=0,6,MIKROE") == b"\r\nERROR\r\n"
     assert emu.cmd("AT+AWSPUBLISH=0") == b"\r\nERROR\r\n"
     assert emu.cmd("AT+AWSPUBCLOSE=1") == b"\r\nOK\r\n"
-    assert emu.read_until(rb"\+AWSPUBCLOSE: 1, -?\d\r\n") == b"\r\n+AWSPUBCLOSE: 1, -2\r\n"
+    assert emu.read_until(rb"\+AWSPUBCLOSE:1,-?\d\r\n") == b"\r\n+AWSPUBCLOSE:1,-2\r\n"
     assert emu.cmd("AT+AWSPUBCLOSE=5") == b"\r\nOK\r\n"
-    assert emu.read_until(rb"\+AWSPUBCLOSE: 5, -?\d\r\n") == b"\r\n+AWSPUBCLOSE: 5, -2\r\n"
+    assert emu.read_until(rb"\+AWSPUBCLOSE:5,-?\d\r\n") == b"\r\n+AWSPUBCLOSE:5,-2\r\n"
     assert emu.cmd("AT+AWSPUBCLOSE=8") == b"\r\nERROR\r\n"
     assert emu.cmd("AT+AWSSUBCLOSE=2") == b"\r\nOK\r\n"
-    assert emu.read_until(rb"CLOSE: 2, -?\d\r\n") == b"\r\n+AWSPUBCLOSE: 2, -2\r\n"
+    assert emu.read_until(rb"CLOSE:2,-?\d\r\n") == b"\r\n+AWSSUBCLOSE:2,-2\r\n"
     assert emu.cmd("AT+AWSPUBCLOSE=0") == b"\r\nOK\r\n"
-    assert emu.read_until(rb"\+AWSPUBCLOSE: 0, -?\d\r\n") == b"\r\n+AWSPUBCLOSE: 0, 0\r\n"
+    assert emu.read_until(rb"\+AWSPUBCLOSE:0,-?\d\r\n") == b"\r\n+AWSPUBCLOSE:0,0\r\n"
     assert emu.cmd("AT+AWSPUBLISH=0,5") == b"\r\nERROR\r\n"
     assert emu.cmd("AT+AWSPUBOPEN?") == b"\r\nOK\r\n"
 
@@ -175,21 +210,65 @@ def test_slot_errors(emu):
 def test_publish_timeout_sends_fail(emu, monkeypatch):
     monkeypatch.setattr(eseye, "PUBLISH_TIMEOUT", 0.5)
     open_pub(emu)
-    emu.write(b"AT+AWSPUBLISH=0,10\r")
+    emu.write(b"AT+AWSPUBLISH=0,10" + emu.term)
     emu.read_until(b"> ")
     emu.write(b"abc")
     assert emu.read_until(Emu.FINAL, timeout=5) == b"\r\nSEND FAIL\r\n"
     assert emu.cmd("AT") == b"\r\nOK\r\n"
 
 
-def test_subclose_urc_option(broker, aws_pki):
+def test_manual_format_option(broker, aws_pki):
+    """eseye.format: manual prints the manual's typography (the old default): a space after the
+    colon, '+AWSPUBCLOSE: i, c', and AT+AWSSUBCLOSE answered with the +AWSPUBCLOSE prefix."""
     w = sim_world(aws_pki, broker.tls_port)
-    w["options"] = {"eseye.subclose_urc": "AWSSUBCLOSE"}
+    w["options"] = {"eseye.format": "manual"}
     with Emu("eseye-anynet", world=w) as e:
         e.cmd("ATE0")
-        open_sub(e, 1, "cfg")
+        assert e.cmd('AT+AWSSUBOPEN=1,"cfg"') == b"\r\nOK\r\n"
+        assert e.read_until(rb"\+AWSSUBOPEN: \d,-?\d\r\n", timeout=10) == b"\r\n+AWSSUBOPEN: 1,0\r\n"
         assert e.cmd("AT+AWSSUBCLOSE=1") == b"\r\nOK\r\n"
-        assert e.read_until(rb"CLOSE: 1, -?\d\r\n") == b"\r\n+AWSSUBCLOSE: 1, 0\r\n"
+        assert e.read_until(rb"CLOSE: 1, -?\d\r\n") == b"\r\n+AWSPUBCLOSE: 1, 0\r\n"
+        assert e.cmd('AT+AWSPUBOPEN=0,"t"') == b"\r\nOK\r\n"
+        assert e.read_until(rb"\+AWSPUBOPEN: \d,-?\d\r\n", timeout=10) == b"\r\n+AWSPUBOPEN: 0,0\r\n"
+        assert e.cmd("AT+AWSPUBCLOSE=0") == b"\r\nOK\r\n"
+        assert e.read_until(rb"CLOSE: 0, -?\d\r\n") == b"\r\n+AWSPUBCLOSE: 0, 0\r\n"
+    w["options"] = {"eseye.format": "manual", "eseye.subclose_urc": "AWSSUBCLOSE"}
+    with Emu("eseye-anynet", world=w) as e:
+        e.cmd("ATE0")
+        assert e.cmd("AT+AWSSUBCLOSE=4") == b"\r\nOK\r\n"
+        assert e.read_until(rb"CLOSE: 4, -?\d\r\n") == b"\r\n+AWSSUBCLOSE: 4, -2\r\n"
+    w["options"] = {"eseye.subclose_urc": "AWSPUBCLOSE"}
+    with Emu("eseye-anynet", world=w) as e:
+        e.cmd("ATE0")
+        assert e.cmd("AT+AWSSUBCLOSE=4") == b"\r\nOK\r\n"
+        assert e.read_until(rb"CLOSE:4,-?\d\r\n") == b"\r\n+AWSPUBCLOSE:4,-2\r\n"
+
+
+def test_bad_format_option_is_one_clear_line(broker, aws_pki):
+    from emulator.world import WorldError
+    w = sim_world(aws_pki, broker.tls_port)
+    w["options"] = {"eseye.format": "pretty"}
+    with pytest.raises(WorldError, match="eseye.format.*device, manual"):
+        Emu("eseye-anynet", world=w)
+
+
+def test_awsreset_closes_everything(emu, probe):
+    """AT+AWSRESET (sent by host drivers' init): every topic and the link closed, state 0, OK,
+    no result codes; the next open connects again."""
+    open_sub(emu, 0, "cmd")
+    open_pub(emu, 1, "tele")
+    assert emu.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 7\r\n\r\nOK\r\n"
+    assert emu.cmd("AT+AWSRESET") == b"\r\nOK\r\n"
+    emu.expect_nothing(0.3)
+    assert emu.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 0\r\n\r\nOK\r\n"
+    assert emu.cmd("AT+AWSSUBOPEN?") == b"\r\nOK\r\n"
+    assert emu.cmd("AT+AWSPUBOPEN?") == b"\r\nOK\r\n"
+    assert emu.cmd("AT+AWSPUBLISH=1,3") == b"\r\nERROR\r\n"
+    probe.publish(f"cmd/{THING}", b"gone", qos=1)
+    emu.expect_nothing(0.5)
+    assert emu.module.profile.mqtt is None
+    assert emu.cmd("AT+AWSRESET=?") == b"\r\nOK\r\n"
+    assert open_pub(emu, 0, "tele").endswith(b"+AWSPUBOPEN:0,0\r\n")
 
 
 # ---------------------------------------------------------------------------------------- failures
@@ -197,7 +276,7 @@ def test_subclose_urc_option(broker, aws_pki):
 def test_no_sim_material_fails_without_traffic():
     with Emu("eseye-anynet") as e:   # built-in world: SIM has no AWS keys
         e.cmd("ATE0")
-        assert open_pub(e) == b"\r\n+AWSPUBOPEN: 0,-1\r\n"
+        assert open_pub(e) == b"\r\n+AWSPUBOPEN:0,-1\r\n"
         assert e.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 8\r\n\r\nOK\r\n"
         assert e.cmd("AT+AWSPUBOPEN?") == b"\r\nOK\r\n"
 
@@ -206,9 +285,9 @@ def test_broker_down(aws_pki):
     port = free_port()  # nothing listens there
     with Emu("eseye-anynet", world=sim_world(aws_pki, port)) as e:
         e.cmd("ATE0")
-        assert open_pub(e).endswith(b"+AWSPUBOPEN: 0,-1\r\n")
+        assert open_pub(e).endswith(b"+AWSPUBOPEN:0,-1\r\n")
         assert e.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 8\r\n\r\nOK\r\n"
-        assert open_sub(e).endswith(b"+AWSSUBOPEN: 0,-1\r\n")
+        assert open_sub(e).endswith(b"+AWSSUBOPEN:0,-1\r\n")
 
 
 def test_wrong_ca_then_new_material_is_read(broker, aws_pki, tmp_path):
@@ -220,10 +299,10 @@ def test_wrong_ca_then_new_material_is_read(broker, aws_pki, tmp_path):
     w = sim_world(aws_pki, broker.tls_port, ca=sim / "ca.pem", cert=sim / "cert.pem", key=sim / "key.pem")
     with Emu("eseye-anynet", world=w) as e:
         e.cmd("ATE0")
-        assert open_pub(e).endswith(b"+AWSPUBOPEN: 0,-1\r\n")
+        assert open_pub(e).endswith(b"+AWSPUBOPEN:0,-1\r\n")
         assert e.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 8\r\n\r\nOK\r\n"
         shutil.copy(aws_pki.ca_cert, sim / "ca.pem")       # new security material on the SIM
-        assert open_pub(e).endswith(b"+AWSPUBOPEN: 0,0\r\n")
+        assert open_pub(e).endswith(b"+AWSPUBOPEN:0,0\r\n")
         assert e.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 6\r\n\r\nOK\r\n"
 
 
@@ -231,7 +310,7 @@ def test_bad_client_certificate(broker, aws_pki):
     w = sim_world(aws_pki, broker.tls_port, cert=aws_pki.other_client_cert, key=aws_pki.other_client_key)
     with Emu("eseye-anynet", world=w) as e:
         e.cmd("ATE0")
-        assert open_pub(e).endswith(b"+AWSPUBOPEN: 0,-1\r\n")
+        assert open_pub(e).endswith(b"+AWSPUBOPEN:0,-1\r\n")
         assert e.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 8\r\n\r\nOK\r\n"
 
 
@@ -273,10 +352,10 @@ def test_pty_reopen_keeps_session(emu, probe):
 def test_oversized_line_and_noise():
     with Emu("eseye-anynet") as e:
         e.cmd("ATE0")
-        e.write(b"AT+AWSPUBOPEN=0,\"" + b"x" * 3000 + b"\"\r")
+        e.write(b"AT+AWSPUBOPEN=0,\"" + b"x" * 3000 + b"\"" + e.term)
         assert e.read_until(Emu.FINAL) == b"\r\nERROR\r\n"
         assert e.cmd("AT") == b"\r\nOK\r\n"
-        e.write(bytes(range(256)) + b"\r")
+        e.write(bytes(range(256)) + e.term)
         got = e.drain(0.3)
         assert b"ERROR" in got
         assert e.cmd("AT") == b"\r\nOK\r\n"
@@ -338,9 +417,9 @@ aws:
         s.write(b"ATE0\r")
         until(b"OK\r\n")
         s.write(b'AT+AWSPUBOPEN=0,"temperature"\r')
-        assert line_after(b"+AWSPUBOPEN: ") == b"+AWSPUBOPEN: 0,0"
+        assert line_after(b"+AWSPUBOPEN:") == b"+AWSPUBOPEN:0,0"
         s.write(b'AT+AWSSUBOPEN=0,"resolution"\r')
-        assert line_after(b"+AWSSUBOPEN: ") == b"+AWSSUBOPEN: 0,0"
+        assert line_after(b"+AWSSUBOPEN:") == b"+AWSSUBOPEN:0,0"
         s.write(b"AT+AWSPUBLISH=0,4\r")
         until(b"> ")
         s.write(b"23.1")

@@ -51,7 +51,7 @@ def test_broker_drop_shows_state_8_then_recovers(atemu_module, broker, aws_pki):
     m = atemu_module("eseye-anynet", world=sim_world(aws_pki, broker.tls_port))
     host = connect_host(m.port)
     assert host.cmd('AT+AWSSUBOPEN=0,"cmd"') == b"\r\nOK\r\n"
-    assert host.until(rb"\+AWSSUBOPEN: 0,-?\d\r\n").endswith(b"+AWSSUBOPEN: 0,0\r\n")
+    assert host.until(rb"\+AWSSUBOPEN:0,-?\d\r\n").endswith(b"+AWSSUBOPEN:0,0\r\n")
     assert host.awsstate() == 7
     assert m.snapshot()["state"]["link"] == "up"
 
@@ -77,11 +77,11 @@ def test_broker_refuses_connect(atemu_module, broker, aws_pki):
     m.inject("broker_refuse", code=5)
     host = connect_host(m.port)
     host.cmd('AT+AWSPUBOPEN=0,"t"')
-    assert host.until(rb"\+AWSPUBOPEN: 0,-?\d\r\n").endswith(b"+AWSPUBOPEN: 0,-1\r\n")
+    assert host.until(rb"\+AWSPUBOPEN:0,-?\d\r\n").endswith(b"+AWSPUBOPEN:0,-1\r\n")
     assert host.awsstate() == 8
     # the refusal fired once: the next open succeeds
     host.cmd('AT+AWSPUBOPEN=1,"t"')
-    assert host.until(rb"\+AWSPUBOPEN: 1,-?\d\r\n").endswith(b"+AWSPUBOPEN: 1,0\r\n")
+    assert host.until(rb"\+AWSPUBOPEN:1,-?\d\r\n").endswith(b"+AWSPUBOPEN:1,0\r\n")
 
 
 def test_tls_failure_and_dns_failure(atemu_module, broker, aws_pki):
@@ -89,20 +89,20 @@ def test_tls_failure_and_dns_failure(atemu_module, broker, aws_pki):
     host = connect_host(m.port)
     m.inject("tls_fail")
     host.cmd('AT+AWSPUBOPEN=0,"t"')
-    assert host.until(rb"\+AWSPUBOPEN: 0,-?\d\r\n").endswith(b"0,-1\r\n")
+    assert host.until(rb"\+AWSPUBOPEN:0,-?\d\r\n").endswith(b"0,-1\r\n")
     f = m.inject("dns_fail", times=None)
     host.cmd('AT+AWSPUBOPEN=0,"t"')
-    assert host.until(rb"\+AWSPUBOPEN: 0,-?\d\r\n").endswith(b"0,-1\r\n")
+    assert host.until(rb"\+AWSPUBOPEN:0,-?\d\r\n").endswith(b"0,-1\r\n")
     assert m.clear(f["id"]) == 1
     host.cmd('AT+AWSPUBOPEN=0,"t"')
-    assert host.until(rb"\+AWSPUBOPEN: 0,-?\d\r\n").endswith(b"0,0\r\n")
+    assert host.until(rb"\+AWSPUBOPEN:0,-?\d\r\n").endswith(b"0,0\r\n")
 
 
 def test_cellular_detach_drops_link(atemu_module, broker, aws_pki):
     m = atemu_module("eseye-anynet", world=sim_world(aws_pki, broker.tls_port))
     host = connect_host(m.port)
     host.cmd('AT+AWSPUBOPEN=0,"t"')
-    host.until(rb"\+AWSPUBOPEN: 0,0\r\n")
+    host.until(rb"\+AWSPUBOPEN:0,0\r\n")
     m.inject("cellular_detach")
     host.wait_state(8, timeout=5)
     assert m.snapshot()["world"]["cellular"]["attached"] is False

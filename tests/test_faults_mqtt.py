@@ -242,7 +242,7 @@ def test_eseye_rx_latency_delays_the_aws_urc(atemu_module, broker, aws_pki):
     host = Host(serial.serial_for_url(m.port, 9600, timeout=0.05))
     host.cmd("ATE0")
     assert host.cmd('AT+AWSSUBOPEN=0,"cmd"') == b"\r\nOK\r\n"
-    assert host.until(rb"\+AWSSUBOPEN: 0,-?\d\r\n", 15).endswith(b"+AWSSUBOPEN: 0,0\r\n")
+    assert host.until(rb"\+AWSSUBOPEN:0,-?\d\r\n", 15).endswith(b"+AWSSUBOPEN:0,0\r\n")
     probe = broker.probe()
     try:
         m.inject("latency", delay=1.5, direction="rx", port=broker.tls_port)   # the open session too

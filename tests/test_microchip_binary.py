@@ -66,7 +66,7 @@ def test_marker_split_and_noise_before_it(e, tcp_sink):
     assert e.cmd("ATE1") == b"OK\r\n"
     e.write(b"AT+SOCKWR=1,2\rxy#ab")
     assert e.read_until(rb"OK\r\n") == b"AT+SOCKWR=1,2\rOK\r\n"
-    assert e.cmd("ATE0") == b"ATE0\rOK\r\n"
+    assert e.cmd("ATE0") == b"ATE0" + e.term + b"OK\r\n"
     assert tcp_sink.wait_bytes(11) == b"hellodataab"
     # a '#' inside the payload is data (only the first one is the marker)
     e.write(b"AT+SOCKWR=1,3\r##x#")

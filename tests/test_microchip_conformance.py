@@ -8,7 +8,12 @@ import socket
 
 import pytest
 
+from harness import host_styles
 from test_microchip_util import Winc
+
+# every table runs once per host style: CR, CR LF, CR LF written byte by byte; <T> in an expected
+# answer is the host's terminator, echoed with the line
+host_style = host_styles("CR", "CRLF", "CRLF-bytewise")
 
 COMMANDS = ["E", "+GMI", "+GMM", "+GMR", "+LOWPOWER", "+READCERT", "+LOADCERT", "+WSCNC", "+WSCNA", "+WSCNP",
             "+WSTAC", "+WSTA", "+WAPC", "+WAP", "+WPROVC", "+WPROV", "+MQTTC", "+MQTTCONN", "+MQTTSUB",
@@ -16,7 +21,7 @@ COMMANDS = ["E", "+GMI", "+GMM", "+GMR", "+LOWPOWER", "+READCERT", "+LOADCERT", 
             "+SOCKTLS", "+SOCKLST", "+SOCKWR", "+SOCKWRTO", "+SOCKRD", "+TLSC", "+DNSRESOLV", "+PING"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def e():
     with Winc() as emu:
         yield emu
@@ -35,7 +40,7 @@ OFFLINE = [
     ("ATE 0", b"OK\r\n"),
     ("ATE2", b"ERROR:2\r\n"),
     ("ATE1", b"OK\r\n"),
-    ("ATE", b"ATE\rOK\r\n"),                  # echoed (echo was on), then off
+    ("ATE", b"ATE<T>OK\r\n"),                 # echoed (echo was on), then off
     ("AT", b"OK\r\n"),
     # E2-E4
     ("AT+GMI", b'+GMI:"Microchip"\r\nOK\r\n'),
@@ -132,7 +137,7 @@ OFFLINE = [
 def test_offline_forms_exact_bytes(e):
     e.cmd("ATE0")
     for line, want in OFFLINE:
-        assert e.cmd(line) == want, line
+        assert e.cmd(line) == want.replace(b"<T>", e.term), line
     e.cmd("ATE0")
 
 
@@ -182,17 +187,17 @@ def test_online_forms_exact_bytes(e):
         assert rx.recvfrom(100)[0] == b"first"
         assert rx.recvfrom(100)[0] == b"second"      # the destination survived SOCKBL
         # E26 with the example's space after the comma; the AEC follows the OK
-        e.write(b'AT+DNSRESOLV=1, "localhost"\r')
+        e.write(b'AT+DNSRESOLV=1, "localhost"' + e.term)
         assert e.read_until(rb"\+DNS\w+:.*?\r\n") == b'OK\r\n+DNSRESOLV:1,"localhost","127.0.0.1"\r\n'
         # +SOCKERR:<SOCK_ID>,<STATUS_CODE>,<STATUS_MSG>: 3 = refused, the message a quoted string
         dead = socket.socket()
         dead.bind(("127.0.0.1", 0))
         port = dead.getsockname()[1]
         dead.close()
-        e.write(f'AT+SOCKBR=2,"127.0.0.1",{port}\r'.encode())
+        e.write(f'AT+SOCKBR=2,"127.0.0.1",{port}'.encode() + e.term)
         got = e.read_until(rb"\+SOCK\w+:.*?\r\n")
         assert re.fullmatch(rb'OK\r\n\+SOCKERR:2,3,"[ -!#-~]+"\r\n', got), got
-        e.write(b'AT+PING="127.0.0.1",\r')
+        e.write(b'AT+PING="127.0.0.1",' + e.term)
         got = e.read_until(rb"\+PING:.*?\r\n", timeout=6)
         assert re.fullmatch(rb'OK\r\n\+PING:"127\.0\.0\.1",\d+\r\n', got), got
     finally:

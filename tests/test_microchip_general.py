@@ -38,12 +38,13 @@ def test_describe_lists_35_commands_and_27_aecs():
         assert c["doc"], c["name"]
 
 
+@pytest.mark.usefixtures("host_style")
 def test_echo_identity_and_errors():
     with Winc() as e:
         # echo was on after reset (checked in Winc.start); ATE1 turns it back on
         assert e.cmd("ATE1") == b"OK\r\n"
-        assert e.cmd("AT+GMI") == b'AT+GMI\r+GMI:"Microchip"\r\nOK\r\n'
-        assert e.cmd("ATE0") == b"ATE0\rOK\r\n"
+        assert e.cmd("AT+GMI") == b'AT+GMI' + e.term + b'+GMI:"Microchip"\r\nOK\r\n'
+        assert e.cmd("ATE0") == b"ATE0" + e.term + b"OK\r\n"
         assert e.cmd("AT") == b"OK\r\n"
         assert e.cmd("AT+GMM") == b'+GMM:"WINC1500"\r\nOK\r\n'
         assert e.cmd("AT+GMR") == b'+GMR:"15x0","19.6.1","19.6.1","19.5.3"\r\nOK\r\n'

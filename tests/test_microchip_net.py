@@ -366,7 +366,7 @@ def test_reboot_drops_everything_quietly(tcp_sink, e):
     e.sync(lambda: e.module.faults.inject("reboot"))
     time.sleep(0.3)
     assert e.drain(0.2) == b""                    # no AECs from the old instance
-    assert e.cmd("ATE0") == b"ATE0\rOK\r\n"       # echo back on after reset
+    assert e.cmd("ATE0") == b"ATE0" + e.term + b"OK\r\n"       # echo back on after reset
     assert e.cmd("AT+SOCKLST") == b"OK\r\n"
     assert e.cmd("AT+WSTA") == b"+WSTA:0,0\r\nOK\r\n"
     tcp_sink.wait_eof()                           # the peer saw the connection go

@@ -29,7 +29,7 @@ class Winc(Emu):
 
     def start(self) -> "Winc":
         super().start()
-        assert self.cmd("ATE0") == b"ATE0\rOK\r\n"
+        assert self.cmd("ATE0") == b"ATE0" + self.term + b"OK\r\n"
         return self
 
     def cmd(self, line, timeout: float = 5.0, final=None) -> bytes:  # type: ignore[override]

@@ -21,11 +21,12 @@ def e():
 
 # ------------------------------------------------------------------------------------------ general
 
+@pytest.mark.usefixtures("host_style")
 def test_general_commands_echo_and_errors():
     e = emu()
     try:
-        assert e.cmd("AT") == b"AT\r\r\nOK\r\n"                       # echo on after power-up
-        assert e.cmd("AT+QECHO=0") == b"AT+QECHO=0\r\r\nOK\r\n"       # 0-based: 0 = off
+        assert e.cmd("AT") == b"AT" + e.term + b"\r\nOK\r\n"                    # echo on after power-up
+        assert e.cmd("AT+QECHO=0") == b"AT+QECHO=0" + e.term + b"\r\nOK\r\n"    # 0-based: 0 = off
         assert e.cmd("AT") == b"\r\nOK\r\n"
         assert e.cmd("AT+QECHO=2") == b"\r\nERROR\r\n"                # the dump's 1-based '2' is not valid
         assert e.cmd("AT+QVERSION").startswith(b"\r\n+QVERSION: FCM242D")
@@ -46,7 +47,7 @@ def test_general_commands_echo_and_errors():
             assert e.cmd(f"AT+{c}=?") == b"\r\nERROR\r\n", c
         assert e.cmd("AT+QIDNSCFG=?") == b"\r\n+QIDNSCFG: <pridnsaddr>,<secdnsaddr>\r\n\r\nOK\r\n"
         cmd_ok(e, "AT+QECHO=1")
-        assert e.cmd("AT").startswith(b"AT\r")
+        assert e.cmd("AT") == b"AT" + e.term + b"\r\nOK\r\n"
     finally:
         e.stop()
 
@@ -61,7 +62,7 @@ def test_qsetband_rate_saved_and_restored_after_qrst(tmp_path):
         cmd_ok(e, "AT+QRST")
         e.read_until(b"ready\r\n")
         assert e.sync(lambda: e.module.baud) == 115200                     # not saved: back to default
-        assert e.cmd("AT+QSETBAND?").startswith(b"AT+QSETBAND?\r\r\n+QSETBAND: 115200")  # echo is volatile too
+        assert e.cmd("AT+QSETBAND?").startswith(b"AT+QSETBAND?" + e.term + b"\r\n+QSETBAND: 115200")  # echo is volatile too
         cmd_ok(e, "AT+QSETBAND=57600,1")
         cmd_ok(e, "AT+QRST")
         e.read_until(b"ready\r\n")
@@ -101,7 +102,7 @@ def test_qrst_tears_down_sockets_and_prints_ready(tcp_sink):
         assert e.cmd("AT+QRST") == b"\r\nOK\r\n"
         e.read_until(b"\r\nready\r\n", timeout=5)
         tcp_sink.wait_until(lambda: conn.closed or conn.eof, 5, "close")
-        assert e.cmd("AT+QISTATE") == b"AT+QISTATE\r\r\nOK\r\n"    # echo back on, no sockets
+        assert e.cmd("AT+QISTATE") == b"AT+QISTATE" + e.term + b"\r\nOK\r\n"    # echo back on, no sockets
         assert e.cmd("AT+QSTAST").endswith(b"+QSTAST: STATION_DOWN\r\n\r\nOK\r\n")
     finally:
         e.stop()

@@ -100,7 +100,7 @@ def test_log_is_complete(tmp_path):
     sent = b"".join(bytes.fromhex(r["data"]) for r in recs if r["event"] == "rx")
     assert sent == b"".join(l.encode() + b"\r" for l in SESSION)
     got = b"".join(bytes.fromhex(r["data"]) for r in recs if r["event"] == "tx")
-    assert b"+QCCID: 89440000000000000001" in got and b"+AWSPUBCLOSE: 3, -2" in got
+    assert b"+QCCID: 89440000000000000001" in got and b"+AWSPUBCLOSE:3,-2" in got
     lines = [bytes.fromhex(r["line"]) for r in recs if r["event"] == "command"]  # the line's bytes, hex
     assert lines[:3] == [b"AT", b"ATE0", b"AT+QCCID"]
 

@@ -156,7 +156,7 @@ def bench_publish(n: int) -> dict:
             with Emu("eseye-anynet", world=world) as e:
                 e.cmd("ATE0")
                 e.cmd('AT+AWSPUBOPEN=0,"bench"')
-                e.read_until(rb"\+AWSPUBOPEN: 0,0", timeout=10)
+                e.read_until(rb"\+AWSPUBOPEN:0,0", timeout=10)
                 payload = b"p" * 100
                 for qos in (1, 2):
                     t0 = time.perf_counter()
