@@ -652,6 +652,16 @@ class Engine:
     # ---- input / output ----------------------------------------------------------------
     def feed(self, data: bytes, now: float = 0.0) -> None:
         """Append received bytes. In transparent mode, also tracks guard timing."""
+        if self._after_cr and data and not self._in and self._held is None:
+            # the line ending in CR was already released (no LF grace): an LF arriving now is
+            # still that line's terminator, whatever state the line put the engine in
+            self._after_cr = False
+            if data[0] == LF:
+                if self.echo:
+                    self._out.append(LF)
+                data = data[1:]
+                if not data:
+                    return
         if self._transparent is not None and data:
             self._feed_transparent(bytes(data), now)
             return
@@ -953,7 +963,9 @@ class Engine:
         if result is not None and self._after_cr:
             if buf:
                 self._take_lf()
-            elif self.lf_grace > 0:
+            elif self.lf_grace > 0 and self.echo:
+                # only the echo's order needs the wait (the LF is echoed before the answer);
+                # without echo the line runs at once and feed() takes a late LF as its terminator
                 self._held, self._held_since = result, self._last_rx
                 return None
         return result
