@@ -638,6 +638,7 @@ class Engine:
         self._raw_acc = bytearray()
         self._raw_idx = 0
         self._after_cr = False
+        self._cr_echoed = False
         self._held: Event | None = None     # line ended by a CR, waiting (lf_grace) for its LF
         self._held_since = 0.0
         self._data: _DataMode | None = None
@@ -657,7 +658,7 @@ class Engine:
             # still that line's terminator, whatever state the line put the engine in
             self._after_cr = False
             if data[0] == LF:
-                if self.echo:
+                if self._cr_echoed:
                     self._out.append(LF)
                 data = data[1:]
                 if not data:
@@ -926,6 +927,7 @@ class Engine:
                 if echo:
                     self._out.append(b)
                 self._after_cr = b == CR
+                self._cr_echoed = echo      # its LF is echoed as the CR was, whatever the line changes
                 result = self._finish_line()
                 if result is not None:
                     break

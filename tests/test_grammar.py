@@ -363,6 +363,25 @@ def test_held_line_released_by_poll_and_late_lf_swallowed():
     assert e.lf_grace == GRACE
 
 
+def test_late_lf_echoed_as_its_cr_was_when_the_line_switches_echo():
+    """Echo off: the line runs at once (no wait); its LF, arriving after ``ATE1`` switched echo on,
+    is still the old line's terminator and is not echoed. Echo on and ``ATE0``: the LF's echo comes
+    with the CR, before the answer."""
+    e = Engine(Dialect(echo_default=False), lf_grace=GRACE)
+    e.feed(b"ATE1\r", now=1.0)
+    ev = e.next_event()
+    assert isinstance(ev, CommandLine) and ev.line == b"ATE1"   # at once, no wait for an LF
+    e.echo = True                                  # what the handler of ATE1 does
+    e.feed(b"\n", now=1.0 + 2 * GRACE)
+    assert e.next_event() is None and e.take_output() == b""
+    e.feed(b"AT\r\n", now=2.0)
+    assert isinstance(e.next_event(), CommandLine) and e.take_output() == b"AT\r\n"
+    e.feed(b"ATE0\r", now=3.0)
+    assert e.next_event() is None                  # echo on: wait for the LF
+    e.feed(b"\n", now=3.0 + GRACE / 4)
+    assert isinstance(e.next_event(), CommandLine) and e.take_output() == b"ATE0\r\n"
+
+
 def test_lone_lf_per_dialect():
     """Quectel/Eseye/Microchip ignore a lone LF (Quectel manual: "A newline character is ignored");
     TI ends a line with it; ``lone_lf="char"`` keeps it as a character of the line."""
