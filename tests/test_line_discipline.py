@@ -181,3 +181,55 @@ def test_microchip_sockwr_exact(tcp_sink, style, echo, burst):
         assert tcp_sink.wait_bytes(len(PAYLOAD)) == PAYLOAD
         assert e.cmd("AT", final=rb"OK\r\n") == echoed(e, b"AT", echo) + b"OK\r\n"
         e.expect_nothing(0.1)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_quectel_transparent_mode_gets_no_lf(quectel, tcp_sink, style):
+    """The LF of the line that enters transparent mode (QIOPEN access mode 2, QISWTMD, ATO) is not data."""
+    e = styled(quectel, style)
+    e.write(f'AT+QIOPEN=0,"TCP","127.0.0.1",{tcp_sink.port},0,2'.encode() + e.term + b"abc")
+    assert e.read_until(rb"CONNECT\r\n") == b"\r\nCONNECT\r\n"
+    e.write(b"def")
+    assert tcp_sink.wait_bytes(6) == b"abcdef"
+    e.expect_nothing(0.3)                                    # guard time before +++
+    e.write(b"+++")
+    assert e.read_until(rb"OK\r\n", timeout=5) == b"\r\nOK\r\n"
+    assert e.cmd("ATO", final=rb"CONNECT\r\n") == b"\r\nCONNECT\r\n"
+    e.write(b"ghi")
+    assert tcp_sink.wait_bytes(9) == b"abcdefghi"
+
+
+# ------------------------------------------------------------------------------------------ lone LF, empty lines
+
+def test_lone_lf_and_empty_lines_per_profile(tmp_path):
+    """Quectel, Eseye and Microchip ignore a lone LF (echoed when echo is on); TI ends a line with
+    it. An empty line gets no answer, only its echo."""
+    q = quectel_emu()
+    try:
+        q.write(b"AT\n")                                     # not a line end: nothing yet
+        assert q.drain(0.2) == b"AT\n"
+        q.write(b"\r\n")
+        assert q.read_until(b"OK\r\n") == b"\r\n\r\nOK\r\n"
+        q.write(b"\n\nAT+QECHO=0\r\n")
+        assert q.read_until(b"OK\r\n") == b"\n\nAT+QECHO=0\r\n\r\nOK\r\n"
+        q.write(b"\r\n\r\n\n")
+        q.expect_nothing(0.2)
+    finally:
+        q.stop()
+    with Emu("eseye-anynet") as e:
+        e.write(b"\r\n")
+        assert e.drain(0.2) == b"\r\n"                     # echo only
+        e.write(b"\nA\nT\r\n")
+        assert e.read_until(b"OK\r\n") == b"\nA\nT\r\n\r\nOK\r\n"
+    with Winc() as w:                                       # echo off after Winc.start
+        w.write(b"\n\nAT\r")
+        assert w.read_until(b"OK\r\n") == b"OK\r\n"
+        w.write(b"\r\n\n\r")
+        w.expect_nothing(0.2)
+    with Ti() as t:
+        t.write(b"AT+Test\n")
+        assert t.read_until(b"OK\r\n") == b"OK\r\n"
+        t.write(b"ATE1\nAT+Test\r\n\n")
+        assert t.read_until(b"OK\r\n") == b"OK\r\n"
+        assert t.read_until(b"OK\r\n") == b"AT+Test\r\nOK\r\n"
+        assert t.drain(0.2) == b"\n"                         # the empty line: its echo, no answer
