@@ -431,3 +431,23 @@ aws:
     finally:
         probe.close()
         assert cli.stop() == 0
+
+
+@pytest.mark.parametrize("host_style", ["CRLF"], indirect=True)
+def test_readme_first_steps_with_crlf(broker, aws_pki, probe):
+    """README "First steps", eseye-anynet, as written there: CR LF, echo on, 9600 baud pacing."""
+    with Emu("eseye-anynet", world=sim_world(aws_pki, broker.tls_port), pacing=True, term=b"\r\n") as e:
+        probe.subscribe(f"tele/{THING}")
+        assert e.cmd('AT+AWSSUBOPEN=0,"cmd"') == b'AT+AWSSUBOPEN=0,"cmd"\r\n\r\nOK\r\n'
+        assert e.read_until(rb"\r\n\+AWSSUBOPEN:.*?\r\n", timeout=10) == b"\r\n+AWSSUBOPEN:0,0\r\n"
+        assert e.cmd("AT+AWSSTATE?") == b"AT+AWSSTATE?\r\n\r\n+AWSSTATE: 7\r\n\r\nOK\r\n"
+        assert e.cmd('AT+AWSPUBOPEN=0,"tele"') == b'AT+AWSPUBOPEN=0,"tele"\r\n\r\nOK\r\n'
+        assert e.read_until(rb"\r\n\+AWSPUBOPEN:.*?\r\n", timeout=10) == b"\r\n+AWSPUBOPEN:0,0\r\n"
+        e.write(b"AT+AWSPUBLISH=0,5\r\n")
+        assert e.read_until(b"> ") == b"AT+AWSPUBLISH=0,5\r\n> "
+        e.write(b"hello")
+        assert e.read_until(Emu.FINAL) == b"\r\nSEND OK\r\n"
+        assert probe.wait_for(f"tele/{THING}")[0] == b"hello"
+        probe.publish(f"cmd/{THING}", b"ping!", qos=1)
+        assert e.read_until(rb"\+AWS:0,5\r\n", timeout=5) == b"\r\n+AWS:0,5\r\n"
+        assert e.read_exactly(5) == b"ping!"
