@@ -383,3 +383,24 @@ def test_empty_line_gets_only_its_echo():
     e.feed(b"\r\n", now=0.0)
     assert e.next_event() is None and e.poll(1.0) is None
     assert e.take_output() == b"\r\n"
+
+
+def test_cr_only_host_waits_only_once():
+    """The engine learns the host's line ending: after one CR without LF, CR-ended lines run at
+    once; a CR LF seen later turns the wait on again."""
+    e = Engine(Dialect(echo_default=False), lf_grace=GRACE)
+    e.feed(b"AT\r", now=1.0)
+    assert e.next_event() is None                          # unknown host: wait for a possible LF
+    assert isinstance(e.poll(1.0 + GRACE), CommandLine)    # none came
+    e.feed(b"AT\r", now=2.0)
+    assert isinstance(e.next_event(), CommandLine)          # CR-only host: at once
+    e.feed(b"AT\r\n", now=3.0)                              # the host switched to CR LF
+    assert isinstance(e.next_event(), CommandLine)
+    e.feed(b"AT\r", now=4.0)
+    assert e.next_event() is None                           # its LF is awaited again
+    e.feed(b"\n", now=4.001)
+    assert isinstance(e.next_event(), CommandLine) and e.next_event() is None
+    e = Engine(Dialect(echo_default=False), lf_grace=GRACE)
+    e.feed(b"AT\rAT\r", now=1.0)                            # CR then a non-LF byte: CR-only host
+    assert isinstance(e.next_event(), CommandLine)
+    assert isinstance(e.next_event(), CommandLine)
