@@ -244,6 +244,24 @@ def test_manual_format_option(broker, aws_pki):
         assert e.read_until(rb"CLOSE:4,-?\d\r\n") == b"\r\n+AWSPUBCLOSE:4,-2\r\n"
 
 
+def test_awsreset_while_opening(emu, probe):
+    """AT+AWSRESET while an open is still connecting: no result code for it, no link left up."""
+    import asyncio
+    prof = emu.module.profile
+    connect = prof._connect
+
+    async def slow_connect():          # a cellular attach that takes its time
+        await asyncio.sleep(0.5)
+        return await connect()
+    emu.sync(setattr, prof, "_connect", slow_connect)
+    assert emu.cmd('AT+AWSSUBOPEN=0,"cmd"') == b"\r\nOK\r\n"
+    assert emu.cmd("AT+AWSRESET") == b"\r\nOK\r\n"
+    emu.expect_nothing(1.0)
+    assert emu.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 0\r\n\r\nOK\r\n"
+    assert emu.module.profile.mqtt is None
+    assert open_sub(emu, 0, "cmd").endswith(b"+AWSSUBOPEN:0,0\r\n")
+
+
 def test_bad_format_option_is_one_clear_line(broker, aws_pki):
     from emulator.world import WorldError
     w = sim_world(aws_pki, broker.tls_port)
