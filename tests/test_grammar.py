@@ -243,6 +243,7 @@ def test_data_mode_any_bytes(data):
 
 SEND = CommandSpec("+SEND", forms={Form.WRITE: FormSpec(Form.WRITE, [Int("n")])})
 SENDZ = CommandSpec("+SENDZ", forms={Form.EXEC: FormSpec(Form.EXEC, [])})
+RAWSEND = CommandSpec("+RAW", forms={Form.WRITE: FormSpec(Form.WRITE, [Int("format"), Int("length"), Raw("data")])})
 GRACE = 0.02
 
 _plain = st.sampled_from([b"AT", b"at+x=1,\"a b\"", b"AT+Y?", b"ATE", b"at+z=?", b"AT+Q=,,3", b"AT+GARBAGE=\"\"", b"hello"])
@@ -252,6 +253,7 @@ _item = st.one_of(
     st.binary(min_size=0, max_size=40).map(lambda p: ("send", b"AT+SEND=%d" % len(p), p)),
     st.binary(min_size=0, max_size=40).map(lambda p: p.replace(b"\x1a", b"").replace(b"\x1b", b""))
       .map(lambda p: ("sendz", b"at+sendz", p)),
+    st.binary(min_size=0, max_size=40).map(lambda p: ("raw", b"AT+RAW=0,%d," % len(p) + p, b"")),
 )
 
 
@@ -267,7 +269,7 @@ def _drive(dialect: Dialect, items: list, term: bytes, cuts: list[int], echo: bo
             stream += payload
         elif kind == "sendz":
             stream += payload + b"\x1a"
-    e = Engine(dialect, {"+SEND": SEND, "+SENDZ": SENDZ}, lf_grace=GRACE)
+    e = Engine(dialect, {"+SEND": SEND, "+SENDZ": SENDZ, "+RAW": RAWSEND}, lf_grace=GRACE)
     e.echo = echo
     evs: list = []
     echoes = bytearray()
@@ -278,9 +280,10 @@ def _drive(dialect: Dialect, items: list, term: bytes, cuts: list[int], echo: bo
         while ev is not None:
             out = e.take_output()
             echoes.extend(out)
+            if isinstance(ev, (CommandLine, LineError)):
+                at_event.append(bytes(echoes))
             if isinstance(ev, CommandLine):
-                at_event.append((ev.line, bytes(echoes)))
-                evs.append((ev.name, ev.form, [a.text for a in ev.args]))
+                evs.append((ev.name, ev.form, [a.raw if a.raw is not None else a.text for a in ev.args]))
                 if ev.name == "+SEND":
                     if int(ev.args[0].text):
                         e.expect_data(int(ev.args[0].text))
@@ -325,7 +328,9 @@ def test_terminator_and_write_splitting_do_not_change_events(items, cuts, echo, 
             lines = b"".join(line + term for _, line, _ in items)
             assert echoed == (lines if echo else b"")
             if echo:
-                for line, so_far in at_event:
+                lines = [line for kind, line, _ in items if kind != "empty"]
+                assert len(at_event) == len(lines)
+                for line, so_far in zip(lines, at_event):
                     assert so_far.endswith(line + term), (line, so_far)
 
 
