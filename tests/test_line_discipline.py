@@ -184,6 +184,26 @@ def test_microchip_sockwr_exact(tcp_sink, style, echo, burst):
 
 
 @pytest.mark.parametrize("style", STYLES)
+@ECHO
+@BURST
+def test_quectel_qhttppost_body_exact(quectel, http_server, style, echo, burst):
+    e = styled(quectel, style)
+    assert e.cmd(f'AT+QHTTPCFG="url","{http_server.url("/post")}"') == b"\r\nOK\r\n"
+    quectel_echo(e, echo)
+    line = b"AT+QHTTPPOST=%d" % len(PAYLOAD)
+    if burst:
+        e.write(line + e.term + PAYLOAD)
+        assert e.read_until(rb"\r\nOK\r\n") == echoed(e, line, echo) + b"\r\nCONNECT\r\n\r\nOK\r\n"
+    else:
+        e.write(line + e.term)
+        assert e.read_until(b"CONNECT\r\n") == echoed(e, line, echo) + b"\r\nCONNECT\r\n"
+        e.write(PAYLOAD)
+        assert e.read_until(rb"\r\nOK\r\n") == b"\r\nOK\r\n"
+    urc(e, r"\+QHTTPPOST: 0,200,\d+\r\n")
+    assert http_server.last("/post").body == PAYLOAD
+
+
+@pytest.mark.parametrize("style", STYLES)
 def test_quectel_transparent_mode_gets_no_lf(quectel, tcp_sink, style):
     """The LF of the line that enters transparent mode (QIOPEN access mode 2, QISWTMD, ATO) is not data."""
     e = styled(quectel, style)
