@@ -35,7 +35,7 @@ ACK_TIMEOUT = 10.0         # seconds a qos=2 publish waits for PUBACK (F2)
 RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 
 DEVIATIONS = [
-    "I1: AT+AWSPUBCLOSE accepts 0-7 as printed; slots 2-7 are never open, so they answer OK then +AWSPUBCLOSE: n, -2.",
+    "I1: AT+AWSPUBCLOSE accepts 0-7 as printed; slots 2-7 are never open, so they answer OK then +AWSPUBCLOSE:n,-2.",
     "I2: AT+AWSSUBOPEN accepts 0-7; its =? answer is printed literally as the manual has it: +AWSSUBOPEN: (0-1),<awstopic>.",
     "Q1: <qos> 1 = fire and forget (MQTT QoS 0, SEND OK at once), 2 = acknowledged (MQTT QoS 1, SEND OK on PUBACK); 0 is an alias of 1; default 1.",
     "C1: open/close results are printed as the device prints them, no space after the colon: +AWSPUBOPEN:i,c / "
