@@ -618,7 +618,10 @@ class Engine:
     #: seconds a line ended by a CR that was the last byte received is held back waiting for its
     #: LF (hosts that write CR LF byte by byte), so the LF is echoed with the CR before the
     #: response and never reaches a data phase. 0 = report the line at once (a late LF is then
-    #: still swallowed in command mode). :meth:`next_deadline` / :meth:`poll` release it.
+    #: still swallowed in command mode). :meth:`next_deadline` / :meth:`poll` release it. The
+    #: engine learns the host's habit: once a CR came without its LF (the next byte was something
+    #: else, or the grace passed), lines are no longer held, so a CR-only host waits only once;
+    #: the next CR LF seen turns holding on again.
     lf_grace: float = 0.0
 
     def __init__(self, dialect: Dialect, specs: dict[str, CommandSpec] | None = None, *,
@@ -641,6 +644,7 @@ class Engine:
         self._cr_echoed = False
         self._held: Event | None = None     # line ended by a CR, waiting (lf_grace) for its LF
         self._held_since = 0.0
+        self._crlf_host: bool | None = None  # the host ends lines with CR LF (None: not known yet)
         self._data: _DataMode | None = None
         self._data_buf = bytearray()
         self._transparent: _Transparent | None = None
@@ -654,10 +658,14 @@ class Engine:
     def feed(self, data: bytes, now: float = 0.0) -> None:
         """Append received bytes. In transparent mode, also tracks guard timing."""
         if self._after_cr and data and not self._in and self._held is None:
-            # the line ending in CR was already released (no LF grace): an LF arriving now is
-            # still that line's terminator, whatever state the line put the engine in
+            # the line ending in CR was already released (no wait for its LF): an LF arriving now
+            # is still that line's terminator, whatever state the line put the engine in, unless
+            # the host has shown that it ends lines with CR alone (then it is the host's data)
             self._after_cr = False
-            if data[0] == LF:
+            if data[0] != LF:
+                self._crlf_host = False
+            elif self._crlf_host is not False:
+                self._crlf_host = True
                 if self._cr_echoed:
                     self._out.append(LF)
                 data = data[1:]
@@ -753,6 +761,7 @@ class Engine:
         if self._held is not None:
             if now - self._held_since >= self.lf_grace:
                 held, self._held = self._held, None
+                self._crlf_host = False
                 return held
             return None
         if self._raw_need and self.dialect.raw_timeout is not None and not self._in \
@@ -799,8 +808,10 @@ class Engine:
             if self.echo:
                 self._out.append(LF)
             self._after_cr = False
+            self._crlf_host = True
         elif self._in:
             self._after_cr = False
+            self._crlf_host = False
 
     def _next_data(self) -> Event | None:
         d = self._data
@@ -919,10 +930,13 @@ class Engine:
             i += 1
             if b == LF and self._after_cr:
                 self._after_cr = False
+                self._crlf_host = True
                 if echo:
                     self._out.append(b)
                 continue
-            self._after_cr = False
+            if self._after_cr:
+                self._after_cr = False
+                self._crlf_host = False
             if b in d.terminators:
                 if echo:
                     self._out.append(b)
@@ -965,7 +979,7 @@ class Engine:
         if result is not None and self._after_cr:
             if buf:
                 self._take_lf()
-            elif self.lf_grace > 0 and self.echo:
+            elif self.lf_grace > 0 and self.echo and self._crlf_host is not False:
                 # only the echo's order needs the wait (the LF is echoed before the answer);
                 # without echo the line runs at once and feed() takes a late LF as its terminator
                 self._held, self._held_since = result, self._last_rx

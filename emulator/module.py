@@ -209,7 +209,8 @@ class Module:
     #: seconds a command line ended by a CR that was the last byte received waits for the LF a
     #: CR LF host writes next (byte by byte, or in a separate write): the LF is then echoed with
     #: the CR before the response and never becomes payload. Lines followed by more bytes (CR LF
-    #: in one write, or the next command) are not delayed.
+    #: in one write, or the next command) are not delayed, and once the host showed it ends lines
+    #: with CR alone, its lines are not delayed either (see ``Engine.lf_grace``).
     LF_GRACE = 0.02
 
     def __init__(self, profile_cls: type[Profile], *, world: World | None = None, state_dir: Path | str | None = None,

@@ -35,7 +35,7 @@ ACK_TIMEOUT = 10.0         # seconds a qos=2 publish waits for PUBACK (F2)
 RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 
 DEVIATIONS = [
-    "I1: AT+AWSPUBCLOSE accepts 0-7 as printed; slots 2-7 are never open, so they answer OK then +AWSPUBCLOSE: n, -2.",
+    "I1: AT+AWSPUBCLOSE accepts 0-7 as printed; slots 2-7 are never open, so they answer OK then +AWSPUBCLOSE:n,-2.",
     "I2: AT+AWSSUBOPEN accepts 0-7; its =? answer is printed literally as the manual has it: +AWSSUBOPEN: (0-1),<awstopic>.",
     "Q1: <qos> 1 = fire and forget (MQTT QoS 0, SEND OK at once), 2 = acknowledged (MQTT QoS 1, SEND OK on PUBACK); 0 is an alias of 1; default 1.",
     "C1: open/close results are printed as the device prints them, no space after the colon: +AWSPUBOPEN:i,c / "
@@ -104,6 +104,7 @@ class EseyeAnynet(Profile):
         self.mqtt = None
         self._link_lock = asyncio.Lock()
         self._retry_task: asyncio.Task | None = None
+        self._jobs: set[asyncio.Task] = set()   # opens/closes in flight (AT+AWSRESET cancels them)
         opts = getattr(module.world, "options", {}) or {}
         self.manual = str(opts.get("eseye.format", "device")).lower() == "manual"
         sub = str(opts.get("eseye.subclose_urc", "")).upper().lstrip("+")
@@ -221,7 +222,7 @@ class EseyeAnynet(Profile):
             self.subs.pop(idx, None)
             self._result(self.subclose_prefix, idx, -2)
             return
-        self.module.spawn(self._unsubscribe(idx, slot))
+        self._job(self._unsubscribe(idx, slot))
 
     @command("+AWSSUBCLOSE", Form.READ, family="aws-sub")
     async def subclose_read(self, ctx: Ctx) -> None:
@@ -230,9 +231,11 @@ class EseyeAnynet(Profile):
     @command("+AWSRESET", Form.EXEC, family="general", test="",
              doc="Close every topic and the AWS link, back to state 0 (not in the manual; sent by host drivers' init)")
     async def awsreset(self, ctx: Ctx) -> None:
-        if self._retry_task is not None:
-            self._retry_task.cancel()
-            self._retry_task = None
+        jobs = [t for t in (self._retry_task, *self._jobs) if t is not None and not t.done()]
+        for t in jobs:
+            t.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        self._retry_task = None
         self.pubs.clear()
         self.subs.clear()
         mqtt, self.mqtt = self.mqtt, None
@@ -256,7 +259,12 @@ class EseyeAnynet(Profile):
         thing = self.module.world.aws.thing_name
         slot = _Slot(topic, f"{topic}/{thing}")
         table[idx] = slot
-        self.module.spawn(self._complete_open(table, idx, slot, urc, subscribe))
+        self._job(self._complete_open(table, idx, slot, urc, subscribe))
+
+    def _job(self, coro) -> None:
+        task = self.module.spawn(coro)
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
 
     async def _complete_open(self, table: dict[int, _Slot], idx: int, slot: _Slot, urc: str, subscribe: bool) -> None:
         ok = await self._ensure_link()

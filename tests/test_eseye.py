@@ -244,6 +244,24 @@ def test_manual_format_option(broker, aws_pki):
         assert e.read_until(rb"CLOSE:4,-?\d\r\n") == b"\r\n+AWSPUBCLOSE:4,-2\r\n"
 
 
+def test_awsreset_while_opening(emu, probe):
+    """AT+AWSRESET while an open is still connecting: no result code for it, no link left up."""
+    import asyncio
+    prof = emu.module.profile
+    connect = prof._connect
+
+    async def slow_connect():          # a cellular attach that takes its time
+        await asyncio.sleep(0.5)
+        return await connect()
+    emu.sync(setattr, prof, "_connect", slow_connect)
+    assert emu.cmd('AT+AWSSUBOPEN=0,"cmd"') == b"\r\nOK\r\n"
+    assert emu.cmd("AT+AWSRESET") == b"\r\nOK\r\n"
+    emu.expect_nothing(1.0)
+    assert emu.cmd("AT+AWSSTATE?") == b"\r\n+AWSSTATE: 0\r\n\r\nOK\r\n"
+    assert emu.module.profile.mqtt is None
+    assert open_sub(emu, 0, "cmd").endswith(b"+AWSSUBOPEN:0,0\r\n")
+
+
 def test_bad_format_option_is_one_clear_line(broker, aws_pki):
     from emulator.world import WorldError
     w = sim_world(aws_pki, broker.tls_port)
@@ -431,3 +449,23 @@ aws:
     finally:
         probe.close()
         assert cli.stop() == 0
+
+
+@pytest.mark.parametrize("host_style", ["CRLF"], indirect=True)
+def test_readme_first_steps_with_crlf(broker, aws_pki, probe):
+    """README "First steps", eseye-anynet, as written there: CR LF, echo on, 9600 baud pacing."""
+    with Emu("eseye-anynet", world=sim_world(aws_pki, broker.tls_port), pacing=True, term=b"\r\n") as e:
+        probe.subscribe(f"tele/{THING}")
+        assert e.cmd('AT+AWSSUBOPEN=0,"cmd"') == b'AT+AWSSUBOPEN=0,"cmd"\r\n\r\nOK\r\n'
+        assert e.read_until(rb"\r\n\+AWSSUBOPEN:.*?\r\n", timeout=10) == b"\r\n+AWSSUBOPEN:0,0\r\n"
+        assert e.cmd("AT+AWSSTATE?") == b"AT+AWSSTATE?\r\n\r\n+AWSSTATE: 7\r\n\r\nOK\r\n"
+        assert e.cmd('AT+AWSPUBOPEN=0,"tele"') == b'AT+AWSPUBOPEN=0,"tele"\r\n\r\nOK\r\n'
+        assert e.read_until(rb"\r\n\+AWSPUBOPEN:.*?\r\n", timeout=10) == b"\r\n+AWSPUBOPEN:0,0\r\n"
+        e.write(b"AT+AWSPUBLISH=0,5\r\n")
+        assert e.read_until(b"> ") == b"AT+AWSPUBLISH=0,5\r\n> "
+        e.write(b"hello")
+        assert e.read_until(Emu.FINAL) == b"\r\nSEND OK\r\n"
+        assert probe.wait_for(f"tele/{THING}")[0] == b"hello"
+        probe.publish(f"cmd/{THING}", b"ping!", qos=1)
+        assert e.read_until(rb"\+AWS:0,5\r\n", timeout=5) == b"\r\n+AWS:0,5\r\n"
+        assert e.read_exactly(5) == b"ping!"

@@ -243,15 +243,22 @@ def test_data_mode_any_bytes(data):
 
 SEND = CommandSpec("+SEND", forms={Form.WRITE: FormSpec(Form.WRITE, [Int("n")])})
 SENDZ = CommandSpec("+SENDZ", forms={Form.EXEC: FormSpec(Form.EXEC, [])})
+RAWSEND = CommandSpec("+RAW", forms={Form.WRITE: FormSpec(Form.WRITE, [Int("format"), Int("length"), Raw("data")])})
 GRACE = 0.02
 
 _plain = st.sampled_from([b"AT", b"at+x=1,\"a b\"", b"AT+Y?", b"ATE", b"at+z=?", b"AT+Q=,,3", b"AT+GARBAGE=\"\"", b"hello"])
+# A payload that starts with LF written right after a CR-only line is ambiguous: the LF directly
+# after a line's CR is always that line's terminator (as a CR LF host means it), in every state,
+# so such a payload loses its first LF (documented in README "Line endings"). Generated payloads
+# avoid that one case.
+_payload = st.binary(min_size=0, max_size=40).filter(lambda p: not p.startswith(b"\n"))
 _item = st.one_of(
     _plain.map(lambda c: ("cmd", c, b"")),
     st.just(("empty", b"", b"")),
-    st.binary(min_size=0, max_size=40).map(lambda p: ("send", b"AT+SEND=%d" % len(p), p)),
-    st.binary(min_size=0, max_size=40).map(lambda p: p.replace(b"\x1a", b"").replace(b"\x1b", b""))
+    _payload.map(lambda p: ("send", b"AT+SEND=%d" % len(p), p)),
+    _payload.map(lambda p: p.replace(b"\x1a", b"").replace(b"\x1b", b""))
       .map(lambda p: ("sendz", b"at+sendz", p)),
+    st.binary(min_size=0, max_size=40).map(lambda p: ("raw", b"AT+RAW=0,%d," % len(p) + p, b"")),
 )
 
 
@@ -267,7 +274,7 @@ def _drive(dialect: Dialect, items: list, term: bytes, cuts: list[int], echo: bo
             stream += payload
         elif kind == "sendz":
             stream += payload + b"\x1a"
-    e = Engine(dialect, {"+SEND": SEND, "+SENDZ": SENDZ}, lf_grace=GRACE)
+    e = Engine(dialect, {"+SEND": SEND, "+SENDZ": SENDZ, "+RAW": RAWSEND}, lf_grace=GRACE)
     e.echo = echo
     evs: list = []
     echoes = bytearray()
@@ -278,9 +285,10 @@ def _drive(dialect: Dialect, items: list, term: bytes, cuts: list[int], echo: bo
         while ev is not None:
             out = e.take_output()
             echoes.extend(out)
+            if isinstance(ev, (CommandLine, LineError)):
+                at_event.append(bytes(echoes))
             if isinstance(ev, CommandLine):
-                at_event.append((ev.line, bytes(echoes)))
-                evs.append((ev.name, ev.form, [a.text for a in ev.args]))
+                evs.append((ev.name, ev.form, [a.raw if a.raw is not None else a.text for a in ev.args]))
                 if ev.name == "+SEND":
                     if int(ev.args[0].text):
                         e.expect_data(int(ev.args[0].text))
@@ -325,7 +333,9 @@ def test_terminator_and_write_splitting_do_not_change_events(items, cuts, echo, 
             lines = b"".join(line + term for _, line, _ in items)
             assert echoed == (lines if echo else b"")
             if echo:
-                for line, so_far in at_event:
+                lines = [line for kind, line, _ in items if kind != "empty"]
+                assert len(at_event) == len(lines)
+                for line, so_far in zip(lines, at_event):
                     assert so_far.endswith(line + term), (line, so_far)
 
 
@@ -361,6 +371,24 @@ def test_held_line_released_by_poll_and_late_lf_swallowed():
     assert isinstance(e.next_event(), CommandLine)
     e.reset()
     assert e.lf_grace == GRACE
+
+
+def test_late_lf_is_payload_only_for_a_known_cr_only_host():
+    """Echo off, lines run at once. A CR LF host's LF, arriving after the line opened its data
+    phase, is the line's; once a host has ended a line with CR alone, an LF it writes after the
+    prompt is payload."""
+    for first, payload in ((b"AT\r\n", b"hi"), (b"AT\r", b"\nh")):
+        e = Engine(Dialect(echo_default=False), {"+SEND": SEND}, lf_grace=GRACE)
+        e.feed(first, now=1.0)
+        assert isinstance(e.next_event(), CommandLine)
+        e.feed(b"AT", now=1.5)                      # the CR-only host's next line shows its habit
+        e.feed(b"+SEND=2\r", now=1.6)
+        ev = e.next_event()
+        assert isinstance(ev, CommandLine) and ev.name == "+SEND"
+        e.expect_data(2)
+        e.feed(b"\nhi", now=1.7)
+        ev = e.next_event()
+        assert isinstance(ev, Data) and ev.payload == payload, first
 
 
 def test_late_lf_echoed_as_its_cr_was_when_the_line_switches_echo():
@@ -402,3 +430,27 @@ def test_empty_line_gets_only_its_echo():
     e.feed(b"\r\n", now=0.0)
     assert e.next_event() is None and e.poll(1.0) is None
     assert e.take_output() == b"\r\n"
+
+
+def test_cr_only_host_waits_only_once():
+    """The engine learns the host's line ending: after one CR without LF, CR-ended lines run at
+    once; a CR LF seen later turns the wait on again."""
+    e = Engine(Dialect(echo_default=False), lf_grace=GRACE)
+    e.feed(b"AT\r", now=1.0)
+    assert isinstance(e.next_event(), CommandLine)         # echo off: nothing to order, at once
+    e = Engine(Dialect(echo_default=True), lf_grace=GRACE)
+    e.feed(b"AT\r", now=1.0)
+    assert e.next_event() is None                          # unknown host: wait for a possible LF
+    assert isinstance(e.poll(1.0 + GRACE), CommandLine)    # none came
+    e.feed(b"AT\r", now=2.0)
+    assert isinstance(e.next_event(), CommandLine)          # CR-only host: at once
+    e.feed(b"AT\r\n", now=3.0)                              # the host switched to CR LF
+    assert isinstance(e.next_event(), CommandLine)
+    e.feed(b"AT\r", now=4.0)
+    assert e.next_event() is None                           # its LF is awaited again
+    e.feed(b"\n", now=4.001)
+    assert isinstance(e.next_event(), CommandLine) and e.next_event() is None
+    e = Engine(Dialect(echo_default=True), lf_grace=GRACE)
+    e.feed(b"AT\rAT\r", now=1.0)                            # CR then a non-LF byte: CR-only host
+    assert isinstance(e.next_event(), CommandLine)
+    assert isinstance(e.next_event(), CommandLine)

@@ -511,6 +511,7 @@ HARMLESS = {"+QVERSION", "+QWLMAC", "+QSTAST", "+QSTASTOP", "+QAPSTATE", "+QSOFT
             "+QISTATE", "+QIGETERROR", "+QSSLSTATE", "+QFLST", "+QSETBAND", "+QSTADHCP", "+QIDNSCFG", "+QSCLK", "+QFOPEN"}
 
 
+@pytest.mark.usefixtures("host_style")            # CR, CR LF, CR LF byte by byte
 def test_every_part1_form_answers_as_documented(e):
     for name, forms in PART1_FORMS.items():
         test = e.cmd(f"AT{name}=?")

@@ -8,7 +8,12 @@ from __future__ import annotations
 import re
 import socket
 
+from harness import host_styles
 from test_ti_common import LAB, Ti, world
+
+# every table runs once per host style: CR, CR LF, LF (the TI dialect ends a line with any of
+# them) and CR LF written byte by byte
+host_style = host_styles("CR", "CRLF", "LF", "CRLF-bytewise")
 
 ERR_PARSE = b"ERROR:parse parameters,-2\r\n"
 ERR_COUNT = b"ERROR:number of parameters,-2\r\n"

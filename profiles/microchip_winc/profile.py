@@ -30,6 +30,7 @@ from .sockets import Sock, SocketCommands
 from .wlan import WlanCommands
 
 DEVIATIONS = [
+    "Line endings: a command ends with CR or CR LF; a lone LF anywhere is ignored (echoed when echo is on), so \\n\\nAT\\r answers OK; the LF of CR LF is echoed with the CR.",
     "M1: AT+SOCKWRTO is the canonical name; AT+SOCKWRT0 (digit zero, as in the heading) is accepted as an alias.",
     "M3: AT+GMR answers +GMR:<CHIP_ID>,<FW_VER>,<DRV_VER>,<RB_FW> as in the example (not +VER:); world option microchip-winc.gmr_prefix=\"+VER\" switches.",
     "M4: AT+LOWPOWER=4 (or bare AT+LOWPOWER) answers OK, then the module is silent and ignores the UART until wake() (control plane: profile.wake()). Modes 0-3 are placeholders: ERROR:2. Sleeping drops the WLAN link, soft-AP, sockets and MQTT silently.",

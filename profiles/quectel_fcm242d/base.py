@@ -86,6 +86,7 @@ DEVIATIONS = [
     "Z3: +++ needs 1 s of silence before and after (world option quectel.escape_guard, seconds); it answers OK; ATO resumes the last transparent socket.",
     "Z4: Esc during AT+QISEND/AT+QSSLSEND discards the data and answers SEND FAIL; AT+QIGETERROR then reports 568.",
     "Z5: the data prompt is CR LF '> ' (with a space).",
+    "Line endings: a command ends with CR or CR LF; a lone LF is ignored (manual: 'A newline character is ignored'); the LF of CR LF is echoed with the CR and never becomes payload.",
     "Z6: string parameters may be quoted or bare.",
     "Z7: TCP/IP, SSL, Wi-Fi, file and utility commands fail with a bare ERROR (details through AT+QIGETERROR for TCP/IP/SSL); +CME ERROR: <n> is only produced when a handler raises with a code (HTTP, part 2).",
     "Z8: URCs have a space after the colon (+QSTASTAT: GOT_IP); event words are unquoted; WLAN_DISCONNECTED uses an underscore.",

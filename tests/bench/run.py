@@ -217,7 +217,8 @@ def bench_scale(n: int, seconds: float) -> dict:
             while schedule[idx][0] <= now:
                 t, fd = schedule[idx]
                 if fd not in sent:
-                    os.write(fd, b"AT\r")
+                    # CR LF, as hosts write (a CR-only host's first line waits Module.LF_GRACE once)
+                    os.write(fd, b"AT\r\n")
                     sent[fd] = time.perf_counter()
                 schedule[idx] = (t + 1.0, fd)
                 idx = (idx + 1) % n
@@ -225,7 +226,7 @@ def bench_scale(n: int, seconds: float) -> dict:
             for fd, _ in poll.poll(min(timeout, 0.01)):
                 bufs[fd] += os.read(fd, 4096)
                 if bufs[fd].endswith(b"OK\r\n"):
-                    # echo is on: "AT\r\r\nOK\r\n"
+                    # echo is on: "AT\r\n\r\nOK\r\n"
                     lat.append((time.perf_counter() - sent.pop(fd)) * 1000)
                     bufs[fd] = b""
         missing = len(sent)
