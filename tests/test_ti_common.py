@@ -61,7 +61,8 @@ class Ti(Emu):
         fid = int(re.search(rb"\+fileopen:(\d+),", out).group(1))
         for off in range(0, len(data), 1024):
             chunk = data[off:off + 1024]
-            self.ok(f"AT+FileWrite={fid},{off},1,{len(chunk)},{base64.b64encode(chunk).decode()}")
+            enc = base64.b64encode(chunk).decode()
+            self.ok(f"AT+FileWrite={fid},{off},1,{len(enc)},{enc}")
         self.ok(f"AT+FileClose={fid},,")
 
 

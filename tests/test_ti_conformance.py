@@ -89,9 +89,9 @@ def test_device_sockets_templates():
             # ---- UDP
             ("AT+Socket=INET,DGRAM,UDP", b"+socket:3\r\nOK\r\n"),
             (f"AT+Bind=3,INET,{uport},127.0.0.1", b"OK\r\n"),
-            (f"AT+SendTo=3,INET,{uport},127.0.0.1,1,4,cGluZw==", b"OK\r\n"),
+            (f"AT+SendTo=3,INET,{uport},127.0.0.1,1,8,cGluZw==", b"OK\r\n"),
             ("AT+SendTo=3,INET,0,127.0.0.1,0,1,x", ERR_PARSE),
-            ("AT+RecvFrom=3,INET,0,0.0.0.0,1,10", b"OK\r\n", r"\+recvfrom:3,1,4,cGluZw=="),
+            ("AT+RecvFrom=3,INET,0,0.0.0.0,1,10", b"OK\r\n", r"\+recvfrom:3,1,8,cGluZw=="),
             ("AT+RecvFrom=3,INET6,0,1.2.3.4,0,10", ERR_PARSE),
             ("AT+Close=3", b"+close:3\r\nOK\r\n"),
             ("AT+Close=3", proc(-9)),

@@ -25,7 +25,7 @@ def test_create_write_read_raw_and_base64(tmp_path):
         fid = fid_of(out)
         e.write(f"AT+FileWrite={fid},0,0,{len(BLOB)},".encode() + BLOB + b"\r\n")
         assert e.read_until(rb"OK\r\n") == f"+filewrite:{len(BLOB)}\r\nOK\r\n".encode()
-        e.ok(f"AT+FileWrite={fid},{len(BLOB)},1,3,{base64.b64encode(b'END').decode()}")
+        e.ok(f"AT+FileWrite={fid},{len(BLOB)},1,4,{base64.b64encode(b'END').decode()}")   # length: Base64 chars
         assert e.err(f"AT+FileWrite={fid},98,0,5,12345") == b"process command,-11307"    # beyond max size
         assert e.err(f"AT+FileRead={fid},0,0,10") == b"process command,-11305"          # open for writing
         e.ok(f"AT+FileClose={fid},,")
@@ -37,7 +37,7 @@ def test_create_write_read_raw_and_base64(tmp_path):
         assert e.read_exactly(n) == BLOB + b"END"
         e.read_until(rb"\r\nOK\r\n")
         out = e.ok(f"AT+FileRead={fid},5,1,7")
-        assert out == b"+fileread:1,7," + base64.b64encode(BLOB[5:12]) + b"\r\n"
+        assert out == b"+fileread:1,12," + base64.b64encode(BLOB[5:12]) + b"\r\n"     # 7 bytes = 12 Base64 chars
         assert e.err(f"AT+FileRead={fid},500,0,7") == b"process command,-11307"
         assert e.err(f"AT+FileWrite={fid},0,0,1,x") == b"process command,-11305"
         e.ok(f"AT+FileClose={fid},,")
@@ -68,7 +68,7 @@ def test_open_modes_limits_and_escapes():
         e.ok(f"AT+FileWrite={fid},0,0,3,abc")
         e.ok(f"AT+FileClose={fid},,")
         fid = fid_of(e.ok("AT+FileOpen=/new.txt,READ,"))
-        assert e.ok(f"AT+FileRead={fid},0,1,10") == b"+fileread:1,3," + base64.b64encode(b"abc") + b"\r\n"
+        assert e.ok(f"AT+FileRead={fid},0,1,10") == b"+fileread:1,4," + base64.b64encode(b"abc") + b"\r\n"
         assert e.err("AT+FileDel=/new.txt,") == b"process command,-11305"           # still open
         e.ok(f"AT+FileClose={fid},,")
         e.ok("AT+FileDel=/new.txt,")
@@ -97,7 +97,7 @@ def test_secure_token_failsafe_commit_rollback_rename_storage():
         out = e.ok(f"AT+FileCtl=ROLLBACK,{token},/sec.bin,")
         new_token = int(re.search(rb"\+filectl:(\d+),", out).group(1))
         fid = fid_of(e.ok("AT+FileOpen=/sec.bin,READ,"))
-        assert e.ok(f"AT+FileRead={fid},0,1,10") == b"+fileread:1,2," + base64.b64encode(b"v1") + b"\r\n"
+        assert e.ok(f"AT+FileRead={fid},0,1,10") == b"+fileread:1,4," + base64.b64encode(b"v1") + b"\r\n"
         e.ok(f"AT+FileClose={fid},,")
         assert e.err(f"AT+FileCtl=COMMIT,{new_token},/sec.bin,") == b"process command,-11305"  # nothing pending
         info = e.ok(f"AT+FileGetInfo=/sec.bin,{new_token}")

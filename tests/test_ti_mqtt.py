@@ -87,13 +87,13 @@ def test_base64_format_nonblocking_and_broker_loss(ti, mosquitto, mqtt_probe):
     ti.ok("AT+MqttSubscribe=0,1,b64/in,qos0,")
     event(ti, rb"suback,\d+,0\r\n")
     b = base64.b64encode(MSG).decode()
-    assert ti.ok(f"AT+MqttPublish=0,b64/out,qos2,0,{len(MSG)},{b}") == b""     # OK before the ack
+    assert ti.ok(f"AT+MqttPublish=0,b64/out,qos2,0,{len(b)},{b}") == b""     # OK before the ack
     event(ti, rb"puback,\d+\r\n")
     assert probe.wait_for("b64/out") == (MSG, 2, False)
     assert ti.err(f"AT+MqttPublish=0,b64/out,qos0,0,3,{b}") == b"parse parameters,-2"
     probe.publish("b64/in", MSG, retain=False)
     ev = event(ti, rb"\+eventmqtt:recv,[^\r]*\r\n")
-    assert ev == f"+eventmqtt:recv,b64/in,qos0,0,0,1,{len(MSG)},{b}\r\n".encode()
+    assert ev == f"+eventmqtt:recv,b64/in,qos0,0,0,1,{len(b)},{b}\r\n".encode()
     mosquitto.close()
     assert event(ti, rb"\+eventmqtt:disconnect\r\n") == b"+eventmqtt:disconnect\r\n"
 

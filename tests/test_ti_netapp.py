@@ -58,11 +58,11 @@ def test_http_server_files_and_host_requests(ti):
     ti.read_until(rb"\r\nOK\r\n")
     ti.ok(f"AT+NetAPPRecv={h},1,100")
     rest = ti.later(rb"\+netapprecv:")
-    assert rest == f"+netapprecv:{h},0,1,{len(body) - 10},".encode() + base64.b64encode(body[10:]) + b"\r\nOK\r\n"
+    assert rest == f"+netapprecv:{h},0,1,{len(base64.b64encode(body[10:]))},".encode() + base64.b64encode(body[10:]) + b"\r\nOK\r\n"
     ti.ok(f"AT+NetAPPSend={h},METADATA,0,20,201;application/json")
     ti.write(f"AT+NetAPPSend={h},CONTINUATION,0,8,".encode() + b'{"ok":\r\n' + b"\r\n")
     ti.read_until(rb"OK\r\n")
-    ti.ok(f"AT+NetAPPSend={h},,1,3,{base64.b64encode(b' 1}').decode()}")
+    ti.ok(f"AT+NetAPPSend={h},,1,4,{base64.b64encode(b' 1}').decode()}")
     t.join(10)
     assert box["r"] == (201, "application/json", b'{"ok":\r\n 1}')
     assert ti.err(f"AT+NetAPPSend={h},,0,1,x") == b"process command,-2181"

@@ -58,7 +58,7 @@ def test_mac_static_ip_dns_if(tmp_path):
 
 def pubkey(e, idx=0) -> ec.EllipticCurvePublicKey:
     out = e.ok(f"AT+NetUtilGet=public_key,1,{idx}")
-    m = re.fullmatch(rb"\+netutilget:1,65,([A-Za-z0-9+/=]+)\r\n", out)
+    m = re.fullmatch(rb"\+netutilget:1,88,([A-Za-z0-9+/=]{88})\r\n", out)
     return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), base64.b64decode(m.group(1)))
 
 
@@ -69,8 +69,11 @@ def sign(e, idx, fmt=0) -> bytes:
         sig = e.read_exactly(int(re.search(rb",(\d+),$", head).group(1)))
         e.read_until(rb"\r\nOK\r\n")
         return sig
-    out = e.ok(f"AT+NetUtilCmd=sign_msg,{idx},1,{len(MSG)},{base64.b64encode(MSG).decode()}")
-    return base64.b64decode(re.fullmatch(rb"\+netutilcmd:1,\d+,(\S+)\r\n", out).group(1))
+    enc = base64.b64encode(MSG).decode()
+    out = e.ok(f"AT+NetUtilCmd=sign_msg,{idx},1,{len(enc)},{enc}")          # length: Base64 characters
+    m = re.fullmatch(rb"\+netutilcmd:1,(\d+),(\S+)\r\n", out)
+    assert int(m.group(1)) == len(m.group(2))                                # printed: Base64 characters
+    return base64.b64decode(m.group(2))
 
 
 def test_random_and_device_key_sign_verify(tmp_path):
@@ -87,8 +90,10 @@ def test_random_and_device_key_sign_verify(tmp_path):
         blob = MSG + sig
         e.write(f"AT+NetUtilCmd=verify_msg,0,0,{len(MSG)},{len(sig)},".encode() + blob + b"\r\n")
         assert e.read_until(rb"OK\r\n") == b"+netutilcmd:success\r\nOK\r\n"
-        bad = MSG[:-1] + b"X" + sig
-        assert e.ok(f"AT+NetUtilCmd=verify_msg,0,1,{len(MSG)},{len(sig)},{base64.b64encode(bad).decode()}") == b"+netutilcmd:failure\r\n"
+        m64, s64 = base64.b64encode(MSG[:-1] + b"X").decode(), base64.b64encode(sig).decode()
+        assert e.ok(f"AT+NetUtilCmd=verify_msg,0,1,{len(m64)},{len(s64)},{m64}{s64}") == b"+netutilcmd:failure\r\n"
+        m64 = base64.b64encode(MSG).decode()
+        assert e.ok(f"AT+NetUtilCmd=verify_msg,0,1,{len(m64)},{len(s64)},{m64}{s64}") == b"+netutilcmd:success\r\n"
         raw_pub = e.ok("AT+NetUtilGet=public_key,0")
         assert raw_pub.startswith(b"+netutilget:0,65,\x04")
     with Ti(state_dir=tmp_path) as e:                   # the device key survives a power cycle

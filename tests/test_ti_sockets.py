@@ -28,8 +28,8 @@ def recv(e, sd, n, fmt=0, timeout=10.0) -> bytes:
         assert e.read_until(rb"\r\nOK\r\n") == b"\r\nOK\r\n"
         return data
     rest = e.read_until(rb"\r\nOK\r\n")
+    assert len(rest[:-6]) == n                     # TI prints the number of Base64 characters
     data = base64.b64decode(rest[:-6])
-    assert len(data) == n
     return data
 
 
@@ -47,11 +47,12 @@ def test_tcp_echo_raw_and_base64(ti, tcp_echo):
     assert got == PAYLOAD
     # Base64 send and receive
     b = base64.b64encode(b"hello base64").decode()
-    ti.ok(f"AT+Send={sd},1,12,{b}")
+    ti.ok(f"AT+Send={sd},1,{len(b)},{b}")                 # length: Base64 characters (TI)
+    assert ti.err(f"AT+Send={sd},1,12,{b}") == b"parse parameters,-2"   # decoded size is not the length
     assert recv(ti, sd, 100, fmt=1) == b"hello base64"
     # length mismatch and bad base64 are refused without sending
     assert ti.err(f"AT+Send={sd},1,5,{b}") == b"parse parameters,-2"
-    assert ti.err(f"AT+Send={sd},1,3,!!!!") == b"parse parameters,-2"
+    assert ti.err(f"AT+Send={sd},1,4,!!!!") == b"parse parameters,-2"
     assert ti.err(f"AT+Send={sd},0,3,abcdef") == b"parse parameters,-2"   # more data than <length>
     ti.ok(f"AT+Send={sd},0,3,a\rc")                                      # exactly 3 raw bytes
     assert recv(ti, sd, 10) == b"a\rc"
@@ -84,7 +85,7 @@ def test_udp_connect_send_recv_and_sendto_recvfrom(ti, udp_echo):
     sd2 = sock(ti, "UDP", "DGRAM")
     ti.ok(f"AT+Connect={sd2},INET,{udp_echo.port},127.0.0.1")
     ti.later(rb"\+connect:")
-    ti.ok(f"AT+Send={sd2},1,10,{base64.b64encode(b'0123456789').decode()}")
+    ti.ok(f"AT+Send={sd2},1,16,{base64.b64encode(b'0123456789').decode()}")
     assert recv(ti, sd2, 4) == b"0123"
     ti.ok(f"AT+Send={sd2},0,2,ab")
     assert recv(ti, sd2, 4) == b"ab"                             # the rest of the first one was dropped

@@ -152,27 +152,33 @@ def kw(values: list[str] | tuple[str, ...]) -> dict[str, str]:
 
 
 def decode_data(fmt: int, data: Any, length: int | None, *, exact: bool = True) -> bytes:
-    """The payload of a ``format,length,data`` triple (length counts decoded bytes)."""
+    """The payload of a ``format,length,data`` triple.
+
+    As TI's AT interpreter (``atcmd_socket.c`` ``ATCmdSock_sendParse`` and its siblings): with format 0
+    ``length`` counts the raw bytes; with format 1 it counts the Base64 characters that follow, which are
+    decoded (the decoded size is what is sent/written)."""
     if data is None:
         data = b""
     if fmt == 0:
         raw = data if isinstance(data, (bytes, bytearray)) else str(data).encode("latin-1", "replace")
-    else:
-        text = data.decode("latin-1") if isinstance(data, (bytes, bytearray)) else str(data)
-        try:
-            raw = base64.b64decode(text.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            raise param_error("bad Base64 data") from None
-    if length is not None and exact and len(raw) != length:
-        raise param_error(f"data is {len(raw)} bytes, length says {length}")
-    return bytes(raw)
+        if length is not None and exact and len(raw) != length:
+            raise param_error(f"data is {len(raw)} bytes, length says {length}")
+        return bytes(raw)
+    text = (data.decode("latin-1") if isinstance(data, (bytes, bytearray)) else str(data)).strip()
+    if length is not None and exact and len(text) != length:
+        raise param_error(f"{len(text)} Base64 characters follow, length says {length}")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise param_error("bad Base64 data") from None
 
 
 def encode_data(fmt: int, raw: bytes) -> bytes:
-    """``<format>,<length>,<data>`` as bytes for a response line."""
+    """``<format>,<length>,<data>`` as bytes for a response line (format 1: length = Base64 characters)."""
     if fmt == 0:
         return b"%d,%d," % (fmt, len(raw)) + raw
-    return b"%d,%d," % (fmt, len(raw)) + base64.b64encode(raw)
+    enc = base64.b64encode(raw)
+    return b"%d,%d," % (fmt, len(enc)) + enc
 
 
 def parse_ipv4(text: str) -> str:

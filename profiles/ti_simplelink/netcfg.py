@@ -178,7 +178,7 @@ class NetCfgMixin:
         idx = parse_num(v1, 0, MAX_KEYS - 1, "key index")
         if cmd == "sign_msg":
             fmt = parse_num(v2, 0, 1, "format")
-            n = parse_num(v3, 1, 1500, "length")
+            n = parse_num(v3, 1, 1500 if fmt == 0 else 2000, "length")
             if v5 is not None or v6 is not None:
                 raise count_error("sign_msg takes four values")
             data = decode_data(fmt, v4, n)
@@ -186,13 +186,20 @@ class NetCfgMixin:
             ctx.info(b"+netutilcmd:" + encode_data(fmt, sig))
         elif cmd == "verify_msg":
             fmt = parse_num(v2, 0, 1, "format")
-            n = parse_num(v3, 1, 1500, "data length")
+            n = parse_num(v3, 1, 1500 if fmt == 0 else 2000, "data length")
             m = parse_num(v4.decode() if isinstance(v4, bytes) else v4, 1, 255, "signature length")
             if v6 is not None:
                 raise count_error("verify_msg takes five values")
-            blob = decode_data(fmt, v5, n + m)
+            if fmt == 0:
+                blob = decode_data(0, v5, n + m)
+                msg, sig = blob[:n], blob[n:]
+            else:                                     # TI: n Base64 characters of data, then m of signature
+                text = (v5.decode("latin-1") if isinstance(v5, bytes) else str(v5 or "")).strip()
+                if len(text) != n + m:
+                    raise param_error(f"{len(text)} Base64 characters follow, lengths say {n}+{m}")
+                msg, sig = decode_data(1, text[:n], n), decode_data(1, text[n:], m)
             try:
-                self.key(idx).public_key().verify(blob[n:], blob[:n], ec.ECDSA(hashes.SHA256()))
+                self.key(idx).public_key().verify(sig, msg, ec.ECDSA(hashes.SHA256()))
                 ok = "success"
             except InvalidSignature:
                 ok = "failure"
