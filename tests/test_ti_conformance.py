@@ -107,7 +107,7 @@ def test_wlan_files_netcfg_netutil_templates():
             ("AT+WlanConnect=lab,,WPA_WPA2,,,,", ERR_COUNT),
             ("AT+WlanProfileAdd=lab,,WPA_WPA2,lab-pass-123,,,,3", b"+wlanprofileadd:0\r\nOK\r\n"),
             ("AT+WlanProfileAdd=lab,,OPEN,,,,,16", ERR_PARSE),
-            ("AT+WlanProfileGet=0", b"+wlanprofileget:lab,,wpa_wpa2,,,,3\r\nOK\r\n"),
+            ("AT+WlanProfileGet=0", b"+wlanprofileget:lab,,wpa_wpa2,,,,,3\r\nOK\r\n"),
             ("AT+WlanProfileGet=1", proc(-2073)),
             ("AT+ WlanProfileDel = 0", b"OK\r\n"),
             ("AT+WlanProfileDel=0", proc(-2073)),

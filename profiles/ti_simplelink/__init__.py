@@ -38,7 +38,7 @@ DEVIATIONS = [
     "Reset: AT+Stop closes every socket, server, ping and MQTT/HTTP connection (clients stay allocated), drops Wi-Fi; volatile configuration (persistence off) reverts. FileCtl RESTORE wipes flash and stored configuration and restarts the NWP (init_complete again).",
     "T12: AT+RecvFrom's family/port/address are validated and otherwise ignored; the response carries no source address, as printed.",
     "T15: AT+Select readsds is a list of descriptors separated by spaces or '|' (optionally bracketed); +select: lists the ready ones separated by '|' (empty on timeout).",
-    "T16/T17: AT+WlanScan prints one +wlanscan: line with entries separated by ';', fields SSID,BSSID,RSSI,Channel,security,hidden,cipher,key_mgmt (syntax-line order).",
+    "T16/T17: AT+WlanScan prints one +wlanscan: line per network (TI's source), fields ssid,bssid,rssi,channel,security,hidden,cipher,key_mgmt; entries without an SSID (hidden) are skipped.",
     "T18: WlanPolicySet CONNECTION with an empty option disables all; WlanPolicyGet prints <option>,<value> (CONNECTION: options joined by '|', value 0).",
     "T20/T28: WlanGet has IDs AP, GENERAL, P2P, RX_FILTER, ACCESS_LIST, CONNECTION; NetCfgGet IF prints disable_ipv4_lls as the manual does; SET_MAC_ADDR applies from the next AT+Start.",
     "T25: HTTP server requests the module cannot answer from flash (www/<path> or <path>) are passed to the host as +eventnetapp:request,<handle>,<method>,<uri>,<body length>; the host reads the body with AT+NetAPPRecv and answers with AT+NetAPPSend (METADATA data '<status>[;<content type>]', then body chunks, CONTINUATION while more follows).",

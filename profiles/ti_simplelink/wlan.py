@@ -370,13 +370,17 @@ class WlanMixin:
         raise fail(E_WLAN_PROFILES_FULL, "all profile slots are used")
 
     @command("+WlanProfileGet", Form.WRITE, Int("index", 0, MAX_PROFILES - 1), family="wlan",
-             doc="Read a stored profile (without its key)")
+             doc="Read a stored profile: +wlanprofileget:<ssid>,<bssid>,<security>,<key>,<user>,<anon user>,<eap>,<priority> "
+                 "(key, user, anon user and eap always empty, as TI's source prints)")
     @nwp
     async def at_profileget(self, ctx: Ctx, idx: int) -> None:
         p = self.profiles()[idx]
         if p is None:
             raise fail(E_WLAN_BAD_PROFILE, "no profile at this index")
-        ctx.info(f"+wlanprofileget:{p['ssid']},{p['bssid']},{p['sec']},{p['user']},{p['anon']},{p['eap']},{p['priority']}")
+        # TI (atcmd_wlan.c ATCmdWlan_profileGetResult): ssid, bssid (empty when zero), security, key (the NWP never
+        # returns it: empty), then user, anon user, eap method (sl_WlanProfileGet is called without an enterprise
+        # structure: three empty fields), priority -> eight fields
+        ctx.info(f"+wlanprofileget:{p['ssid']},{p['bssid']},{p['sec']},,,,,{p['priority']}")
 
     @command("+WlanProfileDel", Form.WRITE, Int("index", 0, 0xFF), family="wlan",
              doc="Delete a profile (0xFF: all)")
@@ -433,7 +437,8 @@ class WlanMixin:
             ctx.info(f"+wlanpolicyget:{o},{v}")
 
     @command("+WlanScan", Form.WRITE, Int("index", 0, 29), Int("count", 1, 30), family="wlan",
-             doc="Scan results: +wlanscan:<ssid>,<bssid>,<rssi>,<channel>,<security>,<hidden>,<cipher>,<key_mgmt>;...")
+             doc="Scan results: one +wlanscan:<ssid>,<bssid>,<rssi>,<channel>,<security>,<hidden>,<cipher>,<key_mgmt> "
+                 "line per network with an SSID, then OK")
     @nwp
     async def at_wlanscan(self, ctx: Ctx, index: int, count: int) -> None:
         if self.role != "sta":
@@ -448,10 +453,12 @@ class WlanMixin:
             cipher = {"open": "none", "wep": "wep40" if len(ap.password) in (5, 10) else "wep104", "wpa": "tkip",
                       "wpa-wpa2": "tkip_ccmp"}.get(sec, "ccmp")
             mgmt = "none" if sec in ("open", "wep") else ("802_1_x" if "enterprise" in sec else "psk")
-            ssid = "" if ap.hidden else ap.ssid
-            entries.append(f"{ssid},{ap.bssid.lower()},{ap.rssi},{ap.channel},{SCAN_SEC.get(sec, sec)},"
-                           f"{1 if ap.hidden else 0},{cipher},{mgmt}")
-        ctx.info("+wlanscan:" + ";".join(entries))
+            if ap.hidden:
+                continue        # TI (ATCmdWlan_scanCallback) prints only entries with SsidLen > 0
+            entries.append(f"{ap.ssid},{ap.bssid.lower()},{ap.rssi},{ap.channel},{SCAN_SEC.get(sec, sec)},"
+                           f"0,{cipher},{mgmt}")
+        for entry in entries:   # one line per network (ATCmdWlan_scanResult per entry), then OK
+            ctx.info("+wlanscan:" + entry)
 
     @command("+WlanSetMode", Form.WRITE, Keyword("mode", values={"STA": "sta", "AP": "ap", "P2P": "p2p"}),
              family="wlan", doc="Set the role used from the next AT+Start")
