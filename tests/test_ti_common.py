@@ -27,7 +27,9 @@ class Ti(Emu):
         super().__init__("ti-simplelink", *a, **kw)
 
     def cmd(self, line, timeout: float = 5.0, final=None) -> bytes:  # type: ignore[override]
-        return super().cmd(line, timeout=timeout, final=final or FINAL)
+        """Send ``line`` + CR LF (as host drivers do) and return the response up to its final line."""
+        self.write((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        return self.read_until(final or FINAL, timeout)
 
     def ok(self, line, timeout: float = 5.0) -> bytes:
         out = self.cmd(line, timeout)

@@ -199,7 +199,7 @@ class NetAppMixin:
         self.apps.difference_update(apps)
 
     @command("+NetAPPGetHostByName", Form.WRITE, S("hostname", min_len=1, max_len=255), FAMILY, family="netapp",
-             doc="DNS lookup: OK, then +netappgethostbyname:<name>,<address> and OK")
+             doc="DNS lookup: later +netappgethostbyname:<name>,<address> and OK (no early OK)")
     @nwp
     async def at_gethostbyname(self, ctx: Ctx, host: str, fam: int) -> None:
         self.need_ip()
@@ -214,10 +214,10 @@ class NetAppMixin:
                 raise fail(E_DNS, str(e)) from None
             return [f"+netappgethostbyname:{host},{ip}"]
 
-        self.start_blocking(None, go(), "gethostbyname")
+        self.start_blocking(None, go(), "gethostbyname", ctx)
 
     @command("+NetAPPGetHostByService", Form.WRITE, S("service", min_len=1, max_len=255), FAMILY, family="netapp",
-             doc="mDNS lookup: OK, then +netappgethostbyservice:<service>,<port>,<address>,<text> and OK")
+             doc="mDNS lookup: later +netappgethostbyservice:<service>,<port>,<address>,<text> and OK (no early OK)")
     @nwp
     async def at_gethostbyservice(self, ctx: Ctx, service: str, fam: int) -> None:
         if "mdns" not in self.apps:
@@ -233,7 +233,7 @@ class NetAppMixin:
             await asyncio.sleep(min(2.0, ms / 1000.0))
             raise fail(E_DNS, f"no answer for {service}")
 
-        self.start_blocking(None, go(), "gethostbyservice")
+        self.start_blocking(None, go(), "gethostbyservice", ctx)
 
     @command("+NetAPPSet", Form.WRITE,
              Keyword("app_id", values={k: k.lower() for k in ("DHCP_SERVER", "HTTP_SERVER", "MDNS", "DEVICE", "DNS_CLIENT")}),
@@ -335,7 +335,7 @@ class NetAppMixin:
         req["queue"].put_nowait(("data" if more else "last", payload))
 
     @command("+NetAPPRecv", Form.WRITE, Int("handle", 0, 0xFFFF), *RECV, family="netapp",
-             doc="Read an HTTP request body: OK, then +netapprecv:<handle>,<flags>,<format>,<length>,<data> and OK")
+             doc="Read an HTTP request body: later +netapprecv:<handle>,<flags>,<format>,<length>,<data> and OK (no early OK)")
     @nwp
     async def at_netapprecv(self, ctx: Ctx, handle: int, fmt: int, length: int) -> None:
         req = self.requests.get(handle)
@@ -348,11 +348,11 @@ class NetAppMixin:
             more = "continuation" if req["pos"] < len(req["body"]) else "0"
             return [f"+netapprecv:{handle},{more},".encode() + encode_data(fmt, chunk)]
 
-        self.start_blocking(None, go(), "netapprecv")
+        self.start_blocking(None, go(), "netapprecv", ctx)
 
     @command("+NetAPPPing", Form.WRITE, FAMILY, S("destination"), Int("size", 0, 1472), Int("delay", 0, 0x7FFFFFFF),
              Int("timeout", 1, 0x7FFFFFFF), Int("max", 0, 0xFFFF), Int("flags", 0, 2), family="netapp",
-             doc="ICMP ping: OK, then +netappping:<sent>,<received>,<round time ms> and OK")
+             doc="ICMP ping: OK, then +netappping:<sent>,<received>,<round time ms> report line(s), no second OK")
     @nwp
     async def at_netappping(self, ctx: Ctx, fam: int, dest: str, size: int, delay: int, timeout: int, mx: int, flags: int) -> None:
         if dest.strip() in ("0", "0.0.0.0", "::"):
@@ -395,7 +395,8 @@ class NetAppMixin:
             if flags != 1 or self.ping_stopping:
                 avg = round(sum(rtts) / len(rtts)) if rtts else 0
                 self.module.urc(f"+netappping:{sent},{received},{avg}")
-            self.module.urc("OK")
+            # no OK after the report: TI's ping callback answers OK when sl_NetAppPing returns (at once, as a
+            # report callback is given) and ATCmdNetapp_pingReport only queues the +netappping line
 
         self.ping_task = self.module.spawn(run(), name="ping")
 

@@ -135,11 +135,18 @@ class SocketMixin:
         if not self.ip_up:
             raise fail(E_NETUNREACH, "no IP connectivity (connect to an access point first)")
 
-    def start_blocking(self, s: Sock | None, coro, name: str) -> None:
-        """The OK-first commands: OK now, the result line (and OK) or an ERROR later."""
+    def start_blocking(self, s: Sock | None, coro, name: str, ctx: Ctx | None = None) -> None:
+        """A blocked command of TI's AT interpreter (run in its own task while commands go on).
+
+        Without ``ctx`` (Accept, Connect, Select, Recv, RecvFrom: their callbacks call ``ATCmd_okResult``
+        after parsing) ``OK`` comes now; with ``ctx`` (NetAPPGetHostByName, NetAPPGetHostByService,
+        NetAPPRecv: no early OK in their callbacks) nothing comes now. Later: the result line(s) and
+        ``OK``, or an ``ERROR`` line."""
         if s is not None and s.task is not None and not s.task.done():
             coro.close()
             raise fail(E_ALREADY, f"socket {s.sd} already has an operation in progress")
+        if ctx is not None:
+            ctx.no_final()
 
         async def run() -> None:
             try:
