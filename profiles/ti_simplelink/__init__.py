@@ -15,7 +15,7 @@ from emulator.grammar import Form, Int, UrcSpec
 from emulator import wifi
 from emulator.profile import CmdError, Profile
 
-from .common import DIALECT, format_error
+from .common import DIALECT, VARIABLE_COUNT, format_error
 from .device import DeviceMixin
 from .files import FileMixin
 from .http import HttpMixin
@@ -138,6 +138,22 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
         self.http_proxy = None
         self.fs_init()
         module.engine.raw_field_hook = self.raw_field_hook
+
+    @classmethod
+    def describe(cls) -> dict:
+        """As the core's, but a fixed-count command's optional fields are shown as present-but-may-be-empty:
+        TI's dispatcher (``ATCmd_checkNumParams``) wants every comma (``AT+wlanConnect=lab,,WPA_WPA2,key,,,``)."""
+        d = super().describe()
+        for c in d["commands"]:
+            name = c["name"].upper()
+            if (name[2:] if name.startswith("AT") else name) in VARIABLE_COUNT:
+                continue
+            for f in c.get("forms", {}).values():
+                for p in f.get("params", []):
+                    if p.get("optional"):
+                        p["optional"] = False
+                        p["empty"] = True
+        return d
 
     # ---- dialect ------------------------------------------------------------------------------
     def format_error(self, err: CmdError) -> str:

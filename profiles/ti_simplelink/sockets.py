@@ -9,7 +9,7 @@ from typing import Any
 from emulator.grammar import Form, Int, Keyword, Raw
 from emulator.module import Ctx
 from emulator.net.errors import NetError
-from emulator.net.sockets import TcpConnection, TcpListener, UdpSocket
+from emulator.net.sockets import TcpConnection, TcpListener, UdpSocket, host_bind_address
 from emulator.net.tls import client_context, server_context
 from emulator.profile import CmdError, command
 
@@ -130,6 +130,26 @@ class SocketMixin:
     def sock_ip(self, sd: int, address: str, fam: int) -> tuple[Sock, str]:
         """The open socket ``sd`` and the address of a Bind/Connect/SendTo/RecvFrom (checked in that order)."""
         return self.sock(sd), parse_ip(address, fam)
+
+    def own_addresses(self) -> list[str]:
+        """The module's own (virtual) addresses: station lease, soft-AP address, IPv6 link-local."""
+        out = []
+        if self.lease:
+            out.append(self.lease["ip"])
+        out.append(self.ap_addr()["ip"])
+        try:
+            out.append(self.ipv6_local())
+        except Exception:                             # pragma: no cover - no MAC yet
+            pass
+        return out
+
+    def host_addr(self, address: str | None, fam: int = 4) -> str:
+        """Where a bind on ``address`` (a module address, the wildcard or a host address) listens on the host."""
+        if not address:
+            address = "::" if fam == 6 else "0.0.0.0"
+        net = self.module.world.network
+        return host_bind_address(address, self.own_addresses(), listen_host=net.listen_host,
+                                 listen_host6=net.listen_host6)
 
     def need_ip(self) -> None:
         if not self.ip_up:
@@ -256,11 +276,12 @@ class SocketMixin:
             raise fail(E_INVAL, "socket is already bound")
         if s.kind == "dgram":
             try:
-                s.udp = await UdpSocket.open(local_host=ip, local_port=port, resolver=self.module.resolver)
+                s.udp = await UdpSocket.open(local_host=self.host_addr(ip, fam), local_port=port,
+                                             resolver=self.module.resolver)
             except NetError as e:
                 raise net_fail(e) from None
             self.watch_udp(s)
-            s.bound = s.udp.local_addr
+            s.bound = (ip, s.udp.local_addr[1])       # the module's address, the host's port
         else:
             s.bound = (ip, port)
 
@@ -273,7 +294,7 @@ class SocketMixin:
             raise fail(E_OPNOTSUPP, "listen needs a stream socket")
         if s.listener is not None or s.conn is not None:
             raise fail(E_ISCONN, "socket is already listening or connected")
-        host, port = s.bound or ("0.0.0.0", 0)
+        host, port = s.bound or ("::" if s.family == 6 else "0.0.0.0", 0)
         sslctx = None
         if s.sec:
             cert_name = s.opts.get("secure_files_certificate_file_name")
@@ -289,7 +310,7 @@ class SocketMixin:
             except NetError as e:
                 raise net_fail(e) from None
         try:
-            s.listener = await TcpListener.open(host if host not in ("0.0.0.0", "::") else None, port,
+            s.listener = await TcpListener.open(self.host_addr(host, s.family), port,
                                                 backlog=max(1, backlog), ssl=sslctx,
                                                 resolver=self.module.resolver)
         except NetError as e:
@@ -360,7 +381,8 @@ class SocketMixin:
             try:
                 conn = await TcpConnection.open(ip, port, ssl=sslctx, server_hostname=domain, timeout=10.0,
                                                 resolver=self.module.resolver, local_port=local_port or None,
-                                                local_host=local_host if local_host not in ("0.0.0.0", "::") else None)
+                                                local_host=None if local_host is None or self.host_addr(local_host) != local_host
+                                                else local_host)    # a module address: the host picks
             except NetError as e:
                 if s.sec and e.kind == "tls_verify":
                     err = net_fail(e)
