@@ -9,6 +9,7 @@ import pytest
 from harness import Emu
 
 FINAL = rb"(?:^|\r\n)(OK|ERROR:[^\r\n]*)\r\n"
+LAB_BSSID = "0x2:0x11:0x22:0x33:0x44:0x55"      # 02:11:22:33:44:55 as TI's source prints a MAC
 LAB = {"ssid": "lab", "security": "wpa2", "password": "lab-pass-123", "channel": 6, "rssi": -40,
        "bssid": "02:11:22:33:44:55", "ip": "192.168.7.20", "gateway": "192.168.7.1", "dns": "192.168.7.1"}
 
@@ -38,7 +39,7 @@ class Ti(Emu):
 
     def err(self, line, timeout: float = 5.0) -> bytes:
         out = self.cmd(line, timeout)
-        m = re.search(rb"ERROR:([^\r\n]*)\r\n$", out)
+        m = re.search(rb"ERROR: ([^\r\n]*)\r\n$", out)      # TI: "ERROR: <description>,<code>"
         assert m, f"{line!r} expected an error, got {out!r}"
         return m.group(1)
 
@@ -55,7 +56,7 @@ class Ti(Emu):
 
     def join(self) -> None:
         self.ok(f'AT+WlanConnect={LAB["ssid"]},,WPA_WPA2,{LAB["password"]},,,')
-        self.read_until(rb"\+eventwlan:connect,lab,02:11:22:33:44:55\r\n")
+        self.read_until(rb"\+eventwlan:connect,lab,0x2:0x11:0x22:0x33:0x44:0x55\r\n")
         self.read_until(rb"\+eventnetapp:ipv4_acquired,192\.168\.7\.20,192\.168\.7\.1,192\.168\.7\.1\r\n")
 
     def put_file(self, name: str, data: bytes) -> None:

@@ -12,13 +12,14 @@ import socket
 
 from test_ti_common import LAB, Ti, world
 
-ERR_PARSE = b"ERROR:parse parameters,-2\r\n"
-ERR_COUNT = b"ERROR:number of parameters,-2\r\n"
-ERR_UNKNOWN = b"ERROR:command not exist,-1\r\n"
+ERR_PARSE = b"ERROR: parse parameters,-4\r\n"
+ERR_COUNT = b"ERROR: number of parameters,0\r\n"
+ERR_MISSING = b"ERROR: parse parameters,-1\r\n"       # a value that is not there (TI's StrMpl: -1)
+ERR_UNKNOWN = b"ERROR: command not exist,0\r\n"
 
 
 def proc(code: int) -> bytes:
-    return b"ERROR:process command,%d\r\n" % code
+    return b"ERROR: process command,%d\r\n" % code
 
 
 def free_port(kind=socket.SOCK_STREAM) -> int:
@@ -43,7 +44,7 @@ def check(e: Ti, line: str, expect, later=None, second_ok=True) -> None:
         assert re.fullmatch((later + r"\r\n").encode(), got, re.S), f"{line!r} later -> {got!r}"
         e.expect_nothing(0.2)                                          # no second OK
     elif later is not None:
-        got = e.read_until(rb"(?:^|\r\n)(OK|ERROR:[^\r\n]*)\r\n", 10)
+        got = e.read_until(rb"(?:^|\r\n)(OK|ERROR: [^\r\n]*)\r\n", 10)
         assert re.fullmatch((later + r"\r\nOK\r\n").encode(), got, re.S), f"{line!r} later -> {got!r}"
 
 
@@ -122,13 +123,13 @@ def test_wlan_files_netcfg_netutil_templates():
             ("AT+WlanPolicySet=SCAN,Bogus,1", ERR_PARSE),
             ("AT+WlanPolicyGet=SCAN", b"+wlanpolicyget:hidden_ssid,30\r\nOK\r\n"),
             ("AT+WlanPolicyGet=BOGUS", ERR_PARSE),
-            ("AT+WlanScan=0,30", b"+wlanscan:lab,02:11:22:33:44:55,-40,6,wpa2,0,ccmp,psk\r\nOK\r\n"),
+            ("AT+WlanScan=0,30", b"+wlanscan:lab,0x2:0x11:0x22:0x33:0x44:0x55,-40,6,wpa2,0,ccmp,psk\r\nOK\r\n"),
             ("AT+WlanScan=30,1", ERR_PARSE),
             ("AT+WlanSet=AP,CHANNEL,11", b"OK\r\n"),
             ("AT+WlanSet=AP,CHANNEL,12", ERR_PARSE),
             ("AT+WlanGet=AP,CHANNEL", b"+wlanget:11\r\nOK\r\n"),
             ("AT+WlanGet=AP,BOGUS", ERR_PARSE),
-            ("AT+WlanGet=CONNECTION,", b"+wlanget:sta,station_connected,wpa_wpa2,lab,02:11:22:33:44:55,\r\nOK\r\n"),
+            ("AT+WlanGet=CONNECTION,", b"+wlanget:sta,station_connected,wpa_wpa2,lab,0x2:0x11:0x22:0x33:0x44:0x55,\r\nOK\r\n"),
             ("AT+WlanSetMode=STA", b"OK\r\n"),
             ("AT+WlanSetMode=XX", ERR_PARSE),
             # ---- files
@@ -152,7 +153,7 @@ def test_wlan_files_netcfg_netutil_templates():
             ("AT+FileDel=/u.txt,", proc(-11300)),
             # ---- NetCfg / NetUtil
             ("AT+NetCfgSet=IPV4_DNS_CLIENT,,8.8.4.4", b"OK\r\n"),
-            ("AT+NetCfgSet=IPV4_STA_ADDR,STATIC,1.2.3.4", ERR_COUNT),
+            ("AT+NetCfgSet=IPV4_STA_ADDR,STATIC,1.2.3.4", ERR_MISSING),
             ("AT+NetCfgGet=IPV4_DNS_CLIENT", b"+netcfgget:8.8.4.4\r\nOK\r\n"),
             ("AT+NetCfgGet=IPV4_STA_ADDR", b"+netcfgget:dhcp,192.168.7.20,255.255.255.0,192.168.7.1,192.168.7.1\r\nOK\r\n"),
             ("AT+NetCfgGet=BOGUS", ERR_PARSE),
@@ -163,7 +164,7 @@ def test_wlan_files_netcfg_netutil_templates():
             # ---- user disconnect, last
             ("AT+WlanDisconnect", b"OK\r\n"),
         ])
-        assert e.read_until(rb"\r\n") == b"+eventwlan:disconnect,lab,02:11:22:33:44:55,200\r\n"
+        assert e.read_until(rb"\r\n") == b"+eventwlan:disconnect,lab,0x2:0x11:0x22:0x33:0x44:0x55,200\r\n"
         check(e, "AT+WlanDisconnect", proc(-2071))
 
 

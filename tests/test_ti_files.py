@@ -52,13 +52,13 @@ def test_open_modes_limits_and_escapes():
         e.boot()
         assert e.err("AT+FileOpen=/nope.txt,READ,") == b"process command,-11300"
         assert e.err("AT+FileOpen=/nope.txt,WRITE,") == b"process command,-11300"
-        assert e.err("AT+FileOpen=/new.txt,CREATE,") == b"number of parameters,-2"
+        assert e.err("AT+FileOpen=/new.txt,CREATE,") == b"number of parameters,0"
         assert e.err("AT+FileOpen=/new.txt,READ|WRITE,") == b"process command,-11305"
         assert e.err("AT+FileOpen=/new.txt,CREATE_FAILSAFE,10") == b"process command,-11305"
-        assert e.err("AT+FileOpen=/new.txt,BOGUS,10") == b"parse parameters,-2"
+        assert e.err("AT+FileOpen=/new.txt,BOGUS,10") == b"parse parameters,-4"
         assert e.err("AT+FileOpen=../../etc/passwd,READ,") == b"process command,-11302"
         assert e.err("AT+FileOpen=/a/../../x,CREATE,10") == b"process command,-11302"
-        assert e.err("AT+FileOpen=/big.bin,CREATE,2000000") == b"parse parameters,-2"
+        assert e.err("AT+FileOpen=/big.bin,CREATE,2000000") == b"parse parameters,-4"
         fid = fid_of(e.ok("AT+FileOpen=/new.txt,CREATE,10"))
         assert e.err("AT+FileOpen=/new.txt,WRITE,") == b"process command,-11305"   # one writer
         e.ok(f"AT+FileWrite={fid},0,0,5,hello")
@@ -143,4 +143,4 @@ def test_factory_restore_wipes_and_restarts(tmp_path):
         assert e.read_until(rb"init_complete[^\r]*\r\n") == b"+eventgeneral:init_complete,sta\r\n"
         assert e.ok("AT+FileGetFileList") == b"+filegetfilelist:\r\n"
         assert e.err("AT+WlanProfileGet=0") == b"process command,-2073"
-        assert e.err("AT+FileCtl=RESTORE,,,NOPE") == b"parse parameters,-2"
+        assert e.err("AT+FileCtl=RESTORE,,,NOPE") == b"parse parameters,-4"

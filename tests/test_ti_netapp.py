@@ -91,7 +91,7 @@ def test_http_server_auth_and_https(ti, pki):
     ti.ok("AT+NetAPPSet=HTTP_SERVER,AUTH_NAME,user")
     ti.ok("AT+NetAPPSet=HTTP_SERVER,AUTH_PASSWORD,pw")
     ti.ok("AT+NetAPPSet=HTTP_SERVER,AUTH_REALM,myrealm")
-    assert ti.err("AT+NetAPPSet=HTTP_SERVER,AUTH_NAME,abcdefghijklmnopqrstuvwxyz") == b"parse parameters,-2"
+    assert ti.err("AT+NetAPPSet=HTTP_SERVER,AUTH_NAME,abcdefghijklmnopqrstuvwxyz") == b"parse parameters,-4"
     ti.put_file("/srv/cert.pem", pki.server_cert.read_bytes())
     ti.put_file("/srv/key.pem", pki.server_key.read_bytes())
     ti.put_file("/www/a.txt", b"secret text")
@@ -100,7 +100,7 @@ def test_http_server_auth_and_https(ti, pki):
     ti.ok("AT+NetAPPSet=HTTP_SERVER,PRIM_PORT_SEC_EN,1")
     ti.ok("AT+NetAPPSet=HTTP_SERVER,PRIM_PORT_NUM,443")
     assert ti.ok("AT+NetAPPGet=HTTP_SERVER,PRIM_PORT_NUM") == b"+netappget:443\r\n"
-    assert ti.err("AT+NetAPPGet=HTTP_SERVER,PRIV_KEY_FILE") == b"parse parameters,-2"
+    assert ti.err("AT+NetAPPGet=HTTP_SERVER,PRIV_KEY_FILE") == b"parse parameters,-4"
     ti.ok("AT+NetAPPStart=HTTP_SERVER")
     port = ti.sync(lambda: ti.module.profile.http_port)
     ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
@@ -118,7 +118,7 @@ def test_dns_and_dns_client_time(ti):
     ti.sync(lambda: setattr(ti.module.resolver, "fault", "timeout"))
     assert ti.err("AT+NetAPPGetHostByName=slow.example,INET") == b"process command,-161"   # no OK before it
     ti.sync(lambda: setattr(ti.module.resolver, "fault", None))
-    assert ti.err("AT+NetAPPGetHostByName=printer.lab,IPX") == b"parse parameters,-2"
+    assert ti.err("AT+NetAPPGetHostByName=printer.lab,IPX") == b"parse parameters,-4"
 
 
 def test_ping_loopback(ti):
@@ -151,7 +151,7 @@ def test_mdns_services_and_settings(ti):
     ti.ok('AT+NetAPPRegisterService=dev1._http._tcp.local,"path=/,x",8080,120,IS_UNIQUE_BIT')
     assert ti.err("AT+NetAPPRegisterService=dev1._http._tcp.local,t,8080,120,") == b"process command,-114"
     ti.ok("AT+NetAPPRegisterService=dev1._http._tcp.local,new text,8080,120,UPDATE_TEXT|IS_NOT_PERSISTENT")
-    assert ti.err("AT+NetAPPRegisterService=nodots,t,1,1,") == b"parse parameters,-2"
+    assert ti.err("AT+NetAPPRegisterService=nodots,t,1,1,") == b"parse parameters,-4"
     out = ti.ok("AT+NetAPPGetServiceList=0,10,FULL_IPV4_WITH_TEXT")
     assert out == (b"+netappgetservicelist:127.0.0.1,631,printer._ipp._tcp.local,printer.local,rp=ipp/print;"
                    b"192.168.7.20,8080,dev1._http._tcp.local,mysimplelink.local,new text\r\n")
@@ -176,10 +176,10 @@ def test_mdns_services_and_settings(ti):
     assert ti.ok("AT+NetAPPGet=MDNS,TIMING_PARAMS") == b"+netappget:100,3,2,0,0,0\r\n"
     ti.ok("AT+NetAPPSet=DHCP_SERVER,BASIC,3600,10.123.45.10,10.123.45.20")
     assert ti.ok("AT+NetAPPGet=DHCP_SERVER,BASIC") == b"+netappget:3600,10.123.45.10,10.123.45.20\r\n"
-    assert ti.err("AT+NetAPPSet=DHCP_SERVER,BASIC,3600,10.123.45.30,10.123.45.20") == b"parse parameters,-2"
-    assert ti.err("AT+NetAPPSet=DEVICE,URN,abcdefghijklmnopqrstuvwxyz0123456789") == b"parse parameters,-2"
+    assert ti.err("AT+NetAPPSet=DHCP_SERVER,BASIC,3600,10.123.45.30,10.123.45.20") == b"parse parameters,-4"
+    assert ti.err("AT+NetAPPSet=DEVICE,URN,abcdefghijklmnopqrstuvwxyz0123456789") == b"parse parameters,-4"
     ti.ok("AT+NetAPPSet=HTTP_SERVER,ROM_PAGES_ACCESS,0")
     assert ti.ok("AT+NetAPPGet=HTTP_SERVER,ROM_PAGES_ACCESS") == b"+netappget:0\r\n"
     ti.ok("AT+NetAPPStop=DHCP_SERVER|MDNS")
-    assert ti.err("AT+NetAPPStart=") == b"number of parameters,-2"
-    assert ti.err("AT+NetAPPStart=FTP_SERVER") == b"parse parameters,-2"
+    assert ti.err("AT+NetAPPStart=") == b"number of parameters,0"
+    assert ti.err("AT+NetAPPStart=FTP_SERVER") == b"parse parameters,-4"

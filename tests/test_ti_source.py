@@ -50,7 +50,7 @@ def test_base64_length_counts_characters_both_ways(ti, tcp_echo):
     assert raw(ti, f"AT+recv={sd},1,100", rb"\+recv:[^\r]*\r\nOK\r\n") == \
         f"OK\r\n+recv:{sd},1,20,QmFzZTY0IHBheWxvYWQ=\r\nOK\r\n".encode()
     # the decoded size is not the length of a Base64 field: refused, nothing sent
-    assert ti.cmd(f"AT+send={sd},1,14,QmFzZTY0IHBheWxvYWQ=") == b"ERROR:parse parameters,-2\r\n"
+    assert ti.cmd(f"AT+send={sd},1,14,QmFzZTY0IHBheWxvYWQ=") == b"ERROR: parse parameters,-4\r\n"
     # format 0 still counts raw bytes
     assert ti.cmd(f"AT+send={sd},0,5,a,b\rc") == b"OK\r\n"
     assert raw(ti, f"AT+recv={sd},0,100", rb"\+recv:\d+,0,5,a,b\rc\r\nOK\r\n") == f"OK\r\n+recv:{sd},0,5,a,b\rc\r\nOK\r\n".encode()
@@ -76,15 +76,15 @@ def scan_world() -> dict:
 def test_scan_one_line_per_network_and_profileget_fields():
     with Ti(world=scan_world()) as e:
         e.boot()
-        assert e.cmd("AT+wlanScan=0,30") == (b"+wlanscan:lab,02:11:22:33:44:55,-40,6,wpa2,0,ccmp,psk\r\n"
-                                            b"+wlanscan:guest net,02:aa:bb:cc:dd:01,-70,11,open,0,none,none\r\n"
+        assert e.cmd("AT+wlanScan=0,30") == (b"+wlanscan:lab,0x2:0x11:0x22:0x33:0x44:0x55,-40,6,wpa2,0,ccmp,psk\r\n"
+                                            b"+wlanscan:guest net,0x2:0xaa:0xbb:0xcc:0xdd:0x1,-70,11,open,0,none,none\r\n"
                                             b"OK\r\n")
         assert e.cmd("AT+wlanScan=1,1") == b"OK\r\n"          # the hidden network only: not printed
         assert e.cmd(f"AT+wlanProfileAdd=lab,,WPA_WPA2,{LAB['password']},,,,5") == b"+wlanprofileadd:0\r\nOK\r\n"
         assert e.cmd("AT+wlanProfileAdd=guest net,02:aa:bb:cc:dd:01,OPEN,,,,,2") == b"+wlanprofileadd:1\r\nOK\r\n"
         # ssid, bssid, security, key (empty), user, anon user, eap (empty), priority
         assert e.cmd("AT+wlanProfileGet=0") == b"+wlanprofileget:lab,,wpa_wpa2,,,,,5\r\nOK\r\n"
-        assert e.cmd("AT+wlanProfileGet=1") == b"+wlanprofileget:guest net,02:aa:bb:cc:dd:01,open,,,,,2\r\nOK\r\n"
+        assert e.cmd("AT+wlanProfileGet=1") == b"+wlanprofileget:guest net,0x2:0xaa:0xbb:0xcc:0xdd:0x1,open,,,,,2\r\nOK\r\n"
 
 
 # ---- blocking commands --------------------------------------------------------------------------
@@ -96,12 +96,12 @@ def test_blocking_sequences_as_ti_source():
         assert raw(e, "AT+netAppGetHostByName=peer.example,INET", rb"OK\r\n") == \
             b"+netappgethostbyname:peer.example,127.0.0.1\r\nOK\r\n"
         # NetAPPRecv has no request here: the ERROR line alone (parameters are checked first)
-        assert e.cmd("AT+netAppRecv=7,0,10") == b"ERROR:process command,-2181\r\n"
+        assert e.cmd("AT+netAppRecv=7,0,10") == b"ERROR: process command,-2181\r\n"
         # a failing lookup: the ERROR line alone
         e.sync(lambda: setattr(e.module.resolver, "fault", "timeout"))
         e.ok("AT+netAppSet=DNS_CLIENT,TIME,200,0")
-        assert raw(e, "AT+netAppGetHostByName=slow.example,INET", rb"ERROR:[^\r]*\r\n") == \
-            b"ERROR:process command,-161\r\n"
+        assert raw(e, "AT+netAppGetHostByName=slow.example,INET", rb"ERROR: [^\r]*\r\n") == \
+            b"ERROR: process command,-161\r\n"
 
 
 def test_ping_prints_ok_then_report_only():
@@ -122,7 +122,7 @@ def tcp_server_roundtrip(e: Ti, sd: int, fam: str, host: str, port: int) -> None
     peer.connect((host, port))
     try:
         out = raw(e, f"AT+accept={sd},{fam}", rb"\+accept:[^\r]*\r\nOK\r\n")
-        m = re.fullmatch(rb"OK\r\n\+accept:(\d+),(inet6?),(\d+),([0-9a-f.:]+)\r\nOK\r\n", out)
+        m = re.fullmatch(rb"OK\r\n\+accept:(\d+),(inet6?),(\d+),([0-9a-fx.:]+)\r\nOK\r\n", out)
         assert m, out
         nsd = int(m.group(1))
         assert m.group(2).decode() == fam.lower() and int(m.group(3)) == peer.getsockname()[1]
@@ -177,7 +177,7 @@ def test_bind_ipv6_link_local_and_wildcard_tcp_and_udp():
         e.join()
         v6 = e.read_until(rb"\+eventnetapp:ipv6_acquired,[^,]+,[^\r]*\r\n")
         own = re.search(rb"ipv6_acquired,([^,]+),", v6).group(1).decode()
-        assert own.startswith("fe80:")
+        assert re.fullmatch(r"0xfe800000:0x0:0x[0-9a-f]+:0x[0-9a-f]+", own)   # four 32-bit words, as TI prints
         port = free_port(fam=socket.AF_INET6, host="::1")
         sd = sock(e, dom="INET6")
         assert e.cmd(f"AT+bind={sd},INET6,{port},{own}") == b"OK\r\n"
@@ -225,13 +225,13 @@ def test_lower_camel_names_and_empty_comma_padding(mosquitto):
     with Ti() as e:
         assert raw(e, "AT+start", rb"init_complete,\w+\r\n") == b"OK\r\n+eventgeneral:init_complete,sta\r\n"
         assert raw(e, f"AT+wlanConnect={LAB['ssid']},,WPA_WPA2,{LAB['password']},,,", rb"ipv4_acquired[^\r]*\r\n") == (
-            b"OK\r\n+eventwlan:connect,lab,02:11:22:33:44:55\r\n"
+            b"OK\r\n+eventwlan:connect,lab,0x2:0x11:0x22:0x33:0x44:0x55\r\n"
             b"+eventnetapp:ipv4_acquired,192.168.7.20,192.168.7.1,192.168.7.1\r\n")
         # the trailing empty fields must be there (TI's ATCmd_checkNumParams), as the manual's form shows
-        assert e.cmd(f"AT+wlanConnect={LAB['ssid']},,WPA_WPA2,{LAB['password']}") == b"ERROR:number of parameters,-2\r\n"
+        assert e.cmd(f"AT+wlanConnect={LAB['ssid']},,WPA_WPA2,{LAB['password']}") == b"ERROR: number of parameters,0\r\n"
         assert e.cmd(f"AT+mqttCreate=c1,ip4,127.0.0.1,{mosquitto.port},,,,,,,v3_1_1,1,0") == b"+mqttcreate:0\r\nOK\r\n"
         assert raw(e, "AT+mqttConnect=0", rb"connack[^\r]*\r\n") == b"OK\r\n+eventmqtt:operation,connack,0\r\n"
-        assert e.cmd("AT+mqttDelete=0") in (b"ERROR:process command,-3002\r\n", b"OK\r\n")
+        assert e.cmd("AT+mqttDelete=0") in (b"ERROR: process command,-3002\r\n", b"OK\r\n")
 
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -293,5 +293,41 @@ def test_describe_shows_fields_that_may_be_empty():
 @pytest.mark.parametrize("line", ["AT+send=0,1,3,AAA=", "AT+send=0,1,4,AAA"])
 def test_bad_base64_lengths_never_crash(ti, line):
     sock(ti)
-    assert ti.cmd(line) == b"ERROR:parse parameters,-2\r\n"
+    assert ti.cmd(line) == b"ERROR: parse parameters,-4\r\n"
     assert ti.cmd("AT+test") == b"OK\r\n"
+
+
+def test_manual_output_option_keeps_the_manual_typography():
+    """World option ti-simplelink.output: manual prints MACs as 02:11:..., IPv6 as text, ERROR:<text>,<code>."""
+    with Ti(world=world(options={"ti-simplelink.output": "manual"})) as e:
+        assert e.cmd("AT+start") == b"OK\r\n"
+        e.read_until(rb"init_complete,sta\r\n")
+        e.ok("AT+netCfgSet=IF,STATE,IPV6_STA_LOCAL")
+        e.write(f"AT+wlanConnect=lab,,WPA_WPA2,{LAB['password']},,,\r\n".encode())
+        out = e.read_until(rb"ipv6_acquired[^\r]*\r\n")
+        assert out.startswith(b"OK\r\n+eventwlan:connect,lab,02:11:22:33:44:55\r\n")
+        assert re.search(rb"\+eventnetapp:ipv6_acquired,fe80::[0-9a-f:]+,192\.168\.7\.1\r\n$", out)
+        assert e.cmd("AT+wlanScan=0,1") == b"+wlanscan:lab,02:11:22:33:44:55,-40,6,wpa2,0,ccmp,psk\r\nOK\r\n"
+        assert e.cmd("AT+socket=INET,BOGUS,TCP") == b"ERROR:parse parameters,-2\r\n"
+        assert e.cmd("AT+socket=INET,STREAM") == b"ERROR:number of parameters,-2\r\n"
+        assert e.cmd("AT+bogus") == b"ERROR:command not exist,-1\r\n"
+
+
+def test_source_error_lines():
+    """TI's atcmd_defs.c strings: "ERROR: <description>,<code>"; count and unknown carry 0, parse errors
+    StrMpl's code (-1 missing value, -4 wrong value)."""
+    with Ti() as e:
+        e.boot()
+        assert e.cmd("AT+socket=INET,BOGUS,TCP") == b"ERROR: parse parameters,-4\r\n"
+        assert e.cmd("AT+socket=INET,STREAM") == b"ERROR: number of parameters,0\r\n"
+        assert e.cmd("AT+socket=INET,,TCP") == b"ERROR: parse parameters,-1\r\n"
+        assert e.cmd("AT+bogus") == b"ERROR: command not exist,0\r\n"
+        assert e.cmd("AT+close=9") == b"ERROR: process command,-9\r\n"
+
+
+def test_bad_output_option_is_refused():
+    from emulator.world import World, WorldError
+    from profiles.ti_simplelink import TiSimpleLink
+    w = World.from_dict({"options": {"ti-simplelink.output": "fancy"}})
+    with pytest.raises(WorldError, match="ti-simplelink.output must be one of source, manual"):
+        TiSimpleLink.validate_world(w)

@@ -15,7 +15,7 @@ from emulator.grammar import Form, Int, UrcSpec
 from emulator import wifi
 from emulator.profile import CmdError, Profile
 
-from .common import DIALECT, VARIABLE_COUNT, format_error
+from .common import DIALECT, OUTPUTS, VARIABLE_COUNT, format_error, ip_text, mac_text
 from .device import DeviceMixin
 from .files import FileMixin
 from .http import HttpMixin
@@ -103,6 +103,9 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
     world_options = {
         "mdns_peers": "list of mDNS services the module's cache sees (NetAPPGetHostByService, GetServiceList)",
         "http_server_host": "host address the NetApp HTTP server binds (default 127.0.0.1)",
+        "output": "source (default: as TI's AT interpreter prints: ERROR: <text>,<code>, MACs 0x2:0x11:..., IPv6 as four "
+                  "0x words, dhcpv4_leased/dhcpv4_released) or manual (ERROR:<text>,<code>, 02:11:..., IPv6 text, "
+                  "ip_leased/ip_released)",
     }
     urcs = URCS
 
@@ -156,8 +159,31 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
         return d
 
     # ---- dialect ------------------------------------------------------------------------------
+    @classmethod
+    def validate_world(cls, world) -> None:
+        super().validate_world(world)
+        key = (cls.option_prefix or cls.name) + ".output"
+        v = (getattr(world, "options", None) or {}).get(key)
+        if v is not None and str(v).lower() not in OUTPUTS:
+            from emulator.world import WorldError
+            where = f"{world.source}: " if getattr(world, "source", None) else ""
+            raise WorldError(f"{where}{key} must be one of {', '.join(OUTPUTS)}, got {v!r}")
+
+    @property
+    def output(self) -> str:
+        """World option <profile>.output: ``source`` (TI's AT interpreter, default) or ``manual``."""
+        key = (self.option_prefix or self.name) + ".output"
+        v = str((self.module.world.options or {}).get(key, "source")).lower()
+        return v if v in OUTPUTS else "source"
+
     def format_error(self, err: CmdError) -> str:
-        return format_error(err)
+        return format_error(err, self.output)
+
+    def out_mac(self, mac: str) -> str:
+        return mac_text(mac, self.output)
+
+    def out_ip(self, ip: str) -> str:
+        return ip_text(ip, self.output)
 
     def raw_field_hook(self, name: str, idx: int, args) -> int | None:
         """Framing of data fields whose format is not in the command itself (MQTT, NetUtilCmd)."""

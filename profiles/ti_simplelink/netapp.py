@@ -212,7 +212,7 @@ class NetAppMixin:
                                                             timeout=timeout)
             except NetError as e:
                 raise fail(E_DNS, str(e)) from None
-            return [f"+netappgethostbyname:{host},{ip}"]
+            return [f"+netappgethostbyname:{host},{self.out_ip(ip)}"]
 
         self.start_blocking(None, go(), "gethostbyname", ctx)
 
@@ -229,7 +229,7 @@ class NetAppMixin:
             for s in self.mdns_cache():
                 if (s["name"].lower() == want or s["name"].lower().startswith(want + ".") or want in s["name"].lower()) \
                         and ((":" in s["ip"]) == (fam == 6)):
-                    return [f"+netappgethostbyservice:{s['name']},{s['port']},{s['ip']},{s['text']}"]
+                    return [f"+netappgethostbyservice:{s['name']},{s['port']},{self.out_ip(s['ip'])},{s['text']}"]
             await asyncio.sleep(min(2.0, ms / 1000.0))
             raise fail(E_DNS, f"no answer for {service}")
 
@@ -412,7 +412,7 @@ class NetAppMixin:
         items = [s for s in self.mdns_cache() if (":" in s["ip"]) == v6][offset:offset + count]
         out = []
         for s in items:
-            f = [s["ip"], str(s["port"])]
+            f = [self.out_ip(s["ip"]), str(s["port"])]
             if flags.startswith("full"):
                 f += [s["name"], s["host"]]
             if flags.endswith("with_text"):

@@ -95,7 +95,7 @@ class NetCfgMixin:
     @nwp
     async def at_netcfgget(self, ctx: Ctx, cid: str) -> None:
         if cid == "get_mac_addr":
-            out = self.mac()
+            out = self.out_mac(self.mac())
         elif cid == "ipv4_sta_addr":
             st = self.cfg.get("netcfg.ipv4_sta", {"mode": "dhcp"})
             le = self.lease or {"ip": "0.0.0.0", "mask": "0.0.0.0", "gw": "0.0.0.0", "dns": "0.0.0.0"}
@@ -109,14 +109,14 @@ class NetCfgMixin:
             out = "|".join(f.replace("disable_ipv4_lla", "disable_ipv4_lls") for f in self.cfg.get("netcfg.if", []))
         elif cid == "ipv6_addr_local":
             st = self.cfg.get("netcfg.ipv6_local", {"mode": "stateless"})
-            out = f"{st['mode']},{self.ipv6_local()}"
+            out = f"{st['mode']},{self.out_ip(self.ipv6_local())}"
         elif cid == "ipv6_addr_global":
             st = self.cfg.get("netcfg.ipv6_global", {"mode": "stateful"})
-            out = f"{st['mode']},{st.get('ip', '::')}"
+            out = f"{st['mode']},{self.out_ip(st.get('ip', '::'))}"
         elif cid == "ap_stations_connected":
             out = str(len(self.stations))
         elif cid == "ap_stations_info":
-            out = ";".join(f"{st['ip'] or '0.0.0.0'},{mac},{st['name']}" for mac, st in self.stations.items())
+            out = ";".join(f"{st['ip'] or '0.0.0.0'},{self.out_mac(mac)},{st['name']}" for mac, st in self.stations.items())
         elif cid == "ipv4_dns_client":
             out = self.cfg.get("netcfg.dns2", "0.0.0.0")
         else:

@@ -343,7 +343,7 @@ class SocketMixin:
             self.watch_conn(ns)
             ip, port = conn.remote_addr or ("0.0.0.0", 0)
             fam_txt = "inet6" if ":" in ip else "inet"
-            return [f"+accept:{nsd},{fam_txt},{port},{ip}"]
+            return [f"+accept:{nsd},{fam_txt},{port},{self.out_ip(ip)}"]
 
         self.start_blocking(s, go(), f"accept-{sd}")
 
@@ -369,7 +369,7 @@ class SocketMixin:
                     except OSError as e:
                         raise fail(E_INVAL, str(e)) from None
                 s.remote = (ip, port)
-                return [f"+connect:{port},{ip}"]
+                return [f"+connect:{port},{self.out_ip(ip)}"]
             self.start_blocking(s, go_udp(), f"connect-{sd}")
             return
         sslctx = domain = None
@@ -403,7 +403,7 @@ class SocketMixin:
                 conn.rx_high_water = int(s.opts["rcvbuf"])
             if s.sec:
                 self.module.urc(f"+eventsock:async_event,{sd},connected_secured,0")
-            return [f"+connect:{port},{ip}"]
+            return [f"+connect:{port},{self.out_ip(ip)}"]
 
         self.start_blocking(s, go(), f"connect-{sd}")
 
