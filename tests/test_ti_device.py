@@ -20,7 +20,8 @@ def test_framing_errors_and_gating():
         assert e.cmd("AT+Stop=1,2") == b"ERROR: number of parameters,0\r\n"
         assert e.cmd("AT+Stop=abc") == b"ERROR: parse parameters,-4\r\n"
         assert e.cmd("hello") == b"ERROR: parse parameters,-4\r\n"
-        assert e.cmd("AT+Socket=?") == b"ERROR: command not exist,0\r\n"  # no test forms
+        assert e.cmd("AT+Socket=?") == b"[domain],[type],[protocol]\r\nOK\r\n"   # TI: the usage string
+        assert e.cmd("AT+Socket?") == b"ERROR: command not exist,0\r\n"          # no read forms
         assert e.cmd("AT+Start") == b"OK\r\n"
         assert e.read_until(rb"\r\n") == b"+eventgeneral:init_complete,sta\r\n"
         assert e.cmd("AT+Start") == b"ERROR: process command,-114\r\n"

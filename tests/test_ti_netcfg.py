@@ -79,8 +79,8 @@ def sign(e, idx, fmt=0) -> bytes:
 def test_random_and_device_key_sign_verify(tmp_path):
     with Ti(state_dir=tmp_path) as e:
         e.boot()
-        nums = e.ok("AT+NetUtilGet=true_random,172")[len(b"+netutilget:"):-2].split(b";")
-        assert len(nums) == 172 and all(0 <= int(n) < 256 for n in nums) and len(set(nums)) > 20
+        nums = e.ok("AT+NetUtilGet=true_random,172")[len(b"+netutilget:"):-2].split(b":")     # 0x%x, ':' (TI)
+        assert len(nums) == 172 and all(n.startswith(b"0x") and 0 <= int(n, 16) < 256 for n in nums) and len(set(nums)) > 20
         assert e.err("AT+NetUtilGet=true_random,173") == b"parse parameters,-4"
         pub = pubkey(e)
         for fmt in (0, 1):
@@ -105,7 +105,7 @@ def test_temp_keys_and_install_op(pki):
     with Ti() as e:
         e.boot()
         assert e.err("AT+NetUtilGet=public_key,0,2") == b"process command,-3200"
-        assert e.ok("AT+NetUtilCmd=temp_keys,2,create") == b"+netutilcmd:2\r\n"
+        assert e.ok("AT+NetUtilCmd=temp_keys,2,create") == b""            # TI: OK alone
         pub = pubkey(e, 2)
         pub.verify(sign(e, 2), MSG, ec.ECDSA(hashes.SHA256()))
         with pytest.raises(InvalidSignature):
@@ -116,7 +116,7 @@ def test_temp_keys_and_install_op(pki):
         # install the client key of the test PKI from flash and sign with it
         e.put_file("/keys/client.pem", pki.client_cert.read_bytes())
         e.put_file("/keys/client.key", pki.client_key.read_bytes())
-        assert e.ok("AT+NetUtilCmd=install_op,3,install,ec,secp256r1,/keys/client.pem,/keys/client.key") == b"+netutilcmd:3\r\n"
+        assert e.ok("AT+NetUtilCmd=install_op,3,install,ec,secp256r1,/keys/client.pem,/keys/client.key") == b""
         key = serialization.load_pem_private_key(pki.client_key.read_bytes(), None)
         key.public_key().verify(sign(e, 3), MSG, ec.ECDSA(hashes.SHA256()))
         assert e.err("AT+NetUtilCmd=install_op,4,install,ec,secp256r1,/keys/client.pem,/keys/none.key") == b"process command,-11300"

@@ -70,7 +70,7 @@ def test_profiles_policy_autoconnect_and_persistence(tmp_path):
     with Ti(world=w3(), state_dir=tmp_path) as e:
         e.boot()
         e.ok("AT+WlanPolicySet=CONNECTION,,")                # no option: auto-connect off
-        assert e.ok("AT+WlanPolicyGet=CONNECTION") == b"+wlanpolicyget:,0\r\n"
+        assert e.ok("AT+WlanPolicyGet=CONNECTION") == b"+wlanpolicyget:\r\n"          # TI: the bitmask only
         assert e.ok(f"AT+WlanProfileAdd=lab,,WPA_WPA2,{LAB['password']},,,,7") == b"+wlanprofileadd:0\r\n"
         assert e.ok('AT+WlanProfileAdd="guest net",02:aa:bb:cc:dd:01,OPEN,,,,,3') == b"+wlanprofileadd:1\r\n"
         assert e.ok("AT+WlanProfileAdd=ent,,WPA_ENT,secret,user1,anon,PEAP0_MSCHAPv2,1") == b"+wlanprofileadd:2\r\n"
@@ -81,7 +81,7 @@ def test_profiles_policy_autoconnect_and_persistence(tmp_path):
         assert e.err("AT+WlanProfileDel=9") == b"parse parameters,-4"
         e.expect_nothing(0.4)                                   # policy off: nothing connects
         e.ok("AT+WlanPolicySet=CONNECTION,Auto|Fast,")
-        assert e.ok("AT+WlanPolicyGet=CONNECTION") == b"+wlanpolicyget:auto|fast,0\r\n"
+        assert e.ok("AT+WlanPolicyGet=CONNECTION") == b"+wlanpolicyget:auto|fast\r\n"
         out = e.read_until(rb"ipv4_acquired[^\r]*\r\n", 5)
         assert out.startswith(b"+eventwlan:connect,lab,")        # highest priority on the air
     # a new power-up: profiles and policy survive, auto-connect after AT+Start
@@ -125,6 +125,11 @@ def test_policies_scan_and_set_get():
         assert e.ok("AT+WlanPolicyGet=PM") == b"+wlanpolicyget:long_sleep,800\r\n"
         e.ok("AT+WlanPolicySet=P2P,GROUP_OWNER,ACTIVE")
         assert e.ok("AT+WlanPolicyGet=P2P") == b"+wlanpolicyget:group_owner,active\r\n"
+        e.ok("AT+wlanPolicySet=PM,NORMAL,")
+        assert e.ok("AT+wlanPolicyGet=PM") == b"+wlanpolicyget:normal,\r\n"            # TI: no value unless long_sleep
+        e.ok("AT+wlanPolicySet=SCAN,DISABLE_SCAN,")
+        assert e.ok("AT+wlanPolicyGet=SCAN") == b"+wlanpolicyget:disable_scan,\r\n"
+        e.ok("AT+WlanPolicySet=SCAN,Hidden_SSID,30")
         assert e.err("AT+WlanPolicySet=PM,Sleepy,") == b"parse parameters,-4"
         assert e.err("AT+WlanPolicySet=SCAN,Hidden_SSID,") == b"parse parameters,-1"      # empty value: TI -1
         out = e.ok("AT+wlanScan=0,30")        # one line per network; the hidden one (no SSID) is not printed (TI)

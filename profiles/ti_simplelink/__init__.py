@@ -179,6 +179,14 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
     def format_error(self, err: CmdError) -> str:
         return format_error(err, self.output)
 
+    def test_line(self, spec) -> str | None:
+        """``AT+<cmd>=?``: TI's dispatcher (atcmd.c ``ATCmd_checkHelp``) prints the command's usage string,
+        ``[A],[B],...``, then OK (before any NWP check)."""
+        fs = spec.forms.get(Form.WRITE)
+        if fs is None or not fs.params:
+            return None
+        return ",".join(f"[{p.name}]" for p in fs.params)
+
     def out_mac(self, mac: str) -> str:
         return mac_text(mac, self.output)
 

@@ -14,7 +14,7 @@ from emulator.profile import CmdError
 #: a raw (format 0) data field that stops arriving for this long is abandoned: ERROR:parse parameters
 RAW_TIMEOUT = 2.0
 DIALECT = Dialect(name="ti-simplelink", terminators=b"\r\n", echo_default=False, brackets=True,
-                  test_forms=False, leading_crlf=False, max_line=8192, error_on_garbage=True,
+                  test_forms=True, leading_crlf=False, max_line=8192, error_on_garbage=True,
                   raw_timeout=RAW_TIMEOUT)
 
 # ---- error codes (SimpleLink style, negative) ------------------------------------------------

@@ -161,7 +161,11 @@ class NetCfgMixin:
         if ident == "true_random":
             if option < 1:
                 raise param_error("at least one random number")
-            ctx.info("+netutilget:" + ";".join(str(b) for b in os.urandom(option)))
+            rnd = os.urandom(option)
+            if self.output == "manual":
+                ctx.info("+netutilget:" + ";".join(str(b) for b in rnd))
+            else:   # TI (ATCmdNetUtil_getResult): StrMpl_setArrayVal HEX|SIZE_8 with the array delimiter ':'
+                ctx.info("+netutilget:" + ":".join(f"0x{b:x}" for b in rnd))
             return
         if option not in (0, 1):
             raise param_error("format is 0 or 1")
@@ -214,7 +218,7 @@ class NetCfgMixin:
                 self.temp_keys[idx] = ec.generate_private_key(ec.SECP256R1())
             elif self.temp_keys.pop(idx, None) is None:
                 raise fail(E_CRYPTO, f"no temporary key at index {idx}")
-            ctx.info(f"+netutilcmd:{idx}")
+            # TI (ATCmdNetUtil_cmdCallback) prints a value line only for sign_msg and verify_msg: OK alone
         else:
             op = pick(v2, ("install", "uninstall"), "operation")
             if idx == 0:
@@ -241,5 +245,4 @@ class NetCfgMixin:
                     inst.pop(str(idx))
                     self.module.settings.set("ti.installed", inst)
                     raise
-            self.module.settings.set("ti.installed", inst)
-            ctx.info(f"+netutilcmd:{idx}")
+            self.module.settings.set("ti.installed", inst)   # OK alone, as TI

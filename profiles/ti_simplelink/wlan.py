@@ -427,17 +427,19 @@ class WlanMixin:
             self.set_cfg("policy.p2p", [opt, val], always=True)
 
     @command("+WlanPolicyGet", Form.WRITE, Keyword("type", values={"CONNECTION": "connection", "SCAN": "scan", "PM": "pm", "P2P": "p2p"}),
-             family="wlan", doc="Read a policy: +wlanpolicyget:<option>,<value>")
+             family="wlan", doc="Read a policy: +wlanpolicyget:<options joined by |> (CONNECTION), <option>,<value> (others)")
     @nwp
     async def at_policyget(self, ctx: Ctx, typ: str) -> None:
+        # TI (ATCmdWlan_policyGetResult): CONNECTION prints only its bitmask; SCAN and PM print the option and a
+        # comma, then the value only for an enabled scan / long_sleep
         if typ == "connection":
-            ctx.info(f"+wlanpolicyget:{'|'.join(self.cfg.get('policy.connection', ['auto']))},0")
+            ctx.info(f"+wlanpolicyget:{'|'.join(self.cfg.get('policy.connection', ['auto']))}")
         elif typ == "scan":
             o, v = self.cfg.get("policy.scan", ["hidden_ssid", 600])
-            ctx.info(f"+wlanpolicyget:{o},{v}")
+            ctx.info(f"+wlanpolicyget:{o},{v if o != 'disable_scan' else ''}")
         elif typ == "pm":
             o, v = self.cfg.get("policy.pm", ["normal", 0])
-            ctx.info(f"+wlanpolicyget:{o},{v}")
+            ctx.info(f"+wlanpolicyget:{o},{v if o == 'long_sleep' else ''}")
         else:
             o, v = self.cfg.get("policy.p2p", ["negotiate", "rand_backoff"])
             ctx.info(f"+wlanpolicyget:{o},{v}")
