@@ -331,3 +331,18 @@ def test_bad_output_option_is_refused():
     w = World.from_dict({"options": {"ti-simplelink.output": "fancy"}})
     with pytest.raises(WorldError, match="ti-simplelink.output must be one of source, manual"):
         TiSimpleLink.validate_world(w)
+
+
+def test_secure_mask_names_of_ti_source_and_manual_alias(ti):
+    sd = sock(ti, proto="SEC")
+    assert ti.cmd(f"AT+setSockOpt={sd},SOCKET,SECURE_MASK,TLS_RSA_WITH_AES_128_CBC_SHA|TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384") == b"OK\r\n"
+    # bit 2 is SL_SEC_MASK_TLS_RSA_WITH_AES_256_CBC_SHA in TI's table: printed with that name
+    assert ti.cmd(f"AT+getSockOpt={sd},SOCKET,SECURE_MASK") == \
+        b"+getsockopt:tls_rsa_with_aes_256_cbc_sha|tls_ecdhe_rsa_with_aes_256_gcm_sha384\r\nOK\r\n"
+
+
+def test_help_form_prints_the_usage_string():
+    with Ti() as e:                                     # before AT+start too (TI checks help first)
+        assert e.cmd("AT+wlanConnect=?") == \
+            b"[ssid],[bssid],[security],[key],[ext_user],[ext_anon_user],[eap_method]\r\nOK\r\n"
+        assert e.cmd("AT+wlanDisconnect=?") == b"OK\r\n"

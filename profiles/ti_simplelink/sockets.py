@@ -48,11 +48,15 @@ CIPHERS = [
     ("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", "ECDHE-RSA-CHACHA20-POLY1305"),
     ("TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256", "DHE-RSA-CHACHA20-POLY1305"),
 ]
-#: AT+MqttCreate prints entries 3-5 with AES_256 (inventory T30): same bits, other suites
+#: AT+MqttCreate prints entries 3-5 with AES_256 (inventory T30): same bits, other suites. TI's source has
+#: AES_256 for the socket's SECURE_MASK too (atcmd_defs.c ATCmd_sockSocketCipher, the SL_SEC_MASK_* bits):
+#: that is the table used for both; the socket table's AES_128 spellings stay accepted as aliases.
 MQTT_CIPHERS = list(CIPHERS)
 MQTT_CIPHERS[2] = ("TLS_RSA_WITH_AES_256_CBC_SHA", "AES256-SHA")
 MQTT_CIPHERS[3] = ("TLS_DHE_RSA_WITH_AES_256_CBC_SHA", "DHE-RSA-AES256-SHA")
 MQTT_CIPHERS[4] = ("TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA", "ECDHE-RSA-AES256-SHA")
+MANUAL_CIPHER_ALIASES = {CIPHERS[i][0].lower(): MQTT_CIPHERS[i][0].lower() for i in (2, 3, 4)}
+CIPHERS = MQTT_CIPHERS
 
 ALPN = {"h1": ["http/1.1"], "h2": ["h2"], "h2c": ["h2c"], "h2_14": ["h2-14"], "h2_16": ["h2-16"],
         "full_list": ["http/1.1", "h2", "h2c", "h2-14", "h2-16"]}
@@ -495,7 +499,8 @@ class SocketMixin:
         elif opt == "secure_mask":
             if not s.sec:
                 raise fail(E_NOPROTOOPT, "not a secure socket")
-            names = flags_of(v1, [c for c, _ in CIPHERS], "cipher")
+            names = flags_of(v1, [c for c, _ in CIPHERS] + list(MANUAL_CIPHER_ALIASES), "cipher")
+            names = list(dict.fromkeys(MANUAL_CIPHER_ALIASES.get(n, n) for n in names))
             if not names:
                 raise param_error("empty cipher mask")
             s.opts[opt] = names
