@@ -50,8 +50,7 @@ class Ti(Emu):
         return out
 
     def boot(self) -> "Ti":
-        self.ok("AT+Start")
-        self.read_until(rb"\+eventgeneral:init_complete,\w+\r\n")
+        assert self.cmd("AT+Start") == b"OK\r\n"          # TI's source: OK, no startup event
         return self
 
     def join(self) -> None:

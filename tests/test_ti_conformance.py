@@ -58,7 +58,6 @@ def test_device_sockets_templates():
     with Ti() as e:
         check(e, "AT+Socket=INET,STREAM,TCP", proc(-2018))           # the NWP is not started yet
         check(e, "AT+Start", b"OK\r\n")
-        e.read_until(rb"\+eventgeneral:init_complete,sta\r\n")
         e.join()
         run_table(e, [
             # ---- device

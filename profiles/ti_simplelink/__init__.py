@@ -34,8 +34,8 @@ DEVIATIONS = [
     "T9: errors are ERROR:<description>,<code> with the core's descriptions (command not exist, parse parameters, number of parameters, process command, allocate) and negative SimpleLink-style codes (see README table).",
     "T7 (TI's source): Accept, Connect, Select, Recv, RecvFrom answer OK, later the value line and OK (or ERROR); NetAPPGetHostByName, NetAPPGetHostByService, NetAPPRecv print nothing at first, later the value line and OK (or ERROR); NetAPPPing answers OK, then its +netappping report line(s) and no second OK; bad parameters give an immediate ERROR.",
     "T10: format 0 data is exactly <length> raw bytes (CR, LF, commas, quotes are data); format 1 is Base64 up to the next comma/end of line and <length> counts the Base64 characters, in both directions (TI's atcmd_socket.c etc.); a raw field that stops arriving for 2 s is abandoned with ERROR:parse parameters,-2. MQTT messages use the client's data format (AT+MqttCreate).",
-    "T37: at power-up the NWP is stopped: every command except AT, ATE, AT+Start, AT+Stop and AT+Test answers ERROR:process command,-2018 until AT+Start. AT+Start prints OK then the startup event +eventgeneral:init_complete,<role> (not in the manual) and auto-connects from stored profiles (policy Auto, default on).",
-    "Reset: AT+Stop closes every socket, server, ping and MQTT/HTTP connection (clients stay allocated), drops Wi-Fi; volatile configuration (persistence off) reverts. FileCtl RESTORE wipes flash and stored configuration and restarts the NWP (init_complete again).",
+    "T37: at power-up the NWP is stopped: every command except AT, ATE, AT+Start, AT+Stop and AT+Test answers ERROR:process command,-2018 until AT+Start. AT+Start prints OK (and nothing else, as TI's source; output: manual adds +eventgeneral:init_complete,<role>) and auto-connects from stored profiles (policy Auto, default on).",
+    "Reset: AT+Stop closes every socket, server, ping and MQTT/HTTP connection (clients stay allocated), drops Wi-Fi; volatile configuration (persistence off) reverts. FileCtl RESTORE wipes flash and stored configuration and restarts the NWP.",
     "T12: AT+RecvFrom's family/port/address are validated and otherwise ignored; the response carries no source address, as printed.",
     "T15: AT+Select readsds is a list of descriptors separated by spaces or '|' (optionally bracketed); +select: lists the ready ones separated by '|' (empty on timeout).",
     "T16/T17: AT+WlanScan prints one +wlanscan: line per network (TI's source), fields ssid,bssid,rssi,channel,security,hidden,cipher,key_mgmt; entries without an SSID (hidden) are skipped.",
@@ -54,7 +54,7 @@ DEVIATIONS = [
 ]
 
 URCS = [
-    UrcSpec("+eventgeneral:init_complete", "+eventgeneral:init_complete,<role>", "NWP started (our startup event, not in the manual)", "device"),
+    UrcSpec("+eventgeneral:init_complete", "+eventgeneral:init_complete,<role>", "NWP started (only with world option output: manual; TI's source prints nothing)", "device"),
     UrcSpec("+eventgeneral:reset_request", "+eventgeneral:reset_request,<error code>,<sender>", "device asks for a reset (never emitted)", "device"),
     UrcSpec("+eventgeneral:error", "+eventgeneral:error,<error code>,<sender>", "device error indication (never emitted)", "device"),
     UrcSpec("+eventfatalerror:device_abort", "+eventfatalerror:device_abort,<type>,<data>", "fatal device error (never emitted)", "device"),
@@ -187,6 +187,12 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
             return None
         return ",".join(f"[{p.name}]" for p in fs.params)
 
+    def startup_event(self) -> str | None:
+        """The line printed after AT+Start's OK (a hook for dialects). TI's source prints nothing
+        (``ATCmdDev_startCallback``: ``sl_Start`` then OK; ``+eventgeneral`` has only reset_request and
+        error); ``manual`` output keeps atemu's former ``+eventgeneral:init_complete,<role>``."""
+        return f"+eventgeneral:init_complete,{self.role}" if self.output == "manual" else None
+
     def out_mac(self, mac: str) -> str:
         return mac_text(mac, self.output)
 
@@ -256,7 +262,9 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
         self.rx_filters = dict(rf) if isinstance(rf, dict) else {}
         svc = self.module.settings.get("ti.services")
         self.services = dict(svc) if isinstance(svc, dict) else {}
-        self.module.urc(f"+eventgeneral:init_complete,{self.role}")
+        line = self.startup_event()
+        if line:
+            self.module.urc(line)
         if self.role == "ap":
             self.publish_own_ap()
         elif self.role == "sta":
