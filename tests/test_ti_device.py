@@ -50,7 +50,7 @@ def test_get_set_version_time_persistent_udid():
         assert e.ok("AT+Set=General,Persistent,0") == b""
         assert e.ok("AT+Get=General,Persistent") == b"+get:0\r\n"
         udid = e.ok("AT+Get=IOT,UDID")
-        assert re.fullmatch(rb"\+get:[0-9a-f]{32}\r\n", udid)
+        assert re.fullmatch(rb"\+get:0x[0-9a-f]{1,2}(,0x[0-9a-f]{1,2}){15}\r\n", udid)   # TI: 16 bytes 0x%x
         assert e.ok("AT+Get=IOT,UDID") == udid
         assert e.ok("AT+Get=Status,WLAN") == b"+get:sta_disconnected\r\n"
         assert e.ok("AT+Get=Status,NETAPP") == b"+get:\r\n"

@@ -349,3 +349,12 @@ def test_help_form_prints_the_usage_string():
         assert e.cmd("AT+wlanConnect=?") == \
             b"[ssid],[bssid],[security],[key],[ext_user],[ext_anon_user],[eap_method]\r\nOK\r\n"
         assert e.cmd("AT+wlanDisconnect=?") == b"OK\r\n"
+
+
+def test_file_list_one_line_per_file_and_filectl_lines(ti):
+    ti.put_file("/a.txt", b"a")
+    ti.put_file("/b.txt", b"bb")
+    assert ti.cmd("AT+fileGetFileList") == (b"+filegetfilelist:/a.txt,65,,1\r\n"
+                                           b"+filegetfilelist:/b.txt,66,,1\r\nOK\r\n")
+    assert ti.cmd("AT+fileCtl=RENAME,,/a.txt,/c.txt") == b"OK\r\n"            # TI: no value line
+    assert re.fullmatch(rb"\+filectl:,\d+(,\d+){15}\r\nOK\r\n", ti.cmd("AT+fileCtl=GET_STORAGE_INFO,,,"))
