@@ -181,7 +181,7 @@ def test_redirects_and_options(ti, http_server):
     ti.ok("AT+HttpDisconnect=0")
     assert ti.err("AT+HttpDisconnect=0") == b"process command,-3102"
     ti.ok("AT+HttpDestroy=0")
-    assert ti.err("AT+HttpDestroy=0") == b"process command,-3101"
+    assert ti.err("AT+HttpDestroy=0") == b"parse parameters,-4"           # TI: no such client
 
 
 def test_https_redirect_to_http_needs_tls_downgrade(ti, https_server, http_server):
@@ -206,7 +206,7 @@ def test_https_ca_from_flash_and_errors(ti, https_server, pki):
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
     assert ti.err(f"AT+HttpConnect=1,http://127.0.0.1:{port},,,,") == b"process command,-111"
     assert ti.err("AT+HttpConnect=1,ftp://x,,,,") == b"parse parameters,-4"
-    assert ti.err("AT+HttpConnect=7,http://x,,,,") == b"process command,-3101"
+    assert ti.err("AT+HttpConnect=7,http://x,,,,") == b"parse parameters,-4"
     for _ in range(2):
         ti.ok("AT+HttpCreate")
     assert ti.err("AT+HttpCreate") == b"process command,-3100"
