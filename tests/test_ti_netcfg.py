@@ -28,7 +28,7 @@ def test_mac_static_ip_dns_if(tmp_path):
         e.ok("AT+NetCfgSet=IPV4_DNS_CLIENT,,9.9.9.9")
         assert e.ok("AT+NetCfgGet=IPV4_DNS_CLIENT") == b"+netcfgget:9.9.9.9\r\n"
         e.ok("AT+NetCfgSet=IF,STATE,IPV6_STA_LOCAL|DISABLE_IPV4_LLA")
-        assert e.ok("AT+NetCfgGet=IF") == b"+netcfgget:ipv6_sta_local|disable_ipv4_lls\r\n"
+        assert e.ok("AT+NetCfgGet=IF") == b"+netcfgget:ipv6_sta_local|disable_ipv4_lla\r\n"
         e.ok("AT+NetCfgSet=IPV6_ADDR_LOCAL,STATIC,fe80::1")
         assert e.ok("AT+NetCfgGet=IPV6_ADDR_LOCAL") == b"+netcfgget:static,0xfe800000:0x0:0x0:0x1\r\n"
         e.ok("AT+NetCfgSet=IPV6_ADDR_GLOBAL,STATIC,0x20010db8:0:0:1,2001:db8::53")

@@ -106,7 +106,10 @@ class NetCfgMixin:
             a = self.ap_addr()
             out = f"static,{a['ip']},{a['mask']},{a['gw']},{a['dns']}"
         elif cid == "if":
-            out = "|".join(f.replace("disable_ipv4_lla", "disable_ipv4_lls") for f in self.cfg.get("netcfg.if", []))
+            flags = self.cfg.get("netcfg.if", [])
+            if self.output == "manual":                   # the manual's spelling (T28)
+                flags = [f.replace("disable_ipv4_lla", "disable_ipv4_lls") for f in flags]
+            out = "|".join(flags)                         # TI's ATCmd_netcfgIfState: disable_ipv4_lla
         elif cid == "ipv6_addr_local":
             st = self.cfg.get("netcfg.ipv6_local", {"mode": "stateless"})
             out = f"{st['mode']},{self.out_ip(self.ipv6_local())}"
