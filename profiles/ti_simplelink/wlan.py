@@ -595,14 +595,17 @@ class WlanMixin:
             if self.role == "sta":
                 if self.wlan_ap is not None:
                     ap = self.wlan_ap
-                    ctx.info(f"+wlanget:sta,station_connected,{self.wlan_sec},{ap.ssid},{self.out_mac(ap.bssid)},")
+                    line = f"sta,station_connected,{self.wlan_sec},{ap.ssid},{self.out_mac(ap.bssid)}"
                 else:
-                    ctx.info("+wlanget:sta,disconnected,,,,")
+                    line = "sta,disconnected,,,"
             elif self.role == "ap":
                 status = "ap_connected_stations" if self.stations else "disconnected"
-                ctx.info(f"+wlanget:ap,{status},{c.get('ap.security', 'open')},{self.ap_ssid()},{self.out_mac(self.mac())},")
+                line = f"ap,{status},{c.get('ap.security', 'open')},{self.ap_ssid()},{self.out_mac(self.mac())}"
             else:
-                ctx.info("+wlanget:p2p,disconnected,,,,")
+                line = "p2p,disconnected,,,"
+            # TI (ATCmdWlan_getResult): role, status, security, ssid, bssid (the last with the terminator);
+            # manual output keeps atemu's former trailing comma
+            ctx.info("+wlanget:" + line + ("," if self.output == "manual" else ""))
             return
         if ident == "access_list":
             start = parse_num(option, 0, 7, "start index") if option else 0
@@ -624,6 +627,10 @@ class WlanMixin:
             opt = pick(option, ("COUNTRY_CODE", "STA_TX_POWER", "AP_TX_POWER", "SCAN_PARAMS"), "option")
             defaults = {"country_code": "EU", "sta_tx_power": 0, "ap_tx_power": 0, "scan_params": [0x1FFF, -95]}
             val = c.get(f"general.{opt}", defaults[opt])
+            if opt == "scan_params" and self.output != "manual":
+                # TI: channel mask and RSSI threshold both printed 0x%x (the threshold as a 32-bit value)
+                ctx.info(f"+wlanget:0x{val[0] & 0xFFFFFFFF:x},0x{val[1] & 0xFFFFFFFF:x}")
+                return
             ctx.info("+wlanget:" + (",".join(str(x) for x in val) if isinstance(val, list) else str(val)))
             return
         if ident == "p2p":
@@ -632,7 +639,10 @@ class WlanMixin:
             return
         opt = pick(option, ("STATE", "SYS_STATE"), "option")
         default = ":".join(["00"] * (16 if opt == "state" else 4))
-        ctx.info(f"+wlanget:{self.rx_filters.get(opt, default)}")
+        val = self.rx_filters.get(opt, default)
+        if self.output != "manual":     # TI: each byte 0x%x, ':' between them
+            val = ":".join(f"0x{int(b, 16):x}" for b in val.split(":"))
+        ctx.info(f"+wlanget:{val}")
 
     # ---- AP role -------------------------------------------------------------------------------
     def ap_ssid(self) -> str:
