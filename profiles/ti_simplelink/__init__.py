@@ -169,11 +169,15 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
             where = f"{world.source}: " if getattr(world, "source", None) else ""
             raise WorldError(f"{where}{key} must be one of {', '.join(OUTPUTS)}, got {v!r}")
 
+    def world_opt(self, name: str, default=None):
+        """World option ``<prefix>.<name>`` (prefix: the profile's option prefix or name, so a dialect
+        subclass reads its own options)."""
+        return (self.module.world.options or {}).get((self.option_prefix or self.name) + "." + name, default)
+
     @property
     def output(self) -> str:
         """World option <profile>.output: ``source`` (TI's AT interpreter, default) or ``manual``."""
-        key = (self.option_prefix or self.name) + ".output"
-        v = str((self.module.world.options or {}).get(key, "source")).lower()
+        v = str(self.world_opt("output", "source")).lower()
         return v if v in OUTPUTS else "source"
 
     def format_error(self, err: CmdError) -> str:

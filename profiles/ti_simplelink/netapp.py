@@ -49,7 +49,7 @@ class NetAppMixin:
     def mdns_cache(self) -> list[dict]:
         """The mDNS peer cache: services the world announces plus the ones this module registered."""
         out = []
-        for s in (self.module.world.options or {}).get("ti-simplelink.mdns_peers", []) or []:
+        for s in self.world_opt("mdns_peers", []) or []:
             out.append({"name": s["name"], "host": s.get("host", ""), "ip": s.get("ip", "0.0.0.0"),
                         "port": int(s.get("port", 0)), "text": s.get("text", "")})
         own_ip = self.lease["ip"] if self.lease else (self.ap_addr()["ip"] if self.role == "ap" else "0.0.0.0")
@@ -83,7 +83,7 @@ class NetAppMixin:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         port = int(self.module.world.network.http_server_port or 0)
-        host = str((self.module.world.options or {}).get("ti-simplelink.http_server_host", "127.0.0.1"))
+        host = str(self.world_opt("http_server_host", "127.0.0.1"))
         site = web.TCPSite(runner, host, port, ssl_context=sslctx, reuse_address=True)
         try:
             await site.start()
