@@ -358,3 +358,11 @@ def test_file_list_one_line_per_file_and_filectl_lines(ti):
                                            b"+filegetfilelist:/b.txt,66,,1\r\nOK\r\n")
     assert ti.cmd("AT+fileCtl=RENAME,,/a.txt,/c.txt") == b"OK\r\n"            # TI: no value line
     assert re.fullmatch(rb"\+filectl:,\d+(,\d+){15}\r\nOK\r\n", ti.cmd("AT+fileCtl=GET_STORAGE_INFO,,,"))
+
+
+def test_empty_secure_mask_restores_the_default_list(ti):
+    sd = sock(ti, proto="SEC")
+    assert ti.cmd(f"AT+setSockOpt={sd},SOCKET,SECURE_MASK,TLS_RSA_WITH_AES_128_GCM_SHA256") == b"OK\r\n"
+    assert ti.cmd(f"AT+setSockOpt={sd},SOCKET,SECURE_MASK,") == b"OK\r\n"       # TI: missing mask = default
+    out = ti.cmd(f"AT+getSockOpt={sd},SOCKET,SECURE_MASK")
+    assert out.startswith(b"+getsockopt:ssl_rsa_with_rc4_128_sha|") and out.count(b"|") == 22

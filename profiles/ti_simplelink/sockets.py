@@ -501,8 +501,9 @@ class SocketMixin:
                 raise fail(E_NOPROTOOPT, "not a secure socket")
             names = flags_of(v1, [c for c, _ in CIPHERS] + list(MANUAL_CIPHER_ALIASES), "cipher")
             names = list(dict.fromkeys(MANUAL_CIPHER_ALIASES.get(n, n) for n in names))
-            if not names:
-                raise param_error("empty cipher mask")
+            if not names:                             # TI: a missing mask sets SL_SEC_MASK_SECURE_DEFAULT
+                s.opts.pop(opt, None)
+                return
             s.opts[opt] = names
         elif opt.startswith("secure_files_") or opt == "secure_domain_name_verification":
             if not s.sec:
