@@ -110,7 +110,8 @@ def format_error(err: CmdError, style: str = "source") -> str:
             return f"{head}parse parameters,{E_INVALID}"
         return f"{head}parse parameters,{STRMPL_PARAM_MISSING if missing else STRMPL_WRONG_PARAM}"
 
-    if err.kind == "unknown":
+    if err.kind == "unknown" or (src and err.kind == "garbage"):
+        # TI's ATCmd_send: a line that does not start with "at" finds no command either
         return f"{head}command not exist,{0 if src else E_GENERAL}"
     if err.kind == "param":
         if err.param_kind == "count":
