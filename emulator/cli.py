@@ -179,6 +179,7 @@ def cmd_describe(args) -> int:
             print(f"\n[{fam}]")
         forms = []
         values = {}
+        empties: list[str] = []
         for form, f in c["forms"].items():
             ps = ",".join(("[" if p["optional"] else "") + "<" + p["name"] + ">" + ("]" if p["optional"] else "")
                           for p in f.get("params", []))
@@ -187,6 +188,8 @@ def cmd_describe(args) -> int:
             for sub in f.get("subcommands", {}):
                 forms.append(f'{c["name"]}="{sub}",...')
             for p in f.get("params", []):
+                if p.get("empty") and p["name"] not in empties:
+                    empties.append(p["name"])
                 if p.get("choices"):
                     values.setdefault(p["name"], "|".join(str(x) for x in p["choices"]))
                 elif p.get("range"):
@@ -194,6 +197,8 @@ def cmd_describe(args) -> int:
         print(f"  {' | '.join(forms)}\n      {c['doc']}")
         if values:
             print("      values: " + "; ".join(f"<{k}> {v}" for k, v in values.items()))
+        if empties:   # present but may be empty: the field's comma is always written
+            print("      may be empty (keep the comma): " + ", ".join(f"<{n}>" for n in empties))
     print("\nURCs:")
     for u in d["urcs"]:
         print(f"  {u['format']}\n      {u['doc']}")

@@ -486,7 +486,7 @@ def bind(fs: FormSpec, args: list[Arg], dialect: Dialect, skip: int = 0) -> list
     for i, p in enumerate(params):
         if i >= len(args) or args[i].empty:
             if not p.optional:
-                raise ParamError("count", p.name, f"missing parameter <{p.name}>")
+                raise ParamError("count", p.name, f"{'missing' if i >= len(args) else 'empty'} parameter <{p.name}>")
             values.append(p.default)
             continue
         values.append(p.convert(args[i], dialect))

@@ -63,6 +63,9 @@ class Network:
     hosts: dict[str, str] = field(default_factory=dict)
     #: host TCP port where a profile's built-in HTTP server listens (TI NetApp HTTP server); 0 = any free
     http_server_port: int = 0
+    #: host addresses where a module's sockets bound to its own (virtual) or wildcard address listen
+    listen_host: str = "127.0.0.1"
+    listen_host6: str = "::1"
 
 
 @dataclass
@@ -147,11 +150,13 @@ class World:
                 raise WorldError(f"{where}: options key {k!r} must be '<profile>.<option>', e.g. eseye.subclose_urc")
         w.options = {str(k): val for k, val in opts.items()}
         net = doc.get("network") or {}
-        v.mapping(net, "network", {"hosts", "http_server_port"})
+        v.mapping(net, "network", {"hosts", "http_server_port", "listen_host", "listen_host6"})
         hosts = net.get("hosts") or {}
         v.mapping(hosts, "network.hosts", None)
         w.network = Network(hosts={str(k).lower(): v.host_target(val, f"network.hosts.{k}") for k, val in hosts.items()},
-                            http_server_port=v.integer(net.get("http_server_port", 0), "network.http_server_port", 0, 65535))
+                            http_server_port=v.integer(net.get("http_server_port", 0), "network.http_server_port", 0, 65535),
+                            listen_host=v.ip_literal(net.get("listen_host", "127.0.0.1"), "network.listen_host", 4),
+                            listen_host6=v.ip_literal(net.get("listen_host6", "::1"), "network.listen_host6", 6))
         cell = doc.get("cellular") or {}
         v.mapping(cell, "cellular", {"iccid", "imei", "operator", "attached", "rssi"})
         c = Cellular()
@@ -289,6 +294,17 @@ class _V:
     def sequence(self, obj: Any, path: str) -> None:
         if not isinstance(obj, list):
             self.fail(f"{path} must be a list")
+
+    def ip_literal(self, obj: Any, path: str, version: int) -> str:
+        import ipaddress
+        text = self.string(obj, path).strip().strip("[]")
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            self.fail(f"{path} must be an IPv{version} address, got {text!r}")
+        if ip.version != version:
+            self.fail(f"{path} must be an IPv{version} address, got {text!r}")
+        return str(ip)
 
     def string(self, obj: Any, path: str) -> str:
         if isinstance(obj, bool) or not isinstance(obj, (str, int, float)):

@@ -129,7 +129,6 @@ def test_ti_udp_port_unreachable_gives_tx_failed(atemu_module, udp_echo):
             return out
 
         ok("AT+Start")
-        h.until(rb"\+eventgeneral:init_complete,\w+\r\n")
         ok(f'AT+WlanConnect={LAB["ssid"]},,WPA_WPA2,{LAB["password"]},,,')
         h.until(rb"\+eventnetapp:ipv4_acquired,[^\r]*\r\n")
         sd = int(re.search(rb"\+socket:(\d+)", ok("AT+Socket=INET,DGRAM,UDP")).group(1))

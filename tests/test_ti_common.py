@@ -9,6 +9,7 @@ import pytest
 from harness import Emu
 
 FINAL = rb"(?:^|\r\n)(OK|ERROR:[^\r\n]*)\r\n"
+LAB_BSSID = "0x2:0x11:0x22:0x33:0x44:0x55"      # 02:11:22:33:44:55 as TI's source prints a MAC
 LAB = {"ssid": "lab", "security": "wpa2", "password": "lab-pass-123", "channel": 6, "rssi": -40,
        "bssid": "02:11:22:33:44:55", "ip": "192.168.7.20", "gateway": "192.168.7.1", "dns": "192.168.7.1"}
 
@@ -27,7 +28,10 @@ class Ti(Emu):
         super().__init__("ti-simplelink", *a, **kw)
 
     def cmd(self, line, timeout: float = 5.0, final=None) -> bytes:  # type: ignore[override]
-        return super().cmd(line, timeout=timeout, final=final or FINAL)
+        """Send ``line`` + the host style's terminator (CR LF, as host drivers do, unless a test
+        chose another) and return the response up to its final line."""
+        self.write((line.encode() if isinstance(line, str) else line) + self.term)
+        return self.read_until(final or FINAL, timeout)
 
     def ok(self, line, timeout: float = 5.0) -> bytes:
         out = self.cmd(line, timeout)
@@ -36,7 +40,7 @@ class Ti(Emu):
 
     def err(self, line, timeout: float = 5.0) -> bytes:
         out = self.cmd(line, timeout)
-        m = re.search(rb"ERROR:([^\r\n]*)\r\n$", out)
+        m = re.search(rb"ERROR: ([^\r\n]*)\r\n$", out)      # TI: "ERROR: <description>,<code>"
         assert m, f"{line!r} expected an error, got {out!r}"
         return m.group(1)
 
@@ -47,13 +51,12 @@ class Ti(Emu):
         return out
 
     def boot(self) -> "Ti":
-        self.ok("AT+Start")
-        self.read_until(rb"\+eventgeneral:init_complete,\w+\r\n")
+        assert self.cmd("AT+Start") == b"OK\r\n"          # TI's source: OK, no startup event
         return self
 
     def join(self) -> None:
         self.ok(f'AT+WlanConnect={LAB["ssid"]},,WPA_WPA2,{LAB["password"]},,,')
-        self.read_until(rb"\+eventwlan:connect,lab,02:11:22:33:44:55\r\n")
+        self.read_until(rb"\+eventwlan:connect,lab,0x2:0x11:0x22:0x33:0x44:0x55\r\n")
         self.read_until(rb"\+eventnetapp:ipv4_acquired,192\.168\.7\.20,192\.168\.7\.1,192\.168\.7\.1\r\n")
 
     def put_file(self, name: str, data: bytes) -> None:
@@ -61,7 +64,8 @@ class Ti(Emu):
         fid = int(re.search(rb"\+fileopen:(\d+),", out).group(1))
         for off in range(0, len(data), 1024):
             chunk = data[off:off + 1024]
-            self.ok(f"AT+FileWrite={fid},{off},1,{len(chunk)},{base64.b64encode(chunk).decode()}")
+            enc = base64.b64encode(chunk).decode()
+            self.ok(f"AT+FileWrite={fid},{off},1,{len(enc)},{enc}")
         self.ok(f"AT+FileClose={fid},,")
 
 

@@ -14,6 +14,11 @@ Q_MAC = "88:00:33:77:69:cc"          # the Quectel's default MAC (its soft AP's 
 M_MAC = "f8:f0:05:e1:5c:01"          # the Microchip's MAC
 
 
+def tmac(mac: str) -> str:
+    """A MAC as the TI profile prints it (TI's source: each byte as 0x%x)."""
+    return ":".join(f"0x{int(p, 16):x}" for p in mac.split(":"))
+
+
 def shared_world() -> World:
     return World.from_dict(quectel_world())
 
@@ -54,14 +59,14 @@ def test_ti_station_joins_a_quectel_soft_ap():
             t.ok("AT+WlanConnect=qhub,,WPA_WPA2,qhub-pass-1,,,")
             ti_mac = t.sync(lambda: t.module.profile.mac())
             assert t.read_until(rb"ipv4_acquired[^\r]*\r\n", 5) == (
-                f"+eventwlan:connect,qhub,{Q_MAC}\r\n"
+                f"+eventwlan:connect,qhub,{tmac(Q_MAC)}\r\n"
                 "+eventnetapp:ipv4_acquired,192.168.4.2,192.168.4.1,192.168.4.1\r\n").encode()
             assert q.read_until(rb"AP_CONNECT\r\n", 3) == b"\r\n+QAPSTAT: AP_CONNECT\r\n"
             assert q.sync(lambda: q.module.profile.snapshot()["wifi"]["softap_stations"]) == ["192.168.4.2"]
             assert q.sync(lambda: sorted(q.module.profile.ap_stations)) == [ti_mac]
             # the TI leaves: the Quectel sees it go
             assert t.ok("AT+WlanDisconnect") == b""
-            assert t.read_until(rb"\r\n") == f"+eventwlan:disconnect,qhub,{Q_MAC},200\r\n".encode()
+            assert t.read_until(rb"\r\n") == f"+eventwlan:disconnect,qhub,{tmac(Q_MAC)},200\r\n".encode()
             assert q.read_until(rb"AP_DISCONNECT\r\n", 3) == b"\r\n+QAPSTAT: AP_DISCONNECT\r\n"
             # back again, then the soft AP stops: the TI loses its link and its address
             t.ok("AT+WlanConnect=qhub,,WPA_WPA2,qhub-pass-1,,,")
@@ -70,9 +75,9 @@ def test_ti_station_joins_a_quectel_soft_ap():
             assert q.cmd("AT+QSOFTAPSTOP") == b"\r\nOK\r\n"
             assert q.read_until(rb"AP_DOWN\r\n") == b"\r\n+QAPSTAT: AP_DISCONNECT\r\n\r\n+QAPSTAT: AP_DOWN\r\n"
             assert t.read_until(rb"ipv4_lost[^\r]*\r\n", 3) == \
-                f"+eventwlan:disconnect,qhub,{Q_MAC},4\r\n+eventnetapp:ipv4_lost,0\r\n".encode()
+                f"+eventwlan:disconnect,qhub,{tmac(Q_MAC)},4\r\n+eventnetapp:ipv4_lost,0\r\n".encode()
             q.expect_nothing(0.3)                   # the TI's leave finds no AP left to tell
-            assert t.ok("AT+WlanGet=CONNECTION,") == b"+wlanget:sta,disconnected,,,,\r\n"
+            assert t.ok("AT+WlanGet=CONNECTION,") == b"+wlanget:sta,disconnected,,,\r\n"
             # joined again, then AT+Stop: the TI reports the link going down (reason 200), the AP sees it leave
             cmd_ok(q, 'AT+QSOFTAP="qhub","qhub-pass-1"')
             urc(q, r"\+QAPSTAT: AP_UP\r\n")
@@ -80,7 +85,7 @@ def test_ti_station_joins_a_quectel_soft_ap():
             t.read_until(rb"ipv4_acquired[^\r]*\r\n", 5)
             urc(q, r"AP_CONNECT\r\n", 3)
             t.ok("AT+Stop=0")
-            assert b"+eventwlan:disconnect,qhub," + Q_MAC.encode() + b",200\r\n" in t.drain(0.3)
+            assert b"+eventwlan:disconnect,qhub," + tmac(Q_MAC).encode() + b",200\r\n" in t.drain(0.3)
             assert q.read_until(rb"AP_DISCONNECT\r\n", 3) == b"\r\n+QAPSTAT: AP_DISCONNECT\r\n"
     finally:
         q.stop()
@@ -129,27 +134,27 @@ def test_microchip_station_joins_a_ti_ap():
         m.ok("AT+WSTA=1")
         assert m.read_until(rb"\+WSTAAIP:.*?\r\n", 5) == \
             f'+WSTALU:1,"{ti_mac.upper()}",6\r\n+WSTAAIP:1,"10.123.45.2"\r\n'.encode()
-        assert t.read_until(rb"ip_leased[^\r]*\r\n", 5) == \
-            f"+eventwlan:sta_added,{M_MAC}\r\n+eventnetapp:ip_leased,10.123.45.2,4096,{M_MAC}\r\n".encode()
+        assert t.read_until(rb"dhcpv4_leased[^\r]*\r\n", 5) == \
+            f"+eventwlan:sta_added,{tmac(M_MAC)}\r\n+eventnetapp:dhcpv4_leased,10.123.45.2,4096,{tmac(M_MAC)}\r\n".encode()
         assert t.ok("AT+NetCfgGet=AP_STATIONS_CONNECTED") == b"+netcfgget:1\r\n"
         # a control-plane station joins too (the hook TI now shares with the other profiles)
         assert t.sync(lambda: t.module.profile.ap_station_join("02:00:00:00:00:77")) == "10.123.45.3"
-        t.read_until(rb"ip_leased,10\.123\.45\.3,4096,02:00:00:00:00:77\r\n", 3)
+        t.read_until(rb"dhcpv4_leased,10\.123\.45\.3,4096,0x2:0x0:0x0:0x0:0x0:0x77\r\n", 3)
         assert t.sync(lambda: t.module.profile.ap_station_leave("02:00:00:00:00:77")) is True
-        assert t.read_until(rb"ip_released[^\r]*\r\n", 3) == \
-            b"+eventwlan:sta_removed,02:00:00:00:00:77\r\n+eventnetapp:ip_released,10.123.45.3,02:00:00:00:00:77,3\r\n"
+        assert t.read_until(rb"dhcpv4_released[^\r]*\r\n", 3) == \
+            b"+eventwlan:sta_removed,0x2:0x0:0x0:0x0:0x0:0x77\r\n+eventnetapp:dhcpv4_released,10.123.45.3,0x2:0x0:0x0:0x0:0x0:0x77,3\r\n"
         # the AP drops the Microchip station
         t.ok(f"AT+NetCfgSet=AP_STATION_DISCONNECT,,{M_MAC}")
         assert m.read_until(rb"\+WSTALD:.*?\r\n", 3) == b"+WSTALD:1\r\n"
-        assert t.read_until(rb"ip_released[^\r]*\r\n", 5) == \
-            f"+eventwlan:sta_removed,{M_MAC}\r\n+eventnetapp:ip_released,10.123.45.2,{M_MAC},8\r\n".encode()
+        assert t.read_until(rb"dhcpv4_released[^\r]*\r\n", 5) == \
+            f"+eventwlan:sta_removed,{tmac(M_MAC)}\r\n+eventnetapp:dhcpv4_released,10.123.45.2,{tmac(M_MAC)},8\r\n".encode()
         # it joins again, then the TI stops its AP: the station is dropped
         m.ok("AT+WSTA=1")
         m.read_until(rb'\+WSTAAIP:1,"10\.123\.45\.2"\r\n', 5)
-        t.read_until(rb"ip_leased[^\r]*\r\n", 5)
+        t.read_until(rb"dhcpv4_leased[^\r]*\r\n", 5)
         t.ok("AT+Stop=0")
-        assert t.read_until(rb"ip_released[^\r]*\r\n", 3) == \
-            f"+eventwlan:sta_removed,{M_MAC}\r\n+eventnetapp:ip_released,10.123.45.2,{M_MAC},4\r\n".encode()
+        assert t.read_until(rb"dhcpv4_released[^\r]*\r\n", 3) == \
+            f"+eventwlan:sta_removed,{tmac(M_MAC)}\r\n+eventnetapp:dhcpv4_released,10.123.45.2,{tmac(M_MAC)},4\r\n".encode()
         assert m.read_until(rb"\+WSTALD:.*?\r\n", 3) == b"+WSTALD:1\r\n"
         assert m.cmd("AT+WSTA") == b"+WSTA:0,0\r\nOK\r\n"
 
@@ -164,7 +169,7 @@ def test_stopping_a_microchip_soft_ap_drops_ti_and_quectel_stations():
             microchip_ap(m, "mhub", "mhub-pass-1")
             t.ok("AT+WlanConnect=mhub,,WPA_WPA2,mhub-pass-1,,,")
             assert t.read_until(rb"ipv4_acquired[^\r]*\r\n", 5) == (
-                f"+eventwlan:connect,mhub,{M_MAC}\r\n"
+                f"+eventwlan:connect,mhub,{tmac(M_MAC)}\r\n"
                 "+eventnetapp:ipv4_acquired,192.168.1.100,192.168.1.1,192.168.1.1\r\n").encode()
             assert m.read_until(rb"\+WAPAIP:.*?\r\n", 3) == \
                 f'+WAPSC:1,"{ti_mac.upper()}"\r\n+WAPAIP:1,"192.168.1.100"\r\n'.encode()
@@ -176,7 +181,7 @@ def test_stopping_a_microchip_soft_ap_drops_ti_and_quectel_stations():
             assert m.read_until(rb'\+WAPSD:2,.*?\r\n') == \
                 f'+WAPSD:1,"{ti_mac.upper()}"\r\n+WAPSD:2,"{Q_MAC.upper()}"\r\n'.encode()
             assert t.read_until(rb"ipv4_lost[^\r]*\r\n", 3) == \
-                f"+eventwlan:disconnect,mhub,{M_MAC},4\r\n+eventnetapp:ipv4_lost,0\r\n".encode()
+                f"+eventwlan:disconnect,mhub,{tmac(M_MAC)},4\r\n+eventnetapp:ipv4_lost,0\r\n".encode()
             assert q.read_until(rb"WLAN_DISCONNECTED\r\n", 3) == b"\r\n+QSTASTAT: WLAN_DISCONNECTED\r\n"
             m.expect_nothing(0.3)
     finally:

@@ -33,12 +33,43 @@ from typing import Any
 from .dns import Resolver, _strip_brackets, ip_family
 from .errors import NetError, classify
 
-__all__ = ["TcpConnection", "TcpListener", "UdpSocket"]
+__all__ = ["TcpConnection", "TcpListener", "UdpSocket", "host_bind_address"]
 
 log = logging.getLogger(__name__)
 
 _SIOCOUTQ = 0x5411  # == TIOCOUTQ on Linux: bytes not yet acknowledged by peer
 _default_resolver: Resolver | None = None
+
+
+def host_bind_address(address: str | None, own: Any = (), *, listen_host: str = "127.0.0.1",
+                      listen_host6: str = "::1") -> str:
+    """The host address a module's bind/listen on ``address`` really uses.
+
+    A module's addresses are virtual (what it reported in its IP events: station and soft-AP
+    addresses, IPv6 link-local/global); its sockets are the host's. A bind on one of the module's
+    own addresses (``own``) or on the wildcard (``0.0.0.0``, ``::``, empty) therefore binds the host
+    listen address
+    (``listen_host`` for IPv4, ``listen_host6`` for IPv6; the world's ``network.listen_host`` /
+    ``network.listen_host6``), so local peers connect to it there. Loopback addresses are kept.
+    Any profile can use this for its listening TCP and bound UDP sockets.
+    """
+    import ipaddress
+
+    text = _strip_brackets((address or "").strip()).split("%")[0]
+    try:
+        ip = ipaddress.ip_address(text) if text else ipaddress.IPv4Address("0.0.0.0")
+    except ValueError:
+        return text                                   # a host name: resolved by the caller as usual
+    owned = set()
+    for a in own or ():
+        try:
+            owned.add(ipaddress.ip_address(_strip_brackets(str(a)).split("%")[0]))
+        except ValueError:
+            continue
+    v6 = ip.version == 6 and getattr(ip, "ipv4_mapped", None) is None
+    if ip.is_unspecified or ip in owned:
+        return listen_host6 if v6 else listen_host
+    return str(ip)                                    # a host address (loopback, another interface): as given
 
 
 def _resolver(resolver: Resolver | None) -> Resolver:

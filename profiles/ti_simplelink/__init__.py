@@ -15,7 +15,7 @@ from emulator.grammar import Form, Int, UrcSpec
 from emulator import wifi
 from emulator.profile import CmdError, Profile
 
-from .common import DIALECT, format_error
+from .common import DIALECT, OUTPUTS, VARIABLE_COUNT, format_error, ip_text, mac_text
 from .device import DeviceMixin
 from .files import FileMixin
 from .http import HttpMixin
@@ -29,32 +29,34 @@ log = logging.getLogger("atemu.ti")
 
 DEVIATIONS = [
     "T1 framing: a command ends with CR, LF or CR LF; every response/event line ends with CR LF (no leading CR LF); echo off (ATE1 turns it on); 115200 8N1.",
-    "T3: every comma is written, also for empty optional fields; fewer fields give ERROR:number of parameters,-2 (except the commands whose value list depends on an ID/option).",
+    "T3 (TI's ATCmd_checkNumParams): every comma is written, also for empty optional fields (AT+wlanConnect=lab,,WPA_WPA2,key,,,); fewer fields give ERROR: number of parameters,0 (except the commands whose value list depends on an ID/option); a needed value left empty gives ERROR: parse parameters,-1.",
     "T2/T8: command names, keywords and bitmask names are case-insensitive; spaces around '=' and ',' and after 'AT+' are ignored; output is lower case with no space after ':' (+socket:0).",
-    "T9: errors are ERROR:<description>,<code> with the core's descriptions (command not exist, parse parameters, number of parameters, process command, allocate) and negative SimpleLink-style codes (see README table).",
-    "T7: Accept, Connect, Select, Recv, RecvFrom, NetAPPGetHostByName, NetAPPGetHostByService, NetAPPRecv and NetAPPPing validate, answer OK, and later print their value line followed by OK, or an ERROR line; bad parameters give an immediate ERROR instead of OK.",
-    "T10: format 0 data is exactly <length> raw bytes (CR, LF, commas, quotes are data); format 1 is Base64 up to the next comma/end of line; <length> always counts decoded bytes; a raw field that stops arriving for 2 s is abandoned with ERROR:parse parameters,-2. MQTT messages use the client's data format (AT+MqttCreate).",
-    "T37: at power-up the NWP is stopped: every command except AT, ATE, AT+Start, AT+Stop and AT+Test answers ERROR:process command,-2018 until AT+Start. AT+Start prints OK then the startup event +eventgeneral:init_complete,<role> (not in the manual) and auto-connects from stored profiles (policy Auto, default on).",
-    "Reset: AT+Stop closes every socket, server, ping and MQTT/HTTP connection (clients stay allocated), drops Wi-Fi; volatile configuration (persistence off) reverts. FileCtl RESTORE wipes flash and stored configuration and restarts the NWP (init_complete again).",
+    "T9 (TI's atcmd_defs.c): errors are ERROR: <description>,<code>: command not exist,0; number of parameters,0; parse parameters,-1 (missing value) or -4 (wrong value); allocate,0; process command,<SimpleLink code> (README table). World option output: manual gives ERROR:<description>,<code> with -1/-2/-12.",
+    "T7 (TI's source): Accept, Connect, Select, Recv, RecvFrom answer OK, later the value line and OK (or ERROR); NetAPPGetHostByName, NetAPPGetHostByService, NetAPPRecv print nothing at first, later the value line and OK (or ERROR); NetAPPPing answers OK, then its +netappping report line(s) and no second OK; bad parameters give an immediate ERROR.",
+    "T10: format 0 data is exactly <length> raw bytes (CR, LF, commas, quotes are data); format 1 is Base64 up to the next comma/end of line and <length> counts the Base64 characters, in both directions (TI's atcmd_socket.c etc.); a raw field that stops arriving for 2 s is abandoned with ERROR: parse parameters,-4. MQTT messages use the client's data format (AT+MqttCreate).",
+    "T37: at power-up the NWP is stopped: every command except AT, ATE, AT+Start, AT+Stop and AT+Test answers ERROR: process command,-2018 until AT+Start. AT+Start prints OK (and nothing else, as TI's source; output: manual adds +eventgeneral:init_complete,<role>) and auto-connects from stored profiles (policy Auto, default on).",
+    "Reset: AT+Stop closes every socket, server, ping and MQTT/HTTP connection (clients stay allocated), drops Wi-Fi; volatile configuration (persistence off) reverts. FileCtl RESTORE wipes flash and stored configuration and restarts the NWP.",
+    "Bind: the module's addresses are virtual; a bind on its own address (station, soft AP, IPv6 link-local) or on 0.0.0.0/:: listens on the host at world network.listen_host/listen_host6 (127.0.0.1/::1), TCP and UDP.",
+    "Source walk: TI's AT interpreter source (atcmd_*.c, str_mpl.c) wins where it and the manual differ: MACs 0x%x per byte, IPv6 as four 0x words, =? prints the usage string, one line per scan entry/file, 8-field profiles; world option output: manual keeps the manual's typography (README: command walk).",
     "T12: AT+RecvFrom's family/port/address are validated and otherwise ignored; the response carries no source address, as printed.",
     "T15: AT+Select readsds is a list of descriptors separated by spaces or '|' (optionally bracketed); +select: lists the ready ones separated by '|' (empty on timeout).",
-    "T16/T17: AT+WlanScan prints one +wlanscan: line with entries separated by ';', fields SSID,BSSID,RSSI,Channel,security,hidden,cipher,key_mgmt (syntax-line order).",
-    "T18: WlanPolicySet CONNECTION with an empty option disables all; WlanPolicyGet prints <option>,<value> (CONNECTION: options joined by '|', value 0).",
-    "T20/T28: WlanGet has IDs AP, GENERAL, P2P, RX_FILTER, ACCESS_LIST, CONNECTION; NetCfgGet IF prints disable_ipv4_lls as the manual does; SET_MAC_ADDR applies from the next AT+Start.",
+    "T16/T17: AT+WlanScan prints one +wlanscan: line per network (TI's source), fields ssid,bssid,rssi,channel,security,hidden,cipher,key_mgmt; entries without an SSID (hidden) are skipped.",
+    "T18: WlanPolicySet CONNECTION with an empty option disables all; WlanPolicyGet prints, as TI's source, CONNECTION's options joined by '|', SCAN <option>,<interval> (disable_scan,), PM <option>,<ms for long_sleep> (normal,), P2P <role>,<initiator>.",
+    "T20/T28: WlanGet has IDs AP, GENERAL, P2P, RX_FILTER, ACCESS_LIST, CONNECTION; NetCfgGet IF prints disable_ipv4_lla as TI's source (output: manual prints the manual's disable_ipv4_lls); SET_MAC_ADDR applies from the next AT+Start.",
     "T25: HTTP server requests the module cannot answer from flash (www/<path> or <path>) are passed to the host as +eventnetapp:request,<handle>,<method>,<uri>,<body length>; the host reads the body with AT+NetAPPRecv and answers with AT+NetAPPSend (METADATA data '<status>[;<content type>]', then body chunks, CONTINUATION while more follows).",
-    "T26: NetAPPPing flags 0/2 print one +netappping:<sent>,<received>,<average ms> line, flags 1 one line per ping (<sent>,<received>,<this round trip ms>); destination 0 stops a running ping, which then prints its summary and OK.",
-    "T29: AT+NetUtilGet=public_key,<format>[,<key index>] prints the uncompressed P-256 point; true_random,<n> prints n random bytes as decimals separated by ';'. sign_msg/verify_msg use ECDSA P-256 with SHA-256 (signature DER); verify_msg prints success or failure; temp_keys/install_op print the key index.",
+    "T26: NetAPPPing flags 0/2 print one +netappping:<sent>,<received>,<average ms> line, flags 1 one line per ping (<sent>,<received>,<this round trip ms>); destination 0 stops a running ping, which then prints its summary. As TI's source: OK when the ping starts, no OK after the report.",
+    "T29: AT+NetUtilGet=public_key,<format>[,<key index>] prints the uncompressed P-256 point; true_random,<n> prints n random bytes as TI does (0x%x separated by ':'; decimals and ';' with output: manual). sign_msg/verify_msg use ECDSA P-256 with SHA-256 (signature DER); verify_msg prints success or failure; temp_keys/install_op answer OK alone (TI's source).",
     "T31: MQTT QoS tokens are qos0/qos1/qos2 (0/1/2 accepted); subscribe topics are topic,qos,persistent triples; +eventmqtt:recv prints qos<n> and dup 0.",
-    "T32: connack value is (session present << 8) | return code; puback/suback/unsuback carry the real packet identifier.",
+    "T32 (TI's atcmd_mqtt.c): connack value is (session present << 8) | return code; suback carries the return code per topic, puback/unsuback carry 0; disconnect prints +eventmqtt:disconnect, (TI's list writer's comma). output: manual prints packet identifiers and a bare disconnect.",
     "T33: HttpSendReq with chunk_start starts a chunked request and prints +httpsendreq:0; further HttpSendReq calls add chunks; chunk_end sends the last chunk and prints the real status. HttpReadResBody's flag is 1 while more body remains.",
     "TLS: the module speaks TLS 1.0-1.2 only; without a CA file a secure socket/HTTP client connects without verification (as SimpleLink does); with one, a failed verification gives +eventsock:async_event,<sd>,wrong_root_ca,-468 and ERROR; hostname checks only with SECURE_DOMAIN_NAME_VERIFICATION.",
     "Files: a leading '/' is dropped (/cert/ca.pem == cert/ca.pem); names may not escape the flash folder; writes are buffered and committed at AT+FileClose (WRITE/OVERWRITE rewrite the file); fail-safe files keep the previous image for FileCtl ROLLBACK/COMMIT; FileClose signatures are Base64 and verified against the certificate file.",
-    "AP role: the module's access point joins the shared world's air; other emulated modules of that world can associate (sta_added, ip_leased from the DHCP_SERVER range, sta_removed, ip_released, AP_STATION_DISCONNECT). Link loss gives +eventwlan:disconnect then +eventnetapp:ipv4_lost (and ipv6_lost when IPv6 is on).",
+    "AP role: the module's access point joins the shared world's air; other emulated modules of that world can associate (sta_added, dhcpv4_leased from the DHCP_SERVER range, sta_removed, dhcpv4_released, AP_STATION_DISCONNECT). Link loss gives +eventwlan:disconnect then +eventnetapp:ipv4_lost (and ipv6_lost when IPv6 is on).",
     "Not emulated (answer an error or are never emitted): RF/RAW sockets and PHY options, WPS, P2P discovery/negotiation and the P2P/provisioning events, fatal-error and general error events, mDNS on the wire (the peer cache comes from world option ti-simplelink.mdns_peers plus own registered services), the DNS server beyond its on/off state.",
 ]
 
 URCS = [
-    UrcSpec("+eventgeneral:init_complete", "+eventgeneral:init_complete,<role>", "NWP started (our startup event, not in the manual)", "device"),
+    UrcSpec("+eventgeneral:init_complete", "+eventgeneral:init_complete,<role>", "NWP started (only with world option output: manual; TI's source prints nothing)", "device"),
     UrcSpec("+eventgeneral:reset_request", "+eventgeneral:reset_request,<error code>,<sender>", "device asks for a reset (never emitted)", "device"),
     UrcSpec("+eventgeneral:error", "+eventgeneral:error,<error code>,<sender>", "device error indication (never emitted)", "device"),
     UrcSpec("+eventfatalerror:device_abort", "+eventfatalerror:device_abort,<type>,<data>", "fatal device error (never emitted)", "device"),
@@ -76,10 +78,10 @@ URCS = [
     UrcSpec("+eventwlan:provisioning_status", "+eventwlan:provisioning_status,<status>", "never emitted", "wlan"),
     UrcSpec("+eventwlan:provisioning_profile_added", "+eventwlan:provisioning_profile_added,<status>,<ssid>", "never emitted", "wlan"),
     UrcSpec("+eventnetapp:ipv4_acquired", "+eventnetapp:ipv4_acquired,<ip>,<gateway>,<dns>", "IPv4 address obtained", "netapp"),
-    UrcSpec("+eventnetapp:ipv6_acquired", "+eventnetapp:ipv6_acquired,<ip>,<dns>", "IPv6 link-local address (when IF enables IPv6)", "netapp"),
-    UrcSpec("+eventnetapp:ip_collision", "+eventnetapp:ip_collision,<ip>,<mac>,<dns>", "static address equals the AP gateway/DNS", "netapp"),
-    UrcSpec("+eventnetapp:ip_leased", "+eventnetapp:ip_leased,<ip>,<lease time>,<mac>", "our DHCP server leased an address to a station", "netapp"),
-    UrcSpec("+eventnetapp:ip_released", "+eventnetapp:ip_released,<ip>,<mac>,<reason>", "a station holding a lease left", "netapp"),
+    UrcSpec("+eventnetapp:ipv6_acquired", "+eventnetapp:ipv6_acquired,<ip>,<dns>", "IPv6 link-local address (when IF enables IPv6); both as four 0x words", "netapp"),
+    UrcSpec("+eventnetapp:ip_collision", "+eventnetapp:ip_collision,<ip>,<dhcp mac>,<conflict mac>", "static address equals the AP gateway/DNS", "netapp"),
+    UrcSpec("+eventnetapp:dhcpv4_leased", "+eventnetapp:dhcpv4_leased,<ip>,<lease time>,<mac>", "our DHCP server leased an address to a station (ip_leased with output: manual)", "netapp"),
+    UrcSpec("+eventnetapp:dhcpv4_released", "+eventnetapp:dhcpv4_released,<ip>,<mac>,<reason>", "a station holding a lease left (ip_released with output: manual)", "netapp"),
     UrcSpec("+eventnetapp:ipv4_lost", "+eventnetapp:ipv4_lost,<status>", "address lost because the link was lost (AP gone, dropped by AP)", "netapp"),
     UrcSpec("+eventnetapp:dhcp_ipv4_acquire_timeout", "+eventnetapp:dhcp_ipv4_acquire_timeout,<status>", "associated but no DHCP answer (AP ip 0.0.0.0, or our AP without DHCP server) within 1 s", "netapp"),
     UrcSpec("+eventnetapp:ipv6_lost", "+eventnetapp:ipv6_lost,<ip>", "link lost while IPv6 was enabled", "netapp"),
@@ -88,7 +90,7 @@ URCS = [
     UrcSpec("+eventsock:async_event", "+eventsock:async_event,<sd>,<connected_secured|wrong_root_ca>,<error>", "TLS connect result", "socket"),
     UrcSpec("+eventmqtt:operation", "+eventmqtt:operation,<connack|puback|suback|unsuback>,<values>", "MQTT acknowledgements", "mqtt"),
     UrcSpec("+eventmqtt:recv", "+eventmqtt:recv,<topic>,<qos>,<retain>,<dup>,<format>,<length>,<message>", "MQTT message received", "mqtt"),
-    UrcSpec("+eventmqtt:disconnect", "+eventmqtt:disconnect", "MQTT connection closed", "mqtt"),
+    UrcSpec("+eventmqtt:disconnect", "+eventmqtt:disconnect,", "MQTT connection closed (TI prints the comma)", "mqtt"),
 ]
 
 
@@ -103,6 +105,9 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
     world_options = {
         "mdns_peers": "list of mDNS services the module's cache sees (NetAPPGetHostByService, GetServiceList)",
         "http_server_host": "host address the NetApp HTTP server binds (default 127.0.0.1)",
+        "output": "source (default: as TI's AT interpreter prints: ERROR: <text>,<code>, MACs 0x2:0x11:..., IPv6 as four "
+                  "0x words, dhcpv4_leased/dhcpv4_released) or manual (ERROR:<text>,<code>, 02:11:..., IPv6 text, "
+                  "ip_leased/ip_released)",
     }
     urcs = URCS
 
@@ -139,9 +144,66 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
         self.fs_init()
         module.engine.raw_field_hook = self.raw_field_hook
 
+    @classmethod
+    def describe(cls) -> dict:
+        """As the core's, but a fixed-count command's optional fields are shown as present-but-may-be-empty:
+        TI's dispatcher (``ATCmd_checkNumParams``) wants every comma (``AT+wlanConnect=lab,,WPA_WPA2,key,,,``)."""
+        d = super().describe()
+        for c in d["commands"]:
+            name = c["name"].upper()
+            if (name[2:] if name.startswith("AT") else name) in VARIABLE_COUNT:
+                continue
+            for f in c.get("forms", {}).values():
+                for p in f.get("params", []):
+                    if p.get("optional"):
+                        p["optional"] = False
+                        p["empty"] = True
+        return d
+
     # ---- dialect ------------------------------------------------------------------------------
+    @classmethod
+    def validate_world(cls, world) -> None:
+        super().validate_world(world)
+        key = (cls.option_prefix or cls.name) + ".output"
+        v = (getattr(world, "options", None) or {}).get(key)
+        if v is not None and str(v).lower() not in OUTPUTS:
+            from emulator.world import WorldError
+            where = f"{world.source}: " if getattr(world, "source", None) else ""
+            raise WorldError(f"{where}{key} must be one of {', '.join(OUTPUTS)}, got {v!r}")
+
+    def world_opt(self, name: str, default=None):
+        """World option ``<prefix>.<name>`` (prefix: the profile's option prefix or name, so a dialect
+        subclass reads its own options)."""
+        return (self.module.world.options or {}).get((self.option_prefix or self.name) + "." + name, default)
+
+    @property
+    def output(self) -> str:
+        """World option <profile>.output: ``source`` (TI's AT interpreter, default) or ``manual``."""
+        v = str(self.world_opt("output", "source")).lower()
+        return v if v in OUTPUTS else "source"
+
     def format_error(self, err: CmdError) -> str:
-        return format_error(err)
+        return format_error(err, self.output)
+
+    def test_line(self, spec) -> str | None:
+        """``AT+<cmd>=?``: TI's dispatcher (atcmd.c ``ATCmd_checkHelp``) prints the command's usage string,
+        ``[A],[B],...``, then OK (before any NWP check)."""
+        fs = spec.forms.get(Form.WRITE)
+        if fs is None or not fs.params:
+            return None
+        return ",".join(f"[{p.name}]" for p in fs.params)
+
+    def startup_event(self) -> str | None:
+        """The line printed after AT+Start's OK (a hook for dialects). TI's source prints nothing
+        (``ATCmdDev_startCallback``: ``sl_Start`` then OK; ``+eventgeneral`` has only reset_request and
+        error); ``manual`` output keeps atemu's former ``+eventgeneral:init_complete,<role>``."""
+        return f"+eventgeneral:init_complete,{self.role}" if self.output == "manual" else None
+
+    def out_mac(self, mac: str) -> str:
+        return mac_text(mac, self.output)
+
+    def out_ip(self, ip: str) -> str:
+        return ip_text(ip, self.output)
 
     def raw_field_hook(self, name: str, idx: int, args) -> int | None:
         """Framing of data fields whose format is not in the command itself (MQTT, NetUtilCmd)."""
@@ -206,7 +268,9 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
         self.rx_filters = dict(rf) if isinstance(rf, dict) else {}
         svc = self.module.settings.get("ti.services")
         self.services = dict(svc) if isinstance(svc, dict) else {}
-        self.module.urc(f"+eventgeneral:init_complete,{self.role}")
+        line = self.startup_event()
+        if line:
+            self.module.urc(line)
         if self.role == "ap":
             self.publish_own_ap()
         elif self.role == "sta":

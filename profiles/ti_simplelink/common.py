@@ -14,7 +14,7 @@ from emulator.profile import CmdError
 #: a raw (format 0) data field that stops arriving for this long is abandoned: ERROR:parse parameters
 RAW_TIMEOUT = 2.0
 DIALECT = Dialect(name="ti-simplelink", terminators=b"\r\n", echo_default=False, brackets=True,
-                  test_forms=False, leading_crlf=False, max_line=8192, error_on_garbage=True,
+                  test_forms=True, leading_crlf=False, max_line=8192, error_on_garbage=True,
                   raw_timeout=RAW_TIMEOUT)
 
 # ---- error codes (SimpleLink style, negative) ------------------------------------------------
@@ -88,21 +88,66 @@ def net_fail(e: NetError) -> CmdError:
     return CmdError("failed", code=code, message=str(e))
 
 
-def format_error(err: CmdError) -> str:
-    if err.kind == "unknown":
-        return f"ERROR:command not exist,{E_GENERAL}"
+#: TI's StrMpl parse codes (str_mpl.h): a value is missing / not one of the list or not a number
+STRMPL_PARAM_MISSING = -1
+STRMPL_WRONG_PARAM = -4
+#: world option ti-simplelink.output: "source" prints as TI's AT interpreter source does, "manual" as the
+#: manual's typography (and atemu before the source walk)
+OUTPUTS = ("source", "manual")
+
+
+def format_error(err: CmdError, style: str = "source") -> str:
+    """The ERROR line. TI's source (atcmd_defs.c ``ATCmd_error*Str``, atcmd_gen.c ``ATCmd_errorResult``):
+    ``ERROR: <description>,<code>`` with a space after the colon; ``number of parameters``, ``command not
+    exist`` and ``allocate`` carry 0, ``parse parameters`` the StrMpl code (-1 missing value, -4 wrong
+    value), ``process command`` the SimpleLink code. ``manual`` style: ``ERROR:<description>,<code>`` with
+    -1/-2/-12 as atemu printed before."""
+    src = style != "manual"
+    head = "ERROR: " if src else "ERROR:"
+
+    def parse(missing: bool = False) -> str:
+        if not src:
+            return f"{head}parse parameters,{E_INVALID}"
+        return f"{head}parse parameters,{STRMPL_PARAM_MISSING if missing else STRMPL_WRONG_PARAM}"
+
+    if err.kind == "unknown" or (src and err.kind == "garbage"):
+        # TI's ATCmd_send: a line that does not start with "at" finds no command either
+        return f"{head}command not exist,{0 if src else E_GENERAL}"
     if err.kind == "param":
         if err.param_kind == "count":
-            return f"ERROR:number of parameters,{E_INVALID}"
-        return f"ERROR:parse parameters,{E_INVALID}"
+            if str(err.message).startswith(("empty", "missing ")) and not str(err.message).startswith("missing parameter"):
+                # a mandatory value left empty (its comma written): TI's count check passes, its parser says -1
+                return parse(missing=True) if src else f"{head}number of parameters,{E_INVALID}"
+            return f"{head}number of parameters,{0 if src else E_INVALID}"
+        return parse()
     if err.kind in ("syntax", "garbage"):
-        return f"ERROR:parse parameters,{E_INVALID}"
+        return parse()
     if err.kind == "too_long":
-        return f"ERROR:allocate,{E_NOMEM}"
+        return f"{head}allocate,{0 if src else E_NOMEM}"
     if err.kind == "count":
-        return f"ERROR:number of parameters,{E_INVALID}"
+        return f"{head}number of parameters,{0 if src else E_INVALID}"
     code = err.code if isinstance(err.code, int) else E_GENERAL
-    return f"ERROR:process command,{code}"
+    return f"{head}process command,{code}"
+
+
+def mac_text(mac: str, style: str = "source") -> str:
+    """A MAC/BSSID as TI's ``StrMpl_setArrayVal(..., STRMPL_FLAG_PARAM_HEX | SIZE_8)`` prints it:
+    ``0x2:0x11:0xaa:...`` (``manual``: ``02:11:aa:...``)."""
+    if not mac:
+        return ""
+    parts = [int(p, 16) for p in str(mac).split(":")]
+    if style == "manual":
+        return ":".join(f"{v:02x}" for v in parts)
+    return ":".join(f"0x{v:x}" for v in parts)
+
+
+def ip_text(ip: str, style: str = "source") -> str:
+    """An address as TI prints it: IPv4 dotted; IPv6 as four 32-bit words ``0xfe800000:0x0:...``
+    (``StrMpl_setArrayVal(..., HEX | SIZE_32)``); ``manual``: IPv6 in standard text."""
+    if not ip or ":" not in str(ip) or style == "manual":
+        return ip
+    v = int(ipaddress.IPv6Address(str(ip).split("%")[0]))
+    return ":".join(f"0x{(v >> s) & 0xFFFFFFFF:x}" for s in (96, 64, 32, 0))
 
 
 def param_error(message: str = "") -> CmdError:
@@ -152,27 +197,33 @@ def kw(values: list[str] | tuple[str, ...]) -> dict[str, str]:
 
 
 def decode_data(fmt: int, data: Any, length: int | None, *, exact: bool = True) -> bytes:
-    """The payload of a ``format,length,data`` triple (length counts decoded bytes)."""
+    """The payload of a ``format,length,data`` triple.
+
+    As TI's AT interpreter (``atcmd_socket.c`` ``ATCmdSock_sendParse`` and its siblings): with format 0
+    ``length`` counts the raw bytes; with format 1 it counts the Base64 characters that follow, which are
+    decoded (the decoded size is what is sent/written)."""
     if data is None:
         data = b""
     if fmt == 0:
         raw = data if isinstance(data, (bytes, bytearray)) else str(data).encode("latin-1", "replace")
-    else:
-        text = data.decode("latin-1") if isinstance(data, (bytes, bytearray)) else str(data)
-        try:
-            raw = base64.b64decode(text.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            raise param_error("bad Base64 data") from None
-    if length is not None and exact and len(raw) != length:
-        raise param_error(f"data is {len(raw)} bytes, length says {length}")
-    return bytes(raw)
+        if length is not None and exact and len(raw) != length:
+            raise param_error(f"data is {len(raw)} bytes, length says {length}")
+        return bytes(raw)
+    text = (data.decode("latin-1") if isinstance(data, (bytes, bytearray)) else str(data)).strip()
+    if length is not None and exact and len(text) != length:
+        raise param_error(f"{len(text)} Base64 characters follow, length says {length}")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise param_error("bad Base64 data") from None
 
 
 def encode_data(fmt: int, raw: bytes) -> bytes:
-    """``<format>,<length>,<data>`` as bytes for a response line."""
+    """``<format>,<length>,<data>`` as bytes for a response line (format 1: length = Base64 characters)."""
     if fmt == 0:
         return b"%d,%d," % (fmt, len(raw)) + raw
-    return b"%d,%d," % (fmt, len(raw)) + base64.b64encode(raw)
+    enc = base64.b64encode(raw)
+    return b"%d,%d," % (fmt, len(enc)) + enc
 
 
 def parse_ipv4(text: str) -> str:
@@ -283,6 +334,14 @@ def nwp(fn):
         check_count(ctx)
         if not self.started:
             raise fail(E_NOT_STARTED, "the NWP is not started: send AT+Start")
-        return await fn(self, ctx, *args)
+        try:
+            return await fn(self, ctx, *args)
+        except CmdError as e:
+            # TI checks no count for its variable-count commands (0xFF): a value that is not there is a
+            # parse error of the value (StrMpl: missing, -1)
+            if e.kind == "param" and e.param_kind == "count" and ctx.line.name.upper() in VARIABLE_COUNT \
+                    and not str(e.message).startswith(("too many", "extra")) and "takes" not in str(e.message):
+                raise CmdError("param", message=f"empty value: {e.message}", param_kind="count") from None
+            raise
 
     return wrapper

@@ -72,7 +72,10 @@ class DeviceMixin:
                 ctx.info(f"+get:{1 if self.persistent else 0}")
             return
         pick(option, ("udid",), "option")
-        ctx.info("+get:" + self.udid())
+        if self.output == "manual":
+            ctx.info("+get:" + self.udid())
+        else:   # TI (ATCmdDev_getResult): 16 bytes, each 0x%x, separated by ','
+            ctx.info("+get:" + ",".join(f"0x{b:x}" for b in bytes.fromhex(self.udid())))
 
     @command("+Set", Form.WRITE, Keyword("id", values={"General": "general"}), S("option"),
              OS("value1"), OS("value2"), OS("value3"), OS("value4"), OS("value5"), OS("value6"),

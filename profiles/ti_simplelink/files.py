@@ -203,13 +203,13 @@ class FileMixin:
              Keyword("command", values={k: k.lower() for k in ("RESTORE", "ROLLBACK", "COMMIT", "RENAME", "GET_STORAGE_INFO",
                                                                  "BUNDLE_ROLLBACK", "BUNDLE_COMMIT")}),
              Int("secure_token", 0, 0xFFFFFFFF, optional=True, default=0), OS("filename"), OS("data"),
-             family="file", doc="File control: +filectl:<new token>,<output data>")
+             family="file", doc="File control: +filectl:<new token>, (ROLLBACK, COMMIT), +filectl:,<storage info> "
+                                "(GET_STORAGE_INFO); OK alone for the others")
     @nwp
     async def at_filectl(self, ctx: Ctx, cmd: str, token: int, filename, data) -> None:
         meta = self.fs_meta()
         if cmd == "restore":
-            pick(data, ("FACTORY_IMAGE", "FACTORY_DEFAULT"), "restore target")
-            ctx.info("+filectl:0,")
+            pick(data, ("FACTORY_IMAGE", "FACTORY_DEFAULT"), "restore target")   # TI: OK alone
             self.module.spawn(self.factory_restore(), name="restore")
             return
         if cmd == "get_storage_info":
@@ -219,14 +219,13 @@ class FileMixin:
             nfiles = len(self.fs.list())
             vals = [BLOCK, cap, used + reserved, reserved, reserved, cap - used - reserved, cap - used - reserved,
                     240, 1, 0, 32, nfiles, 0, 0, 64, sum(m.get("wc", 0) for m in meta.values())]
-            ctx.info("+filectl:0," + ",".join(str(v) for v in vals))
+            ctx.info("+filectl:," + ",".join(str(v) for v in vals))     # TI: no token, then the values
             return
         if cmd in ("bundle_rollback", "bundle_commit"):
             for name, m in meta.items():
                 if m.get("pending"):
                     self._commit_or_rollback(name, m, cmd == "bundle_rollback")
-            self.fs_set_meta(meta)
-            ctx.info("+filectl:0,")
+            self.fs_set_meta(meta)                    # TI: OK alone
             return
         if not filename:
             raise count_error("a file name is needed")
@@ -258,8 +257,7 @@ class FileMixin:
         except FsError as e:
             raise fs_fail(e) from None
         meta[new] = meta.pop(name)
-        self.fs_set_meta(meta)
-        ctx.info("+filectl:0,")
+        self.fs_set_meta(meta)                        # TI: OK alone
 
     def _commit_or_rollback(self, name: str, m: dict, rollback: bool) -> None:
         try:
@@ -299,7 +297,7 @@ class FileMixin:
         self.fs_set_meta(meta)
 
     @command("+FileGetFileList", Form.EXEC, family="file",
-             doc="List files: +filegetfilelist:<name>,<max size>,<properties>,<allocated blocks>;...")
+             doc="List files: one +filegetfilelist:<name>,<max size>,<properties>,<allocated blocks> line per file")
     @nwp
     async def at_filelist(self, ctx: Ctx) -> None:
         meta = self.fs_meta()
@@ -308,7 +306,8 @@ class FileMixin:
             m = meta.get(name, {})
             mx = m.get("max", size)
             entries.append(f"/{name},{mx},{'|'.join(f[7:] for f in m.get('flags', []))},{blocks(mx)}")
-        ctx.info("+filegetfilelist:" + ";".join(entries))
+        for entry in entries:   # TI (ATCmdFile_getFileListResult): one line per file, then OK
+            ctx.info("+filegetfilelist:" + entry)
 
     @command("+FileGetInfo", Form.WRITE, S("filename", min_len=1, max_len=MAX_NAME),
              Int("secure_token", 0, 0xFFFFFFFF, optional=True, default=0), family="file",

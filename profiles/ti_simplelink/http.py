@@ -48,6 +48,9 @@ def header_name(option: str) -> str:
 
 class HttpMixin:
     def http_client(self, idx: int) -> dict:
+        if idx not in self.http and self.output != "manual":
+            # TI (ATCmdHttp_clientIndexParse returns no handle): ERROR: parse parameters,-4
+            raise param_error(f"no HTTP client {idx}")
         return lookup(self.http, idx, E_HTTP_BAD_INDEX, "HTTP client")
 
     async def http_release(self, c: dict) -> None:

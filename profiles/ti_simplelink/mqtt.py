@@ -52,7 +52,22 @@ def topic_groups(count: int, fields: tuple, width: int) -> list[tuple]:
 
 class MqttMixin:
     def mqtt_client(self, idx: int) -> dict:
+        if idx not in self.mqtt and self.output != "manual":
+            # TI (ATCmdMqtt_clientIndexParse returns no handle): ERROR: parse parameters,-4
+            raise param_error(f"no MQTT client {idx}")
         return lookup(self.mqtt, idx, E_MQTT_BAD_INDEX, "MQTT client")
+
+    def mqtt_event(self, line: str) -> None:
+        """+eventmqtt:... as TI's ATCmdMqtt_eventCallback prints it: ``disconnect`` keeps the comma its
+        list writer adds (``+eventmqtt:disconnect,``); ``manual`` output prints it bare."""
+        if line == "disconnect" and self.output != "manual":
+            line = "disconnect,"
+        self.module.urc("+eventmqtt:" + line)
+
+    def mqtt_ack_id(self, mid) -> int:
+        """puback/unsuback value: TI's event callback zeroes it (``*(uint8_t *)(event->data) = 0``) and
+        prints 0; ``manual`` output prints the packet identifier (the manual's Value2)."""
+        return mid if self.output == "manual" else 0
 
     def mqtt_fmt(self, args) -> int | None:
         try:
@@ -71,7 +86,7 @@ class MqttMixin:
                 s.close()
                 c["session"] = None
                 if emit and was:
-                    self.module.urc("+eventmqtt:disconnect")
+                    self.mqtt_event("disconnect")
 
     # ---- commands -------------------------------------------------------------------------------
     @command("+MqttCreate", Form.WRITE, S("client_id", min_len=1, max_len=128), S("flags"), S("address", min_len=1, max_len=255),
@@ -139,7 +154,7 @@ class MqttMixin:
             self.module.urc(head + encode_data(fmt, payload))
 
         def on_disconnect(reason, rc):
-            self.module.urc("+eventmqtt:disconnect")
+            self.mqtt_event("disconnect")
 
         session = MqttSession(client_id=c["client_id"], host=c["address"], port=c["port"], resolver=self.module.resolver,
                               tls=tls, keepalive=c["keepalive"], clean_session=bool(c["clean"]), protocol=c["protocol"],
@@ -189,7 +204,7 @@ class MqttMixin:
 
     @command("+MqttPublish", Form.WRITE, Int("index", 0, 255), S("topic", min_len=1, max_len=1024), S("qos"),
              Int("retain", 0, 1), Int("length", 0, 65535), Raw("message", length_param="length", format_param=None, optional=True),
-             family="mqtt", doc="Publish (message in the client's data format); QoS 1/2: +eventmqtt:operation,puback,<id>")
+             family="mqtt", doc="Publish (message in the client's data format); QoS 1/2: +eventmqtt:operation,puback,0")
     @nwp
     async def at_mqttpublish(self, ctx: Ctx, idx: int, topic: str, qos, retain: int, length: int, message) -> None:
         c = self.mqtt_client(idx)
@@ -201,12 +216,12 @@ class MqttMixin:
 
         def done(mid):
             if q:
-                self.module.urc(f"+eventmqtt:operation,puback,{mid}")
+                self.mqtt_event(f"operation,puback,{self.mqtt_ack_id(mid)}")
         await self.mqtt_op(c, s.publish(topic, payload, qos=q, retain=bool(retain)), done)
 
     @command("+MqttSubscribe", Form.WRITE, Int("index", 0, 255), Int("count", 1, 4),
              *[p for i in range(1, 5) for p in (OS(f"topic{i}"), OS(f"qos{i}"), OS(f"persistent{i}"))],
-             family="mqtt", doc="Subscribe to 1..4 topics: +eventmqtt:operation,suback,<id>,<granted QoS...>")
+             family="mqtt", doc="Subscribe to 1..4 topics: +eventmqtt:operation,suback,<granted QoS per topic>")
     @nwp
     async def at_mqttsubscribe(self, ctx: Ctx, idx: int, count: int, *fields) -> None:
         c = self.mqtt_client(idx)
@@ -219,12 +234,14 @@ class MqttMixin:
 
         def done(res):
             mid, granted = res
-            self.module.urc("+eventmqtt:operation,suback," + ",".join(str(x) for x in [mid, *granted]))
+            # TI prints the event's data: the return code per topic (manual output: packet id first)
+            codes = [mid, *granted] if self.output == "manual" else list(granted)
+            self.mqtt_event("operation,suback," + ",".join(str(x) for x in codes))
         await self.mqtt_op(c, sub(), done)
 
     @command("+MqttUnsubscribe", Form.WRITE, Int("index", 0, 255), Int("count", 1, 4),
              *[p for i in range(1, 5) for p in (OS(f"topic{i}"), OS(f"persistent{i}"))],
-             family="mqtt", doc="Unsubscribe: +eventmqtt:operation,unsuback,<id>")
+             family="mqtt", doc="Unsubscribe: +eventmqtt:operation,unsuback,0")
     @nwp
     async def at_mqttunsubscribe(self, ctx: Ctx, idx: int, count: int, *fields) -> None:
         c = self.mqtt_client(idx)
@@ -235,7 +252,7 @@ class MqttMixin:
             await s.unsubscribe(topics)
             return s.last_mid
 
-        await self.mqtt_op(c, unsub(), lambda mid: self.module.urc(f"+eventmqtt:operation,unsuback,{mid}"))
+        await self.mqtt_op(c, unsub(), lambda mid: self.mqtt_event(f"operation,unsuback,{self.mqtt_ack_id(mid)}"))
 
     @command("+MqttSet", Form.WRITE, Int("index", 0, 255), Keyword("option", values={k: k for k in ("user", "password", "will", "keepalive", "clean")}),
              OS("value1"), OS("value2"), OS("value3"), OS("value4"), Raw("value5", length_param="value4", format_param=None, optional=True),

@@ -49,7 +49,7 @@ class NetAppMixin:
     def mdns_cache(self) -> list[dict]:
         """The mDNS peer cache: services the world announces plus the ones this module registered."""
         out = []
-        for s in (self.module.world.options or {}).get("ti-simplelink.mdns_peers", []) or []:
+        for s in self.world_opt("mdns_peers", []) or []:
             out.append({"name": s["name"], "host": s.get("host", ""), "ip": s.get("ip", "0.0.0.0"),
                         "port": int(s.get("port", 0)), "text": s.get("text", "")})
         own_ip = self.lease["ip"] if self.lease else (self.ap_addr()["ip"] if self.role == "ap" else "0.0.0.0")
@@ -83,7 +83,7 @@ class NetAppMixin:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         port = int(self.module.world.network.http_server_port or 0)
-        host = str((self.module.world.options or {}).get("ti-simplelink.http_server_host", "127.0.0.1"))
+        host = str(self.world_opt("http_server_host", "127.0.0.1"))
         site = web.TCPSite(runner, host, port, ssl_context=sslctx, reuse_address=True)
         try:
             await site.start()
@@ -199,7 +199,7 @@ class NetAppMixin:
         self.apps.difference_update(apps)
 
     @command("+NetAPPGetHostByName", Form.WRITE, S("hostname", min_len=1, max_len=255), FAMILY, family="netapp",
-             doc="DNS lookup: OK, then +netappgethostbyname:<name>,<address> and OK")
+             doc="DNS lookup: later +netappgethostbyname:<name>,<address> and OK (no early OK)")
     @nwp
     async def at_gethostbyname(self, ctx: Ctx, host: str, fam: int) -> None:
         self.need_ip()
@@ -212,12 +212,12 @@ class NetAppMixin:
                                                             timeout=timeout)
             except NetError as e:
                 raise fail(E_DNS, str(e)) from None
-            return [f"+netappgethostbyname:{host},{ip}"]
+            return [f"+netappgethostbyname:{host},{self.out_ip(ip)}"]
 
-        self.start_blocking(None, go(), "gethostbyname")
+        self.start_blocking(None, go(), "gethostbyname", ctx)
 
     @command("+NetAPPGetHostByService", Form.WRITE, S("service", min_len=1, max_len=255), FAMILY, family="netapp",
-             doc="mDNS lookup: OK, then +netappgethostbyservice:<service>,<port>,<address>,<text> and OK")
+             doc="mDNS lookup: later +netappgethostbyservice:<service>,<port>,<address>,<text> and OK (no early OK)")
     @nwp
     async def at_gethostbyservice(self, ctx: Ctx, service: str, fam: int) -> None:
         if "mdns" not in self.apps:
@@ -229,11 +229,11 @@ class NetAppMixin:
             for s in self.mdns_cache():
                 if (s["name"].lower() == want or s["name"].lower().startswith(want + ".") or want in s["name"].lower()) \
                         and ((":" in s["ip"]) == (fam == 6)):
-                    return [f"+netappgethostbyservice:{s['name']},{s['port']},{s['ip']},{s['text']}"]
+                    return [f"+netappgethostbyservice:{s['name']},{s['port']},{self.out_ip(s['ip'])},{s['text']}"]
             await asyncio.sleep(min(2.0, ms / 1000.0))
             raise fail(E_DNS, f"no answer for {service}")
 
-        self.start_blocking(None, go(), "gethostbyservice")
+        self.start_blocking(None, go(), "gethostbyservice", ctx)
 
     @command("+NetAPPSet", Form.WRITE,
              Keyword("app_id", values={k: k.lower() for k in ("DHCP_SERVER", "HTTP_SERVER", "MDNS", "DEVICE", "DNS_CLIENT")}),
@@ -335,7 +335,7 @@ class NetAppMixin:
         req["queue"].put_nowait(("data" if more else "last", payload))
 
     @command("+NetAPPRecv", Form.WRITE, Int("handle", 0, 0xFFFF), *RECV, family="netapp",
-             doc="Read an HTTP request body: OK, then +netapprecv:<handle>,<flags>,<format>,<length>,<data> and OK")
+             doc="Read an HTTP request body: later +netapprecv:<handle>,<flags>,<format>,<length>,<data> and OK (no early OK)")
     @nwp
     async def at_netapprecv(self, ctx: Ctx, handle: int, fmt: int, length: int) -> None:
         req = self.requests.get(handle)
@@ -348,11 +348,11 @@ class NetAppMixin:
             more = "continuation" if req["pos"] < len(req["body"]) else "0"
             return [f"+netapprecv:{handle},{more},".encode() + encode_data(fmt, chunk)]
 
-        self.start_blocking(None, go(), "netapprecv")
+        self.start_blocking(None, go(), "netapprecv", ctx)
 
     @command("+NetAPPPing", Form.WRITE, FAMILY, S("destination"), Int("size", 0, 1472), Int("delay", 0, 0x7FFFFFFF),
              Int("timeout", 1, 0x7FFFFFFF), Int("max", 0, 0xFFFF), Int("flags", 0, 2), family="netapp",
-             doc="ICMP ping: OK, then +netappping:<sent>,<received>,<round time ms> and OK")
+             doc="ICMP ping: OK, then +netappping:<sent>,<received>,<round time ms> report line(s), no second OK")
     @nwp
     async def at_netappping(self, ctx: Ctx, fam: int, dest: str, size: int, delay: int, timeout: int, mx: int, flags: int) -> None:
         if dest.strip() in ("0", "0.0.0.0", "::"):
@@ -395,7 +395,8 @@ class NetAppMixin:
             if flags != 1 or self.ping_stopping:
                 avg = round(sum(rtts) / len(rtts)) if rtts else 0
                 self.module.urc(f"+netappping:{sent},{received},{avg}")
-            self.module.urc("OK")
+            # no OK after the report: TI's ping callback answers OK when sl_NetAppPing returns (at once, as a
+            # report callback is given) and ATCmdNetapp_pingReport only queues the +netappping line
 
         self.ping_task = self.module.spawn(run(), name="ping")
 
@@ -411,7 +412,7 @@ class NetAppMixin:
         items = [s for s in self.mdns_cache() if (":" in s["ip"]) == v6][offset:offset + count]
         out = []
         for s in items:
-            f = [s["ip"], str(s["port"])]
+            f = [self.out_ip(s["ip"]), str(s["port"])]
             if flags.startswith("full"):
                 f += [s["name"], s["host"]]
             if flags.endswith("with_text"):

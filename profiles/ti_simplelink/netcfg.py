@@ -95,7 +95,7 @@ class NetCfgMixin:
     @nwp
     async def at_netcfgget(self, ctx: Ctx, cid: str) -> None:
         if cid == "get_mac_addr":
-            out = self.mac()
+            out = self.out_mac(self.mac())
         elif cid == "ipv4_sta_addr":
             st = self.cfg.get("netcfg.ipv4_sta", {"mode": "dhcp"})
             le = self.lease or {"ip": "0.0.0.0", "mask": "0.0.0.0", "gw": "0.0.0.0", "dns": "0.0.0.0"}
@@ -106,17 +106,20 @@ class NetCfgMixin:
             a = self.ap_addr()
             out = f"static,{a['ip']},{a['mask']},{a['gw']},{a['dns']}"
         elif cid == "if":
-            out = "|".join(f.replace("disable_ipv4_lla", "disable_ipv4_lls") for f in self.cfg.get("netcfg.if", []))
+            flags = self.cfg.get("netcfg.if", [])
+            if self.output == "manual":                   # the manual's spelling (T28)
+                flags = [f.replace("disable_ipv4_lla", "disable_ipv4_lls") for f in flags]
+            out = "|".join(flags)                         # TI's ATCmd_netcfgIfState: disable_ipv4_lla
         elif cid == "ipv6_addr_local":
             st = self.cfg.get("netcfg.ipv6_local", {"mode": "stateless"})
-            out = f"{st['mode']},{self.ipv6_local()}"
+            out = f"{st['mode']},{self.out_ip(self.ipv6_local())}"
         elif cid == "ipv6_addr_global":
             st = self.cfg.get("netcfg.ipv6_global", {"mode": "stateful"})
-            out = f"{st['mode']},{st.get('ip', '::')}"
+            out = f"{st['mode']},{self.out_ip(st.get('ip', '::'))}"
         elif cid == "ap_stations_connected":
             out = str(len(self.stations))
         elif cid == "ap_stations_info":
-            out = ";".join(f"{st['ip'] or '0.0.0.0'},{mac},{st['name']}" for mac, st in self.stations.items())
+            out = ";".join(f"{st['ip'] or '0.0.0.0'},{self.out_mac(mac)},{st['name']}" for mac, st in self.stations.items())
         elif cid == "ipv4_dns_client":
             out = self.cfg.get("netcfg.dns2", "0.0.0.0")
         else:
@@ -161,7 +164,11 @@ class NetCfgMixin:
         if ident == "true_random":
             if option < 1:
                 raise param_error("at least one random number")
-            ctx.info("+netutilget:" + ";".join(str(b) for b in os.urandom(option)))
+            rnd = os.urandom(option)
+            if self.output == "manual":
+                ctx.info("+netutilget:" + ";".join(str(b) for b in rnd))
+            else:   # TI (ATCmdNetUtil_getResult): StrMpl_setArrayVal HEX|SIZE_8 with the array delimiter ':'
+                ctx.info("+netutilget:" + ":".join(f"0x{b:x}" for b in rnd))
             return
         if option not in (0, 1):
             raise param_error("format is 0 or 1")
@@ -178,7 +185,7 @@ class NetCfgMixin:
         idx = parse_num(v1, 0, MAX_KEYS - 1, "key index")
         if cmd == "sign_msg":
             fmt = parse_num(v2, 0, 1, "format")
-            n = parse_num(v3, 1, 1500, "length")
+            n = parse_num(v3, 1, 1500 if fmt == 0 else 2000, "length")
             if v5 is not None or v6 is not None:
                 raise count_error("sign_msg takes four values")
             data = decode_data(fmt, v4, n)
@@ -186,13 +193,20 @@ class NetCfgMixin:
             ctx.info(b"+netutilcmd:" + encode_data(fmt, sig))
         elif cmd == "verify_msg":
             fmt = parse_num(v2, 0, 1, "format")
-            n = parse_num(v3, 1, 1500, "data length")
+            n = parse_num(v3, 1, 1500 if fmt == 0 else 2000, "data length")
             m = parse_num(v4.decode() if isinstance(v4, bytes) else v4, 1, 255, "signature length")
             if v6 is not None:
                 raise count_error("verify_msg takes five values")
-            blob = decode_data(fmt, v5, n + m)
+            if fmt == 0:
+                blob = decode_data(0, v5, n + m)
+                msg, sig = blob[:n], blob[n:]
+            else:                                     # TI: n Base64 characters of data, then m of signature
+                text = (v5.decode("latin-1") if isinstance(v5, bytes) else str(v5 or "")).strip()
+                if len(text) != n + m:
+                    raise param_error(f"{len(text)} Base64 characters follow, lengths say {n}+{m}")
+                msg, sig = decode_data(1, text[:n], n), decode_data(1, text[n:], m)
             try:
-                self.key(idx).public_key().verify(blob[n:], blob[:n], ec.ECDSA(hashes.SHA256()))
+                self.key(idx).public_key().verify(sig, msg, ec.ECDSA(hashes.SHA256()))
                 ok = "success"
             except InvalidSignature:
                 ok = "failure"
@@ -207,7 +221,7 @@ class NetCfgMixin:
                 self.temp_keys[idx] = ec.generate_private_key(ec.SECP256R1())
             elif self.temp_keys.pop(idx, None) is None:
                 raise fail(E_CRYPTO, f"no temporary key at index {idx}")
-            ctx.info(f"+netutilcmd:{idx}")
+            # TI (ATCmdNetUtil_cmdCallback) prints a value line only for sign_msg and verify_msg: OK alone
         else:
             op = pick(v2, ("install", "uninstall"), "operation")
             if idx == 0:
@@ -234,5 +248,4 @@ class NetCfgMixin:
                     inst.pop(str(idx))
                     self.module.settings.set("ti.installed", inst)
                     raise
-            self.module.settings.set("ti.installed", inst)
-            ctx.info(f"+netutilcmd:{idx}")
+            self.module.settings.set("ti.installed", inst)   # OK alone, as TI

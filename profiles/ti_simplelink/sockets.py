@@ -9,7 +9,7 @@ from typing import Any
 from emulator.grammar import Form, Int, Keyword, Raw
 from emulator.module import Ctx
 from emulator.net.errors import NetError
-from emulator.net.sockets import TcpConnection, TcpListener, UdpSocket
+from emulator.net.sockets import TcpConnection, TcpListener, UdpSocket, host_bind_address
 from emulator.net.tls import client_context, server_context
 from emulator.profile import CmdError, command
 
@@ -48,11 +48,15 @@ CIPHERS = [
     ("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", "ECDHE-RSA-CHACHA20-POLY1305"),
     ("TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256", "DHE-RSA-CHACHA20-POLY1305"),
 ]
-#: AT+MqttCreate prints entries 3-5 with AES_256 (inventory T30): same bits, other suites
+#: AT+MqttCreate prints entries 3-5 with AES_256 (inventory T30): same bits, other suites. TI's source has
+#: AES_256 for the socket's SECURE_MASK too (atcmd_defs.c ATCmd_sockSocketCipher, the SL_SEC_MASK_* bits):
+#: that is the table used for both; the socket table's AES_128 spellings stay accepted as aliases.
 MQTT_CIPHERS = list(CIPHERS)
 MQTT_CIPHERS[2] = ("TLS_RSA_WITH_AES_256_CBC_SHA", "AES256-SHA")
 MQTT_CIPHERS[3] = ("TLS_DHE_RSA_WITH_AES_256_CBC_SHA", "DHE-RSA-AES256-SHA")
 MQTT_CIPHERS[4] = ("TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA", "ECDHE-RSA-AES256-SHA")
+MANUAL_CIPHER_ALIASES = {CIPHERS[i][0].lower(): MQTT_CIPHERS[i][0].lower() for i in (2, 3, 4)}
+CIPHERS = MQTT_CIPHERS
 
 ALPN = {"h1": ["http/1.1"], "h2": ["h2"], "h2c": ["h2c"], "h2_14": ["h2-14"], "h2_16": ["h2-16"],
         "full_list": ["http/1.1", "h2", "h2c", "h2-14", "h2-16"]}
@@ -131,15 +135,42 @@ class SocketMixin:
         """The open socket ``sd`` and the address of a Bind/Connect/SendTo/RecvFrom (checked in that order)."""
         return self.sock(sd), parse_ip(address, fam)
 
+    def own_addresses(self) -> list[str]:
+        """The module's own (virtual) addresses: station lease, soft-AP address, IPv6 link-local."""
+        out = []
+        if self.lease:
+            out.append(self.lease["ip"])
+        out.append(self.ap_addr()["ip"])
+        try:
+            out.append(self.ipv6_local())
+        except Exception:                             # pragma: no cover - no MAC yet
+            pass
+        return out
+
+    def host_addr(self, address: str | None, fam: int = 4) -> str:
+        """Where a bind on ``address`` (a module address, the wildcard or a host address) listens on the host."""
+        if not address:
+            address = "::" if fam == 6 else "0.0.0.0"
+        net = self.module.world.network
+        return host_bind_address(address, self.own_addresses(), listen_host=net.listen_host,
+                                 listen_host6=net.listen_host6)
+
     def need_ip(self) -> None:
         if not self.ip_up:
             raise fail(E_NETUNREACH, "no IP connectivity (connect to an access point first)")
 
-    def start_blocking(self, s: Sock | None, coro, name: str) -> None:
-        """The OK-first commands: OK now, the result line (and OK) or an ERROR later."""
+    def start_blocking(self, s: Sock | None, coro, name: str, ctx: Ctx | None = None) -> None:
+        """A blocked command of TI's AT interpreter (run in its own task while commands go on).
+
+        Without ``ctx`` (Accept, Connect, Select, Recv, RecvFrom: their callbacks call ``ATCmd_okResult``
+        after parsing) ``OK`` comes now; with ``ctx`` (NetAPPGetHostByName, NetAPPGetHostByService,
+        NetAPPRecv: no early OK in their callbacks) nothing comes now. Later: the result line(s) and
+        ``OK``, or an ``ERROR`` line."""
         if s is not None and s.task is not None and not s.task.done():
             coro.close()
             raise fail(E_ALREADY, f"socket {s.sd} already has an operation in progress")
+        if ctx is not None:
+            ctx.no_final()
 
         async def run() -> None:
             try:
@@ -249,11 +280,12 @@ class SocketMixin:
             raise fail(E_INVAL, "socket is already bound")
         if s.kind == "dgram":
             try:
-                s.udp = await UdpSocket.open(local_host=ip, local_port=port, resolver=self.module.resolver)
+                s.udp = await UdpSocket.open(local_host=self.host_addr(ip, fam), local_port=port,
+                                             resolver=self.module.resolver)
             except NetError as e:
                 raise net_fail(e) from None
             self.watch_udp(s)
-            s.bound = s.udp.local_addr
+            s.bound = (ip, s.udp.local_addr[1])       # the module's address, the host's port
         else:
             s.bound = (ip, port)
 
@@ -266,7 +298,7 @@ class SocketMixin:
             raise fail(E_OPNOTSUPP, "listen needs a stream socket")
         if s.listener is not None or s.conn is not None:
             raise fail(E_ISCONN, "socket is already listening or connected")
-        host, port = s.bound or ("0.0.0.0", 0)
+        host, port = s.bound or ("::" if s.family == 6 else "0.0.0.0", 0)
         sslctx = None
         if s.sec:
             cert_name = s.opts.get("secure_files_certificate_file_name")
@@ -282,7 +314,7 @@ class SocketMixin:
             except NetError as e:
                 raise net_fail(e) from None
         try:
-            s.listener = await TcpListener.open(host if host not in ("0.0.0.0", "::") else None, port,
+            s.listener = await TcpListener.open(self.host_addr(host, s.family), port,
                                                 backlog=max(1, backlog), ssl=sslctx,
                                                 resolver=self.module.resolver)
         except NetError as e:
@@ -315,7 +347,7 @@ class SocketMixin:
             self.watch_conn(ns)
             ip, port = conn.remote_addr or ("0.0.0.0", 0)
             fam_txt = "inet6" if ":" in ip else "inet"
-            return [f"+accept:{nsd},{fam_txt},{port},{ip}"]
+            return [f"+accept:{nsd},{fam_txt},{port},{self.out_ip(ip)}"]
 
         self.start_blocking(s, go(), f"accept-{sd}")
 
@@ -341,7 +373,7 @@ class SocketMixin:
                     except OSError as e:
                         raise fail(E_INVAL, str(e)) from None
                 s.remote = (ip, port)
-                return [f"+connect:{port},{ip}"]
+                return [f"+connect:{port},{self.out_ip(ip)}"]
             self.start_blocking(s, go_udp(), f"connect-{sd}")
             return
         sslctx = domain = None
@@ -353,7 +385,8 @@ class SocketMixin:
             try:
                 conn = await TcpConnection.open(ip, port, ssl=sslctx, server_hostname=domain, timeout=10.0,
                                                 resolver=self.module.resolver, local_port=local_port or None,
-                                                local_host=local_host if local_host not in ("0.0.0.0", "::") else None)
+                                                local_host=None if local_host is None or self.host_addr(local_host) != local_host
+                                                else local_host)    # a module address: the host picks
             except NetError as e:
                 if s.sec and e.kind == "tls_verify":
                     err = net_fail(e)
@@ -374,7 +407,7 @@ class SocketMixin:
                 conn.rx_high_water = int(s.opts["rcvbuf"])
             if s.sec:
                 self.module.urc(f"+eventsock:async_event,{sd},connected_secured,0")
-            return [f"+connect:{port},{ip}"]
+            return [f"+connect:{port},{self.out_ip(ip)}"]
 
         self.start_blocking(s, go(), f"connect-{sd}")
 
@@ -466,9 +499,11 @@ class SocketMixin:
         elif opt == "secure_mask":
             if not s.sec:
                 raise fail(E_NOPROTOOPT, "not a secure socket")
-            names = flags_of(v1, [c for c, _ in CIPHERS], "cipher")
-            if not names:
-                raise param_error("empty cipher mask")
+            names = flags_of(v1, [c for c, _ in CIPHERS] + list(MANUAL_CIPHER_ALIASES), "cipher")
+            names = list(dict.fromkeys(MANUAL_CIPHER_ALIASES.get(n, n) for n in names))
+            if not names:                             # TI: a missing mask sets SL_SEC_MASK_SECURE_DEFAULT
+                s.opts.pop(opt, None)
+                return
             s.opts[opt] = names
         elif opt.startswith("secure_files_") or opt == "secure_domain_name_verification":
             if not s.sec:

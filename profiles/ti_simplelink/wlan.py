@@ -100,7 +100,7 @@ class WlanMixin:
         return {"ip": ip, "mask": "255.255.0.0", "gw": "0.0.0.0", "dns": "0.0.0.0", "dhcp": False}
 
     def wlan_event_disconnect(self, ssid: str, bssid: str, reason: int) -> None:
-        self.module.urc(f"+eventwlan:disconnect,{ssid},{bssid},{reason}")
+        self.module.urc(f"+eventwlan:disconnect,{ssid},{self.out_mac(bssid)},{reason}")
 
     def drop_link(self, reason: int, *, lost: bool = False) -> None:
         ap = self.wlan_ap
@@ -115,7 +115,7 @@ class WlanMixin:
             self.module.urc("+eventnetapp:ipv4_lost,0")
             if self.ipv6_enabled():
                 self.status_flags["ipv6_lost"] = True
-                self.module.urc(f"+eventnetapp:ipv6_lost,{self.ipv6_local()}")
+                self.module.urc(f"+eventnetapp:ipv6_lost,{self.out_ip(self.ipv6_local())}")
         self.wlan_leave(reason)
 
     def wlan_leave(self, reason: int) -> None:
@@ -157,7 +157,7 @@ class WlanMixin:
         self.wlan_ap = ap
         self.wlan_sec = sec or CONN_SEC.get(ap.security, "open")
         self.module.settings.set("ti.last_ap", [ssid, bssid, sec, key or ""])   # for the Fast policy
-        self.module.urc(f"+eventwlan:connect,{ap.ssid},{ap.bssid.lower()}")
+        self.module.urc(f"+eventwlan:connect,{ap.ssid},{self.out_mac(ap.bssid)}")
         await asyncio.sleep(0.02)
         if self.wlan_ap is not ap:
             return False
@@ -179,7 +179,10 @@ class WlanMixin:
         collision = lease["ip"] in (ap.gateway, ap.dns) and not lease["dhcp"]
         if collision:
             self.status_flags["ip_collision"] = True
-            self.module.urc(f"+eventnetapp:ip_collision,{lease['ip']},{ap.bssid.lower()},{lease['dns']}")
+            if self.output == "manual":
+                self.module.urc(f"+eventnetapp:ip_collision,{lease['ip']},{ap.bssid.lower()},{lease['dns']}")
+            else:   # TI (ATCmdEvent_netappCallback): address, DHCP server MAC, conflicting MAC (the AP holds it)
+                self.module.urc(f"+eventnetapp:ip_collision,{lease['ip']},{self.out_mac(ap.bssid)},{self.out_mac(ap.bssid)}")
             return True
         self.lease = lease
         for f in ("ipv4_lost", "ipv6_lost"):
@@ -188,7 +191,8 @@ class WlanMixin:
         self.module.urc(f"+eventnetapp:ipv4_acquired,{le['ip']},{le['gw']},{le['dns']}")
         if self.ipv6_enabled():
             v6 = self.ipv6_local()
-            self.module.urc(f"+eventnetapp:ipv6_acquired,{v6},{le['dns']}")
+            dns6 = le["dns"] if self.output == "manual" else self.out_ip("::")   # TI prints an IPv6 DNS (none here)
+            self.module.urc(f"+eventnetapp:ipv6_acquired,{self.out_ip(v6)},{dns6}")
         return True
 
     def world_changed(self, change: dict | None = None) -> None:
@@ -255,20 +259,22 @@ class WlanMixin:
                 ap = self.ap_addr()
                 lease = {"ip": str(ipaddress.IPv4Address(a)), "mask": ap["mask"], "gw": ap["ip"], "dns": ap["ip"]}
         self.stations[mac] = {"ip": lease["ip"] if lease else "", "name": name}
-        self.module.urc(f"+eventwlan:sta_added,{mac}")
+        self.module.urc(f"+eventwlan:sta_added,{self.out_mac(mac)}")
         if lease:
             self.status_flags["ip_leased"] = True
-            self.module.urc(f"+eventnetapp:ip_leased,{lease['ip']},{self.napp('dhcp_server.basic')[0]},{mac}")
+            ev = "ip_leased" if self.output == "manual" else "dhcpv4_leased"      # TI's ATCmd_eventNetappId
+            self.module.urc(f"+eventnetapp:{ev},{lease['ip']},{self.napp('dhcp_server.basic')[0]},{self.out_mac(mac)}")
         return lease
 
     def station_left(self, mac: str, reason: int) -> None:
         st = self.stations.pop(mac, None)
         if st is None:
             return
-        self.module.urc(f"+eventwlan:sta_removed,{mac}")
+        self.module.urc(f"+eventwlan:sta_removed,{self.out_mac(mac)}")
         if st.get("ip"):
             self.status_flags["ip_released"] = True
-            self.module.urc(f"+eventnetapp:ip_released,{st['ip']},{mac},{reason}")
+            ev = "ip_released" if self.output == "manual" else "dhcpv4_released"
+            self.module.urc(f"+eventnetapp:{ev},{st['ip']},{self.out_mac(mac)},{reason}")
 
     def kick_station(self, mac: str) -> bool:
         if mac not in self.stations:
@@ -370,13 +376,17 @@ class WlanMixin:
         raise fail(E_WLAN_PROFILES_FULL, "all profile slots are used")
 
     @command("+WlanProfileGet", Form.WRITE, Int("index", 0, MAX_PROFILES - 1), family="wlan",
-             doc="Read a stored profile (without its key)")
+             doc="Read a stored profile: +wlanprofileget:<ssid>,<bssid>,<security>,<key>,<user>,<anon user>,<eap>,<priority> "
+                 "(key, user, anon user and eap always empty, as TI's source prints)")
     @nwp
     async def at_profileget(self, ctx: Ctx, idx: int) -> None:
         p = self.profiles()[idx]
         if p is None:
             raise fail(E_WLAN_BAD_PROFILE, "no profile at this index")
-        ctx.info(f"+wlanprofileget:{p['ssid']},{p['bssid']},{p['sec']},{p['user']},{p['anon']},{p['eap']},{p['priority']}")
+        # TI (atcmd_wlan.c ATCmdWlan_profileGetResult): ssid, bssid (empty when zero), security, key (the NWP never
+        # returns it: empty), then user, anon user, eap method (sl_WlanProfileGet is called without an enterprise
+        # structure: three empty fields), priority -> eight fields
+        ctx.info(f"+wlanprofileget:{p['ssid']},{self.out_mac(p['bssid'])},{p['sec']},,,,,{p['priority']}")
 
     @command("+WlanProfileDel", Form.WRITE, Int("index", 0, 0xFF), family="wlan",
              doc="Delete a profile (0xFF: all)")
@@ -417,23 +427,26 @@ class WlanMixin:
             self.set_cfg("policy.p2p", [opt, val], always=True)
 
     @command("+WlanPolicyGet", Form.WRITE, Keyword("type", values={"CONNECTION": "connection", "SCAN": "scan", "PM": "pm", "P2P": "p2p"}),
-             family="wlan", doc="Read a policy: +wlanpolicyget:<option>,<value>")
+             family="wlan", doc="Read a policy: +wlanpolicyget:<options joined by |> (CONNECTION), <option>,<value> (others)")
     @nwp
     async def at_policyget(self, ctx: Ctx, typ: str) -> None:
+        # TI (ATCmdWlan_policyGetResult): CONNECTION prints only its bitmask; SCAN and PM print the option and a
+        # comma, then the value only for an enabled scan / long_sleep
         if typ == "connection":
-            ctx.info(f"+wlanpolicyget:{'|'.join(self.cfg.get('policy.connection', ['auto']))},0")
+            ctx.info(f"+wlanpolicyget:{'|'.join(self.cfg.get('policy.connection', ['auto']))}")
         elif typ == "scan":
             o, v = self.cfg.get("policy.scan", ["hidden_ssid", 600])
-            ctx.info(f"+wlanpolicyget:{o},{v}")
+            ctx.info(f"+wlanpolicyget:{o},{v if o != 'disable_scan' else ''}")
         elif typ == "pm":
             o, v = self.cfg.get("policy.pm", ["normal", 0])
-            ctx.info(f"+wlanpolicyget:{o},{v}")
+            ctx.info(f"+wlanpolicyget:{o},{v if o == 'long_sleep' else ''}")
         else:
             o, v = self.cfg.get("policy.p2p", ["negotiate", "rand_backoff"])
             ctx.info(f"+wlanpolicyget:{o},{v}")
 
     @command("+WlanScan", Form.WRITE, Int("index", 0, 29), Int("count", 1, 30), family="wlan",
-             doc="Scan results: +wlanscan:<ssid>,<bssid>,<rssi>,<channel>,<security>,<hidden>,<cipher>,<key_mgmt>;...")
+             doc="Scan results: one +wlanscan:<ssid>,<bssid>,<rssi>,<channel>,<security>,<hidden>,<cipher>,<key_mgmt> "
+                 "line per network with an SSID, then OK")
     @nwp
     async def at_wlanscan(self, ctx: Ctx, index: int, count: int) -> None:
         if self.role != "sta":
@@ -448,10 +461,12 @@ class WlanMixin:
             cipher = {"open": "none", "wep": "wep40" if len(ap.password) in (5, 10) else "wep104", "wpa": "tkip",
                       "wpa-wpa2": "tkip_ccmp"}.get(sec, "ccmp")
             mgmt = "none" if sec in ("open", "wep") else ("802_1_x" if "enterprise" in sec else "psk")
-            ssid = "" if ap.hidden else ap.ssid
-            entries.append(f"{ssid},{ap.bssid.lower()},{ap.rssi},{ap.channel},{SCAN_SEC.get(sec, sec)},"
-                           f"{1 if ap.hidden else 0},{cipher},{mgmt}")
-        ctx.info("+wlanscan:" + ";".join(entries))
+            if ap.hidden:
+                continue        # TI (ATCmdWlan_scanCallback) prints only entries with SsidLen > 0
+            entries.append(f"{ap.ssid},{self.out_mac(ap.bssid)},{ap.rssi},{ap.channel},{SCAN_SEC.get(sec, sec)},"
+                           f"0,{cipher},{mgmt}")
+        for entry in entries:   # one line per network (ATCmdWlan_scanResult per entry), then OK
+            ctx.info("+wlanscan:" + entry)
 
     @command("+WlanSetMode", Form.WRITE, Keyword("mode", values={"STA": "sta", "AP": "ap", "P2P": "p2p"}),
              family="wlan", doc="Set the role used from the next AT+Start")
@@ -580,18 +595,21 @@ class WlanMixin:
             if self.role == "sta":
                 if self.wlan_ap is not None:
                     ap = self.wlan_ap
-                    ctx.info(f"+wlanget:sta,station_connected,{self.wlan_sec},{ap.ssid},{ap.bssid.lower()},")
+                    line = f"sta,station_connected,{self.wlan_sec},{ap.ssid},{self.out_mac(ap.bssid)}"
                 else:
-                    ctx.info("+wlanget:sta,disconnected,,,,")
+                    line = "sta,disconnected,,,"
             elif self.role == "ap":
                 status = "ap_connected_stations" if self.stations else "disconnected"
-                ctx.info(f"+wlanget:ap,{status},{c.get('ap.security', 'open')},{self.ap_ssid()},{self.mac()},")
+                line = f"ap,{status},{c.get('ap.security', 'open')},{self.ap_ssid()},{self.out_mac(self.mac())}"
             else:
-                ctx.info("+wlanget:p2p,disconnected,,,,")
+                line = "p2p,disconnected,,,"
+            # TI (ATCmdWlan_getResult): role, status, security, ssid, bssid (the last with the terminator);
+            # manual output keeps atemu's former trailing comma
+            ctx.info("+wlanget:" + line + ("," if self.output == "manual" else ""))
             return
         if ident == "access_list":
             start = parse_num(option, 0, 7, "start index") if option else 0
-            ctx.info("+wlanget:" + ";".join(c.get("ap.access_list", [])[start:]))
+            ctx.info("+wlanget:" + ";".join(self.out_mac(m) for m in c.get("ap.access_list", [])[start:]))
             return
         if ident == "ap":
             opt = pick(option, AP_OPTS[:7] + ("ACCESS_LIST_MODE", "ACCESS_LIST_NUM_ENTRIES"), "option")
@@ -609,6 +627,10 @@ class WlanMixin:
             opt = pick(option, ("COUNTRY_CODE", "STA_TX_POWER", "AP_TX_POWER", "SCAN_PARAMS"), "option")
             defaults = {"country_code": "EU", "sta_tx_power": 0, "ap_tx_power": 0, "scan_params": [0x1FFF, -95]}
             val = c.get(f"general.{opt}", defaults[opt])
+            if opt == "scan_params" and self.output != "manual":
+                # TI: channel mask and RSSI threshold both printed 0x%x (the threshold as a 32-bit value)
+                ctx.info(f"+wlanget:0x{val[0] & 0xFFFFFFFF:x},0x{val[1] & 0xFFFFFFFF:x}")
+                return
             ctx.info("+wlanget:" + (",".join(str(x) for x in val) if isinstance(val, list) else str(val)))
             return
         if ident == "p2p":
@@ -617,7 +639,10 @@ class WlanMixin:
             return
         opt = pick(option, ("STATE", "SYS_STATE"), "option")
         default = ":".join(["00"] * (16 if opt == "state" else 4))
-        ctx.info(f"+wlanget:{self.rx_filters.get(opt, default)}")
+        val = self.rx_filters.get(opt, default)
+        if self.output != "manual":     # TI: each byte 0x%x, ':' between them
+            val = ":".join(f"0x{int(b, 16):x}" for b in val.split(":"))
+        ctx.info(f"+wlanget:{val}")
 
     # ---- AP role -------------------------------------------------------------------------------
     def ap_ssid(self) -> str:
