@@ -159,6 +159,9 @@ class Ctx:
         if not self.finished:
             self.finished = True
             self.module._write_line(text, first=True)
+            suffix = self.module.profile.result_suffix()
+            if suffix:
+                self.module.write(suffix)
             self.module.trace("result", text=text)
 
     def ok(self) -> None:
@@ -233,6 +236,8 @@ class Module:
         self.frozen = False
         #: time.monotonic() of the last byte received from the host (0.0: none yet)
         self.last_rx = 0.0
+        #: the command line being executed (or last executed), for profiles that number errors by module
+        self.current_line: CommandLine | None = None
         #: the fault registry while a fault needs per-byte/per-command hooks, else None (zero cost)
         self.fault_hooks = None
         from .faults import FaultRegistry
@@ -441,6 +446,7 @@ class Module:
 
     async def execute(self, cl: CommandLine) -> None:
         self._busy = True
+        self.current_line = cl
         spec, fs, skip = self.resolve(cl)
         ctx = Ctx(self, cl, spec, fs)
         self.trace("command", name=cl.name, form=cl.form.value, line=cl.line)
@@ -540,7 +546,7 @@ class Module:
         While a command is executing, URCs wait until its final result so that a URC never
         splits a response.
         """
-        chunk = self._frame(text) + data + trailer
+        chunk = self.profile.frame_urc(self._frame(text) + data + trailer)
         self.trace("urc", text=text, n=len(data))
         if self._busy:
             self._deferred.append(chunk)

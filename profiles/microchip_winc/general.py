@@ -75,7 +75,7 @@ class GeneralCommands:
                 raise self.fail(E_CERT, "no certificate loaded")
         else:
             data = self._tng(typ)
-        ctx.info(f"+READCERT:{typ},{len(data)},{fmt_str(data)}")
+        ctx.info(f"+READCERT:{typ},{len(data)},{self.fmt(data)}")
 
     def _tng(self, typ: int) -> bytes:
         name = "device.der" if typ == 1 else "root.der"

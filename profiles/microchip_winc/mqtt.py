@@ -102,7 +102,7 @@ class MqttCommands:
             self.urc("+MQTTCONN:0")
 
     def _mqtt_message(self, topic: str, payload: bytes, qos: int, retain: bool, mid: int) -> None:
-        self.urc(f"+MQTTPUBRX:0,{qos},{int(bool(retain))},{fmt_str(topic)},{len(payload)},{fmt_str(payload)}")
+        self.urc(f"+MQTTPUBRX:0,{qos},{int(bool(retain))},{self.fmt(topic)},{len(payload)},{self.fmt(payload)}")
 
     def _mqtt_disconnected(self, reason: str, rc: int) -> None:
         if self.mqtt_state == 0:

@@ -177,6 +177,9 @@ class MicrochipWinc(SocketCommands, MqttCommands, WlanCommands, GeneralCommands,
         self.tng = FlashFS(module.state_dir / "tng", capacity=16 * 1024)
 
     # ================================================================== plumbing
+    #: how the module prints a string it reports (quoted or [HEX]); a family dialect may escape instead
+    fmt = staticmethod(fmt_str)
+
     def urc(self, text: str, data: bytes = b"") -> None:
         if self.asleep or self._down:
             return
@@ -207,7 +210,7 @@ class MicrochipWinc(SocketCommands, MqttCommands, WlanCommands, GeneralCommands,
             return f"+{cmd}:{pid},{value}"
         if cmd == "WPROVC" and pid == 2 and not value:
             return f"+{cmd}:{pid},[]"
-        return f"+{cmd}:{pid},{fmt_str(value or b'')}"
+        return f"+{cmd}:{pid},{self.fmt(value or b'')}"
 
     def _cfg_value(self, p: _P, arg: Arg) -> Any:
         if p.kind == "int":

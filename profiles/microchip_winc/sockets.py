@@ -251,7 +251,7 @@ class SocketCommands:
     def _sockerr(self, s: Sock, e: NetError) -> None:
         """+SOCKERR:<id>,<code>,<message> for a failed connect or TLS upgrade (if the socket still exists)."""
         if self.socks.get(s.id) is s:
-            self.urc(f"+SOCKERR:{s.id},{NET_CODES.get(e.kind, 99)},{fmt_str(e.message[:120])}")
+            self.urc(f"+SOCKERR:{s.id},{NET_CODES.get(e.kind, 99)},{self.fmt(e.message[:120])}")
 
     @command("+SOCKBM", Form.WRITE, Int("SOCK_ID", 0, 255), Str("MCAST_ADDR", quoted=True, min_len=1, max_len=64),
              Int("MCAST_PORT", 1, 65535), family="socket", doc="Join a multicast group on a UDP socket bound to MCAST_PORT")
@@ -450,7 +450,7 @@ class SocketCommands:
             data = item[0][:length] if item else b""
         s.announced = False
         if mode == 1:
-            ctx.info(f"+SOCKRD:{sid},{len(data)},{fmt_str(data)}")
+            ctx.info(f"+SOCKRD:{sid},{len(data)},{self.fmt(data)}")
         else:
             ctx.raw(f"+SOCKRD:{sid},{len(data)},#".encode() + data + b"\r\n")
         if s.proto == 2:
@@ -475,7 +475,7 @@ class SocketCommands:
         except NetError as e:
             self.urc(f"+DNSERROR:{2 if e.kind == 'dns_timeout' else 1}")
             return
-        self.urc(f'+DNSRESOLV:{typ},{fmt_str(name)},"{ip}"')
+        self.urc(f'+DNSRESOLV:{typ},{self.fmt(name)},"{ip}"')
 
     @command("+PING", Form.WRITE, Str("TARGET_ADDR", quoted=True, min_len=1, max_len=253), Int("IP_PROTOCOL_VERSION", 1, 2, optional=True),
              family="ping", doc="Ping once: OK, then +PING:<ip>,<rtt ms> (-1: no reply)")

@@ -89,7 +89,7 @@ class WlanCommands:
                 if ap is getattr(self, "_own_ap", None):
                     continue
                 name = b"" if (ap.hidden and not ssid) else ap.ssid.encode("utf-8", "surrogateescape")
-                emit(f"+WSCNIND:{ap.rssi},{REPORT_SEC.get(ap.security, 0)},{ap.channel},\"{ap.bssid.upper()}\",{fmt_str(name) if name else '[]'}")
+                emit(f"+WSCNIND:{ap.rssi},{REPORT_SEC.get(ap.security, 0)},{ap.channel},\"{ap.bssid.upper()}\",{self.fmt(name) if name else '[]'}")
             emit("+WSCNDONE")
         finally:
             self._scanning = False
@@ -104,7 +104,7 @@ class WlanCommands:
     async def wsta_read(self, ctx: Ctx) -> None:
         if self.sta_state == 2 and self.sta_ap is not None:
             ap = self.sta_ap
-            ctx.info(f"+WSTA:1,1,{fmt_str(ap.ssid)},{ap.rssi},{REPORT_SEC.get(ap.security, 0)}")
+            ctx.info(f"+WSTA:1,1,{self.fmt(ap.ssid)},{ap.rssi},{REPORT_SEC.get(ap.security, 0)}")
         else:
             ctx.info("+WSTA:0,0")
 
