@@ -177,28 +177,42 @@ class Ctx:
     async def read_data(self, length: int | None = None, *, timeout: float | None = None,
                         marker: bytes | None = None, terminator: bytes | None = None,
                         cancel: bytes | None = None, max_len: int | None = None,
-                        idle: float | None = None) -> Event:
+                        idle: float | None = None, abort: bytes | None = None,
+                        marker_timeout: float | None = None) -> Event:
         """Enter a data phase and wait for its end.
 
         Returns :class:`Data`, :class:`DataCancelled` or :class:`DataOverflow`; on timeout
         returns ``Data(partial, reason="timeout")``. Bytes sent early by the host count.
         ``idle``: also time out when no byte has arrived from the host for that many seconds
         (counted from the start of the phase or the last byte received, whichever is later).
+        ``marker_timeout``: the ``marker`` must arrive within that many seconds of the start, a
+        fixed deadline that skipped bytes do not extend (a host polling ``AT`` gets the module
+        back); ``abort`` (e.g. ``+++``) among the skipped bytes ends the phase at once
+        (:class:`DataCancelled`).
         """
         eng = self.module.engine
-        eng.expect_data(length, marker=marker, terminator=terminator, cancel=cancel, max_len=max_len)
+        eng.expect_data(length, marker=marker, terminator=terminator, cancel=cancel, max_len=max_len, abort=abort)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         start = loop.time()
+        mono_start = time.monotonic()
+
+        def quiet_until() -> float:
+            if marker_timeout is not None and eng.awaiting_marker:
+                return start + marker_timeout
+            return max(start, start + (self.module.last_rx - mono_start)) + idle
+
         while True:
             dl = deadline
-            if idle is not None:
-                quiet_until = max(start, self.module.last_rx) + idle
-                dl = quiet_until if dl is None else min(dl, quiet_until)
+            if idle is not None or (marker_timeout is not None and eng.awaiting_marker):
+                if idle is None:
+                    idle = marker_timeout
+                q = quiet_until()
+                dl = q if dl is None else min(dl, q)
             ev = await self.module._pull(dl)
             if ev is None:
                 if idle is not None and (deadline is None or loop.time() < deadline) \
-                        and loop.time() < max(start, self.module.last_rx) + idle:
+                        and loop.time() < quiet_until():
                     continue  # bytes arrived meanwhile: the idle clock restarted
                 return Data(eng.cancel_data(), "timeout")
             if isinstance(ev, (Data, DataCancelled, DataOverflow)):

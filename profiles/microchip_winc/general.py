@@ -117,7 +117,7 @@ class GeneralCommands:
         except FsError:
             raise CmdError("param", message="bad certificate name") from None
         ev = await ctx.read_data(length or None, marker=b"#", terminator=b"+++", max_len=MAX_DATA + 2,
-                                 idle=self.data_timeout)
+                                 idle=self.data_timeout, **self._marker_wait)
         if isinstance(ev, DataOverflow):
             await self._skip_to_escape(ctx, ev.payload)
         data = ev.payload

@@ -315,6 +315,13 @@ class SocketCommands:
                 r = s.conn.remote_addr
             ctx.info(f'+SOCKLST:{i},{s.proto},"{r[0] if r else ""}",{r[1] if r else 0},{s.local_port}')
 
+    @property
+    def _marker_wait(self) -> dict:
+        """How a binary phase waits for the host's '#': at most data_timeout seconds from the
+        command (a fixed deadline: the bytes it skips meanwhile do not extend it), and a '+++'
+        among those skipped bytes abandons the transfer."""
+        return {"marker_timeout": self.data_timeout, "abort": b"+++"}
+
     async def _payload(self, ctx, length: int, data: bytes | None) -> bytes:
         """The data of SOCKWR/SOCKWRTO: inline, LENGTH raw bytes after '#', or (UDP) one datagram
         of at most MAX_DATA bytes ended by '+++' (TCP length 0 streams: see _tcp_stream)."""
@@ -323,12 +330,12 @@ class SocketCommands:
                 raise self.fail(E_DATA, "data does not match <LENGTH>")
             return data
         if length:
-            ev = await ctx.read_data(length, marker=b"#", idle=self.data_timeout)
+            ev = await ctx.read_data(length, marker=b"#", idle=self.data_timeout, **self._marker_wait)
             complete = isinstance(ev, Data) and ev.reason == "length" and len(ev.payload) == length
         else:
             # +2: a datagram of exactly MAX_DATA bytes is followed by +++ (3 bytes), not overflowed
             ev = await ctx.read_data(None, marker=b"#", terminator=b"+++", max_len=MAX_DATA + 2,
-                                     idle=self.data_timeout)
+                                     idle=self.data_timeout, **self._marker_wait)
             if isinstance(ev, DataOverflow):
                 await self._skip_to_escape(ctx, ev.payload)
             complete = isinstance(ev, Data) and ev.reason == "terminator" and len(ev.payload) <= MAX_DATA
@@ -392,7 +399,7 @@ class SocketCommands:
         marker = b"#"
         while True:
             ev = await ctx.read_data(None, marker=marker, terminator=b"+++", max_len=MAX_DATA + 2,
-                                     idle=self.data_timeout)
+                                     idle=self.data_timeout, **(self._marker_wait if marker else {}))
             marker = None
             if isinstance(ev, Data) and ev.reason == "terminator":
                 await send(ev.payload)
