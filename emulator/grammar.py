@@ -891,6 +891,13 @@ class Engine:
                 if echo:
                     self._out.append(b)
                 self._after_cr = b == CR
+                if b == CR and i < n and buf[i] == LF:
+                    # the LF of a CR LF that arrived with it belongs to this line: echo it now and
+                    # never hand it to a data phase the command may start
+                    i += 1
+                    self._after_cr = False
+                    if echo:
+                        self._out.append(LF)
                 result = self._finish_line()
                 if result is not None:
                     break

@@ -72,12 +72,17 @@ class MqttCommands:
         session = MqttSession(client_id=sfx(c[3]), host=host, port=c[2], resolver=self.module.resolver, tls=tls,
                               server_hostname=sni, keepalive=c[6], clean_session=clean != 0,
                               username=sfx(c[4]) or None, password=c[5] or None,
-                              on_message=self._mqtt_message, on_disconnect=self._mqtt_disconnected)
+                              on_message=self._mqtt_message, on_disconnect=self._mqtt_disconnected,
+                              **self._mqtt_options())
         self.mqtt = session
         self.mqtt_state = 1
         self.mqtt_subs.clear()
         ctx.ok()
         self.module.spawn(self._mqtt_connect(session))
+
+    def _mqtt_options(self) -> dict:
+        """More MqttSession arguments a dialect configures (protocol version, will)."""
+        return {}
 
     async def _mqtt_connect(self, session) -> None:
         try:

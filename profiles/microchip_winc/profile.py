@@ -21,7 +21,7 @@ from emulator.files import FlashFS
 from emulator.grammar import Arg, Dialect, Engine, UrcSpec
 from emulator.profile import CmdError, Profile
 
-from .common import (E_UNKNOWN, E_PARAM, E_STATE, E_BUSY, E_NOLINK, E_INTERNAL, MAX_DATA, TLS_CONFS, MAC,
+from .common import (STA_SEC, AP_SEC, E_UNKNOWN, E_PARAM, E_STATE, E_BUSY, E_NOLINK, E_INTERNAL, MAX_DATA, TLS_CONFS, MAC,
                      fmt_str, arg_bytes, _P)
 
 from .general import GeneralCommands
@@ -118,6 +118,9 @@ class MicrochipWinc(SocketCommands, MqttCommands, WlanCommands, GeneralCommands,
         UrcSpec("+DNSERROR", "+DNSERROR:<ERROR_CODE>", "name resolution failed: 1 not found, 2 timeout", "dns"),
         UrcSpec("+PING", "+PING:<IP_ADDRESS>,<RTT>", "echo reply (RTT ms, -1 = no reply)", "ping"),
     ]
+
+    STA_SEC = STA_SEC
+    AP_SEC = AP_SEC
 
     WSCNC = {1: _P("SCAN_TIME", "int", 30, 1, 60000), 2: _P("PASV_LISTEN", "int", 300, 1, 60000)}
     WSTAC = {1: _P("SSID", "str", b"", max_len=32), 2: _P("SEC_TYPE", "int", 0, 0, 5),

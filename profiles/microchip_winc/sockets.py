@@ -480,9 +480,12 @@ class SocketCommands:
         try:
             ip = await self.module.resolver.resolve_one(name, family=fam, timeout=10.0)
         except NetError as e:
-            self.urc(f"+DNSERROR:{2 if e.kind == 'dns_timeout' else 1}")
+            self._aec_dns_error(2 if e.kind == 'dns_timeout' else 1)
             return
         self.urc(f'+DNSRESOLV:{typ},{self.fmt(name)},"{ip}"')
+
+    def _aec_dns_error(self, code: int) -> None:
+        self.urc(f"+DNSERROR:{code}")
 
     @command("+PING", Form.WRITE, Str("TARGET_ADDR", quoted=True, min_len=1, max_len=253), Int("IP_PROTOCOL_VERSION", 1, 2, optional=True),
              family="ping", doc="Ping once: OK, then +PING:<ip>,<rtt ms> (-1: no reply)")
@@ -499,7 +502,7 @@ class SocketCommands:
         try:
             ip = await self.module.resolver.resolve_one(target, family=fam, timeout=10.0)
         except NetError as e:
-            self.urc(f"+DNSERROR:{2 if e.kind == 'dns_timeout' else 1}")
+            self._aec_dns_error(2 if e.kind == 'dns_timeout' else 1)
             return
         try:
             res = await ping(ip, count=1, timeout=4.0)

@@ -128,12 +128,12 @@ class WlanCommands:
         c = self.cfg["WSTAC"]
         await asyncio.sleep(0.05)
         ssid = sfx(c[1])
-        sec = STA_SEC[c[2]]
+        sec = self.STA_SEC[c[2]]
         cred = sfx(c[3])
         if sec == "wep" and "*" in cred:
             cred = cred.split("*", 1)[1]
         res, ap = wifi.join(self.module.world, ssid, cred, sec)
-        if res == wifi.JoinResult.OK and c[4] != 255 and ap.channel != c[4]:
+        if res == wifi.JoinResult.OK and c[4] not in (0, 255) and ap.channel != c[4]:
             res = wifi.JoinResult.NO_AP
         assoc = None
         if res == wifi.JoinResult.OK:
@@ -147,19 +147,17 @@ class WlanCommands:
         if res != wifi.JoinResult.OK:
             self.sta_state = 0
             code = {wifi.JoinResult.NO_AP: WSTAERR_NO_AP, wifi.JoinResult.WRONG_PASSWORD: WSTAERR_AUTH}.get(res, WSTAERR_SECURITY)
-            self.urc(f"+WSTAERR:{code}")
+            self._aec_sta_error(code)
             return
         self.sta_ap = ap
         self.sta_state = 2
-        self.urc(f'+WSTALU:1,"{ap.bssid.upper()}",{ap.channel}')
+        self._aec_link_up(ap)
         try:
             await asyncio.sleep(0.05)
             if self.sta_state != 2 or self.sta_ap is not ap:
                 return
             self.sta_ip = (assoc.lease or wifi.Lease.from_ap(ap)).ip
-            self.urc(f'+WSTAAIP:1,"{self.sta_ip}"')
-            if c[12]:
-                self.module.spawn(self._ntp_sync(sfx(c[12])))
+            self._aec_got_ip(self.sta_ip)
             while self.sta_state == 2:
                 await asyncio.sleep(0.2)
                 if self.sta_state == 2 and not wifi.on_air(self.module.world, ap):
@@ -173,6 +171,22 @@ class WlanCommands:
             if assoc_ is not None:
                 wifi.disassociate(self.module.world, assoc_[0], assoc_[1])
             raise
+
+    # the station's AECs (a family dialect words them its own way)
+    def _aec_sta_error(self, code: int) -> None:
+        self.urc(f"+WSTAERR:{code}")
+
+    def _aec_link_up(self, ap) -> None:
+        self.urc(f'+WSTALU:1,"{ap.bssid.upper()}",{ap.channel}')
+
+    def _aec_got_ip(self, ip: str) -> None:
+        self.urc(f'+WSTAAIP:1,"{ip}"')
+        server = self.cfg["WSTAC"].get(12)
+        if server:
+            self.module.spawn(self._ntp_sync(sfx(server)))
+
+    def _aec_link_down(self) -> None:
+        self.urc("+WSTALD:1")
 
     async def _ntp_sync(self, server: str) -> None:
         """Set the module clock from the WSTAC NTP server (real SNTP; 'host' or 'host:port')."""
@@ -206,7 +220,7 @@ class WlanCommands:
         if assoc is not None:                 # a hosted soft AP (any profile) hears we left
             wifi.disassociate(self.module.world, assoc[0], assoc[1], reason)
         if was == 2 and not silent:
-            self.urc("+WSTALD:1")
+            self._aec_link_down()
 
     def _sta_link_lost(self, ap, reason: int) -> None:
         """(emulator.wifi station callback) the soft AP we are on stopped or dropped us."""
@@ -261,14 +275,14 @@ class WlanCommands:
             key = cred.split(b"*", 1)[1] if b"*" in cred else cred
             if len(key) not in (5, 13, 10, 26):
                 raise self.fail(E_STATE, "WEP key must be 5/13 ASCII or 10/26 hex characters")
-        elif c[2] in (2, 3) and not 8 <= len(cred) <= 63:
+        elif c[2] not in (0, 1) and not 8 <= len(cred) <= 63:
             raise self.fail(E_STATE, "WPA passphrase must be 8..63 characters")
 
     def _raise_ap(self) -> None:
         """Put the soft-AP on the shared world's air: stations of any emulated module scan and join it
         (emulator.wifi), and we see them (+WAPSC/+WAPAIP, +WAPSD)."""
         c = self.cfg["WAPC"]
-        sec = AP_SEC[c[2]]
+        sec = self.AP_SEC[c[2]]
         cred = sfx(c[3])
         if sec == "wep" and "*" in cred:
             cred = cred.split("*", 1)[1]

@@ -1,0 +1,616 @@
+"""The RNWF dialect's commands: what differs from the WINC AT set, and the modules WINC lacks.
+
+Handlers defined here replace the WINC ones of the same name (the most derived declaration
+wins); a handler set to ``None`` drops a WINC command the RNWF guide does not have.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import ipaddress
+import time
+from typing import Any
+
+from emulator import wifi
+from emulator.files import FsError
+from emulator.grammar import Bytes, Data, Form, Int, Str
+from emulator.net.errors import NetError
+from emulator.profile import CmdError, command
+
+from profiles.microchip_winc.common import (E_STATE, E_SOCKET, E_DATA, E_CERT, E_NOLINK, E_BUSY, NET_CODES,
+                                            arg_bytes, sfx, log, text_arg)
+from profiles.microchip_winc.mqtt import MqttCommands, _topic
+from profiles.microchip_winc.sockets import SocketCommands, Sock
+
+MAX_WRITE = 1460
+NTP_EPOCH = 2208988800          # seconds from 1900-01-01 to 1970-01-01
+
+
+class RnwfCommands:
+    """Mixin of :class:`Rnwf02` (listed before the WINC class, so its handlers win)."""
+
+    # ---- WINC commands the RNWF guide does not have -------------------------------------------
+    wscna = None
+    wscnp = None
+    lowpower = None
+    readcert = None
+    loadcert = None
+
+    # ================================================================== INTERNAL (2)
+    @command("V", Form.EXEC, family="general", doc="ATV: error verbosity 0 (same as ATV0)")
+    @command("V", Form.WRITE, Int("LEVEL", 0, 3), family="general",
+             doc="Error verbosity: 0 ERROR, 1-2 ERROR:<module>.<code>, 3 (default) with the text")
+    async def atv(self, ctx, level: int = 0) -> None:
+        self.verbosity = level
+
+    @command("+GMI", Form.EXEC, family="general", doc="Manufacturer identification")
+    async def gmi(self, ctx) -> None:
+        ctx.info('+GMI:"Microchip Technology Inc."')
+
+    @command("+GMM", Form.EXEC, family="general", doc="Model identification")
+    async def gmm(self, ctx) -> None:
+        ctx.info(f'+GMM:"{self.model}"')
+
+    @command("+GMR", Form.EXEC, family="general", doc='Firmware revision "<version> <build> <hash> [<date>]"')
+    async def gmr(self, ctx) -> None:
+        from .profile import GMR
+        ctx.info(f'+GMR:"{GMR}"')
+
+    # ================================================================== CFG (3), DHCP (4), DNS (5), SNTP (13)
+    @command("+CFG", Form.EXEC, family="cfg", doc="Read the module configuration (1 ECHO, 2 VERBOSITY, 3 BAUD)")
+    @command("+CFG", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="cfg")
+    async def cfgc(self, ctx, pid: int | None = None, val: Any = None) -> None:
+        live = {1: int(self.module.engine.echo), 2: self.verbosity, 3: self.module.baud}
+        self._cfg(ctx, "CFG", self.CFG, live, pid, val)
+        if val is not None:
+            if pid == 1:
+                self.module.engine.echo = bool(live[1])
+            elif pid == 2:
+                self.verbosity = live[2]
+            elif pid == 3 and live[3] != self.module.baud:
+                ctx.ok()
+                await self.module.drain_output()
+                self.module.set_baud(live[3])
+
+    @command("+DHCPSC", Form.EXEC, family="dhcp", doc="Read the soft-AP DHCP server configuration")
+    @command("+DHCPSC", Form.WRITE, Int("IF", 0, 0), Int("ID", optional=True), Str("VAL", quoted=None, optional=True),
+             family="dhcp", doc="DHCP server of interface 0: 1 enabled, 2 pool start, 10 gateway")
+    async def dhcpsc(self, ctx, iface: int = 0, pid: int | None = None, val: Any = None) -> None:
+        if val is not None and pid in (2, 10):
+            try:
+                ipaddress.IPv4Address(sfx(arg_bytes(ctx.line.args[2])))
+            except ValueError:
+                raise CmdError("param", message="not an IPv4 address") from None
+        self._cfg(ctx, "DHCPSC", self.DHCPSC, self.cfg["DHCPSC"], pid, val, writable=lambda: not self.ap_on,
+                  arg_index=2)
+
+    @command("+DNSC", Form.EXEC, family="dns", doc="Read the DNS client configuration (1 DNS_TIMEOUT ms, 2 DNS_SVR)")
+    @command("+DNSC", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="dns")
+    async def dnsc(self, ctx, pid: int | None = None, val: Any = None) -> None:
+        self._cfg(ctx, "DNSC", self.DNSC, self.cfg["DNSC"], pid, val)
+
+    def _aec_dns_error(self, code: int) -> None:
+        self.urc(f"+DNSERR:{code}")
+
+    @command("+SNTPC", Form.EXEC, family="sntp", doc="Read the SNTP configuration (1 NTP_ENABLED, 2 NTP_STATIC, 3 NTP_SVR)")
+    @command("+SNTPC", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="sntp")
+    async def sntpc(self, ctx, pid: int | None = None, val: Any = None) -> None:
+        was = self.cfg["SNTPC"][1]
+        self._cfg(ctx, "SNTPC", self.SNTPC, self.cfg["SNTPC"], pid, val)
+        if val is not None and pid == 1 and not was and self.cfg["SNTPC"][1] and self.sta_ip:
+            self.module.spawn(self._sntp())
+
+    async def _sntp(self) -> None:
+        """Set the clock from the SNTPC server (real SNTP; 'host' or 'host:port') and report +TIME."""
+        await self._ntp_sync(sfx(self.cfg["SNTPC"][3]))
+        if "offset" in self.ntp:
+            self.clock_offset = 0.0
+            self.urc(f"+TIME:{int(self.module_time()) + NTP_EPOCH}")
+
+    # ================================================================== TIME (16)
+    @command("+TIME", Form.EXEC, family="time", doc="Read the clock: +TIME:<NTP seconds>")
+    @command("+TIME", Form.WRITE, Int("FORMAT", 1, 3), Str("TIME", quoted=None, optional=True), family="time",
+             doc="AT+TIME=<1 UTC seconds|2 NTP seconds|3 RFC 3339> reads in that format; with a value sets the clock")
+    async def timec(self, ctx, fmt: int = 2, val: Any = None) -> None:
+        if val is not None:
+            arg = ctx.line.args[1]
+            try:
+                if fmt == 3:
+                    if not (arg.quoted or arg.hexed):
+                        raise ValueError
+                    t = _dt.datetime.fromisoformat(sfx(arg_bytes(arg)).replace("Z", "+00:00"))
+                    if t.tzinfo is None:
+                        t = t.replace(tzinfo=_dt.timezone.utc)
+                    secs = t.timestamp()
+                else:
+                    if arg.quoted or arg.hexed:
+                        raise ValueError
+                    secs = int(arg.text) - (NTP_EPOCH if fmt == 2 else 0)
+            except ValueError:
+                raise CmdError("param", message="bad time value") from None
+            self.clock_offset = secs - time.time() - float(self.ntp.get("offset", 0.0))
+            return
+        now = self.module_time()
+        if fmt == 1:
+            ctx.info(f"+TIME:{int(now)}")
+        elif fmt == 2:
+            ctx.info(f"+TIME:{int(now) + NTP_EPOCH}")
+        else:
+            t = _dt.datetime.fromtimestamp(now, _dt.timezone.utc)
+            ctx.info(f'+TIME:"{t.strftime("%Y-%m-%dT%H:%M:%S")}.{t.microsecond // 10000:02d}Z"')
+
+    # ================================================================== RST (12)
+    @command("+RST", Form.EXEC, family="rst", doc="Reset: OK, then +BOOT after the reboot")
+    async def rst(self, ctx) -> None:
+        ctx.ok()
+        self.module.request_reboot(boot_delay=self.boot_delay)
+
+    # ================================================================== FS (7)
+    @command("+FS", Form.WRITE, Int("OP", 1, 4), Int("TYPE", 1, 2, optional=True),
+             Str("FILENAME", quoted=True, optional=True, min_len=1, max_len=32), Int("LENGTH", 1, 4096, optional=True),
+             family="fs", doc="File system: 1 load (then '#' and LENGTH raw bytes), 2 list, 3 delete, 4 info; TYPE 1 certificate, 2 key")
+    async def fsc(self, ctx, op: int, typ: int | None, name: str | None, length: int | None) -> None:
+        if op == 4:
+            ctx.info(f"+FS:4,{sum(f.free() for f in self.fs.values())},{sum(f.used() for f in self.fs.values())}")
+            return
+        if typ is None:
+            raise CmdError("param", param_kind="count", message="<TYPE> missing")
+        store = self.fs[typ]
+        if op == 2:
+            names = ",".join(self.fmt(n) for n, _ in store.list())
+            ctx.info(f"+FS:2,{typ}" + ("," + names if names else ""))
+            return
+        if name is None:
+            raise CmdError("param", param_kind="count", message="<FILENAME> missing")
+        name = text_arg(ctx, 2)
+        try:
+            store.path(name)
+        except FsError:
+            raise CmdError("param", message="bad file name") from None
+        if op == 3:
+            try:
+                store.delete(name)
+            except FsError:
+                raise self.fail(E_CERT, "no such file") from None
+            return
+        if length is None:
+            raise CmdError("param", param_kind="count", message="<LENGTH> missing")
+        data = await self._binary(ctx, length)
+        if not self._valid_material(data):
+            raise self.fail(E_CERT, "not a PEM/DER certificate or key")
+        try:
+            store.write(name, data)
+        except FsError as e:
+            raise self.fail(E_CERT, str(e)) from None
+
+    # ================================================================== binary phases
+    async def _binary(self, ctx, length: int) -> bytes:
+        """The module prompts '#', then takes exactly ``length`` raw bytes ('+++' is data). A host
+        silent for data_timeout seconds abandons it (the partial data is dropped)."""
+        ctx.raw(b"#")
+        ev = await ctx.read_data(length, idle=self.data_timeout)
+        if not (isinstance(ev, Data) and ev.reason == "length" and len(ev.payload) == length):
+            raise self.fail(E_DATA, "binary data incomplete (the host fell silent)")
+        return ev.payload
+
+    async def _payload(self, ctx, length: int, data: bytes | None) -> bytes:
+        if data is not None:
+            if len(data) != length:
+                raise self.fail(E_DATA, "data does not match <LENGTH>")
+            return data
+        if length == 0:
+            raise CmdError("param", message="<LENGTH> 0 without data")
+        return await self._binary(ctx, length)
+
+    # ================================================================== SOCKET (14)
+    @command("+SOCKO", Form.WRITE, Int("PROTOCOL", 1, 2), Int("PROTOCOL_VERSION", choices=(4,), optional=True),
+             family="socket", doc="Open a socket: 1 UDP, 2 TCP (IPv4) -> +SOCKO:<SOCK_ID>")
+    async def socko(self, ctx, proto: int, ver: int | None = None) -> None:
+        await SocketCommands.socko(self, ctx, proto)
+
+    @command("+SOCKBL", Form.WRITE, Int("SOCK_ID", 1, 65535), Int("LCL_PORT", 0, 65535),
+             Int("PEND_SKTS", 1, 5, optional=True), family="socket",
+             doc="Bind to a local port and listen (TCP: +SOCKIND:<new id>,... per connection)")
+    async def sockbl(self, ctx, sid: int, port: int, pend: int | None = None) -> None:
+        await SocketCommands.sockbl(self, ctx, sid, port)
+
+    @command("+SOCKTLS", Form.WRITE, Int("SOCK_ID", 1, 65535), Int("TLS_CONF", 1, 2), family="socket",
+             doc="Upgrade a connected TCP socket to TLS with configuration TLS_CONF: OK, then +SOCKTLS or +SOCKERR")
+    async def socktls(self, ctx, sid: int, conf: int) -> None:
+        await SocketCommands.socktls(self, ctx, sid, conf)
+
+    def _sockerr(self, s: Sock, e: NetError) -> None:
+        if self.socks.get(s.id) is s:
+            self.urc(f"+SOCKERR:{s.id},{NET_CODES.get(e.kind, 99)}")
+
+    @command("+SOCKWR", Form.WRITE, Int("SOCK_ID", 1, 65535), Int("LENGTH", 0, MAX_WRITE),
+             Bytes("DATA", quoted=True, optional=True, max_len=MAX_WRITE), family="socket",
+             doc="Send on a connected socket; without DATA the module prompts '#' and takes LENGTH raw bytes")
+    async def sockwr(self, ctx, sid: int, length: int, data: bytes | None) -> None:
+        s = self._sock(sid)
+        if s.proto == 2:
+            if s.conn is None or s.conn.closed or s.upgrading:
+                raise self.fail(E_STATE, "socket is not connected")
+        elif s.udp is None or s.udp.remote is None:
+            raise self.fail(E_STATE, "no destination (use AT+SOCKBR or AT+SOCKWRTO)")
+        payload = await self._payload(ctx, length, data)
+        if s.proto == 2:
+            await self._tcp_send(s, payload)
+            return
+        if self.socks.get(sid) is not s:
+            raise self.fail(E_SOCKET, "socket closed meanwhile")
+        try:
+            s.udp.sendto(payload)
+        except NetError as e:
+            raise self.fail(E_SOCKET, str(e)) from None
+
+    @command("+SOCKWRTO", Form.WRITE, Int("SOCK_ID", 1, 65535), Str("RMT_ADDR", quoted=True, min_len=1, max_len=128),
+             Int("RMT_PORT", 1, 65535), Int("LENGTH", 1, MAX_WRITE), Bytes("DATA", quoted=True, optional=True, max_len=MAX_WRITE),
+             family="socket", doc="Send a UDP datagram to an address; without DATA: '#' prompt and LENGTH raw bytes")
+    async def sockwrto(self, ctx, sid: int, host: str, port: int, length: int, data: bytes | None) -> None:
+        await SocketCommands.sockwrto(self, ctx, sid, host, port, length, data)
+
+    @command("+SOCKRD", Form.WRITE, Int("SOCK_ID", 1, 65535), Int("OUTPUT_MODE", 1, 2), Int("LENGTH", 1, 65535),
+             family="socket", doc="Read and consume: mode 1 +SOCKRD:<id>,<n>,\"<data>\"; mode 2 '#' and the raw bytes")
+    async def sockrd(self, ctx, sid: int, mode: int, length: int) -> None:
+        await self._sock_read(ctx, sid, mode, length, consume=True)
+
+    @command("+SOCKRDBUF", Form.WRITE, Int("SOCK_ID", 1, 65535), Int("OUTPUT_MODE", 1, 2), Int("LENGTH", 1, 65535),
+             family="socket", doc="Read without consuming (peek): same output as +SOCKRD")
+    async def sockrdbuf(self, ctx, sid: int, mode: int, length: int) -> None:
+        await self._sock_read(ctx, sid, mode, length, consume=False)
+
+    async def _sock_read(self, ctx, sid: int, mode: int, length: int, consume: bool) -> None:
+        s = self._sock(sid)
+        if s.proto == 2:
+            if s.conn is None:
+                data = b""
+            elif consume:
+                data = s.conn.read(length)
+            else:
+                data = s.conn.peek(length) if hasattr(s.conn, "peek") else b""
+        else:
+            item = (s.udp.recvfrom() if consume else (s.udp.rx[0] if s.udp.rx else None)) if s.udp is not None else None
+            data = item[0][:length] if item else b""
+        if mode == 1:
+            ctx.info(f"+SOCKRD:{sid},{len(data)},{self.fmt(data)}")
+        else:
+            ctx.raw(b"#" + data)
+        if consume:
+            s.announced = False
+            if s.proto == 2:
+                self._tcp_data(s)
+            else:
+                self._udp_data(s)
+
+    @command("+SOCKC", Form.WRITE, Int("SOCK_ID", 1, 65535), Int("ID", optional=True), Int("VAL", optional=True),
+             family="socket", doc="Socket options: 1 KEEP_ALIVE seconds (0 off), 2 NO_DELAY (0/1)")
+    async def sockc(self, ctx, sid: int, pid: int | None, val: int | None) -> None:
+        s = self._sock(sid)
+        opts = s.__dict__.setdefault("options", {1: 0, 2: 0})
+        if pid is None:
+            for k, v in opts.items():
+                ctx.info(f"+SOCKC:{sid},{k},{v}")
+            return
+        if pid not in opts:
+            raise CmdError("param", message="unknown socket option")
+        if val is None:
+            ctx.info(f"+SOCKC:{sid},{pid},{opts[pid]}")
+            return
+        if pid == 2 and val not in (0, 1):
+            raise CmdError("param", message="NO_DELAY is 0 or 1")
+        opts[pid] = val
+        self._apply_sockopts(s)
+
+    def _apply_sockopts(self, s: Sock) -> None:
+        import socket as _socket
+        conn = s.conn
+        sock = conn.transport.get_extra_info("socket") if conn is not None and getattr(conn, "transport", None) else None
+        if sock is None:
+            return
+        opts = s.__dict__.get("options", {})
+        try:
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, int(bool(opts.get(2))))
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, int(bool(opts.get(1))))
+            if opts.get(1) and hasattr(_socket, "TCP_KEEPIDLE"):
+                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPIDLE, int(opts[1]))
+        except OSError as e:
+            log.info("socket options: %s", e)
+
+    # ================================================================== TLS (17)
+    @command("+TLSC", Form.EXEC, family="tls", doc="Read both TLS configurations")
+    @command("+TLSC", Form.WRITE, Int("CONF", 1, 2), Int("ID", optional=True), Str("VAL", quoted=None, optional=True),
+             family="tls", doc="TLS configuration CONF: 1 CA_CERT_NAME, 2 CERT_NAME, 3 PRI_KEY_NAME, 4 PRI_KEY_PASSWORD, "
+                               "5 SERVER_NAME (SNI), 6 DOMAIN_NAME (verified), 40 PEER_AUTH, 41 PEER_DOMAIN_VERIFY")
+    async def tlsc(self, ctx, idx: int | None = None, pid: int | None = None, val: Any = None) -> None:
+        if idx is None:
+            for i in self.TLS_INDEXES:
+                for k, v in self.tls_confs[i].items():
+                    ctx.info(self._cfg_line("TLSC", k, v).replace("+TLSC:", f"+TLSC:{i},", 1))
+            return
+        if pid is None:
+            for k, v in self.tls_confs[idx].items():
+                ctx.info(self._cfg_line("TLSC", k, v).replace("+TLSC:", f"+TLSC:{idx},", 1))
+            return
+        if pid in self.TLSC and val is None:
+            ctx.info(self._cfg_line("TLSC", pid, self.tls_confs[idx][pid]).replace("+TLSC:", f"+TLSC:{idx},", 1))
+            return
+        self._cfg(ctx, "TLSC", self.TLSC, self.tls_confs[idx], pid, val, arg_index=2)
+
+    def _tls_context(self, idx: int, default_name: str):
+        from emulator.net.tls import client_context
+        c = self.tls_confs.get(idx)
+        if c is None:
+            raise CmdError("param", message="no such TLS configuration")
+
+        def load(typ: int, name: bytes) -> bytes | None:
+            if not name:
+                return None
+            try:
+                return self.fs[typ].read(sfx(name))
+            except FsError:
+                raise self.fail(E_CERT, f"file {sfx(name)!r} not in the file system") from None
+
+        verify = bool(c[40])
+        try:
+            tctx = client_context(ca=load(1, c[1]), cert=load(1, c[2]), key=load(2, c[3]),
+                                  key_password=c[4] or None, verify=verify, check_hostname=verify and bool(c[41]))
+        except NetError as e:
+            raise self.fail(E_CERT, str(e)) from None
+        name = sfx(c[6]) or sfx(c[5]) or default_name
+        return tctx, name
+
+    # ================================================================== MQTT (8)
+    @command("+MQTTC", Form.EXEC, family="mqtt", doc="Read the MQTT configuration (password not shown)")
+    @command("+MQTTC", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="mqtt",
+             doc="1 BROKER_ADDR, 2 BROKER_PORT, 3 CLIENT_ID, 4 USERNAME, 5 PASSWORD, 6 KEEP_ALIVE, 7 TLS_CONF_IDX (0 plain), "
+                 "8 PROTOCOL_VERSION (3 = 3.1.1, 5), 9 READ_THRESHOLD (0 off)")
+    async def mqttc(self, ctx, pid: int | None = None, val: Any = None) -> None:
+        await MqttCommands.mqttc(self, ctx, pid, val)
+
+    def _mqtt_options(self) -> dict:
+        c = self.cfg["MQTTC"]
+        opts: dict = {"protocol": 5 if c[8] == 5 else 4}
+        if self.lwt is not None:
+            qos, retain, topic, msg = self.lwt
+            opts["will"] = (topic, msg, qos, bool(retain))
+        return opts
+
+    @command("+MQTTLWT", Form.WRITE, Int("QOS", 0, 2), Int("RETAIN", 0, 1),
+             Str("TOPIC_NAME", quoted=True, min_len=1, max_len=256), Bytes("MESSAGE", quoted=True, max_len=1024),
+             family="mqtt", doc="Last will: sent by the broker if the connection is lost")
+    async def mqttlwt(self, ctx, qos: int, retain: int, topic: str, msg: bytes) -> None:
+        if self.mqtt_state != 0:
+            raise self.fail(E_STATE, "set the will before connecting")
+        self.lwt = (qos, retain, _topic(ctx, 2, wildcards=False), msg)
+
+    async def _subscribe(self, s, topic: str, qos: int) -> None:
+        try:
+            granted = await s.subscribe([(topic, qos)], timeout=self.ack_timeout)
+            code = granted[0] if granted else 128
+        except NetError as e:
+            log.info("subscribe failed: %s", e)
+            code = 128
+        finally:
+            self._sub_pending = False
+        if code < 0x80:
+            self.mqtt_subs[topic] = code
+        if self.mqtt is s:
+            self.urc(f"+MQTTSUB:{code}")
+
+    @command("+MQTTUNSUB", Form.WRITE, Str("TOPIC_NAME", quoted=None, min_len=1, max_len=256), family="mqtt",
+             doc="Unsubscribe: OK, then +MQTTUNSUB:0 (or 17: no such subscription)")
+    async def mqttunsub(self, ctx, topic: str) -> None:
+        await MqttCommands.mqttunsub(self, ctx, topic)
+
+    async def _unsubscribe(self, s, topic: str) -> None:
+        known = topic in self.mqtt_subs
+        code = 17
+        if known:
+            try:
+                await s.unsubscribe([topic], timeout=self.ack_timeout)
+                self.mqtt_subs.pop(topic, None)
+                code = 0
+            except NetError:
+                code = 128
+        if self.mqtt is s:
+            self.urc(f"+MQTTUNSUB:{code}")
+
+    async def _publish(self, s, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        try:
+            mid = await s.publish(topic, payload, qos=qos, retain=retain, timeout=self.ack_timeout)
+        except NetError as e:
+            log.info("publish failed: %s", e)
+            self.urc("+MQTTPUBERR:0")
+            return
+        if qos == 1:
+            self.urc(f"+MQTTPUBACK:{mid}")
+        elif qos == 2:
+            self.urc(f"+MQTTPUBCOMP:{mid}")
+
+    def _mqtt_message(self, topic: str, payload: bytes, qos: int, retain: bool, mid: int) -> None:
+        limit = self.cfg["MQTTC"][9]
+        head = f"+MQTTSUBRX:0,{qos},{int(bool(retain))},{self.fmt(topic)}"
+        if limit and len(payload) > limit:
+            key = (mid or 0) if (mid or 0) not in self.mqtt_held else max(self.mqtt_held) + 1
+            if len(self.mqtt_held) >= 16:          # the module's buffer: the oldest unread message goes
+                self.mqtt_held.pop(min(self.mqtt_held))
+            self.mqtt_held[key] = (topic, payload)
+            self.urc(f"{head},{key},{len(payload)}")
+            return
+        self.urc(f"{head},{self.fmt(payload)}")
+
+    @command("+MQTTSUBRD", Form.WRITE, Str("TOPIC_NAME", quoted=True, min_len=1, max_len=256), Int("MSG_ID", 0, 65535),
+             Int("LENGTH", 1, 4096), family="mqtt",
+             doc="Read (part of) a message announced by the +MQTTSUBRX notification: +MQTTSUBRD:<length>,\"<data>\"")
+    async def mqttsubrd(self, ctx, topic: str, mid: int, length: int) -> None:
+        held = self.mqtt_held.get(mid)
+        if held is None or held[0] != text_arg(ctx, 0):
+            raise self.fail(E_STATE, "no such message")
+        chunk, rest = held[1][:length], held[1][length:]
+        if rest:
+            self.mqtt_held[mid] = (held[0], rest)
+        else:
+            del self.mqtt_held[mid]
+        ctx.info(f"+MQTTSUBRD:{len(chunk)},{self.fmt(chunk)}")
+
+    @command("+MQTTSUBLST", Form.EXEC, family="mqtt", doc="List subscriptions: +MQTTSUBLST:\"<topic>\",<qos>")
+    async def mqttsublst(self, ctx) -> None:
+        for t, q in self.mqtt_subs.items():
+            ctx.info(f"+MQTTSUBLST:{self.fmt(t)},{q}")
+
+    def _props(self, ctx, table: str, pid: int | None, val: Any) -> None:
+        store = self.mqtt_props[table]
+        name = {"tx": "+MQTTPROPTX", "rx": "+MQTTPROPRX", "txs": "+MQTTPROPTXS"}[table]
+        if pid is None:
+            for k, v in sorted(store.items()):
+                ctx.info(f"{name}:{k},{v if isinstance(v, int) else self.fmt(v)}")
+            return
+        if val is None:
+            if pid not in store:
+                raise CmdError("param", message="property not set")
+            v = store[pid]
+            ctx.info(f"{name}:{pid},{v if isinstance(v, int) else self.fmt(v)}")
+            return
+        arg = ctx.line.args[1]
+        store[pid] = arg_bytes(arg) if (arg.quoted or arg.hexed) else int(arg.text) if arg.text.strip().isdigit() else None
+        if store[pid] is None:
+            del store[pid]
+            raise CmdError("param", message="property value must be a number or a string")
+
+    @command("+MQTTPROPTX", Form.EXEC, family="mqtt", doc="MQTT 5 properties to send (stored; see README)")
+    @command("+MQTTPROPTX", Form.WRITE, Int("ID", 1, 42), Str("VAL", quoted=None, optional=True), family="mqtt")
+    async def mqttproptx(self, ctx, pid: int | None = None, val: Any = None) -> None:
+        self._props(ctx, "tx", pid, val)
+
+    @command("+MQTTPROPRX", Form.EXEC, family="mqtt", doc="MQTT 5 properties requested from the broker (stored; see README)")
+    @command("+MQTTPROPRX", Form.WRITE, Int("ID", 1, 42), Str("VAL", quoted=None, optional=True), family="mqtt")
+    async def mqttproprx(self, ctx, pid: int | None = None, val: Any = None) -> None:
+        self._props(ctx, "rx", pid, val)
+
+    @command("+MQTTPROPTXS", Form.EXEC, family="mqtt", doc="Which MQTT 5 properties are selected for sending")
+    @command("+MQTTPROPTXS", Form.WRITE, Int("ID", 1, 42), Int("SELECTED", 0, 1, optional=True), family="mqtt")
+    async def mqttproptxs(self, ctx, pid: int | None = None, val: int | None = None) -> None:
+        self._props(ctx, "txs", pid, val)
+
+    # ================================================================== NETIF (9)
+    @command("+NETIFC", Form.EXEC, family="netif", doc="Read interface 0 (the station)")
+    @command("+NETIFC", Form.WRITE, Int("IF", 0, 1), Int("ID", optional=True), Str("VAL", quoted=None, optional=True),
+             family="netif", doc="Interface IF (0 station, 1 soft-AP): 1 NAME, 2 MAC, 3 HOSTNAME, 40 IPV4_ADDR, 41 IPV4_MASK, "
+                                 "42 IPV4_GW, 60 IPV6_LL")
+    async def netifc(self, ctx, iface: int = 0, pid: int | None = None, val: Any = None) -> None:
+        from .profile import MAC
+        lease = self._lease() if iface == 0 else None
+        vals = {1: f"wlan{iface}", 2: MAC if iface == 0 else _ap_mac(MAC),
+                3: sfx(self.__dict__.setdefault("hostname", b"RNWF02")),
+                40: (self.sta_ip or "0.0.0.0") if iface == 0 else ("192.168.1.1" if self.ap_on else "0.0.0.0"),
+                41: lease.netmask if lease else ("255.255.255.0" if iface == 1 and self.ap_on else "0.0.0.0"),
+                42: lease.gateway if lease else "0.0.0.0",
+                60: _link_local(MAC if iface == 0 else _ap_mac(MAC))}
+        if pid is None:
+            for k, v in vals.items():
+                ctx.info(f'+NETIFC:{k},"{v}"')
+            return
+        if pid not in vals:
+            raise CmdError("param", message="unknown interface parameter")
+        if val is None:
+            ctx.info(f'+NETIFC:{pid},"{vals[pid]}"')
+            return
+        if pid != 3:
+            raise self.fail(E_STATE, "read-only: the address comes from DHCP")
+        b = arg_bytes(ctx.line.args[2])
+        if not b or len(b) > 32:
+            raise CmdError("param", message="bad host name")
+        self.hostname = b
+
+    def _lease(self):
+        if self.sta_state != 2 or self.sta_ap is None:
+            return None
+        return wifi.Lease.from_ap(self.sta_ap)
+
+    # ================================================================== WSCN (19)
+    @command("+WSCN", Form.WRITE, Int("ACT_PASV", 0, 1), family="scan",
+             doc="Scan (0 passive, 1 active) with the +WSCNC settings: +WSCNIND per AP, then +WSCNDONE:<count>")
+    async def wscn(self, ctx, active: int) -> None:
+        if self._scanning:
+            raise self.fail(E_BUSY, "scan in progress")
+        self._scanning = True
+        self.module.spawn(self._rnwf_scan(bool(active)))
+
+    async def _rnwf_scan(self, active: bool) -> None:
+        try:
+            c = self.cfg["WSCNC"]
+            await asyncio.sleep(c[2 if active else 3] * c[4] / 1000.0)
+            ssid = sfx(c[5]) or None
+            aps = wifi.scan(self.module.world, channel=c[1] or None, ssid=ssid, include_hidden=True)
+            n = 0
+            for ap in aps:
+                if ap is getattr(self, "_own_ap", None):
+                    continue
+                name = "" if (ap.hidden and not ssid) else ap.ssid
+                self.urc(f'+WSCNIND:{ap.rssi},{self.REPORT_SEC.get(ap.security, 0)},{ap.channel},"{ap.bssid.upper()}",'
+                         f'{self.fmt(name)}')
+                n += 1
+            self.urc(f"+WSCNDONE:{n}")
+        finally:
+            self._scanning = False
+
+    # ================================================================== WSTA (20), ASSOC (22)
+    @command("+WSTA", Form.EXEC, family="wlan", doc="Station state: +WSTA:<0|1>")
+    async def wsta_read(self, ctx) -> None:
+        ctx.info(f"+WSTA:{1 if self.sta_state == 2 else 0}")
+
+    def _aec_sta_error(self, code: int) -> None:
+        self.urc(f"+WSTAERR:{code}")
+
+    def _aec_link_up(self, ap) -> None:
+        self.assoc_count += 1
+        self.urc(f'+WSTALU:{self.assoc_count},"{ap.bssid.upper()}",{ap.channel}')
+
+    def _aec_got_ip(self, ip: str) -> None:
+        from .profile import MAC
+        self.urc(f'+WSTAAIP:{self.assoc_count},"{_link_local(MAC)}"')
+        self.urc(f'+WSTAAIP:{self.assoc_count},"{ip}"')
+        if self.cfg["SNTPC"][1]:
+            self.module.spawn(self._sntp())
+
+    def _aec_link_down(self) -> None:
+        self.urc(f"+WSTALD:{self.assoc_count}")
+
+    @command("+ASSOC", Form.EXEC, family="assoc",
+             doc='Associations: +ASSOC:<id>,<0 the peer is an AP|1 a station>,"<peer MAC>",<RSSI>')
+    async def assoc(self, ctx) -> None:
+        if self.sta_state == 2 and self.sta_ap is not None:
+            ctx.info(f'+ASSOC:{self.assoc_count},0,"{self.sta_ap.bssid.upper()}",{self.sta_ap.rssi}')
+        for aid, mac in sorted(self.ap_stations.items()):
+            ctx.info(f'+ASSOC:{aid},1,"{mac}",-40')
+
+    # ================================================================== SI (23), DI (26)
+    @command("+SI", Form.EXEC, family="si", doc="System information: 1 UPTIME s, 2 FREE_HEAP, 3 SOCKETS_OPEN, 4 FS_FREE")
+    @command("+SI", Form.WRITE, Int("ID", 1, 4), family="si")
+    async def si(self, ctx, pid: int | None = None) -> None:
+        vals = {1: int(time.monotonic() - self.booted_at), 2: 96 * 1024 - 2048 * len(self.socks),
+                3: len(self.socks), 4: sum(f.free() for f in self.fs.values())}
+        for k in ([pid] if pid else vals):
+            ctx.info(f"+SI:{k},{vals[k]}")
+
+    @command("+DI", Form.EXEC, family="di", doc="Device information: 1 DEVICE_ID, 2 MODEL, 3 MAC, 4 FW_VERSION")
+    async def di(self, ctx) -> None:
+        from .profile import MAC, GMR
+        ctx.info(f'+DI:1,"0x29C71053"')
+        ctx.info(f'+DI:2,"{self.model}"')
+        ctx.info(f'+DI:3,"{MAC}"')
+        ctx.info(f'+DI:4,"{GMR.split()[0]}"')
+
+
+def _link_local(mac: str) -> str:
+    """The IPv6 link-local address derived from a MAC (modified EUI-64), upper case like the module."""
+    b = bytearray(int(x, 16) for x in mac.split(":"))
+    b[0] ^= 0x02
+    eui = bytes(b[:3]) + b"\xff\xfe" + bytes(b[3:])
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + b"\0" * 6 + eui)).upper()
+
+
+def _ap_mac(mac: str) -> str:
+    last = (int(mac[-2:], 16) + 1) & 0xFF
+    return f"{mac[:-2]}{last:02X}"
