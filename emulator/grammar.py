@@ -294,7 +294,8 @@ class Bytes(Str):
 
     def convert(self, arg: Arg, dialect: Dialect) -> bytes:
         text = super().convert(arg, dialect)
-        return text.encode("latin-1", "surrogateescape") if arg.hexed else text.encode("utf-8", "surrogateescape")
+        # the line is decoded as latin-1, so this gives back the bytes the host wrote, quoted or [hex]
+        return text.encode("latin-1", "surrogateescape")
 
 
 @dataclass

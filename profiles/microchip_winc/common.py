@@ -51,9 +51,9 @@ def fmt_str(value: bytes | str) -> str:
 
 
 def arg_bytes(arg: Arg) -> bytes:
-    if arg.hexed:
-        return arg.text.encode("latin-1", "surrogateescape")
-    return arg.text.encode("utf-8", "surrogateescape")
+    """The bytes the host wrote for a string argument, quoted or [hex] (the grammar decodes the
+    line as latin-1, so encoding back as latin-1 is exact; UTF-8 text stays UTF-8)."""
+    return arg.text.encode("latin-1", "surrogateescape")
 
 
 def text_arg(ctx, index: int) -> str:

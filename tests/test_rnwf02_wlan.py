@@ -1,0 +1,88 @@
+"""rnwf02 Wi-Fi: scan (+WSCNIND/+WSCNDONE), station (+WSTALU, IPv6 link-local then IPv4 +WSTAAIP,
+association count), +WSTA/+ASSOC/+NETIFC, soft-AP with a (control-plane) station, the DHCP server configuration."""
+from __future__ import annotations
+
+from rnwf_helpers import Rnwf
+
+
+def test_scan_filters():
+    with Rnwf() as e:
+        assert e.cmd("AT+WSCNC") == (b"+WSCNC:1,0\r\n+WSCNC:2,30\r\n+WSCNC:3,120\r\n+WSCNC:4,1\r\n"
+                                     b'+WSCNC:5,""\r\nOK\r\n')
+        assert e.cmd("AT+WSCNC=1,11") == b"OK\r\n"
+        assert e.cmd("AT+WSCN=0") == b"OK\r\n"
+        # channel 11 holds the hidden AP only: listed without a name
+        assert e.read_until(rb"\+WSCNDONE:\d+\r\n") == b'\r+WSCNIND:-70,1,11,"24:F2:7F:A5:8B:82",""\r\n\r+WSCNDONE:1\r\n'
+        assert e.cmd("AT+WSCNC=1,0") == b"OK\r\n"
+        assert e.cmd('AT+WSCNC=5,"Foo \xc2\xa9 bar"'.encode("latin-1")) == b"OK\r\n"
+        assert e.cmd("AT+WSCN=1") == b"OK\r\n"
+        assert e.read_until(rb"\+WSCNDONE:\d+\r\n") == \
+            b'\r+WSCNIND:-62,0,6,"24:F2:7F:A5:8B:81","Foo \xc2\xa9 bar"\r\n\r+WSCNDONE:1\r\n'
+        # a scan while one runs
+        e.oks('AT+WSCNC=5,""', "AT+WSCNC=3,500")
+        assert e.cmd("AT+WSCN=0") == b"OK\r\n"
+        assert e.cmd("AT+WSCN=0") == b'ERROR:19.0,"Operation In Progress"\r\n'
+        assert e.read_until(rb"\+WSCNDONE:5\r\n", timeout=5).count(b"+WSCNIND:") == 5
+
+
+def test_station_addresses_and_association_count():
+    with Rnwf() as e:
+        assert e.cmd("AT+WSTA") == b"+WSTA:0\r\nOK\r\n"
+        assert e.cmd("AT+ASSOC") == b"OK\r\n"
+        e.oks('AT+WSTAC=1,"MyAP"', "AT+WSTAC=2,3", 'AT+WSTAC=3,"MyAPPSK-123"')
+        assert e.cmd("AT+WSTAC") == (b'+WSTAC:1,"MyAP"\r\n+WSTAC:2,3\r\n+WSTAC:3,"MyAPPSK-123"\r\n+WSTAC:4,0\r\n'
+                                     b'+WSTAC:5,""\r\n+WSTAC:7,10000\r\nOK\r\n')
+        assert e.cmd("AT+WSTA=1") == b"OK\r\n"
+        got = e.read_until(rb'\+WSTAAIP:1,"192\.168\.0\.20"\r\n')
+        # link up, then the IPv6 link-local address (EUI-64 of the MAC), then the DHCP address
+        assert got == (b'\r+WSTALU:1,"00:01:02:03:04:05",6\r\n\r+WSTAAIP:1,"FE80::691:62FF:FE9A:5C01"\r\n'
+                       b'\r+WSTAAIP:1,"192.168.0.20"\r\n')
+        assert e.cmd("AT+WSTA") == b"+WSTA:1\r\nOK\r\n"
+        assert e.cmd("AT+ASSOC") == b'+ASSOC:1,0,"00:01:02:03:04:05",-50\r\nOK\r\n'
+        assert e.cmd("AT+NETIFC=0,40") == b'+NETIFC:40,"192.168.0.20"\r\nOK\r\n'
+        assert e.cmd("AT+NETIFC=0,2") == b'+NETIFC:2,"04:91:62:9A:5C:01"\r\nOK\r\n'
+        assert e.cmd('AT+NETIFC=0,40,"10.0.0.1"') == b'ERROR:9.2,"Not Allowed In This State"\r\n'
+        assert e.cmd("AT+WSTAC=1,\"other\"") == b'ERROR:20.2,"Not Allowed In This State"\r\n'
+        assert e.cmd("AT+WSTA=0") == b"OK\r\n"
+        assert e.read_until(rb"\+WSTALD:\d+\r\n") == b"\r+WSTALD:1\r\n"
+        # the next association is number 2
+        assert e.cmd("AT+WSTA=1") == b"OK\r\n"
+        got = e.read_until(rb'\+WSTAAIP:2,"192\.168\.0\.20"\r\n')
+        assert got.startswith(b'\r+WSTALU:2,"00:01:02:03:04:05",6\r\n\r+WSTAAIP:2,"FE80::')
+        # the AP disappears from the world: link down
+        e.sync(lambda: e.world.access_points.pop(0))
+        assert e.read_until(rb"\+WSTALD:\d+\r\n", timeout=3) == b"\r+WSTALD:2\r\n"
+
+
+def test_station_errors():
+    with Rnwf() as e:
+        e.oks('AT+WSTAC=1,"MyAP"', "AT+WSTAC=2,3", 'AT+WSTAC=3,"wrong-pass"')
+        assert e.cmd("AT+WSTA=1") == b"OK\r\n"
+        assert e.read_until(rb"\+WSTAERR:\d+\r\n") == b"\r+WSTAERR:2\r\n"
+        e.oks('AT+WSTAC=1,"nowhere"')
+        assert e.cmd("AT+WSTA=1") == b"OK\r\n"
+        assert e.read_until(rb"\+WSTAERR:\d+\r\n") == b"\r+WSTAERR:1\r\n"
+        # WPA3 configured, WPA2-only AP
+        e.oks('AT+WSTAC=1,"MyAP"', "AT+WSTAC=2,5", 'AT+WSTAC=3,"MyAPPSK-123"')
+        assert e.cmd("AT+WSTA=1") == b"OK\r\n"
+        assert e.read_until(rb"\+WSTAERR:\d+\r\n") == b"\r+WSTAERR:3\r\n"
+        assert e.cmd("AT+WSTAC=2,1") == b'ERROR:0.4,"Invalid Parameter"\r\n'   # WEP is not offered
+
+
+def test_soft_ap_stations_and_dhcp_server():
+    with Rnwf() as ap:
+        ap.oks('AT+WAPC=1,"rnwf-ap"', "AT+WAPC=2,3", 'AT+WAPC=3,"secret-pass"', "AT+WAPC=4,6")
+        assert ap.cmd("AT+WAP=1") == b"OK\r\n"
+        assert ap.cmd("AT+WAP") == b"+WAP:1\r\nOK\r\n"
+        # a virtual station joins through the control plane
+        aid = ap.sync(ap.prof.ap_station_join, "02:00:00:00:00:07")
+        assert aid == 1
+        assert ap.read_until(rb"\+WAPAIP:.*?\r\n") == b'\r+WAPSC:1,"02:00:00:00:00:07"\r\n\r+WAPAIP:1,"192.168.1.100"\r\n'
+        assert ap.cmd("AT+ASSOC") == b'+ASSOC:1,1,"02:00:00:00:00:07",-40\r\nOK\r\n'
+        assert ap.cmd("AT+DHCPSC=0,2") == b'+DHCPSC:2,"192.168.1.100"\r\nOK\r\n'
+        assert ap.cmd('AT+DHCPSC=0,2,"192.168.1.50"') == b'ERROR:4.2,"Not Allowed In This State"\r\n'
+        assert ap.cmd("AT+WAP=0") == b"OK\r\n"
+        assert ap.read_until(rb"\+WAPSD:.*?\r\n") == b'\r+WAPSD:1,"02:00:00:00:00:07"\r\n'
+        assert ap.cmd('AT+DHCPSC=0,2,"192.168.1.x"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        assert ap.cmd('AT+WAPC=3,"short"') == b"OK\r\n"
+        assert ap.cmd("AT+WAP=1") == b'ERROR:18.2,"Not Allowed In This State"\r\n'
