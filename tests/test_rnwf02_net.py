@@ -1,0 +1,167 @@
+"""rnwf02 network stack over a real pty with CR LF: TCP/UDP sockets with the '#' binary prompt,
++SOCKRXT/+SOCKRD/+SOCKRDBUF, listening sockets, socket options, TLS with files loaded by AT+FS,
+DNS, ping and SNTP (+TIME) against real local peers."""
+from __future__ import annotations
+
+import re
+import socket
+import time
+
+import pytest
+
+from peers.certs import der
+from rnwf_helpers import Rnwf
+
+NTP_EPOCH = 2208988800
+
+
+@pytest.fixture
+def e():
+    with Rnwf() as emu:
+        emu.join()
+        yield emu
+
+
+def tcp_open(e, port: int, sid: int = 1) -> None:
+    assert e.cmd("AT+SOCKO=2,4") == f"+SOCKO:{sid}\r\nOK\r\n".encode()
+    assert e.cmd(f'AT+SOCKBR={sid},"127.0.0.1",{port}') == b"OK\r\n"
+    e.aec(rf'\r\+SOCKIND:{sid},"127\.0\.0\.1",\d+,"127\.0\.0\.1",{port}\r\n'.encode())
+
+
+def test_tcp_binary_write_prompt_and_reads(e, tcp_sink):
+    tcp_open(e, tcp_sink.port)
+    tcp_sink.wait_connection()
+    # binary write: the module prompts '#', then takes exactly 9 raw bytes (CR LF and +++ are data)
+    e.write(b"AT+SOCKWR=1,9\r\n")
+    assert e.read_until(b"#") == b"#"
+    e.write(b"ab\r\n+++#x")
+    assert e.read_until(rb"OK\r\n") == b"OK\r\n"
+    assert tcp_sink.wait_bytes(9) == b"ab\r\n+++#x"
+    # inline data with JSON escapes
+    assert e.cmd('AT+SOCKWR=1,7,"{\\"a\\":1}"') == b"OK\r\n"
+    assert tcp_sink.wait_bytes(16) == b'ab\r\n+++#x{"a":1}'
+    assert e.cmd('AT+SOCKWR=1,8,"{\\"a\\":1}"') == b'ERROR:14.5,"Data Length Mismatch Or Timeout"\r\n'
+    assert e.cmd("AT+SOCKWR=1,0") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+    # the peer sends: +SOCKRXT gives the total, the binary read is '#', the bytes, then OK at once
+    tcp_sink.push(b'he"llo\r\n')
+    assert e.read_until(rb"\+SOCKRXT:.*?\r\n") == b"\r+SOCKRXT:1,8\r\n"
+    assert e.cmd("AT+SOCKRDBUF=1,1,3") == b'+SOCKRD:1,3,"he\\""\r\nOK\r\n'   # a peek
+    e.write(b"AT+SOCKRD=1,2,5\r\n")
+    assert e.read_until(rb"OK\r\n") == b'#he"llOK\r\n'
+    # 3 bytes are left: announced again after the read
+    assert e.read_until(rb"\+SOCKRXT:.*?\r\n") == b"\r+SOCKRXT:1,3\r\n"
+    assert e.cmd("AT+SOCKRD=1,1,100") == b'+SOCKRD:1,3,"o\r\n"\r\nOK\r\n'
+    assert re.fullmatch(rf'\+SOCKLST:1,2,"127\.0\.0\.1",{tcp_sink.port},\d+\r\nOK\r\n'.encode(), e.cmd("AT+SOCKLST"))
+    # the peer closes
+    tcp_sink.close_client()
+    assert e.read_until(rb"\+SOCKCL:.*?\r\n") == b"\r+SOCKCL:1\r\n"
+    assert e.cmd("AT+SOCKCL=1") == b"OK\r\n"
+
+
+def test_binary_write_host_falls_silent(e, tcp_sink):
+    tcp_open(e, tcp_sink.port)
+    tcp_sink.wait_connection()
+    t0 = time.monotonic()
+    e.write(b"AT+SOCKWR=1,10\r\n")
+    assert e.read_until(b"#") == b"#"
+    e.write(b"abc")
+    assert e.read_until(rb"ERROR[^\r]*\r\n", timeout=5) == b'ERROR:14.5,"Data Length Mismatch Or Timeout"\r\n'
+    assert time.monotonic() - t0 >= 0.9
+    assert e.cmd("AT") == b"OK\r\n"
+    time.sleep(0.1)
+    assert tcp_sink.data == b""
+
+
+def test_udp_write_to_and_receive(e, udp_echo):
+    assert e.cmd("AT+SOCKO=1,4") == b"+SOCKO:1\r\nOK\r\n"
+    e.write(f'AT+SOCKWRTO=1,"127.0.0.1",{udp_echo.port},5\r\n'.encode())
+    assert e.read_until(b"#") == b"#"
+    e.write(b"pi\x00ng")
+    assert e.read_until(rb"OK\r\n") == b"OK\r\n"
+    m = e.aec(rb'\r\+SOCKRXU:1,"127\.0\.0\.1",(\d+),5\r\n')
+    assert int(m.group(1)) == udp_echo.port
+    e.write(b"AT+SOCKRD=1,2,100\r\n")
+    assert e.read_until(rb"OK\r\n") == b"#pi\x00ngOK\r\n"
+    assert e.cmd(f'AT+SOCKWRTO=1,"127.0.0.1",{udp_echo.port},2,"ok"') == b"OK\r\n"
+    e.aec(rb"\+SOCKRXU:1,.*?,2\r\n")
+    assert e.cmd("AT+SOCKRD=1,1,100") == b'+SOCKRD:1,2,"ok"\r\nOK\r\n'
+
+
+def test_listen_accept_and_options(e):
+    assert e.cmd("AT+SOCKO=2,4") == b"+SOCKO:1\r\nOK\r\n"
+    assert e.cmd("AT+SOCKBL=1,0,2") == b"OK\r\n"
+    port = int(re.search(rb'\+SOCKLST:1,2,"",0,(\d+)', e.cmd("AT+SOCKLST")).group(1))
+    c = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        m = e.aec(rb'\r\+SOCKIND:2,"127\.0\.0\.1",(\d+),"127\.0\.0\.1",(\d+)\r\n')
+        assert int(m.group(1)) == port and int(m.group(2)) == c.getsockname()[1]
+        assert e.cmd("AT+SOCKC=2") == b"+SOCKC:2,1,0\r\n+SOCKC:2,2,0\r\nOK\r\n"
+        assert e.cmd("AT+SOCKC=2,2,1") == b"OK\r\n"
+        assert e.cmd("AT+SOCKC=2,2") == b"+SOCKC:2,2,1\r\nOK\r\n"
+        assert e.cmd("AT+SOCKC=2,9,1") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        assert e.cmd('AT+SOCKWR=2,3,"hi!"') == b"OK\r\n"
+        assert c.recv(10) == b"hi!"
+    finally:
+        c.close()
+
+
+def load(e, typ: int, name: str, data: bytes) -> None:
+    e.write(f'AT+FS=1,{typ},"{name}",{len(data)}\r\n'.encode())
+    assert e.read_until(b"#") == b"#"
+    e.write(data)
+    assert e.read_until(rb"(OK|ERROR[^\r]*)\r\n") == b"OK\r\n"
+
+
+def test_fs_and_tls(e, pki, tls_echo_mtls):
+    load(e, 1, "ca", pki.ca_cert.read_bytes())
+    load(e, 1, "client", der(pki.client_cert))
+    load(e, 2, "client_key", pki.client_key.read_bytes())
+    assert e.cmd("AT+FS=2,1") == b'+FS:2,1,"ca","client"\r\nOK\r\n'
+    assert e.cmd("AT+FS=2,2") == b'+FS:2,2,"client_key"\r\nOK\r\n'
+    e.write(b'AT+FS=1,1,"junk",4\r\n')
+    assert e.read_until(b"#") == b"#"
+    e.write(b"junk")
+    assert e.read_until(rb"ERROR[^\r]*\r\n") == b'ERROR:7.6,"File Or Certificate Error"\r\n'
+    e.oks('AT+TLSC=1,1,"ca"', 'AT+TLSC=1,2,"client"', 'AT+TLSC=1,3,"client_key"', 'AT+TLSC=1,5,"localhost"')
+    assert e.cmd("AT+TLSC=1,40") == b"+TLSC:1,40,1\r\nOK\r\n"
+    assert e.cmd("AT+TLSC=3,1") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+    tcp_open(e, tls_echo_mtls.address[1])
+    assert e.cmd("AT+SOCKTLS=1,1") == b"OK\r\n"
+    assert e.read_until(rb"\+SOCK\w+:.*?\r\n", timeout=10) == b"\r+SOCKTLS:1\r\n"
+    assert e.cmd('AT+SOCKWR=1,9,"over tls!"') == b"OK\r\n"
+    e.aec(rb"\+SOCKRXT:1,9\r\n")
+    assert e.cmd("AT+SOCKRD=1,1,100") == b'+SOCKRD:1,9,"over tls!"\r\nOK\r\n'
+    sess = tls_echo_mtls.wait_sessions(1)[0]
+    assert sess.sni == "localhost"
+    assert sess.client_cert_der == der(pki.client_cert)
+    # a CA that did not sign the server: +SOCKERR (8 = certificate verification failed)
+    load(e, 1, "other", pki.other_ca_cert.read_bytes())
+    e.oks('AT+TLSC=2,1,"other"', 'AT+TLSC=2,5,"localhost"')
+    tcp_open(e, tls_echo_mtls.address[1], sid=2)
+    assert e.cmd("AT+SOCKTLS=2,2") == b"OK\r\n"
+    assert e.read_until(rb"\+SOCK\w+:.*?\r\n", timeout=10) == b"\r+SOCKERR:2,8\r\n"
+    assert e.cmd('AT+FS=3,1,"other"') == b"OK\r\n"
+    assert e.cmd('AT+FS=3,1,"other"') == b'ERROR:7.6,"File Or Certificate Error"\r\n'
+    assert e.cmd("AT+FS=2,1") == b'+FS:2,1,"ca","client"\r\nOK\r\n'
+
+
+def test_dns_ping(e):
+    assert e.cmd('AT+DNSRESOLV=1,"localhost"') == b"OK\r\n"
+    assert e.read_until(rb"\+DNS\w+:.*?\r\n") == b'\r+DNSRESOLV:1,"localhost","127.0.0.1"\r\n'
+    assert e.cmd("AT+DNSC") == b'+DNSC:1,5000\r\n+DNSC:2,""\r\nOK\r\n'
+    assert e.cmd('AT+PING="127.0.0.1"') == b"OK\r\n"
+    m = e.aec(rb'\r\+PING:"127\.0\.0\.1",(-?\d+)\r\n', timeout=6)
+    assert int(m.group(1)) >= -1
+
+
+def test_sntp_sets_the_clock_after_the_link(sntp_server):
+    with Rnwf() as e:
+        assert e.cmd("AT+SNTPC") == b'+SNTPC:1,0\r\n+SNTPC:2,0\r\n+SNTPC:3,"0.in.pool.ntp.org"\r\nOK\r\n'
+        e.oks("AT+SNTPC=2,1", f'AT+SNTPC=3,"127.0.0.1:{sntp_server.port}"', "AT+SNTPC=1,1")
+        e.oks('AT+WSTAC=1,"MyAP"', "AT+WSTAC=2,3", 'AT+WSTAC=3,"MyAPPSK-123"')
+        assert e.cmd("AT+WSTA=1") == b"OK\r\n"
+        m = e.aec(rb"\r\+TIME:(\d+)\r\n", timeout=10)
+        # the server's clock runs 1000 s ahead of the host
+        assert abs(int(m.group(1)) - NTP_EPOCH - time.time() - 1000) < 30
+        got = int(re.search(rb"\+TIME:(\d+)", e.cmd("AT+TIME=1")).group(1))
+        assert abs(got - time.time() - 1000) < 30
