@@ -251,7 +251,7 @@ class RnwfCommands:
         await SocketCommands.sockwrto(self, ctx, sid, host, port, length, data)
 
     @command("+SOCKRD", Form.WRITE, Int("SOCK_ID", 1, 65535), Int("OUTPUT_MODE", 1, 2), Int("LENGTH", 1, 65535),
-             family="socket", doc="Read and consume: mode 1 +SOCKRD:<id>,<n>,\"<data>\"; mode 2 '#' and the raw bytes")
+             family="socket", doc="Read and consume: mode 1 +SOCKRD:<id>,<n>,\"<data>\"; mode 2 +SOCKRD:<id>,<n>,# and the raw bytes, then OK")
     async def sockrd(self, ctx, sid: int, mode: int, length: int) -> None:
         await self._sock_read(ctx, sid, mode, length, consume=True)
 
@@ -275,7 +275,7 @@ class RnwfCommands:
         if mode == 1:
             ctx.info(f"+SOCKRD:{sid},{len(data)},{self.fmt(data)}")
         else:
-            ctx.raw(b"#" + data)
+            ctx.raw(f"+SOCKRD:{sid},{len(data)},#".encode() + data)   # then OK at once
         if consume:
             s.announced = False
             if s.proto == 2:

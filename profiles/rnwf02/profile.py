@@ -55,7 +55,7 @@ DEVIATIONS = [
     "Errors: ERROR:<module>.<code>,\"<text>\" (ATV3, the default; ATV1/ATV2 without the text, ATV0 bare ERROR). Module 0 = the line (0.3 unknown command, 0.4 invalid parameter, 0.5 incorrect number of parameters); <module>.<code> = a failure of that module's command (README table).",
     "AT+RST answers OK, then the module reboots and prints +BOOT:\"RNWF - AT Command Interface v<version>...\" after rnwf02.boot_delay seconds (default 1.5).",
     "Binary phases (SOCKWR/SOCKWRTO without data, FS=1): the module prompts with '#', then takes exactly <LENGTH> raw bytes (+++ is data); a host silent for data_timeout seconds (default 10) abandons it: ERROR:<m>.5.",
-    "AT+SOCKRD=<id>,2,<n> answers '#', then exactly the bytes it has (at most n), then OK; mode 1 answers +SOCKRD:<id>,<n>,\"<data>\".",
+    "AT+SOCKRD=<id>,2,<n> answers +SOCKRD:<id>,<count>,# then exactly <count> raw bytes (what it has, at most n), then OK at once; mode 1 answers +SOCKRD:<id>,<count>,\"<data>\".",
     "+SOCKRXT:<id>,<n> gives the total buffered, sent when data arrives on an empty (or fully read) buffer and again after a read that leaves data: every announcement can be read in full.",
     "Strings the module prints are quoted with '\\\"' and '\\\\' escaped (JSON payloads read as sent); input strings accept the same escapes and [hex].",
     "+MQTTSUBRX:<dup>,<qos>,<retain>,\"<topic>\",\"<payload>\"; with AT+MQTTC=9,<n> (n > 0) a longer payload is announced +MQTTSUBRX:<dup>,<qos>,<retain>,\"<topic>\",<msg id>,<length> and read with AT+MQTTSUBRD.",
