@@ -51,6 +51,9 @@ class _ProvCtx:
 class WlanCommands:
     """Mixin of :class:`MicrochipWinc`: scans, station link, soft-AP and provisioning."""
 
+    #: commands accepted over the provisioning TCP link
+    PROV_COMMANDS = ("+WSTAC", "+WSCNA", "+WSCNP", "+WPROV")
+
     # ================================================================== scanning
     @command("+WSCNC", Form.EXEC, family="scan", doc="Read all scan parameters (1 SCAN_TIME ms, 2 PASV_LISTEN ms)")
     @command("+WSCNC", Form.WRITE, Int("param_id"), Str("param_val", quoted=None, optional=True), family="scan")
@@ -454,7 +457,7 @@ class WlanCommands:
                 cl = self._prov_engine.parse_command(line)
             except ParamError:
                 raise CmdError("syntax") from None
-            if cl.name not in ("+WSTAC", "+WSCNA", "+WSCNP", "+WPROV"):
+            if cl.name not in self.PROV_COMMANDS:
                 raise CmdError("unknown", message="not available over the provisioning link")
             spec, fs, skip = self.module.resolve(cl)
             if fs is None or fs.handler is None:

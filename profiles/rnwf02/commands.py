@@ -36,6 +36,9 @@ class RnwfCommands:
     readcert = None
     loadcert = None
 
+    #: commands accepted over the provisioning TCP link (scan results go to the UART)
+    PROV_COMMANDS = ("+WSTAC", "+WPROV")
+
     # ================================================================== INTERNAL (2)
     @command("V", Form.EXEC, family="general", doc="ATV: error verbosity 0 (same as ATV0)")
     @command("V", Form.WRITE, Int("LEVEL", 0, 3), family="general",

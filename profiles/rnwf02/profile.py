@@ -113,7 +113,7 @@ class Rnwf02(RnwfCommands, MicrochipWinc):
         UrcSpec("+WSCNDONE", "+WSCNDONE:<COUNT>", "scan finished", "scan"),
         UrcSpec("+WSTAAIP", '+WSTAAIP:<ASSOC_ID>,"<IP>"', "an address: IPv6 link-local first, then IPv4 (DHCP)", "wlan"),
         UrcSpec("+WSTALD", "+WSTALD:<ASSOC_ID>", "station link down", "wlan"),
-        UrcSpec("+WSTAERR", "+WSTAERR:<ASSOC_ID>,<ERROR_CODE>", "connection failed: 1 no AP, 2 authentication, 3 security mismatch", "wlan"),
+        UrcSpec("+WSTAERR", "+WSTAERR:<ERROR_CODE>", "connection failed: 1 no AP, 2 authentication, 3 security mismatch", "wlan"),
         UrcSpec("+WSTALU", '+WSTALU:<ASSOC_ID>,"<BSSID>",<CHANNEL>', "station link up", "wlan"),
         UrcSpec("+WPROVEXIT", "+WPROVEXIT", "provisioning ended over the provisioning link", "wprov"),
     ]
