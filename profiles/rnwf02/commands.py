@@ -17,29 +17,30 @@ from emulator.grammar import Bytes, Data, Form, Int, Str
 from emulator.net.errors import NetError
 from emulator.profile import CmdError, command
 
-from profiles.microchip_winc.common import (E_STATE, E_SOCKET, E_DATA, E_CERT, E_NOLINK, E_BUSY, NET_CODES,
-                                            arg_bytes, sfx, log, text_arg)
-from profiles.microchip_winc.mqtt import MqttCommands, _topic
-from profiles.microchip_winc.sockets import SocketCommands, Sock
+from profiles.microchip_common.common import (E_STATE, E_SOCKET, E_DATA, E_CERT, E_BUSY, NET_CODES,
+                                               arg_bytes, sfx, log, text_arg, valid_material)
+from profiles.microchip_common.mqtt import MqttCommands, _topic
+from profiles.microchip_common.sockets import SocketCommands, Sock
 
 MAX_WRITE = 1460
 NTP_EPOCH = 2208988800          # seconds from 1900-01-01 to 1970-01-01
 
 
 class RnwfCommands:
-    """Mixin of :class:`Rnwf02` (listed before the WINC class, so its handlers win)."""
+    """Mixin of :class:`Rnwf02` (listed before the family class, so its handlers win)."""
 
-    # ---- WINC commands the RNWF guide does not have -------------------------------------------
+    # ---- shared (WINC-worded) commands the RNWF guide does not have --------------------------
     wscna = None
     wscnp = None
-    lowpower = None
-    readcert = None
-    loadcert = None
 
     #: commands accepted over the provisioning TCP link (scan results go to the UART)
     PROV_COMMANDS = ("+WSTAC", "+WPROV")
 
     # ================================================================== INTERNAL (2)
+    @command("E", Form.WRITE, Int("N", 0, 1), family="general", doc="ATE0 echo and prompt off, ATE1 on (until reset)")
+    async def ate(self, ctx, n: int) -> None:
+        self.module.engine.echo = bool(n)
+
     @command("V", Form.EXEC, family="general", doc="ATV: error verbosity 0 (same as ATV0)")
     @command("V", Form.WRITE, Int("LEVEL", 0, 3), family="general",
              doc="Error verbosity: 0 ERROR, 1-2 ERROR:<module>.<code>, 3 (default) with the text")
@@ -179,7 +180,7 @@ class RnwfCommands:
         if length is None:
             raise CmdError("param", param_kind="count", message="<LENGTH> missing")
         data = await self._binary(ctx, length)
-        if not self._valid_material(data):
+        if not valid_material(data):
             raise self.fail(E_CERT, "not a PEM/DER certificate or key")
         try:
             store.write(name, data)
@@ -600,7 +601,7 @@ class RnwfCommands:
     @command("+DI", Form.EXEC, family="di", doc="Device information: 1 DEVICE_ID, 2 MODEL, 3 MAC, 4 FW_VERSION")
     async def di(self, ctx) -> None:
         from .profile import MAC, GMR
-        ctx.info(f'+DI:1,"0x29C71053"')
+        ctx.info('+DI:1,"0x29C71053"')
         ctx.info(f'+DI:2,"{self.model}"')
         ctx.info(f'+DI:3,"{MAC}"')
         ctx.info(f'+DI:4,"{GMR.split()[0]}"')

@@ -3,9 +3,9 @@
 Source: Microchip's "RNWF02 Application Developer's Guide", chapter "AT Commands" (and the RNWF11
 guide). The inventory is ``INVENTORY.md`` next to this file, the choices are in ``README.md``.
 
-RNWF02 is a dialect of the family ``microchip-winc`` implements: the station, soft-AP, scanning,
+RNWF02 is a dialect of the family ``microchip-winc`` also belongs to: the station, soft-AP, scanning,
 provisioning, socket, TLS, DNS, ping and MQTT machinery is shared (this class derives from
-:class:`profiles.microchip_winc.MicrochipWinc`); this package holds only what the RNWF dialect
+:class:`profiles.microchip_common.MicrochipFamily`); this package holds only what the RNWF dialect
 says differently: the prompt and AEC framing, ``ERROR:<module>.<code>`` status codes, the
 configuration tables, the ``#`` prompt of the binary phases, ``+MQTTSUBRX``, ``+WSCN`` and the
 modules WINC does not have (RST, SNTP/TIME, FS, NETIF, DHCP, DNSC, ASSOC, SI, DI, CFG).
@@ -19,9 +19,9 @@ from emulator.files import FlashFS
 from emulator.grammar import Dialect, UrcSpec
 from emulator.profile import CmdError
 
-from profiles.microchip_winc import MicrochipWinc
-from profiles.microchip_winc.common import (E_UNKNOWN, E_PARAM, E_STATE, E_SOCKET, E_NORES, E_BUSY, E_NOLINK,
-                                            E_DATA, E_CERT, E_INTERNAL, _P)
+from profiles.microchip_common import MicrochipFamily
+from profiles.microchip_common.common import (E_UNKNOWN, E_PARAM, E_STATE, E_SOCKET, E_NORES, E_BUSY, E_NOLINK,
+                                              E_DATA, E_CERT, E_INTERNAL, _P)
 
 from .commands import RnwfCommands
 
@@ -65,7 +65,7 @@ DEVIATIONS = [
 ]
 
 
-class Rnwf02(RnwfCommands, MicrochipWinc):
+class Rnwf02(RnwfCommands, MicrochipFamily):
     name = "rnwf02"
     aliases = ("rnwf", "rnwf02pc", "rnwf02uc", "wincs02")
     summary = "Microchip RNWF02 Wi-Fi AT firmware (scan, STA, soft-AP, sockets, TLS, MQTT, SNTP, FS)"
@@ -150,18 +150,12 @@ class Rnwf02(RnwfCommands, MicrochipWinc):
            choices=(9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600))}
 
     TLS_INDEXES = (1, 2)
+    CONFIG_TABLES = MicrochipFamily.CONFIG_TABLES + ("SNTPC", "DNSC", "DHCPSC")
 
     def __init__(self, module):
         super().__init__(module)
-        self.opts = getattr(module.world, "options", {}) or {}
-        pre = self.option_prefix + "."
-        self.ack_timeout = float(self.opts.get(pre + "ack_timeout", 10.0))
-        self.data_timeout = float(self.opts.get(pre + "data_timeout", 10.0))
-        self.boot_delay = float(self.opts.get(pre + "boot_delay", 1.5))
+        self.boot_delay = float(self.option("boot_delay", 1.5))
         self.cfg["MQTTC"][3] = (self.model + "_" + MAC.replace(":", "")[-6:]).encode()
-        for name in ("SNTPC", "DNSC", "DHCPSC"):
-            self.cfg[name] = {i: p.default for i, p in getattr(self, name).items()}
-        self.tls_confs = {i: {k: p.default for k, p in self.TLSC.items()} for i in self.TLS_INDEXES}
         self.verbosity = 3
         self.assoc_count = 0
         self.booted_at = time.monotonic()

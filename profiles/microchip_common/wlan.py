@@ -1,4 +1,4 @@
-"""microchip-winc WLAN (manual ch. 4-5): scanning, station, soft-AP, provisioning over TCP."""
+"""Microchip family WLAN: scanning, station, soft-AP, provisioning over TCP."""
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +12,8 @@ from emulator.net.errors import NetError
 from emulator.profile import CmdError, command
 from emulator.world import AccessPoint
 
-from .common import (E_STATE, E_NORES, E_BUSY, WSTAERR_NO_AP, WSTAERR_AUTH, WSTAERR_SECURITY, STA_SEC, AP_SEC,
-                     REPORT_SEC, MAC, fmt_str, sfx, log, text_arg)
+from .common import (E_STATE, E_NORES, E_BUSY, WSTAERR_NO_AP, WSTAERR_AUTH, WSTAERR_SECURITY,
+                     REPORT_SEC, MAC, sfx, log, text_arg)
 
 AP_GATEWAY = "192.168.1.1"      # the soft-AP's own address; its DHCP server leases 192.168.1.<99 + ASSOC_ID>
 

@@ -1,4 +1,4 @@
-"""microchip-winc MQTT (manual ch. 6): MQTTC, MQTTCONN, MQTTSUB, MQTTUNSUB, MQTTPUB, MQTTDISCONN."""
+"""Microchip family MQTT: MQTTC, MQTTCONN, MQTTSUB, MQTTUNSUB, MQTTPUB, MQTTDISCONN."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,7 +8,7 @@ from emulator.module import Ctx
 from emulator.net.errors import NetError
 from emulator.profile import CmdError, command
 
-from .common import E_STATE, E_BUSY, E_NOLINK, MAX_DATA, arg_bytes, fmt_str, sfx, log
+from .common import E_STATE, E_BUSY, E_NOLINK, MAX_DATA, arg_bytes, sfx, log
 
 
 def _topic(ctx, index: int, wildcards: bool) -> str:

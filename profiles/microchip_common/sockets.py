@@ -1,4 +1,4 @@
-"""microchip-winc network stack (manual ch. 7): sockets, binary mode, TLS configuration, DNS, ping."""
+"""Microchip family network stack: sockets, binary mode, TLS configuration, DNS, ping."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +11,7 @@ from emulator.net.errors import NetError
 from emulator.profile import CmdError, command
 
 from .common import (E_STATE, E_SOCKET, E_NORES, E_DATA, E_CERT, NET_CODES, MAX_SOCKETS, MAX_DATA, TLS_CONFS,
-                     fmt_str, sfx, log, text_arg)
+                     sfx, log, text_arg)
 
 
 @dataclass
@@ -314,6 +314,21 @@ class SocketCommands:
             if s.proto == 2 and s.conn is not None and s.conn.remote_addr:
                 r = s.conn.remote_addr
             ctx.info(f'+SOCKLST:{i},{s.proto},"{r[0] if r else ""}",{r[1] if r else 0},{s.local_port}')
+
+    async def _skip_to_escape(self, ctx, seen: bytes) -> None:
+        """After an overflow in +++ mode, discard the rest of the host's data up to its +++.
+
+        The +++ may straddle the overflow point (``seen`` ends with ``+`` or ``++``). Gives up
+        after ``data_timeout`` seconds of silence, like the data phase itself."""
+        plus = min(2, len(seen) - len(seen.rstrip(b"+")))
+        while plus:
+            ev = await ctx.read_data(1, idle=self.data_timeout)
+            if not isinstance(ev, Data) or ev.reason != "length":
+                return
+            plus = plus + 1 if ev.payload == b"+" else 0
+            if plus == 3:
+                return
+        await ctx.read_data(None, terminator=b"+++", idle=self.data_timeout)
 
     @property
     def _marker_wait(self) -> dict:
