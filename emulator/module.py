@@ -488,7 +488,7 @@ class Module:
                     ctx.ok()
                     return
                 if not self.profile.dialect.test_forms:
-                    raise CmdError("unknown", message=f"AT{cl.name}=? is not supported")
+                    raise CmdError("unknown", message=f"AT{cl.name}=? is not supported", param_kind="form")
                 line = self.profile.test_line(spec)
                 if line:
                     ctx.info(line)
@@ -496,7 +496,7 @@ class Module:
                 ctx.ok()
                 return
             if fs is None or fs.handler is None:
-                raise CmdError("unknown", message=f"AT{cl.name} has no {cl.form.value} form")
+                raise CmdError("unknown", message=f"AT{cl.name} has no {cl.form.value} form", param_kind="form")
             try:
                 values = bind(fs, cl.args, self.profile.dialect, skip)
             except ParamError as e:

@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 class CmdError(Exception):
     """A command failed. The profile turns it into its vendor's error line.
 
-    ``kind``: ``unknown`` (no such command/form), ``param`` (bad parameters: see ``param_kind``),
+    ``kind``: ``unknown`` (no such command, or ``param_kind="form"``: a known command in a form it
+    lacks), ``param`` (bad parameters: see ``param_kind``),
     ``syntax``, ``too_long``, ``garbage``, ``failed`` (operation failed), ``busy``, ``internal``.
     ``code`` is an optional vendor error code; ``message`` a human description (for logs).
     """

@@ -2,6 +2,8 @@
 association count), +WSTA/+ASSOC/+NETIFC, soft-AP with a (control-plane) station, the DHCP server configuration."""
 from __future__ import annotations
 
+import socket
+
 from rnwf_helpers import Rnwf
 
 
@@ -86,3 +88,41 @@ def test_soft_ap_stations_and_dhcp_server():
         assert ap.cmd('AT+DHCPSC=0,2,"192.168.1.x"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
         assert ap.cmd('AT+WAPC=3,"short"') == b"OK\r\n"
         assert ap.cmd("AT+WAP=1") == b'ERROR:18.2,"Not Allowed In This State"\r\n'
+
+
+def _prov_cmd(c, line: bytes) -> bytes:
+    c.sendall(line + b"\r\n")
+    buf = b""
+    while not (buf.endswith(b"OK\r\n") or (b"ERROR" in buf and buf.endswith(b"\r\n"))):
+        buf += c.recv(4096)
+    return buf
+
+
+def test_provisioning_over_tcp():
+    with Rnwf() as e:
+        assert e.cmd("AT+WPROVC") == b'+WPROVC:1,2\r\n+WPROVC:2,""\r\n+WPROVC:3,80\r\nOK\r\n'
+        assert e.cmd("AT+WPROV=1") == b"OK\r\n"
+        port = e.sync(lambda: e.prof.provisioning_port)
+        assert port
+        assert e.cmd("AT+WAP") == b"+WAP:1\r\nOK\r\n"
+        c = socket.create_connection(("127.0.0.1", port), timeout=5)
+        try:
+            assert _prov_cmd(c, b'AT+WSTAC=1,"MyAP"') == b"OK\r\n"
+            assert _prov_cmd(c, b"AT+WSTAC=2,3") == b"OK\r\n"
+            assert _prov_cmd(c, b'AT+WSTAC=3,"MyAPPSK-123"') == b"OK\r\n"
+            assert _prov_cmd(c, b"AT+WSTAC=1") == b'+WSTAC:1,"MyAP"\r\nOK\r\n'
+            assert _prov_cmd(c, b"AT+GMI") == b'ERROR:0.3,"Unknown Command"\r\n'
+            c.sendall(b"AT+WPROV=0\r\n")
+            buf = b""
+            while True:
+                chunk = c.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+            assert buf == b"OK\r\n"          # then the link closes
+        finally:
+            c.close()
+        assert e.read_until(rb"\+WPROVEXIT\r\n") == b"\r+WPROVEXIT\r\n"
+        assert e.cmd("AT+WAP") == b"+WAP:0\r\nOK\r\n"
+        assert e.cmd("AT+WSTA=1") == b"OK\r\n"
+        e.aec(rb'\+WSTAAIP:1,"192\.168\.0\.20"\r\n')

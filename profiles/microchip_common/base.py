@@ -29,6 +29,8 @@ class MicrochipFamily(SocketCommands, MqttCommands, WlanCommands, Profile):
     AP_SEC = AP_SEC
     #: the configuration tables (id -> _P) a dialect defines: WSCNC, WSTAC, WAPC, WPROVC, MQTTC, TLSC
     CONFIG_TABLES = ("WSCNC", "WSTAC", "WAPC", "WPROVC", "MQTTC")
+    #: an unused WPROVC PIN prints as [] (the WINC manual's example) rather than ""
+    EMPTY_PIN_AS_HEX = False
     #: TLS configuration indexes
     TLS_INDEXES = tuple(range(1, TLS_CONFS + 1))
 
@@ -102,7 +104,7 @@ class MicrochipFamily(SocketCommands, MqttCommands, WlanCommands, Profile):
         p = getattr(self, cmd)[pid]
         if p.kind == "int":
             return f"+{cmd}:{pid},{value}"
-        if cmd == "WPROVC" and pid == 2 and not value:
+        if cmd == "WPROVC" and pid == 2 and not value and self.EMPTY_PIN_AS_HEX:
             return f"+{cmd}:{pid},[]"
         return f"+{cmd}:{pid},{self.fmt(value or b'')}"
 

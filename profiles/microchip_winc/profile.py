@@ -113,6 +113,8 @@ class MicrochipWinc(MicrochipFamily, GeneralCommands):
         UrcSpec("+PING", "+PING:<IP_ADDRESS>,<RTT>", "echo reply (RTT ms, -1 = no reply)", "ping"),
     ]
 
+    EMPTY_PIN_AS_HEX = True
+
     WSCNC = {1: _P("SCAN_TIME", "int", 30, 1, 60000), 2: _P("PASV_LISTEN", "int", 300, 1, 60000)}
     WSTAC = {1: _P("SSID", "str", b"", max_len=32), 2: _P("SEC_TYPE", "int", 0, 0, 5),
              3: _P("CREDENTIALS", "str", b"", max_len=128), 4: _P("CHANNEL", "int", 255, choices=tuple(range(1, 15)) + (255,)),

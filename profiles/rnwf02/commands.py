@@ -93,6 +93,11 @@ class RnwfCommands:
     async def dnsc(self, ctx, pid: int | None = None, val: Any = None) -> None:
         self._cfg(ctx, "DNSC", self.DNSC, self.cfg["DNSC"], pid, val)
 
+    @command("+DNSRESOLV", Form.WRITE, Int("TYPE", 1, 2), Str("DOMAIN_NAME", quoted=True, min_len=1, max_len=253),
+             family="dns", doc="Resolve (1 IPv4, 2 IPv6): OK, then +DNSRESOLV:<type>,\"<name>\",\"<address>\" or +DNSERR:<code>")
+    async def dnsresolv(self, ctx, typ: int, name: str) -> None:
+        await SocketCommands.dnsresolv(self, ctx, typ, name)
+
     def _aec_dns_error(self, code: int) -> None:
         self.urc(f"+DNSERR:{code}")
 

@@ -194,7 +194,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
                 code = 2
             elif err.kind == "unknown" or err.code == E_UNKNOWN:
                 # a known command written in a form it does not have: its parameters are wrong
-                code = 5 if (cl is not None and err.kind == "unknown" and cl.name in self.commands) else 3
+                code = 5 if err.param_kind == "form" else 3
             elif err.kind == "param" or err.code == E_PARAM:
                 code = 5 if err.param_kind == "count" else 4
             elif err.kind == "busy":
