@@ -166,3 +166,30 @@ def test_sntp_sets_the_clock_after_the_link(sntp_server):
         assert abs(int(m.group(1)) - NTP_EPOCH - time.time() - 1000) < 30
         got = int(re.search(rb"\+TIME:(\d+)", e.cmd("AT+TIME=1")).group(1))
         assert abs(got - time.time() - 1000) < 30
+
+
+def test_harmony_driver_spellings(e, udp_echo):
+    """The Microchip Harmony driver writes some addresses unquoted (SOCKWRTO, SOCKBM, WSTAC=5)."""
+    assert e.cmd("AT+SOCKO=1,4") == b"+SOCKO:1\r\nOK\r\n"
+    e.write(f"AT+SOCKWRTO=1,127.0.0.1,{udp_echo.port},3\r\n".encode())
+    assert e.read_until(b"#") == b"#"
+    e.write(b"abc")
+    assert e.read_until(rb"OK\r\n") == b"OK\r\n"
+    e.aec(rb"\+SOCKRXU:1,.*?,3\r\n")
+    assert e.cmd("AT+SOCKO=1,4") == b"+SOCKO:2\r\nOK\r\n"
+    assert e.cmd("AT+SOCKBM=2,239.1.2.3,45454") == b"OK\r\n"
+    assert e.cmd("AT+SOCKBM=2,10.0.0.1,45454") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+    assert e.cmd("AT+WSTAC=5,00:01:02:03:04:05") == b'ERROR:20.2,"Not Allowed In This State"\r\n'   # connected
+    assert e.cmd("AT+WSTA=0") == b"OK\r\n"
+    assert e.read_until(rb"\+WSTALD:1\r\n") == b"\r+WSTALD:1\r\n"
+    assert e.cmd("AT+WSTAC=5,00:01:02:03:04:05") == b"OK\r\n"
+    assert e.cmd("AT+WSTAC=5") == b'+WSTAC:5,"00:01:02:03:04:05"\r\nOK\r\n'
+    assert e.cmd('AT+WSTAC=5,"nonsense"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
+    # the BSSID pins the AP: another BSSID is "no such AP"
+    assert e.cmd("AT+WSTA=1") == b"OK\r\n"
+    e.aec(rb'\+WSTAAIP:2,"192\.168\.0\.20"\r\n')
+    assert e.cmd("AT+WSTA=0") == b"OK\r\n"
+    e.aec(rb"\+WSTALD:2\r\n")
+    assert e.cmd('AT+WSTAC=5,"00:01:02:03:04:06"') == b"OK\r\n"
+    assert e.cmd("AT+WSTA=1") == b"OK\r\n"
+    assert e.read_until(rb"\+WSTA\w+:.*?\r\n") == b"\r+WSTAERR:1\r\n"

@@ -135,7 +135,9 @@ class WlanCommands:
         cred = sfx(c[3])
         if sec == "wep" and "*" in cred:
             cred = cred.split("*", 1)[1]
-        res, ap = wifi.join(self.module.world, ssid, cred, sec)
+        p5 = self.WSTAC.get(5)
+        bssid = sfx(c[5]) if p5 is not None and p5.name == "BSSID" and c.get(5) else None
+        res, ap = wifi.join(self.module.world, ssid, cred, sec, bssid=bssid)
         if res == wifi.JoinResult.OK and c[4] not in (0, 255) and ap.channel != c[4]:
             res = wifi.JoinResult.NO_AP
         assoc = None

@@ -253,7 +253,13 @@ class RnwfCommands:
         except NetError as e:
             raise self.fail(E_SOCKET, str(e)) from None
 
-    @command("+SOCKWRTO", Form.WRITE, Int("SOCK_ID", 1, 65535), Str("RMT_ADDR", quoted=True, min_len=1, max_len=128),
+    @command("+SOCKBM", Form.WRITE, Int("SOCK_ID", 1, 65535), Str("MCAST_ADDR", quoted=None, min_len=1, max_len=64),
+             Int("MCAST_PORT", 1, 65535), family="socket",
+             doc="Join a multicast group on a UDP socket bound to MCAST_PORT (address quoted or not, as the Harmony driver writes it)")
+    async def sockbm(self, ctx, sid: int, group: str, port: int) -> None:
+        await SocketCommands.sockbm(self, ctx, sid, text_arg(ctx, 1), port)
+
+    @command("+SOCKWRTO", Form.WRITE, Int("SOCK_ID", 1, 65535), Str("RMT_ADDR", quoted=None, min_len=1, max_len=128),
              Int("RMT_PORT", 1, 65535), Int("LENGTH", 1, MAX_WRITE), Bytes("DATA", quoted=True, optional=True, max_len=MAX_WRITE),
              family="socket", doc="Send a UDP datagram to an address; without DATA: '#' prompt and LENGTH raw bytes")
     async def sockwrto(self, ctx, sid: int, host: str, port: int, length: int, data: bytes | None) -> None:
@@ -325,6 +331,15 @@ class RnwfCommands:
                 sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPIDLE, int(opts[1]))
         except OSError as e:
             log.info("socket options: %s", e)
+
+    def _cfg_value(self, p, arg) -> Any:
+        # a BSSID may be written bare (AT+WSTAC=5,<mac> in the Harmony driver)
+        if p.name == "BSSID" and not (arg.quoted or arg.hexed):
+            arg = type(arg)(arg.text.strip(), quoted=True)
+        value = super()._cfg_value(p, arg)
+        if p.name == "BSSID" and value and not _is_mac(sfx(value)):
+            raise CmdError("param", message="<BSSID> must be a MAC address")
+        return value
 
     # ================================================================== TLS (17)
     @command("+TLSC", Form.EXEC, family="tls", doc="Read both TLS configurations")
@@ -623,3 +638,8 @@ def _link_local(mac: str) -> str:
 def _ap_mac(mac: str) -> str:
     last = (int(mac[-2:], 16) + 1) & 0xFF
     return f"{mac[:-2]}{last:02X}"
+
+
+def _is_mac(text: str) -> bool:
+    parts = text.split(":")
+    return len(parts) == 6 and all(len(x) == 2 and all(c in "0123456789abcdefABCDEF" for c in x) for x in parts)
