@@ -109,3 +109,32 @@ def test_subscribe_before_suback_is_busy(e, mosquitto):
         assert e.read_until(rb"\+MQTTPUB\w+:\d+\r\n", timeout=5) == b"\r+MQTTPUBERR:0\r\n"
     finally:
         mosquitto._proc.send_signal(signal.SIGCONT)
+
+
+def test_mqtt_over_tls_with_files_from_fs(pki, mosquitto_tls, mqtt_probe):
+    from peers.certs import der
+    from test_rnwf02_net import load
+    with Rnwf() as e:
+        e.join()
+        load(e, 1, "ca", pki.ca_cert.read_bytes())
+        load(e, 1, "dev", der(pki.client_cert))
+        load(e, 2, "devkey", pki.client_key.read_bytes())
+        e.oks('AT+TLSC=1,1,"ca"', 'AT+TLSC=1,2,"dev"', 'AT+TLSC=1,3,"devkey"', 'AT+TLSC=1,6,"localhost"')
+        configure(e, mosquitto_tls.tls_port, "rnwf-tls")
+        e.ok("AT+MQTTC=7,1")
+        connect(e)
+        probe = mqtt_probe(mosquitto_tls)
+        probe.subscribe("tls/#")
+        assert e.cmd('AT+MQTTPUB=0,1,0,"tls/t","secure"') == b"OK\r\n"
+        assert re.fullmatch(rb"\r\+MQTTPUBACK:\d+\r\n", e.read_until(rb"\+MQTTPUB\w+:\d+\r\n", timeout=5))
+        assert probe.wait_for("tls/t")[0] == b"secure"
+        e.ok("AT+MQTTDISCONN=0")
+        e.read_until(rb"\+MQTTCONN:0\r\n")
+        # configuration 2 trusts another CA: no connection...
+        load(e, 1, "other", pki.other_ca_cert.read_bytes())
+        e.oks('AT+TLSC=2,1,"other"', 'AT+TLSC=2,2,"dev"', 'AT+TLSC=2,3,"devkey"', "AT+MQTTC=7,2")
+        assert e.cmd("AT+MQTTCONN=1") == b"OK\r\n"
+        assert e.read_until(rb"\+MQTTCONN\w*:.*?\r\n", timeout=10) == b"\r+MQTTCONN:0\r\n"
+        # ...unless peer authentication is off (PEER_AUTH 0): the client certificate still goes
+        e.ok("AT+TLSC=2,40,0")
+        connect(e)
