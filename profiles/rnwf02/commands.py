@@ -347,19 +347,17 @@ class RnwfCommands:
              family="tls", doc="TLS configuration CONF: 1 CA_CERT_NAME, 2 CERT_NAME, 3 PRI_KEY_NAME, 4 PRI_KEY_PASSWORD, "
                                "5 SERVER_NAME (SNI), 6 DOMAIN_NAME (verified), 40 PEER_AUTH, 41 PEER_DOMAIN_VERIFY")
     async def tlsc(self, ctx, idx: int | None = None, pid: int | None = None, val: Any = None) -> None:
-        if idx is None:
-            for i in self.TLS_INDEXES:
-                for k, v in self.tls_confs[i].items():
-                    ctx.info(self._cfg_line("TLSC", k, v).replace("+TLSC:", f"+TLSC:{i},", 1))
-            return
-        if pid is None:
-            for k, v in self.tls_confs[idx].items():
-                ctx.info(self._cfg_line("TLSC", k, v).replace("+TLSC:", f"+TLSC:{idx},", 1))
-            return
-        if pid in self.TLSC and val is None:
-            ctx.info(self._cfg_line("TLSC", pid, self.tls_confs[idx][pid]).replace("+TLSC:", f"+TLSC:{idx},", 1))
-            return
-        self._cfg(ctx, "TLSC", self.TLSC, self.tls_confs[idx], pid, val, arg_index=2)
+        def line(i: int, k: int) -> str:           # reads name the configuration: +TLSC:<conf>,<id>,<val>
+            return self._cfg_line("TLSC", k, self.tls_confs[i][k]).replace("+TLSC:", f"+TLSC:{i},", 1)
+
+        if idx is None or pid is None:
+            for i in (self.TLS_INDEXES if idx is None else (idx,)):
+                for k in self.TLSC:
+                    ctx.info(line(i, k))
+        elif pid in self.TLSC and val is None:
+            ctx.info(line(idx, pid))
+        else:
+            self._cfg(ctx, "TLSC", self.TLSC, self.tls_confs[idx], pid, val, arg_index=2)
 
     def _tls_context(self, idx: int, default_name: str):
         from emulator.net.tls import client_context
@@ -526,7 +524,7 @@ class RnwfCommands:
         from .profile import MAC
         lease = self._lease() if iface == 0 else None
         vals = {1: f"wlan{iface}", 2: MAC if iface == 0 else _ap_mac(MAC),
-                3: sfx(self.__dict__.setdefault("hostname", b"RNWF02")),
+                3: sfx(self.hostname),
                 40: (self.sta_ip or "0.0.0.0") if iface == 0 else ("192.168.1.1" if self.ap_on else "0.0.0.0"),
                 41: lease.netmask if lease else ("255.255.255.0" if iface == 1 and self.ap_on else "0.0.0.0"),
                 42: lease.gateway if lease else "0.0.0.0",

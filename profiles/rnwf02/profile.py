@@ -157,6 +157,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         self.boot_delay = float(self.option("boot_delay", 1.5))
         self.cfg["MQTTC"][3] = (self.model + "_" + MAC.replace(":", "")[-6:]).encode()
         self.verbosity = 3
+        self.hostname = self.model.encode()
         self.assoc_count = 0
         self.booted_at = time.monotonic()
         self.clock_offset = 0.0          # module clock = host clock + offset (AT+TIME=..., SNTP)
