@@ -109,7 +109,8 @@ def test_describe_lists_the_guide_commands():
               "+MQTTSUB", "+MQTTUNSUB", "+MQTTPUB", "+MQTTDISCONN", "+MQTTLWT", "+MQTTSUBLST", "+MQTTSUBRD",
               "+NETIFC", "+PING", "+RST", "+SNTPC", "+SOCKO", "+SOCKBL", "+SOCKBR", "+SOCKBM", "+SOCKTLS",
               "+SOCKWR", "+SOCKWRTO", "+SOCKRD", "+SOCKRDBUF", "+SOCKCL", "+SOCKLST", "+SOCKC", "+TIME", "+TLSC",
-              "+WAPC", "+WAP", "+WSCNC", "+WSCN", "+WSTAC", "+WSTA", "+ASSOC", "+SI", "+WPROVC", "+WPROV", "+DI"):
+              "+WAPC", "+WAP", "+WSCNC", "+WSCN", "+WSTAC", "+WSTA", "+ASSOC", "+SI", "+WPROVC", "+WPROV", "+DI",
+              "+WIFIC"):
         assert "AT" + n in names, n
     # the WINC commands the RNWF guide does not have are gone
     for n in ("+WSCNA", "+WSCNP", "+LOWPOWER", "+READCERT", "+LOADCERT", "+SOCKWRT0"):

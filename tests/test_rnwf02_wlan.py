@@ -126,3 +126,22 @@ def test_provisioning_over_tcp():
         assert e.cmd("AT+WAP") == b"+WAP:0\r\nOK\r\n"
         assert e.cmd("AT+WSTA=1") == b"OK\r\n"
         e.aec(rb'\+WSTAAIP:1,"192\.168\.0\.20"\r\n')
+
+
+def test_regulatory_domain_limits_channels():
+    world = {"wifi": {"access_points": [
+        {"ssid": "ch6", "security": "open", "channel": 6, "rssi": -50, "bssid": "00:00:00:00:00:06"},
+        {"ssid": "ch13", "security": "open", "channel": 13, "rssi": -60, "bssid": "00:00:00:00:00:0d"}]}}
+    with Rnwf(world=world) as e:
+        assert e.cmd("AT+WIFIC") == (b'+WIFIC:10,"GEN"\r\n+WIFIC:20,0\r\n+WIFIC:30,0\r\n+WIFIC:31,0\r\n'
+                                     b"+WIFIC:32,0\r\n+WIFIC:33,0\r\n+WIFIC:34,0\r\nOK\r\n")
+        assert e.cmd("AT+WSCN=1") == b"OK\r\n"
+        assert e.read_until(rb"\+WSCNDONE:\d+\r\n").endswith(b"\r+WSCNDONE:2\r\n")
+        assert e.cmd('AT+WIFIC=10,"MARS"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        assert e.cmd('AT+WIFIC=10,"usa"') == b"OK\r\n"
+        assert e.cmd("AT+WIFIC=10") == b'+WIFIC:10,"USA"\r\nOK\r\n'
+        assert e.cmd("AT+WSCN=1") == b"OK\r\n"
+        assert e.read_until(rb"\+WSCNDONE:\d+\r\n") == b'\r+WSCNIND:-50,0,6,"00:00:00:00:00:06","ch6"\r\n\r+WSCNDONE:1\r\n'
+        e.oks('AT+WSTAC=1,"ch13"', "AT+WSTAC=2,0")
+        assert e.cmd("AT+WSTA=1") == b"OK\r\n"
+        assert e.read_until(rb"\+WSTA\w+:.*?\r\n") == b"\r+WSTAERR:1\r\n"

@@ -138,7 +138,8 @@ class WlanCommands:
         p5 = self.WSTAC.get(5)
         bssid = sfx(c[5]) if p5 is not None and p5.name == "BSSID" and c.get(5) else None
         res, ap = wifi.join(self.module.world, ssid, cred, sec, bssid=bssid)
-        if res == wifi.JoinResult.OK and c[4] not in (0, 255) and ap.channel != c[4]:
+        if res == wifi.JoinResult.OK and ((c[4] not in (0, 255) and ap.channel != c[4])
+                                          or not self._channel_allowed(ap.channel)):
             res = wifi.JoinResult.NO_AP
         assoc = None
         if res == wifi.JoinResult.OK:
@@ -176,6 +177,10 @@ class WlanCommands:
             if assoc_ is not None:
                 wifi.disassociate(self.module.world, assoc_[0], assoc_[1])
             raise
+
+    def _channel_allowed(self, channel: int) -> bool:
+        """May the radio use this channel (a dialect's regulatory domain)?"""
+        return True
 
     # the station's AECs (a family dialect words them its own way)
     def _aec_sta_error(self, code: int) -> None:

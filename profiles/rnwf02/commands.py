@@ -23,6 +23,8 @@ from profiles.microchip_common.mqtt import MqttCommands, _topic
 from profiles.microchip_common.sockets import SocketCommands, Sock
 
 MAX_WRITE = 1460
+#: regulatory domains of AT+WIFIC=10 and their highest channel
+REG_DOMAINS = {"GEN": 13, "USA": 11, "EMEA": 13}
 NTP_EPOCH = 2208988800          # seconds from 1900-01-01 to 1970-01-01
 
 
@@ -75,6 +77,21 @@ class RnwfCommands:
                 ctx.ok()
                 await self.module.drain_output()
                 self.module.set_baud(live[3])
+
+    @command("+WIFIC", Form.EXEC, family="cfg", doc="Read the Wi-Fi configuration (RNWF02 v2)")
+    @command("+WIFIC", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="cfg",
+             doc="10 REG_DOMAIN (GEN, USA, EMEA: channels 1-13, 1-11, 1-13), 20 POWERSAVE, 30 COEX_ENABLE, "
+                 "31 COEX_INTERFACE, 32 COEX_RX_PRIO, 33 COEX_TX_PRIO, 34 COEX_ANTENNA")
+    async def wific(self, ctx, pid: int | None = None, val: Any = None) -> None:
+        if val is not None and pid == 10 and sfx(arg_bytes(ctx.line.args[1])).upper() not in REG_DOMAINS:
+            raise CmdError("param", message="unknown regulatory domain")
+        self._cfg(ctx, "WIFIC", self.WIFIC, self.cfg["WIFIC"], pid, val,
+                  writable=lambda: pid != 10 or (self.sta_state == 0 and not self.ap_on))
+        if val is not None and pid == 10:
+            self.cfg["WIFIC"][10] = self.cfg["WIFIC"][10].upper()
+
+    def _channel_allowed(self, channel: int) -> bool:
+        return channel <= REG_DOMAINS.get(sfx(self.cfg["WIFIC"][10]), 13)
 
     @command("+DHCPSC", Form.EXEC, family="dhcp", doc="Read the soft-AP DHCP server configuration")
     @command("+DHCPSC", Form.WRITE, Int("IF", 0, 0), Int("ID", optional=True), Str("VAL", quoted=None, optional=True),
@@ -567,7 +584,7 @@ class RnwfCommands:
             aps = wifi.scan(self.module.world, channel=c[1] or None, ssid=ssid, include_hidden=True)
             n = 0
             for ap in aps:
-                if ap is getattr(self, "_own_ap", None):
+                if ap is getattr(self, "_own_ap", None) or not self._channel_allowed(ap.channel):
                     continue
                 name = "" if (ap.hidden and not ssid) else ap.ssid
                 self.urc(f'+WSCNIND:{ap.rssi},{self.REPORT_SEC.get(ap.security, 0)},{ap.channel},"{ap.bssid.upper()}",'

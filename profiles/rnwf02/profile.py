@@ -28,7 +28,7 @@ from .commands import RnwfCommands
 #: module id of every command (the guide numbers its chapters by firmware module)
 MODULE_IDS = {
     "E": 2, "V": 2, "+GMI": 2, "+GMM": 2, "+GMR": 2, "": 2,
-    "+CFG": 3, "+DHCPSC": 4, "+DNSC": 5, "+DNSRESOLV": 5, "+FS": 7,
+    "+CFG": 3, "+WIFIC": 3, "+DHCPSC": 4, "+DNSC": 5, "+DNSRESOLV": 5, "+FS": 7,
     "+MQTTC": 8, "+MQTTCONN": 8, "+MQTTSUB": 8, "+MQTTUNSUB": 8, "+MQTTPUB": 8, "+MQTTDISCONN": 8,
     "+MQTTLWT": 8, "+MQTTSUBLST": 8, "+MQTTSUBRD": 8, "+MQTTPROPTX": 8, "+MQTTPROPRX": 8, "+MQTTPROPTXS": 8,
     "+NETIFC": 9, "+PING": 11, "+RST": 12, "+SNTPC": 13,
@@ -149,8 +149,13 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
     CFG = {1: _P("ECHO", "int", 1, 0, 1), 2: _P("VERBOSITY", "int", 3, 0, 3), 3: _P("BAUD", "int", 230400,
            choices=(9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600))}
 
+    WIFIC = {10: _P("REG_DOMAIN", "str", b"GEN", max_len=6), 20: _P("POWERSAVE", "int", 0, 0, 1),
+             30: _P("COEX_ENABLE", "int", 0, 0, 1), 31: _P("COEX_INTERFACE", "int", 0, 0, 1),
+             32: _P("COEX_RX_PRIO", "int", 0, 0, 1), 33: _P("COEX_TX_PRIO", "int", 0, 0, 1),
+             34: _P("COEX_ANTENNA", "int", 0, 0, 1)}
+
     TLS_INDEXES = (1, 2)
-    CONFIG_TABLES = MicrochipFamily.CONFIG_TABLES + ("SNTPC", "DNSC", "DHCPSC")
+    CONFIG_TABLES = MicrochipFamily.CONFIG_TABLES + ("SNTPC", "DNSC", "DHCPSC", "WIFIC")
 
     def __init__(self, module):
         super().__init__(module)
