@@ -517,7 +517,7 @@ class SocketCommands:
         try:
             ip = await self.module.resolver.resolve_one(target, family=fam, timeout=10.0)
         except NetError as e:
-            self._aec_dns_error(2 if e.kind == 'dns_timeout' else 1)
+            self._aec_ping_failed(None, e.kind)
             return
         try:
             res = await ping(ip, count=1, timeout=4.0)
@@ -526,4 +526,14 @@ class SocketCommands:
         except NetError as e:
             log.warning("ping: %s", e)
             rtt = -1
+        if rtt < 0:
+            self._aec_ping_failed(ip, "timeout")
+            return
         self.urc(f'+PING:"{ip}",{rtt}')
+
+    def _aec_ping_failed(self, ip: str | None, kind: str) -> None:
+        """No reply (``ip`` set) or the name did not resolve (``ip`` None, ``kind`` the DNS failure)."""
+        if ip is None:
+            self._aec_dns_error(2 if kind == "dns_timeout" else 1)
+        else:
+            self.urc(f'+PING:"{ip}",-1')

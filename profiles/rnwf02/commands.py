@@ -115,6 +115,10 @@ class RnwfCommands:
     async def dnsresolv(self, ctx, typ: int, name: str) -> None:
         await SocketCommands.dnsresolv(self, ctx, typ, name)
 
+    def _aec_ping_failed(self, ip: str | None, kind: str) -> None:
+        # a late failure: +<CMD>:ERROR:<module>.<code> (11 = PING; 7 no reply, 8 name not resolved)
+        self.urc(f"+PING:ERROR:11.{7 if ip is not None or kind == 'dns_timeout' else 8}")
+
     def _aec_dns_error(self, code: int) -> None:
         self.urc(f"+DNSERR:{code}")
 

@@ -43,7 +43,8 @@ GENERAL = {1: "Syntax Error", 2: "Line Too Long", 3: "Unknown Command", 4: "Inva
            5: "Incorrect Number of Parameters", 6: "Internal Error"}
 #: module status codes (<module>.<code>) for failures of a command that was understood
 MODULE = {0: "Operation In Progress", 1: "Not Connected", 2: "Not Allowed In This State", 3: "No Resources",
-          4: "No Such Socket", 5: "Data Length Mismatch Or Timeout", 6: "File Or Certificate Error"}
+          4: "No Such Socket", 5: "Data Length Mismatch Or Timeout", 6: "File Or Certificate Error",
+          7: "Timeout", 8: "Name Not Resolved"}
 #: the family's generic failure codes -> RNWF module status code
 _MODULE_CODE = {E_BUSY: 0, E_NOLINK: 1, E_STATE: 2, E_NORES: 3, E_SOCKET: 4, E_DATA: 5, E_CERT: 6}
 
@@ -98,7 +99,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         UrcSpec("+MQTTSUBRX", '+MQTTSUBRX:<DUP>,<QOS>,<RETAIN>,"<TOPIC>","<PAYLOAD>" | ...,"<TOPIC>",<MSG_ID>,<LENGTH>',
                 "a message arrived on a subscription (or its notification when over MQTTC id 9)", "mqtt"),
         UrcSpec("+MQTTPROPRX", "+MQTTPROPRX:<PROP_ID>,<VALUE>", "(not produced: properties are not received, see README)", "mqtt"),
-        UrcSpec("+PING", '+PING:"<IP>",<RTT>', "echo reply (RTT ms, -1 = no reply)", "ping"),
+        UrcSpec("+PING", '+PING:"<IP>",<RTT> | +PING:ERROR:11.<code>', "echo reply (RTT ms); a late failure: 11.7 no reply, 11.8 name not resolved", "ping"),
         UrcSpec("+SOCKIND", "+SOCKIND:<SOCK_ID>,<LCL_ADDR>,<LCL_PORT>,<RMT_ADDR>,<RMT_PORT>", "TCP connection up (connected or accepted)", "socket"),
         UrcSpec("+SOCKRXT", "+SOCKRXT:<SOCK_ID>,<LENGTH>", "TCP data buffered", "socket"),
         UrcSpec("+SOCKRXU", "+SOCKRXU:<SOCK_ID>,<RMT_ADDR>,<RMT_PORT>,<LENGTH>", "UDP datagram buffered", "socket"),
