@@ -37,6 +37,11 @@ def test_byte_by_byte_host_and_lower_case():
         e.expect_nothing(0.2)
 
 
+def test_factory_uart():
+    assert find_profile("rnwf02").default_baud == 230400
+    assert find_profile("rnwf11").default_baud == 230400
+
+
 def test_rnwf11_model():
     with Rnwf(profile="rnwf11") as e:
         assert e.cmd("AT+GMM") == b'+GMM:"RNWF11"\r\nOK\r\n'
@@ -54,6 +59,8 @@ def test_status_codes_and_verbosity():
         assert e.cmd("hello") == b'ERROR:0.1,"Syntax Error"\r\n'
         # a module's failure: <module>.<code> (14 = SOCKET: no such socket; 8 = MQTT: not connected)
         assert e.cmd("AT+SOCKCL=3") == b'ERROR:14.4,"No Such Socket"\r\n'
+        assert e.cmd("AT+SOCKCL=65535") == b'ERROR:14.4,"No Such Socket"\r\n'
+        assert e.cmd("AT+SOCKCL=0") == b'ERROR:0.4,"Invalid Parameter"\r\n'
         assert e.cmd('AT+MQTTPUB=0,0,0,"t","x"') == b'ERROR:8.1,"Not Connected"\r\n'
         assert e.cmd("AT+DNSRESOLV=1,\"example.com\"") == b'ERROR:5.1,"Not Connected"\r\n'
         assert e.cmd("ATV1") == b"OK\r\n"

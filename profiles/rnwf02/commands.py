@@ -244,6 +244,22 @@ class RnwfCommands:
     async def sockbl(self, ctx, sid: int, port: int, pend: int | None = None) -> None:
         await SocketCommands.sockbl(self, ctx, sid, port)
 
+    # (the guide's socket ids are 1-65535: an id no socket has is "no such socket", 14.4)
+    @command("+SOCKCL", Form.WRITE, Int("SOCK_ID", 1, 65535), family="socket", doc="Close a socket")
+    async def sockcl(self, ctx, sid: int) -> None:
+        await SocketCommands.sockcl(self, ctx, sid)
+
+    @command("+SOCKBR", Form.WRITE, Int("SOCK_ID", 1, 65535), Str("RMT_ADDR", quoted=True, min_len=1, max_len=128),
+             Int("RMT_PORT", 1, 65535), family="socket",
+             doc="Bind to a remote address: TCP connects (+SOCKIND or +SOCKERR); UDP sets the default destination")
+    async def sockbr(self, ctx, sid: int, host: str, port: int) -> None:
+        await SocketCommands.sockbr(self, ctx, sid, host, port)
+
+    @command("+SOCKLST", Form.EXEC, family="socket", doc="List sockets: +SOCKLST:<id>,<proto>,<rmt addr>,<rmt port>,<lcl port>")
+    @command("+SOCKLST", Form.WRITE, Int("SOCK_ID", 1, 65535), family="socket")
+    async def socklst(self, ctx, sid: int | None = None) -> None:
+        await SocketCommands.socklst(self, ctx, sid)
+
     @command("+SOCKTLS", Form.WRITE, Int("SOCK_ID", 1, 65535), Int("TLS_CONF", 1, 2), family="socket",
              doc="Upgrade a connected TCP socket to TLS with configuration TLS_CONF: OK, then +SOCKTLS or +SOCKERR")
     async def socktls(self, ctx, sid: int, conf: int) -> None:
