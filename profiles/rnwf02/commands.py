@@ -637,12 +637,14 @@ class RnwfCommands:
         self.urc(f"+WSTALD:{self.assoc_count}")
 
     @command("+ASSOC", Form.EXEC, family="assoc",
-             doc='Associations: +ASSOC:<id>,<0 the peer is an AP|1 a station>,"<peer MAC>",<RSSI>')
+             doc='Report the associations: OK, then one AEC each: +ASSOC:<id>,<0 the peer is an AP|1 a station>,"<peer MAC>",<RSSI>')
     async def assoc(self, ctx) -> None:
+        # the guide lists +ASSOC under the module's AECs, and the OOB demo completes AT+ASSOC on
+        # "+ASSOC:" rather than on OK: the reports follow the OK
         if self.sta_state == 2 and self.sta_ap is not None:
-            ctx.info(f'+ASSOC:{self.assoc_count},0,"{self.sta_ap.bssid.upper()}",{self.sta_ap.rssi}')
+            self.urc(f'+ASSOC:{self.assoc_count},0,"{self.sta_ap.bssid.upper()}",{self.sta_ap.rssi}')
         for aid, mac in sorted(self.ap_stations.items()):
-            ctx.info(f'+ASSOC:{aid},1,"{mac}",-40')
+            self.urc(f'+ASSOC:{aid},1,"{mac}",-40')
 
     # ================================================================== SI (23), DI (26)
     @command("+SI", Form.EXEC, family="si", doc="System information: 1 UPTIME s, 2 FREE_HEAP, 3 SOCKETS_OPEN, 4 FS_FREE")

@@ -66,6 +66,7 @@ DEVIATIONS = [
     "Late failures without an AEC of their own use +<CMD>:ERROR:<module>.<code>: +PING:ERROR:11.7 (no reply), 11.8 (name not resolved).",
     "AT+WIFIC (firmware v2, from the Harmony driver): 10 REG_DOMAIN GEN/USA/EMEA limits scan and join channels (USA 1-11); power save and coexistence are stored.",
     "Addresses the Harmony driver writes unquoted are accepted unquoted too (SOCKWRTO, SOCKBM, WSTAC=5, MQTTUNSUB); WSTAC id 5 (BSSID) pins the AP.",
+    "AT+ASSOC answers OK, then one +ASSOC AEC per association (the guide files +ASSOC under AECs; the OOB demo completes the command on it).",
     "RNWF11 is the same interface with +GMM:\"RNWF11\"; its extra modules (MDNS, ECC, TBL, AZURE, IOMGR) are not emulated.",
 ]
 
@@ -120,6 +121,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         UrcSpec("+WSTALD", "+WSTALD:<ASSOC_ID>", "station link down", "wlan"),
         UrcSpec("+WSTAERR", "+WSTAERR:<ERROR_CODE>", "connection failed: 1 no AP, 2 authentication, 3 security mismatch", "wlan"),
         UrcSpec("+WSTALU", '+WSTALU:<ASSOC_ID>,"<BSSID>",<CHANNEL>', "station link up", "wlan"),
+        UrcSpec("+ASSOC", '+ASSOC:<ASSOC_ID>,<AP_STA>,"<MAC>",<RSSI>', "an association, reported after AT+ASSOC's OK (0: the peer is an AP, 1: a station)", "assoc"),
         UrcSpec("+WPROVEXIT", "+WPROVEXIT", "provisioning ended over the provisioning link", "wprov"),
     ]
 
