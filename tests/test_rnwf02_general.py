@@ -2,6 +2,7 @@
 configuration, time, system and device information - over a real pty with CR LF."""
 from __future__ import annotations
 
+import re
 import time
 
 from emulator.profile import find_profile
@@ -104,7 +105,11 @@ def test_cfg_time_si_di():
         assert e.cmd('AT+TIME=3,"2024-04-12T16:31:26Z"') == b"OK\r\n"
         assert e.cmd("AT+TIME=1") in (b"+TIME:1712939486\r\nOK\r\n", b"+TIME:1712939487\r\nOK\r\n")
         assert e.cmd('AT+TIME=3,"yesterday"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
-        assert e.cmd("AT+SI=3") == b"+SI:3,0\r\nOK\r\n"
+        assert re.fullmatch(rb"\+SI:\d+\r\nOK\r\n", e.cmd("AT+SI"))
+        out = e.cmd("AT+SI=0x0A")                   # packets and stack: +SI, OK, then the AECs
+        assert re.fullmatch(rb"\+SI:\d+\r\nOK\r\n", out)
+        assert e.read_until(rb"\+SISTACK:.*?\r\n") == b"\r+SIWPKTS:0,0\r\n\r+SISTACK:1024,8192,2048\r\n"
+        assert e.cmd("AT+SI=16") == b'ERROR:0.4,"Invalid Parameter"\r\n'
         assert e.cmd("AT+DI") == (b'+DI:1,"0x29C71053"\r\n+DI:2,"RNWF02"\r\n+DI:3,"04:91:62:9A:5C:01"\r\n'
                                   b'+DI:4,"2.0.0"\r\nOK\r\n')
 
@@ -123,4 +128,4 @@ def test_describe_lists_the_guide_commands():
     for n in ("+WSCNA", "+WSCNP", "+LOWPOWER", "+READCERT", "+LOADCERT", "+SOCKWRT0"):
         assert "AT" + n not in names
     urcs = {u["name"] for u in cls.describe()["urcs"]}
-    assert {"+BOOT", "+MQTTSUBRX", "+WSCNDONE", "+DNSERR", "+TIME"} <= urcs
+    assert {"+BOOT", "+MQTTSUBRX", "+WSCNDONE", "+DNSERR", "+TIME", "+ASSOC", "+SIWPKTS", "+SIHEAP", "+SISTACK"} <= urcs

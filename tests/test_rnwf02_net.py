@@ -53,6 +53,10 @@ def test_tcp_binary_write_prompt_and_reads(e, tcp_sink):
     assert e.read_until(rb"\+SOCKRXT:.*?\r\n") == b"\r+SOCKRXT:1,3\r\n"
     assert e.cmd("AT+SOCKRD=1,1,100") == b'+SOCKRD:1,3,"o\r\n"\r\nOK\r\n'
     assert re.fullmatch(rf'\+SOCKLST:1,2,"127\.0\.0\.1",{tcp_sink.port},\d+\r\nOK\r\n'.encode(), e.cmd("AT+SOCKLST"))
+    # the system information counts the traffic
+    assert e.cmd("AT+SI=2").endswith(b"OK\r\n")
+    tx, rx = map(int, e.aec(rb"\r\+SIWPKTS:(\d+),(\d+)\r\n").groups())
+    assert tx >= 2 and rx >= 1
     # the peer closes
     tcp_sink.close_client()
     assert e.read_until(rb"\+SOCKCL:.*?\r\n") == b"\r+SOCKCL:1\r\n"

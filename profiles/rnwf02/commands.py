@@ -647,13 +647,35 @@ class RnwfCommands:
             self.urc(f'+ASSOC:{aid},1,"{mac}",-40')
 
     # ================================================================== SI (23), DI (26)
-    @command("+SI", Form.EXEC, family="si", doc="System information: 1 UPTIME s, 2 FREE_HEAP, 3 SOCKETS_OPEN, 4 FS_FREE")
-    @command("+SI", Form.WRITE, Int("ID", 1, 4), family="si")
-    async def si(self, ctx, pid: int | None = None) -> None:
-        vals = {1: int(time.monotonic() - self.booted_at), 2: 96 * 1024 - 2048 * len(self.socks),
-                3: len(self.socks), 4: sum(f.free() for f in self.fs.values())}
-        for k in ([pid] if pid else vals):
-            ctx.info(f"+SI:{k},{vals[k]}")
+    @command("+SI", Form.EXEC, family="si", doc="System information: +SI:<uptime seconds>")
+    @command("+SI", Form.WRITE, Int("FILTER", 0, 0x0F), family="si",
+             doc="+SI:<uptime>, then per FILTER bit: 0x01 +SIMSTAT/+SIMERR (Wi-Fi memory), 0x02 +SIWPKTS "
+                 "(packets), 0x04 +SIHEAP/+SIHERR (heap), 0x08 +SISTACK (stack)")
+    async def si(self, ctx, mask: int = 0) -> None:
+        import sys
+        ctx.info(f"+SI:{int(time.monotonic() - self.booted_at)}")
+        ctx.ok()
+        blocks = sys.getallocatedblocks()       # the emulator's own heap stands in for the module's
+        if mask & 0x01:
+            self.urc(f"+SIMSTAT:{len(self.socks)},{self.pkts[0] + self.pkts[1]},{2048 * len(self.socks)},0,"
+                     f"{2048 * 10}")
+            self.urc("+SIMERR:0")
+        if mask & 0x02:
+            self.urc(f"+SIWPKTS:{self.pkts[0]},{self.pkts[1]}")
+        if mask & 0x04:
+            self.urc(f"+SIHEAP:{blocks},{max(0, blocks - 1000)},{blocks * 64},{max(0, blocks - 1000) * 64},{blocks * 64}")
+            self.urc("+SIHERR:0")
+        if mask & 0x08:
+            self.urc("+SISTACK:1024,8192,2048")
+
+    async def _tcp_send(self, s, payload: bytes) -> None:
+        await SocketCommands._tcp_send(self, s, payload)
+        self.pkts[0] += 1
+
+    def _tcp_data(self, s) -> None:
+        if self.socks.get(s.id) is s and not s.announced and s.conn is not None and s.conn.available:
+            self.pkts[1] += 1
+        SocketCommands._tcp_data(self, s)
 
     @command("+DI", Form.EXEC, family="di", doc="Device information: 1 DEVICE_ID, 2 MODEL, 3 MAC, 4 FW_VERSION")
     async def di(self, ctx) -> None:

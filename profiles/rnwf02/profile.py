@@ -122,6 +122,12 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         UrcSpec("+WSTAERR", "+WSTAERR:<ERROR_CODE>", "connection failed: 1 no AP, 2 authentication, 3 security mismatch", "wlan"),
         UrcSpec("+WSTALU", '+WSTALU:<ASSOC_ID>,"<BSSID>",<CHANNEL>', "station link up", "wlan"),
         UrcSpec("+ASSOC", '+ASSOC:<ASSOC_ID>,<AP_STA>,"<MAC>",<RSSI>', "an association, reported after AT+ASSOC's OK (0: the peer is an AP, 1: a station)", "assoc"),
+        UrcSpec("+SIMSTAT", "+SIMSTAT:<ALLOC>,<FREE>,<ALLOC_SZ>,<FREE_SZ>,<PEAK_ALLOC_SZ>", "Wi-Fi memory statistics (AT+SI=0x01)", "si"),
+        UrcSpec("+SIMERR", "+SIMERR:<ALLOC_ERR>", "Wi-Fi memory allocation errors (AT+SI=0x01)", "si"),
+        UrcSpec("+SIWPKTS", "+SIWPKTS:<TX>,<RX>", "Wi-Fi packets (AT+SI=0x02)", "si"),
+        UrcSpec("+SIHEAP", "+SIHEAP:<ALLOC>,<FREE>,<ALLOC_SZ>,<FREE_SZ>,<PEAK_ALLOC_SZ>", "heap statistics (AT+SI=0x04)", "si"),
+        UrcSpec("+SIHERR", "+SIHERR:<ALLOC_ERR>", "heap allocation errors (AT+SI=0x04)", "si"),
+        UrcSpec("+SISTACK", "+SISTACK:<STACK_MIN_RESERVED>,<STACK_RESERVED>,<STACK_USAGE>", "stack usage (AT+SI=0x08)", "si"),
         UrcSpec("+WPROVEXIT", "+WPROVEXIT", "provisioning ended over the provisioning link", "wprov"),
     ]
 
@@ -170,6 +176,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         self.cfg["MQTTC"][3] = (self.model + "_" + MAC.replace(":", "")[-6:]).encode()
         self.verbosity = 3
         self.hostname = self.model.encode()
+        self.pkts = [0, 0]                # data packets sent / received, for +SIWPKTS
         self.assoc_count = 0
         self.booted_at = time.monotonic()
         self.clock_offset = 0.0          # module clock = host clock + offset (AT+TIME=..., SNTP)
