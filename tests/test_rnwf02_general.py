@@ -105,13 +105,22 @@ def test_cfg_time_si_di():
         assert e.cmd('AT+TIME=3,"2024-04-12T16:31:26Z"') == b"OK\r\n"
         assert e.cmd("AT+TIME=1") in (b"+TIME:1712939486\r\nOK\r\n", b"+TIME:1712939487\r\nOK\r\n")
         assert e.cmd('AT+TIME=3,"yesterday"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        assert e.cmd('AT+TIME=3,"2024-04-12T16:31:26Z"') == b"OK\r\n"
         assert re.fullmatch(rb"\+SI:\d+\r\nOK\r\n", e.cmd("AT+SI"))
         out = e.cmd("AT+SI=0x0A")                   # packets and stack: +SI, OK, then the AECs
         assert re.fullmatch(rb"\+SI:\d+\r\nOK\r\n", out)
         assert e.read_until(rb"\+SISTACK:.*?\r\n") == b"\r+SIWPKTS:0,0\r\n\r+SISTACK:1024,8192,2048\r\n"
         assert e.cmd("AT+SI=16") == b'ERROR:0.4,"Invalid Parameter"\r\n'
-        assert e.cmd("AT+DI") == (b'+DI:1,"0x29C71053"\r\n+DI:2,"RNWF02"\r\n+DI:3,"04:91:62:9A:5C:01"\r\n'
-                                  b'+DI:4,"2.0.0"\r\nOK\r\n')
+        # the guide's example: device id, number of images, image info (ATN16: hexadecimal)
+        assert e.cmd("AT+DI") == b"+DI:1,700907603\r\n+DI:14,1\r\n+DI:15.0,4293844431,4278256128,1610612736\r\nOK\r\n"
+        assert e.cmd("ATN16") == b"OK\r\n"
+        assert e.cmd("AT+DI") == b"+DI:1,0x29c70053\r\n+DI:14,0x00000001\r\n+DI:15.0,0xffeeddcf,0xff010200,0x60000000\r\nOK\r\n"
+        assert e.cmd("AT+DI=1") == b"+DI:1,0x29c70053\r\nOK\r\n"
+        assert e.cmd("AT+DI=2") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        assert e.cmd("ATN8") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        # AT+TIME reads in the current format: the last one asked for
+        assert e.cmd("AT+TIME=1") in (b"+TIME:1712939486\r\nOK\r\n", b"+TIME:1712939487\r\nOK\r\n")
+        assert e.cmd("AT+TIME") in (b"+TIME:1712939486\r\nOK\r\n", b"+TIME:1712939487\r\nOK\r\n")
 
 
 def test_describe_lists_the_guide_commands():

@@ -43,9 +43,11 @@ def test_station_addresses_and_association_count():
         assert e.cmd("AT+WSTA") == b"+WSTA:1\r\nOK\r\n"
         assert e.cmd("AT+ASSOC") == b"OK\r\n"               # the report follows as an AEC
         assert e.read_until(rb"\+ASSOC:.*?\r\n") == b'\r+ASSOC:1,0,"00:01:02:03:04:05",-50\r\n'
-        assert e.cmd("AT+NETIFC=0,40") == b'+NETIFC:40,"192.168.0.20"\r\nOK\r\n'
+        assert e.cmd("AT+NETIFC") == b'+NETIFC:0,"wlan0"\r\n+NETIFC:1,"wlan1"\r\nOK\r\n'
+        assert e.cmd("AT+NETIFC=0,40") == b'+NETIFC:40,"192.168.0.20/24"\r\nOK\r\n'
         assert e.cmd("AT+NETIFC=0,2") == b'+NETIFC:2,"04:91:62:9A:5C:01"\r\nOK\r\n'
-        assert e.cmd('AT+NETIFC=0,40,"10.0.0.1"') == b'ERROR:9.2,"Not Allowed In This State"\r\n'
+        assert e.cmd("AT+NETIFC=0,10") == b"+NETIFC:10,1\r\nOK\r\n"
+        assert e.cmd('AT+NETIFC=0,40,"10.0.0.1"') == b'ERROR:9.2,"Not Allowed In This State"\r\n'   # DHCP on
         assert e.cmd("AT+WSTAC=1,\"other\"") == b'ERROR:20.2,"Not Allowed In This State"\r\n'
         assert e.cmd("AT+WSTA=0") == b"OK\r\n"
         assert e.read_until(rb"\+WSTALD:\d+\r\n") == b"\r+WSTALD:1\r\n"
@@ -148,3 +150,13 @@ def test_regulatory_domain_limits_channels():
         e.oks('AT+WSTAC=1,"ch13"', "AT+WSTAC=2,0")
         assert e.cmd("AT+WSTA=1") == b"OK\r\n"
         assert e.read_until(rb"\+WSTA\w+:.*?\r\n") == b"\r+WSTAERR:1\r\n"
+
+
+def test_static_address():
+    with Rnwf() as e:
+        e.oks("AT+NETIFC=0,10,0", 'AT+NETIFC=0,40,"192.168.0.77/24"', 'AT+NETIFC=0,3,"sensor-7"')
+        assert e.cmd("AT+NETIFC=0,3") == b'+NETIFC:3,"sensor-7"\r\nOK\r\n'
+        e.oks('AT+WSTAC=1,"MyAP"', "AT+WSTAC=2,3", 'AT+WSTAC=3,"MyAPPSK-123"')
+        assert e.cmd("AT+WSTA=1") == b"OK\r\n"
+        e.aec(rb'\r\+WSTAAIP:1,"192\.168\.0\.77"\r\n')
+        assert e.cmd("AT+NETIFC=0,40") == b'+NETIFC:40,"192.168.0.77/24"\r\nOK\r\n'

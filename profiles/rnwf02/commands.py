@@ -135,13 +135,17 @@ class RnwfCommands:
         await self._ntp_sync(sfx(self.cfg["SNTPC"][3]))
         if "offset" in self.ntp:
             self.clock_offset = 0.0
-            self.urc(f"+TIME:{int(self.module_time()) + NTP_EPOCH}")
+            self.urc(self._time_line())
 
     # ================================================================== TIME (16)
-    @command("+TIME", Form.EXEC, family="time", doc="Read the clock: +TIME:<NTP seconds>")
+    @command("+TIME", Form.EXEC, family="time", doc="Read the clock in the current format")
     @command("+TIME", Form.WRITE, Int("FORMAT", 1, 3), Str("TIME", quoted=None, optional=True), family="time",
-             doc="AT+TIME=<1 UTC seconds|2 NTP seconds|3 RFC 3339> reads in that format; with a value sets the clock")
-    async def timec(self, ctx, fmt: int = 2, val: Any = None) -> None:
+             doc="AT+TIME=<1 UTC seconds|2 NTP seconds|3 RFC 3339> reads in that format (it becomes the current "
+                 "one); with a value sets the clock")
+    async def timec(self, ctx, fmt: int | None = None, val: Any = None) -> None:
+        if fmt is None:
+            fmt = self.time_format
+        self.time_format = fmt
         if val is not None:
             arg = ctx.line.args[1]
             try:
@@ -160,14 +164,17 @@ class RnwfCommands:
                 raise CmdError("param", message="bad time value") from None
             self.clock_offset = secs - time.time() - float(self.ntp.get("offset", 0.0))
             return
+        ctx.info(self._time_line())
+
+    def _time_line(self) -> str:
+        """+TIME:<now in the current format> (the AT+TIME answer and the AEC after SNTP)."""
         now = self.module_time()
-        if fmt == 1:
-            ctx.info(f"+TIME:{int(now)}")
-        elif fmt == 2:
-            ctx.info(f"+TIME:{int(now) + NTP_EPOCH}")
-        else:
-            t = _dt.datetime.fromtimestamp(now, _dt.timezone.utc)
-            ctx.info(f'+TIME:"{t.strftime("%Y-%m-%dT%H:%M:%S")}.{t.microsecond // 10000:02d}Z"')
+        if self.time_format == 1:
+            return f"+TIME:{int(now)}"
+        if self.time_format == 2:
+            return f"+TIME:{int(now) + NTP_EPOCH}"
+        t = _dt.datetime.fromtimestamp(now, _dt.timezone.utc)
+        return f'+TIME:"{t.strftime("%Y-%m-%dT%H:%M:%S")}.{t.microsecond // 10000:02d}Z"'
 
     # ================================================================== RST (12)
     @command("+RST", Form.EXEC, family="rst", doc="Reset: OK, then +BOOT after the reboot")
@@ -553,34 +560,57 @@ class RnwfCommands:
         self._props(ctx, "txs", pid, val)
 
     # ================================================================== NETIF (9)
-    @command("+NETIFC", Form.EXEC, family="netif", doc="Read interface 0 (the station)")
+    @command("+NETIFC", Form.EXEC, family="netif", doc="List the interfaces: +NETIFC:<IF>,<name>")
     @command("+NETIFC", Form.WRITE, Int("IF", 0, 1), Int("ID", optional=True), Str("VAL", quoted=None, optional=True),
-             family="netif", doc="Interface IF (0 station, 1 soft-AP): 1 NAME, 2 MAC, 3 HOSTNAME, 40 IPV4_ADDR, 41 IPV4_MASK, "
-                                 "42 IPV4_GW, 60 IPV6_LL")
-    async def netifc(self, ctx, iface: int = 0, pid: int | None = None, val: Any = None) -> None:
+             family="netif", doc="Interface IF (0 station, 1 soft-AP): 1 NAME, 2 ETHER (MAC), 3 HOSTNAME, 10 DHCPC_EN, "
+                                 "13 DHCP server, 40 IPv4 address/prefix, 41 gateway, 42 DNS, 60 IPv6 link-local")
+    async def netifc(self, ctx, iface: int | None = None, pid: int | None = None, val: Any = None) -> None:
         from .profile import MAC
+        if iface is None:
+            ctx.info('+NETIFC:0,"wlan0"')
+            ctx.info('+NETIFC:1,"wlan1"')
+            return
         lease = self._lease() if iface == 0 else None
-        vals = {1: f"wlan{iface}", 2: MAC if iface == 0 else _ap_mac(MAC),
-                3: sfx(self.hostname),
-                40: (self.sta_ip or "0.0.0.0") if iface == 0 else ("192.168.1.1" if self.ap_on else "0.0.0.0"),
-                41: lease.netmask if lease else ("255.255.255.0" if iface == 1 and self.ap_on else "0.0.0.0"),
-                42: lease.gateway if lease else "0.0.0.0",
-                60: _link_local(MAC if iface == 0 else _ap_mac(MAC))}
+        mac = MAC if iface == 0 else _ap_mac(MAC)
+        if iface == 0:
+            addr = f"{self.sta_ip}/{_prefix(lease.netmask)}" if self.sta_ip and lease else \
+                (self.static_ip if not self.dhcpc else "0.0.0.0/0")
+        else:
+            addr = "192.168.1.1/24" if self.ap_on else "0.0.0.0/0"
+        vals = {1: f'"wlan{iface}"', 2: f'"{mac}"', 3: self.fmt(self.hostname), 10: str(int(self.dhcpc)),
+                13: f'"{lease.gateway if lease and self.dhcpc else "0.0.0.0"}"', 40: f'"{addr}"',
+                41: f'"{lease.gateway if lease else "0.0.0.0"}"', 42: f'"{lease.dns if lease else "0.0.0.0"}"',
+                60: f'"{_link_local(mac)}"'}
         if pid is None:
             for k, v in vals.items():
-                ctx.info(f'+NETIFC:{k},"{v}"')
+                ctx.info(f"+NETIFC:{k},{v}")
             return
         if pid not in vals:
             raise CmdError("param", message="unknown interface parameter")
         if val is None:
-            ctx.info(f'+NETIFC:{pid},"{vals[pid]}"')
+            ctx.info(f"+NETIFC:{pid},{vals[pid]}")
             return
-        if pid != 3:
-            raise self.fail(E_STATE, "read-only: the address comes from DHCP")
-        b = arg_bytes(ctx.line.args[2])
-        if not b or len(b) > 32:
-            raise CmdError("param", message="bad host name")
-        self.hostname = b
+        if iface != 0 or pid not in (3, 10, 40):
+            raise self.fail(E_STATE, "read-only parameter")
+        arg = ctx.line.args[2]
+        if pid == 10:
+            if arg.quoted or arg.hexed or arg.text.strip() not in ("0", "1"):
+                raise CmdError("param", message="DHCPC_EN is 0 or 1")
+            self.dhcpc = arg.text.strip() == "1"
+            return
+        b = arg_bytes(arg)
+        if pid == 3:
+            if not b or len(b) > 16:
+                raise CmdError("param", message="bad host name")
+            self.hostname = b
+            return
+        if self.dhcpc or self.sta_state != 0:
+            raise self.fail(E_STATE, "a static address needs DHCPC_EN 0 and an idle station")
+        try:
+            net = ipaddress.IPv4Interface(sfx(b) if "/" in sfx(b) else sfx(b) + "/24")
+        except ValueError:
+            raise CmdError("param", message="not an IPv4 address") from None
+        self.static_ip = str(net.with_prefixlen)
 
     def _lease(self):
         if self.sta_state != 2 or self.sta_ap is None:
@@ -628,6 +658,8 @@ class RnwfCommands:
 
     def _aec_got_ip(self, ip: str) -> None:
         from .profile import MAC
+        if not self.dhcpc:                   # NETIFC 10 = 0: the static address of NETIFC 40
+            ip = self.sta_ip = self.static_ip.split("/")[0]
         self.urc(f'+WSTAAIP:{self.assoc_count},"{_link_local(MAC)}"')
         self.urc(f'+WSTAAIP:{self.assoc_count},"{ip}"')
         if self.cfg["SNTPC"][1]:
@@ -677,13 +709,29 @@ class RnwfCommands:
             self.pkts[1] += 1
         SocketCommands._tcp_data(self, s)
 
-    @command("+DI", Form.EXEC, family="di", doc="Device information: 1 DEVICE_ID, 2 MODEL, 3 MAC, 4 FW_VERSION")
-    async def di(self, ctx) -> None:
-        from .profile import MAC, GMR
-        ctx.info('+DI:1,"0x29C71053"')
-        ctx.info(f'+DI:2,"{self.model}"')
-        ctx.info(f'+DI:3,"{MAC}"')
-        ctx.info(f'+DI:4,"{GMR.split()[0]}"')
+    @command("+DI", Form.EXEC, family="di", doc="Device information: 1 DEVICE_ID, 14 NUM_IMAGES, 15.n IMAGE_INFO")
+    @command("+DI", Form.WRITE, Int("ID"), family="di")
+    async def di(self, ctx, pid: int | None = None) -> None:
+        vals = {1: [0x29C70053], 14: [len(IMAGES)]}
+        lines = {k: [f"+DI:{k}," + ",".join(self.num(v) for v in vs)] for k, vs in vals.items()}
+        lines[15] = [f"+DI:15.{i}," + ",".join(self.num(v) for v in img) for i, img in enumerate(IMAGES)]
+        if pid is not None and pid not in lines:
+            raise CmdError("param", message="unknown parameter id")
+        for k in ([pid] if pid is not None else lines):
+            for line in lines[k]:
+                ctx.info(line)
+
+    @command("N", Form.WRITE, Int("BASE", choices=(10, 16)), family="general",
+             doc="Number system of integers the module prints where the guide allows it (ATN16: hexadecimal, +DI)")
+    async def atn(self, ctx, base: int) -> None:
+        self.number_base = base
+
+    def num(self, v: int) -> str:
+        return f"0x{v:08x}" if self.number_base == 16 else str(v)
+
+
+#: the two flash images +DI reports: <SEQ_NUM>,<VERSION>,<SRC_ADDR> (the guide's example, then a second bank)
+IMAGES = [(0xFFEEDDCF, 0xFF010200, 0x60000000)]
 
 
 def _link_local(mac: str) -> str:
@@ -692,6 +740,13 @@ def _link_local(mac: str) -> str:
     b[0] ^= 0x02
     eui = bytes(b[:3]) + b"\xff\xfe" + bytes(b[3:])
     return str(ipaddress.IPv6Address(b"\xfe\x80" + b"\0" * 6 + eui)).upper()
+
+
+def _prefix(netmask: str) -> int:
+    try:
+        return ipaddress.IPv4Network(f"0.0.0.0/{netmask}").prefixlen
+    except ValueError:
+        return 24
 
 
 def _ap_mac(mac: str) -> str:

@@ -27,7 +27,7 @@ from .commands import RnwfCommands
 
 #: module id of every command (the guide numbers its chapters by firmware module)
 MODULE_IDS = {
-    "E": 2, "V": 2, "+GMI": 2, "+GMM": 2, "+GMR": 2, "": 2,
+    "E": 2, "V": 2, "N": 2, "+GMI": 2, "+GMM": 2, "+GMR": 2, "": 2,
     "+CFG": 3, "+WIFIC": 3, "+DHCPSC": 4, "+DNSC": 5, "+DNSRESOLV": 5, "+FS": 7,
     "+MQTTC": 8, "+MQTTCONN": 8, "+MQTTSUB": 8, "+MQTTUNSUB": 8, "+MQTTPUB": 8, "+MQTTDISCONN": 8,
     "+MQTTLWT": 8, "+MQTTSUBLST": 8, "+MQTTSUBRD": 8, "+MQTTPROPTX": 8, "+MQTTPROPRX": 8, "+MQTTPROPTXS": 8,
@@ -177,6 +177,10 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         self.verbosity = 3
         self.hostname = self.model.encode()
         self.pkts = [0, 0]                # data packets sent / received, for +SIWPKTS
+        self.time_format = 2              # AT+TIME's current format (NTP seconds, as +TIME after SNTP shows)
+        self.number_base = 10             # ATN10 / ATN16
+        self.dhcpc = True                 # NETIFC 10: DHCP client on the station interface
+        self.static_ip = "0.0.0.0/0"      # NETIFC 40 with DHCPC_EN 0
         self.assoc_count = 0
         self.booted_at = time.monotonic()
         self.clock_offset = 0.0          # module clock = host clock + offset (AT+TIME=..., SNTP)
