@@ -1,8 +1,9 @@
 """rnwf02 network stack over a real pty with CR LF: TCP/UDP sockets with the '#' binary prompt,
-+SOCKRXT/+SOCKRD/+SOCKRDBUF, listening sockets, socket options, TLS with files loaded by AT+FS,
++SOCKRXT/+SOCKRD/+SOCKRDBUF, listening sockets, socket options, AT+FS over XMODEM/YMODEM, TLS,
 DNS, ping and SNTP (+TIME) against real local peers."""
 from __future__ import annotations
 
+import binascii
 import re
 import socket
 import time
@@ -110,23 +111,82 @@ def test_listen_accept_and_options(e):
         c.close()
 
 
-def load(e, typ: int, name: str, data: bytes) -> None:
-    e.write(f'AT+FS=1,{typ},"{name}",{len(data)}\r\n'.encode())
-    assert e.read_until(b"#") == b"#"
-    e.write(data)
+def _block(n: int, body: bytes, blen: int, crc: bool, pad: bytes = b"\x1a") -> bytes:
+    body = body.ljust(blen, pad)
+    chk = binascii.crc_hqx(body, 0).to_bytes(2, "big") if crc else bytes([sum(body) & 0xFF])
+    return (b"\x02" if blen == 1024 else b"\x01") + bytes([n & 0xFF, 0xFF - (n & 0xFF)]) + body + chk
+
+
+def xmodem_send(e, data: bytes, prot: int, name: str | None = None) -> None:
+    """A host's XMODEM (1 checksum, 2 CRC, 3 1K) or YMODEM (4) sender over the module's UART."""
+    crc = prot != 1
+    ask = b"C" if crc else b"\x15"
+    assert e.read_until(re.escape(ask), timeout=5).endswith(ask)
+    blen = 1024 if prot in (3, 4) else 128
+
+    def send(frame: bytes) -> None:
+        e.write(frame)
+        got = e.read_until(rb"[\x06\x15\x18]", timeout=5)
+        assert got.endswith(b"\x06"), got
+
+    if prot == 4:
+        send(_block(0, name.encode() + b"\0" + str(len(data)).encode() + b" 0", 128, True, b"\0"))
+        assert e.read_until(b"C").endswith(b"C")
+    for i in range(0, max(len(data), 1), blen):
+        send(_block(i // blen + 1, data[i:i + blen], blen, crc))
+    if prot == 4:
+        e.write(b"\x04")
+        assert e.read_until(rb"[\x06\x15]").endswith(b"\x15")    # YMODEM: the first EOT is NAKed
+        send(b"\x04")
+        assert e.read_until(b"C").endswith(b"C")
+        send(_block(0, b"", 128, True, b"\0"))                    # end of batch
+    else:
+        send(b"\x04")
+
+
+def load(e, typ: int, name: str, data: bytes, prot: int = 2) -> None:
+    e.write(f'AT+FS=1,{typ},{prot},"{name}",{len(data)}\r\n'.encode())
+    xmodem_send(e, data, prot, name)
     assert e.read_until(rb"(OK|ERROR[^\r]*)\r\n") == b"OK\r\n"
+
+
+def test_fs_xmodem_and_ymodem(e, pki):
+    ca = pki.ca_cert.read_bytes()
+    for prot in (1, 2, 3):
+        load(e, 1, f"ca{prot}", ca, prot)
+        assert (e.state_dir / "fs" / "certs" / f"ca{prot}").read_bytes() == ca      # padding trimmed
+    # YMODEM batch: the name and size come from block 0
+    e.write(b"AT+FS=1,2,4\r\n")
+    xmodem_send(e, pki.client_key.read_bytes(), 4, "batchkey")
+    assert e.read_until(rb"(OK|ERROR[^\r]*)\r\n") == b"OK\r\n"
+    assert (e.state_dir / "fs" / "keys" / "batchkey").read_bytes() == pki.client_key.read_bytes()
+    assert e.cmd("AT+FS=2,2") == b'+FS:2,2,"batchkey"\r\nOK\r\n'
+    assert e.cmd("AT+FS=2,1") == b'+FS:2,1,"ca1"\r\n+FS:2,1,"ca2"\r\n+FS:2,1,"ca3"\r\nOK\r\n'
+    assert re.fullmatch(rb"\+FS:4,\d+,28\r\nOK\r\n", e.cmd("AT+FS=4"))
+    # a corrupted block is NAKed and sent again
+    e.write(b'AT+FS=1,1,2,"again",5\r\n')
+    assert e.read_until(b"C").endswith(b"C")
+    good = _block(1, b"-----", 128, True)
+    e.write(good[:-1] + bytes([good[-1] ^ 1]))
+    assert e.read_until(rb"[\x06\x15]").endswith(b"\x15")
+    e.write(good)
+    assert e.read_until(rb"[\x06\x15]").endswith(b"\x06")
+    e.write(b"\x04")
+    assert e.read_until(rb"(OK|ERROR[^\r]*)\r\n").endswith(b'ERROR:7.6,"File Or Certificate Error"\r\n')  # not a cert
+    # a host that never sends: the module gives up after data_timeout
+    e.write(b'AT+FS=1,1,2,"silent",5\r\n')
+    assert e.read_until(rb"ERROR[^\r]*\r\n", timeout=5).endswith(b'ERROR:7.5,"Data Length Mismatch Or Timeout"\r\n')
+    assert e.cmd("AT") == b"OK\r\n"
+    assert e.cmd('AT+FS=1,1,9,"x",5') == b'ERROR:0.4,"Invalid Parameter"\r\n'
+    assert e.cmd('AT+FS=1,1,2,"x"') == b'ERROR:0.5,"Incorrect Number of Parameters"\r\n'
 
 
 def test_fs_and_tls(e, pki, tls_echo_mtls):
     load(e, 1, "ca", pki.ca_cert.read_bytes())
     load(e, 1, "client", der(pki.client_cert))
     load(e, 2, "client_key", pki.client_key.read_bytes())
-    assert e.cmd("AT+FS=2,1") == b'+FS:2,1,"ca","client"\r\nOK\r\n'
+    assert e.cmd("AT+FS=2,1") == b'+FS:2,1,"ca"\r\n+FS:2,1,"client"\r\nOK\r\n'
     assert e.cmd("AT+FS=2,2") == b'+FS:2,2,"client_key"\r\nOK\r\n'
-    e.write(b'AT+FS=1,1,"junk",4\r\n')
-    assert e.read_until(b"#") == b"#"
-    e.write(b"junk")
-    assert e.read_until(rb"ERROR[^\r]*\r\n") == b'ERROR:7.6,"File Or Certificate Error"\r\n'
     e.oks('AT+TLSC=1,1,"ca"', 'AT+TLSC=1,2,"client"', 'AT+TLSC=1,3,"client_key"', 'AT+TLSC=1,5,"localhost"')
     assert e.cmd("AT+TLSC=1,40") == b"+TLSC:1,40,1\r\nOK\r\n"
     assert e.cmd("AT+TLSC=3,1") == b'ERROR:0.4,"Invalid Parameter"\r\n'
@@ -147,7 +207,7 @@ def test_fs_and_tls(e, pki, tls_echo_mtls):
     assert e.read_until(rb"\+SOCK\w+:.*?\r\n", timeout=10) == b"\r+SOCKERR:2,8\r\n"
     assert e.cmd('AT+FS=3,1,"other"') == b"OK\r\n"
     assert e.cmd('AT+FS=3,1,"other"') == b'ERROR:7.6,"File Or Certificate Error"\r\n'
-    assert e.cmd("AT+FS=2,1") == b'+FS:2,1,"ca","client"\r\nOK\r\n'
+    assert e.cmd("AT+FS=2,1") == b'+FS:2,1,"ca"\r\n+FS:2,1,"client"\r\nOK\r\n'
 
 
 def test_dns_ping(e):

@@ -6,6 +6,7 @@ wins); a handler set to ``None`` drops a WINC command the RNWF guide does not ha
 from __future__ import annotations
 
 import asyncio
+import binascii
 import datetime as _dt
 import ipaddress
 import time
@@ -23,6 +24,7 @@ from profiles.microchip_common.mqtt import MqttCommands, _topic
 from profiles.microchip_common.sockets import SocketCommands, Sock
 
 MAX_WRITE = 1460
+SOH, STX, EOT, ACK, NAK, CAN = b"\x01", b"\x02", b"\x04", b"\x06", b"\x15", b"\x18"
 #: regulatory domains of AT+WIFIC=10 and their highest channel
 REG_DOMAINS = {"GEN": 13, "USA": 11, "EMEA": 13}
 NTP_EPOCH = 2208988800          # seconds from 1900-01-01 to 1970-01-01
@@ -183,42 +185,152 @@ class RnwfCommands:
         self.module.request_reboot(boot_delay=self.boot_delay)
 
     # ================================================================== FS (7)
-    @command("+FS", Form.WRITE, Int("OP", 1, 4), Int("TYPE", 1, 2, optional=True),
-             Str("FILENAME", quoted=True, optional=True, min_len=1, max_len=32), Int("LENGTH", 1, 4096, optional=True),
-             family="fs", doc="File system: 1 load (then '#' and LENGTH raw bytes), 2 list, 3 delete, 4 info; TYPE 1 certificate, 2 key")
-    async def fsc(self, ctx, op: int, typ: int | None, name: str | None, length: int | None) -> None:
+    @command("+FS", Form.WRITE, Int("OP", 1, 4), Int("FILETYPE", 1, 2, optional=True),
+             Str("FILENAME_OR_TSFRPROT", quoted=None, optional=True, min_len=1, max_len=32),
+             Str("FILENAME", quoted=True, optional=True, min_len=1, max_len=32), Int("FILELENGTH", 1, 8192, optional=True),
+             family="fs", doc="File system: AT+FS=4 info, =2,<type> list, =3,<type>,<name> delete, "
+                              "=1,<type>,<prot>,<name>,<length> load (prot 1 XMODEM, 2 XMODEM-CRC, 3 XMODEM-1K, 4 YMODEM), "
+                              "=1,<type>,4 YMODEM batch; type 1 certificate, 2 private key")
+    async def fsc(self, ctx, op: int, typ: int | None, third: str | None, name: str | None, length: int | None) -> None:
+        nargs = len(ctx.line.args)
         if op == 4:
-            ctx.info(f"+FS:4,{sum(f.free() for f in self.fs.values())},{sum(f.used() for f in self.fs.values())}")
+            if nargs != 1:
+                raise CmdError("param", param_kind="count", message="AT+FS=4 takes no more parameters")
+            handles = 32 - sum(len(f.list()) for f in self.fs.values())
+            ctx.info(f"+FS:4,{sum(f.free() for f in self.fs.values())},{handles}")
             return
         if typ is None:
-            raise CmdError("param", param_kind="count", message="<TYPE> missing")
+            raise CmdError("param", param_kind="count", message="<FILETYPE> missing")
         store = self.fs[typ]
         if op == 2:
-            names = ",".join(self.fmt(n) for n, _ in store.list())
-            ctx.info(f"+FS:2,{typ}" + ("," + names if names else ""))
+            if nargs != 2:
+                raise CmdError("param", param_kind="count", message="AT+FS=2,<type>")
+            for n, _ in store.list():
+                ctx.info(f"+FS:2,{typ},{self.fmt(n)}")
             return
-        if name is None:
-            raise CmdError("param", param_kind="count", message="<FILENAME> missing")
-        name = text_arg(ctx, 2)
+        if op == 3:
+            if nargs != 3 or not (ctx.line.args[2].quoted or ctx.line.args[2].hexed):
+                raise CmdError("param", param_kind="count" if nargs != 3 else None, message='AT+FS=3,<type>,"<name>"')
+            fname = self._fs_name(store, text_arg(ctx, 2))
+            try:
+                store.delete(fname)
+            except FsError:
+                raise self.fail(E_CERT, "no such file") from None
+            return
+        # load: AT+FS=1,<type>,<prot>,"<name>",<length> (single) or AT+FS=1,<type>,4 (YMODEM batch)
+        arg = ctx.line.args[2] if nargs > 2 else None
+        if arg is None or arg.quoted or arg.hexed or arg.text.strip() not in ("1", "2", "3", "4"):
+            raise CmdError("param", message="<TSFRPROT> must be 1-4")
+        prot = int(arg.text)
+        if nargs == 3:
+            if prot != 4:
+                raise CmdError("param", message="a batch load needs YMODEM (4)")
+            fname = None
+        elif nargs == 5 and name is not None and length is not None:
+            fname = self._fs_name(store, text_arg(ctx, 3))
+        else:
+            raise CmdError("param", param_kind="count", message='AT+FS=1,<type>,<prot>,"<name>",<length>')
+        files = await self._xmodem_receive(ctx, prot)
+        if fname is not None:
+            files = [(fname, files[0][1][:length])] if files else []
+        if not files:
+            raise self.fail(E_DATA, "no file received")
+        for n, data in files:
+            n = self._fs_name(store, n)
+            if not valid_material(data):
+                raise self.fail(E_CERT, f"{n!r} is not a PEM/DER certificate or key")
+            try:
+                store.write(n, data)
+            except FsError as e:
+                raise self.fail(E_CERT, str(e)) from None
+
+    @staticmethod
+    def _fs_name(store, name: str) -> str:
         try:
             store.path(name)
         except FsError:
             raise CmdError("param", message="bad file name") from None
-        if op == 3:
-            try:
-                store.delete(name)
-            except FsError:
-                raise self.fail(E_CERT, "no such file") from None
-            return
-        if length is None:
-            raise CmdError("param", param_kind="count", message="<LENGTH> missing")
-        data = await self._binary(ctx, length)
-        if not valid_material(data):
-            raise self.fail(E_CERT, "not a PEM/DER certificate or key")
-        try:
-            store.write(name, data)
-        except FsError as e:
-            raise self.fail(E_CERT, str(e)) from None
+        return name
+
+    async def _xmodem_receive(self, ctx, prot: int) -> list[tuple[str | None, bytes]]:
+        """Receive with XMODEM (1 checksum, 2 CRC-16, 3 1K) or YMODEM (4, batch): the module asks with
+        NAK or 'C' every second until the first block; each good block is ACKed, a bad one NAKed; EOT
+        ends a file. Gives up (E_DATA) when the host is silent for data_timeout seconds. Returns
+        [(name from YMODEM block 0 or None, data)]; XMODEM data keeps its padding (the caller trims)."""
+        crc = prot != 1
+        ask = b"C" if crc else NAK
+        files: list[tuple[str | None, bytes]] = []
+        name, size, data, expect = None, None, bytearray(), 0 if prot == 4 else 1
+        started = False
+        eots = 0
+        poll = min(1.0, self.data_timeout / 4)
+        silent_since = time.monotonic()
+        ctx.raw(ask)
+        while True:
+            ev = await ctx.read_data(1, timeout=poll)
+            if not (isinstance(ev, Data) and ev.reason == "length"):
+                if time.monotonic() - silent_since >= self.data_timeout:
+                    ctx.raw(CAN * 2)
+                    raise self.fail(E_DATA, "the host fell silent during the file transfer")
+                if not started or expect == 0:
+                    ctx.raw(ask)                 # (YMODEM: also asks for the next file's block 0)
+                continue
+            silent_since = time.monotonic()
+            head = ev.payload[0]
+            if head == EOT[0]:
+                if prot == 4 and eots == 0:      # YMODEM: NAK the first EOT, ACK the second
+                    eots = 1
+                    ctx.raw(NAK)
+                    continue
+                ctx.raw(ACK)
+                files.append((name, bytes(data[:size] if size is not None else data)))
+                if prot != 4:
+                    return files
+                name, size, data, expect, eots, started = None, None, bytearray(), 0, 0, False
+                ctx.raw(ask)
+                continue
+            if head == CAN[0]:
+                raise self.fail(E_DATA, "the host cancelled the transfer")
+            if head not in (SOH[0], STX[0]) or (head == STX[0] and prot == 1):
+                continue                         # noise between blocks
+            blen = 128 if head == SOH[0] else 1024
+            need = 2 + blen + (2 if crc else 1)
+            ev = await ctx.read_data(need, timeout=self.data_timeout)
+            if not (isinstance(ev, Data) and ev.reason == "length"):
+                raise self.fail(E_DATA, "the host fell silent in a block")
+            blk, inv, body, check = ev.payload[0], ev.payload[1], ev.payload[2:2 + blen], ev.payload[2 + blen:]
+            good = blk ^ inv == 0xFF and (
+                check == binascii.crc_hqx(body, 0).to_bytes(2, "big") if crc else check[0] == sum(body) & 0xFF)
+            if not good:
+                ctx.raw(NAK)
+                continue
+            if blk == (expect - 1) & 0xFF and started:
+                ctx.raw(ACK)                     # a repeat of the block already taken
+                continue
+            if blk != expect & 0xFF:
+                ctx.raw(CAN * 2)
+                raise self.fail(E_DATA, "block out of sequence")
+            started = True
+            if prot == 4 and expect == 0:        # YMODEM block 0: "<name>\0<size> ..." (empty: end of batch)
+                if not body.strip(b"\0"):
+                    ctx.raw(ACK)
+                    return files
+                fname, _, rest = body.partition(b"\0")
+                name = sfx(fname)
+                try:
+                    size = int(rest.split(b"\0")[0].split(b" ")[0] or b"0")
+                except ValueError:
+                    size = None
+                expect = 1
+                ctx.raw(ACK)
+                ctx.raw(b"C")
+                continue
+            data += body
+            if len(data) > 64 * 1024:
+                ctx.raw(CAN * 2)
+                raise self.fail(E_DATA, "file too large")
+            expect += 1
+            ctx.raw(ACK)
 
     # ================================================================== binary phases
     async def _binary(self, ctx, length: int) -> bytes:
