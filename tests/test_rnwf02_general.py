@@ -77,7 +77,7 @@ def test_status_codes_and_verbosity():
 
 def test_aec_framing_with_and_without_echo():
     with Rnwf(echo=True) as e:
-        assert e.cmd("AT+WSCNC=2,1") == b"AT+WSCNC=2,1\r\nOK\r\n>"
+        assert e.cmd("AT+WSCNC=2,10") == b"AT+WSCNC=2,10\r\nOK\r\n>"
         assert e.cmd("AT+WSCN=1") == b"AT+WSCN=1\r\nOK\r\n>"
         got = e.read_until(rb"\+WSCNDONE:\d+\r\n>", timeout=5)
         # every AEC: CR (over the prompt), the line, CR LF, a new prompt

@@ -9,22 +9,24 @@ from rnwf_helpers import Rnwf
 
 def test_scan_filters():
     with Rnwf() as e:
-        assert e.cmd("AT+WSCNC") == (b"+WSCNC:1,0\r\n+WSCNC:2,30\r\n+WSCNC:3,120\r\n+WSCNC:4,1\r\n"
-                                     b'+WSCNC:5,""\r\nOK\r\n')
+        assert e.cmd("AT+WSCNC") == (b"+WSCNC:1,0\r\n+WSCNC:2,20\r\n+WSCNC:3,120\r\n+WSCNC:4,2\r\n"
+                                     b"+WSCNC:5,2\r\n+WSCNC:6,0\r\nOK\r\n")
         assert e.cmd("AT+WSCNC=1,11") == b"OK\r\n"
         assert e.cmd("AT+WSCN=0") == b"OK\r\n"
         # channel 11 holds the hidden AP only: listed without a name
         assert e.read_until(rb"\+WSCNDONE:\d+\r\n") == b'\r+WSCNIND:-70,1,11,"24:F2:7F:A5:8B:82",""\r\n\r+WSCNDONE:1\r\n'
-        assert e.cmd("AT+WSCNC=1,0") == b"OK\r\n"
-        assert e.cmd('AT+WSCNC=5,"Foo \xc2\xa9 bar"'.encode("latin-1")) == b"OK\r\n"
+        # an RSSI threshold drops the weaker APs
+        e.oks("AT+WSCNC=1,0", "AT+WSCNC=6,-60")
         assert e.cmd("AT+WSCN=1") == b"OK\r\n"
-        assert e.read_until(rb"\+WSCNDONE:\d+\r\n") == \
-            b'\r+WSCNIND:-62,0,6,"24:F2:7F:A5:8B:81","Foo \xc2\xa9 bar"\r\n\r+WSCNDONE:1\r\n'
-        # a scan while one runs
-        e.oks('AT+WSCNC=5,""', "AT+WSCNC=3,500")
+        assert e.read_until(rb"\+WSCNDONE:\d+\r\n") == (b'\r+WSCNIND:-50,3,6,"00:01:02:03:04:05","MyAP"\r\n'
+                                                         b'\r+WSCNIND:-57,0,1,"98:FC:11:41:E7:7C","test-network"\r\n'
+                                                         b"\r+WSCNDONE:2\r\n")
+        assert e.cmd("AT+WSCNC=2,5") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        # a scan while one runs (passive slots of 1.2 s)
+        e.oks("AT+WSCNC=6,0", "AT+WSCNC=3,1200")
         assert e.cmd("AT+WSCN=0") == b"OK\r\n"
         assert e.cmd("AT+WSCN=0") == b'ERROR:19.0,"Operation In Progress"\r\n'
-        assert e.read_until(rb"\+WSCNDONE:5\r\n", timeout=5).count(b"+WSCNIND:") == 5
+        assert e.read_until(rb"\+WSCNDONE:5\r\n", timeout=8).count(b"+WSCNIND:") == 5
 
 
 def test_station_addresses_and_association_count():

@@ -731,7 +731,8 @@ class RnwfCommands:
 
     # ================================================================== WSCN (19)
     @command("+WSCN", Form.WRITE, Int("ACT_PASV", 0, 1), family="scan",
-             doc="Scan (0 passive, 1 active) with the +WSCNC settings: +WSCNIND per AP, then +WSCNDONE:<count>")
+             doc="Scan (0 passive, 1 active) with the +WSCNC settings (1 CHANNEL, 2 ACT_SLOT_TIME, 3 PASV_SLOT_TIME, "
+                 "4 NUM_SLOTS, 5 PROBES_PER_SLOT, 6 RSSI_THRESH): +WSCNIND per AP, then +WSCNDONE:<count>")
     async def wscn(self, ctx, active: int) -> None:
         if self._scanning:
             raise self.fail(E_BUSY, "scan in progress")
@@ -741,14 +742,16 @@ class RnwfCommands:
     async def _rnwf_scan(self, active: bool) -> None:
         try:
             c = self.cfg["WSCNC"]
-            await asyncio.sleep(c[2 if active else 3] * c[4] / 1000.0)
-            ssid = sfx(c[5]) or None
-            aps = wifi.scan(self.module.world, channel=c[1] or None, ssid=ssid, include_hidden=True)
+            channels = 1 if c[1] else REG_DOMAINS.get(sfx(self.cfg["WIFIC"][10]), 13)
+            # slot time x slots on each channel scanned (capped: the emulated radio need not be slow)
+            await asyncio.sleep(min(c[2 if active else 3] * c[4] * channels / 1000.0, 3.0))
+            aps = wifi.scan(self.module.world, channel=c[1] or None, include_hidden=True)
             n = 0
             for ap in aps:
-                if ap is getattr(self, "_own_ap", None) or not self._channel_allowed(ap.channel):
+                if ap is getattr(self, "_own_ap", None) or not self._channel_allowed(ap.channel) \
+                        or (c[6] and ap.rssi < c[6]):
                     continue
-                name = "" if (ap.hidden and not ssid) else ap.ssid
+                name = "" if ap.hidden else ap.ssid
                 self.urc(f'+WSCNIND:{ap.rssi},{self.REPORT_SEC.get(ap.security, 0)},{ap.channel},"{ap.bssid.upper()}",'
                          f'{self.fmt(name)}')
                 n += 1

@@ -137,9 +137,9 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
                6: "wpa2-enterprise", 7: "wpa2-enterprise", 8: "wpa2-enterprise", 9: "wpa2-enterprise"}
     REPORT_SEC = {"open": 0, "wep": 1, "wpa": 2, "wpa-wpa2": 2, "wpa2": 3, "wpa2-wpa3": 4, "wpa3": 5, "wpa2-enterprise": 7}
 
-    WSCNC = {1: _P("CHANNEL", "int", 0, 0, 13), 2: _P("ACT_SLOT_TIME", "int", 30, 1, 60000),
-             3: _P("PAS_SLOT_TIME", "int", 120, 1, 60000), 4: _P("NUM_SLOTS", "int", 1, 1, 10),
-             5: _P("SSID_FILTER", "str", b"", max_len=32)}
+    WSCNC = {1: _P("CHANNEL", "int", 0, 0, 13), 2: _P("ACT_SLOT_TIME", "int", 20, 10, 250),
+             3: _P("PASV_SLOT_TIME", "int", 120, 10, 1200), 4: _P("NUM_SLOTS", "int", 2, 1, 10),
+             5: _P("PROBES_PER_SLOT", "int", 2, 1, 10), 6: _P("RSSI_THRESH", "int", 0, -128, 0)}
     WSTAC = {1: _P("SSID", "str", b"", max_len=32), 2: _P("SEC_TYPE", "int", 0, choices=(0, 2, 3, 4, 5, 6, 7, 8, 9)),
              3: _P("CREDENTIALS", "str", b"", max_len=128), 4: _P("CHANNEL", "int", 0, 0, 13),
              5: _P("BSSID", "str", b"", max_len=17), 7: _P("CONN_TIMEOUT", "int", 10000, 0, 65535)}
@@ -156,7 +156,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
             5: _P("SERVER_NAME", "str", b"", max_len=128), 6: _P("DOMAIN_NAME", "str", b"", max_len=128),
             40: _P("PEER_AUTH", "int", 1, 0, 1), 41: _P("PEER_DOMAIN_VERIFY", "int", 1, 0, 1)}
     SNTPC = {1: _P("NTP_ENABLED", "int", 0, 0, 1), 2: _P("NTP_STATIC", "int", 0, 0, 1),
-             3: _P("NTP_SVR", "str", b"0.in.pool.ntp.org", max_len=64)}
+             3: _P("NTP_SVR", "str", b"0.in.pool.ntp.org", max_len=128)}
     DNSC = {1: _P("DNS_TIMEOUT", "int", 5000, 100, 60000), 2: _P("DNS_SVR", "str", b"", max_len=64)}
     DHCPSC = {1: _P("DHCPS_ENABLED", "int", 1, 0, 1), 2: _P("POOL_START", "str", b"192.168.1.100", max_len=15),
               10: _P("GATEWAY", "str", b"192.168.1.1", max_len=15)}
