@@ -61,7 +61,7 @@ def test_session_end_to_end(e, mosquitto, mqtt_probe):
     assert e.cmd("AT+MQTTUNSUB=dev/cfg") == b"OK\r\n"
     assert e.read_until(rb"\+MQTTUNSUB:\d+\r\n", timeout=5) == b"\r+MQTTUNSUB:0\r\n"
     assert e.cmd('AT+MQTTUNSUB="never"') == b"OK\r\n"
-    assert e.read_until(rb"\+MQTTUNSUB:\d+\r\n", timeout=5) == b"\r+MQTTUNSUB:17\r\n"
+    assert e.read_until(rb"\+MQTTUNSUB:\d+\r\n", timeout=5) == b"\r+MQTTUNSUB:15\r\n"
     assert e.cmd("AT+MQTTDISCONN=0") == b"OK\r\n"
     assert e.read_until(rb"\+MQTTCONN:\d\r\n", timeout=5) == b"\r+MQTTCONN:0\r\n"
 

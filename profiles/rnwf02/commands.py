@@ -577,13 +577,13 @@ class RnwfCommands:
             self.urc(f"+MQTTSUB:{code}")
 
     @command("+MQTTUNSUB", Form.WRITE, Str("TOPIC_NAME", quoted=None, min_len=1, max_len=256), family="mqtt",
-             doc="Unsubscribe: OK, then +MQTTUNSUB:0 (or 17: no such subscription)")
+             doc="Unsubscribe: OK, then +MQTTUNSUB:0 (or 15: no subscription existed)")
     async def mqttunsub(self, ctx, topic: str) -> None:
         await MqttCommands.mqttunsub(self, ctx, topic)
 
     async def _unsubscribe(self, s, topic: str) -> None:
         known = topic in self.mqtt_subs
-        code = 17
+        code = 15                                # the guide's "No subscription existed"
         if known:
             try:
                 await s.unsubscribe([topic], timeout=self.ack_timeout)

@@ -101,7 +101,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         UrcSpec("+MQTTPUBCOMP", "+MQTTPUBCOMP:<MSG_ID>", "QoS 2 publish completed", "mqtt"),
         UrcSpec("+MQTTPUBERR", "+MQTTPUBERR:<MSG_ID>", "publish failed or not acknowledged", "mqtt"),
         UrcSpec("+MQTTSUB", "+MQTTSUB:<REASON_CODE>", "SUBACK: the granted QoS, or 128 refused", "mqtt"),
-        UrcSpec("+MQTTUNSUB", "+MQTTUNSUB:<REASON_CODE>", "UNSUBACK: 0 ok, 17 no subscription existed", "mqtt"),
+        UrcSpec("+MQTTUNSUB", "+MQTTUNSUB:<RESULT>", "UNSUBACK: 0 success, 15 no subscription existed, 128 error", "mqtt"),
         UrcSpec("+MQTTSUBRX", '+MQTTSUBRX:<DUP>,<QOS>,<RETAIN>,"<TOPIC>","<PAYLOAD>" | ...,"<TOPIC>",<MSG_ID>,<LENGTH>',
                 "a message arrived on a subscription (or its notification when over MQTTC id 9)", "mqtt"),
         UrcSpec("+MQTTPROPRX", "+MQTTPROPRX:<PROP_ID>,<VALUE>", "(not produced: properties are not received, see README)", "mqtt"),
@@ -146,9 +146,9 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
     WAPC = {1: _P("SSID", "str", b"RNWF02_AP", max_len=32), 2: _P("SEC_TYPE", "int", 0, choices=(0, 2, 3, 4, 5)),
             3: _P("CREDENTIALS", "str", b"", max_len=128), 4: _P("CHANNEL", "int", 1, 1, 13), 5: _P("HIDDEN", "int", 0, 0, 1)}
     WPROVC = {1: _P("MODE", "int", 2, choices=(2,)), 2: _P("PIN", "str", b"", max_len=8), 3: _P("PROV_PORT", "int", 80, 1, 65535)}
-    MQTTC = {1: _P("BROKER_ADDR", "str", b"", max_len=128), 2: _P("BROKER_PORT", "int", 1883, 1, 65535),
-             3: _P("CLIENT_ID", "str", None, max_len=64), 4: _P("USERNAME", "str", b"", max_len=64),
-             5: _P("PASSWORD", "str", b"", max_len=128), 6: _P("KEEP_ALIVE", "int", 60, 0, 65535),
+    MQTTC = {1: _P("BROKER_ADDR", "str", b"", max_len=64), 2: _P("BROKER_PORT", "int", 1883, 1, 65535),
+             3: _P("CLIENT_ID", "str", None, max_len=23), 4: _P("USERNAME", "str", b"", max_len=128),
+             5: _P("PASSWORD", "str", b"", max_len=256), 6: _P("KEEP_ALIVE", "int", 60, 0, 65535),
              7: _P("TLS_CONF_IDX", "int", 0, 0, 2), 8: _P("PROTOCOL_VERSION", "int", 3, choices=(3, 5)),
              9: _P("READ_THRESHOLD", "int", 0, 0, 4096)}
     TLSC = {1: _P("CA_CERT_NAME", "str", b"", max_len=64), 2: _P("CERT_NAME", "str", b"", max_len=64),
