@@ -188,7 +188,10 @@ def test_fs_and_tls(e, pki, tls_echo_mtls):
     assert e.cmd("AT+FS=2,1") == b'+FS:2,1,"ca"\r\n+FS:2,1,"client"\r\nOK\r\n'
     assert e.cmd("AT+FS=2,2") == b'+FS:2,2,"client_key"\r\nOK\r\n'
     e.oks('AT+TLSC=1,1,"ca"', 'AT+TLSC=1,2,"client"', 'AT+TLSC=1,3,"client_key"', 'AT+TLSC=1,5,"localhost"')
-    assert e.cmd("AT+TLSC=1,40") == b"+TLSC:1,40,1\r\nOK\r\n"
+    assert e.cmd("AT+TLSC") == b"+TLSC:1,2\r\nOK\r\n"
+    assert e.cmd("AT+TLSC=1,40") == b"+TLSC:40,1\r\nOK\r\n"
+    assert e.cmd("AT+TLSC=1") == (b'+TLSC:1,"ca"\r\n+TLSC:2,"client"\r\n+TLSC:3,"client_key"\r\n+TLSC:4,""\r\n'
+                                  b'+TLSC:5,"localhost"\r\n+TLSC:6,""\r\n+TLSC:7,1\r\n+TLSC:40,1\r\n+TLSC:41,1\r\nOK\r\n')
     assert e.cmd("AT+TLSC=3,1") == b'ERROR:0.4,"Invalid Parameter"\r\n'
     tcp_open(e, tls_echo_mtls.address[1])
     assert e.cmd("AT+SOCKTLS=1,1") == b"OK\r\n"
@@ -213,7 +216,10 @@ def test_fs_and_tls(e, pki, tls_echo_mtls):
 def test_dns_ping(e):
     assert e.cmd('AT+DNSRESOLV=1,"localhost"') == b"OK\r\n"
     assert e.read_until(rb"\+DNS\w+:.*?\r\n") == b'\r+DNSRESOLV:1,"localhost","127.0.0.1"\r\n'
-    assert e.cmd("AT+DNSC") == b'+DNSC:1,5000\r\n+DNSC:2,""\r\nOK\r\n'
+    assert e.cmd("AT+DNSC") == b'+DNSC:1.0,"0.0.0.0"\r\n+DNSC:1.1,"0.0.0.0"\r\nOK\r\n'
+    assert e.cmd('AT+DNSC=1.1,"127.0.0.53"') == b"OK\r\n"
+    assert e.cmd("AT+DNSC=1.1") == b'+DNSC:1.1,"127.0.0.53"\r\nOK\r\n'
+    assert e.cmd('AT+DNSC=1.2,"1.2.3.4"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
     assert e.cmd('AT+PING="127.0.0.1"') == b"OK\r\n"
     m = e.aec(rb'\r\+PING:(?:"127\.0\.0\.1",(\d+)|ERROR:11\.7)\r\n', timeout=6)   # (no ICMP here: no reply)
     # a name that does not resolve: the late failure form

@@ -107,10 +107,31 @@ class RnwfCommands:
         self._cfg(ctx, "DHCPSC", self.DHCPSC, self.cfg["DHCPSC"], pid, val, writable=lambda: not self.ap_on,
                   arg_index=2)
 
-    @command("+DNSC", Form.EXEC, family="dns", doc="Read the DNS client configuration (1 DNS_TIMEOUT ms, 2 DNS_SVR)")
-    @command("+DNSC", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="dns")
-    async def dnsc(self, ctx, pid: int | None = None, val: Any = None) -> None:
-        self._cfg(ctx, "DNSC", self.DNSC, self.cfg["DNSC"], pid, val)
+    @command("+DNSC", Form.EXEC, family="dns", doc="Read the DNS configuration: 1 DNS_SVR, two values 1.0 and 1.1")
+    @command("+DNSC", Form.WRITE, Str("ID", quoted=False, max_len=4), Str("VAL", quoted=None, optional=True), family="dns",
+             doc="AT+DNSC=1[.<n>][,\"a.b.c.d\"]: the DNS servers (multiple value 1.0-1.1)")
+    async def dnsc(self, ctx, pid: str | None = None, val: Any = None) -> None:
+        servers = self.dns_servers
+        if pid is None:
+            for i, v in enumerate(servers):
+                ctx.info(f'+DNSC:1.{i},"{v}"')
+            return
+        key = pid.strip()
+        if key not in ("1", "1.0", "1.1"):
+            raise CmdError("param", message="unknown parameter id")
+        idx = [0, 1] if key == "1" else [int(key[-1])]
+        if val is None:
+            for i in idx:
+                ctx.info(f'+DNSC:1.{i},"{servers[i]}"')
+            return
+        arg = ctx.line.args[1]
+        try:
+            ip = str(ipaddress.IPv4Address(sfx(arg_bytes(arg)))) if (arg.quoted or arg.hexed) else None
+        except ValueError:
+            ip = None
+        if ip is None or len(idx) != 1:
+            raise CmdError("param", message="DNS_SVR 1.0 or 1.1 takes a quoted IPv4 address")
+        servers[idx[0]] = ip
 
     @command("+DNSRESOLV", Form.WRITE, Int("TYPE", 1, 2), Str("DOMAIN_NAME", quoted=True, min_len=1, max_len=253),
              family="dns", doc="Resolve (1 IPv4, 2 IPv6): OK, then +DNSRESOLV:<type>,\"<name>\",\"<address>\" or +DNSERR:<code>")
@@ -498,22 +519,16 @@ class RnwfCommands:
         return value
 
     # ================================================================== TLS (17)
-    @command("+TLSC", Form.EXEC, family="tls", doc="Read both TLS configurations")
+    @command("+TLSC", Form.EXEC, family="tls", doc="List the TLS configurations: +TLSC:<CONF>,<CONF>")
     @command("+TLSC", Form.WRITE, Int("CONF", 1, 2), Int("ID", optional=True), Str("VAL", quoted=None, optional=True),
              family="tls", doc="TLS configuration CONF: 1 CA_CERT_NAME, 2 CERT_NAME, 3 PRI_KEY_NAME, 4 PRI_KEY_PASSWORD, "
-                               "5 SERVER_NAME (SNI), 6 DOMAIN_NAME (verified), 40 PEER_AUTH, 41 PEER_DOMAIN_VERIFY")
+                               "5 SERVER_NAME (SNI), 6 DOMAIN_NAME (verified), 7 CIPHER_SUITE (1-2), 40 PEER_AUTH, "
+                               "41 PEER_DOMAIN_VERIFY; reads +TLSC:<ID>,<VAL>")
     async def tlsc(self, ctx, idx: int | None = None, pid: int | None = None, val: Any = None) -> None:
-        def line(i: int, k: int) -> str:           # reads name the configuration: +TLSC:<conf>,<id>,<val>
-            return self._cfg_line("TLSC", k, self.tls_confs[i][k]).replace("+TLSC:", f"+TLSC:{i},", 1)
-
-        if idx is None or pid is None:
-            for i in (self.TLS_INDEXES if idx is None else (idx,)):
-                for k in self.TLSC:
-                    ctx.info(line(i, k))
-        elif pid in self.TLSC and val is None:
-            ctx.info(line(idx, pid))
-        else:
-            self._cfg(ctx, "TLSC", self.TLSC, self.tls_confs[idx], pid, val, arg_index=2)
+        if idx is None:
+            ctx.info("+TLSC:" + ",".join(str(i) for i in self.TLS_INDEXES))
+            return
+        self._cfg(ctx, "TLSC", self.TLSC, self.tls_confs[idx], pid, val, arg_index=2)
 
     def _tls_context(self, idx: int, default_name: str):
         from emulator.net.tls import client_context
@@ -672,15 +687,14 @@ class RnwfCommands:
         self._props(ctx, "txs", pid, val)
 
     # ================================================================== NETIF (9)
-    @command("+NETIFC", Form.EXEC, family="netif", doc="List the interfaces: +NETIFC:<IF>,<name>")
+    @command("+NETIFC", Form.EXEC, family="netif", doc="List the interfaces: +NETIFC:<IF>,<IF>")
     @command("+NETIFC", Form.WRITE, Int("IF", 0, 1), Int("ID", optional=True), Str("VAL", quoted=None, optional=True),
              family="netif", doc="Interface IF (0 station, 1 soft-AP): 1 NAME, 2 ETHER (MAC), 3 HOSTNAME, 10 DHCPC_EN, "
                                  "13 DHCP server, 40 IPv4 address/prefix, 41 gateway, 42 DNS, 60 IPv6 link-local")
     async def netifc(self, ctx, iface: int | None = None, pid: int | None = None, val: Any = None) -> None:
         from .profile import MAC
         if iface is None:
-            ctx.info('+NETIFC:0,"wlan0"')
-            ctx.info('+NETIFC:1,"wlan1"')
+            ctx.info("+NETIFC:0,1")             # the guide's list response +NETIFC:<IF>,<IF>
             return
         lease = self._lease() if iface == 0 else None
         mac = MAC if iface == 0 else _ap_mac(MAC)

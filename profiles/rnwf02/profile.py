@@ -151,13 +151,13 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
              5: _P("PASSWORD", "str", b"", max_len=256), 6: _P("KEEP_ALIVE", "int", 60, 0, 65535),
              7: _P("TLS_CONF_IDX", "int", 0, 0, 2), 8: _P("PROTOCOL_VERSION", "int", 3, choices=(3, 5)),
              9: _P("READ_THRESHOLD", "int", 0, 0, 4096)}
-    TLSC = {1: _P("CA_CERT_NAME", "str", b"", max_len=64), 2: _P("CERT_NAME", "str", b"", max_len=64),
-            3: _P("PRI_KEY_NAME", "str", b"", max_len=64), 4: _P("PRI_KEY_PASSWORD", "str", b"", max_len=64),
-            5: _P("SERVER_NAME", "str", b"", max_len=128), 6: _P("DOMAIN_NAME", "str", b"", max_len=128),
+    TLSC = {1: _P("CA_CERT_NAME", "str", b"", max_len=32), 2: _P("CERT_NAME", "str", b"", max_len=32),
+            3: _P("PRI_KEY_NAME", "str", b"", max_len=32), 4: _P("PRI_KEY_PASSWORD", "str", b"", max_len=32),
+            5: _P("SERVER_NAME", "str", b"", max_len=32), 6: _P("DOMAIN_NAME", "str", b"", max_len=32),
+            7: _P("CIPHER_SUITE", "int", 1, 1, 2),
             40: _P("PEER_AUTH", "int", 1, 0, 1), 41: _P("PEER_DOMAIN_VERIFY", "int", 1, 0, 1)}
     SNTPC = {1: _P("NTP_ENABLED", "int", 0, 0, 1), 2: _P("NTP_STATIC", "int", 0, 0, 1),
              3: _P("NTP_SVR", "str", b"0.in.pool.ntp.org", max_len=128)}
-    DNSC = {1: _P("DNS_TIMEOUT", "int", 5000, 100, 60000), 2: _P("DNS_SVR", "str", b"", max_len=64)}
     DHCPSC = {1: _P("DHCPS_ENABLED", "int", 1, 0, 1), 2: _P("POOL_START", "str", b"192.168.1.100", max_len=15),
               10: _P("GATEWAY", "str", b"192.168.1.1", max_len=15)}
     CFG = {1: _P("ECHO", "int", 1, 0, 1), 2: _P("VERBOSITY", "int", 3, 0, 3), 3: _P("BAUD", "int", 230400,
@@ -169,7 +169,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
              34: _P("COEX_ANTENNA", "int", 0, 0, 1)}
 
     TLS_INDEXES = (1, 2)
-    CONFIG_TABLES = MicrochipFamily.CONFIG_TABLES + ("SNTPC", "DNSC", "DHCPSC", "WIFIC")
+    CONFIG_TABLES = MicrochipFamily.CONFIG_TABLES + ("SNTPC", "DHCPSC", "WIFIC")
 
     def __init__(self, module):
         super().__init__(module)
@@ -182,6 +182,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         self.number_base = 10             # ATN10 / ATN16
         self.dhcpc = True                 # NETIFC 10: DHCP client on the station interface
         self.static_ip = "0.0.0.0/0"      # NETIFC 40 with DHCPC_EN 0
+        self.dns_servers = ["0.0.0.0", "0.0.0.0"]   # DNSC 1.0 / 1.1 (the world's resolver answers)
         self.assoc_count = 0
         self.booted_at = time.monotonic()
         self.clock_offset = 0.0          # module clock = host clock + offset (AT+TIME=..., SNTP)
