@@ -108,13 +108,17 @@ def _prov_cmd(c, line: bytes) -> bytes:
 
 def test_provisioning_over_tcp():
     with Rnwf() as e:
-        assert e.cmd("AT+WPROVC") == b'+WPROVC:1,2\r\n+WPROVC:2,""\r\n+WPROVC:3,80\r\nOK\r\n'
+        assert e.cmd("AT+WPROVC") == b"+WPROVC:1,80\r\n+WPROVC:2,0\r\nOK\r\n"
+        assert e.cmd("AT+WPROVC=2,1") == b'ERROR:25.2,"Not Allowed In This State"\r\n'   # read-only
+        assert e.cmd("AT+WPROV") == b"+WPROV:0\r\nOK\r\n"
         assert e.cmd("AT+WPROV=1") == b"OK\r\n"
-        port = e.sync(lambda: e.prof.provisioning_port)
+        assert e.cmd("AT+WPROV") == b"+WPROV:1\r\nOK\r\n"
+        port = e.sync(lambda: e.prof.provisioning_port)      # 80 is taken for a user: a free port
         assert port
         assert e.cmd("AT+WAP") == b"+WAP:1\r\nOK\r\n"
         c = socket.create_connection(("127.0.0.1", port), timeout=5)
         try:
+            assert e.read_until(rb"\+WPROVAT:.*?\r\n") == f'\r+WPROVAT:1,"127.0.0.1",{c.getsockname()[1]}\r\n'.encode()
             assert _prov_cmd(c, b'AT+WSTAC=1,"MyAP"') == b"OK\r\n"
             assert _prov_cmd(c, b"AT+WSTAC=2,3") == b"OK\r\n"
             assert _prov_cmd(c, b'AT+WSTAC=3,"MyAPPSK-123"') == b"OK\r\n"

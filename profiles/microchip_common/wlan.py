@@ -53,6 +53,8 @@ class WlanCommands:
 
     #: commands accepted over the provisioning TCP link
     PROV_COMMANDS = ("+WSTAC", "+WSCNA", "+WSCNP", "+WPROV")
+    #: the WPROVC id of the provisioning port
+    PROV_PORT_ID = 3
 
     # ================================================================== scanning
     @command("+WSCNC", Form.EXEC, family="scan", doc="Read all scan parameters (1 SCAN_TIME ms, 2 PASV_LISTEN ms)")
@@ -397,7 +399,7 @@ class WlanCommands:
         if self.sta_state != 0:
             raise self.fail(E_STATE, "station is active")
         from emulator.net.sockets import TcpListener
-        port = self.cfg["WPROVC"][3]
+        port = self.cfg["WPROVC"][self.PROV_PORT_ID]
         try:
             lst = await TcpListener.open("127.0.0.1", port)
         except NetError as e:
@@ -429,7 +431,11 @@ class WlanCommands:
 
     def _prov_accept(self, conn) -> None:
         self._prov_conns.add(conn)
+        self._aec_prov_client(conn, attached=True)
         self.module.spawn(self._prov_serve(conn))
+
+    def _aec_prov_client(self, conn, attached: bool) -> None:
+        """A client attached to (or left) the provisioning service; the WINC manual reports nothing."""
 
     async def _prov_serve(self, conn) -> None:
         buf = bytearray()
@@ -453,6 +459,8 @@ class WlanCommands:
         except NetError:
             pass
         finally:
+            if conn in self._prov_conns and self.prov_on:
+                self._aec_prov_client(conn, attached=False)
             self._prov_conns.discard(conn)
 
     async def _prov_line(self, conn, line: bytes) -> None:

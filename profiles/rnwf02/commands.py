@@ -39,6 +39,28 @@ class RnwfCommands:
 
     #: commands accepted over the provisioning TCP link (scan results go to the UART)
     PROV_COMMANDS = ("+WSTAC", "+WPROV")
+    PROV_PORT_ID = 1
+
+    # ================================================================== WPROV (25)
+    @command("+WPROVC", Form.EXEC, family="wprov", doc="Read the provisioning configuration (1 PORT, 2 PROTOCOL)")
+    @command("+WPROVC", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="wprov",
+             doc="1 PORT (service listening port), 2 PROTOCOL (read-only: 0 ASCII)")
+    async def wprovc(self, ctx, pid: int | None = None, val: Any = None) -> None:
+        if pid == 2 and val is not None:
+            raise self.fail(E_STATE, "PROTOCOL is read-only")
+        self._cfg(ctx, "WPROVC", self.WPROVC, self.cfg["WPROVC"], pid, val, writable=lambda: not self.prov_on)
+
+    @command("+WPROV", Form.EXEC, family="wprov", doc="Provisioning service state: +WPROV:<0|1>")
+    async def wprov_read(self, ctx) -> None:
+        ctx.info(f"+WPROV:{int(self.prov_on)}")
+
+    def _aec_prov_client(self, conn, attached: bool) -> None:
+        cid = self.__dict__.setdefault("_prov_ids", {}).setdefault(id(conn), len(self._prov_ids) + 1)
+        if attached:
+            addr = conn.remote_addr or ("0.0.0.0", 0)
+            self.urc(f'+WPROVAT:{cid},"{addr[0]}",{addr[1]}')
+        else:
+            self.urc(f"+WPROVDT:{cid}")
 
     # ================================================================== INTERNAL (2)
     @command("E", Form.WRITE, Int("N", 0, 1), family="general", doc="ATE0 echo and prompt off, ATE1 on (until reset)")

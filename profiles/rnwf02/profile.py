@@ -129,6 +129,8 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         UrcSpec("+SIHEAP", "+SIHEAP:<ALLOC>,<FREE>,<ALLOC_SZ>,<FREE_SZ>,<PEAK_ALLOC_SZ>", "heap statistics (AT+SI=0x04)", "si"),
         UrcSpec("+SIHERR", "+SIHERR:<ALLOC_ERR>", "heap allocation errors (AT+SI=0x04)", "si"),
         UrcSpec("+SISTACK", "+SISTACK:<STACK_MIN_RESERVED>,<STACK_RESERVED>,<STACK_USAGE>", "stack usage (AT+SI=0x08)", "si"),
+        UrcSpec("+WPROVAT", '+WPROVAT:<ID>,"<IP_ADDRESS>",<PORT>', "a client attached to the provisioning service", "wprov"),
+        UrcSpec("+WPROVDT", "+WPROVDT:<ID>", "a provisioning client detached", "wprov"),
         UrcSpec("+WPROVEXIT", "+WPROVEXIT", "provisioning ended over the provisioning link", "wprov"),
     ]
 
@@ -145,7 +147,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
              5: _P("BSSID", "str", b"", max_len=17), 7: _P("CONN_TIMEOUT", "int", 10000, 0, 65535)}
     WAPC = {1: _P("SSID", "str", b"RNWF02_AP", max_len=32), 2: _P("SEC_TYPE", "int", 0, choices=(0, 2, 3, 4, 5)),
             3: _P("CREDENTIALS", "str", b"", max_len=128), 4: _P("CHANNEL", "int", 1, 1, 13), 5: _P("HIDDEN", "int", 0, 0, 1)}
-    WPROVC = {1: _P("MODE", "int", 2, choices=(2,)), 2: _P("PIN", "str", b"", max_len=8), 3: _P("PROV_PORT", "int", 80, 1, 65535)}
+    WPROVC = {1: _P("PORT", "int", 80, 1, 65535), 2: _P("PROTOCOL", "int", 0, 0, 1)}
     MQTTC = {1: _P("BROKER_ADDR", "str", b"", max_len=64), 2: _P("BROKER_PORT", "int", 1883, 1, 65535),
              3: _P("CLIENT_ID", "str", None, max_len=23), 4: _P("USERNAME", "str", b"", max_len=128),
              5: _P("PASSWORD", "str", b"", max_len=256), 6: _P("KEEP_ALIVE", "int", 60, 0, 65535),
