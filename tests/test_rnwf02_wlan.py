@@ -36,7 +36,7 @@ def test_station_addresses_and_association_count():
         e.expect_nothing(0.2)
         e.oks('AT+WSTAC=1,"MyAP"', "AT+WSTAC=2,3", 'AT+WSTAC=3,"MyAPPSK-123"')
         assert e.cmd("AT+WSTAC") == (b'+WSTAC:1,"MyAP"\r\n+WSTAC:2,3\r\n+WSTAC:3,"MyAPPSK-123"\r\n+WSTAC:4,0\r\n'
-                                     b'+WSTAC:5,""\r\n+WSTAC:7,10000\r\nOK\r\n')
+                                     b'+WSTAC:5,""\r\n+WSTAC:7,10000\r\n+WSTAC:8,0\r\nOK\r\n')
         assert e.cmd("AT+WSTA=1") == b"OK\r\n"
         got = e.read_until(rb'\+WSTAAIP:1,"192\.168\.0\.20"\r\n')
         # link up, then the IPv6 link-local address (EUI-64 of the MAC), then the DHCP address

@@ -144,9 +144,11 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
              5: _P("PROBES_PER_SLOT", "int", 2, 1, 10), 6: _P("RSSI_THRESH", "int", 0, -128, 0)}
     WSTAC = {1: _P("SSID", "str", b"", max_len=32), 2: _P("SEC_TYPE", "int", 0, choices=(0, 2, 3, 4, 5, 6, 7, 8, 9)),
              3: _P("CREDENTIALS", "str", b"", max_len=128), 4: _P("CHANNEL", "int", 0, 0, 13),
-             5: _P("BSSID", "str", b"", max_len=17), 7: _P("CONN_TIMEOUT", "int", 10000, 0, 65535)}
+             5: _P("BSSID", "str", b"", max_len=17), 7: _P("CONN_TIMEOUT", "int", 10000, 0, 65535),
+             8: _P("NETIF_IDX", "int", 0, 0, 1)}
     WAPC = {1: _P("SSID", "str", b"RNWF02_AP", max_len=32), 2: _P("SEC_TYPE", "int", 0, choices=(0, 2, 3, 4, 5)),
-            3: _P("CREDENTIALS", "str", b"", max_len=128), 4: _P("CHANNEL", "int", 1, 1, 13), 5: _P("HIDDEN", "int", 0, 0, 1)}
+            3: _P("CREDENTIALS", "str", b"", max_len=128), 4: _P("CHANNEL", "int", 1, 1, 13), 5: _P("HIDDEN", "int", 0, 0, 1),
+            7: _P("L2_ONLY", "int", 0, 0, 1), 8: _P("NETIF_IDX", "int", 1, 0, 1)}
     WPROVC = {1: _P("PORT", "int", 80, 1, 65535), 2: _P("PROTOCOL", "int", 0, 0, 1)}
     MQTTC = {1: _P("BROKER_ADDR", "str", b"", max_len=64), 2: _P("BROKER_PORT", "int", 1883, 1, 65535),
              3: _P("CLIENT_ID", "str", None, max_len=23), 4: _P("USERNAME", "str", b"", max_len=128),
