@@ -64,12 +64,22 @@ def test_status_codes_and_verbosity():
         assert e.cmd("AT+SOCKCL=0") == b'ERROR:0.4,"Invalid Parameter"\r\n'
         assert e.cmd('AT+MQTTPUB=0,0,0,"t","x"') == b'ERROR:8.1,"Not Connected"\r\n'
         assert e.cmd("AT+DNSRESOLV=1,\"example.com\"") == b'ERROR:5.1,"Not Connected"\r\n'
-        assert e.cmd("ATV1") == b"OK\r\n"
-        assert e.cmd("AT+FOO") == b"ERROR:0.3\r\n"
-        assert e.cmd("ATV0") == b"OK\r\n"
+        # the guide's verbosity levels (3, the default, with the text as the hardware prints it)
+        assert e.cmd("ATV5") == b"OK\r\n"
+        assert e.cmd("AT+FOO") == b'ERROR:0.3,"Unknown Command"\r\n'
+        assert e.cmd("ATV4") == b"OK\r\n"
+        assert e.cmd("AT+FOO") == b'ERROR:"Unknown Command"\r\n'
+        assert e.cmd("ATV2") == b"OK\r\n"
         assert e.cmd("AT+SOCKCL=3") == b"ERROR\r\n"
+        assert e.cmd("ATV1", final=rb"(?:\A|\n)(0|1(:[\d.]+)?)\r\n") == b"0\r\n"
+        assert e.cmd("AT+FOO", final=rb"(?:\A|\n)(0|1(:[\d.]+)?)\r\n") == b"1:0.3\r\n"
+        assert e.cmd("ATV0", final=rb"(?:\A|\n)(0|1)\r\n") == b"0\r\n"
+        assert e.cmd("AT+SOCKCL=3", final=rb"(?:\A|\n)(0|1)\r\n") == b"1\r\n"
+        assert e.cmd("AT", final=rb"(?:\A|\n)(0|1)\r\n") == b"0\r\n"
         assert e.cmd("ATV3") == b"OK\r\n"
-        assert e.cmd("ATV4") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        assert e.cmd("ATV6") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        assert e.cmd("AT+IPR") == b"+IPR:230400\r\nOK\r\n"
+        assert e.cmd("AT+IPR=1234") == b'ERROR:0.4,"Invalid Parameter"\r\n'
         # a line of 5000 bytes
         assert e.cmd("AT+GMM" + "x" * 5000) == b'ERROR:0.2,"Line Too Long"\r\n'
         assert e.cmd("AT") == b"OK\r\n"
@@ -93,8 +103,8 @@ def test_aec_framing_with_and_without_echo():
 def test_cfg_time_si_di():
     with Rnwf() as e:
         assert e.cmd("AT+CFG") == b"+CFG:1,0\r\n+CFG:2,3\r\n+CFG:3,230400\r\nOK\r\n"
-        assert e.cmd("AT+CFG=2,1") == b"OK\r\n"
-        assert e.cmd("AT+FOO") == b"ERROR:0.3\r\n"
+        assert e.cmd("AT+CFG=2,4") == b"OK\r\n"
+        assert e.cmd("AT+FOO") == b'ERROR:"Unknown Command"\r\n'
         assert e.cmd("AT+CFG=2,3") == b"OK\r\n"
         assert e.cmd("AT+CFG=3,1234") == b'ERROR:0.4,"Invalid Parameter"\r\n'
         # the clock: set in UTC seconds, read back in the three formats
@@ -126,7 +136,7 @@ def test_cfg_time_si_di():
 def test_describe_lists_the_guide_commands():
     cls = find_profile("rnwf02")
     names = {c["name"] for c in cls.describe()["commands"]}
-    for n in ("+GMI", "+GMM", "+GMR", "+CFG", "+DHCPSC", "+DNSC", "+DNSRESOLV", "+FS", "+MQTTC", "+MQTTCONN",
+    for n in ("+GMI", "+GMM", "+GMR", "+IPR", "+CFG", "+DHCPSC", "+DNSC", "+DNSRESOLV", "+FS", "+MQTTC", "+MQTTCONN",
               "+MQTTSUB", "+MQTTUNSUB", "+MQTTPUB", "+MQTTDISCONN", "+MQTTLWT", "+MQTTSUBLST", "+MQTTSUBRD",
               "+NETIFC", "+PING", "+RST", "+SNTPC", "+SOCKO", "+SOCKBL", "+SOCKBR", "+SOCKBM", "+SOCKTLS",
               "+SOCKWR", "+SOCKWRTO", "+SOCKRD", "+SOCKRDBUF", "+SOCKCL", "+SOCKLST", "+SOCKC", "+TIME", "+TLSC",

@@ -67,11 +67,23 @@ class RnwfCommands:
     async def ate(self, ctx, n: int) -> None:
         self.module.engine.echo = bool(n)
 
-    @command("V", Form.EXEC, family="general", doc="ATV: error verbosity 0 (same as ATV0)")
-    @command("V", Form.WRITE, Int("LEVEL", 0, 3), family="general",
-             doc="Error verbosity: 0 ERROR, 1-2 ERROR:<module>.<code>, 3 (default) with the text")
+    @command("V", Form.EXEC, family="general", doc="ATV: verbosity 0 (same as ATV0)")
+    @command("V", Form.WRITE, Int("N", 0, 5), family="general",
+             doc="Response verbosity: 0 '0'/'1', 1 '0'/'1:<code>', 2 OK/ERROR, 3 (default) OK/ERROR:<code>,\"<text>\", "
+                 "4 OK/ERROR:\"<text>\", 5 OK/ERROR:<code>,\"<text>\"")
     async def atv(self, ctx, level: int = 0) -> None:
         self.verbosity = level
+
+    @command("+IPR", Form.EXEC, family="general", doc="Read the UART rate: +IPR:<baud>")
+    @command("+IPR", Form.WRITE, Int("BAUD", choices=(9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)),
+             family="general", doc="Set the UART rate: OK at the old rate, then the new one")
+    async def ipr(self, ctx, baud: int | None = None) -> None:
+        if baud is None:
+            ctx.info(f"+IPR:{self.module.baud}")
+            return
+        ctx.ok()
+        await self.module.drain_output()
+        self.module.set_baud(baud)
 
     @command("+GMI", Form.EXEC, family="general", doc="Manufacturer identification")
     async def gmi(self, ctx) -> None:

@@ -27,7 +27,7 @@ from .commands import RnwfCommands
 
 #: module id of every command (the guide numbers its chapters by firmware module)
 MODULE_IDS = {
-    "E": 2, "V": 2, "N": 2, "+GMI": 2, "+GMM": 2, "+GMR": 2, "": 2,
+    "E": 2, "V": 2, "N": 2, "+IPR": 2, "+GMI": 2, "+GMM": 2, "+GMR": 2, "": 2,
     "+CFG": 3, "+WIFIC": 3, "+DHCPSC": 4, "+DNSC": 5, "+DNSRESOLV": 5, "+FS": 7,
     "+MQTTC": 8, "+MQTTCONN": 8, "+MQTTSUB": 8, "+MQTTUNSUB": 8, "+MQTTPUB": 8, "+MQTTDISCONN": 8,
     "+MQTTLWT": 8, "+MQTTSUBLST": 8, "+MQTTSUBRD": 8, "+MQTTPROPTX": 8, "+MQTTPROPRX": 8, "+MQTTPROPTXS": 8,
@@ -53,7 +53,7 @@ GMR = "2.0.0 0 e41f977cb [16:31:26 Apr 12 2024]"
 
 DEVIATIONS = [
     "Framing: echo and prompt are on after every reset: each final result is followed by a bare '>'; an AEC is sent as CR, the line, CR LF and (echo on) '>'. ATE0 turns echo and prompt off until the next reset.",
-    "Errors: ERROR:<module>.<code>,\"<text>\" (ATV3, the default; ATV1/ATV2 without the text, ATV0 bare ERROR). Module 0 = the line (0.3 unknown command, 0.4 invalid parameter, 0.5 incorrect number of parameters); <module>.<code> = a failure of that module's command (README table).",
+    "Errors: ERROR:<module>.<code>,\"<text>\" at ATV3 (the default; the hardware prints the text, the guide's table only the code: world option rnwf02.atv3_text=false); ATV0-2, 4, 5 as the guide's table. Module 0 = the line (0.3 unknown command, 0.4 invalid parameter, 0.5 incorrect number of parameters); <module>.<code> = a failure of that module's command (README table).",
     "AT+RST answers OK, then the module reboots and prints +BOOT:\"RNWF - AT Command Interface v<version>...\" after rnwf02.boot_delay seconds (default 1.5).",
     "AT+FS=1 loads files with XMODEM (1 checksum, 2 CRC, 3 1K) or YMODEM (4, also batch): the module asks with NAK/'C' each second, ACKs blocks and answers OK after the EOT; data trimmed to <FILELENGTH>.",
     "Binary phases (SOCKWR/SOCKWRTO without data): the module prompts with '#', then takes exactly <LENGTH> raw bytes (+++ is data); a host silent for data_timeout seconds (default 10) abandons it: ERROR:<m>.5.",
@@ -88,6 +88,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         "ack_timeout": "seconds MQTT SUBACK/UNSUBACK/PUBACK are awaited (default 10)",
         "data_timeout": "seconds a binary data phase waits for the host (default 10)",
         "boot_delay": "seconds between AT+RST's OK and +BOOT (default 1.5)",
+        "atv3_text": "ATV3 (the default) prints ERROR:<code>,\"<text>\" as the hardware does (true, default) or the guide's ERROR:<code> (false)",
         "bind_host": "host address listening sockets bind (default 127.0.0.1 for TCP, 0.0.0.0 for UDP)",
         "multicast_iface": "host interface address for +SOCKBM memberships (default 127.0.0.1)",
     }
@@ -164,7 +165,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
              3: _P("NTP_SVR", "str", b"0.in.pool.ntp.org", max_len=128)}
     DHCPSC = {1: _P("DHCPS_ENABLED", "int", 1, 0, 1), 2: _P("POOL_START", "str", b"192.168.1.100", max_len=15),
               10: _P("GATEWAY", "str", b"192.168.1.1", max_len=15)}
-    CFG = {1: _P("ECHO", "int", 1, 0, 1), 2: _P("VERBOSITY", "int", 3, 0, 3), 3: _P("BAUD", "int", 230400,
+    CFG = {1: _P("ECHO", "int", 1, 0, 1), 2: _P("VERBOSITY", "int", 3, 0, 5), 3: _P("BAUD", "int", 230400,
            choices=(9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600))}
 
     WIFIC = {10: _P("REG_DOMAIN", "str", b"GEN", max_len=6), 20: _P("POWERSAVE", "int", 0, 0, 1),
@@ -178,6 +179,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
     def __init__(self, module):
         super().__init__(module)
         self.boot_delay = float(self.option("boot_delay", 1.5))
+        self.atv3_text = str(self.option("atv3_text", True)).lower() not in ("0", "false", "no")
         self.cfg["MQTTC"][3] = (self.model + "_" + MAC.replace(":", "")[-6:]).encode()
         self.verbosity = 3
         self.hostname = self.model.encode()
@@ -232,11 +234,26 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
             else:
                 code = 6 if err.kind == "internal" or err.code == E_INTERNAL else 4
             text = MODULE[code] if mod else GENERAL[code]
-        if self.verbosity == 0:
+        return self.status_line(f"{mod}.{code}", text)
+
+    def status_line(self, code: str, text: str) -> str:
+        """An error in the ATV level's format (the guide's table; level 3 carries the text, as the
+        hardware prints it, unless the world option rnwf02.atv3_text is false)."""
+        v = self.verbosity
+        if v == 0:
+            return "1"
+        if v == 1:
+            return f"1:{code}"
+        if v == 2:
             return "ERROR"
-        if self.verbosity < 3:
-            return f"ERROR:{mod}.{code}"
-        return f'ERROR:{mod}.{code},"{text}"'
+        if v == 4:
+            return f'ERROR:"{text}"'
+        if v == 3 and not self.atv3_text:
+            return f"ERROR:{code}"
+        return f'ERROR:{code},"{text}"'
+
+    def format_ok(self) -> str:
+        return "0" if self.verbosity < 2 else "OK"
 
     # ================================================================== lifecycle
     async def boot(self) -> None:
