@@ -173,8 +173,11 @@ class RnwfCommands:
         await SocketCommands.dnsresolv(self, ctx, typ, name)
 
     def _aec_ping_failed(self, ip: str | None, kind: str) -> None:
-        # a late failure: +<CMD>:ERROR:<module>.<code> (11 = PING; 7 no reply, 8 name not resolved)
-        self.urc(f"+PING:ERROR:11.{7 if ip is not None or kind == 'dns_timeout' else 8}")
+        # the guide's generic late error: <CR>+<CMD>:<error formatted as ATV says> (11 = PING;
+        # 7 no reply, 8 name not resolved)
+        from .profile import MODULE
+        code = 7 if ip is not None or kind == "dns_timeout" else 8
+        self.urc(f"+PING:{self.status_line(f'11.{code}', MODULE[code])}")
 
     def _aec_dns_error(self, code: int) -> None:
         self.urc(f"+DNSERR:{code}")

@@ -64,7 +64,7 @@ DEVIATIONS = [
     "After AT+WSTA=1: +WSTALU:<assoc>,\"<bssid>\",<ch>, +WSTAAIP:<assoc>,\"FE80::...\" (link-local from the MAC), then +WSTAAIP:<assoc>,\"<IPv4>\"; <assoc> counts associations since reset. With SNTP enabled, +TIME:<NTP seconds> after the real SNTP exchange.",
     "+WSCNIND:<rssi>,<sec>,<ch>,\"<bssid>\",\"<ssid>\" with the WSTAC security numbering, then +WSCNDONE:<count>.",
     "MQTT v5 properties (MQTTPROPTX/RX/TXS) are stored and listed but not sent: the core MQTT session takes no properties.",
-    "Late failures without an AEC of their own use +<CMD>:ERROR:<module>.<code>: +PING:ERROR:11.7 (no reply), 11.8 (name not resolved).",
+    "Late failures without an AEC of their own use +<CMD>:ERROR:<module>.<code>: +PING:ERROR:11.7 (no reply), 11.8 (name not resolved), formatted as ATV says (the guide's <CR>+<CMD>:<error>).",
     "AT+WIFIC (firmware v2, from the Harmony driver): 10 REG_DOMAIN GEN/USA/EMEA limits scan and join channels (USA 1-11); power save and coexistence are stored.",
     "Addresses the Harmony driver writes unquoted are accepted unquoted too (SOCKWRTO, SOCKBM, WSTAC=5, MQTTUNSUB); WSTAC id 5 (BSSID) pins the AP.",
     "AT+ASSOC answers OK, then one +ASSOC AEC per association (the guide files +ASSOC under AECs; the OOB demo completes the command on it).",
