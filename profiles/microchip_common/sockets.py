@@ -27,6 +27,7 @@ class Sock:
     announced: bool = False        # a +SOCKRXT / +SOCKRXU is outstanding
     bound: bool = False            # bound to a local port by SOCKBL (UDP)
     groups: list = field(default_factory=list)
+    options: dict = field(default_factory=lambda: {1: 0, 2: 0})   # socket options (RNWF +SOCKC)
 
     @property
     def local_port(self) -> int:

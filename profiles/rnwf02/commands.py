@@ -55,7 +55,7 @@ class RnwfCommands:
         ctx.info(f"+WPROV:{int(self.prov_on)}")
 
     def _aec_prov_client(self, conn, attached: bool) -> None:
-        cid = self.__dict__.setdefault("_prov_ids", {}).setdefault(id(conn), len(self._prov_ids) + 1)
+        cid = self.prov_ids.setdefault(id(conn), len(self.prov_ids) + 1)
         if attached:
             addr = conn.remote_addr or ("0.0.0.0", 0)
             self.urc(f'+WPROVAT:{cid},"{addr[0]}",{addr[1]}')
@@ -497,7 +497,7 @@ class RnwfCommands:
             elif consume:
                 data = s.conn.read(length)
             else:
-                data = s.conn.peek(length) if hasattr(s.conn, "peek") else b""
+                data = s.conn.peek(length)
         else:
             item = (s.udp.recvfrom() if consume else (s.udp.rx[0] if s.udp.rx else None)) if s.udp is not None else None
             data = item[0][:length] if item else b""
@@ -516,7 +516,7 @@ class RnwfCommands:
              family="socket", doc="Socket options: 1 KEEP_ALIVE seconds (0 off), 2 NO_DELAY (0/1)")
     async def sockc(self, ctx, sid: int, pid: int | None, val: int | None) -> None:
         s = self._sock(sid)
-        opts = s.__dict__.setdefault("options", {1: 0, 2: 0})
+        opts = s.options
         if pid is None:
             for k, v in opts.items():
                 ctx.info(f"+SOCKC:{sid},{k},{v}")
@@ -537,7 +537,7 @@ class RnwfCommands:
         sock = conn.transport.get_extra_info("socket") if conn is not None and getattr(conn, "transport", None) else None
         if sock is None:
             return
-        opts = s.__dict__.get("options", {})
+        opts = s.options
         try:
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, int(bool(opts.get(2))))
             sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, int(bool(opts.get(1))))

@@ -189,6 +189,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         self.dhcpc = True                 # NETIFC 10: DHCP client on the station interface
         self.static_ip = "0.0.0.0/0"      # NETIFC 40 with DHCPC_EN 0
         self.dns_servers = ["0.0.0.0", "0.0.0.0"]   # DNSC 1.0 / 1.1 (the world's resolver answers)
+        self.prov_ids: dict[int, int] = {}           # provisioning client -> the id of +WPROVAT/+WPROVDT
         self.assoc_count = 0
         self.booted_at = time.monotonic()
         self.clock_offset = 0.0          # module clock = host clock + offset (AT+TIME=..., SNTP)
