@@ -299,7 +299,8 @@ class Bytes(Str):
 
     def convert(self, arg: Arg, dialect: Dialect) -> bytes:
         text = super().convert(arg, dialect)
-        return text.encode("latin-1", "surrogateescape") if arg.hexed else text.encode("utf-8", "surrogateescape")
+        # the line is decoded as latin-1, so this gives back the bytes the host wrote, quoted or [hex]
+        return text.encode("latin-1", "surrogateescape")
 
 
 @dataclass
@@ -597,6 +598,8 @@ class _DataMode:
     cancel: bytes | None = None      # b"\x1b"
     max_len: int | None = None
     marker_seen: bool = False
+    abort: bytes | None = None      # before the marker: this sequence (b"+++") abandons the phase
+    skipped: bytes = b""            # tail of the bytes skipped while waiting for the marker
 
 
 @dataclass
@@ -695,10 +698,17 @@ class Engine:
     # ---- modes --------------------------------------------------------------------------
     def expect_data(self, length: int | None = None, *, marker: bytes | None = None,
                     terminator: bytes | None = None, cancel: bytes | None = None,
-                    max_len: int | None = None) -> None:
-        """Switch to a data phase; bytes already buffered count toward it."""
-        self._data = _DataMode(length, marker, terminator, cancel, max_len)
+                    max_len: int | None = None, abort: bytes | None = None) -> None:
+        """Switch to a data phase; bytes already buffered count toward it. With a ``marker``,
+        input before it is skipped, and ``abort`` seen there cancels the phase (DataCancelled)."""
+        self._data = _DataMode(length, marker, terminator, cancel, max_len, abort=abort)
         self._data_buf.clear()
+
+    @property
+    def awaiting_marker(self) -> bool:
+        """A data phase is still skipping input until its marker."""
+        d = self._data
+        return d is not None and d.marker is not None and not d.marker_seen
 
     def cancel_data(self) -> bytes:
         """Leave the data phase (e.g. on timeout) and return the bytes collected so far."""
@@ -821,7 +831,13 @@ class Engine:
         ev: Event | None = None
         if d.marker is not None and not d.marker_seen:
             j = buf.find(d.marker)
+            skipped = d.skipped + bytes(buf[: j if j >= 0 else len(buf)])
+            if d.abort and d.abort in skipped:
+                del buf[: skipped.index(d.abort) + len(d.abort) - len(d.skipped)]
+                self._data = None
+                return DataCancelled(b"")
             if j < 0:
+                d.skipped = skipped[-(len(d.abort) - 1):] if d.abort and len(d.abort) > 1 else b""
                 del buf[:]
                 return None
             del buf[: j + len(d.marker)]

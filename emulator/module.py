@@ -159,6 +159,9 @@ class Ctx:
         if not self.finished:
             self.finished = True
             self.module._write_line(text, first=True)
+            suffix = self.module.profile.result_suffix()
+            if suffix:
+                self.module.write(suffix)
             self.module.trace("result", text=text)
 
     def ok(self) -> None:
@@ -174,28 +177,42 @@ class Ctx:
     async def read_data(self, length: int | None = None, *, timeout: float | None = None,
                         marker: bytes | None = None, terminator: bytes | None = None,
                         cancel: bytes | None = None, max_len: int | None = None,
-                        idle: float | None = None) -> Event:
+                        idle: float | None = None, abort: bytes | None = None,
+                        marker_timeout: float | None = None) -> Event:
         """Enter a data phase and wait for its end.
 
         Returns :class:`Data`, :class:`DataCancelled` or :class:`DataOverflow`; on timeout
         returns ``Data(partial, reason="timeout")``. Bytes sent early by the host count.
         ``idle``: also time out when no byte has arrived from the host for that many seconds
         (counted from the start of the phase or the last byte received, whichever is later).
+        ``marker_timeout``: the ``marker`` must arrive within that many seconds of the start, a
+        fixed deadline that skipped bytes do not extend (a host polling ``AT`` gets the module
+        back); ``abort`` (e.g. ``+++``) among the skipped bytes ends the phase at once
+        (:class:`DataCancelled`).
         """
         eng = self.module.engine
-        eng.expect_data(length, marker=marker, terminator=terminator, cancel=cancel, max_len=max_len)
+        eng.expect_data(length, marker=marker, terminator=terminator, cancel=cancel, max_len=max_len, abort=abort)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         start = loop.time()
+        mono_start = time.monotonic()
+
+        def quiet_until() -> float:
+            if marker_timeout is not None and eng.awaiting_marker:
+                return start + marker_timeout
+            return max(start, start + (self.module.last_rx - mono_start)) + idle
+
         while True:
             dl = deadline
-            if idle is not None:
-                quiet_until = max(start, self.module.last_rx) + idle
-                dl = quiet_until if dl is None else min(dl, quiet_until)
+            if idle is not None or (marker_timeout is not None and eng.awaiting_marker):
+                if idle is None:
+                    idle = marker_timeout
+                q = quiet_until()
+                dl = q if dl is None else min(dl, q)
             ev = await self.module._pull(dl)
             if ev is None:
                 if idle is not None and (deadline is None or loop.time() < deadline) \
-                        and loop.time() < max(start, self.module.last_rx) + idle:
+                        and loop.time() < quiet_until():
                     continue  # bytes arrived meanwhile: the idle clock restarted
                 return Data(eng.cancel_data(), "timeout")
             if isinstance(ev, (Data, DataCancelled, DataOverflow)):
@@ -240,6 +257,8 @@ class Module:
         self.frozen = False
         #: time.monotonic() of the last byte received from the host (0.0: none yet)
         self.last_rx = 0.0
+        #: the command line being executed (or last executed), for profiles that number errors by module
+        self.current_line: CommandLine | None = None
         #: the fault registry while a fault needs per-byte/per-command hooks, else None (zero cost)
         self.fault_hooks = None
         from .faults import FaultRegistry
@@ -448,6 +467,7 @@ class Module:
 
     async def execute(self, cl: CommandLine) -> None:
         self._busy = True
+        self.current_line = cl
         spec, fs, skip = self.resolve(cl)
         ctx = Ctx(self, cl, spec, fs)
         self.trace("command", name=cl.name, form=cl.form.value, line=cl.line)
@@ -475,7 +495,7 @@ class Module:
                     ctx.ok()
                     return
                 if not self.profile.dialect.test_forms:
-                    raise CmdError("unknown", message=f"AT{cl.name}=? is not supported")
+                    raise CmdError("unknown", message=f"AT{cl.name}=? is not supported", param_kind="form")
                 line = self.profile.test_line(spec)
                 if line:
                     ctx.info(line)
@@ -483,7 +503,7 @@ class Module:
                 ctx.ok()
                 return
             if fs is None or fs.handler is None:
-                raise CmdError("unknown", message=f"AT{cl.name} has no {cl.form.value} form")
+                raise CmdError("unknown", message=f"AT{cl.name} has no {cl.form.value} form", param_kind="form")
             try:
                 values = bind(fs, cl.args, self.profile.dialect, skip)
             except ParamError as e:
@@ -547,7 +567,7 @@ class Module:
         While a command is executing, URCs wait until its final result so that a URC never
         splits a response.
         """
-        chunk = self._frame(text) + data + trailer
+        chunk = self.profile.frame_urc(self._frame(text) + data + trailer)
         self.trace("urc", text=text, n=len(data))
         if self._busy:
             self._deferred.append(chunk)

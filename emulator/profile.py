@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 class CmdError(Exception):
     """A command failed. The profile turns it into its vendor's error line.
 
-    ``kind``: ``unknown`` (no such command/form), ``param`` (bad parameters: see ``param_kind``),
+    ``kind``: ``unknown`` (no such command, or ``param_kind="form"``: a known command in a form it
+    lacks), ``param`` (bad parameters: see ``param_kind``),
     ``syntax``, ``too_long``, ``garbage``, ``failed`` (operation failed), ``busy``, ``internal``.
     ``code`` is an optional vendor error code; ``message`` a human description (for logs).
     """
@@ -110,6 +111,11 @@ class Profile:
         builtins: set[str] = set()
         for klass in reversed(cls.__mro__):
             for attr, fn in vars(klass).items():
+                # the most derived definition of a handler wins: a subclass that redefines a
+                # declared handler (or sets it to None) replaces (or drops) the base's declarations
+                winner = cls._winning_attr(attr)
+                if winner is not fn and (winner is None or getattr(winner, "_at_decls", None) is not None):
+                    continue
                 for d in getattr(fn, "_at_decls", ()):
                     key = _canon(d.name, cls.dialect)
                     spec = specs.get(key)
@@ -137,6 +143,13 @@ class Profile:
             spec.forms[Form.TEST] = FormSpec(Form.TEST, [], None, None, text)
         cls.commands = specs
         cls.builtins = builtins
+
+    @classmethod
+    def _winning_attr(cls, attr: str) -> Any:
+        for klass in cls.__mro__:
+            if attr in vars(klass):
+                return vars(klass)[attr]
+        return None
 
     def __init__(self, module: "Module"):
         self.module = module
@@ -187,6 +200,15 @@ class Profile:
 
     def format_ok(self) -> str:
         return "OK"
+
+    def result_suffix(self) -> bytes:
+        """Bytes sent right after every final result line (a prompt such as ``>``); default none."""
+        return b""
+
+    def frame_urc(self, chunk: bytes) -> bytes:
+        """The bytes of an unsolicited result as framed by the dialect (line + data + trailer);
+        a profile may wrap them (a leading CR over a prompt, a prompt after)."""
+        return chunk
 
     def test_line(self, spec: CommandSpec) -> str | None:
         """Generated ``=?`` answer from the WRITE declaration (``+X: (0-1),<topic>``)."""

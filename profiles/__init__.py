@@ -7,6 +7,7 @@ _MODULES = {
     "quectel_fcm242d": "QuectelFcm242d",
     "ti_simplelink": "TiSimpleLink",
     "microchip_winc": "MicrochipWinc",
+    "rnwf02": "Rnwf02",
 }
 
 BUILTIN_PROFILES = []

@@ -58,8 +58,8 @@ def test_marker_split_and_noise_before_it(e, tcp_sink):
     # (no prompt: the module waits for '#')
     assert pieces(e, b"AT+SOCKWR=1,5\r", b"#", b"hel", b"lo") == b"OK\r\n"
     assert tcp_sink.wait_bytes(5) == b"hello"
-    # LF after CR, stray bytes (even '+' and digits) before the marker are skipped, not sent
-    e.write(b"AT+SOCKWR=1,4\r\nnoise+++123#data")
+    # LF after CR, stray bytes ('+', '++' and digits) before the marker are skipped, not sent
+    e.write(b"AT+SOCKWR=1,4\r\nnoise++-+123#data")
     assert e.read_until(FINAL) == b"OK\r\n"
     assert tcp_sink.wait_bytes(9) == b"hellodata"
     # with echo on, the command line is echoed but the payload (and anything before '#') is not
@@ -219,3 +219,39 @@ def test_sockrd_binary_when_less_is_buffered(e, tcp_sink):
         assert e.cmd("AT+SOCKRD=2,2,1500") == b"+SOCKRD:2,0,#\r\nOK\r\n"
     finally:
         u.close()
+
+
+def test_wait_for_marker_ends_at_a_fixed_deadline(e, tcp_sink):
+    """A host that polls AT every 0.2 s (faster than data_timeout) while the module waits for
+    '#' gets the module back data_timeout after the command: skipped bytes do not extend it."""
+    tcp_to(e, tcp_sink)
+    t0 = time.monotonic()
+    e.write(b"AT+SOCKWR=1,4\r\n")
+    got = b""
+    while b"ERROR:8\r\n" not in got and time.monotonic() - t0 < IDLE * 6:
+        e.write(b"AT\r\n")
+        got += e.drain(0.2)
+    assert got.startswith(b"ERROR:8\r\n"), got
+    assert IDLE * 0.9 <= time.monotonic() - t0 < IDLE * 6
+    e.drain(0.3)
+    assert e.cmd("AT") == b"OK\r\n"                 # commands work again
+    time.sleep(0.1)
+    assert tcp_sink.data == b""
+
+
+@pytest.mark.parametrize("cmd", [b"AT+SOCKWR=1,4", b"AT+SOCKWR=1,0"])
+def test_escape_before_marker_aborts(e, tcp_sink, cmd):
+    tcp_to(e, tcp_sink)
+    e.write(cmd + b"\r\n+")
+    e.expect_nothing(0.1)
+    e.write(b"++")                                   # a '+++' split over writes, before any '#'
+    assert e.read_until(FINAL, timeout=3) == b"ERROR:8\r\n"
+    assert e.cmd("AT") == b"OK\r\n"                 # right away, not after data_timeout
+    time.sleep(0.1)
+    assert tcp_sink.data == b""
+
+
+def test_loadcert_escape_before_marker_aborts(e):
+    e.write(b'AT+LOADCERT=100,"gone"\r\n+++')
+    assert e.read_until(FINAL, timeout=3) == b"+LOADCERT:1\r\nERROR:9\r\n"
+    assert not (e.state_dir / "certs" / "gone").exists()

@@ -6,12 +6,12 @@ import datetime as _dt
 from emulator.files import FsError
 from emulator.grammar import Data, DataOverflow, Form, Int, Str
 from emulator.module import Ctx
-from emulator.profile import CmdError, command
+from emulator.profile import CmdError, Profile, command
 
-from .common import E_CERT, MAX_DATA, MAC, fmt_str, log, text_arg
+from profiles.microchip_common.common import E_CERT, MAX_DATA, MAC, log, text_arg, valid_material
 
 
-class GeneralCommands:
+class GeneralCommands(Profile):
     """Mixin of :class:`MicrochipWinc`: identity, echo, low power, certificate store."""
 
     @command("E", Form.WRITE, Int("N", 0, 1), family="general", doc="ATE0 echo off, ATE1 echo on")
@@ -75,7 +75,7 @@ class GeneralCommands:
                 raise self.fail(E_CERT, "no certificate loaded")
         else:
             data = self._tng(typ)
-        ctx.info(f"+READCERT:{typ},{len(data)},{fmt_str(data)}")
+        ctx.info(f"+READCERT:{typ},{len(data)},{self.fmt(data)}")
 
     def _tng(self, typ: int) -> bytes:
         name = "device.der" if typ == 1 else "root.der"
@@ -117,12 +117,12 @@ class GeneralCommands:
         except FsError:
             raise CmdError("param", message="bad certificate name") from None
         ev = await ctx.read_data(length or None, marker=b"#", terminator=b"+++", max_len=MAX_DATA + 2,
-                                 idle=self.data_timeout)
+                                 idle=self.data_timeout, **self._marker_wait)
         if isinstance(ev, DataOverflow):
             await self._skip_to_escape(ctx, ev.payload)
         data = ev.payload
         complete = isinstance(ev, Data) and (ev.reason == "length" if length else ev.reason == "terminator")
-        ok = complete and len(data) <= MAX_DATA and self._valid_material(data)
+        ok = complete and len(data) <= MAX_DATA and valid_material(data)
         if ok:
             try:
                 self.store.write(name, data)
@@ -135,40 +135,3 @@ class GeneralCommands:
         self.module.settings.set("microchip.last_cert", name)
         ctx.info("+LOADCERT:0")
         return None
-
-    async def _skip_to_escape(self, ctx, seen: bytes) -> None:
-        """After an overflow in +++ mode, discard the rest of the host's data up to its +++.
-
-        The +++ may straddle the overflow point (``seen`` ends with ``+`` or ``++``). Gives up
-        after ``data_timeout`` seconds of silence, like the data phase itself."""
-        plus = min(2, len(seen) - len(seen.rstrip(b"+")))
-        while plus:
-            ev = await ctx.read_data(1, idle=self.data_timeout)
-            if not isinstance(ev, Data) or ev.reason != "length":
-                return
-            plus = plus + 1 if ev.payload == b"+" else 0
-            if plus == 3:
-                return
-        await ctx.read_data(None, terminator=b"+++", idle=self.data_timeout)
-
-    @staticmethod
-    def _valid_material(data: bytes) -> bool:
-        if not data:
-            return False
-        from cryptography import x509
-        from cryptography.hazmat.primitives import serialization
-        for fn in (x509.load_pem_x509_certificate, x509.load_der_x509_certificate):
-            try:
-                fn(data)
-                return True
-            except Exception:
-                pass
-        if b"-----BEGIN" in data and b"PRIVATE KEY-----" in data:
-            return True
-        try:
-            serialization.load_der_private_key(data, None)
-            return True
-        except TypeError:
-            return True   # a valid but encrypted DER key: TLSC id 4 holds its password
-        except Exception:
-            return False

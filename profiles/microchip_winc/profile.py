@@ -14,20 +14,14 @@ they are printable ASCII without ``"``, else as ``[hex]``.
 """
 from __future__ import annotations
 
-import asyncio
-from typing import Any, Callable
-
 from emulator.files import FlashFS
-from emulator.grammar import Arg, Dialect, Engine, UrcSpec
-from emulator.profile import CmdError, Profile
+from emulator.grammar import Dialect, UrcSpec
+from emulator.profile import CmdError
 
-from .common import (E_UNKNOWN, E_PARAM, E_STATE, E_BUSY, E_NOLINK, E_INTERNAL, MAX_DATA, TLS_CONFS, MAC,
-                     fmt_str, arg_bytes, _P)
+from profiles.microchip_common import MicrochipFamily
+from profiles.microchip_common.common import (E_UNKNOWN, E_PARAM, E_STATE, E_BUSY, E_INTERNAL, TLS_CONFS, MAC, _P)
 
 from .general import GeneralCommands
-from .mqtt import MqttCommands
-from .sockets import Sock, SocketCommands
-from .wlan import WlanCommands
 
 DEVIATIONS = [
     "Line endings: a command ends with CR or CR LF; a lone LF anywhere is ignored (echoed when echo is on), so \\n\\nAT\\r answers OK; the LF of CR LF is echoed with the CR.",
@@ -57,7 +51,7 @@ DEVIATIONS = [
     "M32: no AEC when a UDP socket is closed; UDP SOCKBR only sets the default destination (OK).",
     "M33: AT+SOCKTLS=<id>[,<conf>] (conf default 1) answers OK, then +SOCKTLS:<id> or +SOCKERR:<id>,<code>,<msg> after the handshake.",
     "M35/M38/M39: SOCKWR/SOCKWRTO LENGTH 0..1500; without <DATA> the host sends '#' then exactly LENGTH raw bytes (+++ is data), or with LENGTH 0 raw bytes until +++ (TCP: any size, forwarded in ~1500-byte chunks as they fill; UDP: one datagram of at most 1500). OK follows the data. Inline data must be exactly LENGTH bytes.",
-    "Binary phases: bytes before '#' are skipped; a host silent for data_timeout seconds (world option, default 10) abandons the transfer: nothing sent (TCP length 0: forwarded chunks stay sent), ERROR:8 (LOADCERT: +LOADCERT:1, ERROR:9).",
+    "Binary phases: bytes before '#' are skipped, but '+++' there abandons the transfer; the wait for '#' ends data_timeout seconds after the command (a fixed deadline); a host silent for data_timeout seconds (world option, default 10) abandons the transfer: nothing sent (TCP length 0: forwarded chunks stay sent), ERROR:8 (LOADCERT: +LOADCERT:1, ERROR:9).",
     "M40/M41: SOCKRD <LENGTH> counts payload bytes; mode 1 prints quoted ASCII or [hex]; mode 2 prints +SOCKRD:<id>,<n>,# then exactly n raw bytes, CR LF, OK.",
     "M42/M43: +SOCKRXT:<id>,<n> gives the total bytes buffered; it is sent when data arrives on an empty (or already read) buffer and again after a SOCKRD that leaves data. One +SOCKRXU per datagram; the next one follows the SOCKRD that consumed the previous (its unread remainder is discarded).",
     "M44: TLSC certificate names refer to the LOADCERT store; an empty CA name trusts the host's default roots; SERVER_NAME empty = the address given to SOCKBR/MQTTC (verified).",
@@ -70,8 +64,8 @@ DEVIATIONS = [
 ]
 
 
-class MicrochipWinc(SocketCommands, MqttCommands, WlanCommands, GeneralCommands, Profile):
-    # (mixins listed last-first: the core collects commands along the reversed MRO, so `describe`
+class MicrochipWinc(MicrochipFamily, GeneralCommands):
+    # (GeneralCommands last: the core collects commands along the reversed MRO, so `describe`
     # lists them in the manual's order: general, WLAN, MQTT, network stack)
     name = "microchip-winc"
     aliases = ("winc1500", "winc", "pic32mzw1", "microchip")
@@ -120,6 +114,8 @@ class MicrochipWinc(SocketCommands, MqttCommands, WlanCommands, GeneralCommands,
         UrcSpec("+PING", "+PING:<IP_ADDRESS>,<RTT>", "echo reply (RTT ms, -1 = no reply)", "ping"),
     ]
 
+    EMPTY_PIN_AS_HEX = True
+
     WSCNC = {1: _P("SCAN_TIME", "int", 30, 1, 60000), 2: _P("PASV_LISTEN", "int", 300, 1, 60000)}
     WSTAC = {1: _P("SSID", "str", b"", max_len=32), 2: _P("SEC_TYPE", "int", 0, 0, 5),
              3: _P("CREDENTIALS", "str", b"", max_len=128), 4: _P("CHANNEL", "int", 255, choices=tuple(range(1, 15)) + (255,)),
@@ -137,51 +133,8 @@ class MicrochipWinc(SocketCommands, MqttCommands, WlanCommands, GeneralCommands,
 
     def __init__(self, module):
         super().__init__(module)
-        self.asleep = False
-        self._down = False
-        self.opts = getattr(module.world, "options", {}) or {}
-        self.cfg: dict[str, dict[int, Any]] = {}
-        for name in ("WSCNC", "WSTAC", "WAPC", "WPROVC", "MQTTC"):
-            self.cfg[name] = {i: p.default for i, p in getattr(self, name).items()}
         self.cfg["MQTTC"][3] = ("WINC1500_" + MAC.replace(":", "")[-6:]).encode()
-        self.tls_confs = {i: {k: p.default for k, p in self.TLSC.items()} for i in range(1, TLS_CONFS + 1)}
-        # station
-        self.sta_state = 0            # 0 idle, 1 connecting, 2 connected
-        self.sta_ap = None
-        self.sta_ip: str | None = None
-        self._sta_task: asyncio.Task | None = None
-        self.ntp: dict = {}
-        # soft-AP
-        self.ap_on = False
-        self.ap_stations: dict[int, str] = {}     # assoc id -> MAC
-        self._ap_next = 1
-        # provisioning
-        self.prov_on = False
-        self.prov_listener = None
-        self.provisioning_port: int | None = None
-        self._prov_conns: set = set()
-        self._prov_engine = Engine(self.dialect, self.commands)
-        # scan
-        self._scanning = False
-        # sockets
-        self.socks: dict[int, Sock] = {}
-        # mqtt
-        self.mqtt = None
-        self.mqtt_state = 0            # 0 idle, 1 connecting, 2 connected
-        self.mqtt_subs: dict[str, int] = {}
-        self._sub_pending = False
-        self.ack_timeout = float(self.opts.get("microchip-winc.ack_timeout", 10.0))
-        #: seconds of host silence after which a binary phase (SOCKWR/SOCKWRTO/LOADCERT) gives up
-        self.data_timeout = float(self.opts.get("microchip-winc.data_timeout", 10.0))
-        # certificates
-        self.store = FlashFS(module.state_dir / "certs", capacity=64 * 1024, max_file=MAX_DATA, max_name=64)
         self.tng = FlashFS(module.state_dir / "tng", capacity=16 * 1024)
-
-    # ================================================================== plumbing
-    def urc(self, text: str, data: bytes = b"") -> None:
-        if self.asleep or self._down:
-            return
-        self.module.urc(text, data)
 
     def format_error(self, err: CmdError) -> str:
         if err.code is not None:
@@ -189,93 +142,3 @@ class MicrochipWinc(SocketCommands, MqttCommands, WlanCommands, GeneralCommands,
         code = {"unknown": E_UNKNOWN, "syntax": E_UNKNOWN, "garbage": E_UNKNOWN, "too_long": E_UNKNOWN,
                 "param": E_PARAM, "busy": E_BUSY, "internal": E_INTERNAL}.get(err.kind, E_STATE)
         return f"ERROR:{code}"
-
-    @staticmethod
-    def fail(code: int, message: str = "") -> CmdError:
-        return CmdError("failed", code=code, message=message or f"error {code}")
-
-    def link_up(self) -> bool:
-        return (self.sta_state == 2 and self.sta_ip is not None) or self.ap_on
-
-    def need_link(self) -> None:
-        if not self.link_up():
-            raise self.fail(E_NOLINK, "no WLAN link")
-
-    # ---- configuration commands (shared) ---------------------------------------------------------
-    def _cfg_line(self, cmd: str, pid: int, value: Any) -> str:
-        p = getattr(self, cmd)[pid]
-        if p.kind == "int":
-            return f"+{cmd}:{pid},{value}"
-        if cmd == "WPROVC" and pid == 2 and not value:
-            return f"+{cmd}:{pid},[]"
-        return f"+{cmd}:{pid},{fmt_str(value or b'')}"
-
-    def _cfg_value(self, p: _P, arg: Arg) -> Any:
-        if p.kind == "int":
-            if arg.quoted or arg.hexed:
-                raise CmdError("param", message=f"<{p.name}> must be a number")
-            try:
-                from emulator.grammar import parse_int
-                v = parse_int(arg.text)
-            except ValueError:
-                raise CmdError("param", message=f"<{p.name}> must be a number") from None
-            if p.choices:
-                if v not in p.choices:
-                    raise CmdError("param", message=f"<{p.name}> out of range")
-            elif not p.lo <= v <= p.hi:
-                raise CmdError("param", message=f"<{p.name}> out of range")
-            return v
-        if not (arg.quoted or arg.hexed):
-            raise CmdError("param", message=f"<{p.name}> must be a quoted or [hex] string")
-        b = arg_bytes(arg)
-        if len(b) > p.max_len:
-            raise CmdError("param", message=f"<{p.name}> too long")
-        return b
-
-    def _cfg(self, ctx, cmd: str, table: dict, store: dict, pid: int | None, val: Any, writable: Callable[[], bool] | None = None,
-             arg_index: int = 1) -> None:
-        if pid is None:
-            for i in table:
-                ctx.info(self._cfg_line(cmd, i, store[i]))
-            return
-        if pid not in table:
-            raise CmdError("param", message=f"unknown parameter id {pid}")
-        if val is None:
-            ctx.info(self._cfg_line(cmd, pid, store[pid]))
-            return
-        if writable is not None and not writable():
-            raise self.fail(E_STATE, f"{cmd} is read-only now")
-        store[pid] = self._cfg_value(table[pid], ctx.line.args[arg_index])
-
-    def snapshot(self) -> dict:
-        """Control-plane view of the module's state."""
-        return {
-            "asleep": self.asleep,
-            "station": {"state": ["idle", "connecting", "connected"][self.sta_state],
-                        "ssid": self.sta_ap.ssid if self.sta_ap else None, "ip": self.sta_ip},
-            "ntp": dict(self.ntp),
-            "soft_ap": {"on": self.ap_on, "stations": {str(k): v for k, v in self.ap_stations.items()}},
-            "provisioning": {"on": self.prov_on, "port": self.provisioning_port},
-            "sockets": [{"id": s.id, "proto": "udp" if s.proto == 1 else "tcp", "remote": list(s.remote) if s.remote else None,
-                         "local_port": s.local_port, "listening": s.listener is not None,
-                         "tls": bool(s.conn is not None and s.conn.tls),
-                         "buffered": (s.conn.available if s.conn is not None else (len(s.udp.rx) if s.udp is not None else 0))}
-                        for s in self.socks.values()],
-            "mqtt": {"state": ["disconnected", "connecting", "connected"][self.mqtt_state],
-                     "subscriptions": dict(self.mqtt_subs)},
-            "certificates": [n for n, _ in self.store.list()],
-        }
-
-    # ================================================================== lifecycle
-    async def shutdown(self) -> None:
-        self._down = True  # powering off: nothing more reaches the UART
-        for s in list(self.socks.values()):
-            self._close_sock(s)
-        self.socks.clear()
-        await self._stop_prov()
-        s, self.mqtt = self.mqtt, None
-        if s is not None:
-            try:
-                await asyncio.wait_for(s.disconnect(), 2)
-            except Exception:
-                s.close()

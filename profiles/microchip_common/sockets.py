@@ -1,4 +1,4 @@
-"""microchip-winc network stack (manual ch. 7): sockets, binary mode, TLS configuration, DNS, ping."""
+"""Microchip family network stack: sockets, binary mode, TLS configuration, DNS, ping."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +11,7 @@ from emulator.net.errors import NetError
 from emulator.profile import CmdError, command
 
 from .common import (E_STATE, E_SOCKET, E_NORES, E_DATA, E_CERT, NET_CODES, MAX_SOCKETS, MAX_DATA, TLS_CONFS,
-                     fmt_str, sfx, log, text_arg)
+                     sfx, log, text_arg)
 
 
 @dataclass
@@ -27,6 +27,7 @@ class Sock:
     announced: bool = False        # a +SOCKRXT / +SOCKRXU is outstanding
     bound: bool = False            # bound to a local port by SOCKBL (UDP)
     groups: list = field(default_factory=list)
+    options: dict = field(default_factory=lambda: {1: 0, 2: 0})   # socket options (RNWF +SOCKC)
 
     @property
     def local_port(self) -> int:
@@ -251,7 +252,7 @@ class SocketCommands:
     def _sockerr(self, s: Sock, e: NetError) -> None:
         """+SOCKERR:<id>,<code>,<message> for a failed connect or TLS upgrade (if the socket still exists)."""
         if self.socks.get(s.id) is s:
-            self.urc(f"+SOCKERR:{s.id},{NET_CODES.get(e.kind, 99)},{fmt_str(e.message[:120])}")
+            self.urc(f"+SOCKERR:{s.id},{NET_CODES.get(e.kind, 99)},{self.fmt(e.message[:120])}")
 
     @command("+SOCKBM", Form.WRITE, Int("SOCK_ID", 0, 255), Str("MCAST_ADDR", quoted=True, min_len=1, max_len=64),
              Int("MCAST_PORT", 1, 65535), family="socket", doc="Join a multicast group on a UDP socket bound to MCAST_PORT")
@@ -315,6 +316,28 @@ class SocketCommands:
                 r = s.conn.remote_addr
             ctx.info(f'+SOCKLST:{i},{s.proto},"{r[0] if r else ""}",{r[1] if r else 0},{s.local_port}')
 
+    async def _skip_to_escape(self, ctx, seen: bytes) -> None:
+        """After an overflow in +++ mode, discard the rest of the host's data up to its +++.
+
+        The +++ may straddle the overflow point (``seen`` ends with ``+`` or ``++``). Gives up
+        after ``data_timeout`` seconds of silence, like the data phase itself."""
+        plus = min(2, len(seen) - len(seen.rstrip(b"+")))
+        while plus:
+            ev = await ctx.read_data(1, idle=self.data_timeout)
+            if not isinstance(ev, Data) or ev.reason != "length":
+                return
+            plus = plus + 1 if ev.payload == b"+" else 0
+            if plus == 3:
+                return
+        await ctx.read_data(None, terminator=b"+++", idle=self.data_timeout)
+
+    @property
+    def _marker_wait(self) -> dict:
+        """How a binary phase waits for the host's '#': at most data_timeout seconds from the
+        command (a fixed deadline: the bytes it skips meanwhile do not extend it), and a '+++'
+        among those skipped bytes abandons the transfer."""
+        return {"marker_timeout": self.data_timeout, "abort": b"+++"}
+
     async def _payload(self, ctx, length: int, data: bytes | None) -> bytes:
         """The data of SOCKWR/SOCKWRTO: inline, LENGTH raw bytes after '#', or (UDP) one datagram
         of at most MAX_DATA bytes ended by '+++' (TCP length 0 streams: see _tcp_stream)."""
@@ -323,12 +346,12 @@ class SocketCommands:
                 raise self.fail(E_DATA, "data does not match <LENGTH>")
             return data
         if length:
-            ev = await ctx.read_data(length, marker=b"#", idle=self.data_timeout)
+            ev = await ctx.read_data(length, marker=b"#", idle=self.data_timeout, **self._marker_wait)
             complete = isinstance(ev, Data) and ev.reason == "length" and len(ev.payload) == length
         else:
             # +2: a datagram of exactly MAX_DATA bytes is followed by +++ (3 bytes), not overflowed
             ev = await ctx.read_data(None, marker=b"#", terminator=b"+++", max_len=MAX_DATA + 2,
-                                     idle=self.data_timeout)
+                                     idle=self.data_timeout, **self._marker_wait)
             if isinstance(ev, DataOverflow):
                 await self._skip_to_escape(ctx, ev.payload)
             complete = isinstance(ev, Data) and ev.reason == "terminator" and len(ev.payload) <= MAX_DATA
@@ -392,7 +415,7 @@ class SocketCommands:
         marker = b"#"
         while True:
             ev = await ctx.read_data(None, marker=marker, terminator=b"+++", max_len=MAX_DATA + 2,
-                                     idle=self.data_timeout)
+                                     idle=self.data_timeout, **(self._marker_wait if marker else {}))
             marker = None
             if isinstance(ev, Data) and ev.reason == "terminator":
                 await send(ev.payload)
@@ -450,7 +473,7 @@ class SocketCommands:
             data = item[0][:length] if item else b""
         s.announced = False
         if mode == 1:
-            ctx.info(f"+SOCKRD:{sid},{len(data)},{fmt_str(data)}")
+            ctx.info(f"+SOCKRD:{sid},{len(data)},{self.fmt(data)}")
         else:
             ctx.raw(f"+SOCKRD:{sid},{len(data)},#".encode() + data + b"\r\n")
         if s.proto == 2:
@@ -473,9 +496,12 @@ class SocketCommands:
         try:
             ip = await self.module.resolver.resolve_one(name, family=fam, timeout=10.0)
         except NetError as e:
-            self.urc(f"+DNSERROR:{2 if e.kind == 'dns_timeout' else 1}")
+            self._aec_dns_error(2 if e.kind == 'dns_timeout' else 1)
             return
-        self.urc(f'+DNSRESOLV:{typ},{fmt_str(name)},"{ip}"')
+        self.urc(f'+DNSRESOLV:{typ},{self.fmt(name)},"{ip}"')
+
+    def _aec_dns_error(self, code: int) -> None:
+        self.urc(f"+DNSERROR:{code}")
 
     @command("+PING", Form.WRITE, Str("TARGET_ADDR", quoted=True, min_len=1, max_len=253), Int("IP_PROTOCOL_VERSION", 1, 2, optional=True),
              family="ping", doc="Ping once: OK, then +PING:<ip>,<rtt ms> (-1: no reply)")
@@ -492,7 +518,7 @@ class SocketCommands:
         try:
             ip = await self.module.resolver.resolve_one(target, family=fam, timeout=10.0)
         except NetError as e:
-            self.urc(f"+DNSERROR:{2 if e.kind == 'dns_timeout' else 1}")
+            self._aec_ping_failed(None, e.kind)
             return
         try:
             res = await ping(ip, count=1, timeout=4.0)
@@ -501,4 +527,14 @@ class SocketCommands:
         except NetError as e:
             log.warning("ping: %s", e)
             rtt = -1
+        if rtt < 0:
+            self._aec_ping_failed(ip, "timeout")
+            return
         self.urc(f'+PING:"{ip}",{rtt}')
+
+    def _aec_ping_failed(self, ip: str | None, kind: str) -> None:
+        """No reply (``ip`` set) or the name did not resolve (``ip`` None, ``kind`` the DNS failure)."""
+        if ip is None:
+            self._aec_dns_error(2 if kind == "dns_timeout" else 1)
+        else:
+            self.urc(f'+PING:"{ip}",-1')

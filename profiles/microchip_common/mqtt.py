@@ -1,4 +1,4 @@
-"""microchip-winc MQTT (manual ch. 6): MQTTC, MQTTCONN, MQTTSUB, MQTTUNSUB, MQTTPUB, MQTTDISCONN."""
+"""Microchip family MQTT: MQTTC, MQTTCONN, MQTTSUB, MQTTUNSUB, MQTTPUB, MQTTDISCONN."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,7 +8,7 @@ from emulator.module import Ctx
 from emulator.net.errors import NetError
 from emulator.profile import CmdError, command
 
-from .common import E_STATE, E_BUSY, E_NOLINK, MAX_DATA, arg_bytes, fmt_str, sfx, log
+from .common import E_STATE, E_BUSY, E_NOLINK, MAX_DATA, arg_bytes, sfx, log
 
 
 def _topic(ctx, index: int, wildcards: bool) -> str:
@@ -72,12 +72,17 @@ class MqttCommands:
         session = MqttSession(client_id=sfx(c[3]), host=host, port=c[2], resolver=self.module.resolver, tls=tls,
                               server_hostname=sni, keepalive=c[6], clean_session=clean != 0,
                               username=sfx(c[4]) or None, password=c[5] or None,
-                              on_message=self._mqtt_message, on_disconnect=self._mqtt_disconnected)
+                              on_message=self._mqtt_message, on_disconnect=self._mqtt_disconnected,
+                              **self._mqtt_options())
         self.mqtt = session
         self.mqtt_state = 1
         self.mqtt_subs.clear()
         ctx.ok()
         self.module.spawn(self._mqtt_connect(session))
+
+    def _mqtt_options(self) -> dict:
+        """More MqttSession arguments a dialect configures (protocol version, will)."""
+        return {}
 
     async def _mqtt_connect(self, session) -> None:
         try:
@@ -102,7 +107,7 @@ class MqttCommands:
             self.urc("+MQTTCONN:0")
 
     def _mqtt_message(self, topic: str, payload: bytes, qos: int, retain: bool, mid: int) -> None:
-        self.urc(f"+MQTTPUBRX:0,{qos},{int(bool(retain))},{fmt_str(topic)},{len(payload)},{fmt_str(payload)}")
+        self.urc(f"+MQTTPUBRX:0,{qos},{int(bool(retain))},{self.fmt(topic)},{len(payload)},{self.fmt(payload)}")
 
     def _mqtt_disconnected(self, reason: str, rc: int) -> None:
         if self.mqtt_state == 0:

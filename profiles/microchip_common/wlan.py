@@ -1,4 +1,4 @@
-"""microchip-winc WLAN (manual ch. 4-5): scanning, station, soft-AP, provisioning over TCP."""
+"""Microchip family WLAN: scanning, station, soft-AP, provisioning over TCP."""
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +12,8 @@ from emulator.net.errors import NetError
 from emulator.profile import CmdError, command
 from emulator.world import AccessPoint
 
-from .common import (E_STATE, E_NORES, E_BUSY, WSTAERR_NO_AP, WSTAERR_AUTH, WSTAERR_SECURITY, STA_SEC, AP_SEC,
-                     REPORT_SEC, MAC, fmt_str, sfx, log, text_arg)
+from .common import (E_STATE, E_NORES, E_BUSY, WSTAERR_NO_AP, WSTAERR_AUTH, WSTAERR_SECURITY,
+                     REPORT_SEC, MAC, sfx, log, text_arg)
 
 AP_GATEWAY = "192.168.1.1"      # the soft-AP's own address; its DHCP server leases 192.168.1.<99 + ASSOC_ID>
 
@@ -50,6 +50,11 @@ class _ProvCtx:
 
 class WlanCommands:
     """Mixin of :class:`MicrochipWinc`: scans, station link, soft-AP and provisioning."""
+
+    #: commands accepted over the provisioning TCP link
+    PROV_COMMANDS = ("+WSTAC", "+WSCNA", "+WSCNP", "+WPROV")
+    #: the WPROVC id of the provisioning port
+    PROV_PORT_ID = 3
 
     # ================================================================== scanning
     @command("+WSCNC", Form.EXEC, family="scan", doc="Read all scan parameters (1 SCAN_TIME ms, 2 PASV_LISTEN ms)")
@@ -89,7 +94,7 @@ class WlanCommands:
                 if ap is getattr(self, "_own_ap", None):
                     continue
                 name = b"" if (ap.hidden and not ssid) else ap.ssid.encode("utf-8", "surrogateescape")
-                emit(f"+WSCNIND:{ap.rssi},{REPORT_SEC.get(ap.security, 0)},{ap.channel},\"{ap.bssid.upper()}\",{fmt_str(name) if name else '[]'}")
+                emit(f"+WSCNIND:{ap.rssi},{REPORT_SEC.get(ap.security, 0)},{ap.channel},\"{ap.bssid.upper()}\",{self.fmt(name) if name else '[]'}")
             emit("+WSCNDONE")
         finally:
             self._scanning = False
@@ -104,7 +109,7 @@ class WlanCommands:
     async def wsta_read(self, ctx: Ctx) -> None:
         if self.sta_state == 2 and self.sta_ap is not None:
             ap = self.sta_ap
-            ctx.info(f"+WSTA:1,1,{fmt_str(ap.ssid)},{ap.rssi},{REPORT_SEC.get(ap.security, 0)}")
+            ctx.info(f"+WSTA:1,1,{self.fmt(ap.ssid)},{ap.rssi},{REPORT_SEC.get(ap.security, 0)}")
         else:
             ctx.info("+WSTA:0,0")
 
@@ -128,12 +133,15 @@ class WlanCommands:
         c = self.cfg["WSTAC"]
         await asyncio.sleep(0.05)
         ssid = sfx(c[1])
-        sec = STA_SEC[c[2]]
+        sec = self.STA_SEC[c[2]]
         cred = sfx(c[3])
         if sec == "wep" and "*" in cred:
             cred = cred.split("*", 1)[1]
-        res, ap = wifi.join(self.module.world, ssid, cred, sec)
-        if res == wifi.JoinResult.OK and c[4] != 255 and ap.channel != c[4]:
+        p5 = self.WSTAC.get(5)
+        bssid = sfx(c[5]) if p5 is not None and p5.name == "BSSID" and c.get(5) else None
+        res, ap = wifi.join(self.module.world, ssid, cred, sec, bssid=bssid)
+        if res == wifi.JoinResult.OK and ((c[4] not in (0, 255) and ap.channel != c[4])
+                                          or not self._channel_allowed(ap.channel)):
             res = wifi.JoinResult.NO_AP
         assoc = None
         if res == wifi.JoinResult.OK:
@@ -147,19 +155,17 @@ class WlanCommands:
         if res != wifi.JoinResult.OK:
             self.sta_state = 0
             code = {wifi.JoinResult.NO_AP: WSTAERR_NO_AP, wifi.JoinResult.WRONG_PASSWORD: WSTAERR_AUTH}.get(res, WSTAERR_SECURITY)
-            self.urc(f"+WSTAERR:{code}")
+            self._aec_sta_error(code)
             return
         self.sta_ap = ap
         self.sta_state = 2
-        self.urc(f'+WSTALU:1,"{ap.bssid.upper()}",{ap.channel}')
+        self._aec_link_up(ap)
         try:
             await asyncio.sleep(0.05)
             if self.sta_state != 2 or self.sta_ap is not ap:
                 return
             self.sta_ip = (assoc.lease or wifi.Lease.from_ap(ap)).ip
-            self.urc(f'+WSTAAIP:1,"{self.sta_ip}"')
-            if c[12]:
-                self.module.spawn(self._ntp_sync(sfx(c[12])))
+            self._aec_got_ip(self.sta_ip)
             while self.sta_state == 2:
                 await asyncio.sleep(0.2)
                 if self.sta_state == 2 and not wifi.on_air(self.module.world, ap):
@@ -173,6 +179,26 @@ class WlanCommands:
             if assoc_ is not None:
                 wifi.disassociate(self.module.world, assoc_[0], assoc_[1])
             raise
+
+    def _channel_allowed(self, channel: int) -> bool:
+        """May the radio use this channel (a dialect's regulatory domain)?"""
+        return True
+
+    # the station's AECs (a family dialect words them its own way)
+    def _aec_sta_error(self, code: int) -> None:
+        self.urc(f"+WSTAERR:{code}")
+
+    def _aec_link_up(self, ap) -> None:
+        self.urc(f'+WSTALU:1,"{ap.bssid.upper()}",{ap.channel}')
+
+    def _aec_got_ip(self, ip: str) -> None:
+        self.urc(f'+WSTAAIP:1,"{ip}"')
+        server = self.cfg["WSTAC"].get(12)
+        if server:
+            self.module.spawn(self._ntp_sync(sfx(server)))
+
+    def _aec_link_down(self) -> None:
+        self.urc("+WSTALD:1")
 
     async def _ntp_sync(self, server: str) -> None:
         """Set the module clock from the WSTAC NTP server (real SNTP; 'host' or 'host:port')."""
@@ -206,7 +232,7 @@ class WlanCommands:
         if assoc is not None:                 # a hosted soft AP (any profile) hears we left
             wifi.disassociate(self.module.world, assoc[0], assoc[1], reason)
         if was == 2 and not silent:
-            self.urc("+WSTALD:1")
+            self._aec_link_down()
 
     def _sta_link_lost(self, ap, reason: int) -> None:
         """(emulator.wifi station callback) the soft AP we are on stopped or dropped us."""
@@ -261,14 +287,14 @@ class WlanCommands:
             key = cred.split(b"*", 1)[1] if b"*" in cred else cred
             if len(key) not in (5, 13, 10, 26):
                 raise self.fail(E_STATE, "WEP key must be 5/13 ASCII or 10/26 hex characters")
-        elif c[2] in (2, 3) and not 8 <= len(cred) <= 63:
+        elif c[2] not in (0, 1) and not 8 <= len(cred) <= 63:
             raise self.fail(E_STATE, "WPA passphrase must be 8..63 characters")
 
     def _raise_ap(self) -> None:
         """Put the soft-AP on the shared world's air: stations of any emulated module scan and join it
         (emulator.wifi), and we see them (+WAPSC/+WAPAIP, +WAPSD)."""
         c = self.cfg["WAPC"]
-        sec = AP_SEC[c[2]]
+        sec = self.AP_SEC[c[2]]
         cred = sfx(c[3])
         if sec == "wep" and "*" in cred:
             cred = cred.split("*", 1)[1]
@@ -373,7 +399,7 @@ class WlanCommands:
         if self.sta_state != 0:
             raise self.fail(E_STATE, "station is active")
         from emulator.net.sockets import TcpListener
-        port = self.cfg["WPROVC"][3]
+        port = self.cfg["WPROVC"][self.PROV_PORT_ID]
         try:
             lst = await TcpListener.open("127.0.0.1", port)
         except NetError as e:
@@ -405,7 +431,11 @@ class WlanCommands:
 
     def _prov_accept(self, conn) -> None:
         self._prov_conns.add(conn)
+        self._aec_prov_client(conn, attached=True)
         self.module.spawn(self._prov_serve(conn))
+
+    def _aec_prov_client(self, conn, attached: bool) -> None:
+        """A client attached to (or left) the provisioning service; the WINC manual reports nothing."""
 
     async def _prov_serve(self, conn) -> None:
         buf = bytearray()
@@ -429,6 +459,8 @@ class WlanCommands:
         except NetError:
             pass
         finally:
+            if conn in self._prov_conns and self.prov_on:
+                self._aec_prov_client(conn, attached=False)
             self._prov_conns.discard(conn)
 
     async def _prov_line(self, conn, line: bytes) -> None:
@@ -440,7 +472,7 @@ class WlanCommands:
                 cl = self._prov_engine.parse_command(line)
             except ParamError:
                 raise CmdError("syntax") from None
-            if cl.name not in ("+WSTAC", "+WSCNA", "+WSCNP", "+WPROV"):
+            if cl.name not in self.PROV_COMMANDS:
                 raise CmdError("unknown", message="not available over the provisioning link")
             spec, fs, skip = self.module.resolve(cl)
             if fs is None or fs.handler is None:

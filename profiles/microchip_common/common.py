@@ -1,4 +1,4 @@
-"""Constants, error codes and string helpers shared by the microchip-winc command families."""
+"""Constants, error codes and string helpers shared by the Microchip family's dialects."""
 from __future__ import annotations
 
 import logging
@@ -51,9 +51,9 @@ def fmt_str(value: bytes | str) -> str:
 
 
 def arg_bytes(arg: Arg) -> bytes:
-    if arg.hexed:
-        return arg.text.encode("latin-1", "surrogateescape")
-    return arg.text.encode("utf-8", "surrogateescape")
+    """The bytes the host wrote for a string argument, quoted or [hex] (the grammar decodes the
+    line as latin-1, so encoding back as latin-1 is exact; UTF-8 text stays UTF-8)."""
+    return arg.text.encode("latin-1", "surrogateescape")
 
 
 def text_arg(ctx, index: int) -> str:
@@ -76,3 +76,27 @@ class _P:
     hi: int = 65535
     choices: tuple = ()
     max_len: int = 128
+
+
+def valid_material(data: bytes) -> bool:
+    """A PEM or DER X.509 certificate or private key (an encrypted DER key counts: its password is
+    configured separately)."""
+    if not data:
+        return False
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    for fn in (x509.load_pem_x509_certificate, x509.load_der_x509_certificate):
+        try:
+            fn(data)
+            return True
+        except Exception:
+            pass
+    if b"-----BEGIN" in data and b"PRIVATE KEY-----" in data:
+        return True
+    try:
+        serialization.load_der_private_key(data, None)
+        return True
+    except TypeError:
+        return True   # a valid but encrypted DER key: TLSC id 4 holds its password
+    except Exception:
+        return False
