@@ -7,6 +7,7 @@ _MODULES = {
     "quectel_fcm242d": "QuectelFcm242d",
     "ti_simplelink": "TiSimpleLink",
     "microchip_winc": "MicrochipWinc",
+    "calypso": "Calypso",
 }
 
 BUILTIN_PROFILES = []

@@ -1,0 +1,198 @@
+"""Würth Elektronik Calypso Wi-Fi module (``calypso``): a dialect of ``ti-simplelink``.
+
+Calypso runs an AT firmware derived from TI's CC32xx AT command interpreter. Everything the two
+share (sockets, TLS, WLAN, files, NetApp, NetCfg, MQTT, HTTP) is the ti-simplelink profile; this
+module adds or changes only what Calypso does differently: the application processor boots with the
+NWP running and prints ``+eventstartup``, device commands ``AT+reboot``, ``AT+factoryreset``,
+``AT+sleep``, ``AT+powersave``, the ``UART`` and ``GPIO`` ids of ``AT+get``/``AT+set``, the Calypso
+firmware version in ``AT+get=general,version``, the SNTP client (``AT+netAppUpdateTime``) and the
+GPIO commands. Evidence for each difference: README.md next to this file.
+"""
+from __future__ import annotations
+
+from emulator.grammar import Form, Int, Keyword, UrcSpec
+from emulator.module import Ctx
+from emulator.profile import command
+from profiles.ti_simplelink import DEVIATIONS as TI_DEVIATIONS, URCS as TI_URCS, TiSimpleLink
+from profiles.ti_simplelink.common import OS, S, count_error, param_error, parse_num, pick
+from profiles.ti_simplelink.device import CHIP_ID, NWP_VERSION, PHY_VERSION, ROM_VERSION
+
+from .extra import CalypsoExtraMixin
+
+#: Würth order code of the Calypso radio module (printed first in +eventstartup)
+ARTICLE_NR = "2610011025000"
+#: Calypso firmware version (last field of AT+get=general,version and of +eventstartup)
+FIRMWARE = "2.2.0"
+#: TI service pack the Calypso firmware carries (the MAC/NWP fields of AT+get=general,version)
+MAC_VERSION = "31.1.4.0.2"
+UART_DEFAULTS = {"baudrate": 921600, "parity": 1, "flowcontrol": False}
+BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1000000, 2000000,
+             3000000)
+SLEEP_MAX = 86400
+
+DEVIATIONS = [
+    "C1 (differs from ti-simplelink): after power-up, a hardware reset (control API /reset), AT+reboot, AT+factoryreset and the end of AT+sleep the module prints +eventstartup:<article nr>,<chip id>,<MAC>,<major>.<minor>.<patch> with the NWP already running (no AT+start needed); AT+start after AT+stop prints only OK (no +eventgeneral:init_complete).",
+    "C2: UART 921600 8E1 by default; AT+get=UART,baudrate|parity|flowcontrol print +get:921600, +get:1 (0 none, 1 even, 2 odd), +get:false; AT+set=UART stores the value, which applies from the next reset.",
+    "C3: AT+get=general,version prints six fields: chip id, MAC version, PHY version, NWP version, ROM version, Calypso firmware version (the driver needs the sixth for firmware >= 1.9.0).",
+    "C4: AT+reboot prints OK then resets; AT+factoryreset wipes the files and stored settings, prints OK, then resets; AT+sleep=<1..86400> prints OK, the module ignores the UART for that many seconds, then boots (+eventstartup); AT+powersave prints OK, ignores the UART and wakes on the wake-up pin (control API /wakeup), printing +eventwakeup.",
+    "C5: NetApp SNTP_CLIENT (enable, update_interval, time_zone, server_address) is emulated; AT+netAppUpdateTime asks the configured servers (real SNTP over UDP) and sets the device time; without an answer: ERROR:process command,-110.",
+    "C6: GPIO commands AT+gpioSet=<id>,<save>,<type>,<values...> and AT+gpioGet=<id>,<default> keep each GPIO's type and value; inputs read the world option calypso.gpio_inputs (id -> 0/1), default 0.",
+]
+
+URCS = [
+    UrcSpec("+eventstartup", "+eventstartup:<article nr>,<chip id>,<MAC>,<major>.<minor>.<patch>",
+            "the application processor booted (power-up, reset pin, reboot, factory reset, end of sleep)", "device"),
+    UrcSpec("+eventwakeup", "+eventwakeup", "woken from AT+powersave by the wake-up pin", "device"),
+] + [u for u in TI_URCS if u.name != "+eventgeneral:init_complete"]
+
+
+class Calypso(CalypsoExtraMixin, TiSimpleLink):
+    name = "calypso"
+    aliases = ("wurth-calypso", "we-calypso")
+    summary = "Würth Elektronik Calypso Wi-Fi (TI CC32xx-based AT firmware): ti-simplelink plus Calypso device commands"
+    default_baud = 921600
+    families = TiSimpleLink.families + ("gpio",)
+    deviations = [d for d in TI_DEVIATIONS if not d.startswith("T37")] + DEVIATIONS
+    urcs = URCS
+    option_prefix = "calypso"
+    world_options = {
+        "article_nr": f"article number printed in +eventstartup (default {ARTICLE_NR})",
+        "firmware": f"Calypso firmware version major.minor.patch (default {FIRMWARE})",
+        "boot_delay": "seconds from a reset to +eventstartup (default 0.05)",
+        "gpio_inputs": "{gpio id: 0|1} levels read by AT+gpioGet for GPIOs configured as inputs",
+    }
+
+    def __init__(self, module):
+        super().__init__(module)
+        self.booting = False
+        self.dozing = False
+
+    # ---- options ----------------------------------------------------------------------------
+    def opt(self, key: str, default):
+        return (self.module.world.options or {}).get(f"calypso.{key}", default)
+
+    def firmware(self) -> str:
+        return str(self.opt("firmware", FIRMWARE))
+
+    def uart_cfg(self) -> dict:
+        stored = self.module.settings.get("calypso.uart")
+        cfg = dict(UART_DEFAULTS)
+        if isinstance(stored, dict):
+            cfg.update(stored)
+        return cfg
+
+    # ---- life cycle ---------------------------------------------------------------------------
+    async def boot(self) -> None:
+        """Power-up/reset: the NWP starts by itself and +eventstartup comes first."""
+        stored = self.module.settings.get("calypso.uart")
+        if isinstance(stored, dict) and stored.get("baudrate") and stored["baudrate"] != self.module.baud:
+            self.module.set_baud(int(stored["baudrate"]))
+        self.module.urc(f"+eventstartup:{self.opt('article_nr', ARTICLE_NR)},{CHIP_ID},{self.mac()},{self.firmware()}")
+        await self.nwp_start()
+
+    def announce_nwp_start(self) -> None:
+        """Calypso prints no init_complete: +eventstartup (boot) or nothing (AT+start)."""
+
+    def reset_later(self, delay: float | None = None) -> None:
+        """Reset after the current answer, as the reset pin or AT+reboot does."""
+        self.module.request_reboot(float(self.opt("boot_delay", 0.05)) if delay is None else delay)
+
+    # ---- device -----------------------------------------------------------------------------
+    @command("+reboot", Form.EXEC, family="device", doc="Reboot the module: OK, then +eventstartup")
+    async def at_reboot(self, ctx: Ctx) -> None:
+        self.reset_later()
+
+    @command("+factoryreset", Form.EXEC, family="device",
+             doc="Wipe files and stored settings (factory image), OK, then reboot (+eventstartup)")
+    async def at_factoryreset(self, ctx: Ctx) -> None:
+        await self.nwp_stop(emit=False)
+        self.fs.delete_all()
+        self.fs_bak.delete_all()
+        for key in list(self.module.settings.items()):
+            if (key.startswith("ti.") and key != "ti.udid") or key.startswith("calypso."):
+                self.module.settings.delete(key)
+        self.reset_later()
+
+    @command("+sleep", Form.WRITE, Int("timeout", 1, SLEEP_MAX, doc="seconds in hibernate"), family="device",
+             doc="Hibernate for timeout seconds (UART ignored), then boot: +eventstartup")
+    async def at_sleep(self, ctx: Ctx, timeout: int) -> None:
+        self.reset_later(float(timeout))
+
+    @command("+powersave", Form.EXEC, family="device",
+             doc="Low-power mode: OK, UART ignored until the wake-up pin (control API /wakeup): +eventwakeup")
+    async def at_powersave(self, ctx: Ctx) -> None:
+        self.dozing = True
+
+        async def doze() -> None:
+            await self.module.drain_output()
+            self.module.frozen = True
+        self.module.spawn(doze(), name="powersave")
+
+    def wake_up(self) -> bool:
+        """The wake-up pin's rising edge: leave AT+powersave (prints +eventwakeup). False when awake."""
+        if not self.dozing:
+            return False
+        self.dozing = False
+        self.module.frozen = False
+        self.module.urc("+eventwakeup")
+        return True
+
+    @command("+get", Form.WRITE,
+             Keyword("id", values={"Status": "status", "General": "general", "IOT": "iot", "UART": "uart",
+                                   "GPIO": "gpio"}),
+             S("option"), family="device", doc="Get device status, version, time, persistence, UDID, UART settings")
+    async def at_get(self, ctx: Ctx, ident: str, option: str) -> None:
+        if ident == "uart":
+            opt = pick(option, ("baudrate", "parity", "flowcontrol"), "option")
+            v = self.uart_cfg()[opt]
+            ctx.info("+get:" + (("true" if v else "false") if opt == "flowcontrol" else str(v)))
+            return
+        if ident == "gpio":
+            pick(option, ("remote_lock",), "option")
+            ctx.info("+get:" + ("true" if self.module.settings.get("calypso.gpio_remote_lock") else "false"))
+            return
+        if ident == "iot":
+            pick(option, ("udid",), "option")
+            ctx.info("+get:" + ",".join(self.udid()[i:i + 2] for i in range(0, 32, 2)))
+            return
+        if ident == "general" and str(option).strip().lower() == "version":
+            ctx.info(f"+get:{CHIP_ID},{MAC_VERSION},{PHY_VERSION},{NWP_VERSION},{ROM_VERSION},{self.firmware()}")
+            return
+        await super().at_get(ctx, ident, option)
+
+    @command("+set", Form.WRITE, Keyword("id", values={"General": "general", "UART": "uart", "GPIO": "gpio"}),
+             S("option"), OS("value1"), OS("value2"), OS("value3"), OS("value4"), OS("value5"), OS("value6"),
+             family="device", doc="Set persistence, the device time, UART settings (from the next reset)")
+    async def at_set(self, ctx: Ctx, ident: str, option: str, *values) -> None:
+        if ident in ("uart", "gpio"):
+            if values[0] is None or any(v is not None for v in values[1:]):
+                raise count_error(f"{ident} settings take one value")
+            v = str(values[0]).strip()
+            if ident == "gpio":
+                pick(option, ("remote_lock",), "option")
+                self.module.settings.set("calypso.gpio_remote_lock", pick(v, ("false", "true")) == "true")
+                return
+            opt = pick(option, ("baudrate", "parity", "flowcontrol"), "option")
+            if opt == "baudrate":
+                val: object = parse_num(v, name="baudrate")
+                if val not in BAUDRATES:
+                    raise param_error(f"baudrate must be one of {BAUDRATES}")
+            elif opt == "parity":
+                val = parse_num(v, 0, 2, "parity")
+            else:
+                val = pick(v, ("false", "true", "0", "1"), "flowcontrol") in ("true", "1")
+            stored = self.module.settings.get("calypso.uart")
+            stored = dict(stored) if isinstance(stored, dict) else {}
+            stored[opt] = val
+            self.module.settings.set("calypso.uart", stored)
+            return
+        await super().at_set(ctx, ident, option, *values)
+
+    # ---- helpers for the control plane --------------------------------------------------------
+    def snapshot(self) -> dict:
+        snap = super().snapshot()
+        snap["calypso"] = {"uart": self.uart_cfg(), "powersave": self.dozing, "firmware": self.firmware()}
+        return snap
+
+
+__all__ = ["Calypso"]
