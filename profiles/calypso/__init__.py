@@ -59,7 +59,6 @@ class Calypso(CalypsoExtraMixin, TiSimpleLink):
         "article_nr": f"article number printed in +eventstartup (default {ARTICLE_NR})",
         "firmware": f"Calypso firmware version major.minor.patch (default {FIRMWARE})",
         "boot_delay": "seconds from a reset to +eventstartup (default 0.05)",
-        "bind_host": "host address a bind to the module's own (virtual) IPv4 address uses (default 127.0.0.1)",
         "gpio_inputs": "{gpio id: 0|1} levels read by AT+gpioGet for GPIOs configured as inputs",
     }
 

@@ -1,5 +1,5 @@
-"""Calypso additions to the TI command families: the SNTP client (NetApp SNTP_CLIENT,
-AT+netAppUpdateTime) and the GPIO commands."""
+"""Calypso additions to the TI command families: the AP SSID append-MAC flag, the SNTP client
+(NetApp SNTP_CLIENT, AT+netAppUpdateTime) and the GPIO commands."""
 from __future__ import annotations
 
 from emulator.grammar import Form, Int, Keyword
@@ -7,9 +7,8 @@ from emulator.module import Ctx
 from emulator.net.errors import NetError
 from emulator.net.sntp import sntp_query
 from emulator.profile import command
-from profiles.ti_simplelink.common import (E_TIMEDOUT, E_WLAN_BAD_PROFILE, FAMILY, OS, S, count_error, fail, nwp,
+from profiles.ti_simplelink.common import (E_TIMEDOUT, OS, S, count_error, fail, nwp,
                                            param_error, parse_num, pick)
-from profiles.ti_simplelink.wlan import MAX_PROFILES
 
 NETAPP_IDS = {k: k.lower() for k in ("DHCP_SERVER", "HTTP_SERVER", "MDNS", "DEVICE", "DNS_CLIENT", "SNTP_CLIENT")}
 SNTP_OPTS = ("enable", "update_interval", "time_zone", "server_address")
@@ -23,39 +22,7 @@ LEVELS = ("low", "high")
 
 
 class CalypsoExtraMixin:
-    # ---- sockets ----------------------------------------------------------------------------------
-    def own_ipv4s(self) -> set[str]:
-        """The module's own (virtual) IPv4 addresses: DHCP lease, static station address, AP address."""
-        out = set()
-        if self.lease:
-            out.add(self.lease.get("ip"))
-        st = self.cfg.get("netcfg.ipv4_sta") or {}
-        if st.get("ip"):
-            out.add(st["ip"])
-        out.add(self.ap_addr().get("ip"))
-        return {a for a in out if a}
-
-    @command("+Bind", Form.WRITE, Int("sd", 0, 255), FAMILY, Int("port", 0, 65535), S("address"),
-             family="socket", doc="Bind a socket to a local port and address (the module's own address binds "
-                                  "world option calypso.bind_host, default 127.0.0.1)")
-    @nwp
-    async def at_bind(self, ctx: Ctx, sd: int, fam: int, port: int, address: str) -> None:
-        if str(address).strip().strip("[]") in self.own_ipv4s():
-            address = str((self.module.world.options or {}).get("calypso.bind_host", "127.0.0.1"))
-        return await super().at_bind(ctx, sd, fam, port, address)
-
     # ---- WLAN -------------------------------------------------------------------------------------
-    @command("+WlanProfileGet", Form.WRITE, Int("index", 0, MAX_PROFILES - 1), family="wlan",
-             doc="Read a stored profile: +wlanprofileget:<ssid>,<bssid>,<security>,<key (empty)>,<user>,<anon user>,"
-                 "<eap>,<priority>")
-    @nwp
-    async def at_profileget(self, ctx: Ctx, idx: int) -> None:
-        p = self.profiles()[idx]
-        if p is None:
-            raise fail(E_WLAN_BAD_PROFILE, "no profile at this index")
-        ctx.info(f"+wlanprofileget:{p['ssid']},{p['bssid']},{p['sec']},,{p['user']},{p['anon']},{p['eap']},"
-                 f"{p['priority']}")
-
     @command("+WlanSet", Form.WRITE,
              Keyword("id", values={"AP": "ap", "GENERAL": "general", "P2P": "p2p", "RX_FILTER": "rx_filter"}),
              S("option"), OS("value1"), OS("value2"), OS("value3"), OS("value4"), OS("value5"), OS("value6"),
