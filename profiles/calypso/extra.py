@@ -2,12 +2,13 @@
 (NetApp SNTP_CLIENT, AT+netAppUpdateTime) and the GPIO commands."""
 from __future__ import annotations
 
-from emulator.grammar import Form, Int, Keyword
+from emulator.grammar import Form, Int, Keyword, Raw
 from emulator.module import Ctx
 from emulator.net.errors import NetError
 from emulator.net.sntp import sntp_query
 from emulator.profile import command
-from profiles.ti_simplelink.common import (E_TIMEDOUT, OS, S, count_error, fail, nwp,
+from profiles.ti_simplelink.files import FLASH_CAPACITY
+from profiles.ti_simplelink.common import (E_TIMEDOUT, FORMAT, OS, S, count_error, fail, nwp,
                                            param_error, parse_num, pick)
 
 NETAPP_IDS = {k: k.lower() for k in ("DHCP_SERVER", "HTTP_SERVER", "MDNS", "DEVICE", "DNS_CLIENT", "SNTP_CLIENT")}
@@ -21,7 +22,29 @@ PULLS = ("nopull", "pullup", "pulldown")
 LEVELS = ("low", "high")
 
 
+class _FileWriteCount:
+    """A command context whose ``+filewrite:`` line reports ``n`` (Calypso: the Base64 characters
+    consumed, which the WCON driver adds to its offset into the encoded chunk)."""
+
+    def __init__(self, ctx: Ctx, n: int):
+        self._ctx, self._n = ctx, n
+
+    def __getattr__(self, name: str):
+        return getattr(self._ctx, name)
+
+    def info(self, text: str) -> None:
+        self._ctx.info(f"+filewrite:{self._n}" if text.startswith("+filewrite:") else text)
+
+
 class CalypsoExtraMixin:
+    # ---- files ------------------------------------------------------------------------------------
+    @command("+FileWrite", Form.WRITE, Int("file_id", 0, 0x7FFFFFFF), Int("offset", 0, FLASH_CAPACITY), FORMAT,
+             Int("length", 1, 4096), Raw("data"), family="file",
+             doc="Write: +filewrite:<written bytes> (format 1: the Base64 characters consumed)")
+    @nwp
+    async def at_filewrite(self, ctx: Ctx, fid: int, offset: int, fmt: int, length: int, data) -> None:
+        await super().at_filewrite(_FileWriteCount(ctx, length) if fmt == 1 else ctx, fid, offset, fmt, length, data)
+
     # ---- WLAN -------------------------------------------------------------------------------------
     @command("+WlanSet", Form.WRITE,
              Keyword("id", values={"AP": "ap", "GENERAL": "general", "P2P": "p2p", "RX_FILTER": "rx_filter"}),
@@ -38,6 +61,18 @@ class CalypsoExtraMixin:
                 ssid += "-" + self.mac().replace(":", "")[-6:].upper()
             vals = (ssid,) + (None,) * (len(vals) - 1)
         return await super().at_wlanset(ctx, ident, option, *vals)
+
+    # ---- MQTT -------------------------------------------------------------------------------------
+    @command("+MqttSubscribe", Form.WRITE, Int("index", 0, 255), Int("count", 1, 4),
+             *[p for i in range(1, 5) for p in (OS(f"topic{i}"), OS(f"qos{i}"), OS(f"persistent{i}"))],
+             *[OS(f"unused{i}") for i in range(1, 5)],
+             family="mqtt", doc="Subscribe to 1..4 topics: +eventmqtt:operation,suback,<id>,<granted QoS...> "
+                                "(up to four further empty fields are accepted, as the WCON driver sends them)")
+    @nwp
+    async def at_mqttsubscribe(self, ctx: Ctx, idx: int, count: int, *fields) -> None:
+        if any(f not in (None, "") for f in fields[12:]):
+            raise count_error("more topics than the count says")
+        await super().at_mqttsubscribe(ctx, idx, count, *fields[:12])
 
     # ---- SNTP client ------------------------------------------------------------------------------
     def sntp_cfg(self) -> dict:
