@@ -2,12 +2,15 @@
 (NetApp SNTP_CLIENT, AT+netAppUpdateTime) and the GPIO commands."""
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from emulator.grammar import Form, Int, Keyword, Raw
 from emulator.module import Ctx
 from emulator.net.errors import NetError
 from emulator.net.sntp import sntp_query
 from emulator.profile import command
 from profiles.ti_simplelink.files import FLASH_CAPACITY
+from profiles.ti_simplelink.http import METHODS as HTTP_METHODS
 from profiles.ti_simplelink.common import (E_TIMEDOUT, FORMAT, OS, S, count_error, fail, nwp,
                                            param_error, parse_num, pick)
 
@@ -61,6 +64,19 @@ class CalypsoExtraMixin:
                 ssid += "-" + self.mac().replace(":", "")[-6:].upper()
             vals = (ssid,) + (None,) * (len(vals) - 1)
         return await super().at_wlanset(ctx, ident, option, *vals)
+
+    # ---- HTTP client ------------------------------------------------------------------------------
+    @command("+HttpSendReq", Form.WRITE, Int("index", 0, 255), Keyword("method", values=dict(HTTP_METHODS)),
+             S("uri", min_len=1, max_len=2048), OS("flags"), Int("format", 0, 1, optional=True, default=0),
+             Int("length", 0, 65535, optional=True, default=0), Raw("data", optional=True), family="http",
+             doc="Send a request: +httpsendreq:<status> (the URI may be absolute: http(s)://host/path, as the WCON "
+                 "driver sends it; its path is requested on the connected server)")
+    @nwp
+    async def at_httpsendreq(self, ctx: Ctx, idx: int, method: str, uri: str, *rest) -> None:
+        if "://" in uri:
+            parts = urlsplit(uri)
+            uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        await super().at_httpsendreq(ctx, idx, method, uri, *rest)
 
     # ---- MQTT -------------------------------------------------------------------------------------
     @command("+MqttSubscribe", Form.WRITE, Int("index", 0, 255), Int("count", 1, 4),
