@@ -74,6 +74,12 @@ class Calypso(CalypsoExtraMixin, TiSimpleLink):
     def firmware(self) -> str:
         return str(self.opt("firmware", FIRMWARE))
 
+    def firmware_tuple(self) -> tuple[int, ...]:
+        try:
+            return tuple(int(x) for x in self.firmware().split("."))
+        except ValueError:
+            return (0,)
+
     def uart_cfg(self) -> dict:
         stored = self.module.settings.get("calypso.uart")
         cfg = dict(UART_DEFAULTS)
@@ -156,7 +162,10 @@ class Calypso(CalypsoExtraMixin, TiSimpleLink):
             ctx.info("+get:" + ",".join(self.udid()[i:i + 2] for i in range(0, 32, 2)))
             return
         if ident == "general" and str(option).strip().lower() == "version":
-            ctx.info(f"+get:{CHIP_ID},{MAC_VERSION},{PHY_VERSION},{NWP_VERSION},{ROM_VERSION},{self.firmware()}")
+            fields = [CHIP_ID, MAC_VERSION, PHY_VERSION, NWP_VERSION, ROM_VERSION]
+            if self.firmware_tuple() >= (1, 9, 0):      # the WCON driver: the sixth field from firmware 1.9.0
+                fields.append(self.firmware())
+            ctx.info("+get:" + ",".join(fields))
             return
         await super().at_get(ctx, ident, option)
 
