@@ -108,6 +108,7 @@ class Profile:
         super().__init_subclass__(**kw)
         specs: dict[str, CommandSpec] = {}
         builtins: set[str] = set()
+        doc_from: dict[str, type] = {}      # the class whose declaration gave a command its doc
         for klass in reversed(cls.__mro__):
             for attr, fn in vars(klass).items():
                 for d in getattr(fn, "_at_decls", ()):
@@ -115,10 +116,13 @@ class Profile:
                     spec = specs.get(key)
                     if spec is None:
                         spec = specs[key] = CommandSpec(d.name, family=d.family or "general", doc=d.doc)
+                        if d.doc:
+                            doc_from[key] = klass
                     if d.family:
                         spec.family = d.family
-                    if d.doc and not spec.doc:
-                        spec.doc = d.doc
+                    if d.doc and (not spec.doc or doc_from.get(key) is not klass):
+                        spec.doc = d.doc          # a subclass redeclaring a command describes it anew
+                        doc_from[key] = klass
                     fs = FormSpec(d.form, list(d.params), attr, d.sub, None, d.doc, list(d.responses))
                     if d.sub is not None:
                         table = spec.subs if d.form == Form.WRITE else spec.sub_read

@@ -56,7 +56,7 @@ class Calypso(Emu):
     def reset(self, startup: bytes = STARTUP) -> bytes:
         """The host pulses the reset pin (control plane): the startup event comes first."""
         self.drain(0.1)
-        self.call(self.handle().areset())
+        self.handle().reset()                       # blocks until the module has booted
         return self.read_until(startup)
 
     def join(self) -> None:
@@ -151,6 +151,12 @@ def test_version_uart_udid_time(cal):
     cal.reset()
     assert cal.module.baud == 115200
     assert cal.ok("AT+get=UART,flowcontrol") == b"+get:true\r\n"
+
+
+def test_world_option_firmware_is_checked():
+    from emulator.world import WorldError
+    with pytest.raises(WorldError, match="calypso.firmware"):
+        Calypso(world=world(options={"calypso.firmware": "2.2"}))
 
 
 def test_firmware_before_1_9_prints_five_version_fields():

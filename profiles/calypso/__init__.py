@@ -10,6 +10,8 @@ GPIO commands. Evidence for each difference: README.md next to this file.
 """
 from __future__ import annotations
 
+import re
+
 from emulator.grammar import Form, Int, Keyword, UrcSpec
 from emulator.module import Ctx
 from emulator.profile import command
@@ -61,6 +63,15 @@ class Calypso(CalypsoExtraMixin, TiSimpleLink):
         "boot_delay": "seconds from a reset to +eventstartup (default 0.05)",
         "gpio_inputs": "{gpio id: 0|1} levels read by AT+gpioGet for GPIOs configured as inputs",
     }
+
+    @classmethod
+    def validate_world(cls, world) -> None:
+        super().validate_world(world)
+        fw = (getattr(world, "options", {}) or {}).get("calypso.firmware")
+        if fw is not None and not re.fullmatch(r"\d{1,3}\.\d{1,3}\.\d{1,3}", str(fw)):
+            from emulator.world import WorldError
+            where = f"{world.source}: " if getattr(world, "source", None) else ""
+            raise WorldError(f"{where}calypso.firmware must be major.minor.patch (like 2.2.0), got {fw!r}")
 
     def __init__(self, module):
         super().__init__(module)
