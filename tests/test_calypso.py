@@ -278,12 +278,22 @@ def test_bind_on_own_address_as_the_driver_example_does(joined):
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()
-    cal.ok(f"AT+bind=0,INET,{port},192.168.178.43")
+    cal.ok(f"AT+bind=0,INET,{port},192.168.178.43")          # the DHCP lease
     cal.ok("AT+listen=0,10")
     cal.write(b"AT+accept=0,INET\r\n")
     peer = socket.create_connection(("127.0.0.1", port), timeout=5)
     cal.read_until(rb"\+accept:1,inet,\d+,127\.0\.0\.1\r\n")
     peer.close()
+    cal.drain(0.3)
+    # the WCON TCP server example: a static address configured while associated, bound at once
+    cal.ok("AT+netCfgSet=IPV4_STA_ADDR,STATIC,192.168.178.42,255.255.255.0,192.168.178.1,192.168.178.1")
+    assert cal.ok("AT+socket=INET,DGRAM,UDP") == b"+socket:2\r\n"
+    cal.ok(f"AT+bind=2,INET,{port},192.168.178.42")
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.sendto(b"dgram", ("127.0.0.1", port))
+    cal.write(b"AT+recvFrom=2,INET,8888,192.168.178.43,0,1460\r\n")
+    assert cal.read_until(rb"\+recvfrom:2,0,5,dgram\r\n").startswith(b"OK\r\n")
+    sender.close()
 
 
 def test_udp_sendto_and_recvfrom(joined, udp_echo):

@@ -40,6 +40,17 @@ class _FileWriteCount:
 
 
 class CalypsoExtraMixin:
+    # ---- sockets ----------------------------------------------------------------------------------
+    def own_addresses(self) -> list[str]:
+        """ti-simplelink's own (virtual) addresses, plus the configured static station address: the
+        WCON socket examples bind to it right after AT+netCfgSet=IPV4_STA_ADDR,STATIC,..., before a
+        new association puts it in use."""
+        out = list(super().own_addresses())
+        st = self.cfg.get("netcfg.ipv4_sta") or {}
+        if st.get("mode") == "static" and st.get("ip"):
+            out.append(st["ip"])
+        return out
+
     # ---- files ------------------------------------------------------------------------------------
     @command("+FileWrite", Form.WRITE, Int("file_id", 0, 0x7FFFFFFF), Int("offset", 0, FLASH_CAPACITY), FORMAT,
              Int("length", 1, 4096), Raw("data"), family="file",
