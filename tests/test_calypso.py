@@ -225,6 +225,18 @@ def test_wlan_ap_ssid_append_mac(cal):
     assert cal.err("AT+wlanSet=AP,SSID,maybe,Calypso") == b"parse parameters,-2"
 
 
+def test_stored_profile_reconnects_after_reboot(cal):
+    """The WCON WLAN example: add a profile, reboot, the module joins by itself after +eventstartup."""
+    assert cal.ok("AT+wlanPolicySet=connection,auto,") == b""
+    assert cal.ok(f"AT+wlanProfileAdd={LAB['ssid']},,WPA_WPA2,{LAB['password']},,,,15") == b"+wlanprofileadd:0\r\n"
+    cal.drain(1.0)
+    cal.write(b"AT+reboot\r\n")
+    out = cal.read_until(rb"\+eventnetapp:ipv4_acquired,192\.168\.178\.43,[^\r]*\r\n", timeout=10)
+    assert re.match(rb"OK\r\n" + STARTUP + rb"\+eventwlan:connect,calypso_lab,02:ca:1f:00:00:01\r\n", out), out
+    assert cal.ok("AT+wlanProfileDel=0") == b""
+    assert cal.err("AT+wlanProfileGet=0") == b"process command,-2073"
+
+
 def test_tcp_client_send_and_receive_event(joined, tcp_echo):
     cal = joined
     assert cal.ok("AT+socket=INET,STREAM,TCP") == b"+socket:0\r\n"
