@@ -178,6 +178,8 @@ def test_sleep_ignores_the_uart_then_boots(cal):
 
 
 def test_factoryreset_wipes_files_and_settings(cal):
+    mac = re.search(STARTUP, cal.reset()).group(1)
+    udid = cal.ok("AT+get=IOT,UDID")
     fid = int(re.search(rb"\+fileopen:(\d+),", cal.ok("AT+fileOpen=keep.txt,CREATE|WRITE,64")).group(1))
     cal.write(f"AT+fileWrite={fid},0,0,5,hello\r\n".encode())
     assert cal.read_until(FINAL) == b"+filewrite:5\r\nOK\r\n"
@@ -191,6 +193,8 @@ def test_factoryreset_wipes_files_and_settings(cal):
     cal.expect_nothing(0.5)                         # no stored profile: no auto-connect
     assert cal.err("AT+fileOpen=keep.txt,READ,64") == b"process command,-11300"
     assert cal.ok("AT+get=UART,parity") == b"+get:1\r\n"
+    assert re.search(STARTUP, out).group(1) == mac              # burned in: the MAC and UDID stay
+    assert cal.ok("AT+get=IOT,UDID") == udid
 
 
 def test_gpio_set_get(cal):

@@ -120,13 +120,13 @@ class Calypso(CalypsoExtraMixin, TiSimpleLink):
         self.reset_later()
 
     @command("+factoryreset", Form.EXEC, family="device",
-             doc="Wipe files and stored settings (factory image), OK, then reboot (+eventstartup)")
+             doc="Wipe files and stored settings (factory image; UDID and MAC stay), OK, then reboot (+eventstartup)")
     async def at_factoryreset(self, ctx: Ctx) -> None:
         await self.nwp_stop(emit=False)
         self.fs.delete_all()
         self.fs_bak.delete_all()
         for key in list(self.module.settings.items()):
-            if (key.startswith("ti.") and key != "ti.udid") or key.startswith("calypso."):
+            if (key.startswith("ti.") and key not in ("ti.udid", "ti.mac")) or key.startswith("calypso."):
                 self.module.settings.delete(key)
         self.reset_later()
 
