@@ -33,12 +33,19 @@ BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400,
 SLEEP_MAX = 86400
 
 DEVIATIONS = [
-    "C1 (differs from ti-simplelink): after power-up, a hardware reset (control API /reset), AT+reboot, AT+factoryreset and the end of AT+sleep the module prints +eventstartup:<article nr>,<chip id>,<MAC>,<major>.<minor>.<patch> with the NWP already running (no AT+start needed); AT+start after AT+stop prints only OK (no +eventgeneral:init_complete).",
-    "C2: UART 921600 8E1 by default; AT+get=UART,baudrate|parity|flowcontrol print +get:921600, +get:1 (0 none, 1 even, 2 odd), +get:false; AT+set=UART stores the value, which applies from the next reset.",
-    "C3: AT+get=general,version prints six fields: chip id, MAC version, PHY version, NWP version, ROM version, Calypso firmware version (the driver needs the sixth for firmware >= 1.9.0).",
-    "C4: AT+reboot prints OK then resets; AT+factoryreset wipes the files and stored settings, prints OK, then resets; AT+sleep=<1..86400> prints OK, the module ignores the UART for that many seconds, then boots (+eventstartup); AT+powersave prints OK, ignores the UART and wakes on the wake-up pin (control API /wakeup), printing +eventwakeup.",
-    "C5: NetApp SNTP_CLIENT (enable, update_interval, time_zone, server_address) is emulated; AT+netAppUpdateTime asks the configured servers (real SNTP over UDP) and sets the device time; without an answer: ERROR:process command,-110.",
-    "C6: GPIO commands AT+gpioSet=<id>,<save>,<type>,<values...> and AT+gpioGet=<id>,<default> keep each GPIO's type and value; inputs read the world option calypso.gpio_inputs (id -> 0/1), default 0.",
+    "C1 (differs from ti-simplelink): after power-up, a hardware reset (ModuleHandle.reset, control POST .../reset), AT+reboot, AT+factoryreset and the end of AT+sleep the module prints +eventstartup:<article nr>,<chip id>,<MAC>,<major>.<minor>.<patch>; the NWP is already running (AT+start answers -114 until AT+stop); AT+start after AT+stop prints only OK (no +eventgeneral:init_complete).",
+    "C2: UART 921600 8E1; AT+get=UART,baudrate|parity|flowcontrol print +get:921600, +get:1 (0 none, 1 even, 2 odd), +get:false; AT+set=UART stores the value, which applies from the next reset.",
+    "C3: AT+get=general,version prints six fields (chip id, MAC, PHY, NWP, ROM version, Calypso firmware version); five when world option calypso.firmware is below 1.9.0.",
+    "C4: AT+get=IOT,UDID prints the 16 bytes as two-digit hex separated by commas.",
+    "C5: AT+reboot: OK, then the reset; AT+factoryreset wipes files and stored settings (UDID and MAC stay), OK, then the reset; AT+sleep=<1..86400>: OK, the UART is ignored for that many seconds, then the module boots; AT+powersave: OK, the UART is ignored until the wake-up pin (ModuleHandle.wakeup, control POST .../wakeup), which prints +eventwakeup.",
+    "C6: AT+get/set=GPIO,remote_lock; AT+gpioSet=<id 0..3>,<save>,<unused|input|output|pwm>,<value1>,<value2> and AT+gpioGet=<id>,<default> -> +gpioget:<id>,<type>,<values> in the WCON driver's layout; input levels from world option calypso.gpio_inputs.",
+    "C7: AT+wlanSet=AP,SSID,<append MAC true|false>,<ssid> (the one-value TI form is accepted too).",
+    "C8: AT+fileWrite with format 1 answers +filewrite:<Base64 characters consumed>.",
+    "C9: AT+mqttSubscribe accepts up to four further empty fields after the four topic groups (the WCON driver writes them).",
+    "C10: AT+httpSendReq accepts an absolute URI (http(s)://host/path): its path and query are requested on the connected server.",
+    "C11: NetApp SNTP_CLIENT (enable, update_interval, time_zone, server_address <index>,<host>); AT+netAppUpdateTime asks the servers (real SNTP; host:port accepted for local test servers) and sets the device time to UTC + time_zone minutes, or ERROR:process command,-110.",
+    "C12: a bind on the configured static station address is a bind on the module's own address, at once (the WCON socket examples bind right after AT+netCfgSet).",
+    "C13: events as ti-simplelink (+eventsock, not the old SDK's +eventsocket); never emitted: +eventfatalerror, +eventhttpget, +eventcustom. Not emulated: transparent mode, provisioning, OTA, AT+httpCustomResponse, the Cordelia-I IoT commands.",
 ]
 
 URCS = [
@@ -54,7 +61,7 @@ class Calypso(CalypsoExtraMixin, TiSimpleLink):
     summary = "Würth Elektronik Calypso Wi-Fi (TI CC32xx-based AT firmware): ti-simplelink plus Calypso device commands"
     default_baud = 921600
     families = TiSimpleLink.families + ("gpio",)
-    deviations = [d for d in TI_DEVIATIONS if not d.startswith("T37")] + DEVIATIONS
+    deviations = [d.replace("; 115200 8N1.", "; UART as C2.") for d in TI_DEVIATIONS if not d.startswith("T37")] + DEVIATIONS
     urcs = URCS
     option_prefix = "calypso"
     world_options = {
