@@ -36,7 +36,7 @@ DEVIATIONS = [
     "C1 (differs from ti-simplelink): after power-up, a hardware reset (ModuleHandle.reset, control POST .../reset), AT+reboot, AT+factoryreset and the end of AT+sleep the module prints +eventstartup:<article nr>,<chip id>,<MAC>,<major>.<minor>.<patch>; the NWP is already running (AT+start answers -114 until AT+stop); AT+start after AT+stop prints only OK (no +eventgeneral:init_complete).",
     "C2: UART 921600 8E1; AT+get=UART,baudrate|parity|flowcontrol print +get:921600, +get:1 (0 none, 1 even, 2 odd), +get:false; AT+set=UART stores the value, which applies from the next reset.",
     "C3: AT+get=general,version prints six fields (chip id, MAC, PHY, NWP, ROM version, Calypso firmware version); five when world option calypso.firmware is below 1.9.0.",
-    "C4: AT+get=IOT,UDID prints the 16 bytes as two-digit hex separated by commas.",
+    "C4: AT+get=IOT,UDID prints the 16 bytes as 0x<hex> separated by commas (as TI's source; the WCON driver parses 16 comma-separated hex bytes).",
     "C5: AT+reboot: OK, then the reset; AT+factoryreset wipes files and stored settings (UDID and MAC stay), OK, then the reset; AT+sleep=<1..86400>: OK, the UART is ignored for that many seconds, then the module boots; AT+powersave: OK, the UART is ignored until the wake-up pin (ModuleHandle.wakeup, control POST .../wakeup), which prints +eventwakeup.",
     "C6: AT+get/set=GPIO,remote_lock; AT+gpioSet=<id 0..3>,<save>,<unused|input|output|pwm>,<value1>,<value2> and AT+gpioGet=<id>,<default> -> +gpioget:<id>,<type>,<values> in the WCON driver's layout; input levels from world option calypso.gpio_inputs.",
     "C7: AT+wlanSet=AP,SSID,<append MAC true|false>,<ssid> (the one-value TI form is accepted too).",
@@ -111,11 +111,14 @@ class Calypso(CalypsoExtraMixin, TiSimpleLink):
         stored = self.module.settings.get("calypso.uart")
         if isinstance(stored, dict) and stored.get("baudrate") and stored["baudrate"] != self.module.baud:
             self.module.set_baud(int(stored["baudrate"]))
-        self.module.urc(f"+eventstartup:{self.opt('article_nr', ARTICLE_NR)},{CHIP_ID},{self.mac()},{self.firmware()}")
+        mac = self.out_mac(self.mac()) if hasattr(self, "out_mac") else self.mac()   # as the module prints MACs
+        self.module.urc(f"+eventstartup:{self.opt('article_nr', ARTICLE_NR)},{CHIP_ID},{mac},{self.firmware()}")
         await self.nwp_start()
 
-    def announce_nwp_start(self) -> None:
-        """Calypso prints no init_complete: +eventstartup (boot) or nothing (AT+start)."""
+    def startup_event(self) -> str | None:
+        """ti-simplelink's hook for the line after AT+start's OK: Calypso prints none (its startup
+        event comes from the boot, see boot())."""
+        return None
 
     def reset_later(self, delay: float | None = None) -> None:
         """Reset after the current answer, as the reset pin or AT+reboot does."""
@@ -177,7 +180,7 @@ class Calypso(CalypsoExtraMixin, TiSimpleLink):
             return
         if ident == "iot":
             pick(option, ("udid",), "option")
-            ctx.info("+get:" + ",".join(self.udid()[i:i + 2] for i in range(0, 32, 2)))
+            ctx.info("+get:" + ",".join(f"0x{b:x}" for b in bytes.fromhex(self.udid())))
             return
         if ident == "general" and str(option).strip().lower() == "version":
             fields = [CHIP_ID, MAC_VERSION, PHY_VERSION, NWP_VERSION, ROM_VERSION]

@@ -206,7 +206,7 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
         self.rx_filters = dict(rf) if isinstance(rf, dict) else {}
         svc = self.module.settings.get("ti.services")
         self.services = dict(svc) if isinstance(svc, dict) else {}
-        self.announce_nwp_start()
+        self.module.urc(f"+eventgeneral:init_complete,{self.role}")
         if self.role == "ap":
             self.publish_own_ap()
         elif self.role == "sta":
@@ -216,10 +216,6 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
                 self.start_supervisor(tuple(last))         # fast connect: the last AP first
             elif "auto" in policy and any(self.profiles()):
                 self.start_supervisor()
-
-    def announce_nwp_start(self) -> None:
-        """The line printed once the NWP runs (hook: a dialect derived from this one prints its own)."""
-        self.module.urc(f"+eventgeneral:init_complete,{self.role}")
 
     async def nwp_stop(self, emit: bool = True) -> None:
         if self.wlan_task is not None:
