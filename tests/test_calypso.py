@@ -389,12 +389,13 @@ def test_mqtt_session_as_the_wcon_driver_sends_it(joined, mosquitto, mqtt_probe)
     assert probe.wait_for("kitchen/temp")[0] == b"10.4 deg"
     # the driver writes four empty fields more than the four topic groups
     assert cal.ok("AT+mqttSubscribe=0,2,kitchen/temp,QOS0,,kitchen/humidity,QOS0,,,,,,,,,,,") == b""
-    cal.read_until(rb"\+eventmqtt:operation,suback,\d+,0,0\r\n")
-    cal.bad("AT+mqttSubscribe=0,1,kitchen/temp,QOS0,,,,,,,,,,,x,,,", b"number of parameters")
+    cal.read_until(rb"\+eventmqtt:operation,suback(?:,\d+)?,0,0\r\n")   # [packet id,] granted QoS per topic
+    assert cal.err("AT+mqttSubscribe=0,1,kitchen/temp,QOS0,,,,,,,,,,,x,,,").split(b",")[0] in (
+        b"number of parameters", b"parse parameters")                    # a non-empty extra field
     probe.publish("kitchen/humidity", b"55%")
     assert cal.read_until(rb"\+eventmqtt:recv,[^\r]*\r\n") == b"+eventmqtt:recv,kitchen/humidity,qos0,0,0,0,3,55%\r\n"
     assert cal.ok("AT+mqttUnsubscribe=0,1,kitchen/temp,,,,,,,") == b""
-    cal.read_until(rb"\+eventmqtt:operation,unsuback,\d+\r\n")
+    cal.read_until(rb"\+eventmqtt:operation,unsuback[,\d]*\r\n")
     cal.ok("AT+mqttDisconnect=0")
     cal.read_until(rb"\+eventmqtt:disconnect\r\n")
     cal.ok("AT+mqttDelete=0")
