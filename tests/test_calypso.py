@@ -397,7 +397,7 @@ def test_mqtt_session_as_the_wcon_driver_sends_it(joined, mosquitto, mqtt_probe)
     assert cal.ok("AT+mqttUnsubscribe=0,1,kitchen/temp,,,,,,,") == b""
     cal.read_until(rb"\+eventmqtt:operation,unsuback[,\d]*\r\n")
     cal.ok("AT+mqttDisconnect=0")
-    cal.read_until(rb"\+eventmqtt:disconnect\r\n")
+    cal.read_until(rb"\+eventmqtt:disconnect,?\r\n")
     cal.ok("AT+mqttDelete=0")
 
 
