@@ -266,6 +266,12 @@ def test_stored_profile_reconnects_after_reboot(cal):
     assert cal.err("AT+wlanProfileGet=0") == b"process command,-2073"
 
 
+def test_policy_get_always_prints_a_value(cal):
+    assert cal.ok("AT+wlanPolicyGet=PM") == b"+wlanpolicyget:normal,0\r\n"     # the driver reads an integer
+    cal.ok("AT+wlanPolicySet=PM,long_sleep,123")
+    assert cal.ok("AT+wlanPolicyGet=PM") == b"+wlanpolicyget:long_sleep,123\r\n"
+
+
 def test_tcp_client_send_and_receive_event(joined, tcp_echo):
     cal = joined
     assert cal.ok("AT+socket=INET,STREAM,TCP") == b"+socket:0\r\n"

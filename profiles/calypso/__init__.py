@@ -45,7 +45,8 @@ DEVIATIONS = [
     "C10: AT+httpSendReq accepts an absolute URI (http(s)://host/path): its path and query are requested on the connected server.",
     "C11: NetApp SNTP_CLIENT (enable, update_interval, time_zone, server_address <index>,<host>); AT+netAppUpdateTime asks the servers (real SNTP; host:port accepted for local test servers) and sets the device time to UTC + time_zone minutes, or ERROR:process command,-110.",
     "C12: a bind on the configured static station address is a bind on the module's own address, at once (the WCON socket examples bind right after AT+netCfgSet).",
-    "C13: events as ti-simplelink (+eventsock, not the old SDK's +eventsocket); never emitted: +eventfatalerror, +eventhttpget, +eventcustom. Not emulated: transparent mode, provisioning, OTA, AT+httpCustomResponse, the Cordelia-I IoT commands.",
+    "C13: AT+wlanPolicyGet=PM|SCAN always print <option>,<value> (0 where the value does not apply).",
+    "C14: events as ti-simplelink (+eventsock, not the old SDK's +eventsocket); never emitted: +eventfatalerror, +eventhttpget, +eventcustom. Not emulated: transparent mode, provisioning, OTA, AT+httpCustomResponse, the Cordelia-I IoT commands.",
 ]
 
 URCS = [

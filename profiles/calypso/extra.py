@@ -25,18 +25,18 @@ PULLS = ("nopull", "pullup", "pulldown")
 LEVELS = ("low", "high")
 
 
-class _FileWriteCount:
-    """A command context whose ``+filewrite:`` line reports ``n`` (Calypso: the Base64 characters
-    consumed, which the WCON driver adds to its offset into the encoded chunk)."""
+class _Rewrite:
+    """A command context whose information lines pass through ``fn`` first: where Calypso prints a
+    field differently from ti-simplelink, the TI handler runs unchanged and only its line is adapted."""
 
-    def __init__(self, ctx: Ctx, n: int):
-        self._ctx, self._n = ctx, n
+    def __init__(self, ctx: Ctx, fn):
+        self._ctx, self._fn = ctx, fn
 
     def __getattr__(self, name: str):
         return getattr(self._ctx, name)
 
     def info(self, text: str) -> None:
-        self._ctx.info(f"+filewrite:{self._n}" if text.startswith("+filewrite:") else text)
+        self._ctx.info(self._fn(text))
 
 
 class CalypsoExtraMixin:
@@ -57,9 +57,20 @@ class CalypsoExtraMixin:
              doc="Write: +filewrite:<written bytes> (format 1: the Base64 characters consumed)")
     @nwp
     async def at_filewrite(self, ctx: Ctx, fid: int, offset: int, fmt: int, length: int, data) -> None:
-        await super().at_filewrite(_FileWriteCount(ctx, length) if fmt == 1 else ctx, fid, offset, fmt, length, data)
+        if fmt == 1:      # the Base64 characters consumed, which the WCON driver adds to its offset
+            ctx = _Rewrite(ctx, lambda t: f"+filewrite:{length}" if t.startswith("+filewrite:") else t)
+        await super().at_filewrite(ctx, fid, offset, fmt, length, data)
 
     # ---- WLAN -------------------------------------------------------------------------------------
+    @command("+WlanPolicyGet", Form.WRITE,
+             Keyword("type", values={"CONNECTION": "connection", "SCAN": "scan", "PM": "pm", "P2P": "p2p"}),
+             family="wlan", doc="Read a policy: +wlanpolicyget:<options joined by |> (CONNECTION), <option>,<value> "
+                                "(others; Calypso always prints the value, 0 when it does not apply)")
+    @nwp
+    async def at_policyget(self, ctx: Ctx, typ: str) -> None:
+        # the WCON driver reads an integer after the option of SCAN and PM (scan interval, max sleep time)
+        await super().at_policyget(_Rewrite(ctx, lambda t: t + "0" if t.endswith(",") else t), typ)
+
     @command("+WlanSet", Form.WRITE,
              Keyword("id", values={"AP": "ap", "GENERAL": "general", "P2P": "p2p", "RX_FILTER": "rx_filter"}),
              S("option"), OS("value1"), OS("value2"), OS("value3"), OS("value4"), OS("value5"), OS("value6"),
