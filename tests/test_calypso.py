@@ -155,7 +155,7 @@ def test_control_plane_reset_and_wakeup_routes(cal):
 
 
 def test_version_uart_udid_time(cal):
-    assert cal.ok("AT+get=general,version") == b"+get:0x31000019,31.1.4.0.2,2.2.0.6,3.7.0.1,0,2.2.0\r\n"
+    assert cal.ok("AT+get=general,version") == b"+get:0x31000019,3.7.0.1,2.2.0.6,3.7.0.1,0,2.2.0\r\n"
     assert cal.ok("AT+get=UART,baudrate") == b"+get:921600\r\n"
     assert cal.ok("AT+get=UART,parity") == b"+get:1\r\n"
     assert cal.ok("AT+get=UART,flowcontrol") == b"+get:false\r\n"
@@ -186,7 +186,7 @@ def test_world_option_firmware_is_checked():
 def test_firmware_before_1_9_prints_five_version_fields():
     with Calypso(world=world(options={"calypso.firmware": "1.8.3"})) as e:
         assert e.reset(rb"\+eventstartup:2610011025000,0x31000019," + MAC + rb",1\.8\.3\r\n")
-        assert e.ok("AT+get=general,version") == b"+get:0x31000019,31.1.4.0.2,2.2.0.6,3.7.0.1,0\r\n"
+        assert e.ok("AT+get=general,version") == b"+get:0x31000019,3.7.0.1,2.2.0.6,3.7.0.1,0\r\n"
 
 
 def test_sleep_ignores_the_uart_then_boots(cal):

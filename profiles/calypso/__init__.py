@@ -17,7 +17,7 @@ from emulator.module import Ctx
 from emulator.profile import command
 from profiles.ti_simplelink import DEVIATIONS as TI_DEVIATIONS, URCS as TI_URCS, TiSimpleLink
 from profiles.ti_simplelink.common import OS, S, count_error, param_error, parse_num, pick
-from profiles.ti_simplelink.device import CHIP_ID, NWP_VERSION, PHY_VERSION, ROM_VERSION
+from profiles.ti_simplelink.device import CHIP_ID, FW_VERSION, NWP_VERSION, PHY_VERSION, ROM_VERSION
 
 from .extra import CalypsoExtraMixin
 
@@ -25,8 +25,6 @@ from .extra import CalypsoExtraMixin
 ARTICLE_NR = "2610011025000"
 #: Calypso firmware version (last field of AT+get=general,version and of +eventstartup)
 FIRMWARE = "2.2.0"
-#: TI service pack the Calypso firmware carries (the MAC/NWP fields of AT+get=general,version)
-MAC_VERSION = "31.1.4.0.2"
 UART_DEFAULTS = {"baudrate": 921600, "parity": 1, "flowcontrol": False}
 BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1000000, 2000000,
              3000000)
@@ -83,7 +81,6 @@ class Calypso(CalypsoExtraMixin, TiSimpleLink):
 
     def __init__(self, module):
         super().__init__(module)
-        self.booting = False
         self.dozing = False
 
     # ---- options ----------------------------------------------------------------------------
@@ -184,7 +181,7 @@ class Calypso(CalypsoExtraMixin, TiSimpleLink):
             ctx.info("+get:" + ",".join(f"0x{b:x}" for b in bytes.fromhex(self.udid())))
             return
         if ident == "general" and str(option).strip().lower() == "version":
-            fields = [CHIP_ID, MAC_VERSION, PHY_VERSION, NWP_VERSION, ROM_VERSION]
+            fields = [CHIP_ID, FW_VERSION, PHY_VERSION, NWP_VERSION, ROM_VERSION]   # ti-simplelink's five
             if self.firmware_tuple() >= (1, 9, 0):      # the WCON driver: the sixth field from firmware 1.9.0
                 fields.append(self.firmware())
             ctx.info("+get:" + ",".join(fields))
