@@ -200,6 +200,28 @@ class ModuleHandle:
         else:
             self.call(lambda: self.module.reboot(keep_output=False), timeout=20)
 
+    # ---- hardware pins --------------------------------------------------------------------------------
+    async def areset(self) -> None:
+        """Hardware reset (the host pulses the module's reset pin): pending output is dropped, a freeze
+        or low-power state ends, the module boots again and queues its startup output (Calypso's
+        ``+eventstartup``, Quectel's ``ready``...). Returns once the module has booted."""
+        self.module.frozen = False
+        await self.module.reboot(keep_output=False)
+
+    def reset(self) -> None:
+        """:meth:`areset` from test code: blocks until the module has booted (on the module's own loop it
+        only schedules the reset)."""
+        if self._on_loop():
+            self.module.frozen = False
+            self.module.request_reboot()
+        else:
+            self.call(self.areset, timeout=20)
+
+    def wakeup(self) -> bool:
+        """The host raises the module's wake-up pin: a module in a low-power mode wakes (and says so,
+        e.g. Calypso's ``+eventwakeup``). Returns False when the module was awake."""
+        return bool(self.call(self.module.profile.wake_up))
+
     def freeze(self, duration: float | None = None) -> None:
         """No answer (input ignored) until :meth:`thaw` or ``duration`` seconds."""
         self.inject("freeze", duration=duration)

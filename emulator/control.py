@@ -18,6 +18,8 @@ Endpoints (``{name}`` is a module name from ``GET /api/modules``)::
     DELETE /api/modules/{name}/faults[/{id}]  disarm one or all
     POST   /api/modules/{name}/world          {"change": "remove_ap", "ssid": "lab"} (see api.change_world)
     POST   /api/modules/{name}/reboot|freeze|thaw
+    POST   /api/modules/{name}/reset              hardware reset pin: reboot now, answer once booted (startup output sent)
+    POST   /api/modules/{name}/wakeup             wake-up pin: leave a low-power mode -> {"ok": true, "woke": bool}
     POST   /api/modules/{name}/uart           {"text": "AT\\r"} or {"hex": "41540d"}: bytes as if from the host
     GET    /api/modules/{name}/transcript     ?since=<index>&events=rx,tx -> {"next": i, "records": [...]}
     GET    /ws                                websocket: live transcript records (?module=name to filter)
@@ -93,6 +95,7 @@ class ControlServer:
         r.add_post("/api/modules/{name}/world", self.post_world)
         r.add_post("/api/modules/{name}/{action:reboot|freeze|thaw}", self.post_action)
         r.add_post("/api/modules/{name}/uart", self.post_uart)
+        r.add_post("/api/modules/{name}/{pin:reset|wakeup}", self.post_pin)
         r.add_get("/api/modules/{name}/transcript", self.get_transcript)
         r.add_get("/ws", self.websocket)
         self.runner = web.AppRunner(app, access_log=None)
@@ -246,6 +249,15 @@ class ControlServer:
         else:
             h.module.faults.inject(action)
         return web.json_response({"ok": True})
+
+    async def post_pin(self, request: web.Request) -> web.Response:
+        """Hardware pins: ``reset`` returns once the module has booted again (its startup output is on
+        the UART); ``wakeup`` says whether the module was asleep."""
+        h = self._module(request)
+        if request.match_info["pin"] == "reset":
+            await h.areset()
+            return web.json_response({"ok": True})
+        return web.json_response({"ok": True, "woke": h.wakeup()})
 
     async def post_uart(self, request: web.Request) -> web.Response:
         h = self._module(request)

@@ -109,6 +109,7 @@ class Profile:
         super().__init_subclass__(**kw)
         specs: dict[str, CommandSpec] = {}
         builtins: set[str] = set()
+        doc_from: dict[str, type] = {}      # the class whose declaration gave a command its doc
         for klass in reversed(cls.__mro__):
             for attr, fn in vars(klass).items():
                 # the most derived definition of a handler wins: a subclass that redefines a
@@ -121,10 +122,13 @@ class Profile:
                     spec = specs.get(key)
                     if spec is None:
                         spec = specs[key] = CommandSpec(d.name, family=d.family or "general", doc=d.doc)
+                        if d.doc:
+                            doc_from[key] = klass
                     if d.family:
                         spec.family = d.family
-                    if d.doc and not spec.doc:
-                        spec.doc = d.doc
+                    if d.doc and (not spec.doc or doc_from.get(key) is not klass):
+                        spec.doc = d.doc          # a subclass redeclaring a command describes it anew
+                        doc_from[key] = klass
                     fs = FormSpec(d.form, list(d.params), attr, d.sub, None, d.doc, list(d.responses))
                     if d.sub is not None:
                         table = spec.subs if d.form == Form.WRITE else spec.sub_read
@@ -181,6 +185,11 @@ class Profile:
         """Release every network resource (sockets, MQTT, HTTP). Called on stop and reboot."""
 
     # ---- control-plane hooks (emulator/api.py, emulator/faults.py) -------------------------
+    def wake_up(self) -> bool:
+        """The host raised the module's wake-up pin (``ModuleHandle.wakeup``, control ``/wakeup``).
+        A profile with a low-power mode leaves it here; return True when the module was asleep."""
+        return False
+
     def snapshot(self) -> dict:
         """Profile-specific live state for ``ModuleHandle.snapshot()["state"]`` (JSON-able):
         link state, sockets, MQTT sessions... The generic part (world, coverage, settings, files)

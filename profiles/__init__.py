@@ -8,6 +8,7 @@ _MODULES = {
     "ti_simplelink": "TiSimpleLink",
     "microchip_winc": "MicrochipWinc",
     "rnwf02": "Rnwf02",
+    "calypso": "Calypso",
 }
 
 BUILTIN_PROFILES = []
