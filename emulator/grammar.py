@@ -757,6 +757,11 @@ class Engine:
         buf = self._in
         i = 0
         ev: Event | None = None
+        if self._after_cr and buf and not self._data_buf:
+            # the host ended the command with CR LF: the LF belongs to the line, not to the payload
+            if buf[0] == LF:
+                del buf[0]
+            self._after_cr = False
         if d.marker is not None and not d.marker_seen:
             j = buf.find(d.marker)
             if j < 0:
