@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--world", metavar="FILE", help="world file (YAML) for the fresh module")
     rp.add_argument("--settle", type=float, default=0.2, metavar="SECONDS",
                     help="quiet time that ends an answer (default 0.2)")
+    rp.add_argument("--raw", action="store_true",
+                    help="compare answers byte for byte (default: local ports, timestamps and the profile's volatile fields may differ)")
     rp.add_argument("--no-faults", action="store_true",
                     help="do not re-arm the faults recorded in the transcript (default: same faults, same seeds)")
 
