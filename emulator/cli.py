@@ -128,10 +128,10 @@ def _main(argv: list[str] | None = None) -> int:
 
 def _recorded_world(path: str) -> str | None:
     """The world file an ``atemu run --world W --log FILE`` recording ran with, if it is still there."""
+    from .transcript import TranscriptError, meta as read_meta
     try:
-        with open(path) as f:
-            meta = json.loads(f.readline())
-    except (OSError, ValueError):
+        meta = read_meta(path)
+    except TranscriptError:
         return None                     # replay itself reports an unusable file
     world = meta.get("world") if isinstance(meta, dict) and meta.get("event") == "meta" else None
     if not isinstance(world, str):
@@ -266,6 +266,20 @@ def _exec_argv(cmd: str) -> list[str]:
     return argv
 
 
+def _check_hostports(args) -> None:
+    """``--tcp``, ``--rfc2217``, ``--control``: a bad value names its flag before anything starts."""
+    from .uart import TransportError, parse_hostport
+    for flag in ("tcp", "rfc2217", "control"):
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        try:
+            parse_hostport(value)
+        except TransportError:
+            _die(f"--{flag} {value!r}: not a port; give PORT (0..65535) or HOST:PORT, e.g. --{flag} 7000 "
+                 f"or --{flag} 0.0.0.0:7000")
+
+
 def cmd_run(args) -> int:
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="atemu: %(levelname)s: %(message)s", stream=sys.stderr)
@@ -282,6 +296,7 @@ def cmd_run(args) -> int:
         _die("choose one of --pty, --tcp, --rfc2217")
     if args.baud is not None and args.baud <= 0:
         _die("--baud must be a positive number")
+    _check_hostports(args)
     args.exec_argv = _exec_argv(args.exec_cmd) if args.exec_cmd is not None else None
     args.scenario_obj = _load_scenario(args)
     try:
@@ -300,7 +315,6 @@ async def _run(cls, world, args) -> int:
         where = e.filename or args.state_dir or "the state folder"
         why = "a file is in the way" if isinstance(e, FileExistsError) else (e.strerror or str(e))
         _die(f"state folder {where}: {why}; pass --state-dir with a folder you can write")
-    state_lock = _lock_state_dir(module.state_dir)
     transcript = None
     if args.log:
         try:
@@ -330,6 +344,8 @@ async def _run(cls, world, args) -> int:
     except TransportError as e:
         await module.stop()
         _die(str(e))
+    # after the transport: a run refused for its port says only that, not that the state folder is shared
+    state_lock = _lock_state_dir(module.state_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
