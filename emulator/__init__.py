@@ -33,6 +33,20 @@ def _install_last_resort() -> None:
 _install_last_resort()
 
 
+def register_serial_handler() -> None:
+    """Make ``serial.serial_for_url("atemu://<profile-or-name>")`` work (done on ``import atemu``)."""
+    try:
+        import serial
+    except ImportError:  # pragma: no cover - pyserial is a dependency
+        return
+    pkg = __name__ + ".serial_handlers"
+    if pkg not in serial.protocol_handler_packages:
+        serial.protocol_handler_packages.append(pkg)
+
+
+register_serial_handler()
+
+
 def __getattr__(name: str):
     """Lazy re-exports of the in-process API (``from emulator import start``)."""
     if name in ("start", "astart", "wrap", "ModuleHandle", "ApiError", "FaultError", "FAULTS"):

@@ -417,3 +417,22 @@ def test_in_process_baud_warning_has_the_atemu_prefix(tmp_path):
     assert r.stderr.strip().splitlines() == [
         "atemu: WARNING: eseye-anynet: host opened the port at 115200 baud but the module runs at 9600 baud; "
         "a real module would see garbage"]
+
+
+def test_atemu_url_works_after_importing_the_package_outside_pytest(tmp_path):
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent("""
+        import time
+        import serial
+        import emulator                      # the import alone registers the atemu:// scheme
+        s = serial.serial_for_url("atemu://eseye-anynet", timeout=0.1)
+        s.write(b"AT+GSN\\r\\n")
+        got, deadline = b"", time.monotonic() + 5
+        while b"OK" not in got and time.monotonic() < deadline:
+            got += s.read(64)
+        s.close()
+        print(got)
+        """))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "356938035643809" in r.stdout and "OK" in r.stdout
