@@ -282,6 +282,7 @@ class _Lines:
         self.lines: list[str] = []
         self.tail = bytearray()
         self.cursor = 0
+        self.tail_matched = False      # the unterminated tail (a "> " prompt) was matched already
         self.recent = recent
         self.mark = mark
 
@@ -292,6 +293,9 @@ class _Lines:
         for p in parts:
             if p:
                 self._add(p)
+                if self.tail_matched:       # an expectation already took this line while it was incomplete
+                    self.cursor = max(self.cursor, len(self.lines))
+            self.tail_matched = False
 
     def flush(self, n: int) -> None:
         """The first ``n`` pending bytes are a whole item (a data payload the module has taken)."""
@@ -304,11 +308,19 @@ class _Lines:
         self.lines.append(text)
         self.recent.append(f"{self.mark} {text}")
 
-    def find(self, rx: re.Pattern) -> re.Match | None:
+    def find(self, rx: re.Pattern, tail: bool = False) -> re.Match | None:
+        """The first line after the cursor matching ``rx`` (with ``tail``, the unterminated rest too,
+        e.g. a ``> `` prompt); the cursor moves past it."""
         for i in range(self.cursor, len(self.lines)):
             m = rx.search(self.lines[i])
             if m:
                 self.cursor = i + 1
+                return m
+        if tail and self.tail and not self.tail_matched:
+            m = rx.search(bytes(self.tail).decode("utf-8", "replace"))
+            if m:
+                self.cursor = len(self.lines)
+                self.tail_matched = True
                 return m
         return None
 
@@ -525,7 +537,7 @@ class ScenarioRun:
                 f"the host to send a line matching {rx.pattern!r}"
         if step.kind == "expect_module":
             rx = self._rx(a)
-            return (lambda: (m := self.out.find(rx)) is not None and self._matched(m)), \
+            return (lambda: (m := self.out.find(rx, tail=True)) is not None and self._matched(m)), \
                 f"the module to send a line matching {rx.pattern!r}"
         if step.kind == "wait_urc":
             rx = self._rx(a)

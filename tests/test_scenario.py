@@ -117,6 +117,7 @@ def test_peer_file_and_variables(tmp_path):
         steps:
           - expect_host: 'AT\\+QIOPEN=1,"TCP","127.0.0.1",(?P<port>\\d+)'
           - expect_module: '\\+QIOPEN: 1,0'
+          - expect_module: '^> $'
           - expect_peer: {{peer: sink, data: 'hel+o'}}
           - wait_urc: '\\+QIURC: "recv",1'
           - expect_module: '\\+QFOPEN: (?P<fh>\\d+)'
@@ -126,7 +127,7 @@ def test_peer_file_and_variables(tmp_path):
         """)
     r = judge(tmp_path, scenario, f"{sys.executable} {host} {{port}} {peer}")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "8 steps passed" in r.stdout
+    assert "9 steps passed" in r.stdout
 
 
 def test_the_host_program_exiting_early_fails_the_scenario(tmp_path):
@@ -167,3 +168,15 @@ def test_junit_needs_a_scenario_and_non_utf8_scenario(tmp_path):
     (tmp_path / "s.yaml").write_bytes(b"steps:\n  - wait: \xff\n")
     r = atemu("run", "quectel", "--scenario", "s.yaml", "--exec", "true", cwd=tmp_path)
     assert r.returncode == 2 and "not UTF-8" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_lines_stream_matches_a_prompt_once():
+    import collections
+    from emulator.scenario import _Lines
+    out = _Lines(collections.deque(maxlen=5), "<")
+    out.feed(b"AT+QISEND=1,5\r\r\n> ")
+    assert out.find(re.compile("^> $"), tail=True) is not None       # the prompt, before any line end
+    assert out.find(re.compile("^> $"), tail=True) is None
+    out.feed(b"\r\nSEND OK\r\n")
+    assert out.find(re.compile("^> $"), tail=True) is None           # the completed prompt line is not a second one
+    assert out.find(re.compile("SEND OK")) is not None
