@@ -407,15 +407,22 @@ def error_paths(profile_cls: Any) -> dict[str, str]:
         del paths["line:garbage"]
     names: set[str] = set()
     prefixes: list[str] = []
+    core = __name__.rpartition(".")[0]                   # this package: its modules are the engine
     for cls in profile_cls.__mro__:
         mod = sys.modules.get(cls.__module__)
-        if mod is None or mod.__name__.split(".")[0] in ("emulator", "builtins", "abc", "typing"):
+        if mod is None:
             continue
-        names.add(mod.__name__)
+        name = mod.__name__
+        # the built-in profiles live in <core>.profiles (installed) or profiles (an old source tree)
+        root = next((r for r in (core + ".profiles.", "profiles.") if name.startswith(r)), "")
+        if not root and (name == core or name.startswith(core + ".") or name in ("builtins", "abc", "typing")):
+            continue
+        names.add(name)
+        inner = name[len(root):].rpartition(".")[0] if root else name.rpartition(".")[0]
         if hasattr(mod, "__path__"):            # a package: all its modules
-            prefixes.append(mod.__name__ + ".")
-        elif "." in mod.__name__.rpartition(".")[0]:   # a module inside a profile's own package
-            prefixes.append(mod.__name__.rpartition(".")[0] + ".")
+            prefixes.append(name + ".")
+        elif inner and (root or "." in inner):  # a module inside a profile's own package
+            prefixes.append(name.rpartition(".")[0] + ".")
     for name, m in sorted(list(sys.modules.items())):
         if m is None or not (name in names or any(name.startswith(p) for p in prefixes)):
             continue
