@@ -309,16 +309,15 @@ async def replay(records: Iterable[dict], module: Any, *, settle: float = 0.2, t
     async def collect(expected: list[bytes], quiet_enough: float) -> bytes:
         deadline = loop.time() + timeout
         last_len, last_change = -1, loop.time()
-        lines = 0
         while True:
             now = loop.time()
             if len(got) != last_len:
                 last_len, last_change = len(got), now
-                lines = len(split_lines(bytes(got))) if expected else 0
-            enough = lines >= len(expected)
             quiet = now - last_change
+            # lines are counted only once the output is quiet (a big answer arrives in many chunks)
+            enough = quiet >= quiet_enough and (not expected or len(split_lines(bytes(got))) >= len(expected))
             # enough lines and quiet: done; fewer lines than recorded: wait longer (they may come), not forever
-            if (enough and quiet >= quiet_enough) or quiet >= max(1.0, 5 * settle) or now >= deadline:
+            if enough or quiet >= max(1.0, 5 * settle) or now >= deadline:
                 out = bytes(got)
                 got.clear()
                 return out
