@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--control-token", metavar="TOKEN",
                    help="require this token on every control request (needed to bind beyond 127.0.0.1; "
                         "default: env ATEMU_CONTROL_TOKEN)")
+    r.add_argument("--scenario", metavar="FILE",
+                   help="judge the host program with a scenario file (YAML steps); exit 0 passed, 1 failed")
+    r.add_argument("--junit", metavar="FILE", help="with --scenario: write a JUnit XML report (one test case per step)")
     r.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
 
     pr = sub.add_parser("profiles", help="list installed profiles")
@@ -67,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--world", metavar="FILE", help="world file (YAML) for the fresh module")
     rp.add_argument("--settle", type=float, default=0.2, metavar="SECONDS",
                     help="quiet time that ends an answer (default 0.2)")
+    rp.add_argument("--raw", action="store_true",
+                    help="compare answers byte for byte (default: local ports, timestamps and the profile's volatile fields may differ)")
     rp.add_argument("--no-faults", action="store_true",
                     help="do not re-arm the faults recorded in the transcript (default: same faults, same seeds)")
 
@@ -123,10 +128,10 @@ def _main(argv: list[str] | None = None) -> int:
 
 def _recorded_world(path: str) -> str | None:
     """The world file an ``atemu run --world W --log FILE`` recording ran with, if it is still there."""
+    from .transcript import TranscriptError, meta as read_meta
     try:
-        with open(path) as f:
-            meta = json.loads(f.readline())
-    except (OSError, ValueError):
+        meta = read_meta(path)
+    except TranscriptError:
         return None                     # replay itself reports an unusable file
     world = meta.get("world") if isinstance(meta, dict) and meta.get("event") == "meta" else None
     if not isinstance(world, str):
@@ -266,6 +271,20 @@ def _exec_argv(cmd: str) -> list[str]:
     return argv
 
 
+def _check_hostports(args) -> None:
+    """``--tcp``, ``--rfc2217``, ``--control``: a bad value names its flag before anything starts."""
+    from .uart import TransportError, parse_hostport
+    for flag in ("tcp", "rfc2217", "control"):
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        try:
+            parse_hostport(value)
+        except TransportError:
+            _die(f"--{flag} {value!r}: not a port; give PORT (0..65535) or HOST:PORT, e.g. --{flag} 7000 "
+                 f"or --{flag} 0.0.0.0:7000")
+
+
 def cmd_run(args) -> int:
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="atemu: %(levelname)s: %(message)s", stream=sys.stderr)
@@ -282,7 +301,9 @@ def cmd_run(args) -> int:
         _die("choose one of --pty, --tcp, --rfc2217")
     if args.baud is not None and args.baud <= 0:
         _die("--baud must be a positive number")
+    _check_hostports(args)
     args.exec_argv = _exec_argv(args.exec_cmd) if args.exec_cmd is not None else None
+    args.scenario_obj = _load_scenario(args)
     try:
         return asyncio.run(_run(cls, world, args))
     except KeyboardInterrupt:
@@ -299,7 +320,6 @@ async def _run(cls, world, args) -> int:
         where = e.filename or args.state_dir or "the state folder"
         why = "a file is in the way" if isinstance(e, FileExistsError) else (e.strerror or str(e))
         _die(f"state folder {where}: {why}; pass --state-dir with a folder you can write")
-    state_lock = _lock_state_dir(module.state_dir)
     transcript = None
     if args.log:
         try:
@@ -312,6 +332,7 @@ async def _run(cls, world, args) -> int:
         module.observers.append(transcript)
     if args.verbose:
         module.observers.append(_LogTrace(debug=args.verbose >= 2))
+    judge = _scenario_runner(args, module)
     exec_argv = args.exec_argv
     child_terminal = exec_argv is not None and not any("{port}" in a for a in exec_argv)
     try:
@@ -328,6 +349,8 @@ async def _run(cls, world, args) -> int:
     except TransportError as e:
         await module.stop()
         _die(str(e))
+    # after the transport: a run refused for its port says only that, not that the state folder is shared
+    state_lock = _lock_state_dir(module.state_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -346,6 +369,8 @@ async def _run(cls, world, args) -> int:
             await transport.stop()
             await module.stop()
             _die(str(e))
+    if judge is not None:
+        await _scenario_setup(judge, transport, module)
     print(f"atemu: {cls.name} ready on {transport.port}", flush=True)
     if control is not None:
         print(f"atemu: control on {control.url}/", flush=True)
@@ -363,7 +388,10 @@ async def _run(cls, world, args) -> int:
             await module.stop()
             _die(f"--exec: cannot start {argv[0]!r}: {e.strerror or e}")
         waiters.append(asyncio.ensure_future(child.wait()))
-    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    if judge is not None:
+        verdict = await _scenario_judge(judge, args, waiters)
+    else:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     if child_terminal and transport.exited.done():
         status = transport.exited.result()
     elif child is not None:
@@ -384,7 +412,77 @@ async def _run(cls, world, args) -> int:
     for w in waiters:
         if not w.done():
             w.cancel()
+    if judge is not None:
+        await judge.close()
+        return verdict
     return status
+
+
+# ---- scenario files (--scenario, --junit) -------------------------------------------------------------
+
+def _load_scenario(args):
+    """The checked scenario of ``--scenario`` (exit 2 naming the key when it is bad), or None."""
+    if args.junit and not args.scenario:
+        _die("--junit needs --scenario FILE (the report has one test case per scenario step)")
+    if not args.scenario:
+        return None
+    from .scenario import ScenarioError, load
+    try:
+        return load(args.scenario)
+    except ScenarioError as e:
+        _die(f"--scenario {e}")
+
+
+def _scenario_runner(args, module):
+    if getattr(args, "scenario_obj", None) is None:
+        return None
+    from .scenario import ScenarioRun
+    judge = ScenarioRun(args.scenario_obj, module)
+    module.observers.append(judge.observe)      # before boot: the banner counts
+    return judge
+
+
+async def _scenario_setup(judge, transport, module) -> None:
+    """Peers and the broker watcher are up before the host program starts."""
+    from .scenario import ScenarioError
+    try:
+        await judge.setup()
+    except ScenarioError as e:
+        await judge.close()
+        await transport.stop()
+        await module.stop()
+        _die(f"--scenario {e}")
+
+
+async def _scenario_judge(judge, args, waiters) -> int:
+    """Run the steps until they end or SIGINT/SIGTERM; print the verdict, write --junit.
+
+    Returns 0 (passed), 1 (a step failed, the host program failed, or interrupted)."""
+    stop_wait, host_waiters = waiters[0], waiters[1:]
+    host = host_waiters[0] if host_waiters else None
+    task = asyncio.ensure_future(judge.run(host_exited=host))
+    await asyncio.wait([task, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+    if not task.done():
+        task.cancel()
+        print(f"atemu: scenario {judge.sc.name!r} interrupted before its end", file=sys.stderr, flush=True)
+        return 1
+    result = task.result()
+    if args.junit:
+        from .scenario import junit_xml
+        try:
+            Path(args.junit).write_text(junit_xml(result))
+        except OSError as e:
+            print(f"atemu: error: --junit {args.junit}: {e.strerror}", file=sys.stderr)
+    if not result.passed:
+        print(result.summary(), file=sys.stderr, flush=True)
+        return 1
+    print(result.summary(), flush=True)
+    if host is not None and host.done():
+        code = host.result()
+        if code:
+            print(f"atemu: the host program exited with status {code} during the scenario", file=sys.stderr)
+            return 1
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

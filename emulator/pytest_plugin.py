@@ -16,17 +16,9 @@ from typing import Any
 import pytest
 
 
-def _register_serial_handler() -> None:
-    try:
-        import serial
-    except ImportError:  # pragma: no cover
-        return
-    pkg = "emulator.serial_handlers"
-    if pkg not in serial.protocol_handler_packages:
-        serial.protocol_handler_packages.append(pkg)
+from emulator import register_serial_handler
 
-
-_register_serial_handler()
+register_serial_handler()        # importing the package already does it; kept explicit for readers
 
 
 @pytest.fixture

@@ -378,3 +378,61 @@ def test_control_port_in_use_is_one_line(tmp_path):
     finally:
         busy.close()
     assert r.returncode == 2 and "already in use" in r.stderr and "Errno" not in r.stderr, r.stderr
+
+
+def test_bad_host_port_values_name_their_flag(tmp_path):
+    for flag in ("--tcp", "--rfc2217", "--control"):
+        r = run("run", "eseye", "--state-dir", str(tmp_path), flag, "notaport", "--exec", "true")
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, r.stderr
+        assert lines[0].startswith(f"atemu: error: {flag} 'notaport': not a port"), r.stderr
+
+
+def test_refused_second_run_on_the_same_state_folder_says_only_why(tmp_path):
+    link, state = tmp_path / "ttyE", tmp_path / "state"
+    first = Cli("run", "eseye", "--pty", str(link), "--no-pacing", "--state-dir", str(state))
+    try:
+        r = run("run", "eseye", "--pty", str(link), "--state-dir", str(state), timeout=15)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and "already links to" in lines[0], r.stderr
+    finally:
+        first.stop()
+
+
+def test_in_process_baud_warning_has_the_atemu_prefix(tmp_path):
+    script = tmp_path / "host.py"
+    script.write_text(textwrap.dedent("""
+        import serial, time
+        from emulator import start
+        with start("eseye-anynet", transport="pty") as m:
+            with serial.Serial(m.port, 115200, timeout=0.1) as s:
+                s.write(b"AT\\r\\n")
+                deadline = time.monotonic() + 5
+                got = b""
+                while b"OK" not in got and time.monotonic() < deadline:
+                    got += s.read(64)
+        """))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "atemu: WARNING: eseye-anynet: host opened the port at 115200 baud but the module runs at 9600 baud; "
+        "a real module would see garbage"]
+
+
+def test_atemu_url_works_after_importing_the_package_outside_pytest(tmp_path):
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent("""
+        import time
+        import serial
+        import emulator                      # the import alone registers the atemu:// scheme
+        s = serial.serial_for_url("atemu://eseye-anynet", timeout=0.1)
+        s.write(b"AT+GSN\\r\\n")
+        got, deadline = b"", time.monotonic() + 5
+        while b"OK" not in got and time.monotonic() < deadline:
+            got += s.read(64)
+        s.close()
+        print(got)
+        """))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "356938035643809" in r.stdout and "OK" in r.stdout

@@ -105,6 +105,27 @@ def test_pull_keeps_bytes_after_line_for_data_mode():
     assert e.next_event() is None
 
 
+def test_lf_of_a_crlf_command_is_not_payload():
+    # hosts end the command with CR LF and write the payload after the prompt: the LF is not data
+    e = Engine(Dialect(echo_default=False))
+    e.feed(b"AT+QMTPUB=0,1,1,0,\"t\",5\r\n")
+    assert e.next_event().name == "+QMTPUB"
+    e.expect_data(5)
+    e.feed(b"hello")
+    assert e.next_event() == Data(b"hello", "length")
+    e.feed(b"AT+QISEND=0,2\r")              # the LF comes in a later write, after the data phase began
+    assert e.next_event().name == "+QISEND"
+    e.expect_data(2)
+    assert e.next_event() is None
+    e.feed(b"\nab")
+    assert e.next_event() == Data(b"ab", "length")
+    e.feed(b"AT+QISEND=0,2\r")              # CR only: a payload may start with LF
+    e.next_event()
+    e.expect_data(2)
+    e.feed(b"x\n")
+    assert e.next_event() == Data(b"x\n", "length")
+
+
 def test_data_modes():
     e = Engine(Dialect(echo_default=False))
     e.expect_data(None, terminator=b"\x1a", cancel=b"\x1b", max_len=10)

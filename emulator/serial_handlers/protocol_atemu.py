@@ -3,9 +3,8 @@ in this process, without a pty.
 
 If a module named ``<name>`` was started in this process with ``transport="inproc"``
 (``emulator.start(...)`` or the ``atemu_module`` fixture), the port attaches to it; otherwise a
-new module of profile ``<name>`` is started and is stopped when the port is closed. Register the
-scheme with ``serial.protocol_handler_packages.append("emulator.serial_handlers")`` (the pytest
-plugin does it).
+new module of profile ``<name>`` is started and is stopped when the port is closed. Importing the
+package registers the scheme (``register_serial_handler`` in its ``__init__``).
 """
 from __future__ import annotations
 

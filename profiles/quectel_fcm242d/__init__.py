@@ -22,6 +22,8 @@ class QuectelFcm242d(QuectelBase, QuectelMqtt, QuectelHttp, QuectelBle):
     urcs = QuectelBase.urcs + URCS_MQTT + URCS_HTTP + URCS_BLE
     deviations = DEVIATIONS + DEVIATIONS_MQTT + DEVIATIONS_HTTP + DEVIATIONS_BLE
     option_prefix = "quectel"
+    #: values the world chooses on every run, ignored by ``atemu replay`` (unless --raw): the broker's packet id
+    replay_volatile = (r"^\+QMTRECV: \d+,(\d+),",)
     world_options = {
         "escape_guard": "+++ guard time in seconds (default 1.0; TCP/IP, SSL and BLE transparent modes)",
         "boot_delay": "seconds from AT+QRST's OK to 'ready' (default 0.5)",
