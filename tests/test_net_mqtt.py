@@ -240,8 +240,9 @@ def test_graceful_disconnect_does_not_publish_will(mosquitto, mqtt_probe):
 def test_close_stops_paho_thread_and_operations_fail_closed(mosquitto):
     async def main():
         s = session(mosquitto.port, "emu-threads")
+        threads_before = threading.active_count()
         await s.connect()
-        assert len(paho_threads("emu-threads")) == 1
+        assert paho_threads("emu-threads") == [] and threading.active_count() == threads_before  # no thread per session
         s.close()
         assert paho_threads("emu-threads") == []
         with pytest.raises(NetError) as ei:
