@@ -602,10 +602,10 @@ class QuectelMqtt(Profile):
         ctx.raw(b"\r\n> ")
         opts = getattr(self.module.world, "options", {}) or {}
         wait = float(opts.get("quectel.mqtt_input_timeout", PUB_INPUT_TIMEOUT))
+        extra = False
         if length is not None:
             ev = await ctx.read_data(length, timeout=wait)
-            if isinstance(ev, Data) and ev.reason == "length":
-                await self._mq_delete_extra(ctx, c, wait)
+            extra = isinstance(ev, Data) and ev.reason == "length"
         else:
             ev = await ctx.read_data(None, timeout=wait, terminator=b"\x1a", cancel=b"\x1b", max_len=PUB_MAX)
         if not isinstance(ev, Data) or ev.reason == "timeout":
@@ -618,10 +618,13 @@ class QuectelMqtt(Profile):
                 raise CmdError("param", message="payload is not valid hex") from None
         if c.state != CONNECTED or c.session is None:
             raise CmdError("failed", message="client disconnected while typing")
-        ctx.ok()
         if qos:
             c.inflight += 1
+        # the message leaves now; the extra bytes' pause only delays OK (its +QMTPUB URC waits for OK)
         self.module.spawn(self._mq_publish(c, c.session, msgid, qos, retain, topic, payload))
+        if extra:
+            await self._mq_delete_extra(ctx, c, wait)
+        ctx.ok()
 
     async def _mq_delete_extra(self, ctx: Ctx, c: _MqttClient, wait: float) -> None:
         """"If the actual size of data is greater than <length>, extra byte(s) will be deleted" (M6): what the
