@@ -162,37 +162,21 @@ def _pipe_listener() -> tuple[socket.socket, str, str | None]:
     return lst, addr, tmpdir
 
 
-class _Pipe(asyncio.Protocol):
-    """The session's end of the local socket paho speaks MQTT on."""
-
-    def __init__(self, wire: "_Wire") -> None:
-        self.wire = wire
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.wire.session._to_broker(self.wire, data)
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.wire.session._pipe_lost(self.wire)
-
-
 class _Wire:
-    """One connection of a session: the broker link, the paho client, the local pipe between."""
+    """One connection of a session: the broker link, the paho client, the local socket between."""
 
     def __init__(self, conn: TcpConnection) -> None:
         self.conn = conn
         self.client: paho.Client | None = None
         self.session: MqttSession  # set by the session
-        self.pipe: _Pipe | None = None
+        self.inner: socket.socket | None = None  # the session's end of the local socket paho speaks MQTT on
+        self.ifd: int | None = None
+        self.outbuf = bytearray()              # bytes for paho its socket did not take yet
+        self.eof_pending = False               # the link ended: EOF to paho once outbuf is out
         self.fd: int | None = None           # paho's socket, watched on the loop
         self.psock: Any = None
-        self.writing = False
+        self.writing = False                   # paho's socket is watched for writability
+        self.flush_due = False                 # a loop_write is scheduled
         self.timer: asyncio.TimerHandle | None = None
         self.dead = False
         self.head = b""                        # the first bytes from the broker (CONNACK)
@@ -446,7 +430,7 @@ class MqttSession:
         self._connack_fut = fut = self._loop.create_future()
         self._local_disconnect = False
         self._disconnect_reported = False
-        conn.on_data = lambda c: self._from_broker(wire)
+        conn.on_data = lambda c: self._from_broker(wire, True)
         conn.on_close = lambda c, reason: self._link_lost(wire, reason)
         try:
             await self._start_paho(wire)
@@ -687,16 +671,9 @@ class MqttSession:
                     os.rmdir(tmpdir)
                 except OSError:
                     pass
-        pipe = _Pipe(wire)
-        try:
-            await self._loop.connect_accepted_socket(lambda: pipe, inner)
-        except BaseException:
-            inner.close()
-            raise
-        if wire.dead:
-            pipe.transport.abort()  # type: ignore[union-attr]
-            raise NetError("closed", "MQTT session closed while connecting")
-        wire.pipe = pipe
+        inner.setblocking(False)
+        wire.inner, wire.ifd = inner, inner.fileno()
+        self._loop.add_reader(wire.ifd, self._pipe_readable, wire)
         if wire.conn.rx:
             self._from_broker(wire)
         if wire.conn.closed:
@@ -721,17 +698,31 @@ class MqttSession:
             wire.writing = False
             self._loop.remove_writer(fd)
         # paho is done with this connection: the broker link follows (after what is still queued)
-        if wire.pipe is None and not wire.conn.closed:
+        if wire.inner is None and not wire.conn.closed:
             wire.conn.close()
 
     def _want_write(self, wire: _Wire, on: bool) -> None:
-        if wire.dead or wire.fd is None or self._loop is None or wire.writing == on:
+        """paho has (or no longer has) bytes to write: write them soon, and only watch the socket
+        when it is full (saves two epoll_ctl calls per packet)."""
+        if wire.dead or wire.fd is None or self._loop is None:
             return
-        wire.writing = on
         if on:
-            self._loop.add_writer(wire.fd, self._writable, wire)
-        else:
+            if not wire.flush_due:
+                wire.flush_due = True
+                self._loop.call_soon(self._flush, wire)
+        elif wire.writing:
+            wire.writing = False
             self._loop.remove_writer(wire.fd)
+
+    def _flush(self, wire: _Wire) -> None:
+        wire.flush_due = False
+        if wire.dead or wire.fd is None or wire.client is None or self._loop is None:
+            return
+        wire.client.loop_write()
+        if wire.client.want_write() and wire.fd is not None and not wire.writing:
+            wire.writing = True
+            self._loop.add_writer(wire.fd, self._writable, wire)
+        self._pipe_readable(wire)
 
     def _readable(self, wire: _Wire) -> None:
         if not wire.dead and wire.client is not None:
@@ -742,9 +733,10 @@ class MqttSession:
             wire.client.loop_write()
 
     def _kick(self, wire: _Wire) -> None:
-        """Write what paho queued now instead of on the next loop turn."""
+        """Write what paho queued, and relay it to the broker, now instead of on the next loop turns."""
         if not wire.dead and wire.fd is not None and wire.client is not None:
             wire.client.loop_write()
+            self._pipe_readable(wire)
 
     def _tick(self, wire: _Wire) -> None:
         wire.timer = None
@@ -755,6 +747,84 @@ class MqttSession:
             wire.timer = self._loop.call_later(1.0, self._tick, wire)
 
     # the relay --------------------------------------------------------------
+    def _pipe_readable(self, wire: _Wire) -> None:
+        """paho wrote: relay it to the broker (or paho closed its socket)."""
+        sock = wire.inner
+        if wire.dead or sock is None:
+            return
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            self._to_broker(wire, data)
+            return
+        self._pipe_close(wire)  # paho closed its socket (DISCONNECT sent, keep-alive timeout, protocol error)
+        if not wire.conn.closed:
+            wire.conn.close()   # after what is still queued or held by a fault
+
+    def _pipe_close(self, wire: _Wire) -> None:
+        sock, ifd = wire.inner, wire.ifd
+        wire.inner = wire.ifd = None
+        wire.outbuf.clear()
+        if ifd is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(ifd)
+            self._loop.remove_writer(ifd)
+        if sock is not None:
+            sock.close()
+
+    def _pipe_send(self, wire: _Wire, data: bytes) -> None:
+        """Bytes from the broker to paho."""
+        sock = wire.inner
+        if sock is None or not data:
+            return
+        if wire.outbuf:
+            wire.outbuf += data
+            return
+        try:
+            n = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            return  # paho is gone; _pipe_readable sees it
+        if n < len(data):
+            wire.outbuf += data[n:]
+            assert self._loop is not None and wire.ifd is not None
+            self._loop.add_writer(wire.ifd, self._pipe_writable, wire)
+
+    def _pipe_writable(self, wire: _Wire) -> None:
+        sock = wire.inner
+        if sock is None:
+            return
+        try:
+            n = sock.send(wire.outbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            wire.outbuf.clear()
+            n = 0
+        del wire.outbuf[:n]
+        if not wire.outbuf:
+            assert self._loop is not None and wire.ifd is not None
+            self._loop.remove_writer(wire.ifd)
+            if wire.eof_pending:
+                self._pipe_eof(wire)
+
+    def _pipe_eof(self, wire: _Wire) -> None:
+        """The broker link ended: paho reads what came before, then EOF."""
+        sock = wire.inner
+        if sock is None:
+            return
+        if wire.outbuf:
+            wire.eof_pending = True
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
     def _to_broker(self, wire: _Wire, data: bytes) -> None:
         conn = wire.conn
         if wire.dead or conn.closed:
@@ -764,17 +834,18 @@ class MqttSession:
         except NetError:
             pass  # the link is going: its on_close reports why
 
-    def _from_broker(self, wire: _Wire) -> None:
+    def _from_broker(self, wire: _Wire, now: bool = False) -> None:
         conn = wire.conn
-        pipe = wire.pipe
-        if wire.dead or pipe is None or pipe.transport is None:
+        if wire.dead or wire.inner is None:
             return  # _start_paho hands it over once the pipe is up
         data = conn.read()
         if wire.connack is None and len(wire.head) < 8:
             wire.head += data[:8 - len(wire.head)]
             wire.connack = _parse_connack(wire.head)
         if data:
-            pipe.transport.write(data)
+            self._pipe_send(wire, data)
+            if now:
+                self._readable(wire)  # paho reads it now rather than on the next loop turn
 
     def _link_lost(self, wire: _Wire, reason: str) -> None:
         """The broker connection ended: paho reads what came before, then EOF."""
@@ -782,17 +853,9 @@ class MqttSession:
             return
         wire.link_reason = reason
         wire.link_error = wire.conn.error
-        pipe = wire.pipe
-        if pipe is not None and pipe.transport is not None:
+        if wire.inner is not None:
             self._from_broker(wire)
-            pipe.transport.close()
-
-    def _pipe_lost(self, wire: _Wire) -> None:
-        """paho closed its socket (DISCONNECT sent, keep-alive timeout, protocol error)."""
-        if wire.dead:
-            return
-        if not wire.conn.closed:
-            wire.conn.close()  # after what is still queued or held by a fault
+            self._pipe_eof(wire)
 
     def _bury(self, wire: _Wire, graceful: bool) -> None:
         """Forget a connection: nothing of it reaches the session any more."""
@@ -809,8 +872,7 @@ class MqttSession:
         if wire.psock is not None:
             wire.psock.close()  # the socket paho was given in on_socket_open; paho is dropped with it
             wire.psock = None
-        if wire.pipe is not None and wire.pipe.transport is not None:
-            wire.pipe.transport.abort()
+        self._pipe_close(wire)
         conn = wire.conn
         conn.on_data = conn.on_close = None
         if not conn.closed:
@@ -921,6 +983,8 @@ class MqttSession:
         if wire is not None:
             self._kick(wire)  # on_publish of a QoS 0 message comes from this write
         try:
+            if fut.done():
+                return fut.result()
             return await asyncio.wait_for(fut, timeout)
         except (asyncio.TimeoutError, TimeoutError):
             raise NetError("timeout", f"no {what} for message id {mid} within {timeout:g}s") from None
