@@ -37,7 +37,7 @@ import socket
 import ssl
 import sys
 import tempfile
-from typing import Any, Callable
+from typing import Any, Callable, Coroutine
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -477,22 +477,26 @@ class MqttSession:
         self.last_mid = mid
         await self._await_ack(self._pending_unsub, mid, timeout, "UNSUBACK")
 
-    async def publish(
+    def publish(
         self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, timeout: float = 10.0
-    ) -> int:
-        """Publish raw bytes; return the message id.
+    ) -> Coroutine[Any, Any, int]:
+        """Publish raw bytes; ``await`` it for the message id.
 
-        QoS 0 returns once the packet was written towards the broker, QoS 1/2 only
-        after PUBACK/PUBCOMP.  Raises NetError("timeout") when the ack does
-        not come in time and NetError("closed") when not connected."""
-        client = self._require_connected()
+        The PUBLISH is written towards the broker by the call itself (not when a task
+        awaiting it first runs). Awaiting returns at once for QoS 0, after PUBACK/PUBCOMP
+        for QoS 1/2, and raises NetError("timeout") when the ack does not come in time,
+        NetError("closed") when not connected, NetError("invalid") for a bad topic."""
         try:
-            info = client.publish(str(topic), bytes(payload), int(qos), bool(retain))
-        except (ValueError, TypeError) as exc:
-            raise NetError("invalid", str(exc)) from exc
-        self._check_rc(info.rc, "publish")
-        await self._await_ack(self._pending_pub, info.mid, timeout, "PUBACK/PUBCOMP")
-        return info.mid
+            client = self._require_connected()
+            try:
+                info = client.publish(str(topic), bytes(payload), int(qos), bool(retain))
+            except (ValueError, TypeError) as exc:
+                raise NetError("invalid", str(exc)) from exc
+            self._check_rc(info.rc, "publish")
+        except NetError as e:
+            return self._raise(e)
+        fut = self._expect_ack(self._pending_pub, info.mid)
+        return self._wait_ack(self._pending_pub, info.mid, fut, timeout, "PUBACK/PUBCOMP", info.mid)
 
     async def disconnect(self, timeout: float = 5.0) -> None:
         """Send DISCONNECT (graceful: no will) and wait for the link to close.
@@ -975,17 +979,30 @@ class MqttSession:
             raise NetError("closed", f"{what}: not connected")
         raise NetError("other", f"{what} failed: {paho.error_string(rc)}")
 
+    @staticmethod
+    async def _raise(e: NetError) -> Any:
+        raise e
+
     async def _await_ack(self, table: dict[int, asyncio.Future[Any]], mid: int, timeout: float, what: str) -> Any:
+        return await self._wait_ack(table, mid, self._expect_ack(table, mid), timeout, what)
+
+    def _expect_ack(self, table: dict[int, asyncio.Future[Any]], mid: int) -> asyncio.Future[Any]:
+        """Register the ack of ``mid`` and write the packet now."""
         assert self._loop is not None
         fut = self._loop.create_future()
         table[mid] = fut
         wire = self._wire
         if wire is not None:
             self._kick(wire)  # on_publish of a QoS 0 message comes from this write
+        return fut
+
+    async def _wait_ack(self, table: dict[int, asyncio.Future[Any]], mid: int, fut: asyncio.Future[Any],
+                        timeout: float, what: str, result: Any = None) -> Any:
         try:
-            if fut.done():
-                return fut.result()
-            return await asyncio.wait_for(fut, timeout)
+            if not fut.done():
+                await asyncio.wait_for(fut, timeout)
+            value = fut.result()
+            return value if result is None else result
         except (asyncio.TimeoutError, TimeoutError):
             raise NetError("timeout", f"no {what} for message id {mid} within {timeout:g}s") from None
         finally:
