@@ -588,6 +588,7 @@ class MqttSession:
             raise
         except Exception as exc:  # noqa: BLE001
             raise _map_exception(exc) from exc
+        conn.set_nodelay(True)  # MQTT packets are small and each is due now (asyncio leaves Nagle on for these sockets)
         self._shape(conn)
         if self.tls is not None and self.on_tls_up is not None:
             self._call_user(self.on_tls_up)
