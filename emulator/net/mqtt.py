@@ -588,7 +588,6 @@ class MqttSession:
             raise
         except Exception as exc:  # noqa: BLE001
             raise _map_exception(exc) from exc
-        conn.set_nodelay(True)  # MQTT packets are small and each is due now (asyncio leaves Nagle on for these sockets)
         self._shape(conn)
         if self.tls is not None and self.on_tls_up is not None:
             self._call_user(self.on_tls_up)
@@ -891,6 +890,11 @@ class MqttSession:
         if wire.dead or wire is not self._wire:
             return
         sp, raw = wire.connack if wire.connack is not None else (False, 0)
+        if raw == 0 and not wire.conn.closed:
+            # from now on every packet is due at once (asyncio leaves Nagle on for these sockets). Not
+            # before: CONNECT held behind the TLS Finished lets a TLS 1.3 broker's certificate alert
+            # arrive before it, instead of a reset that would hide the alert.
+            wire.conn.set_nodelay(True)
         self._connack(sp, raw)
 
     def _connack(self, session_present: bool, raw: int) -> None:
