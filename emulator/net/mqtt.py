@@ -589,9 +589,28 @@ class MqttSession:
         except Exception as exc:  # noqa: BLE001
             raise _map_exception(exc) from exc
         self._shape(conn)
+        if self.tls is not None:
+            await self._settle_tls(conn)
         if self.tls is not None and self.on_tls_up is not None:
             self._call_user(self.on_tls_up)
         return conn
+
+    async def _settle_tls(self, conn: TcpConnection, limit: float = 0.1) -> None:
+        """TLS 1.3: the broker checks the client certificate after the client's side of the handshake
+        is done. Wait (briefly) for its verdict, a session ticket or an alert, before anything is
+        sent: a CONNECT racing the alert makes the broker close with unread data, and the reset
+        that follows can swallow the alert (then the error would be "reset", not why)."""
+        transport = conn._transport
+        obj = transport.get_extra_info("ssl_object") if transport is not None else None
+        if obj is None or obj.version() != "TLSv1.3":
+            return
+        assert self._loop is not None
+        deadline = self._loop.time() + limit
+        while not conn.closed and self._loop.time() < deadline:
+            session = obj.session
+            if session is not None and session.has_ticket:
+                return
+            await asyncio.sleep(0.002)
 
     def _take_transport(self) -> TcpConnection | None:
         """Detach the open_transport() connection for the next paho client."""
