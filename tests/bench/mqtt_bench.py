@@ -425,6 +425,6 @@ def print_scale(title: str, r: dict) -> None:
               + (f", failures {x['failures']}" if x["failures"] else ""))
 
 
-if __name__ == "__main__":   # quick look: python tests/bench/mqtt.py
+if __name__ == "__main__":   # quick look: python tests/bench/mqtt_bench.py
     print_latency(bench_latency(200))
     print_scale("Quectel sessions:", bench_scale([20], 12))
