@@ -55,6 +55,7 @@ _HINTS = {
     "tls_verify": "does the CA sign the broker's certificate for that name?",
     "tls": "does the broker accept the client certificate and TLS settings?",
 }
+#: paho's own log lines: debug detail (the session logs one line per failure itself); errors in callbacks
 _paho_log = logging.getLogger(__name__ + ".paho")
 
 __all__ = ["MqttSession", "SUBACK_FAILURE", "connack_v5_to_v311"]
@@ -132,12 +133,6 @@ def _map_exception(exc: BaseException) -> NetError:
     return err
 
 
-
-
-def _paho_on_log(client: Any, _userdata: Any, level: int, buf: str) -> None:
-    # paho's own lines are debug detail: the session logs one line per failure itself
-    lvl = logging.ERROR if buf.startswith("Caught exception") else logging.DEBUG
-    _paho_log.log(lvl, "%s", buf)
 
 
 _pipe_ids = itertools.count(1)
@@ -653,7 +648,7 @@ class MqttSession:
             kwargs["clean_session"] = self.clean_session
         client = paho.Client(**kwargs)
         client.suppress_exceptions = True
-        client.on_log = _paho_on_log
+        client.enable_logger(_paho_log)  # paho's lines (debug detail) format only when that level is on
         if self.username is not None or self.password is not None:
             client.username_pw_set(self.username or "", self.password)
         if self.will is not None:

@@ -349,10 +349,19 @@ async def _scale(kind: Any, n: int, seconds: float, interval: float, arr: Arriva
     t_up = time.perf_counter() - t_start
     live = [x for x in ups if x is not None]
     after_rss = rss()
+    if os.environ.get("ATEMU_BENCH_GC_FREEZE"):   # experiment: long-lived objects out of the cyclic GC
+        import gc
+        gc.collect()
+        gc.freeze()
     lat: list[float] = []
     lost = 0
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     w0 = time.perf_counter()
+    prof = None
+    if os.environ.get("ATEMU_BENCH_PROFILE"):   # where the time goes in the steady phase (cProfile stats file)
+        import cProfile
+        prof = cProfile.Profile()
+        prof.enable()
 
     async def publisher(i: int, m: Any, u: Uart) -> None:
         nonlocal lost
@@ -372,6 +381,9 @@ async def _scale(kind: Any, n: int, seconds: float, interval: float, arr: Arriva
     await asyncio.gather(*(publisher(i, m, u) for i, (m, u) in enumerate(live)))
     wall = time.perf_counter() - w0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    if prof is not None:
+        prof.disable()
+        prof.dump_stats(os.environ["ATEMU_BENCH_PROFILE"])
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     threads = threading.active_count()
     proc_threads = os_threads()
@@ -386,23 +398,33 @@ async def _scale(kind: Any, n: int, seconds: float, interval: float, arr: Arriva
 
 
 def bench_scale(counts: list[int], seconds: float, tls: bool = False) -> dict:
+    """Each count in a fresh process (so RSS and threads are its own)."""
+    import json
+    res: dict = {}
+    for n in counts:
+        out = subprocess.run([sys.executable, __file__, "scale", str(n), str(seconds), "tls" if tls else "tcp"],
+                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        lines = out.stdout.strip().splitlines()
+        res[str(n)] = json.loads(lines[-1]) if out.returncode == 0 and lines else \
+            {"modules": n, "error": f"exit {out.returncode}"}
+    return res
+
+
+def scale_child(n: int, seconds: float, tls: bool) -> dict:
     from peers.certs import make_pki
     from peers.mosquitto import Mosquitto
     raise_fd_limit()   # before mosquitto starts: it inherits the limit
     host = "bench.iot.example"
-    res: dict = {}
     with tempfile.TemporaryDirectory() as d:
         pki = make_pki(Path(d) / "pki", hostnames=[host])
-        for n in counts:
-            with Mosquitto(tls=dict(cafile=pki.ca_cert, certfile=pki.server_cert, keyfile=pki.server_key),
-                           require_certificate=True, extra_config=["max_queued_messages 1000"]) as b:
-                kind = Eseye(b.tls_port, pki=pki, host=host) if tls else Quectel(b.port)
+        with Mosquitto(tls=dict(cafile=pki.ca_cert, certfile=pki.server_cert, keyfile=pki.server_key),
+                       require_certificate=True) as b:
+            kind = Eseye(b.tls_port, pki=pki, host=host) if tls else Quectel(b.port)
 
-                async def main() -> dict:
-                    async with Arrivals(b.port) as arr:
-                        return await _scale(kind, n, seconds, 10.0, arr, os.path.join(d, f"n{n}"))
-                res[str(n)] = asyncio.run(main())
-    return res
+            async def main() -> dict:
+                async with Arrivals(b.port) as arr:
+                    return await _scale(kind, n, seconds, 10.0, arr, d)
+            return asyncio.run(main())
 
 
 def print_latency(r: dict) -> None:
@@ -417,6 +439,9 @@ def print_latency(r: dict) -> None:
 def print_scale(title: str, r: dict) -> None:
     print(title)
     for n, x in r.items():
+        if "error" in x:
+            print(f"  {n:>5} modules: failed ({x['error']})")
+            continue
         print(f"  {n:>5} modules: {x['connected']}/{x['modules']} connected in {x['bring_up_s']:.1f} s "
               f"({x['connects_per_s']:.0f}/s), {x['publishes']} publishes (lost {x['lost']}), "
               f"p50 {x['p50_ms']:.2f} ms p99 {x['p99_ms']:.2f} ms, threads {x['python_threads']} "
@@ -425,6 +450,10 @@ def print_scale(title: str, r: dict) -> None:
               + (f", failures {x['failures']}" if x["failures"] else ""))
 
 
-if __name__ == "__main__":   # quick look: python tests/bench/mqtt_bench.py
-    print_latency(bench_latency(200))
-    print_scale("Quectel sessions:", bench_scale([20], 12))
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["scale"]:   # one bench_scale count, in its own process
+        import json
+        print(json.dumps(scale_child(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "tls")))
+    else:                            # quick look: python tests/bench/mqtt_bench.py
+        print_latency(bench_latency(200))
+        print_scale("Quectel sessions:", bench_scale([20], 12))
