@@ -70,7 +70,8 @@ DEVIATIONS_MQTT = [
     "quectel.mqtt_input_timeout), else ERROR and nothing is published. Without <length> the payload ends with Ctrl+Z (0x1A), Esc (0x1B) cancels with ERROR, "
     "more than 2048 bytes answers ERROR. With <length>, bytes typed after the <length> bytes are deleted as the manual "
     "says (\"extra byte(s) will be deleted\"): the burst ends at the first pause of 20 ms, then OK; only what comes "
-    "after that pause is input again.",
+    "after that pause is input again. The message itself leaves as soon as the <length> bytes are in (the pause "
+    "delays only OK and the +QMTPUB URC after it).",
     "M7 (item 32): <msgID> must be 0 for QoS 0 and 1-65535 for QoS 1/2 publishes and for SUBSCRIBE/UNSUBSCRIBE "
     "(MQTT forbids packet id 0); the host's <msgID> is what the URCs report (paho numbers the packets on the wire).",
     "M8 (item 29): +QMTUNS: <idx>,<msgID>,0 has no <value>.",
