@@ -236,6 +236,69 @@ class Eseye:
         return t0
 
 
+class Ti:
+    profile = "ti-simplelink"
+
+    def __init__(self, broker_port: int, **_: Any) -> None:
+        self.port = broker_port
+
+    def world(self, i: int) -> dict:
+        from test_ti_common import world
+        return world()
+
+    async def up(self, u: Uart, i: int) -> None:
+        from test_ti_common import LAB
+        ok = rb"(?:^|\r\n)OK\r\n"
+        await u.cmd("AT+Start", ok)
+        await u.until(rb"\+eventgeneral:init_complete,\w+\r\n")
+        await u.cmd(f'AT+WlanConnect={LAB["ssid"]},,WPA_WPA2,{LAB["password"]},,,', ok)
+        await u.until(rb"\+eventnetapp:ipv4_acquired,[^\r]*\r\n")
+        await u.cmd(f"AT+MqttCreate=bench-t{i},ip4,127.0.0.1,{self.port},,,,,,,v3_1_1,1,0", ok)
+        await u.cmd("AT+MqttConnect=0", ok)
+        m = await u.until(rb"\+eventmqtt:operation,connack,(\d+)\r\n", 60)
+        if m.group(1) != b"0":
+            raise RuntimeError(f"MqttConnect {m.group(0)!r}")
+
+    async def publish(self, u: Uart, tag: str) -> float:
+        line = f"AT+MqttPublish=0,bench/t,qos0,0,{PAYLOAD_LEN},".encode() + payload(tag) + b"\r\n"
+        t0 = time.perf_counter()   # the payload's last byte is the line's end: one burst
+        u.send(line)
+        await u.until(rb"(?:^|\r\n)(OK|ERROR:[^\r\n]*)\r\n")
+        return t0
+
+
+class Winc:
+    profile = "microchip-winc"
+
+    def __init__(self, broker_port: int, **_: Any) -> None:
+        self.port = broker_port
+
+    def world(self, i: int) -> dict:
+        from test_microchip_util import WORLD
+        return dict(WORLD)
+
+    async def up(self, u: Uart, i: int) -> None:
+        ok = rb"(?:^|[\r\n])OK\r\n"
+        await u.cmd("AT", ok)
+        for line in ('AT+WSTAC=1,"MyAP"', "AT+WSTAC=2,3", 'AT+WSTAC=3,"MyAPPSK-123"', "AT+WSTA=1"):
+            await u.cmd(line, ok)
+        await u.until(rb'\+WSTAAIP:1,"[^"]*"\r\n')
+        for line in ('AT+MQTTC=1,"127.0.0.1"', f"AT+MQTTC=2,{self.port}", f'AT+MQTTC=3,"bench-w{i}"', "AT+MQTTC=7,0"):
+            await u.cmd(line, ok)
+        await u.cmd("AT+MQTTCONN=1", ok)
+        m = await u.until(rb"\+MQTTCONN:(\d)\r\n", 60)
+        if m.group(1) != b"1":
+            raise RuntimeError(f"MQTTCONN {m.group(0)!r}")
+
+    async def publish(self, u: Uart, tag: str) -> float:
+        body = payload(tag).decode()
+        line = f'AT+MQTTPUB=0,0,0,"bench/w","{body}"\r\n'.encode()
+        t0 = time.perf_counter()   # the payload is inside the command line: its end is the last byte
+        u.send(line)
+        await u.until(rb"(?:^|[\r\n])(OK|ERROR:\d+)\r\n")
+        return t0
+
+
 async def new_module(kind: Any, i: int, d: str) -> tuple[Any, Uart]:
     from emulator.module import Module
     from emulator.profile import find_profile
@@ -308,6 +371,8 @@ def bench_latency(n: int) -> dict:
                 async with Arrivals(b.port) as arr:
                     warm = max(20, n // 10)
                     for name, kind, tls in (("quectel-fcm242d", Quectel(b.port), None),
+                                            ("ti-simplelink", Ti(b.port), None),
+                                            ("microchip-winc", Winc(b.port), None),
                                             ("eseye-anynet", Eseye(b.tls_port, pki=pki, host=host), bare_tls)):
                         port = b.tls_port if tls is not None else b.port
                         # side by side: bare, module, bare again (both warmed up)
