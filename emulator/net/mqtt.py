@@ -172,12 +172,51 @@ class _Wire:
         self.psock: Any = None
         self.writing = False                   # paho's socket is watched for writability
         self.flush_due = False                 # a loop_write is scheduled
-        self.timer: asyncio.TimerHandle | None = None
         self.dead = False
         self.head = b""                        # the first bytes from the broker (CONNACK)
         self.connack: tuple[bool, int] | None = None
         self.link_reason: str | None = None    # why the broker connection ended
         self.link_error: NetError | None = None
+
+
+class _Ticker:
+    """One timer per loop drives every session's keep-alive check once a second (not one timer each)."""
+
+    _by_loop: "dict[asyncio.AbstractEventLoop, _Ticker]" = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.wires: list[_Wire] = []
+        self.handle: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> "_Ticker":
+        t = cls._by_loop.get(loop)
+        if t is None:
+            for old in [lp for lp in cls._by_loop if lp.is_closed()]:  # loops gone with sessions on them
+                del cls._by_loop[old]
+            t = cls._by_loop[loop] = cls(loop)
+        return t
+
+    def add(self, wire: _Wire) -> None:
+        self.wires.append(wire)
+        if self.handle is None:
+            self.handle = self.loop.call_later(1.0, self._run)
+
+    def _run(self) -> None:
+        keep = []
+        for wire in self.wires:
+            try:
+                if wire.session._tick(wire):
+                    keep.append(wire)
+            except Exception:  # noqa: BLE001 - one session's trouble stops no other
+                log.exception("MQTT keep-alive check failed")
+        self.wires = keep
+        if keep and not self.loop.is_closed():
+            self.handle = self.loop.call_later(1.0, self._run)
+        else:
+            self.handle = None
+            self._by_loop.pop(self.loop, None)
 
 
 MessageCallback = Callable[[str, bytes, int, bool, int], Any]
@@ -696,7 +735,7 @@ class MqttSession:
             self._from_broker(wire)
         if wire.conn.closed:
             self._link_lost(wire, wire.conn.close_reason or "error")
-        wire.timer = self._loop.call_later(1.0, self._tick, wire)
+        _Ticker.of(self._loop).add(wire)
 
     # paho's socket on the loop ----------------------------------------------
     def _sock_open(self, wire: _Wire, sock: Any) -> None:
@@ -756,13 +795,12 @@ class MqttSession:
             wire.client.loop_write()
             self._pipe_readable(wire)
 
-    def _tick(self, wire: _Wire) -> None:
-        wire.timer = None
-        if wire.dead or wire.fd is None or wire.client is None or self._loop is None:
-            return
-        wire.client.loop_misc()  # keep-alive: PINGREQ, or the link is dead
-        if not wire.dead and wire.fd is not None:
-            wire.timer = self._loop.call_later(1.0, self._tick, wire)
+    def _tick(self, wire: _Wire) -> bool:
+        """Once a second (paho's own loop does the same): keep-alive. False once the wire is done."""
+        if wire.dead or wire.fd is None or wire.client is None:
+            return False
+        wire.client.loop_misc()  # PINGREQ when due, or the link is dead (no PINGRESP in time)
+        return not wire.dead and wire.fd is not None
 
     # the relay --------------------------------------------------------------
     def _pipe_readable(self, wire: _Wire) -> None:
@@ -878,9 +916,6 @@ class MqttSession:
     def _bury(self, wire: _Wire, graceful: bool) -> None:
         """Forget a connection: nothing of it reaches the session any more."""
         wire.dead = True
-        if wire.timer is not None:
-            wire.timer.cancel()
-            wire.timer = None
         fd, wire.fd = wire.fd, None
         if fd is not None and self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(fd)
