@@ -488,6 +488,11 @@ def scale_child(n: int, seconds: float, tls: bool) -> dict:
 
             async def main() -> dict:
                 async with Arrivals(b.port) as arr:
+                    # one module up and down first: code loaded and first-use costs paid before counting
+                    m, u = await new_module(kind, 999999, d)
+                    await kind.up(u, 999999)
+                    await kind.publish(u, "warmup")
+                    await m.stop()
                     return await _scale(kind, n, seconds, 10.0, arr, d)
             return asyncio.run(main())
 
