@@ -420,6 +420,16 @@ async def _scale(kind: Any, n: int, seconds: float, interval: float, arr: Arriva
         gc.freeze()
     lat: list[float] = []
     lost = 0
+    import gc
+    gc_time = [0.0, 0.0, 0]   # seconds in the cyclic GC during the steady phase, start of the current one, gen2 runs
+
+    def gc_cb(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_time[1] = time.perf_counter()
+        else:
+            gc_time[0] += time.perf_counter() - gc_time[1]
+            gc_time[2] += info.get("generation") == 2
+    gc.callbacks.append(gc_cb)
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     w0 = time.perf_counter()
     prof = None
@@ -446,6 +456,7 @@ async def _scale(kind: Any, n: int, seconds: float, interval: float, arr: Arriva
     await asyncio.gather(*(publisher(i, m, u) for i, (m, u) in enumerate(live)))
     wall = time.perf_counter() - w0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    gc.callbacks.remove(gc_cb)
     if prof is not None:
         prof.disable()
         prof.dump_stats(os.environ["ATEMU_BENCH_PROFILE"])
@@ -459,7 +470,9 @@ async def _scale(kind: Any, n: int, seconds: float, interval: float, arr: Arriva
             "publishes": len(lat), "lost": lost, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
             "python_threads": threads, "threads_before": before_threads, "os_threads": proc_threads,
             "rss_per_module_kb": (after_rss - before_rss) / max(1, n) / 1024,
-            "cpu_pct_of_one_core": 100 * cpu / wall if wall else 0.0}
+            "cpu_pct_of_one_core": 100 * cpu / wall if wall else 0.0,
+            "gc_pct_of_wall": 100 * gc_time[0] / wall if wall else 0.0, "gc_full_runs": gc_time[2],
+            "loadavg_1min": os.getloadavg()[0]}
 
 
 def bench_scale(counts: list[int], seconds: float, tls: bool = False) -> dict:
@@ -516,7 +529,8 @@ def print_scale(title: str, r: dict) -> None:
               f"({x['connects_per_s']:.0f}/s), {x['publishes']} publishes (lost {x['lost']}), "
               f"p50 {x['p50_ms']:.2f} ms p99 {x['p99_ms']:.2f} ms, threads {x['python_threads']} "
               f"(before {x['threads_before']}), RSS/module {x['rss_per_module_kb']:.0f} KiB, "
-              f"CPU {x['cpu_pct_of_one_core']:.0f}% of a core"
+              f"CPU {x['cpu_pct_of_one_core']:.0f}% of a core (GC {x.get('gc_pct_of_wall', 0):.1f}% of the time), "
+              f"load average {x.get('loadavg_1min', 0):.1f}"
               + (f", failures {x['failures']}" if x["failures"] else ""))
 
 
