@@ -418,6 +418,9 @@ async def _scale(kind: Any, n: int, seconds: float, interval: float, arr: Arriva
         import gc
         gc.collect()
         gc.freeze()
+    if os.environ.get("ATEMU_BENCH_GC_THRESHOLD"):   # experiment: e.g. 50000 (default 700)
+        import gc
+        gc.set_threshold(int(os.environ["ATEMU_BENCH_GC_THRESHOLD"]), 10, 10)
     lat: list[float] = []
     lost = 0
     import gc
