@@ -513,6 +513,85 @@ def scale_child(n: int, seconds: float, tls: bool) -> dict:
             return asyncio.run(main())
 
 
+def sessions_child(n: int, tls: bool) -> dict:
+    """n bare MqttSessions (no module, no profile) to one mosquitto: connect rate (TCP + TLS handshake
+    with a client certificate + CONNECT/CONNACK), idle CPU over 10 s, RSS and threads."""
+    from peers.certs import make_pki
+    from peers.mosquitto import Mosquitto
+    from emulator.net.dns import Resolver
+    from emulator.net.mqtt import MqttSession
+    from emulator.net.tls import client_context
+    raise_fd_limit()
+    host = "bench.iot.example"
+    with tempfile.TemporaryDirectory() as d:
+        pki = make_pki(Path(d) / "pki", hostnames=[host])
+        with Mosquitto(tls=dict(cafile=pki.ca_cert, certfile=pki.server_cert, keyfile=pki.server_key),
+                       require_certificate=True) as b:
+            async def main() -> dict:
+                ctx = client_context(ca=str(pki.ca_cert), cert=str(pki.client_cert), key=str(pki.client_key)) \
+                    if tls else None
+                resolver = Resolver({host: "127.0.0.1"})
+
+                def make(i: int) -> MqttSession:
+                    return MqttSession(client_id=f"bench-s{i}", host=host, port=b.tls_port if tls else b.port,
+                                       resolver=resolver, tls=ctx, keepalive=60)
+                warm = make(999999)
+                await warm.connect()
+                await warm.disconnect()
+                r0, threads0 = rss(), threading.active_count()
+                sem = asyncio.Semaphore(64)
+
+                async def one(s: MqttSession) -> int:
+                    async with sem:
+                        try:
+                            return await s.connect()
+                        except Exception:  # noqa: BLE001 - counted
+                            return -1
+                sessions = [make(i) for i in range(n)]
+                t0 = time.perf_counter()
+                rcs = await asyncio.gather(*(one(s) for s in sessions))
+                took = time.perf_counter() - t0
+                r1 = rss()
+                ru0 = resource.getrusage(resource.RUSAGE_SELF)
+                w0 = time.perf_counter()
+                await asyncio.sleep(10)
+                ru1 = resource.getrusage(resource.RUSAGE_SELF)
+                w = time.perf_counter() - w0
+                out = {"sessions": n, "connected": rcs.count(0), "connect_s": took,
+                       "connects_per_s": rcs.count(0) / took if took else 0.0,
+                       "threads": threading.active_count(), "threads_before": threads0,
+                       "rss_per_session_kb": (r1 - r0) / n / 1024,
+                       "idle_cpu_pct_of_one_core": 100 * ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)) / w,
+                       "loadavg_1min": os.getloadavg()[0]}
+                for s in sessions:
+                    s.close()
+                return out
+            return asyncio.run(main())
+
+
+def bench_sessions(counts: list[int], tls: bool) -> dict:
+    import json
+    res: dict = {}
+    for n in counts:
+        out = subprocess.run([sys.executable, __file__, "sessions", str(n), "tls" if tls else "tcp"],
+                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        lines = out.stdout.strip().splitlines()
+        res[str(n)] = json.loads(lines[-1]) if out.returncode == 0 and lines else {"sessions": n, "error": f"exit {out.returncode}"}
+    return res
+
+
+def print_sessions(title: str, r: dict) -> None:
+    print(title)
+    for n, x in r.items():
+        if "error" in x:
+            print(f"  {n:>5} sessions: failed ({x['error']})")
+            continue
+        print(f"  {n:>5} sessions: {x['connected']}/{x['sessions']} connected in {x['connect_s']:.1f} s "
+              f"({x['connects_per_s']:.0f}/s), threads {x['threads']} (before {x['threads_before']}), "
+              f"RSS/session {x['rss_per_session_kb']:.0f} KiB, idle CPU {x['idle_cpu_pct_of_one_core']:.1f}% of a core, "
+              f"load average {x['loadavg_1min']:.1f}")
+
+
 def print_latency(r: dict) -> None:
     print("MQTT publish, payload's last byte -> subscriber (QoS 0, 100 bytes), beside a bare paho client "
           "(goal <= 5x):")
@@ -538,7 +617,10 @@ def print_scale(title: str, r: dict) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["scale"]:   # one bench_scale count, in its own process
+    if sys.argv[1:2] == ["sessions"]:   # one bench_sessions count, in its own process
+        import json
+        print(json.dumps(sessions_child(int(sys.argv[2]), sys.argv[3] == "tls")))
+    elif sys.argv[1:2] == ["scale"]:   # one bench_scale count, in its own process
         import json
         print(json.dumps(scale_child(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "tls")))
     else:                            # quick look: python tests/bench/mqtt_bench.py

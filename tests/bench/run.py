@@ -242,7 +242,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     ap.add_argument("--out", default="bench-results")
-    ap.add_argument("--only", help="comma list: roundtrip,pacing,publish,scale,mqtt_latency,mqtt_scale,mqtt_tls")
+    ap.add_argument("--only", help="comma list: roundtrip,pacing,publish,scale,mqtt_latency,mqtt_scale,mqtt_tls,"
+                                   "mqtt_sessions")
     ap.add_argument("--mqtt-counts", help="comma list of module counts for mqtt_scale/mqtt_tls "
                     "(default 1,100,500,1000,2000; quick 1,20)")
     a = ap.parse_args()
@@ -270,7 +271,7 @@ def main() -> int:
         print(f"{r['modules']} modules in one process, one AT per second each: {r['answers']} answers, "
               f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms (goal p99 <= 20 ms); "
               f"idle RSS per module {r['rss_per_module_kb']:.0f} KiB (goal <= 2048 KiB)")
-    if only & {"mqtt_latency", "mqtt_scale", "mqtt_tls"}:
+    if only & {"mqtt_latency", "mqtt_scale", "mqtt_tls", "mqtt_sessions"}:
         import mqtt_bench as mb
         counts = [int(x) for x in a.mqtt_counts.split(",")] if a.mqtt_counts else \
             ([1, 20] if a.quick else [1, 100, 500, 1000, 2000])
@@ -282,6 +283,11 @@ def main() -> int:
             results["mqtt_scale"] = r = mb.bench_scale(counts, window)
             mb.print_scale(f"Quectel modules with a live MQTT session, each publishing every 10 s for {window} s "
                            "(goal 2000/2000, p99 <= 50 ms, no thread per module):", r)
+        if "mqtt_sessions" in only or not a.only:
+            results["mqtt_sessions"] = r = {"tcp": mb.bench_sessions(counts, False), "tls": mb.bench_sessions(counts, True)}
+            mb.print_sessions("Bare MqttSessions (no module), plain TCP:", r["tcp"])
+            mb.print_sessions("Bare MqttSessions over TLS with a client certificate (connect rate = handshake rate):",
+                              r["tls"])
         if "mqtt_tls" in only:
             results["mqtt_tls"] = r = mb.bench_scale(counts, window, tls=True)
             mb.print_scale(f"Eseye modules with a live MQTT session over TLS (client certificate), each publishing "
