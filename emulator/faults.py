@@ -11,8 +11,8 @@ Every module has one :class:`FaultRegistry` (``module.faults``). A fault is arme
 
 ``times`` limits how often it fires (default 1; ``None`` = until :meth:`clear`). ``latency`` and
 ``bandwidth`` default to ``None``; with ``times=N`` they shape the next N deliveries (one received
-TCP chunk, one write the module makes, one datagram each; for MQTT one chunk paho reads, one
-write it makes, see :meth:`FaultRegistry.mqtt_shaping`).
+TCP chunk, one write the module makes, one datagram each; an MQTT session's broker link is a TCP
+connection like any other: one chunk from the broker, one chunk of what paho wrote).
 
 Two families:
 
@@ -40,7 +40,6 @@ import logging
 import errno
 import random
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -142,7 +141,6 @@ class Fault:
     armed_at: float = field(default_factory=time.monotonic)
     rng: random.Random | None = None
     _handle: Any = None
-    pending: int = 0        # MQTT deliveries shaped in a paho thread, not yet counted in ``fired``
 
     @property
     def exhausted(self) -> bool:
@@ -178,7 +176,7 @@ class Shaper:
         """Hold ``fn(*args)`` (a delivery of ``nbytes``) if a fault says so or earlier data is
         still held; False: the caller delivers now."""
         q = self._q[direction]
-        delay, bps = self.registry._shaping(direction, port, nbytes)
+        delay, bps = self.registry._shaping(direction, port, nbytes, getattr(self.target, "fault_names", None))
         if not delay and not bps and not q:
             return False
         loop = asyncio.get_running_loop()
@@ -267,7 +265,6 @@ class FaultRegistry:
         self.udp_sockets: "weakref.WeakSet[Any]" = weakref.WeakSet()   # UdpSockets of this module
         self.removed_aps: list[Any] = []
         self.commands = 0
-        self._lock = threading.Lock()          # mqtt_shaping() runs in paho threads
         module.resolver.faults = self
 
     # ---- arming ------------------------------------------------------------------------------
@@ -373,7 +370,7 @@ class FaultRegistry:
                     self.connections.discard(c)
                 elif c.shaper is None:
                     c.shaper = Shaper(self, c)
-        for s in list(self.sessions):  # MQTT: the paho thread asks mqtt_shaping() only while this is set
+        for s in list(self.sessions):  # MQTT: the session gives its broker link a shaper while this is set
             s.shaping = self if shaping else None
         udp = self._armed(_UDP)
         for u in list(self.udp_sockets):
@@ -748,41 +745,18 @@ class FaultRegistry:
             hit.append(f)
         return delay, bps, hit
 
-    def _shaping(self, direction: str, port: Any, nbytes: int = 0) -> tuple[float, float]:
-        """(delay, bytes per second) for one delivery; counts a firing of each fault that applies."""
-        delay, bps, hit = self._shaping_pick([f for f in self.faults if not f.exhausted], direction, port)
+    def _shaping(self, direction: str, port: Any, nbytes: int = 0,
+                 names: list | None = None) -> tuple[float, float]:
+        """(delay, bytes per second) for one delivery; counts a firing of each fault that applies.
+        ``names`` (an MQTT session's host, server name and address) enables the ``host`` filter."""
+        delay, bps, hit = self._shaping_pick([f for f in self.faults if not f.exhausted], direction, port, names)
+        extra = {"mqtt": True} if names is not None else {}
         for f in hit:
             if f.times is None and f.probability is None:
                 f.fired += 1        # until cleared: counted, not written per chunk
             else:
-                self._fired(f, direction=direction, bytes=nbytes)
+                self._fired(f, direction=direction, bytes=nbytes, **extra)
         return delay, bps
-
-    def mqtt_shaping(self, s: Any, direction: str, nbytes: int) -> tuple[float, float]:
-        """(delay, bytes per second) for one delivery of MQTT session ``s`` (one chunk read from the
-        broker's socket, or one write paho makes to it). Runs in the session's paho thread: the firing
-        is claimed here under a lock (so ``times`` is exact) and counted on the loop."""
-        names = [n for n in (s.host, s.server_hostname, s.remote_ip) if n]
-        with self._lock:
-            live = [f for f in list(self.faults) if f.times is None or f.fired + f.pending < f.times]
-            delay, bps, hit = self._shaping_pick(live, direction, s.port, names)
-            for f in hit:
-                f.pending += 1
-        for f in hit:
-            s._post(self._mqtt_fired, f, direction, nbytes)
-        return delay, bps
-
-    def _mqtt_fired(self, f: Fault, direction: str, nbytes: int) -> None:
-        with self._lock:
-            f.pending -= 1
-            f.fired += 1
-        if f.times is None and f.probability is None:
-            return                  # until cleared: counted, not written per chunk
-        self._record("fired", f, n=f.fired, direction=direction, bytes=nbytes, mqtt=True)
-        if f.exhausted and f in self.faults:
-            self.faults.remove(f)
-            self._conditions_changed()
-            self._update_hooks()
 
     def snapshot_net(self) -> dict:
         conns = []
@@ -794,7 +768,7 @@ class FaultRegistry:
                           "available": c.available, "sent": c.total_sent, "received": c.total_received})
         sessions = []
         for s in list(self.sessions):
-            if not s.connected and s._client is None:
+            if not s.active:
                 self.sessions.discard(s)
                 continue
             sessions.append({"client_id": s.client_id, "host": s.server_hostname, "port": s.port,
@@ -848,15 +822,10 @@ def _close_conn(c: Any, how: str) -> None:
 
 
 def _drop_mqtt(s: Any) -> None:
-    """Cut an MQTT session's socket under paho, as a broker dropping the link would."""
-    client = s._client
-    live = getattr(client, "_atemu_live_sock", None) if client is not None else None
-    if live is None:
-        return
-    try:
-        socket.socket.shutdown(live, socket.SHUT_RDWR)
-    except OSError:
-        pass
+    """Cut an MQTT session's broker link, as a broker dropping it would (FIN after what it sent)."""
+    conn = s.link
+    if conn is not None:
+        _close_conn(conn, "remote")
 
 
 def apply_command_fault(module: "Module", ctx: "Ctx", action: tuple[str, Any]) -> None:

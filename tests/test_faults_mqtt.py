@@ -1,5 +1,5 @@
-"""``latency`` and ``bandwidth`` faults on MQTT sessions (emulator/net/mqtt.py, shaped in paho's
-network thread): what the module publishes reaches a real mosquitto late or slowly, what the broker
+"""``latency`` and ``bandwidth`` faults on MQTT sessions (emulator/net/mqtt.py: the session's broker
+link is shaped like any module TCP connection, on the loop): what the module publishes reaches a real mosquitto late or slowly, what the broker
 sends reaches the host late, order is kept, clearing restores speed, nothing is paid when unarmed.
 
 Bare sessions use a module's resolver (as every profile does), so they are the module's sessions;
@@ -86,7 +86,7 @@ def test_tx_latency_delays_publishes_in_order_and_clear_restores_speed(tmp_path,
             await s.publish("t/a", b"fast", qos=0)
             got = await arrivals(probe, "t/a", 1, t0)
             assert got[0][1] < 0.9, got
-            assert not s._client._atemu_txq
+            assert s.link.shaper is None or not s.link.shaper.busy("tx")
 
     run(go())
 
@@ -206,8 +206,8 @@ def test_no_shaping_work_when_nothing_is_armed(tmp_path, mosquitto, mqtt_probe, 
         async with await astart("eseye-anynet", state_dir=tmp_path) as m:
             calls = []
             reg = m.module.resolver.faults
-            real = reg.mqtt_shaping
-            monkeypatch.setattr(reg, "mqtt_shaping", lambda *a: calls.append(a) or real(*a))
+            real = reg._shaping
+            monkeypatch.setattr(reg, "_shaping", lambda *a: calls.append(a) or real(*a))
             s = await open_session(m, mosquitto.port)
             s.on_message = lambda *a: None
             try:
@@ -218,7 +218,7 @@ def test_no_shaping_work_when_nothing_is_armed(tmp_path, mosquitto, mqtt_probe, 
                 for i in range(20):
                     await s.publish("z/n", b"%d" % i, qos=1)
                 await arrivals(probe, "z/n", 20, t0)
-                assert calls == [] and not s._client._atemu_txq and not s._client._atemu_rxq
+                assert calls == [] and s.link.shaper is None
                 # sanity: the counter does see shaping once a fault is armed
                 m.inject("latency", delay=0.01)
                 await s.publish("z/n", b"x", qos=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import ssl
 import threading
@@ -240,8 +241,9 @@ def test_graceful_disconnect_does_not_publish_will(mosquitto, mqtt_probe):
 def test_close_stops_paho_thread_and_operations_fail_closed(mosquitto):
     async def main():
         s = session(mosquitto.port, "emu-threads")
+        threads_before = threading.active_count()
         await s.connect()
-        assert len(paho_threads("emu-threads")) == 1
+        assert paho_threads("emu-threads") == [] and threading.active_count() == threads_before  # no thread per session
         s.close()
         assert paho_threads("emu-threads") == []
         with pytest.raises(NetError) as ei:
@@ -576,7 +578,9 @@ def test_tls_without_client_certificate_is_rejected(mosquitto_tls, pki, max_vers
     run(main())
 
 
-def test_tls_client_certificate_from_unknown_ca_is_rejected(mosquitto_tls, pki):
+def test_tls_client_certificate_from_unknown_ca_is_rejected(mosquitto_tls, pki, caplog):
+    caplog.set_level(logging.DEBUG)
+
     async def main():
         ctx = client_context(
             ca=str(pki.ca_cert), cert=str(pki.other_client_cert), key=str(pki.other_client_key)
@@ -588,6 +592,10 @@ def test_tls_client_certificate_from_unknown_ca_is_rejected(mosquitto_tls, pki):
         assert "unknown ca" in str(ei.value).lower()
 
     run(main())
+    # the user sees one line that says what failed and what to check (nothing from paho or asyncio)
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(loud) == 1, loud
+    assert "unknown ca" in loud[0].lower() and "client certificate" in loud[0]
 
 
 def test_dns_override_with_tls_hostname_check(pki, tmp_path, mosquitto_factory):
@@ -779,5 +787,27 @@ def test_open_transport_errors_and_abort():
                 await task
             assert ei.value.kind == "closed"
             assert not [t for t in threading.enumerate() if t.name.startswith("mqtt-open-") and t.is_alive()]
+
+    run(main())
+
+
+# ------------------------------------------------------------- many sessions
+def test_twenty_sessions_share_the_loop_without_threads(mosquitto, mqtt_probe):
+    """Smoke test of the scale benchmark (``make bench``): sessions live on the loop, no thread each."""
+    probe = mqtt_probe(mosquitto)
+    probe.subscribe("many/#")
+
+    async def main():
+        before = threading.active_count()
+        sessions = [session(mosquitto.port, f"emu-many-{i}") for i in range(20)]
+        assert await asyncio.gather(*(s.connect() for s in sessions)) == [0] * 20
+        assert threading.active_count() == before
+        for i, s in enumerate(sessions):
+            await s.publish(f"many/{i}", b"m%d" % i, qos=1)
+        got = await in_thread(lambda: [probe.wait_for("many/#") for _ in range(20)])
+        assert sorted(p for p, _, _ in got) == sorted(b"m%d" % i for i in range(20))
+        for s in sessions:
+            await s.disconnect()
+        assert not any(s.connected for s in sessions)
 
     run(main())

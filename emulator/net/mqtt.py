@@ -1,59 +1,49 @@
 """Asyncio MQTT session built on paho-mqtt, shared by every vendor profile.
 
-One :class:`MqttSession` is one module-side MQTT client.  paho runs its
-network loop in its own thread (``loop_start()``), so the blocking TCP
-connect, the TLS handshake and all socket I/O stay off the asyncio loop;
-every user-visible callback is bridged back onto the asyncio loop with
-``call_soon_threadsafe``.
+One :class:`MqttSession` is one module-side MQTT client, run entirely on the module's asyncio loop:
+no thread per session, nothing blocks the loop.
 
-Design notes (paho-mqtt 2.x quirks handled here):
-
-* paho would connect to ``host`` and use it for SNI as well.  We pass the
-  *server hostname* to paho (so SNI / certificate checks use it) and
-  override ``_create_socket_connection`` to dial the address our own
-  resolver returned (world DNS overrides first).
-* paho's threaded loop retries the first connection forever and swallows
-  the socket exception; we override ``_thread_main`` so a failed connect
-  ends the thread and the original exception reaches ``connect()``.
-* paho never reports *why* a socket died (it only logs it); we record the
-  last receive error / EOF so disconnects can be told apart
-  (``"remote"`` vs ``"error"``) and pre-CONNACK failures (e.g. a TLS 1.3
-  "certificate required" alert, which arrives *after* the client side of
-  the handshake finished) raise a meaningful :class:`NetError`.
-* With MQTT 3.1.1 and ``reconnect_on_failure=False`` paho does not call
-  ``on_connect`` for "unacceptable protocol version"; we read the CONNACK
-  return code straight from the packet instead.
-* ``loop_stop()`` can wait up to a second (select timeout) and never ends
-  while QoS>0 messages are unacknowledged; :meth:`MqttSession.close`
-  therefore shuts the socket down and wakes the thread itself.
-* Modules whose "open" and "connect" are two commands (TCP/TLS first,
-  CONNECT later) use :meth:`MqttSession.open_transport`: a short-lived
-  opener thread dials and does the handshake with the same code paho's
-  thread would use, and the paho client made by the next ``connect()``
-  is handed that socket (``_atemu_pre``) instead of dialling again.
+* The broker connection is the core's :class:`~emulator.net.sockets.TcpConnection`: TCP connect and
+  TLS handshake (verification, SNI, client certificate) happen on the loop, world DNS first, and the
+  latency/bandwidth faults shape it with the same :class:`~emulator.faults.Shaper` as any module
+  socket (in order, both directions).
+* paho-mqtt does the MQTT protocol through its public external-loop interface only:
+  ``connect()`` with ``transport="unix"`` to a one-shot local socket the session accepts at once
+  (Linux abstract namespace: no file), ``on_socket_open`` / ``on_socket_register_write`` /
+  ``on_socket_unregister_write`` / ``on_socket_close`` put paho's socket on the loop, and
+  ``loop_read`` / ``loop_write`` / ``loop_misc`` (once a second: keep-alive) drive it.
+* The session relays bytes between that local socket and the broker connection. Seeing the bytes
+  gives what paho does not report: the raw CONNACK code (paho 2 hides 3.1.1 refusals such as
+  "unacceptable protocol version" when it does not reconnect), why the link ended (peer FIN =
+  ``"remote"``, reset / TLS alert / error = ``"error"``) and, for a TLS 1.3 client certificate the
+  broker rejects after the handshake, the TLS error itself: one warning line, nothing from paho.
+* Modules whose "open" and "connect" are two commands use :meth:`MqttSession.open_transport`:
+  the broker connection is opened (and the TLS handshake done) first; the next ``connect()``
+  makes the paho client and sends CONNECT on that same connection.
+* User callbacks (``on_message``, ``on_disconnect``) are scheduled with ``call_soon``, never called
+  from inside paho's own callbacks, so they may use the session freely.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import errno
 import inspect
 import ipaddress
+import itertools
 import logging
 import os
-import select
+import secrets
 import socket
 import ssl
-import threading
-import time
-from typing import Any, Callable
+import sys
+import tempfile
+from typing import Any, Callable, Coroutine
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.client import _ConnectionState
 
 from emulator.net.errors import NetError, classify
+from emulator.net.sockets import TcpConnection
 
 log = logging.getLogger(__name__)
 #: what to check, per NetError kind, in the one-line warning of a failed connection
@@ -65,6 +55,7 @@ _HINTS = {
     "tls_verify": "does the CA sign the broker's certificate for that name?",
     "tls": "does the broker accept the client certificate and TLS settings?",
 }
+#: paho's own log lines: debug detail (the session logs one line per failure itself); errors in callbacks
 _paho_log = logging.getLogger(__name__ + ".paho")
 
 __all__ = ["MqttSession", "SUBACK_FAILURE", "connack_v5_to_v311"]
@@ -142,366 +133,116 @@ def _map_exception(exc: BaseException) -> NetError:
     return err
 
 
-_PAHO_LEVELS = {
-    paho.MQTT_LOG_DEBUG: logging.DEBUG,
-    paho.MQTT_LOG_INFO: logging.INFO,
-    paho.MQTT_LOG_NOTICE: logging.INFO,
-    paho.MQTT_LOG_WARNING: logging.WARNING,
-    paho.MQTT_LOG_ERR: logging.WARNING,
-}
 
 
-def _paho_on_log(client: Any, _userdata: Any, level: int, buf: str) -> None:
-    # paho reports the normal end of its loop after a disconnect as an
-    # error ("Client is not connected"); keep that out of the error log.
-    lvl = _PAHO_LEVELS.get(level, logging.DEBUG)
-    if buf.startswith("Client is not connected"):
-        lvl = logging.DEBUG
-    elif buf.startswith("Caught exception"):
-        lvl = logging.ERROR
-    _paho_log.log(lvl, "[%s] %s", getattr(client, "_client_id", b"").decode("utf-8", "replace"), buf)
+_pipe_ids = itertools.count(1)
 
 
-def _close_all(socks: tuple[Any, ...] | None) -> None:
-    for s in socks or ():
-        if s is not None:
+def _pipe_listener() -> tuple[socket.socket, str, str | None]:
+    """A one-shot listening local socket for paho to connect to: (socket, address, dir to remove)."""
+    lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    tmpdir = None
+    try:
+        if sys.platform.startswith("linux"):
+            addr = f"\0atemu-mqtt-{os.getpid()}-{next(_pipe_ids)}-{secrets.token_hex(6)}"
+        else:  # pragma: no cover - no abstract namespace: a private directory
+            tmpdir = tempfile.mkdtemp(prefix="atemu-mqtt-")
+            addr = os.path.join(tmpdir, "s")
+        lst.bind(addr)
+        lst.listen(1)
+        lst.setblocking(False)
+    except BaseException:
+        lst.close()
+        raise
+    return lst, addr, tmpdir
+
+
+class _Wire:
+    """One connection of a session: the broker link, the paho client, the local socket between."""
+
+    def __init__(self, conn: TcpConnection) -> None:
+        self.conn = conn
+        self.client: paho.Client | None = None
+        self.session: MqttSession  # set by the session
+        self.inner: socket.socket | None = None  # the session's end of the local socket paho speaks MQTT on
+        self.ifd: int | None = None
+        self.outbuf = bytearray()              # bytes for paho its socket did not take yet
+        self.eof_pending = False               # the link ended: EOF to paho once outbuf is out
+        self.fd: int | None = None           # paho's socket, watched on the loop
+        self.psock: Any = None
+        self.writing = False                   # paho's socket is watched for writability
+        self.flush_due = False                 # a loop_write is scheduled
+        self.dead = False
+        self.head = b""                        # the first bytes from the broker (CONNACK)
+        self.connack: tuple[bool, int] | None = None
+        self.link_reason: str | None = None    # why the broker connection ended
+        self.link_error: NetError | None = None
+
+
+class _Ticker:
+    """One timer per loop drives every session's keep-alive check once a second (not one timer each)."""
+
+    _by_loop: "dict[asyncio.AbstractEventLoop, _Ticker]" = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.wires: list[_Wire] = []
+        self.handle: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> "_Ticker":
+        t = cls._by_loop.get(loop)
+        if t is None:
+            for old in [lp for lp in cls._by_loop if lp.is_closed()]:  # loops gone with sessions on them
+                del cls._by_loop[old]
+            t = cls._by_loop[loop] = cls(loop)
+        return t
+
+    def add(self, wire: _Wire) -> None:
+        self.wires.append(wire)
+        if self.handle is None:
+            self.handle = self.loop.call_later(1.0, self._run)
+
+    def _run(self) -> None:
+        keep = []
+        for wire in self.wires:
             try:
-                s.close()
-            except OSError:
-                pass
-
-
-def _stop_client(client: "_PahoClient", thread: threading.Thread | None) -> None:
-    """Abort the client's thread (paho's or the opener's), wait for it, close the sockets."""
-    client._atemu_abort_now()
-    if thread is not None and thread is not threading.current_thread():
-        thread.join(2.0)
-        if thread.is_alive():  # pragma: no cover - should not happen
-            log.warning("MQTT thread %s did not stop within 2s", thread.name)
-            return
-    client._atemu_release()
-
-
-class _PahoClient(paho.Client):
-    """paho Client that dials a pre-resolved address and reports to a session.
-
-    Everything here runs in paho's network thread."""
-
-    def __init__(self, session: "MqttSession", address: tuple[str, int], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._atemu_session = session
-        self._atemu_addr = address
-        self._atemu_abort = threading.Event()
-        self._atemu_wake_r, self._atemu_wake_w = socket.socketpair()
-        self._atemu_live_sock: socket.socket | None = None
-        self._atemu_recv_error: BaseException | None = None
-        self._atemu_eof = False
-        self._atemu_deadline = 0.0
-        #: (tcp, tls or None) opened by open_transport(), handed to paho's connect
-        self._atemu_pre: tuple[socket.socket, ssl.SSLSocket | None] | None = None
-        # latency/bandwidth faults (session.shaping set by emulator/faults.py): data held back, in
-        # order, as [due (monotonic), data, sent/delivered so far]; rx items may also be an
-        # exception or b"" (EOF), which come after the data read before them
-        self._atemu_rxq: collections.deque = collections.deque()
-        self._atemu_txq: collections.deque = collections.deque()
-        self._atemu_rx_end = 0.0
-        self._atemu_tx_end = 0.0
-        self._atemu_rx_done = False   # EOF or error read from the socket (it is not read again)
-        self._atemu_tx_blocked = False
-        self._atemu_net_thread: threading.Thread | None = None
-
-    # -- connection setup ---------------------------------------------------
-    def _atemu_open_transport(self, server_hostname: str) -> None:
-        """Opener thread: TCP connect and TLS handshake now, CONNECT later."""
-        self._host = server_hostname  # SNI + certificate check (connect_async sets it later)
-        self._atemu_deadline = time.monotonic() + self._connect_timeout
-        tcp = self._create_socket_connection()
-        tls = self._ssl_wrap_socket(tcp) if self._ssl else None
-        self._atemu_pre = (tcp, tls)
-
-    def _create_socket_connection(self) -> socket.socket:
-        pre = self._atemu_pre
-        if pre is not None:
-            # open_transport() dialled already: paho sends CONNECT on that socket
-            if not self._ssl:
-                self._atemu_pre = None
-            self._atemu_live_sock = pre[1] or pre[0]
-            return pre[0]
-        ip, port = self._atemu_addr
-        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            err = sock.connect_ex((ip, port))
-            if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
-                raise OSError(err, os.strerror(err))
-            while err != 0:
-                if self._atemu_abort.is_set():
-                    raise ConnectionAbortedError(errno.ECONNABORTED, "connect aborted by close()")
-                remaining = self._atemu_deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(errno.ETIMEDOUT, f"TCP connect to {ip}:{port} timed out")
-                _, writable, _ = select.select([self._atemu_wake_r], [sock], [], remaining)
-                if writable:
-                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                    if err:
-                        # OSError(errno, ...) yields the matching subclass,
-                        # e.g. ConnectionRefusedError for ECONNREFUSED.
-                        raise OSError(err, f"{os.strerror(err)} ({ip}:{port})")
-                    break
-            sock.setblocking(True)
-            sock.settimeout(max(0.001, self._atemu_deadline - time.monotonic()))
-            self._atemu_live_sock = sock
-            if self._atemu_abort.is_set():
-                raise ConnectionAbortedError(errno.ECONNABORTED, "connect aborted by close()")
-            return sock
-        except BaseException:
-            sock.close()
-            raise
-
-    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
-        pre = self._atemu_pre
-        if pre is not None and pre[1] is not None:
-            self._atemu_pre = None
-            return pre[1]
-        assert self._ssl_context is not None
-        # self._host is the *server hostname* (SNI + certificate check); the
-        # TCP connection already goes to the resolved address.
-        ssl_sock = self._ssl_context.wrap_socket(
-            tcp_sock, server_hostname=self._host, do_handshake_on_connect=False
-        )
-        self._atemu_live_sock = ssl_sock
-        try:
-            if self._atemu_abort.is_set():
-                raise ConnectionAbortedError(errno.ECONNABORTED, "connect aborted by close()")
-            ssl_sock.settimeout(max(0.001, self._atemu_deadline - time.monotonic()))
-            ssl_sock.do_handshake()
-        except BaseException:
-            ssl_sock.close()
-            raise
-        hook = getattr(self._atemu_session, "on_tls_up", None)
-        if hook is not None:
-            self._atemu_session._post(hook)
-        return ssl_sock
-
-    def _thread_main(self) -> None:
-        session = self._atemu_session
-        self._atemu_net_thread = threading.current_thread()
-        try:
-            self._atemu_deadline = time.monotonic() + self._connect_timeout
-            # retry_first_connection=False: a failed connect raises here
-            # instead of being retried forever with a hidden exception.
-            self.loop_forever(retry_first_connection=False)
-        except BaseException as exc:  # noqa: BLE001 - reported to the loop
-            log.debug("paho thread for %r ended with %r", session.client_id, exc)
-            session._post(session._loop_thread_failed, self, exc)
-        finally:
-            self._thread = None
-            for s in (self._atemu_wake_r, self._atemu_wake_w):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-            session._post(session._loop_thread_exited, self)
-
-    # -- observation hooks --------------------------------------------------
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if self._atemu_rxq or self._atemu_session.shaping is not None:
-            return self._atemu_recv_shaped(bufsize)
-        try:
-            data = super()._sock_recv(bufsize)
-        except BlockingIOError:
-            raise
-        except OSError as exc:
-            self._atemu_recv_error = exc
-            raise
-        if not data:
-            self._atemu_eof = True
-        return data
-
-    # -- latency / bandwidth faults (paho thread; idle unless a fault is armed or data is held) --
-    def _sock_send(self, buf: bytes | bytearray) -> int:
-        q = self._atemu_txq
-        reg = self._atemu_session.shaping
-        if reg is None and not q:
-            return super()._sock_send(buf)
-        n = len(buf)
-        delay, bps = reg.mqtt_shaping(self._atemu_session, "tx", n) if reg is not None else (0.0, 0.0)
-        if not q and not delay and not bps:
-            return super()._sock_send(buf)
-        now = time.monotonic()
-        start = max(now + delay, self._atemu_tx_end if q else 0.0)
-        self._atemu_tx_end = end = start + (n / bps if bps else 0.0)
-        q.append([end, bytes(buf), 0])
-        return n  # paho counts it written; _loop sends it when due
-
-    def _atemu_recv_shaped(self, bufsize: int) -> bytes:
-        q = self._atemu_rxq
-        now = time.monotonic()
-        if not self._atemu_rx_done:
-            item: Any = None
-            try:
-                item = paho.Client._sock_recv(self, 65536)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                item = exc
-            if item is not None:
-                n = len(item) if isinstance(item, (bytes, bytearray)) else 0
-                if not n:
-                    self._atemu_rx_done = True
-                reg = self._atemu_session.shaping
-                delay, bps = reg.mqtt_shaping(self._atemu_session, "rx", n) if reg is not None and n else (0.0, 0.0)
-                start = max(now + delay, self._atemu_rx_end if q else 0.0)
-                self._atemu_rx_end = end = start + (n / bps if bps else 0.0)
-                q.append([end, item, 0])
-        if q and q[0][0] <= now:
-            entry = q[0]
-            item = entry[1]
-            if isinstance(item, BaseException):
-                q.popleft()
-                self._atemu_recv_error = item
-                raise item
-            if not item:
-                q.popleft()
-                self._atemu_eof = True
-                return b""
-            pos = entry[2]
-            chunk = bytes(item[pos:pos + bufsize])
-            entry[2] = pos + len(chunk)
-            if entry[2] >= len(item):
-                q.popleft()
-            return chunk
-        if self._atemu_rx_done and q:  # the socket stays readable (EOF): don't spin until it is due
-            self._atemu_abort.wait(max(0.0, min(0.01, q[0][0] - now)))
-        raise BlockingIOError()
-
-    def _atemu_flush_tx(self) -> MQTTErrorCode:
-        """Send the held data that is due, in order."""
-        q = self._atemu_txq
-        now = time.monotonic()
-        self._atemu_tx_blocked = False
-        while q and q[0][0] <= now:
-            entry = q[0]
-            try:
-                n = paho.Client._sock_send(self, entry[1][entry[2]:])
-            except BlockingIOError:
-                self._atemu_tx_blocked = True
-                return MQTTErrorCode.MQTT_ERR_SUCCESS
-            except (OSError, ConnectionError):
-                q.clear()
-                return MQTTErrorCode.MQTT_ERR_CONN_LOST
-            entry[2] += n
-            if entry[2] >= len(entry[1]):
-                q.popleft()
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def _loop(self, timeout: float = 1.0) -> MQTTErrorCode:
-        if self._atemu_txq and self._sock is not None:
-            rc = self._atemu_flush_tx()
-            if rc:
-                return self._loop_rc_handle(rc)
-        rq = self._atemu_rxq
-        if rq and rq[0][0] <= time.monotonic() and self._sock is not None:
-            rc = self.loop_read()  # held data is due: the socket itself may not be readable
-            if rc or self._sock is None:
-                return rc
-        if rq or self._atemu_txq:
-            now = time.monotonic()
-            due = [rq[0][0] - now] if rq else []
-            if self._atemu_txq:
-                due.append(0.005 if self._atemu_tx_blocked else self._atemu_txq[0][0] - now)
-            timeout = max(0.0, min([timeout, *due]))
-        return super()._loop(timeout)
-
-    def _sock_close(self) -> None:
-        # a DISCONNECT paho wrote while earlier data is held goes out after it (blocking: paho thread);
-        # a lost link just drops what is held
-        if (self._atemu_txq and self._sock is not None and not self._atemu_abort.is_set()
-                and self._state == _ConnectionState.MQTT_CS_DISCONNECTING
-                and threading.current_thread() is self._atemu_net_thread):
-            while self._atemu_txq and not self._atemu_abort.is_set():
-                wait = self._atemu_txq[0][0] - time.monotonic()
-                if wait > 0:
-                    self._atemu_abort.wait(wait)
-                if self._atemu_flush_tx():
-                    break
-                if self._atemu_tx_blocked:
-                    self._atemu_abort.wait(0.005)
-        self._atemu_txq.clear()
-        self._atemu_rxq.clear()
-        super()._sock_close()
-
-    def _handle_connack(self) -> MQTTErrorCode:
-        packet = bytes(self._in_packet["packet"])
-        rc = super()._handle_connack()
-        if len(packet) >= 2:
-            self._atemu_session._post(
-                self._atemu_session._loop_connack, self, bool(packet[0] & 1), packet[1]
-            )
-        return rc
-
-    def _do_on_disconnect(
-        self,
-        packet_from_broker: bool,
-        v1_rc: MQTTErrorCode,
-        reason: Any = None,
-        properties: Any = None,
-    ) -> None:
-        try:
-            reason_value = None if reason is None else int(getattr(reason, "value", reason))
-            self._atemu_session._post(
-                self._atemu_session._loop_disconnected,
-                self,
-                bool(packet_from_broker),
-                int(v1_rc),
-                reason_value,
-                self._atemu_recv_error,
-                self._atemu_eof,
-            )
-        except Exception:  # pragma: no cover - never let it escape into paho
-            log.exception("error while reporting MQTT disconnect")
-
-    def _atemu_release(self) -> None:
-        """Close every socket of this client (its thread must be gone)."""
-        pre, self._atemu_pre = self._atemu_pre, None
-        _close_all(pre)
-        for s in (self._atemu_wake_r, self._atemu_wake_w):
-            try:
-                s.close()
-            except OSError:
-                pass
-        try:
-            self._reset_sockets()
-        except Exception:  # pragma: no cover - defensive
-            log.exception("error closing paho sockets")
-
-    def _atemu_abort_now(self) -> None:
-        """Called from the asyncio thread: make the paho thread exit promptly."""
-        self._atemu_abort.set()
-        self._thread_terminate = True
-        for s in (self._atemu_wake_w, self._sockpairW):
-            if s is not None:
-                try:
-                    s.send(b"\0")
-                except OSError:
-                    pass
-        live = self._atemu_live_sock
-        if live is not None:
-            try:
-                # Base-class shutdown: bypass SSLSocket.shutdown, which would
-                # mutate the SSL object under paho's feet.
-                socket.socket.shutdown(live, socket.SHUT_RDWR)
-            except OSError:
-                pass
+                if wire.session._tick(wire):
+                    keep.append(wire)
+            except Exception:  # noqa: BLE001 - one session's trouble stops no other
+                log.exception("MQTT keep-alive check failed")
+        self.wires = keep
+        if keep and not self.loop.is_closed():
+            self.handle = self.loop.call_later(1.0, self._run)
+        else:
+            self.handle = None
+            self._by_loop.pop(self.loop, None)
 
 
 MessageCallback = Callable[[str, bytes, int, bool, int], Any]
 DisconnectCallback = Callable[[str, int], Any]
 
 
+def _parse_connack(head: bytes) -> tuple[bool, int] | None:
+    """(session present, return/reason code) from the first bytes the broker sent, if complete."""
+    if not head or head[0] != 0x20:
+        return None
+    length, i = 0, 1
+    while True:
+        if i >= len(head) or i > 4:
+            return None
+        b = head[i]
+        length |= (b & 0x7F) << (7 * (i - 1))
+        i += 1
+        if not b & 0x80:
+            break
+    if length < 2 or len(head) < i + 2:
+        return None
+    return bool(head[i] & 1), head[i + 1]
+
+
 class MqttSession:
-    """One MQTT client connection (3.1, 3.1.1 or 5) driven from asyncio.
+    """One MQTT client connection (3.1, 3.1.1 or 5) on the asyncio loop.
 
     Set ``on_message(topic, payload, qos, retain, mid)`` and
     ``on_disconnect(reason, rc)`` (plain functions or coroutine functions);
@@ -509,8 +250,8 @@ class MqttSession:
     :meth:`disconnect`), ``"remote"`` (broker closed the connection or sent
     DISCONNECT) or ``"error"`` (socket error, keepalive timeout).  ``rc`` is
     0 for local, the MQTT 5 DISCONNECT reason code when the broker sent one,
-    else paho's error code (7 = connection lost, 16 = keepalive timeout).
-    :meth:`close` never fires ``on_disconnect``.
+    else paho's error code (7 = connection lost, 16 = keepalive timeout,
+    2 = protocol error).  :meth:`close` never fires ``on_disconnect``.
 
     The session can be connected again after a disconnect.
 
@@ -556,6 +297,8 @@ class MqttSession:
         self.connect_timeout = float(connect_timeout)
         self.on_message = on_message
         self.on_disconnect = on_disconnect
+        #: optional hook called (no arguments) when the TLS handshake is done, before CONNECT
+        self.on_tls_up: Callable[[], Any] | None = None
         #: MQTT 3.1.1-style CONNACK return code of the last connect (None before).
         self.connack_code: int | None = None
         #: Raw CONNACK byte (the MQTT 5 reason code when protocol == 5).
@@ -566,26 +309,21 @@ class MqttSession:
         self.remote_ip: str | None = None
         #: Packet identifier of the last SUBSCRIBE/UNSUBSCRIBE sent (for vendor ack events).
         self.last_mid: int | None = None
-        #: The fault registry while a latency/bandwidth fault is armed (set by emulator/faults.py), else None.
-        self.shaping: Any = None
 
+        self._shaping: Any = None
         self._loop_arg = loop
         self._loop = loop
-        self._client: _PahoClient | None = None
-        self._thread: threading.Thread | None = None
+        self._wire: _Wire | None = None
+        self._pre: TcpConnection | None = None        # open_transport(): the link waiting for connect()
+        self._opening: asyncio.Future[Any] | None = None  # a dial in progress (close() cancels it)
         self._connected = False
         self._connack_fut: asyncio.Future[int] | None = None
-        self._thread_done: asyncio.Future[None] | None = None
         self._local_disconnect = False
         self._disconnect_reported = False
         self._pending_pub: dict[int, asyncio.Future[None]] = {}
         self._pending_sub: dict[int, asyncio.Future[list[int]]] = {}
         self._pending_unsub: dict[int, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        # open_transport(): the client that dialled, its thread, the watched fd
-        self._opener: _PahoClient | None = None
-        self._opener_thread: threading.Thread | None = None
-        self._watch_fd: int | None = None
 
     # ------------------------------------------------------------------ API
     @property
@@ -596,19 +334,48 @@ class MqttSession:
     @property
     def transport_open(self) -> bool:
         """True while a connection made by :meth:`open_transport` waits for :meth:`connect`."""
-        return self._opener is not None and self._opener._atemu_pre is not None
+        return self._pre is not None
+
+    @property
+    def active(self) -> bool:
+        """True while the session has a connection (or is making one)."""
+        return self._wire is not None or self._pre is not None or self._opening is not None
+
+    @property
+    def link(self) -> TcpConnection | None:
+        """The connection to the broker (connected, or opened by :meth:`open_transport`), else None."""
+        if self._wire is not None:
+            return self._wire.conn
+        return self._pre
+
+    @property
+    def shaping(self) -> Any:
+        """The fault registry while a latency/bandwidth fault is armed (set by emulator/faults.py), else None."""
+        return self._shaping
+
+    @shaping.setter
+    def shaping(self, registry: Any) -> None:
+        self._shaping = registry
+        conn = self.link
+        if registry is not None and conn is not None:
+            self._shape(conn)
+
+    def _shape(self, conn: TcpConnection) -> None:
+        conn.fault_names = [n for n in (self.host, self.server_hostname, self.remote_ip) if n]  # type: ignore[attr-defined]
+        if self._shaping is not None and conn.shaper is None:
+            from emulator.faults import Shaper
+            conn.shaper = Shaper(self._shaping, conn)
 
     async def open_transport(self) -> None:
         """Resolve, open the TCP connection and do the TLS handshake, without CONNECT.
 
-        Blocking work runs in a short-lived thread (abortable by :meth:`close`).
-        The next :meth:`connect` sends CONNECT on this connection, built from the
-        session's attributes as they are then (``client_id``, ``username``,
-        ``will``, ``keepalive``...), so they may still be changed. Until then the
-        link is watched: if the peer closes or resets it (or sends anything: a
-        broker speaks only after CONNECT) the transport is dropped and
-        ``on_disconnect`` fires with ``"remote"`` (EOF) or ``"error"`` and rc 7
-        (2 for unexpected bytes); a later connect() dials anew.
+        Abortable by :meth:`close`. The next :meth:`connect` sends CONNECT on this
+        connection, built from the session's attributes as they are then
+        (``client_id``, ``username``, ``will``, ``keepalive``...), so they may still
+        be changed. Until then the link is watched: if the peer closes or resets it
+        (or sends anything: a broker speaks only after CONNECT) the transport is
+        dropped and ``on_disconnect`` fires with ``"remote"`` (EOF) or ``"error"``
+        and rc 7 (2 for unexpected bytes); a later connect() dials anew.
         :meth:`close` closes it. Raises NetError like :meth:`connect`."""
         try:
             await self._open_transport()
@@ -617,52 +384,20 @@ class MqttSession:
             raise
 
     async def _open_transport(self) -> None:
-        if self._client is not None or self._opener is not None:
+        if self.active:
             raise NetError("invalid", "MQTT session already has a connection")
         loop = asyncio.get_running_loop()
         self._loop = self._loop_arg or loop
+        deadline = loop.time() + self.connect_timeout
         ip = await self._resolve()
         faults = getattr(self.resolver, "faults", None)
         if faults is not None:
             await faults.before_connect(self.server_hostname, self.port, tls=self.tls is not None)
             faults.track(self)
-        try:
-            opener = self._make_client(ip)
-        except ValueError as exc:
-            raise NetError("invalid", str(exc)) from exc
-        done: asyncio.Future[BaseException | None] = self._loop.create_future()
-
-        def settle(exc: BaseException | None) -> None:
-            if not done.done():
-                done.set_result(exc)
-
-        def run() -> None:
-            try:
-                opener._atemu_open_transport(self.server_hostname)
-            except BaseException as exc:  # noqa: BLE001 - reported to the loop
-                self._post(settle, exc)
-            else:
-                self._post(settle, None)
-
-        thread = threading.Thread(target=run, name=f"mqtt-open-{self.client_id}", daemon=True)
-        self._opener, self._opener_thread = opener, thread
-        thread.start()
-        try:
-            exc = await done
-        except BaseException:
-            if self._opener is opener:
-                self.close()
-            raise
-        if self._opener is not opener:
-            raise NetError("closed", "MQTT transport closed while opening")
-        if exc is not None:
-            self.close()
-            raise _map_exception(exc)
-        self._opener_thread = None
-        assert opener._atemu_pre is not None
-        tcp, tls = opener._atemu_pre
-        self._watch_fd = (tls or tcp).fileno()
-        self._loop.add_reader(self._watch_fd, self._transport_readable, opener)
+        conn = await self._dial(ip, deadline)
+        self._pre = conn
+        conn.on_data = self._pre_data
+        conn.on_close = self._pre_closed
 
     async def connect(self) -> int:
         """Resolve, connect and wait for CONNACK; return its 3.1.1 return code.
@@ -688,12 +423,12 @@ class MqttSession:
                     f" ({hint})" if hint else "")
 
     async def _connect(self) -> int:
-        if self._client is not None and self._connected:
+        if self._wire is not None and self._connected:
             raise NetError("invalid", "MQTT session is already connected")
-        if self._opener is not None and not self.transport_open:
+        if self._opening is not None:
             raise NetError("invalid", "MQTT transport is still opening")
         pre = self._take_transport()
-        if self._client is not None:
+        if self._wire is not None:
             self.close()
         loop = asyncio.get_running_loop()
         self._loop = self._loop_arg or loop
@@ -702,42 +437,37 @@ class MqttSession:
         self.session_present = False
 
         faults = getattr(self.resolver, "faults", None)  # the module's fault registry (emulator/faults.py)
-        if pre is not None:
-            ip = self.remote_ip or self.host
-        else:
+        if pre is None:
             ip = await self._resolve()
             if faults is not None:
                 await faults.before_connect(self.server_hostname, self.port, tls=self.tls is not None)
         if faults is not None:
             refusal = faults.broker_refusal()
             if refusal is not None:
-                _close_all(pre)
+                if pre is not None:
+                    pre.close()
                 self.connack_code = self.connack_reason = refusal
                 return refusal
             faults.track(self)
-
         try:
-            client = self._make_client(ip)
+            client = self._make_client()
         except ValueError as exc:
-            _close_all(pre)
+            if pre is not None:
+                pre.close()
             raise NetError("invalid", str(exc)) from exc
-        client._atemu_pre = pre
+        conn = pre if pre is not None else await self._dial(ip, deadline)
 
-        self._connack_fut = self._loop.create_future()
-        self._thread_done = self._loop.create_future()
+        wire = _Wire(conn)
+        wire.session = self
+        wire.client = client
+        self._wire = wire
+        self._connack_fut = fut = self._loop.create_future()
         self._local_disconnect = False
         self._disconnect_reported = False
-        self._client = client
-        fut = self._connack_fut
+        conn.on_data = lambda c: self._from_broker(wire, True)
+        conn.on_close = lambda c, reason: self._link_lost(wire, reason)
         try:
-            if self.protocol == 5:
-                client.connect_async(
-                    self.server_hostname, self.port, self.keepalive, clean_start=self.clean_session
-                )
-            else:
-                client.connect_async(self.server_hostname, self.port, self.keepalive)
-            client.loop_start()
-            self._thread = client._thread
+            await self._start_paho(wire)
             remaining = max(0.0, deadline - loop.time())
             try:
                 code = await asyncio.wait_for(fut, remaining)
@@ -746,7 +476,7 @@ class MqttSession:
                     "timeout", f"no CONNACK from {self.host}:{self.port} within {self.connect_timeout:g}s"
                 ) from None
         except BaseException:
-            if self._client is client:
+            if self._wire is wire:
                 self.close()
             raise
         if code != 0:
@@ -781,44 +511,44 @@ class MqttSession:
         self.last_mid = mid
         await self._await_ack(self._pending_unsub, mid, timeout, "UNSUBACK")
 
-    async def publish(
+    def publish(
         self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, timeout: float = 10.0
-    ) -> int:
-        """Publish raw bytes; return the message id.
+    ) -> Coroutine[Any, Any, int]:
+        """Publish raw bytes; ``await`` it for the message id.
 
-        QoS 0 returns once the packet was handed to the socket, QoS 1/2 only
-        after PUBACK/PUBCOMP.  Raises NetError("timeout") when the ack does
-        not come in time and NetError("closed") when not connected."""
-        client = self._require_connected()
+        The PUBLISH is written towards the broker by the call itself (not when a task
+        awaiting it first runs). Awaiting returns at once for QoS 0, after PUBACK/PUBCOMP
+        for QoS 1/2, and raises NetError("timeout") when the ack does not come in time,
+        NetError("closed") when not connected, NetError("invalid") for a bad topic."""
         try:
-            info = client.publish(str(topic), bytes(payload), int(qos), bool(retain))
-        except (ValueError, TypeError) as exc:
-            raise NetError("invalid", str(exc)) from exc
-        self._check_rc(info.rc, "publish")
-        await self._await_ack(self._pending_pub, info.mid, timeout, "PUBACK/PUBCOMP")
-        return info.mid
+            client = self._require_connected()
+            try:
+                info = client.publish(str(topic), bytes(payload), int(qos), bool(retain))
+            except (ValueError, TypeError) as exc:
+                raise NetError("invalid", str(exc)) from exc
+            self._check_rc(info.rc, "publish")
+        except NetError as e:
+            return self._raise(e)
+        fut = self._expect_ack(self._pending_pub, info.mid)
+        return self._wait_ack(self._pending_pub, info.mid, fut, timeout, "PUBACK/PUBCOMP", info.mid)
 
     async def disconnect(self, timeout: float = 5.0) -> None:
         """Send DISCONNECT (graceful: no will) and wait for the link to close.
 
         Fires ``on_disconnect("local", 0)`` if the session was connected."""
-        client = self._client
-        if client is None:
-            if self._opener is not None:
-                self.close()
-            return
-        if not self._connected:
+        wire = self._wire
+        if wire is None or not self._connected:
             self.close()
             return
         self._local_disconnect = True
-        done = self._thread_done
-        client.disconnect()
-        if done is not None:
-            try:
-                await asyncio.wait_for(done, timeout)
-            except (asyncio.TimeoutError, TimeoutError):
-                log.warning("MQTT %r: DISCONNECT not flushed within %gs", self.client_id, timeout)
-        if self._client is client:
+        assert wire.client is not None
+        wire.client.disconnect()
+        self._kick(wire)
+        try:
+            await wire.conn.wait_closed(timeout)
+        except NetError:
+            log.warning("MQTT %r: DISCONNECT not flushed within %gs", self.client_id, timeout)
+        if self._wire is wire:
             was_connected = self._connected
             self.close()
             if was_connected and not self._disconnect_reported:
@@ -827,17 +557,21 @@ class MqttSession:
 
     def close(self) -> None:
         """Tear the connection down at once (no DISCONNECT, so the broker
-        publishes the will) and stop the paho thread.  Idempotent; does not
-        fire ``on_disconnect``.  Pending operations fail with NetError("closed").
+        publishes the will).  Idempotent; does not fire ``on_disconnect``.
+        Pending operations fail with NetError("closed").
         Also closes (or aborts the opening of) an :meth:`open_transport` connection."""
-        self._close_opener()
-        client, thread = self._client, self._thread
-        self._client = None
-        self._thread = None
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            opening.cancel()
+        pre, self._pre = self._pre, None
+        if pre is not None:
+            pre.on_data = pre.on_close = None
+            pre.close()
+        wire, self._wire = self._wire, None
         self._connected = False
         self._fail_pending(NetError("closed", "MQTT session closed locally"))
-        if client is not None:
-            _stop_client(client, thread)
+        if wire is not None:
+            self._bury(wire, graceful=False)
 
     async def __aenter__(self) -> "MqttSession":
         return self
@@ -860,86 +594,100 @@ class MqttSession:
         self.remote_ip = ip
         return ip
 
-    def _unwatch(self) -> None:
-        fd, self._watch_fd = self._watch_fd, None
-        if fd is not None and self._loop is not None:
-            try:
-                self._loop.remove_reader(fd)
-            except (RuntimeError, ValueError, OSError):  # loop closed / fd gone
-                pass
+    async def _dial(self, ip: str, deadline: float) -> TcpConnection:
+        """TCP connect (+ TLS handshake) on the loop; close() aborts it with NetError("closed")."""
+        assert self._loop is not None
+        remaining = max(0.001, deadline - self._loop.time())
+        task = asyncio.ensure_future(TcpConnection.open(
+            ip, self.port, ssl=self.tls, server_hostname=self.server_hostname if self.tls is not None else None,
+            timeout=remaining))
+        self._opening = task
+        try:
+            await asyncio.wait({task})
+        except BaseException:
+            task.cancel()
+            if self._opening is task:
+                self._opening = None
+            raise
+        if self._opening is not task:  # close() came first
+            if not task.cancelled() and task.exception() is None:
+                task.result().abort()
+            elif not task.cancelled():
+                task.exception()
+            raise NetError("closed", "MQTT session closed while connecting")
+        self._opening = None
+        try:
+            conn = task.result()
+        except NetError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _map_exception(exc) from exc
+        self._shape(conn)
+        if self.tls is not None:
+            await self._settle_tls(conn)
+        if self.tls is not None and self.on_tls_up is not None:
+            self._call_user(self.on_tls_up)
+        return conn
 
-    def _take_transport(self) -> tuple[socket.socket, ssl.SSLSocket | None] | None:
-        """Detach the open_transport() sockets for the next paho client."""
-        opener = self._opener
-        if opener is None:
-            return None
-        self._unwatch()
-        self._opener = self._opener_thread = None
-        pre, opener._atemu_pre = opener._atemu_pre, None
-        opener._atemu_release()
+    async def _settle_tls(self, conn: TcpConnection, limit: float = 0.1) -> None:
+        """TLS 1.3: the broker checks the client certificate after the client's side of the handshake
+        is done. Wait (briefly) for its verdict, a session ticket or an alert, before anything is
+        sent: a CONNECT racing the alert makes the broker close with unread data, and the reset
+        that follows can swallow the alert (then the error would be "reset", not why)."""
+        transport = conn._transport
+        obj = transport.get_extra_info("ssl_object") if transport is not None else None
+        if obj is None or obj.version() != "TLSv1.3":
+            return
+        assert self._loop is not None
+        deadline = self._loop.time() + limit
+        while not conn.closed and self._loop.time() < deadline:
+            session = obj.session
+            if session is not None and session.has_ticket:
+                return
+            await asyncio.sleep(0.002)
+
+    def _take_transport(self) -> TcpConnection | None:
+        """Detach the open_transport() connection for the next paho client."""
+        pre, self._pre = self._pre, None
+        if pre is not None:
+            pre.on_data = pre.on_close = None
+            if pre.closed:
+                return None
         return pre
 
-    def _close_opener(self) -> None:
-        opener, thread = self._opener, self._opener_thread
-        if opener is None:
+    def _pre_data(self, conn: TcpConnection) -> None:
+        """The idle open_transport() connection received bytes: no broker speaks before CONNECT."""
+        if self._pre is not conn:
             return
-        self._unwatch()
-        self._opener = self._opener_thread = None
-        _stop_client(opener, thread)
+        log.warning("MQTT %r: %s:%s sent data before CONNECT", self.client_id, self.host, self.port)
+        self._pre = None
+        conn.on_data = conn.on_close = None
+        conn.abort()
+        log.info("MQTT %r: transport lost before CONNECT (error, rc=2)", self.client_id)
+        self._fire_disconnect("error", int(MQTTErrorCode.MQTT_ERR_PROTOCOL))
 
-    def _transport_readable(self, opener: _PahoClient) -> None:
-        """The idle open_transport() connection became readable: EOF, reset or junk."""
-        pre = opener._atemu_pre
-        if self._opener is not opener or pre is None:
-            self._unwatch()
+    def _pre_closed(self, conn: TcpConnection, reason: str) -> None:
+        if self._pre is not conn:
             return
-        tcp, tls = pre
-        reason, rc = "error", int(MQTTErrorCode.MQTT_ERR_CONN_LOST)
-        try:
-            if tls is not None:
-                tls.settimeout(0.0)
-                data = tls.recv(1)  # processes TLS records (e.g. session tickets)
-            else:
-                tcp.settimeout(0.0)
-                data = tcp.recv(1, socket.MSG_PEEK)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
-            return
-        except ssl.SSLZeroReturnError:
-            data = b""
-        except OSError as exc:
-            log.info("MQTT %r: idle transport failed: %s", self.client_id, exc)
-            data = None
-        if data == b"":
-            reason = "remote"
-        elif data is not None:
-            log.warning("MQTT %r: %s:%s sent data before CONNECT", self.client_id, self.host, self.port)
-            rc = int(MQTTErrorCode.MQTT_ERR_PROTOCOL)
-        self._unwatch()
-        self._opener = None
-        opener._atemu_release()
-        log.info("MQTT %r: transport lost before CONNECT (%s, rc=%s)", self.client_id, reason, rc)
-        self._fire_disconnect(reason, rc)
+        self._pre = None
+        reason = "remote" if reason == "remote" else "error"
+        log.info("MQTT %r: transport lost before CONNECT (%s, rc=7)", self.client_id, reason)
+        self._fire_disconnect(reason, int(MQTTErrorCode.MQTT_ERR_CONN_LOST))
 
-    def _make_client(self, ip: str) -> _PahoClient:
+    def _make_client(self) -> paho.Client:
         proto = {3: paho.MQTTv31, 4: paho.MQTTv311, 5: paho.MQTTv5}[self.protocol]
         kwargs: dict[str, Any] = dict(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=proto,
+            transport="unix",
             reconnect_on_failure=False,
         )
         if self.protocol != 5:
             kwargs["clean_session"] = self.clean_session
-        client = _PahoClient(self, (ip, self.port), **kwargs)
+        client = paho.Client(**kwargs)
         client.suppress_exceptions = True
-        client.on_log = _paho_on_log
-        client.connect_timeout = self.connect_timeout
-        client.on_message = self._paho_on_message
-        client.on_publish = self._paho_on_publish
-        client.on_subscribe = self._paho_on_subscribe
-        client.on_unsubscribe = self._paho_on_unsubscribe
-        if self.tls is not None:
-            client.tls_set_context(self.tls)
+        client.enable_logger(_paho_log)  # paho's lines (debug detail) format only when that level is on
         if self.username is not None or self.password is not None:
             client.username_pw_set(self.username or "", self.password)
         if self.will is not None:
@@ -947,10 +695,335 @@ class MqttSession:
             client.will_set(topic, bytes(payload), int(qos), bool(retain))
         return client
 
-    def _require_connected(self) -> _PahoClient:
-        if self._client is None or not self._connected:
+    async def _start_paho(self, wire: _Wire) -> None:
+        """paho connects to a one-shot local socket; the session relays it to the broker link."""
+        client = wire.client
+        assert client is not None and self._loop is not None
+        client.on_socket_open = lambda c, u, sock: self._sock_open(wire, sock)
+        client.on_socket_close = lambda c, u, sock: self._sock_closed(wire)
+        client.on_socket_register_write = lambda c, u, sock: self._want_write(wire, True)
+        client.on_socket_unregister_write = lambda c, u, sock: self._want_write(wire, False)
+        client.on_connect = lambda c, u, flags, rc, props: self._paho_connack(wire)
+        client.on_disconnect = lambda c, u, flags, rc, props: self._paho_disconnected(wire, flags, rc)
+        client.on_message = lambda c, u, msg: self._paho_message(wire, msg)
+        client.on_publish = lambda c, u, mid, rc, props: self._ack(wire, self._pending_pub, mid, None, rc)
+        client.on_subscribe = lambda c, u, mid, rcs, props: self._ack(
+            wire, self._pending_sub, mid, [int(getattr(r, "value", r)) for r in rcs], None)
+        client.on_unsubscribe = lambda c, u, mid, rcs, props: self._ack(wire, self._pending_unsub, mid, None, None)
+        lst, addr, tmpdir = _pipe_listener()
+        try:
+            try:
+                if self.protocol == 5:
+                    client.connect(addr, self.port, self.keepalive, clean_start=self.clean_session)
+                else:
+                    client.connect(addr, self.port, self.keepalive)
+                inner, _ = lst.accept()
+            except (OSError, ValueError) as exc:
+                raise _map_exception(exc) from exc
+        finally:
+            lst.close()
+            if tmpdir is not None:  # pragma: no cover - non-Linux
+                try:
+                    os.unlink(addr)
+                    os.rmdir(tmpdir)
+                except OSError:
+                    pass
+        inner.setblocking(False)
+        wire.inner, wire.ifd = inner, inner.fileno()
+        self._loop.add_reader(wire.ifd, self._pipe_readable, wire)
+        if wire.conn.rx:
+            self._from_broker(wire)
+        if wire.conn.closed:
+            self._link_lost(wire, wire.conn.close_reason or "error")
+        _Ticker.of(self._loop).add(wire)
+
+    # paho's socket on the loop ----------------------------------------------
+    def _sock_open(self, wire: _Wire, sock: Any) -> None:
+        if wire.dead:
+            return
+        assert self._loop is not None
+        wire.psock = sock
+        wire.fd = sock.fileno()
+        self._loop.add_reader(wire.fd, self._readable, wire)
+
+    def _sock_closed(self, wire: _Wire) -> None:
+        fd, wire.fd = wire.fd, None
+        if wire.dead or fd is None or self._loop is None:
+            return
+        self._loop.remove_reader(fd)
+        if wire.writing:
+            wire.writing = False
+            self._loop.remove_writer(fd)
+        # paho is done with this connection: the broker link follows (after what is still queued)
+        if wire.inner is None and not wire.conn.closed:
+            wire.conn.close()
+
+    def _want_write(self, wire: _Wire, on: bool) -> None:
+        """paho has (or no longer has) bytes to write: write them soon, and only watch the socket
+        when it is full (saves two epoll_ctl calls per packet)."""
+        if wire.dead or wire.fd is None or self._loop is None:
+            return
+        if on:
+            if not wire.flush_due:
+                wire.flush_due = True
+                self._loop.call_soon(self._flush, wire)
+        elif wire.writing:
+            wire.writing = False
+            self._loop.remove_writer(wire.fd)
+
+    def _flush(self, wire: _Wire) -> None:
+        wire.flush_due = False
+        if wire.dead or wire.fd is None or wire.client is None or self._loop is None:
+            return
+        wire.client.loop_write()
+        if wire.client.want_write() and wire.fd is not None and not wire.writing:
+            wire.writing = True
+            self._loop.add_writer(wire.fd, self._writable, wire)
+        self._pipe_readable(wire)
+
+    def _readable(self, wire: _Wire) -> None:
+        if not wire.dead and wire.client is not None:
+            wire.client.loop_read()
+
+    def _writable(self, wire: _Wire) -> None:
+        if not wire.dead and wire.client is not None:
+            wire.client.loop_write()
+
+    def _kick(self, wire: _Wire) -> None:
+        """Write what paho queued, and relay it to the broker, now instead of on the next loop turns."""
+        if not wire.dead and wire.fd is not None and wire.client is not None:
+            wire.client.loop_write()
+            self._pipe_readable(wire)
+
+    def _tick(self, wire: _Wire) -> bool:
+        """Once a second (paho's own loop does the same): keep-alive. False once the wire is done."""
+        if wire.dead or wire.fd is None or wire.client is None:
+            return False
+        wire.client.loop_misc()  # PINGREQ when due, or the link is dead (no PINGRESP in time)
+        return not wire.dead and wire.fd is not None
+
+    # the relay --------------------------------------------------------------
+    def _pipe_readable(self, wire: _Wire) -> None:
+        """paho wrote: relay it to the broker (or paho closed its socket)."""
+        sock = wire.inner
+        if wire.dead or sock is None:
+            return
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            self._to_broker(wire, data)
+            return
+        self._pipe_close(wire)  # paho closed its socket (DISCONNECT sent, keep-alive timeout, protocol error)
+        if not wire.conn.closed:
+            wire.conn.close()   # after what is still queued or held by a fault
+
+    def _pipe_close(self, wire: _Wire) -> None:
+        sock, ifd = wire.inner, wire.ifd
+        wire.inner = wire.ifd = None
+        wire.outbuf.clear()
+        if ifd is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(ifd)
+            self._loop.remove_writer(ifd)
+        if sock is not None:
+            sock.close()
+
+    def _pipe_send(self, wire: _Wire, data: bytes) -> None:
+        """Bytes from the broker to paho."""
+        sock = wire.inner
+        if sock is None or not data:
+            return
+        if wire.outbuf:
+            wire.outbuf += data
+            return
+        try:
+            n = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            return  # paho is gone; _pipe_readable sees it
+        if n < len(data):
+            wire.outbuf += data[n:]
+            assert self._loop is not None and wire.ifd is not None
+            self._loop.add_writer(wire.ifd, self._pipe_writable, wire)
+
+    def _pipe_writable(self, wire: _Wire) -> None:
+        sock = wire.inner
+        if sock is None:
+            return
+        try:
+            n = sock.send(wire.outbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            wire.outbuf.clear()
+            n = 0
+        del wire.outbuf[:n]
+        if not wire.outbuf:
+            assert self._loop is not None and wire.ifd is not None
+            self._loop.remove_writer(wire.ifd)
+            if wire.eof_pending:
+                self._pipe_eof(wire)
+
+    def _pipe_eof(self, wire: _Wire) -> None:
+        """The broker link ended: paho reads what came before, then EOF."""
+        sock = wire.inner
+        if sock is None:
+            return
+        if wire.outbuf:
+            wire.eof_pending = True
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _to_broker(self, wire: _Wire, data: bytes) -> None:
+        conn = wire.conn
+        if wire.dead or conn.closed:
+            return
+        try:
+            conn.write(data)
+        except NetError:
+            pass  # the link is going: its on_close reports why
+
+    def _from_broker(self, wire: _Wire, now: bool = False) -> None:
+        conn = wire.conn
+        if wire.dead or wire.inner is None:
+            return  # _start_paho hands it over once the pipe is up
+        data = conn.read()
+        if wire.connack is None and len(wire.head) < 8:
+            wire.head += data[:8 - len(wire.head)]
+            wire.connack = _parse_connack(wire.head)
+        if data:
+            self._pipe_send(wire, data)
+            if now:
+                self._readable(wire)  # paho reads it now rather than on the next loop turn
+
+    def _link_lost(self, wire: _Wire, reason: str) -> None:
+        """The broker connection ended: paho reads what came before, then EOF."""
+        if wire.dead:
+            return
+        wire.link_reason = reason
+        wire.link_error = wire.conn.error
+        if wire.inner is not None:
+            self._from_broker(wire)
+            self._pipe_eof(wire)
+
+    def _bury(self, wire: _Wire, graceful: bool) -> None:
+        """Forget a connection: nothing of it reaches the session any more."""
+        wire.dead = True
+        fd, wire.fd = wire.fd, None
+        if fd is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(fd)
+            if wire.writing:
+                self._loop.remove_writer(fd)
+        wire.writing = False
+        if wire.psock is not None:
+            wire.psock.close()  # the socket paho was given in on_socket_open; paho is dropped with it
+            wire.psock = None
+        self._pipe_close(wire)
+        conn = wire.conn
+        conn.on_data = conn.on_close = None
+        if not conn.closed:
+            if not graceful and conn.shaper is not None:
+                conn.shaper.cancel("tx")  # a lost link drops what a fault holds
+            conn.close()
+        wire.client = None
+
+    # paho callbacks (called from loop_read / loop_write / loop_misc, on the loop) ---------------
+    def _paho_connack(self, wire: _Wire) -> None:
+        if wire.dead or wire is not self._wire:
+            return
+        sp, raw = wire.connack if wire.connack is not None else (False, 0)
+        if raw == 0 and not wire.conn.closed:
+            # from now on every packet is due at once (asyncio leaves Nagle on for these sockets). Not
+            # before: CONNECT held behind the TLS Finished lets a TLS 1.3 broker's certificate alert
+            # arrive before it, instead of a reset that would hide the alert.
+            wire.conn.set_nodelay(True)
+        self._connack(sp, raw)
+
+    def _connack(self, session_present: bool, raw: int) -> None:
+        code = connack_v5_to_v311(raw) if self.protocol == 5 else raw
+        self.connack_reason = raw
+        self.connack_code = code
+        self.session_present = session_present
+        if code == 0:
+            self._connected = True
+        if self._connack_fut is not None and not self._connack_fut.done():
+            self._connack_fut.set_result(code)
+
+    def _paho_disconnected(self, wire: _Wire, flags: Any, reason: Any) -> None:
+        if wire.dead or wire is not self._wire:
+            return
+        from_broker = bool(getattr(flags, "is_disconnect_packet_from_server", False))
+        name = str(getattr(reason, "getName", lambda: reason)())
+        value = int(getattr(reason, "value", 0) or 0)
+        if name == "Keep alive timeout":
+            v1 = int(MQTTErrorCode.MQTT_ERR_KEEPALIVE)
+        elif name == "Protocol error" and not from_broker:
+            v1 = int(MQTTErrorCode.MQTT_ERR_PROTOCOL)
+        elif name == "Success" and not from_broker:
+            v1 = 0
+        else:
+            v1 = int(MQTTErrorCode.MQTT_ERR_CONN_LOST)
+        was_connected = self._connected
+        self._connected = False
+        fut = self._connack_fut
+        if fut is not None and not fut.done():
+            if wire.connack is not None:  # a refusal paho keeps to itself (3.1.1 protocol version, empty id)
+                self._connack(*wire.connack)
+            elif wire.link_error is not None:
+                fut.set_exception(_map_exception(wire.link_error))
+            elif v1 == MQTTErrorCode.MQTT_ERR_PROTOCOL:
+                fut.set_exception(NetError("other", "MQTT protocol error before CONNACK"))
+            else:
+                fut.set_exception(NetError("closed", f"{self.host}:{self.port} closed the connection before CONNACK"))
+        self._fail_pending(NetError("closed", "MQTT connection lost"))
+        if not was_connected or self._disconnect_reported:
+            return
+        self._disconnect_reported = True
+        if self._local_disconnect:
+            why, rc = "local", 0
+        elif from_broker:
+            why, rc = "remote", value
+        elif v1 == MQTTErrorCode.MQTT_ERR_CONN_LOST and wire.link_reason == "remote":
+            why, rc = "remote", v1
+        else:
+            why, rc = "error", v1
+        log.info("MQTT %r disconnected (%s, rc=%s)", self.client_id, why, rc)
+        self._fire_disconnect(why, rc)
+
+    def _paho_message(self, wire: _Wire, msg: paho.MQTTMessage) -> None:
+        if wire.dead or wire is not self._wire:
+            return
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            log.warning("MQTT %r: dropped a message whose topic is not UTF-8", self.client_id)
+            return
+        self._call_soon(self.on_message, topic, bytes(msg.payload), int(msg.qos), bool(msg.retain), int(msg.mid))
+
+    def _ack(self, wire: _Wire, table: dict[int, asyncio.Future[Any]], mid: int, value: Any, reason: Any) -> None:
+        if wire.dead or wire is not self._wire:
+            return
+        fut = table.get(mid)
+        if fut is None or fut.done():
+            return
+        if reason is not None and getattr(reason, "is_failure", False):
+            fut.set_exception(NetError("other", f"broker rejected message {mid}: {reason}"))
+        else:
+            fut.set_result(value)
+
+    # -------------------------------------------------------------------------
+    def _require_connected(self) -> paho.Client:
+        wire = self._wire
+        if wire is None or wire.client is None or not self._connected:
             raise NetError("closed", "MQTT session is not connected")
-        return self._client
+        return wire.client
 
     @staticmethod
     def _check_rc(rc: int, what: str) -> None:
@@ -960,12 +1033,30 @@ class MqttSession:
             raise NetError("closed", f"{what}: not connected")
         raise NetError("other", f"{what} failed: {paho.error_string(rc)}")
 
+    @staticmethod
+    async def _raise(e: NetError) -> Any:
+        raise e
+
     async def _await_ack(self, table: dict[int, asyncio.Future[Any]], mid: int, timeout: float, what: str) -> Any:
+        return await self._wait_ack(table, mid, self._expect_ack(table, mid), timeout, what)
+
+    def _expect_ack(self, table: dict[int, asyncio.Future[Any]], mid: int) -> asyncio.Future[Any]:
+        """Register the ack of ``mid`` and write the packet now."""
         assert self._loop is not None
         fut = self._loop.create_future()
         table[mid] = fut
+        wire = self._wire
+        if wire is not None:
+            self._kick(wire)  # on_publish of a QoS 0 message comes from this write
+        return fut
+
+    async def _wait_ack(self, table: dict[int, asyncio.Future[Any]], mid: int, fut: asyncio.Future[Any],
+                        timeout: float, what: str, result: Any = None) -> Any:
         try:
-            return await asyncio.wait_for(fut, timeout)
+            if not fut.done():
+                await asyncio.wait_for(fut, timeout)
+            value = fut.result()
+            return value if result is None else result
         except (asyncio.TimeoutError, TimeoutError):
             raise NetError("timeout", f"no {what} for message id {mid} within {timeout:g}s") from None
         finally:
@@ -982,21 +1073,10 @@ class MqttSession:
             self._connack_fut.set_exception(err)
             self._connack_fut.exception()  # mark retrieved; connect() may be gone
 
-    def _post(self, fn: Callable[..., None], *args: Any) -> None:
-        """Schedule fn(*args) on the asyncio loop; safe from any thread."""
-        loop = self._loop
-        if loop is None:
+    def _call_soon(self, cb: Callable[..., Any] | None, *args: Any) -> None:
+        if cb is None or self._loop is None:
             return
-        try:
-            loop.call_soon_threadsafe(self._run_safely, fn, args)
-        except RuntimeError:
-            log.debug("event loop closed; dropped MQTT event %s", getattr(fn, "__name__", fn))
-
-    def _run_safely(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
-        try:
-            fn(*args)
-        except Exception:
-            log.exception("MQTT %r: error handling %s", self.client_id, getattr(fn, "__name__", fn))
+        self._loop.call_soon(self._call_user, cb, *args)
 
     def _call_user(self, cb: Callable[..., Any] | None, *args: Any) -> None:
         if cb is None:
@@ -1016,126 +1096,4 @@ class MqttSession:
             log.error("MQTT %r: callback task failed", self.client_id, exc_info=task.exception())
 
     def _fire_disconnect(self, reason: str, rc: int) -> None:
-        self._call_user(self.on_disconnect, reason, rc)
-
-    # paho thread -> loop bridges (run in the paho thread) -----------------
-    def _paho_on_message(self, client: _PahoClient, _userdata: Any, msg: paho.MQTTMessage) -> None:
-        try:
-            try:
-                topic = msg.topic
-            except UnicodeDecodeError:
-                topic = bytes(msg._topic).decode("utf-8", "replace")
-            self._post(self._loop_message, client, topic, bytes(msg.payload), int(msg.qos), bool(msg.retain), int(msg.mid))
-        except Exception:
-            log.exception("MQTT %r: failed to bridge incoming message", self.client_id)
-
-    def _paho_on_publish(self, client: _PahoClient, _userdata: Any, mid: int, reason: Any, _props: Any) -> None:
-        try:
-            failed = bool(getattr(reason, "is_failure", False))
-            self._post(self._loop_ack, client, self._pending_pub, mid, None, str(reason) if failed else None)
-        except Exception:
-            log.exception("MQTT %r: failed to bridge PUBACK", self.client_id)
-
-    def _paho_on_subscribe(self, client: _PahoClient, _userdata: Any, mid: int, reasons: Any, _props: Any) -> None:
-        try:
-            granted = [int(getattr(r, "value", r)) for r in reasons]
-            self._post(self._loop_ack, client, self._pending_sub, mid, granted, None)
-        except Exception:
-            log.exception("MQTT %r: failed to bridge SUBACK", self.client_id)
-
-    def _paho_on_unsubscribe(self, client: _PahoClient, _userdata: Any, mid: int, _reasons: Any, _props: Any) -> None:
-        try:
-            self._post(self._loop_ack, client, self._pending_unsub, mid, None, None)
-        except Exception:
-            log.exception("MQTT %r: failed to bridge UNSUBACK", self.client_id)
-
-    # loop-side handlers ---------------------------------------------------
-    def _loop_connack(self, client: _PahoClient, session_present: bool, raw: int) -> None:
-        if client is not self._client:
-            return
-        code = connack_v5_to_v311(raw) if self.protocol == 5 else raw
-        self.connack_reason = raw
-        self.connack_code = code
-        self.session_present = session_present
-        if code == 0:
-            self._connected = True
-        if self._connack_fut is not None and not self._connack_fut.done():
-            self._connack_fut.set_result(code)
-
-    def _loop_disconnected(
-        self,
-        client: _PahoClient,
-        from_broker: bool,
-        v1_rc: int,
-        reason_code: int | None,
-        recv_error: BaseException | None,
-        eof: bool,
-    ) -> None:
-        if client is not self._client:
-            return
-        was_connected = self._connected
-        self._connected = False
-        if self._connack_fut is not None and not self._connack_fut.done():
-            if recv_error is not None:
-                err = _map_exception(recv_error)
-            elif v1_rc == MQTTErrorCode.MQTT_ERR_PROTOCOL:
-                err = NetError("other", "MQTT protocol error before CONNACK")
-            else:
-                err = NetError("closed", f"{self.host}:{self.port} closed the connection before CONNACK")
-            self._connack_fut.set_exception(err)
-        self._fail_pending(NetError("closed", "MQTT connection lost"))
-        if not was_connected or self._disconnect_reported:
-            return
-        self._disconnect_reported = True
-        if self._local_disconnect:
-            reason, rc = "local", 0
-        elif from_broker:
-            reason, rc = "remote", reason_code if reason_code is not None else v1_rc
-        elif eof and recv_error is None and v1_rc == MQTTErrorCode.MQTT_ERR_CONN_LOST:
-            reason, rc = "remote", v1_rc
-        else:
-            reason, rc = "error", v1_rc
-        log.info("MQTT %r disconnected (%s, rc=%s)", self.client_id, reason, rc)
-        self._fire_disconnect(reason, rc)
-
-    def _loop_thread_failed(self, client: _PahoClient, exc: BaseException) -> None:
-        if client is not self._client:
-            return
-        err = _map_exception(exc)
-        if self._connack_fut is not None and not self._connack_fut.done():
-            self._connack_fut.set_exception(err)
-        else:
-            log.error("MQTT %r: paho network thread failed", self.client_id, exc_info=exc)
-            self._connected = False
-            self._fail_pending(NetError("closed", f"MQTT network thread failed: {exc}"))
-
-    def _loop_thread_exited(self, client: _PahoClient) -> None:
-        done = self._thread_done if client is self._client else None
-        if done is not None and not done.done():
-            done.set_result(None)
-        if client is self._client and self._connected:
-            # thread ended without a disconnect report: treat as an error
-            self._loop_disconnected(client, False, int(MQTTErrorCode.MQTT_ERR_UNKNOWN), None, None, False)
-
-    def _loop_message(self, client: _PahoClient, topic: str, payload: bytes, qos: int, retain: bool, mid: int) -> None:
-        if client is not self._client:
-            return
-        self._call_user(self.on_message, topic, payload, qos, retain, mid)
-
-    def _loop_ack(
-        self,
-        client: _PahoClient,
-        table: dict[int, asyncio.Future[Any]],
-        mid: int,
-        value: Any,
-        failure: str | None,
-    ) -> None:
-        if client is not self._client:
-            return
-        fut = table.get(mid)
-        if fut is None or fut.done():
-            return
-        if failure is not None:
-            fut.set_exception(NetError("other", f"broker rejected message {mid}: {failure}"))
-        else:
-            fut.set_result(value)
+        self._call_soon(self.on_disconnect, reason, rc)

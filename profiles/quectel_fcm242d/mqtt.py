@@ -70,7 +70,8 @@ DEVIATIONS_MQTT = [
     "quectel.mqtt_input_timeout), else ERROR and nothing is published. Without <length> the payload ends with Ctrl+Z (0x1A), Esc (0x1B) cancels with ERROR, "
     "more than 2048 bytes answers ERROR. With <length>, bytes typed after the <length> bytes are deleted as the manual "
     "says (\"extra byte(s) will be deleted\"): the burst ends at the first pause of 20 ms, then OK; only what comes "
-    "after that pause is input again.",
+    "after that pause is input again. The message itself leaves as soon as the <length> bytes are in (the pause "
+    "delays only OK and the +QMTPUB URC after it).",
     "M7 (item 32): <msgID> must be 0 for QoS 0 and 1-65535 for QoS 1/2 publishes and for SUBSCRIBE/UNSUBSCRIBE "
     "(MQTT forbids packet id 0); the host's <msgID> is what the URCs report (paho numbers the packets on the wire).",
     "M8 (item 29): +QMTUNS: <idx>,<msgID>,0 has no <value>.",
@@ -602,10 +603,10 @@ class QuectelMqtt(Profile):
         ctx.raw(b"\r\n> ")
         opts = getattr(self.module.world, "options", {}) or {}
         wait = float(opts.get("quectel.mqtt_input_timeout", PUB_INPUT_TIMEOUT))
+        extra = False
         if length is not None:
             ev = await ctx.read_data(length, timeout=wait)
-            if isinstance(ev, Data) and ev.reason == "length":
-                await self._mq_delete_extra(ctx, c, wait)
+            extra = isinstance(ev, Data) and ev.reason == "length"
         else:
             ev = await ctx.read_data(None, timeout=wait, terminator=b"\x1a", cancel=b"\x1b", max_len=PUB_MAX)
         if not isinstance(ev, Data) or ev.reason == "timeout":
@@ -618,10 +619,13 @@ class QuectelMqtt(Profile):
                 raise CmdError("param", message="payload is not valid hex") from None
         if c.state != CONNECTED or c.session is None:
             raise CmdError("failed", message="client disconnected while typing")
-        ctx.ok()
         if qos:
             c.inflight += 1
+        # the message leaves now; the extra bytes' pause only delays OK (its +QMTPUB URC waits for OK)
         self.module.spawn(self._mq_publish(c, c.session, msgid, qos, retain, topic, payload))
+        if extra:
+            await self._mq_delete_extra(ctx, c, wait)
+        ctx.ok()
 
     async def _mq_delete_extra(self, ctx: Ctx, c: _MqttClient, wait: float) -> None:
         """"If the actual size of data is greater than <length>, extra byte(s) will be deleted" (M6): what the

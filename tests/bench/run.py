@@ -9,6 +9,8 @@ Measured, never asserted: these machines are shared and noisy. Everything runs o
 3. Eseye publish throughput to a local mosquitto over TLS (qos 1 = fire and forget, qos 2 = acked).
 4. Modules served by one process, each answering one AT per second (latency p50/p99).
 5. Resident memory per idle module.
+6. MQTT (tests/bench/mqtt.py): publish latency per profile beside a bare paho client; modules with
+   live MQTT sessions in one process (Quectel, plain; Eseye, TLS).
 """
 from __future__ import annotations
 
@@ -241,9 +243,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     ap.add_argument("--out", default="bench-results")
-    ap.add_argument("--only", help="comma list: roundtrip,pacing,publish,scale")
+    ap.add_argument("--only", help="comma list: roundtrip,pacing,publish,scale,mqtt_latency,mqtt_scale,mqtt_tls,"
+                                   "mqtt_sessions")
+    ap.add_argument("--mqtt-counts", help="comma list of module counts for mqtt_scale/mqtt_tls "
+                    "(default 1,100,500,1000,2000; quick 1,20)")
     a = ap.parse_args()
-    only = set(a.only.split(",")) if a.only else {"roundtrip", "pacing", "publish", "scale"}
+    only = set(a.only.split(",")) if a.only else {"roundtrip", "pacing", "publish", "scale",
+                                                  "mqtt_latency", "mqtt_scale", "mqtt_tls"}
     results: dict = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]}}
     if "roundtrip" in only:
         results["roundtrip"] = r = bench_roundtrip(500 if a.quick else 5000)
@@ -266,6 +272,27 @@ def main() -> int:
         print(f"{r['modules']} modules in one process, one AT per second each: {r['answers']} answers, "
               f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms (goal p99 <= 20 ms); "
               f"idle RSS per module {r['rss_per_module_kb']:.0f} KiB (goal <= 2048 KiB)")
+    if only & {"mqtt_latency", "mqtt_scale", "mqtt_tls", "mqtt_sessions"}:
+        import mqtt_bench as mb
+        counts = [int(x) for x in a.mqtt_counts.split(",")] if a.mqtt_counts else \
+            ([1, 20] if a.quick else [1, 100, 500, 1000, 2000])
+        window = 12 if a.quick else 30
+        if "mqtt_latency" in only:
+            results["mqtt_latency"] = r = mb.bench_latency(100 if a.quick else 1000)
+            mb.print_latency(r)
+        if "mqtt_scale" in only:
+            results["mqtt_scale"] = r = mb.bench_scale(counts, window)
+            mb.print_scale(f"Quectel modules with a live MQTT session, each publishing every 10 s for {window} s "
+                           "(goal 2000/2000, p99 <= 50 ms, no thread per module):", r)
+        if "mqtt_sessions" in only or not a.only:
+            results["mqtt_sessions"] = r = {"tcp": mb.bench_sessions(counts, False), "tls": mb.bench_sessions(counts, True)}
+            mb.print_sessions("Bare MqttSessions (no module), plain TCP:", r["tcp"])
+            mb.print_sessions("Bare MqttSessions over TLS with a client certificate (connect rate = handshake rate):",
+                              r["tls"])
+        if "mqtt_tls" in only:
+            results["mqtt_tls"] = r = mb.bench_scale(counts, window, tls=True)
+            mb.print_scale(f"Eseye modules with a live MQTT session over TLS (client certificate), each publishing "
+                           f"every 10 s for {window} s:", r)
     out = Path(a.out)
     out.mkdir(exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2))
