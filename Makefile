@@ -1,6 +1,7 @@
 # atemu — two commands for a fresh Debian machine with Python 3.11:
 #   make run    install and start the emulator on its default profile (eseye-anynet) on a pty
 #   make test   install what the tests need (mosquitto, chromium via apt-get) and run them
+#   make test-docker   the compose bench and Kubernetes manifests, for real, with rootful podman
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +10,7 @@ ARGS   ?=
 SUDO   := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo)
 APT_UPDATED := /tmp/.atemu-apt-updated
 
-.PHONY: run install test test-deps bench bench-quick soak fuzz clean
+.PHONY: run install test test-deps bench bench-quick soak fuzz clean podman-setup docker-images test-docker
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -53,4 +54,30 @@ bench-quick: install
 	$(PY) tests/bench/run.py --quick --out bench-results
 
 clean:
-	rm -rf $(VENV) build *.egg-info bench-results .pytest_cache
+	rm -rf $(VENV) build *.egg-info bench-results .pytest_cache docker/wheels/*.whl
+
+# ---- containers (podman, no registry needed) ----------------------------------------------------
+# podman-setup: Debian packages, the local base image (mmdebstrap, cached in $(ATEMU_CACHE)), and a
+# containers.conf fitted to this machine (cgroupfs without systemd, runc on hybrid cgroups, ulimits
+# the machine allows). docker-images: wheels from the PyPI mirror into docker/wheels, then an offline
+# image build on the local base. test-docker: docker/test-docker.sh (compose bench + kube play).
+ATEMU_CACHE ?= /var/cache/atemu
+PODMAN_CONF := build/podman
+WITH_PODMAN := CONTAINERS_CONF=$(CURDIR)/$(PODMAN_CONF)/containers.conf
+ATEMU_BASE  ?= localhost/atemu-base:bookworm
+
+podman-setup:
+	@ATEMU_CACHE=$(ATEMU_CACHE) docker/podman-setup.sh $(PODMAN_CONF) >/dev/null
+
+docker/wheels/.stamp: pyproject.toml | $(PY)
+	@echo "make: wheels for the image into docker/wheels"
+	@rm -f docker/wheels/*.whl
+	@$(PY) -m pip wheel -q -w docker/wheels . 'setuptools>=68' wheel
+	@touch $@
+
+docker-images: podman-setup docker/wheels/.stamp
+	$(WITH_PODMAN) podman build -q --network none -f docker/Dockerfile --build-arg BASE=$(ATEMU_BASE) \
+	  -t localhost/atemu:bench .
+
+test-docker: docker-images
+	$(WITH_PODMAN) PY=$(PY) docker/test-docker.sh

@@ -54,9 +54,9 @@ def log(msg: str) -> None:
 class Modem:
     """A serial line to one module: write commands, read until a pattern."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, baud: int):
         self.url = url
-        self.ser = serial.serial_for_url(url, baudrate=115200, timeout=0.1)
+        self.ser = serial.serial_for_url(url, baudrate=baud, timeout=0.1)   # rfc2217:// tells the module
         self.buf = b""
 
     def close(self) -> None:
@@ -114,10 +114,10 @@ def wait_for_control() -> list[str]:
     raise StepFailed(f"control API {CONTROL_URL} not ready within {READY_TIMEOUT:.0f} s ({last})")
 
 
-def fresh(url: str, name: str) -> "Modem":
+def fresh(url: str, name: str, baud: int) -> "Modem":
     """Reboot the module through the control API (a clean start for every bench run), then open it."""
     control("POST", f"/api/modules/{name}/reboot", {})
-    m = Modem(url)
+    m = Modem(url, baud)
     for _ in range(50):                         # until the rebooted module answers
         try:
             m.cmd("AT", timeout=1)
@@ -139,7 +139,7 @@ def upload(m: Modem, name: str, data: bytes) -> None:
 
 
 def quectel_steps() -> None:
-    m = fresh(MODULE_URL, MODULE_NAME)
+    m = fresh(MODULE_URL, MODULE_NAME, 115200)
     try:
         m.cmd(f'AT+QSTAAPINFO="{SSID}","{PASSWORD}"')
         m.expect(rb"\+QSTASTAT: GOT_IP\r\n", timeout=30)
@@ -185,7 +185,7 @@ def quectel_steps() -> None:
 
 
 def eseye_steps() -> None:
-    m = fresh(ESEYE_URL, ESEYE_NAME)
+    m = fresh(ESEYE_URL, ESEYE_NAME, 9600)
     try:
         for attempt in range(1, 11):
             m.cmd('AT+AWSPUBOPEN=0,"tele"')

@@ -7,6 +7,8 @@
            GET / answers "hello from the bench", POST /echo answers the body
   witness  subscribe to '#' on the broker and print every message as one line "topic payload"
   health   exit 0 when a service answers: health control URL N | health tcp HOST PORT
+  fleetcheck URL...  for each control API URL: list its modules, send AT (CR LF) to every one
+           through the control API's host name, expect OK; one line per module, exit 0 if all answer
   wait     wait for files to exist, then run a command: wait FILE... -- CMD ARGS
 """
 from __future__ import annotations
@@ -26,7 +28,8 @@ ENV = os.environ.get
 def cmd_broker() -> int:
     certs = Path(ENV("CERTS", "/certs"))
     names = [n for n in ENV("BROKER_NAMES", "broker,localhost").split(",") if n]
-    if not (certs / ".complete").exists():
+    have = all((certs / f).exists() for f in ("ca.crt", "server.crt", "server.key"))   # e.g. a Kubernetes Secret
+    if not have and not (certs / ".complete").exists():
         sys.path.insert(0, str(Path(__file__).parent))
         from certs import make_pki                        # tests/peers/certs.py, copied into the image
         make_pki(certs, hostnames=names)
@@ -34,7 +37,7 @@ def cmd_broker() -> int:
         print(f"broker: certificates for {', '.join(names)} written to {certs}", flush=True)
     conf = Path(ENV("MOSQUITTO_CONF", "/tmp/mosquitto.conf"))
     conf.write_text("\n".join([
-        "per_listener_settings false", "allow_anonymous true", "log_dest stdout", "log_type all",
+        "per_listener_settings false", "allow_anonymous true", "log_dest stderr", "log_type all",
         f"listener {ENV('TLS_PORT', '8883')}", f"cafile {certs}/ca.crt", f"certfile {certs}/server.crt", f"keyfile {certs}/server.key",
         "require_certificate true",
         f"listener {ENV('MQTT_PORT', '1883')}", ""]))
@@ -122,6 +125,49 @@ def cmd_health(args: list[str]) -> int:
     return 2
 
 
+def cmd_fleetcheck(urls: list[str]) -> int:
+    import re
+    from urllib.parse import urlsplit
+
+    import serial
+    token = ENV("ATEMU_CONTROL_TOKEN", "")
+    bad = total = 0
+    for url in urls:
+        host = urlsplit(url).hostname
+        req = urllib.request.Request(f"{url}/api/modules", headers={"Authorization": f"Bearer {token}"})
+        mods = None
+        for _ in range(int(ENV("CHECK_WAIT", "60"))):
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    mods = json.load(r)
+                break
+            except OSError:
+                time.sleep(1)
+        if mods is None:
+            print(f"fleetcheck: {url}: control API does not answer", flush=True)
+            bad += 1
+            continue
+        for m in mods:
+            total += 1
+            port = re.sub(r"//[^/]*:(\d+)$", lambda x: f"//{host}:{x.group(1)}", m["port"])
+            try:
+                s = serial.serial_for_url(port, timeout=0.2)
+                try:
+                    s.write(b"AT\r\n")
+                    got, end = b"", time.monotonic() + 10
+                    while b"OK\r\n" not in got and time.monotonic() < end:
+                        got += s.read(256)
+                finally:
+                    s.close()
+            except (OSError, serial.SerialException) as e:
+                got = str(e).encode()
+            ok = b"OK\r\n" in got
+            bad += not ok
+            print(f"fleetcheck: {m['name']} {port} {'OK' if ok else 'FAILED ' + repr(got)}", flush=True)
+    print(f"fleetcheck: {total - bad} of {total} modules answered AT", flush=True)
+    return 0 if bad == 0 and total > 0 else 1
+
+
 def cmd_wait(args: list[str]) -> int:
     if "--" not in args:
         print("usage: wait FILE... -- CMD ARGS", file=sys.stderr)
@@ -148,6 +194,8 @@ def main(argv: list[str]) -> int:
         return cmd_witness()
     if cmd == "health":
         return cmd_health(rest)
+    if cmd == "fleetcheck":
+        return cmd_fleetcheck(rest)
     if cmd == "wait":
         return cmd_wait(rest)
     print(f"unknown command {cmd!r}\n{__doc__}", file=sys.stderr)

@@ -1,0 +1,62 @@
+"""Rewrite Kubernetes manifests into what ``podman kube play`` (4.3) can play, for the local test.
+
+podman plays Pods, Deployments and ConfigMaps; it has no StatefulSet, Service or Secret kinds. So:
+StatefulSet -> Deployment (same pod template), Services dropped (the test reaches pods by name on
+a podman network), Secrets dropped and each secretKeyRef replaced by the Secret's value, secret
+volumes replaced by empty folders, and containerPort lists dropped (podman would publish them on
+this machine's own addresses; in Kubernetes they only document the pod). Everything else (image,
+command, ConfigMap files, env, probes) is played as written.
+
+    python3 for-podman.py MANIFEST [--replicas N] > podman.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+
+def convert(docs: list[dict], replicas: int | None) -> list[dict]:
+    secrets = {d["metadata"]["name"]: {**(d.get("stringData") or {})} for d in docs if d.get("kind") == "Secret"}
+    out = []
+    for d in docs:
+        kind = d.get("kind")
+        if kind in ("Secret", "Service"):
+            continue
+        if kind == "StatefulSet":
+            d["kind"] = "Deployment"
+            for k in ("serviceName", "podManagementPolicy", "volumeClaimTemplates"):
+                d["spec"].pop(k, None)
+        if kind in ("StatefulSet", "Deployment"):
+            if replicas is not None:
+                d["spec"]["replicas"] = replicas
+            pod = d["spec"]["template"]["spec"]
+            for c in pod.get("containers", []):
+                c.pop("ports", None)
+                for e in c.get("env", []):
+                    ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                    if ref:
+                        e.pop("valueFrom")
+                        e["value"] = secrets[ref["name"]][ref["key"]]
+            for v in pod.get("volumes", []):
+                if "secret" in v:
+                    v.pop("secret")
+                    v["emptyDir"] = {}
+        out.append(d)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("manifest")
+    ap.add_argument("--replicas", type=int)
+    a = ap.parse_args()
+    with open(a.manifest) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    yaml.safe_dump_all(convert(docs, a.replicas), sys.stdout, sort_keys=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
