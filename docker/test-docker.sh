@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-build/docker-test}
 PROJECT=atemu-bench-test
 NET=atemu-k8s-test
-IMAGE=localhost/atemu:bench
+IMAGE=${ATEMU_IMAGE:-localhost/atemu:bench}
 TOKEN=test-$RANDOM$RANDOM
 PY=${PY:-.venv/bin/python}
 mkdir -p "$OUT"
