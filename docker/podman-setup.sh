@@ -44,7 +44,7 @@ write_conf() {   # runtime, nofile, nproc (empty: podman's defaults)
     if [ -n "$1" ]; then echo "runtime = \"$1\""; fi
   } > "$CONF"
 }
-try() { podman run --rm --network none "$BASE" true 2>&1; }
+try() { podman run --rm "$BASE" true 2>&1; }     # default (bridge) network: what the bench uses
 
 hn=$(ulimit -Hn); hu=$(ulimit -Hu)
 [ "$hn" = unlimited ] && hn=1048576

@@ -189,7 +189,7 @@ def eseye_steps() -> None:
     try:
         for attempt in range(1, 11):
             m.cmd('AT+AWSPUBOPEN=0,"tele"')
-            got = m.expect(rb"\+AWSPUBOPEN: 0,(-?\d+)\r\n", timeout=30)
+            got = m.expect(rb"\+AWSPUBOPEN: ?0,(-?\d+)\r\n", timeout=30)     # the device prints no space
             if got.endswith(b"0,0\r\n"):
                 break
             log(f"AWS open attempt {attempt}: {got.strip()!r}; retrying")
