@@ -201,3 +201,46 @@ def test_fleet_port_in_use_is_one_line_and_nothing_stays_up(tmp_path):
         assert r.returncode == 2
         assert r.stderr.strip() == (f"atemu: error: port 127.0.0.1:{port} is already in use; "
                                     "pick another port or stop the program using it")
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def test_shipped_bench_and_kubernetes_fleets_are_valid(tmp_path):
+    """docker/bench/fleet.yaml and the fleet in docker/k8s/atemu-fleet.yaml's ConfigMap pass --check."""
+    import yaml
+    r = run(str(REPO / "docker" / "bench" / "fleet.yaml"), "--check")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["wifi-0\tquectel-fcm242d\tsocket://0.0.0.0:7000",
+                                     "wifi-1\tquectel-fcm242d\tsocket://0.0.0.0:7001",
+                                     "cell-0\teseye-anynet\trfc2217://0.0.0.0:7100"]
+    docs = list(yaml.safe_load_all((REPO / "docker" / "k8s" / "atemu-fleet.yaml").read_text()))
+    cm = next(d for d in docs if d["kind"] == "ConfigMap")
+    for name, text in cm["data"].items():
+        (tmp_path / name).write_text(text)
+    r = run(str(tmp_path / "fleet.yaml"), "--check")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 10
+    # the pods' container ports name the first module of each group
+    sts = next(d for d in docs if d["kind"] == "StatefulSet")
+    ports = {p["containerPort"] for p in sts["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert ports == {8000, 7000, 7100}
+
+
+def test_manifest_for_podman_keeps_the_pod_template(tmp_path):
+    import yaml
+    out = subprocess.run([sys.executable, str(REPO / "docker" / "k8s" / "for-podman.py"),
+                          str(REPO / "docker" / "k8s" / "atemu-fleet.yaml"), "--replicas", "2"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    docs = list(yaml.safe_load_all(out.stdout))
+    assert [d["kind"] for d in docs] == ["ConfigMap", "Deployment"]
+    dep = docs[1]
+    assert dep["spec"]["replicas"] == 2 and "serviceName" not in dep["spec"]
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"][:3] == ["atemu", "fleet", "/etc/atemu/fleet.yaml"]
+    assert c["env"] == [{"name": "ATEMU_CONTROL_TOKEN", "value": "change-me-bench-token"}]
+    assert "ports" not in c
+    vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert vols["fleet"] == {"name": "fleet", "configMap": {"name": "atemu-fleet"}}
+    assert vols["certs"] == {"name": "certs", "emptyDir": {}}
