@@ -79,5 +79,5 @@ docker-images: podman-setup docker/wheels/.stamp
 	$(WITH_PODMAN) podman build -q --network none -f docker/Dockerfile --build-arg BASE=$(ATEMU_BASE) \
 	  -t localhost/atemu:bench .
 
-test-docker: docker-images
+test-docker: docker-images install
 	$(WITH_PODMAN) PY=$(PY) docker/test-docker.sh
