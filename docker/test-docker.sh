@@ -45,6 +45,7 @@ for s in broker peers atemu; do     # the health checks compose declares, run by
   check "health check of $s passes" podman healthcheck run "${PROJECT}_${s}_1"
 done
 compose down -v >/dev/null 2>&1
+podman network rm "${PROJECT}_default" >/dev/null 2>&1      # podman-compose 1.0.3 leaves it
 check "compose bench torn down" test -z "$(podman ps -aq --filter label=io.podman.compose.project=$PROJECT)"
 fi
 
@@ -54,7 +55,11 @@ say "kubernetes: podman kube play docker/k8s/atemu-fleet.yaml, 2 replicas (log: 
 $PY docker/k8s/for-podman.py docker/k8s/atemu-fleet.yaml --replicas 2 > "$OUT/atemu-fleet.podman.yaml" \
   || { say "FAIL cannot convert the manifest"; exit 1; }
 sed -i "s/change-me-bench-token/$TOKEN/" "$OUT/atemu-fleet.podman.yaml"
-podman kube down "$OUT/atemu-fleet.podman.yaml" >/dev/null 2>&1
+kube_down() {   # podman 4.3 keeps the volume it made from the ConfigMap: remove it, each run starts from the file
+  podman kube down "$OUT/atemu-fleet.podman.yaml" >/dev/null 2>&1
+  podman volume rm atemu-fleet >/dev/null 2>&1
+}
+kube_down
 podman network exists "$NET" || podman network create "$NET" >/dev/null
 podman kube play --network "$NET" "$OUT/atemu-fleet.podman.yaml" > "$OUT/kube.log" 2>&1
 check "kube play started the pods" test $? = 0
@@ -62,7 +67,7 @@ check "fleetcheck: every module of every pod answers AT" \
   podman run --rm --network "$NET" -e ATEMU_CONTROL_TOKEN="$TOKEN" --entrypoint python3 "$IMAGE" \
     services.py fleetcheck http://atemu-pod-0:8000 http://atemu-pod-1:8000
 for p in atemu-pod-0 atemu-pod-1; do podman logs "$p-atemu" > "$OUT/$p.log" 2>&1; done
-podman kube down "$OUT/atemu-fleet.podman.yaml" >/dev/null 2>&1
+kube_down
 podman network rm "$NET" >/dev/null 2>&1
 check "kube pods torn down" test -z "$(podman pod ps -q --filter name=atemu-pod)"
 fi
