@@ -9,8 +9,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/docker-test}
-PROJECT=atemu-bench-test
-NET=atemu-k8s-test
+RUN=${RUN:-$$}                       # names of this run's containers, networks and pods: no clash with another run
+PROJECT=atemu-bench-test-$RUN
+NET=atemu-k8s-test-$RUN
+SUFFIX=-t$RUN
 IMAGE=${ATEMU_IMAGE:-localhost/atemu:bench}
 TOKEN=test-$RANDOM$RANDOM
 PY=${PY:-.venv/bin/python}
@@ -24,6 +26,16 @@ check() {  # description, command...
 compose() { podman-compose -p "$PROJECT" -f docker/compose.yaml "$@"; }
 
 PARTS=" ${PARTS:-compose kube} "
+KUBE_YAML=$OUT/atemu-fleet.podman.yaml
+rm -f "$KUBE_YAML"
+cleanup() {     # also on Ctrl+C or a timeout: leave nothing of this run behind
+  compose down -v >/dev/null 2>&1
+  podman network rm "${PROJECT}_default" >/dev/null 2>&1      # podman-compose 1.0.3 leaves it
+  if [ -f "$KUBE_YAML" ]; then podman kube down "$KUBE_YAML" >/dev/null 2>&1; fi
+  podman volume rm "atemu-fleet$SUFFIX" >/dev/null 2>&1        # podman 4.3 keeps the ConfigMap's volume
+  podman network rm "$NET" >/dev/null 2>&1
+}
+trap cleanup EXIT
 
 # ---- 1. the compose bench ------------------------------------------------------------------------
 if [[ $PARTS == *" compose "* ]]; then
@@ -44,32 +56,25 @@ check "witness got the Eseye module's message on tele/thing_0001" \
 for s in broker peers atemu; do     # the health checks compose declares, run by hand (no systemd timers here)
   check "health check of $s passes" podman healthcheck run "${PROJECT}_${s}_1"
 done
-compose down -v >/dev/null 2>&1
-podman network rm "${PROJECT}_default" >/dev/null 2>&1      # podman-compose 1.0.3 leaves it
+cleanup
 check "compose bench torn down" test -z "$(podman ps -aq --filter label=io.podman.compose.project=$PROJECT)"
 fi
 
 # ---- 2. the Kubernetes manifests -----------------------------------------------------------------
 if [[ $PARTS == *" kube "* ]]; then
 say "kubernetes: podman kube play docker/k8s/atemu-fleet.yaml, 2 replicas (log: $OUT/kube.log)"
-$PY docker/k8s/for-podman.py docker/k8s/atemu-fleet.yaml --replicas 2 > "$OUT/atemu-fleet.podman.yaml" \
+$PY docker/k8s/for-podman.py docker/k8s/atemu-fleet.yaml --replicas 2 --suffix="$SUFFIX" > "$KUBE_YAML" \
   || { say "FAIL cannot convert the manifest"; exit 1; }
-sed -i "s/change-me-bench-token/$TOKEN/" "$OUT/atemu-fleet.podman.yaml"
-kube_down() {   # podman 4.3 keeps the volume it made from the ConfigMap: remove it, each run starts from the file
-  podman kube down "$OUT/atemu-fleet.podman.yaml" >/dev/null 2>&1
-  podman volume rm atemu-fleet >/dev/null 2>&1
-}
-kube_down
+sed -i "s/change-me-bench-token/$TOKEN/" "$KUBE_YAML"
 podman network exists "$NET" || podman network create "$NET" >/dev/null
-podman kube play --network "$NET" "$OUT/atemu-fleet.podman.yaml" > "$OUT/kube.log" 2>&1
+podman kube play --network "$NET" "$KUBE_YAML" > "$OUT/kube.log" 2>&1
 check "kube play started the pods" test $? = 0
 check "fleetcheck: every module of every pod answers AT" \
   podman run --rm --network "$NET" -e ATEMU_CONTROL_TOKEN="$TOKEN" --entrypoint python3 "$IMAGE" \
-    services.py fleetcheck http://atemu-pod-0:8000 http://atemu-pod-1:8000
-for p in atemu-pod-0 atemu-pod-1; do podman logs "$p-atemu" > "$OUT/$p.log" 2>&1; done
-kube_down
-podman network rm "$NET" >/dev/null 2>&1
-check "kube pods torn down" test -z "$(podman pod ps -q --filter name=atemu-pod)"
+    services.py fleetcheck "http://atemu$SUFFIX-pod-0:8000" "http://atemu$SUFFIX-pod-1:8000"
+for p in "atemu$SUFFIX-pod-0" "atemu$SUFFIX-pod-1"; do podman logs "$p-atemu" > "$OUT/$p.log" 2>&1; done
+cleanup
+check "kube pods torn down" test -z "$(podman pod ps -q --filter name=atemu$SUFFIX-pod)"
 fi
 
 if [ "$fail" = 0 ]; then say "PASSED"; else say "FAILED (logs in $OUT)"; fi

@@ -244,3 +244,10 @@ def test_manifest_for_podman_keeps_the_pod_template(tmp_path):
     vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
     assert vols["fleet"] == {"name": "fleet", "configMap": {"name": "atemu-fleet"}}
     assert vols["certs"] == {"name": "certs", "emptyDir": {}}
+    out = subprocess.run([sys.executable, str(REPO / "docker" / "k8s" / "for-podman.py"),
+                          str(REPO / "docker" / "k8s" / "atemu-fleet.yaml"), "--suffix=-t1"],
+                         capture_output=True, text=True, timeout=60)
+    cm, dep = list(yaml.safe_load_all(out.stdout))
+    assert cm["metadata"]["name"] == "atemu-fleet-t1" and dep["metadata"]["name"] == "atemu-t1"
+    assert {"name": "fleet", "configMap": {"name": "atemu-fleet-t1"}} in dep["spec"]["template"]["spec"]["volumes"]
+    assert dep["spec"]["replicas"] == 3                               # the manifest's own count

@@ -7,7 +7,10 @@ volumes replaced by empty folders, and containerPort lists dropped (podman would
 this machine's own addresses; in Kubernetes they only document the pod). Everything else (image,
 command, ConfigMap files, env, probes) is played as written.
 
-    python3 for-podman.py MANIFEST [--replicas N] > podman.yaml
+    python3 for-podman.py MANIFEST [--replicas N] [--suffix S] > podman.yaml
+
+--suffix appends S to every Deployment and ConfigMap name (and the references to them), so two
+test runs on one machine do not collide: pods are then <name>S-pod-<r>.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ import sys
 import yaml
 
 
-def convert(docs: list[dict], replicas: int | None) -> list[dict]:
+def convert(docs: list[dict], replicas: int | None, suffix: str = "") -> list[dict]:
+    maps = {d["metadata"]["name"] for d in docs if d.get("kind") == "ConfigMap"}
     secrets = {d["metadata"]["name"]: {**(d.get("stringData") or {})} for d in docs if d.get("kind") == "Secret"}
     out = []
     for d in docs:
@@ -28,6 +32,8 @@ def convert(docs: list[dict], replicas: int | None) -> list[dict]:
             d["kind"] = "Deployment"
             for k in ("serviceName", "podManagementPolicy", "volumeClaimTemplates"):
                 d["spec"].pop(k, None)
+        if kind in ("ConfigMap", "StatefulSet", "Deployment"):
+            d["metadata"]["name"] += suffix
         if kind in ("StatefulSet", "Deployment"):
             if replicas is not None:
                 d["spec"]["replicas"] = replicas
@@ -40,6 +46,8 @@ def convert(docs: list[dict], replicas: int | None) -> list[dict]:
                         e.pop("valueFrom")
                         e["value"] = secrets[ref["name"]][ref["key"]]
             for v in pod.get("volumes", []):
+                if "configMap" in v and v["configMap"].get("name") in maps:
+                    v["configMap"]["name"] += suffix
                 if "secret" in v:
                     v.pop("secret")
                     v["emptyDir"] = {}
@@ -51,10 +59,11 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("manifest")
     ap.add_argument("--replicas", type=int)
+    ap.add_argument("--suffix", default="")
     a = ap.parse_args()
     with open(a.manifest) as f:
         docs = [d for d in yaml.safe_load_all(f) if d]
-    yaml.safe_dump_all(convert(docs, a.replicas), sys.stdout, sort_keys=False)
+    yaml.safe_dump_all(convert(docs, a.replicas, a.suffix), sys.stdout, sort_keys=False)
     return 0
 
 
