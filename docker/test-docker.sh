@@ -3,7 +3,8 @@
 #   1. compose: bring the bench up, wait for the host container's exit code, check the broker
 #      received the host's messages (broker log and the witness's copy), tear it down
 #   2. Kubernetes: play docker/k8s/atemu-fleet.yaml with 2 replicas (podman kube play), check that
-#      every module of every pod answers AT through the pod's network name, tear it down
+#      every module of every pod answers AT through the pod's network name; play broker.yaml and
+#      check mosquitto listens; tear it down
 # Needs: CONTAINERS_CONF from podman-setup.sh and the image localhost/atemu:bench (make docker-images).
 # Logs: $OUT (default build/docker-test). PARTS="compose kube" (default) chooses what runs.
 set -uo pipefail
@@ -27,11 +28,14 @@ compose() { podman-compose -p "$PROJECT" -f docker/compose.yaml "$@"; }
 
 PARTS=" ${PARTS:-compose kube} "
 KUBE_YAML=$OUT/atemu-fleet.podman.yaml
-rm -f "$KUBE_YAML"
+BROKER_YAML=$OUT/broker.podman.yaml
+rm -f "$KUBE_YAML" "$BROKER_YAML"
 cleanup() {     # also on Ctrl+C or a timeout: leave nothing of this run behind
   compose down -v >/dev/null 2>&1
   podman network rm "${PROJECT}_default" >/dev/null 2>&1      # podman-compose 1.0.3 leaves it
-  if [ -f "$KUBE_YAML" ]; then podman kube down "$KUBE_YAML" >/dev/null 2>&1; fi
+  for y in "$KUBE_YAML" "$BROKER_YAML"; do
+    if [ -f "$y" ]; then podman kube down "$y" >/dev/null 2>&1; fi
+  done
   podman volume rm "atemu-fleet$SUFFIX" >/dev/null 2>&1        # podman 4.3 keeps the ConfigMap's volume
   podman network rm "$NET" >/dev/null 2>&1
 }
@@ -73,6 +77,13 @@ check "fleetcheck: every module of every pod answers AT" \
   podman run --rm --network "$NET" -e ATEMU_CONTROL_TOKEN="$TOKEN" --entrypoint python3 "$IMAGE" \
     services.py fleetcheck "http://atemu$SUFFIX-pod-0:8000" "http://atemu$SUFFIX-pod-1:8000"
 for p in "atemu$SUFFIX-pod-0" "atemu$SUFFIX-pod-1"; do podman logs "$p-atemu" > "$OUT/$p.log" 2>&1; done
+# the broker manifest: its pod generates a PKI (no Secret under podman) and listens with TLS
+$PY docker/k8s/for-podman.py docker/k8s/broker.yaml --suffix="$SUFFIX" > "$BROKER_YAML"
+podman kube play --network "$NET" "$BROKER_YAML" >> "$OUT/kube.log" 2>&1
+check "broker manifest: mosquitto listens on 8883" \
+  podman run --rm --network "$NET" --entrypoint bash "$IMAGE" -c \
+    "for i in \$(seq 60); do python3 services.py health tcp broker$SUFFIX-pod-0 8883 && exit 0; sleep 1; done; exit 1"
+podman logs "broker$SUFFIX-pod-0-mosquitto" > "$OUT/broker-pod.log" 2>&1
 cleanup
 check "kube pods torn down" test -z "$(podman pod ps -q --filter name=atemu$SUFFIX-pod)"
 fi

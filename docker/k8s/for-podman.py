@@ -3,7 +3,7 @@
 podman plays Pods, Deployments and ConfigMaps; it has no StatefulSet, Service or Secret kinds. So:
 StatefulSet -> Deployment (same pod template), Services dropped (the test reaches pods by name on
 a podman network), Secrets dropped and each secretKeyRef replaced by the Secret's value, secret
-volumes replaced by empty folders, and containerPort lists dropped (podman would publish them on
+volumes replaced by empty writable folders, and containerPort lists dropped (podman would publish them on
 this machine's own addresses; in Kubernetes they only document the pod). Everything else (image,
 command, ConfigMap files, env, probes) is played as written.
 
@@ -38,8 +38,12 @@ def convert(docs: list[dict], replicas: int | None, suffix: str = "") -> list[di
             if replicas is not None:
                 d["spec"]["replicas"] = replicas
             pod = d["spec"]["template"]["spec"]
+            emptied = {v["name"] for v in pod.get("volumes", []) if "secret" in v}
             for c in pod.get("containers", []):
                 c.pop("ports", None)
+                for vm in c.get("volumeMounts", []):
+                    if vm["name"] in emptied:
+                        vm.pop("readOnly", None)      # an empty folder the pod may fill (the broker's PKI)
                 for e in c.get("env", []):
                     ref = (e.get("valueFrom") or {}).get("secretKeyRef")
                     if ref:
