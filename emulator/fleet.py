@@ -349,6 +349,7 @@ def cmd_fleet(args: Any, die: Any) -> int:
             make_world(m)                  # a bad world is one line before anything listens
     except (FleetError, WorldError) as e:
         die(str(e))
+    _raise_nofile(len(spec.modules))
     if args.check:
         for m in spec.modules:
             scheme = "socket" if m.transport == "tcp" else m.transport
@@ -358,6 +359,23 @@ def cmd_fleet(args: Any, die: Any) -> int:
         return asyncio.run(_serve(spec, args, die))
     except KeyboardInterrupt:
         return 130
+
+
+def _raise_nofile(modules: int) -> None:
+    """A module needs a listening socket, its host's connection and its own sockets: lift the soft
+    open-files limit (often 1024) towards the hard one so a 500-module fleet does not hit EMFILE."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 8 * modules + 256
+        if soft != resource.RLIM_INFINITY and soft < want:
+            new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            if new < want:
+                log.warning("open files limited to %d (hard limit); %d modules may need %d: raise it with "
+                            "ulimit -Hn", new, modules, want)
+    except (ImportError, ValueError, OSError):
+        pass
 
 
 async def _serve(spec: FleetSpec, args: Any, die: Any) -> int:
