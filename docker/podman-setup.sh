@@ -7,7 +7,9 @@
 #    - cgroup_manager cgroupfs and a file events log when there is no systemd (containers, CI);
 #    - runc when crun refuses the cgroup layout (crun does not run on hybrid cgroup v1 + v2);
 #    - ulimits no higher than this process may set (podman's defaults, nofile 1048576, fail
-#      with "setrlimit: operation not permitted" where CAP_SYS_RESOURCE is missing).
+#      with "setrlimit: operation not permitted" where CAP_SYS_RESOURCE is missing);
+#    then checks that containers on a private network find each other by name.
+# Exit status 1 (and one line why) when containers cannot run here.
 # Messages go to stderr; stdout carries only the export line.
 set -eu
 OUT=${1:?usage: podman-setup.sh OUTDIR}
@@ -62,6 +64,16 @@ for rt in "" runc; do
 done
 if [ -z "$ok" ]; then
   say "containers do not start on this machine: $err"
+  exit 1
+fi
+# the bench's services find each other by name: a private network with DNS (netavark + aardvark-dns)
+probe=atemu-probe-$$
+podman network create "$probe" >/dev/null 2>&1
+err=$(podman run --rm --network "$probe" --name "$probe" "$BASE" \
+        python3 -c "import socket; socket.gethostbyname('$probe')" 2>&1) || ok=""
+podman network rm -f "$probe" >/dev/null 2>&1
+if [ -z "$ok" ]; then
+  say "containers run, but not on a private network with names (netavark/aardvark-dns): $err"
   exit 1
 fi
 say "containers run with $(grep -v '^#' "$CONF" | grep '=' | tr '\n' ' ')"
