@@ -218,7 +218,7 @@ def make_world(m: ModuleSpec):
 
 
 class Fleet:
-    """The running fleet: modules, their transports and handles (for the control plane)."""
+    """The running fleet: one :class:`emulator.api.ModuleHandle` per module (what the control plane lists)."""
 
     def __init__(self, spec: FleetSpec, *, state_dir: str | Path | None = None, log_dir: str | Path | None = None,
                  observers: list | None = None):
@@ -226,55 +226,29 @@ class Fleet:
         self.state_dir = Path(state_dir) if state_dir else None
         self.log_dir = Path(log_dir) if log_dir else None
         self.observers = observers or []
-        self.running: list[tuple[Any, Any, Any]] = []     # (module, transport, transcript)
         self.handles: dict[str, Any] = {}
 
     async def start(self) -> None:
         """Start every module; on any failure stop those already started and re-raise."""
         from . import api
-        from .module import Module
-        from .profile import find_profile
         from .state import default_state_dir
-        from .transcript import JsonlTranscript
-        from .uart import Rfc2217Transport, TcpTransport
         worlds = [make_world(m) for m in self.spec.modules]   # every world error before anything listens
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             for m, world in zip(self.spec.modules, worlds):
-                cls = find_profile(m.profile)
-                sd = (self.state_dir / m.name) if self.state_dir else default_state_dir(m.name)
-                module = Module(cls, world=world, state_dir=sd, baud=m.baud, pacing=m.pacing, name=m.name)
-                tr_cls = Rfc2217Transport if m.transport == "rfc2217" else TcpTransport
-                transport = tr_cls(module, m.host, m.port)
-                transcript = None
-                if self.log_dir is not None:
-                    transcript = JsonlTranscript(self.log_dir / f"{m.name}.jsonl",
-                                                 meta={"profile": cls.name, "baud": module.baud, "module": m.name})
-                    module.observers.append(transcript)
-                module.observers.extend(self.observers)
-                self.running.append((module, transport, transcript))
-                await transport.start()
-                await module.start()
-                self.handles[m.name] = api.wrap(module, transport)
+                self.handles[m.name] = await api.astart(
+                    m.profile, world=world, transport=m.transport, host=m.host, tcp_port=m.port, name=m.name,
+                    state_dir=(self.state_dir / m.name) if self.state_dir else default_state_dir(m.name),
+                    pacing=m.pacing, baud=m.baud, observers=self.observers,
+                    log=(self.log_dir / f"{m.name}.jsonl") if self.log_dir is not None else None)
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
-        from . import api
-        for module, transport, transcript in reversed(self.running):
-            try:
-                await transport.stop()
-            finally:
-                await module.stop()
-                if transcript is not None:
-                    transcript.close()
-        with api._lock:
-            for name, h in self.handles.items():
-                if api.RUNNING.get(name) is h:
-                    del api.RUNNING[name]
-        self.running.clear()
+        for h in reversed(list(self.handles.values())):
+            await h.aclose()
         self.handles.clear()
 
 
@@ -379,6 +353,7 @@ def _raise_nofile(modules: int) -> None:
 
 
 async def _serve(spec: FleetSpec, args: Any, die: Any) -> int:
+    from . import api
     from .control import ControlError, ControlServer
     from .uart import TransportError, parse_hostport
     from .world import WorldError
@@ -389,7 +364,7 @@ async def _serve(spec: FleetSpec, args: Any, die: Any) -> int:
     fleet = Fleet(spec, state_dir=args.state_dir, log_dir=args.log_dir, observers=observers)
     try:
         await fleet.start()
-    except (TransportError, WorldError) as e:
+    except (TransportError, WorldError, api.ApiError) as e:
         die(str(e))
     except OSError as e:
         die(f"{e.filename or 'state or log folder'}: {e.strerror or e}; pass --state-dir/--log-dir folders you can write")

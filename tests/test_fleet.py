@@ -192,15 +192,18 @@ def test_fleet_check_and_one_line_errors(tmp_path):
 
 
 def test_fleet_port_in_use_is_one_line_and_nothing_stays_up(tmp_path):
+    fleet = tmp_path / "fleet.yaml"
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        r = run("--profile", "eseye", "--count", "2", "--tcp", f"127.0.0.1:{port - 1}",
-                "--state-dir", str(tmp_path / "st"))
+        # the first module starts (any free port), the second finds its port taken: the first is stopped again
+        fleet.write_text(f"modules:\n  - {{profile: eseye, name: first}}\n  - {{profile: ti, port: {port}}}\n")
+        r = run(str(fleet), "--state-dir", str(tmp_path / "st"))
         assert r.returncode == 2
         assert r.stderr.strip() == (f"atemu: error: port 127.0.0.1:{port} is already in use; "
                                     "pick another port or stop the program using it")
+        assert r.stdout == ""                                           # nothing announced as ready
 
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
