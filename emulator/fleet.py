@@ -77,16 +77,11 @@ def _merge(base: Any, over: Any) -> Any:
 
 
 def _read_yaml(path: Path, what: str) -> Any:
+    from .world import WorldError, read_yaml
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise FleetError(f"{what} {path}: cannot read it ({e.strerror})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise FleetError(f"{what} {path}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
+        return read_yaml(path, what)
+    except WorldError as e:
+        raise FleetError(str(e)) from None
 
 
 def _world_ref(ref: Any, base: Path, where: str) -> tuple[dict, Path | None, Path | None]:
