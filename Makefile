@@ -75,9 +75,14 @@ docker/wheels/.stamp: pyproject.toml | $(PY)
 	@$(PY) -m pip wheel -q -w docker/wheels . 'setuptools>=68' wheel
 	@touch $@
 
+# the image a previous build left untagged is removed, so repeated CI runs do not fill the disk
 docker-images: podman-setup docker/wheels/.stamp
-	$(WITH_PODMAN) podman build -q --network none -f docker/Dockerfile --build-arg BASE=$(ATEMU_BASE) \
-	  -t localhost/atemu:bench .
+	@export $(WITH_PODMAN); old=$$(podman image inspect -f '{{.Id}}' localhost/atemu:bench 2>/dev/null); \
+	  echo "make: podman build localhost/atemu:bench (offline, on $(ATEMU_BASE))"; \
+	  podman build -q --network none -f docker/Dockerfile --build-arg BASE=$(ATEMU_BASE) \
+	    -t localhost/atemu:bench . >/dev/null || exit 1; \
+	  new=$$(podman image inspect -f '{{.Id}}' localhost/atemu:bench); \
+	  if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then podman rmi "$$old" >/dev/null 2>&1 || true; fi
 
 test-docker: docker-images install
 	$(WITH_PODMAN) PY=$(PY) docker/test-docker.sh
