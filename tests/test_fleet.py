@@ -131,12 +131,24 @@ def test_fleet_file_mixed_groups_overrides_one_control_api(tmp_path):
 
 
 def test_fleet_flags_consecutive_ports_and_transcripts(tmp_path):
-    with socket.socket() as probe:                                      # a free block of 3 ports, most likely
-        probe.bind(("127.0.0.1", 0))
-        base = probe.getsockname()[1]
-    base = min(base, 65000)
-    f = Fleet("--profile", "ti-simplelink", "--count", "3", "--tcp", f"127.0.0.1:{base}", "--name", "ti",
-              "--no-pacing", "--state-dir", str(tmp_path / "st"), "--log-dir", str(tmp_path / "logs"))
+    import random
+    for attempt in range(10):     # a block of 3 free ports below the ephemeral range (other tests' connections)
+        base = random.randrange(20000, 30000)
+        try:
+            for p in range(base, base + 3):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        try:
+            f = Fleet("--profile", "ti-simplelink", "--count", "3", "--tcp", f"127.0.0.1:{base}", "--name", "ti",
+                      "--no-pacing", "--state-dir", str(tmp_path / "st"), "--log-dir", str(tmp_path / "logs"))
+            break
+        except RuntimeError as e:
+            if "already in use" not in str(e):
+                raise
+    else:
+        raise AssertionError("no block of 3 free ports found")
     try:
         assert f.ports == {f"ti-{i}": f"socket://127.0.0.1:{base + i}" for i in range(3)}
         s = serial.serial_for_url(f.ports["ti-2"], timeout=0.2)
