@@ -40,6 +40,7 @@ cleanup() {     # also on Ctrl+C or a timeout: leave nothing of this run behind
   podman network rm "$NET" >/dev/null 2>&1
 }
 trap cleanup EXIT
+trap "exit 143" TERM INT     # so the EXIT trap cleans up after a timeout or Ctrl+C too
 
 # ---- 1. the compose bench ------------------------------------------------------------------------
 if [[ $PARTS == *" compose "* ]]; then
