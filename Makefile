@@ -4,6 +4,7 @@
 # and for the project's own checks:
 #   make bench  benchmarks (make bench-quick: a small run)
 #   make soak   one module under mixed load for SOAK_SECONDS (default 600), RSS sampled
+#   make test-docker   the compose bench and Kubernetes manifests, for real, with rootful podman
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -13,7 +14,7 @@ SOAK_SECONDS ?= 600
 SUDO   := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo)
 APT_UPDATED := /tmp/.atemu-apt-updated
 
-.PHONY: run install test test-deps bench bench-quick soak fuzz clean
+.PHONY: run install test test-deps bench bench-quick soak fuzz clean podman-setup docker-images test-docker
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -74,4 +75,35 @@ soak: $(VENV)/.atemu-test-installed
 	$(PY) tests/bench/soak.py --seconds $(SOAK_SECONDS) --out bench-results
 
 clean:
-	rm -rf $(VENV) build *.egg-info bench-results .pytest_cache
+	rm -rf $(VENV) build *.egg-info bench-results .pytest_cache docker/wheels/*.whl
+
+# ---- containers (podman, no registry needed) ----------------------------------------------------
+# podman-setup: Debian packages, the local base image (mmdebstrap, cached in $(ATEMU_CACHE)), and a
+# containers.conf fitted to this machine (cgroupfs without systemd, runc on hybrid cgroups, ulimits
+# the machine allows). docker-images: wheels from the PyPI mirror into docker/wheels, then an offline
+# image build on the local base. test-docker: docker/test-docker.sh (compose bench + kube play).
+ATEMU_CACHE ?= /var/cache/atemu
+PODMAN_CONF := build/podman
+WITH_PODMAN := CONTAINERS_CONF=$(CURDIR)/$(PODMAN_CONF)/containers.conf
+ATEMU_BASE  ?= localhost/atemu-base:bookworm
+
+podman-setup:
+	@ATEMU_CACHE=$(ATEMU_CACHE) docker/podman-setup.sh $(PODMAN_CONF) >/dev/null
+
+docker/wheels/.stamp: pyproject.toml | $(PY)
+	@echo "make: wheels for the image into docker/wheels"
+	@rm -f docker/wheels/*.whl
+	@$(PY) -m pip wheel -q -w docker/wheels . 'setuptools>=68' wheel
+	@touch $@
+
+# the image a previous build left untagged is removed, so repeated CI runs do not fill the disk
+docker-images: podman-setup docker/wheels/.stamp
+	@export $(WITH_PODMAN); old=$$(podman image inspect -f '{{.Id}}' localhost/atemu:bench 2>/dev/null); \
+	  echo "make: podman build localhost/atemu:bench (offline, on $(ATEMU_BASE))"; \
+	  podman build -q --network none -f docker/Dockerfile --build-arg BASE=$(ATEMU_BASE) \
+	    -t localhost/atemu:bench . >/dev/null || exit 1; \
+	  new=$$(podman image inspect -f '{{.Id}}' localhost/atemu:bench); \
+	  if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then podman rmi "$$old" >/dev/null 2>&1 || true; fi
+
+test-docker: docker-images install
+	$(WITH_PODMAN) PY=$(PY) docker/test-docker.sh

@@ -312,10 +312,15 @@ class ModuleHandle:
 async def astart(profile: str, *, world: World | dict | str | Path | None = None, transport: str = "inproc",
                  state_dir: str | Path | None = None, pacing: bool = False, baud: int | None = None,
                  name: str | None = None, pty_path: str | Path | None = None, tcp_port: int = 0,
-                 log: str | Path | None = None) -> ModuleHandle:
-    """Start a module on the running loop and return its handle."""
+                 log: str | Path | None = None, host: str = "127.0.0.1",
+                 observers: list[Callable[[dict], None]] | None = None) -> ModuleHandle:
+    """Start a module on the running loop and return its handle.
+
+    ``transport``: ``inproc``, ``pty`` (at ``pty_path``), ``tcp`` or ``rfc2217`` (on ``host``:``tcp_port``).
+    ``observers`` see every record from the boot on.
+    """
     from .transcript import JsonlTranscript
-    from .uart import PtyTransport, TcpTransport
+    from .uart import PtyTransport, Rfc2217Transport, TcpTransport
     try:
         cls = find_profile(profile)
     except KeyError as e:
@@ -336,16 +341,19 @@ async def astart(profile: str, *, world: World | dict | str | Path | None = None
     if transport == "pty":
         tr = PtyTransport(module, pty_path)
     elif transport == "tcp":
-        tr = TcpTransport(module, "127.0.0.1", tcp_port)
+        tr = TcpTransport(module, host, tcp_port)
+    elif transport == "rfc2217":
+        tr = Rfc2217Transport(module, host, tcp_port)
     elif transport == "inproc":
         tr = None
     else:
-        raise ApiError(f"unknown transport {transport!r}; use 'pty', 'tcp' or 'inproc'")
+        raise ApiError(f"unknown transport {transport!r}; use 'pty', 'tcp', 'rfc2217' or 'inproc'")
     h = ModuleHandle(module, loop=asyncio.get_running_loop(), transport=tr)
     h._tmp = tmp
     if log is not None:
         h._log = JsonlTranscript(log, meta={"profile": cls.name, "baud": module.baud, "module": name})
         module.observers.append(h._log)
+    module.observers.extend(observers or [])
     if tr is None:
         h.inproc = InprocPort()
         module.attach(h.inproc)

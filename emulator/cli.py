@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("file", help="JSON-lines transcript")
     cv.add_argument("--profile", help="profile (default: the one recorded in the file)")
     cv.add_argument("--json", action="store_true")
+
+    from .fleet import add_parser as _add_fleet_parser   # atemu fleet: emulator/fleet.py
+    _add_fleet_parser(sub)
     return p
 
 
@@ -112,6 +115,9 @@ def _main(argv: list[str] | None = None) -> int:
         return cmd_describe(args)
     if args.cmd == "run":
         return cmd_run(args)
+    if args.cmd == "fleet":
+        from .fleet import cmd_fleet
+        return cmd_fleet(args, _die)
     if args.cmd in ("replay", "proxy", "coverage"):
         from . import transcript
         from .uart import TransportError

@@ -20,6 +20,21 @@ class WorldError(Exception):
     """A world file problem, with a one-line message that says where and what to do."""
 
 
+def read_yaml(path: str | Path, what: str = "world file") -> Any:
+    """A YAML file's document; WorldError (one line: the file, the line, the problem) when unreadable."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise WorldError(f"{what} {p}: cannot read it ({e.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise WorldError(f"{what} {p}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
+
+
 SECURITIES = ("open", "wep", "wpa", "wpa2", "wpa3", "wpa2-wpa3", "wpa-wpa2", "wpa2-enterprise")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
@@ -125,17 +140,7 @@ class World:
     @classmethod
     def load(cls, path: str | Path) -> "World":
         p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as e:
-            raise WorldError(f"world file {p}: cannot read it ({e.strerror})") from None
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise WorldError(f"world file {p}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
-        return cls.from_dict(doc or {}, base=p.parent, source=p)
+        return cls.from_dict(read_yaml(p) or {}, base=p.parent, source=p)
 
     @classmethod
     def from_dict(cls, doc: Any, base: Path | None = None, source: Path | None = None) -> "World":
