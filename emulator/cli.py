@@ -11,13 +11,14 @@ import shutil
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 
 log = logging.getLogger("atemu")
 
 
-def _die(msg: str, code: int = 2) -> "NoReturn":  # type: ignore[name-defined]
+def _die(msg: str, code: int = 2) -> NoReturn:
     print(f"atemu: error: {msg}", file=sys.stderr)
     raise SystemExit(code)
 
@@ -25,7 +26,7 @@ def _die(msg: str, code: int = 2) -> "NoReturn":  # type: ignore[name-defined]
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes are one line, like every other atemu error."""
 
-    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]
+    def error(self, message: str) -> NoReturn:
         _die(f"{message} (see '{self.prog} --help')")
 
 

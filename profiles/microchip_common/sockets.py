@@ -366,15 +366,22 @@ class SocketCommands:
         s = self._sock(sid)
         if data is not None and length == 0:
             raise CmdError("param", message="inline data needs its length")
+        self._check_sendable(s)
+        if s.proto == 2 and length == 0 and data is None:
+            await self._tcp_stream(ctx, s)
+            return
+        await self._send_payload(sid, s, await self._payload(ctx, length, data))
+
+    def _check_sendable(self, s: Sock) -> None:
+        """AT+SOCKWR's state check: a connected TCP socket, or a UDP socket with a destination."""
         if s.proto == 2:
             if s.conn is None or s.conn.closed or s.upgrading:
                 raise self.fail(E_STATE, "socket is not connected")
         elif s.udp is None or s.udp.remote is None:
             raise self.fail(E_STATE, "no destination (use AT+SOCKBR or AT+SOCKWRTO)")
-        if s.proto == 2 and length == 0 and data is None:
-            await self._tcp_stream(ctx, s)
-            return
-        payload = await self._payload(ctx, length, data)
+
+    async def _send_payload(self, sid: int, s: Sock, payload: bytes) -> None:
+        """Send AT+SOCKWR's payload: queued on TCP, one datagram on UDP."""
         if s.proto == 2:
             await self._tcp_send(s, payload)
             return

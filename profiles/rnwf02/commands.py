@@ -18,7 +18,7 @@ from emulator.grammar import Bytes, Data, Form, Int, Str
 from emulator.net.errors import NetError
 from emulator.profile import CmdError, command
 
-from profiles.microchip_common.common import (E_STATE, E_SOCKET, E_DATA, E_CERT, E_BUSY, NET_CODES,
+from profiles.microchip_common.common import (E_STATE, E_DATA, E_CERT, E_BUSY, NET_CODES,
                                                arg_bytes, sfx, log, text_arg, valid_material)
 from profiles.microchip_common.mqtt import MqttCommands, _topic
 from profiles.microchip_common.sockets import SocketCommands, Sock
@@ -451,21 +451,8 @@ class RnwfCommands:
              doc="Send on a connected socket; without DATA the module prompts '#' and takes LENGTH raw bytes")
     async def sockwr(self, ctx, sid: int, length: int, data: bytes | None) -> None:
         s = self._sock(sid)
-        if s.proto == 2:
-            if s.conn is None or s.conn.closed or s.upgrading:
-                raise self.fail(E_STATE, "socket is not connected")
-        elif s.udp is None or s.udp.remote is None:
-            raise self.fail(E_STATE, "no destination (use AT+SOCKBR or AT+SOCKWRTO)")
-        payload = await self._payload(ctx, length, data)
-        if s.proto == 2:
-            await self._tcp_send(s, payload)
-            return
-        if self.socks.get(sid) is not s:
-            raise self.fail(E_SOCKET, "socket closed meanwhile")
-        try:
-            s.udp.sendto(payload)
-        except NetError as e:
-            raise self.fail(E_SOCKET, str(e)) from None
+        self._check_sendable(s)
+        await self._send_payload(sid, s, await self._payload(ctx, length, data))
 
     @command("+SOCKBM", Form.WRITE, Int("SOCK_ID", 1, 65535), Str("MCAST_ADDR", quoted=None, min_len=1, max_len=64),
              Int("MCAST_PORT", 1, 65535), family="socket",
