@@ -661,6 +661,7 @@ class QuectelBase(Profile):
         self.dhcp = enable
         if self.sta_up and self.sta_ap is not None:
             self._apply_addressing(self.sta_ap)
+            self._station_check()
 
     @command("+QSTADHCP", Form.READ, family="wifi")
     async def qstadhcp_read(self, ctx: Ctx) -> None:
@@ -692,6 +693,7 @@ class QuectelBase(Profile):
         self.dhcp = 0
         if self.sta_up and self.sta_ap is not None:
             self._apply_addressing(self.sta_ap)
+            self._station_check()
 
     @command("+QSTASTOP", Form.EXEC, family="wifi", doc="Stop the station")
     async def qstastop(self, ctx: Ctx) -> None:
@@ -925,6 +927,18 @@ class QuectelBase(Profile):
         self._sta_down(reason)
         self.module.urc("+QSTASTAT: WLAN_DISCONNECTED")
         self._network_gone(via_ap=False)
+        self._station_check()
+
+    def _station_check(self) -> None:
+        """The station is down or has no address: tell the mixins that hold links over it (MQTT:
+        +QMTSTAT 7). Event-driven: every path that takes the station down ends here."""
+        if self.wifi_connected():
+            return
+        for hook in getattr(self, "_station_lost_hooks", ()):
+            try:
+                hook()
+            except Exception:  # pragma: no cover - defensive
+                log.exception("station-lost hook failed")
 
     def _network_gone(self, via_ap: bool) -> None:
         for s in list(self.socks.values()):
