@@ -173,6 +173,17 @@ def unwatch_air(world: World, key: Any) -> None:
     world.air_watchers.pop(key, None)
 
 
+async def air_change(world: World, wake: asyncio.Event | None = None) -> None:
+    """Return once the world's access points change (or ``wake`` is set): how a station notices its
+    AP leaving the air without polling :func:`on_air`."""
+    ev = wake if wake is not None else asyncio.Event()
+    watch_air(world, ev, ev.set)
+    try:
+        await ev.wait()
+    finally:
+        unwatch_air(world, ev)
+
+
 def host_ap(world: World, ap: AccessPoint, owner: ApOwner) -> None:
     """Put ``ap`` on the air as a soft AP of ``owner`` (call from the owner's loop)."""
     _registry(world)[id(ap)] = _Hosted(ap, owner, asyncio.get_running_loop())
