@@ -414,6 +414,8 @@ async def _scale(kind: Any, n: int, seconds: float, interval: float, arr: Arriva
     t_up = time.perf_counter() - t_start
     live = [x for x in ups if x is not None]
     after_rss = rss()
+    import gc
+    gc.collect()   # steady state: the bring-up's one full collection (its survivors) happens before the window
     if os.environ.get("ATEMU_BENCH_GC_FREEZE"):   # experiment: long-lived objects out of the cyclic GC
         import gc
         gc.collect()
