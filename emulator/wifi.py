@@ -162,6 +162,28 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable, *args: Any) -> Non
         pass
 
 
+def watch_air(world: World, key: Any, fn: Callable[[], None]) -> None:
+    """Call ``fn()`` on the caller's loop whenever the world's access points change (one watcher per
+    ``key``; replaces an earlier one). Event-driven replacement for polling :func:`on_air`."""
+    loop = asyncio.get_running_loop()
+    world.air_watchers[key] = lambda: _call_soon(loop, fn)
+
+
+def unwatch_air(world: World, key: Any) -> None:
+    world.air_watchers.pop(key, None)
+
+
+async def air_change(world: World, wake: asyncio.Event | None = None) -> None:
+    """Return once the world's access points change (or ``wake`` is set): how a station notices its
+    AP leaving the air without polling :func:`on_air`."""
+    ev = wake if wake is not None else asyncio.Event()
+    watch_air(world, ev, ev.set)
+    try:
+        await ev.wait()
+    finally:
+        unwatch_air(world, ev)
+
+
 def host_ap(world: World, ap: AccessPoint, owner: ApOwner) -> None:
     """Put ``ap`` on the air as a soft AP of ``owner`` (call from the owner's loop)."""
     _registry(world)[id(ap)] = _Hosted(ap, owner, asyncio.get_running_loop())

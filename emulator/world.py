@@ -111,6 +111,37 @@ class Aws:
         return 8883
 
 
+class AirList(list):
+    """The world's access points: a list that tells the world's air watchers (``emulator.wifi.watch_air``)
+    when it changes, however it is changed (control plane, faults, a soft AP going down, a test's
+    ``access_points.clear()``), so no module has to poll the air."""
+
+    def __init__(self, items=(), on_change=None):
+        super().__init__(items)
+        self._on_change = on_change
+
+    def _changed(self) -> None:
+        fn = getattr(self, "_on_change", None)
+        if fn is not None:
+            fn()
+
+
+def _notifying(name: str):
+    base = getattr(list, name)
+
+    def method(self, *args, **kwargs):
+        result = base(self, *args, **kwargs)
+        self._changed()
+        return result
+    method.__name__ = name
+    return method
+
+
+for _name in ("append", "extend", "insert", "remove", "pop", "clear", "sort", "reverse",
+              "__setitem__", "__delitem__", "__iadd__"):
+    setattr(AirList, _name, _notifying(_name))
+
+
 @dataclass
 class World:
     network: Network = field(default_factory=Network)
@@ -126,6 +157,17 @@ class World:
         #: soft APs hosted by emulated modules (``emulator.wifi.host_ap``), keyed by the AP's identity;
         #: run-time state, not a dataclass field, so it never reaches a world file
         self.hosted_aps: dict[int, Any] = {}
+        #: who hears that the set of access points on the air changed (``emulator.wifi.watch_air``)
+        self.air_watchers: dict[Any, Any] = {}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "access_points" and not isinstance(value, AirList):
+            value = AirList(value, self._air_changed)
+        super().__setattr__(name, value)
+
+    def _air_changed(self) -> None:
+        for notify in list(getattr(self, "air_watchers", {}).values()):
+            notify()
 
     @classmethod
     def default(cls) -> "World":

@@ -489,6 +489,20 @@ def test_wifi_loss_drops_the_session(emu, mosquitto, mqtt_probe):
     assert emu.cmd("AT+QMTCONN?") == b"\r\nOK\r\n"
 
 
+def test_ap_leaving_the_air_drops_the_session(emu, mosquitto, mqtt_probe):
+    """Nobody tells the module: the world's access-point list changes and the station hears it."""
+    probe = mqtt_probe(mosquitto)
+    probe.subscribe("gone/#")
+    assert emu.cmd('AT+QMTCFG="will",0,1,0,0,"gone/dev1","bye"') == b"\r\nOK\r\n"
+    open_conn(emu, mosquitto.port)
+    emu.sync(lambda: emu.world.access_points.clear())
+    got = expect_all(emu, r"\+QSTASTAT: WLAN_DISCONNECTED\r\n", r"\+QMTSTAT: 0,7\r\n", timeout=3)
+    assert got.index(b"WLAN_DISCONNECTED") < got.index(b"+QMTSTAT: 0,7")
+    assert got.count(b"+QMTSTAT") == 1
+    assert emu.cmd("AT+QMTCONN?") == b"\r\nOK\r\n"
+    assert probe.wait_for("gone/dev1", timeout=5) == (b"bye", 0, False)   # the link really died (no DISCONNECT)
+
+
 def test_mqtt31_persistent_session_keeps_subscriptions(emu, mosquitto, mqtt_probe):
     probe = mqtt_probe(mosquitto)
     assert emu.cmd('AT+QMTCFG="version",2,3') == b"\r\nOK\r\n"

@@ -167,7 +167,7 @@ class WlanCommands:
             self.sta_ip = (assoc.lease or wifi.Lease.from_ap(ap)).ip
             self._aec_got_ip(self.sta_ip)
             while self.sta_state == 2:
-                await asyncio.sleep(0.2)
+                await wifi.air_change(self.module.world)     # no polling: the world says when the air changes
                 if self.sta_state == 2 and not wifi.on_air(self.module.world, ap):
                     self._sta_task = None
                     self._stop_sta(silent=False)

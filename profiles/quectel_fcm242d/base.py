@@ -389,7 +389,6 @@ class QuectelBase(Profile):
         self.ap_static: tuple[str, str, str, str] | None = None
         self.dns_cfg: tuple[str, str] | None = None
         self._join_task: asyncio.Task | None = None
-        self._poll_task: asyncio.Task | None = None
         # general
         self.urc_pin = (0, 120)
         self.sclk = (0, 1)
@@ -458,9 +457,8 @@ class QuectelBase(Profile):
                 await hook()
             except Exception as e:  # noqa: BLE001
                 log.warning("teardown hook failed: %s", e)
-        for t in (self._join_task, self._poll_task):
-            if t is not None:
-                t.cancel()
+        if self._join_task is not None:
+            self._join_task.cancel()
         if self.sta_up:
             self._sta_down()
         for s in list(self.socks.values()):
@@ -661,6 +659,7 @@ class QuectelBase(Profile):
         self.dhcp = enable
         if self.sta_up and self.sta_ap is not None:
             self._apply_addressing(self.sta_ap)
+            self._station_check()
 
     @command("+QSTADHCP", Form.READ, family="wifi")
     async def qstadhcp_read(self, ctx: Ctx) -> None:
@@ -692,6 +691,7 @@ class QuectelBase(Profile):
         self.dhcp = 0
         if self.sta_up and self.sta_ap is not None:
             self._apply_addressing(self.sta_ap)
+            self._station_check()
 
     @command("+QSTASTOP", Form.EXEC, family="wifi", doc="Stop the station")
     async def qstastop(self, ctx: Ctx) -> None:
@@ -889,8 +889,7 @@ class QuectelBase(Profile):
         self.module.urc("+QSTASTAT: WLAN_CONNECTED")
         if self._apply_addressing(ap):
             self.module.urc("+QSTASTAT: GOT_IP")
-        if self._poll_task is None or self._poll_task.done():
-            self._poll_task = self.module.spawn(self._poll_air())
+        wifi.watch_air(self.module.world, id(self), self.world_changed)   # the AP leaving the air: _link_down
 
     def _apply_addressing(self, ap: AccessPoint) -> bool:
         if self.dhcp:
@@ -910,6 +909,7 @@ class QuectelBase(Profile):
         self.sta_ip = ("0.0.0.0",) * 4
         self._ap_lease = None
         station, self._station = self._station, None
+        wifi.unwatch_air(self.module.world, id(self))
         wifi.disassociate(self.module.world, ap, station, reason)   # a hosted soft AP hears we left
 
     def world_changed(self, change: dict | None = None) -> None:
@@ -925,6 +925,18 @@ class QuectelBase(Profile):
         self._sta_down(reason)
         self.module.urc("+QSTASTAT: WLAN_DISCONNECTED")
         self._network_gone(via_ap=False)
+        self._station_check()
+
+    def _station_check(self) -> None:
+        """The station is down or has no address: tell the mixins that hold links over it (MQTT:
+        +QMTSTAT 7). Event-driven: every path that takes the station down ends here."""
+        if self.wifi_connected():
+            return
+        for hook in getattr(self, "_station_lost_hooks", ()):
+            try:
+                hook()
+            except Exception:  # pragma: no cover - defensive
+                log.exception("station-lost hook failed")
 
     def _network_gone(self, via_ap: bool) -> None:
         for s in list(self.socks.values()):
@@ -953,11 +965,6 @@ class QuectelBase(Profile):
             "last_error": self.last_err,
             "files_open": {str(h): f[0] for h, f in self.files.items()},
         }
-
-    async def _poll_air(self) -> None:
-        while self.sta_up:
-            await asyncio.sleep(0.5)
-            self.world_changed()
 
     # ==== TCP/IP ================================================================================
     def _err(self, code: int, msg: str = "") -> CmdError:

@@ -43,9 +43,6 @@ PUB_INPUT_TIMEOUT = 60.0
 PUB_EXTRA_GAP = 0.02
 #: seconds QMTOPEN waits for the TCP connection and TLS handshake
 OPEN_TIMEOUT = 60.0
-#: how often a connected client checks that the station is still up (seconds)
-WIFI_POLL = 0.25
-
 DEVIATIONS_MQTT = [
     "M1 (no item; design): AT+QMTOPEN opens the client's real TCP connection (world DNS, fault injection, plus "
     "the TLS handshake verified per the QSSLCFG context when \"ssl\" is on) and AT+QMTCONN sends CONNECT on that "
@@ -85,7 +82,8 @@ DEVIATIONS_MQTT = [
     "<access_key> as password. Username/password given to QMTCONN win.",
     "M13: a QMTCFG key with only <client_idx> queries: +QMTCFG: \"<key>\",<values...>.",
     "M14: losing Wi-Fi (AT+QSTASTOP, the AP leaving the air, deauth) drops every opened or connected MQTT client "
-    "with +QMTSTAT: <idx>,7 (the link is not alive) within 0.25 s.",
+    "with +QMTSTAT: <idx>,7 (the link is not alive) at once, right after +QSTASTAT: WLAN_DISCONNECTED (a client "
+    "whose QMTOPEN was in progress gets it right after its +QMTOPEN: <idx>,0).",
     "M15: messages of a stored session (\"session\" 0) that the broker sends right after CONNACK are reported "
     "after +QMTCONN: <idx>,0,0, never before it. With SSL the host name is always sent as SNI (QSSLCFG \"sni\" "
     "only affects AT+QSSLOPEN); the certificate is checked against <host_name> when seclevel >= 1.",
@@ -171,6 +169,10 @@ class QuectelMqtt(Profile):
         if hooks is None:
             hooks = self._teardown_hooks = []
         hooks.append(self._mqtt_teardown)
+        lost = getattr(self, "_station_lost_hooks", None)
+        if lost is None:
+            lost = self._station_lost_hooks = []
+        lost.append(self._mq_wifi_lost)
 
     def mqtt_snapshot(self) -> dict:
         """Live MQTT state for ``snapshot()`` (JSON-able)."""
@@ -397,8 +399,8 @@ class QuectelMqtt(Profile):
                 c.state = OPENED if result == 0 else IDLE
                 c.task = None
                 self._mq_urc(f"+QMTOPEN: {c.idx},{result}")
-                if result == 0:
-                    self.module.spawn(self._mq_watch_wifi(c, c.session))
+                if result == 0 and not self._mq_wifi_ok():    # the station went down during the open
+                    self._mq_lost(c)
 
     @command("+QMTOPEN", Form.READ, family="mqtt")
     async def qmtopen_read(self, ctx: Ctx):
@@ -454,7 +456,10 @@ class QuectelMqtt(Profile):
                 c.task = None
                 self._mq_urc(f"+QMTCONN: {c.idx},2")
                 return
-            self.module.spawn(self._mq_watch_wifi(c, session))
+            if not self._mq_wifi_ok():
+                c.task = None
+                self._mq_lost(c)
+                return
         session.client_id, session.username, session.password, session.will = client_id, user, password, will
         session.keepalive, session.clean_session, session.protocol = cfg.keepalive, bool(cfg.clean), cfg.version
         session.connect_timeout = float(cfg.pkt_timeout) * (cfg.retries + 1)
@@ -474,15 +479,17 @@ class QuectelMqtt(Profile):
         for msg in early:
             self._mq_on_message(c, session, *msg)
 
-    async def _mq_watch_wifi(self, c: _MqttClient, session) -> None:
-        """The station lost its AP (QSTASTOP, AP gone, deauth): the link dies with it (+QMTSTAT 7)."""
-        while c.session is session and c.state in (OPENED, CONNECTING, CONNECTED, DISCONNECTING):
-            if not self._mq_wifi_ok():
-                log.info("MQTT %d: Wi-Fi lost, dropping the link", c.idx)
-                self._mq_drop(c)
-                self._mq_urc(f"+QMTSTAT: {c.idx},7")
-                return
-            await asyncio.sleep(WIFI_POLL)
+    def _mq_wifi_lost(self) -> None:
+        """(station-lost hook) The station lost its AP or its address (QSTASTOP, AP gone, deauth):
+        every opened or connected client's link dies with it (+QMTSTAT 7), in client order."""
+        for c in self.mqtt_clients:
+            if c.state in (OPENED, CONNECTING, CONNECTED, DISCONNECTING):
+                self._mq_lost(c)
+
+    def _mq_lost(self, c: _MqttClient) -> None:
+        log.info("MQTT %d: Wi-Fi lost, dropping the link", c.idx)
+        self._mq_drop(c)
+        self._mq_urc(f"+QMTSTAT: {c.idx},7")
 
     @command("+QMTCONN", Form.READ, family="mqtt")
     async def qmtconn_read(self, ctx: Ctx):

@@ -109,6 +109,9 @@ class WlanMixin:
         had = self.lease
         self.wlan_ap = None
         self.lease = None
+        wake = getattr(self, "wlan_wake", None)
+        if wake is not None:
+            wake.set()
         self.wlan_event_disconnect(ap.ssid, ap.bssid.lower(), reason)
         if lost and had is not None:
             self.status_flags["ipv4_lost"] = True
@@ -293,7 +296,12 @@ class WlanMixin:
                     if not wifi.on_air(self.module.world, self.wlan_ap):
                         self.drop_link(REASON_AP_LOST, lost=True)
                         continue
-                    await asyncio.sleep(0.1)
+                    # no polling: wake when the world's air changes or the link drops (drop_link)
+                    self.wlan_wake = asyncio.Event()
+                    try:
+                        await wifi.air_change(self.module.world, self.wlan_wake)
+                    finally:
+                        self.wlan_wake = None
                     continue
                 if "auto" in self.cfg.get("policy.connection", ["auto"]) and any(self.profiles()):
                     cand = self.best_profile()

@@ -414,6 +414,8 @@ async def _scale(kind: Any, n: int, seconds: float, interval: float, arr: Arriva
     t_up = time.perf_counter() - t_start
     live = [x for x in ups if x is not None]
     after_rss = rss()
+    import gc
+    gc.collect()   # steady state: the bring-up's one full collection (its survivors) happens before the window
     if os.environ.get("ATEMU_BENCH_GC_FREEZE"):   # experiment: long-lived objects out of the cyclic GC
         import gc
         gc.collect()
@@ -421,6 +423,11 @@ async def _scale(kind: Any, n: int, seconds: float, interval: float, arr: Arriva
     if os.environ.get("ATEMU_BENCH_GC_THRESHOLD"):   # experiment: e.g. 50000 (default 700)
         import gc
         gc.set_threshold(int(os.environ["ATEMU_BENCH_GC_THRESHOLD"]), 10, 10)
+    # idle: every module up with its live session, nobody publishing (per-module timers show here)
+    ri0, wi0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    await asyncio.sleep(5.0)
+    ri1, idle_wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - wi0
+    idle_cpu = (ri1.ru_utime - ri0.ru_utime) + (ri1.ru_stime - ri0.ru_stime)
     lat: list[float] = []
     lost = 0
     import gc
@@ -474,6 +481,7 @@ async def _scale(kind: Any, n: int, seconds: float, interval: float, arr: Arriva
             "python_threads": threads, "threads_before": before_threads, "os_threads": proc_threads,
             "rss_per_module_kb": (after_rss - before_rss) / max(1, n) / 1024,
             "cpu_pct_of_one_core": 100 * cpu / wall if wall else 0.0,
+            "idle_cpu_pct_of_one_core": 100 * idle_cpu / idle_wall,
             "gc_pct_of_wall": 100 * gc_time[0] / wall if wall else 0.0, "gc_full_runs": gc_time[2],
             "loadavg_1min": os.getloadavg()[0]}
 
@@ -611,7 +619,7 @@ def print_scale(title: str, r: dict) -> None:
               f"({x['connects_per_s']:.0f}/s), {x['publishes']} publishes (lost {x['lost']}), "
               f"p50 {x['p50_ms']:.2f} ms p99 {x['p99_ms']:.2f} ms, threads {x['python_threads']} "
               f"(before {x['threads_before']}), RSS/module {x['rss_per_module_kb']:.0f} KiB, "
-              f"CPU {x['cpu_pct_of_one_core']:.0f}% of a core (GC {x.get('gc_pct_of_wall', 0):.1f}% of the time), "
+              f"CPU {x['cpu_pct_of_one_core']:.0f}% of a core (idle {x.get('idle_cpu_pct_of_one_core', 0):.1f}%) (GC {x.get('gc_pct_of_wall', 0):.1f}% of the time), "
               f"load average {x.get('loadavg_1min', 0):.1f}"
               + (f", failures {x['failures']}" if x["failures"] else ""))
 
