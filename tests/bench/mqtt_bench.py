@@ -223,7 +223,7 @@ class Eseye:
     async def up(self, u: Uart, i: int) -> None:
         await u.cmd("AT")
         await u.cmd('AT+AWSPUBOPEN=0,"bench"')
-        m = await u.until(rb"\+AWSPUBOPEN: 0,(-?\d+)\r\n", 60)
+        m = await u.until(rb"\+AWSPUBOPEN: ?0,(-?\d+)\r\n", 60)
         if m.group(1) != b"0":
             raise RuntimeError(f"AWSPUBOPEN {m.group(1).decode()}")
 
@@ -250,7 +250,6 @@ class Ti:
         from test_ti_common import LAB
         ok = rb"(?:^|\r\n)OK\r\n"
         await u.cmd("AT+Start", ok)
-        await u.until(rb"\+eventgeneral:init_complete,\w+\r\n")
         await u.cmd(f'AT+WlanConnect={LAB["ssid"]},,WPA_WPA2,{LAB["password"]},,,', ok)
         await u.until(rb"\+eventnetapp:ipv4_acquired,[^\r]*\r\n")
         await u.cmd(f"AT+MqttCreate=bench-t{i},ip4,127.0.0.1,{self.port},,,,,,,v3_1_1,1,0", ok)
