@@ -52,5 +52,12 @@ bench: install
 bench-quick: install
 	$(PY) tests/bench/run.py --quick --out bench-results
 
+# in-process fuzz: every profile, FUZZ_INPUTS inputs each (default 1e6), real local peers, seeded
+FUZZ_INPUTS ?= 1000000
+FUZZ_SEED   ?= 1
+fuzz: install
+	@$(PY) -m pip install -q -e '.[test]'
+	$(PY) tests/fuzzer.py --inputs $(FUZZ_INPUTS) --seed $(FUZZ_SEED) --json fuzz-results.json
+
 clean:
-	rm -rf $(VENV) build *.egg-info bench-results .pytest_cache
+	rm -rf $(VENV) build *.egg-info bench-results fuzz-results.json .pytest_cache

@@ -373,15 +373,10 @@ def _unique(base: str) -> str:
 
 def snapshot(module: Module) -> dict:
     w = module.world
-    files = []
+    from .files import list_files
     flash = module.state_dir / "flash"
-    if flash.is_dir():
-        for p in sorted(flash.rglob("*")):
-            if p.is_file():
-                try:
-                    files.append({"name": str(p.relative_to(flash)), "size": p.stat().st_size})
-                except OSError:
-                    pass
+    files = [] if flash.is_symlink() or not flash.is_dir() else \
+        [{"name": n, "size": size} for n, size in list_files(flash)]
     snap = {
         "name": module.name,
         "profile": module.profile_cls.name,

@@ -231,14 +231,14 @@ class _LogTrace:
 
 def _lock_state_dir(state_dir: Path):
     """Hold a lock on the state folder while running; warn when another ``atemu run`` holds it."""
-    import fcntl
+    from .state import StateError, lock_state_dir
     try:
-        f = open(Path(state_dir) / ".atemu-lock", "w")
+        f, held = lock_state_dir(state_dir)
+    except StateError as e:
+        _die(f"state folder: {e}")
     except OSError:
         return None
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    if not held:
         log.warning("another atemu run uses the state folder %s, so saved settings and files are shared; "
                     "give each run its own --state-dir", state_dir)
     return f
@@ -288,8 +288,11 @@ async def _run(cls, world, args) -> int:
     from .module import Module
     from .transcript import JsonlTranscript
     from .uart import ChildTransport, PtyTransport, Rfc2217Transport, TcpTransport, TransportError, parse_hostport
+    from .state import StateError
     try:
         module = Module(cls, world=world, state_dir=args.state_dir, baud=args.baud, pacing=not args.no_pacing)
+    except StateError as e:
+        _die(f"state folder: {e}")
     except OSError as e:
         where = e.filename or args.state_dir or "the state folder"
         why = "a file is in the way" if isinstance(e, FileExistsError) else (e.strerror or str(e))
