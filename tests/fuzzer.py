@@ -410,6 +410,8 @@ async def fuzz_profile(profile: str, inputs: int, seed: int, *, peers: Peers | N
                         el = time.perf_counter() - t0
                         print(f"fuzz {cls.name}: {n + 1} inputs, {(n + 1) / el:.0f}/s, rss {stats['rss_mb']} MB",
                               file=sys.stderr, flush=True)
+            if errs.records or unhandled:
+                raise FuzzFailure(f"after input {inputs}: {(errs.records or unhandled)[0]}")
         except FuzzFailure as e:
             stats["last_inputs"] = list(last)
             raise FuzzFailure(f"{cls.name} seed {seed}: {e}; last inputs: {list(last)!r}") from None
