@@ -50,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--control", metavar="[HOST:]PORT",
                    help="serve the control API and web page over HTTP (host 127.0.0.1 by default; port 0 = any)")
     r.add_argument("--control-token", metavar="TOKEN",
-                   help="require this token on every control request (needed to bind beyond 127.0.0.1; "
-                        "default: env ATEMU_CONTROL_TOKEN)")
+                   help="require this token on every control request (needed to bind beyond 127.0.0.1); "
+                        "visible in ps: prefer env ATEMU_CONTROL_TOKEN or --control-token-file")
+    r.add_argument("--control-token-file", metavar="FILE",
+                   help="read the control token from the first line of FILE (or env ATEMU_CONTROL_TOKEN_FILE)")
     r.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
 
     pr = sub.add_parser("profiles", help="list installed profiles")
@@ -337,7 +339,7 @@ async def _run(cls, world, args) -> int:
         handle = api.wrap(module, transport)
         try:
             chost, cport = parse_hostport(args.control)
-            control = ControlServer(chost, cport, token=args.control_token,
+            control = ControlServer(chost, cport, token=args.control_token, token_file=args.control_token_file,
                                     modules=lambda: {handle.name: handle})
             await control.start()
         except (ControlError, TransportError, ValueError) as e:
