@@ -7,8 +7,8 @@ gets 401.
 
 What a web page in the developer's browser cannot do (see README "Security"): a request whose
 ``Origin`` is not this server's own origin is refused (403), websocket upgrades included; without a
-token the ``Host`` header must name the bound address or ``localhost`` (403: DNS rebinding); POST
-(and DELETE with a body) must be ``Content-Type: application/json`` (415); snapshots mask passwords
+token the ``Host`` header must name the bound address or ``localhost`` (403: DNS rebinding); a
+POST/DELETE with a body or a content type must be ``Content-Type: application/json`` (415); snapshots mask passwords
 and keys unless asked with ``?secrets=1``.
 
 Endpoints (``{name}`` is a module name from ``GET /api/modules``)::
@@ -62,6 +62,10 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+#: the content types a web page may send to any site without a CORS preflight
+SIMPLE_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
 
 
 def read_token_file(path: str | os.PathLike) -> str:
@@ -201,8 +205,11 @@ class ControlServer:
             if origin.lower() not in own:
                 return self._refuse(403, f"requests from web pages at {origin!r} are refused; only the "
                                          f"control page itself ({self.url}/) may use this API")
-        if request.method in ("POST", "PUT", "PATCH") or (request.method == "DELETE" and request.body_exists):
-            if request.content_type != "application/json":
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            # a body must be JSON; a body-less request may omit the type (curl -X POST .../reboot) but
+            # never carry one of the types a web page may send without asking (CORS "simple" types)
+            bare = not request.body_exists and request.content_type not in SIMPLE_TYPES
+            if request.content_type != "application/json" and not bare:
                 return self._refuse(415, f"{request.method} needs 'Content-Type: application/json' "
                                          f"(got {request.content_type!r})")
         return await handler(request)
