@@ -117,6 +117,17 @@ class Peers:
             self.mqtt = None
         return self
 
+    def counts(self) -> dict:
+        """What reached the peers so far: TCP connections and bytes, HTTP requests, MQTT clients."""
+        mqtt = 0
+        if self.mqtt is not None:
+            try:
+                mqtt = self.mqtt.log_text().count("New client connected")
+            except Exception:
+                pass
+        return {"tcp_connections": self.tcp.connections, "tcp_bytes": self.tcp.received,
+                "http_requests": len(self.http.requests), "mqtt_clients": mqtt}
+
     @property
     def ports(self) -> list[int]:
         return [self.tcp.port, self.udp.port, self.http.port] + ([self.mqtt.port] if self.mqtt else [])
@@ -260,6 +271,42 @@ class Generator:
         return [r.choice([b"+++", b"\x1b", b"\x1a", b"#", b"\r\n", b"AT\r\n", b"ATE0\r\n", b"ATE1\r\n"])]
 
 
+# ---------------------------------------------------------------------------------------- network set-up
+
+#: what a host does first, per profile, so that fuzzed commands meet a joined module with sockets and
+#: MQTT sessions open to the real peers ({tcp}, {udp}, {mqtt}: their ports). Lines may fail: the
+#: fuzz does not care, it only wants the state. (Eseye reaches the network only through AWS IoT
+#: with the SIM's client certificate, which the fuzz world does not hold.)
+SETUP = {
+    "quectel-fcm242d": ['AT+QSTAAPINFO="fuzz-ap","fuzz-pass-1"', 0.5,
+                        'AT+QIOPEN=1,"TCP","127.0.0.1",{tcp},0,0', 'AT+QIOPEN=2,"UDP","127.0.0.1",{udp},0,0',
+                        0.3, 'AT+QISEND=1,5', b"hello", 'AT+QMTOPEN=0,"127.0.0.1",{mqtt}', 0.3,
+                        'AT+QMTCONN=0,"fuzz"', 0.3],
+    "ti-simplelink": ["AT+Start", 0.2, "AT+WlanConnect=fuzz-ap,,WPA_WPA2,fuzz-pass-1,,,", 0.5,
+                      "AT+Socket=INET,STREAM,TCP", "AT+Connect=0,INET,{tcp},127.0.0.1", 0.3,
+                      b"AT+Send=0,0,5,hello\r\n", "AT+Socket=INET,DLGR,UDP"],
+    "microchip-winc": ['AT+WSTAC=1,"fuzz-ap"', "AT+WSTAC=2,3", 'AT+WSTAC=3,"fuzz-pass-1"', "AT+WSTA=1", 0.5,
+                       "AT+SOCKO=2", 'AT+SOCKBR=1,"127.0.0.1",{tcp}', 0.3, b"AT+SOCKWR=1,5\r#hello",
+                       'AT+MQTTC=1,"127.0.0.1"', "AT+MQTTC=2,{mqtt}",
+                       'AT+MQTTC=3,"fuzz"', "AT+MQTTCONN=1", 0.3],
+}
+
+
+async def setup(module: Module, peers: "Peers | None") -> None:
+    if peers is None:
+        return
+    ports = {"tcp": peers.tcp.port, "udp": peers.udp.port, "mqtt": peers.mqtt.port if peers.mqtt else 1}
+    for step in SETUP.get(module.profile_cls.name, []):
+        if isinstance(step, float):
+            await asyncio.sleep(step)
+        elif isinstance(step, bytes):
+            module.feed(step)
+            await _settle(module, 0.2)
+        else:
+            module.feed(step.format(**ports).encode() + b"\r\n")
+            await _settle(module, 0.2)
+
+
 # ---------------------------------------------------------------------------------------- the run
 
 class Sink:
@@ -379,6 +426,8 @@ async def fuzz_profile(profile: str, inputs: int, seed: int, *, peers: Peers | N
         module.attach(sink)
         await module.start()
         gen = Generator(cls, seed, peers.ports if peers else [])
+        before = peers.counts() if peers else {}
+        await setup(module, peers)
         t0 = time.perf_counter()
         rss0 = None
         import collections
@@ -399,6 +448,8 @@ async def fuzz_profile(profile: str, inputs: int, seed: int, *, peers: Peers | N
                     if errs.records or unhandled:
                         raise FuzzFailure(f"input {n + 1}: {(errs.records or unhandled)[0]}")
                     await answers_at(module, sink, stats)
+                    if (n + 1) % (batch * 5) == 0:
+                        await setup(module, peers)      # join again, reopen sockets and sessions
                     now = rss()
                     if rss0 is None and n + 1 >= min(inputs, 20 * batch):
                         rss0 = now
@@ -421,6 +472,8 @@ async def fuzz_profile(profile: str, inputs: int, seed: int, *, peers: Peers | N
             stats["rss_growth_mb"] = round((rss() - rss0) / 2**20, 1) if rss0 is not None else None
             stats["commands"] = sum(module.coverage.values())
             stats["covered"] = len(module.coverage)
+            if peers:
+                stats["peers"] = {k: v - before.get(k, 0) for k, v in peers.counts().items()}
             await module.stop()
             logging.getLogger("atemu").removeHandler(errs)
             loop.set_exception_handler(old_handler)
@@ -452,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(s)
                 print(f"fuzz {s['profile']}: {s['inputs']} inputs in {s['seconds']} s ({s['rate']}/s), "
                       f"{s['commands']} commands, {s['covered']} forms covered, rss {s['rss_mb']} MB "
-                      f"(growth after warm-up {s['rss_growth_mb']} MB), recoveries {s['recovered_by']}: ok",
+                      f"(growth after warm-up {s['rss_growth_mb']} MB), recoveries {s['recovered_by']}, "
+                      f"peers {s.get('peers')}: ok",
                       flush=True)
     asyncio.run(run())
     if a.json:
