@@ -179,7 +179,6 @@ class ControlServer:
     def _host_ok(self, host: str) -> bool:
         """Without a token, the Host header must name the bound address or localhost (a page from
         another name that resolves to 127.0.0.1, DNS rebinding, is refused)."""
-        name, port = host, None
         m = re.fullmatch(r"\[([^\]]*)\](?::(\d*))?|([^:]*)(?::(\d*))?", host)
         if m is None:
             return False
@@ -201,7 +200,8 @@ class ControlServer:
                                      f"{self.url}/ (or set a token to serve other names)")
         origin = request.headers.get("Origin")
         if origin is not None:
-            own = {f"http://{h}".lower() for h in (host, request.host) if h}
+            # the page's own origin: the Host it was reached at (https when a TLS proxy is in front)
+            own = {f"{scheme}://{h}".lower() for h in (host, request.host) if h for scheme in ("http", "https")}
             if origin.lower() not in own:
                 return self._refuse(403, f"requests from web pages at {origin!r} are refused; only the "
                                          f"control page itself ({self.url}/) may use this API")

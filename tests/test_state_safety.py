@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-from peers.certs import der  # noqa: F401
 from quectel_helpers import PWD, SSID, cmd_ok, emu, join
 from test_microchip_util import Winc
 from test_ti_common import Ti
