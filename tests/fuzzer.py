@@ -5,8 +5,10 @@ in-memory sink), so one input costs what the emulator spends on it. Inputs are g
 the profile's own command declarations (right arity, values in and just outside their ranges,
 names and ports of real local peers), mixed with malformed lines, raw bytes, data-phase bursts,
 escape sequences, long lines and byte-by-byte writes. Commands that reach the network reach real
-peers on 127.0.0.1: a TCP and a UDP echo server, an aiohttp server and mosquitto; an audit hook
-refuses any connect, send or name lookup that would leave the host, so nothing does.
+peers on 127.0.0.1: a TCP and a UDP echo server, an aiohttp server and mosquitto; at the start and
+every fifth batch the harness does what a host does first (join the access point, open a TCP
+socket and send on it, open an MQTT session: ``SETUP``), so fuzzed commands meet live sockets. An
+audit hook refuses any connect, send or name lookup that would leave the host, so nothing does.
 
 After every batch the harness checks that no handler or background task raised (no ERROR record
 from the ``atemu`` loggers, no unhandled task exception), that the module answers ``AT`` (getting
