@@ -208,16 +208,10 @@ class ModuleHandle:
     def thaw(self) -> None:
         self.inject("thaw")
 
-    def wake(self) -> None:
-        """Toggle the module's wake pin (Microchip after ``AT+LOWPOWER``); ApiError for a profile
-        without one."""
-        def go() -> None:
-            fn = getattr(self.module.profile, "wake", None)
-            if fn is None:
-                raise ApiError(f"{self.profile} has no wake pin; wake applies to modules that sleep "
-                               "(microchip-winc after AT+LOWPOWER)")
-            fn()
-        self.call(go)
+    def wakeup(self) -> bool:
+        """The host raises the module's wake-up pin: a module in a low-power mode wakes (and says so,
+        e.g. Calypso's ``+eventwakeup``). Returns False when the module was awake."""
+        return bool(self.call(self.module.profile.wake_up))
 
     # ---- world ----------------------------------------------------------------------------------------
     def change_world(self, change: str, **kw: Any) -> Any:

@@ -25,7 +25,8 @@ Endpoints (``{name}`` is a module name from ``GET /api/modules``)::
                                                "seed": 7, "times": 1, "at": 1.5, ...params} -> the fault
     DELETE /api/modules/{name}/faults[/{id}]  disarm one or all
     POST   /api/modules/{name}/world          {"change": "remove_ap", "ssid": "lab"} (see api.change_world)
-    POST   /api/modules/{name}/reboot|freeze|thaw|wake   (wake: the wake pin, e.g. Microchip after AT+LOWPOWER)
+    POST   /api/modules/{name}/reboot|freeze|thaw
+    POST   /api/modules/{name}/wakeup             wake-up pin: leave a low-power mode -> {"ok": true, "woke": bool}
     POST   /api/modules/{name}/uart           {"text": "AT\\r"} or {"hex": "41540d"}: bytes as if from the host
     GET    /api/modules/{name}/transcript     ?since=<index>&events=rx,tx -> {"next": i, "records": [...]}
     GET    /ws                                websocket: live transcript records (?module=name to filter)
@@ -134,7 +135,8 @@ class ControlServer:
         r.add_delete("/api/modules/{name}/faults", self.delete_faults)
         r.add_delete("/api/modules/{name}/faults/{id}", self.delete_faults)
         r.add_post("/api/modules/{name}/world", self.post_world)
-        r.add_post("/api/modules/{name}/{action:reboot|freeze|thaw|wake}", self.post_action)
+        r.add_post("/api/modules/{name}/{action:reboot|freeze|thaw}", self.post_action)
+        r.add_post("/api/modules/{name}/wakeup", self.post_wakeup)
         r.add_post("/api/modules/{name}/uart", self.post_uart)
         r.add_get("/api/modules/{name}/transcript", self.get_transcript)
         r.add_get("/ws", self.websocket)
@@ -337,13 +339,15 @@ class ControlServer:
     async def post_action(self, request: web.Request) -> web.Response:
         h = self._module(request)
         action = request.match_info["action"]
-        if action == "wake":
-            h.wake()
-        elif action == "reboot":
+        if action == "reboot":
             h.module.faults.inject("reboot")
         else:
             h.module.faults.inject(action)
         return web.json_response({"ok": True})
+
+    async def post_wakeup(self, request: web.Request) -> web.Response:
+        """The wake-up pin; says whether the module was asleep."""
+        return web.json_response({"ok": True, "woke": self._module(request).wakeup()})
 
     async def post_uart(self, request: web.Request) -> web.Response:
         h = self._module(request)

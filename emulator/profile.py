@@ -171,6 +171,12 @@ class Profile:
         """Release every network resource (sockets, MQTT, HTTP). Called on stop and reboot."""
 
     # ---- control-plane hooks (emulator/api.py, emulator/faults.py) -------------------------
+    def wake_up(self) -> bool:
+        """The host raised the module's wake-up pin (``ModuleHandle.wakeup``, control ``/wakeup``).
+        A profile with a low-power mode leaves it here; return True when the module was asleep."""
+        return False
+
+    # ---- control-plane hooks (emulator/api.py, emulator/faults.py) -------------------------
     def snapshot(self) -> dict:
         """Profile-specific live state for ``ModuleHandle.snapshot()["state"]`` (JSON-able):
         link state, sockets, MQTT sessions... The generic part (world, coverage, settings, files)

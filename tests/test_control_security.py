@@ -260,8 +260,8 @@ def test_wake_a_sleeping_microchip_over_http(ctl):
     http("POST", f"{url}/api/modules/w/uart", {"text": "AT+GMI\r\n"})
     time.sleep(0.5)
     assert b"+GMI" not in wait_tx(url, "w", rb"\+GMI", timeout=0.2)        # asleep: ignored
-    assert http("POST", f"{url}/api/modules/w/wake") == (200, {"ok": True})
+    assert http("POST", f"{url}/api/modules/w/wakeup") == (200, {"ok": True, "woke": True})
     http("POST", f"{url}/api/modules/w/uart", {"text": "AT+GMI\r\n"})
     assert b'+GMI:"Microchip"\r\nOK\r\n' in wait_tx(url, "w", rb'\+GMI:"Microchip"\r\nOK\r\n')
-    st, answer = http("POST", f"{url}/api/modules/eseye-anynet/wake")
-    assert st == 400 and "no wake pin" in answer["error"]
+    assert http("POST", f"{url}/api/modules/w/wakeup") == (200, {"ok": True, "woke": False})   # awake
+    assert http("POST", f"{url}/api/modules/eseye-anynet/wakeup") == (200, {"ok": True, "woke": False})

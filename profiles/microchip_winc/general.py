@@ -54,6 +54,12 @@ class GeneralCommands:
         self.socks.clear()
         await self._mqtt_drop()
 
+    def wake_up(self) -> bool:
+        """The core's wake-up pin hook (``ModuleHandle.wakeup``, control ``POST .../wakeup``)."""
+        was = self.asleep
+        self.wake()
+        return was
+
     def wake(self) -> None:
         """Wake the module from AT+LOWPOWER (the wake GPIO). Call on the module's loop."""
         self.asleep = False
