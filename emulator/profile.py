@@ -176,7 +176,6 @@ class Profile:
         A profile with a low-power mode leaves it here; return True when the module was asleep."""
         return False
 
-    # ---- control-plane hooks (emulator/api.py, emulator/faults.py) -------------------------
     def snapshot(self) -> dict:
         """Profile-specific live state for ``ModuleHandle.snapshot()["state"]`` (JSON-able):
         link state, sockets, MQTT sessions... The generic part (world, coverage, settings, files)
