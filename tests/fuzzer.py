@@ -69,7 +69,10 @@ def _loopback(host) -> bool:
 
 
 def _guard(event: str, args: tuple) -> None:
-    """Audit hook: the fuzzer's modules may only talk to 127.0.0.0/8 and ::1."""
+    """Audit hook: while a fuzz runs, the fuzzer's modules may only talk to 127.0.0.0/8 and ::1.
+    (An audit hook cannot be removed: outside a fuzz run it lets everything through.)"""
+    if not _ACTIVE:
+        return
     if event in ("socket.connect", "socket.sendto"):
         sock, addr = args[0], args[-1]
         if getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6) and isinstance(addr, tuple):
@@ -87,6 +90,7 @@ def _guard(event: str, args: tuple) -> None:
 
 
 _GUARDED = False
+_ACTIVE = 0      # fuzz runs in progress
 
 
 def install_guard() -> None:
@@ -411,7 +415,17 @@ async def answers_at(module: Module, sink: Sink, stats: dict, deadline: float = 
 async def fuzz_profile(profile: str, inputs: int, seed: int, *, peers: Peers | None, batch: int = 1000,
                        rss_slack: int = 64 << 20, quiet: bool = False) -> dict:
     """Fuzz one profile; returns figures; raises FuzzFailure with seed and input number."""
+    global _ACTIVE
     install_guard()
+    _ACTIVE += 1
+    try:
+        return await _fuzz_profile(profile, inputs, seed, peers=peers, batch=batch, rss_slack=rss_slack, quiet=quiet)
+    finally:
+        _ACTIVE -= 1
+
+
+async def _fuzz_profile(profile: str, inputs: int, seed: int, *, peers: Peers | None, batch: int,
+                        rss_slack: int, quiet: bool) -> dict:
     cls = find_profile(profile)
     errs = Errors()
     logging.getLogger("atemu").addHandler(errs)
