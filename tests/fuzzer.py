@@ -286,7 +286,7 @@ class Generator:
 SETUP = {
     "quectel-fcm242d": ['AT+QSTAAPINFO="fuzz-ap","fuzz-pass-1"', 0.5,
                         'AT+QIOPEN=1,"TCP","127.0.0.1",{tcp},0,0', 'AT+QIOPEN=2,"UDP","127.0.0.1",{udp},0,0',
-                        0.3, 'AT+QISEND=1,5', b"hello", 'AT+QMTOPEN=0,"127.0.0.1",{mqtt}', 0.3,
+                        0.3, b"AT+QISEND=1,5\r", 0.1, b"hello", 'AT+QMTOPEN=0,"127.0.0.1",{mqtt}', 0.3,
                         'AT+QMTCONN=0,"fuzz"', 0.3],
     "ti-simplelink": ["AT+Start", 0.2, "AT+WlanConnect=fuzz-ap,,WPA_WPA2,fuzz-pass-1,,,", 0.5,
                       "AT+Socket=INET,STREAM,TCP", "AT+Connect=0,INET,{tcp},127.0.0.1", 0.3,
@@ -294,7 +294,7 @@ SETUP = {
     "microchip-winc": ['AT+WSTAC=1,"fuzz-ap"', "AT+WSTAC=2,3", 'AT+WSTAC=3,"fuzz-pass-1"', "AT+WSTA=1", 0.5,
                        "AT+SOCKO=2", 'AT+SOCKBR=1,"127.0.0.1",{tcp}', 0.3, b"AT+SOCKWR=1,5\r#hello",
                        'AT+MQTTC=1,"127.0.0.1"', "AT+MQTTC=2,{mqtt}",
-                       'AT+MQTTC=3,"fuzz"', "AT+MQTTCONN=1", 0.3],
+                       'AT+MQTTC=3,"fuzz"', "AT+MQTTC=7,0", "AT+MQTTCONN=1", 0.3],
 }
 
 
