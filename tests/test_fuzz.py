@@ -29,6 +29,8 @@ def test_fuzz_smoke(profile, peers):
     assert stats["recovered_by"], stats      # the module answered AT after every batch
     if profile != "eseye-anynet":            # (Eseye reaches the network only through AWS IoT with the SIM's keys)
         assert stats["peers"]["tcp_connections"] >= 1 and stats["peers"]["tcp_bytes"] >= 5, stats
+    if profile in ("microchip-winc", "quectel-fcm242d"):
+        assert stats["peers"]["mqtt_clients"] >= 1, stats
 
 
 def test_fuzz_catches_a_handler_that_raises(peers, monkeypatch):
