@@ -43,3 +43,35 @@ def test_fuzz_catches_a_handler_that_raises(peers, monkeypatch):
                 monkeypatch.setattr(cls, fs.handler, boom)
     with pytest.raises(FuzzFailure, match="eseye-anynet seed 4: input 200: .*internal error"):
         asyncio.run(fuzz_profile("eseye-anynet", 1000, 4, peers=peers, batch=200, quiet=True))
+
+
+# ------------------------------------------------------------------------------- what the fuzz found
+
+def test_mqtt_client_paho_refuses_leaves_no_traceback(mosquitto, capfd, monkeypatch):
+    """Found by `make fuzz` (microchip-winc, seed 1): an empty client id without a clean session makes
+    paho refuse the client; its half-built object then printed 'Exception ignored ... AttributeError'
+    on stderr when collected. The host sees the module's error, and stderr stays clean."""
+    import gc
+    import sys
+
+    from test_microchip_util import Winc
+    ignored = []      # what Python would print as "Exception ignored in ..." (pytest hides it otherwise)
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: ignored.append(f"{u.object!r}: {u.exc_value!r}"))
+    with Winc() as e:
+        e.join()
+        e.oks('AT+MQTTC=1,"127.0.0.1"', f"AT+MQTTC=2,{mosquitto.port}", 'AT+MQTTC=3,""', "AT+MQTTC=7,0")
+        assert e.cmd("AT+MQTTCONN=0") == b"OK\r\n"
+        e.urc(rb"\+MQTTCONN:0\r\n")
+        assert e.cmd("AT+GMI") == b'+GMI:"Microchip"\r\nOK\r\n'
+    # the refused client object itself, collected now (in the module it goes whenever the
+    # collector runs): nothing may be "ignored" on the way
+    from paho.mqtt.client import CallbackAPIVersion
+
+    from emulator.net.mqtt import _PahoClient
+    with pytest.raises(ValueError, match="client id must be provided"):
+        _PahoClient(None, ("127.0.0.1", mosquitto.port), callback_api_version=CallbackAPIVersion.VERSION2,
+                    client_id="", clean_session=False)
+    gc.collect()
+    err = capfd.readouterr().err
+    assert not ignored, ignored
+    assert "Exception ignored" not in err and "Traceback" not in err, err

@@ -188,7 +188,8 @@ class _PahoClient(paho.Client):
     Everything here runs in paho's network thread."""
 
     def __init__(self, session: "MqttSession", address: tuple[str, int], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        # our attributes first: paho's __init__ may refuse its arguments (ValueError, e.g. no client
+        # id without a clean session) and its __del__ then runs on this half-built object
         self._atemu_session = session
         self._atemu_addr = address
         self._atemu_abort = threading.Event()
@@ -209,6 +210,12 @@ class _PahoClient(paho.Client):
         self._atemu_rx_done = False   # EOF or error read from the socket (it is not read again)
         self._atemu_tx_blocked = False
         self._atemu_net_thread: threading.Thread | None = None
+        try:
+            super().__init__(**kwargs)
+        except BaseException:
+            self._atemu_wake_r.close()
+            self._atemu_wake_w.close()
+            raise
 
     # -- connection setup ---------------------------------------------------
     def _atemu_open_transport(self, server_hostname: str) -> None:
