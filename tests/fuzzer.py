@@ -11,7 +11,7 @@ socket and send on it, open an MQTT session: ``SETUP``), so fuzzed commands meet
 audit hook refuses any connect, send or name lookup that would leave the host, so nothing does.
 
 After every batch the harness checks that no handler or background task raised (no ERROR record
-from the ``atemu`` loggers, no unhandled task exception), that the module answers ``AT`` (getting
+from the ``atemu`` loggers, no unhandled task exception, no "Exception ignored"), that the module answers ``AT`` (getting
 it out of a data phase, transparent mode or sleep the way a host would), and that resident memory
 stays bounded. A run is replayable from its seed::
 
@@ -433,6 +433,9 @@ async def _fuzz_profile(profile: str, inputs: int, seed: int, *, peers: Peers | 
     unhandled: list[str] = []
     old_handler = loop.get_exception_handler()
     loop.set_exception_handler(lambda _l, ctx: unhandled.append(str(ctx.get("exception") or ctx.get("message"))))
+    # what Python would print as "Exception ignored in ..." (a __del__ or a callback that raised)
+    old_unraisable = sys.unraisablehook
+    sys.unraisablehook = lambda u: unhandled.append(f"exception ignored in {u.object!r}: {u.exc_value!r}")
     world = World.from_dict(fuzz_world(peers))
     cls.validate_world(world)
     stats: dict = {"profile": cls.name, "seed": seed, "inputs": 0, "recovered_by": {}, "bytes_in": 0}
@@ -493,6 +496,7 @@ async def _fuzz_profile(profile: str, inputs: int, seed: int, *, peers: Peers | 
             await module.stop()
             logging.getLogger("atemu").removeHandler(errs)
             loop.set_exception_handler(old_handler)
+            sys.unraisablehook = old_unraisable
     return stats
 
 
