@@ -74,8 +74,15 @@ soak: $(VENV)/.atemu-test-installed
 	$(call apt_need,/usr/sbin/mosquitto,mosquitto,the MQTT broker of the soak; a few seconds)
 	$(PY) tests/bench/soak.py --seconds $(SOAK_SECONDS) --out bench-results
 
+# in-process fuzz: every profile, FUZZ_INPUTS inputs each (default 1e6), real local peers, seeded
+FUZZ_INPUTS ?= 1000000
+FUZZ_SEED   ?= 1
+fuzz: $(VENV)/.atemu-test-installed
+	$(call apt_need,/usr/sbin/mosquitto,mosquitto,the MQTT broker of the fuzz peers; a few seconds)
+	$(PY) tests/fuzzer.py --inputs $(FUZZ_INPUTS) --seed $(FUZZ_SEED) --json fuzz-results.json
+
 clean:
-	rm -rf $(VENV) build *.egg-info bench-results .pytest_cache docker/wheels/*.whl
+	rm -rf $(VENV) build *.egg-info bench-results fuzz-results.json .pytest_cache docker/wheels/*.whl
 
 # ---- containers (podman, no registry needed) ----------------------------------------------------
 # podman-setup: Debian packages, the local base image (mmdebstrap, cached in $(ATEMU_CACHE)), and a

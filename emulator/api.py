@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import tempfile
 import threading
 import time
@@ -31,7 +32,7 @@ from typing import Any, Callable
 from .faults import ACTIONS, CONDITIONS, FaultError
 from .module import Module
 from .profile import find_profile
-from .world import AccessPoint, BlePeer, Notify, World
+from .world import Notify, World
 
 #: running handles by name (the pyserial handler and the control plane find modules here)
 RUNNING: dict[str, "ModuleHandle"] = {}
@@ -168,10 +169,10 @@ class ModuleHandle:
         return self.inproc.read(n, timeout)
 
     # ---- state -------------------------------------------------------------------------------------------
-    def snapshot(self) -> dict:
+    def snapshot(self, secrets: bool = False) -> dict:
         """Live state: link, sockets, MQTT sessions, files, settings, coverage, faults, plus the profile's
-        own ``snapshot()``."""
-        return self.call(snapshot, self.module)
+        own ``snapshot()``. Passwords and keys read ``"***"`` unless ``secrets=True``."""
+        return self.call(snapshot, self.module, secrets)
 
     def transcript(self, events: set[str] | None = None) -> list[dict]:
         """The trace records kept so far (all events, or only ``events``)."""
@@ -228,6 +229,11 @@ class ModuleHandle:
 
     def thaw(self) -> None:
         self.inject("thaw")
+
+    def wakeup(self) -> bool:
+        """The host raises the module's wake-up pin: a module in a low-power mode wakes (and says so,
+        e.g. Calypso's ``+eventwakeup``). Returns False when the module was awake."""
+        return bool(self.call(self.module.profile.wake_up))
 
     # ---- world ----------------------------------------------------------------------------------------
     def change_world(self, change: str, **kw: Any) -> Any:
@@ -401,17 +407,28 @@ def _unique(base: str) -> str:
 # ------------------------------------------------------------------------------------------------
 # the operations, as plain functions on a Module (used on its loop by handles and the control plane)
 
-def snapshot(module: Module) -> dict:
+#: snapshot keys whose string values are secrets (passwords, pre-shared keys, private keys, tokens)
+SECRET_KEY = re.compile(r"pass|pwd|psk|secret|token|private|key$|(^|[._-])key([._-]|$)", re.I)
+MASK = "***"
+
+
+def mask_secrets(obj: Any, key: str = "") -> Any:
+    """``obj`` with every non-empty string under a secret-looking key replaced by ``"***"``."""
+    if isinstance(obj, dict):
+        return {k: mask_secrets(v, str(k)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [mask_secrets(v, key) for v in obj]
+    if isinstance(obj, (str, bytes)) and obj and key and SECRET_KEY.search(key):
+        return MASK
+    return obj
+
+
+def snapshot(module: Module, secrets: bool = False) -> dict:
     w = module.world
-    files = []
+    from .files import list_files
     flash = module.state_dir / "flash"
-    if flash.is_dir():
-        for p in sorted(flash.rglob("*")):
-            if p.is_file():
-                try:
-                    files.append({"name": str(p.relative_to(flash)), "size": p.stat().st_size})
-                except OSError:
-                    pass
+    files = [] if flash.is_symlink() or not flash.is_dir() else \
+        [{"name": n, "size": size} for n, size in list_files(flash)]
     snap = {
         "name": module.name,
         "profile": module.profile_cls.name,
@@ -439,52 +456,101 @@ def snapshot(module: Module) -> dict:
             snap["state"] = hook() or {}
         except Exception as e:
             snap["state"] = {"error": f"profile snapshot failed: {e}"}
-    return snap
+    if secrets:
+        return snap
+    settings = snap["settings"]
+    for k, where in getattr(module.profile_cls, "secret_settings", {}).items():
+        v = settings.get(k)
+        if isinstance(v, list):
+            settings[k] = [MASK if i in where and x else x for i, x in enumerate(v)]
+    return mask_secrets(snap)
+
+
+#: the parameters each world change takes (anything else is an error that names it)
+CHANGES = {"add_ap": None, "remove_ap": {"ssid"}, "set_rssi": {"ssid", "rssi", "cellular"},
+           "set_dns": {"host", "ip"}, "remove_dns": {"host", "ip"},
+           "set_ble_value": {"address", "service", "characteristic", "value"},
+           "ble_notify": {"address", "characteristic", "value", "every"}, "add_ble_peer": None,
+           "cellular": {"attached"}}
 
 
 def change_world(module: Module, change: str, **kw: Any) -> Any:
+    """Apply one world change, validated with the world file's rules (ApiError says what is wrong)."""
+    from .world import WorldError, _V
+    if change not in CHANGES:
+        raise ApiError(f"unknown world change {change!r}; use add_ap, remove_ap, set_rssi, set_dns, remove_dns, "
+                       "set_ble_value, ble_notify, add_ble_peer or cellular")
+    allowed = CHANGES[change]
+    if allowed is not None:
+        for k in kw:
+            if k not in allowed:
+                raise ApiError(f"world change {change!r} takes {', '.join(sorted(allowed))}; not {k!r}")
+    try:
+        return _change_world(module, _V(f"world change {change!r}"), change, kw)
+    except WorldError as e:
+        raise ApiError(str(e)) from None
+
+
+def _need(kw: dict, *names: str) -> None:
+    for n in names:
+        if kw.get(n) is None:
+            raise ApiError(f"this world change needs {n!r}")
+
+
+def _change_world(module: Module, v: Any, change: str, kw: dict) -> Any:
     w = module.world
-    rec: dict[str, Any] = {"change": change, **{k: v for k, v in kw.items() if v is not None}}
+    rec: dict[str, Any] = {"change": change, **{k: val for k, val in kw.items() if val is not None}}
     if change == "add_ap":
-        ssid = kw.pop("ssid")
-        if w.find_ap(ssid) is not None:
-            w.access_points.remove(w.find_ap(ssid))
-        w.access_points.append(AccessPoint(ssid=ssid, **kw))
+        ap = v.access_point({k: val for k, val in kw.items() if val is not None}, "access point", len(w.access_points))
+        if w.find_ap(ap.ssid) is not None:
+            w.access_points.remove(w.find_ap(ap.ssid))
+        w.access_points.append(ap)
+        rec = {"change": change, "ssid": ap.ssid, "security": ap.security, "channel": ap.channel, "rssi": ap.rssi}
     elif change == "remove_ap":
+        _need(kw, "ssid")
         ap = w.find_ap(kw["ssid"])
         if ap is None:
             raise ApiError(f"no access point {kw['ssid']!r}; known: {', '.join(a.ssid for a in w.access_points) or 'none'}")
         w.access_points.remove(ap)
     elif change == "set_rssi":
+        _need(kw, "rssi")
         ssid = kw.get("ssid")
         if ssid is None or kw.get("cellular"):
-            w.cellular.rssi = int(kw["rssi"])
+            w.cellular.rssi = v.integer(kw["rssi"], "rssi (cellular)", -140, 0)
         else:
             ap = w.find_ap(ssid)
             if ap is None:
                 raise ApiError(f"no access point {ssid!r}")
-            ap.rssi = int(kw["rssi"])
+            ap.rssi = v.integer(kw["rssi"], "rssi", -127, 0)
     elif change == "set_dns":
-        w.network.hosts[kw["host"]] = kw["ip"]
+        _need(kw, "host", "ip")
+        host = v.string(kw["host"], "host").lower()
+        w.network.hosts[host] = v.host_target(kw["ip"], f"ip of {host}")
     elif change == "remove_dns":
-        w.network.hosts.pop(kw["host"], None)
+        _need(kw, "host")
+        w.network.hosts.pop(v.string(kw["host"], "host").lower(), None)
     elif change == "set_ble_value":
-        p = w.find_peer(kw["address"])
+        _need(kw, "address", "service", "characteristic", "value")
+        p = w.find_peer(v.string(kw["address"], "address"))
         if p is None:
             raise ApiError(f"no BLE peer {kw['address']!r}")
-        p.services.setdefault(kw["service"], {})[kw["characteristic"]] = kw["value"]
+        p.services.setdefault(v.string(kw["service"], "service").lower(), {})[
+            v.string(kw["characteristic"], "characteristic").lower()] = v.hexstr(kw["value"], "value")
     elif change == "ble_notify":
-        p = w.find_peer(kw["address"])
+        _need(kw, "address", "characteristic", "value")
+        p = w.find_peer(v.string(kw["address"], "address"))
         if p is None:
             raise ApiError(f"no BLE peer {kw['address']!r}")
-        p.notify.append(Notify(kw["characteristic"], kw["value"], every=float(kw.get("every", 0) or 0), count=1))
+        every = v.seconds(kw.get("every") or 0, "every", zero=True)
+        p.notify.append(Notify(v.string(kw["characteristic"], "characteristic").lower(), v.hexstr(kw["value"], "value"),
+                               every=every, count=1))
     elif change == "add_ble_peer":
-        w.ble_peers.append(BlePeer(**kw))
+        peer = v.ble_peer(kw, "BLE peer")
+        if w.find_peer(peer.address) is not None:
+            w.ble_peers.remove(w.find_peer(peer.address))
+        w.ble_peers.append(peer)
     elif change == "cellular":
-        w.cellular.attached = bool(kw.get("attached", True))
-    else:
-        raise ApiError(f"unknown world change {change!r}; use add_ap, remove_ap, set_rssi, set_dns, remove_dns, "
-                       "set_ble_value, ble_notify, add_ble_peer or cellular")
+        w.cellular.attached = v.boolean(kw.get("attached", True), "attached")
     module.trace("world", **rec)
     hook = getattr(module.profile, "world_changed", None)
     if hook is not None:

@@ -51,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--control", metavar="[HOST:]PORT",
                    help="serve the control API and web page over HTTP (host 127.0.0.1 by default; port 0 = any)")
     r.add_argument("--control-token", metavar="TOKEN",
-                   help="require this token on every control request (needed to bind beyond 127.0.0.1; "
-                        "default: env ATEMU_CONTROL_TOKEN)")
+                   help="require this token on every control request (needed to bind beyond 127.0.0.1); "
+                        "visible in ps: prefer env ATEMU_CONTROL_TOKEN or --control-token-file")
+    r.add_argument("--control-token-file", metavar="FILE",
+                   help="read the control token from the first line of FILE (or env ATEMU_CONTROL_TOKEN_FILE)")
     r.add_argument("--scenario", metavar="FILE",
                    help="judge the host program with a scenario file (YAML steps); exit 0 passed, 1 failed")
     r.add_argument("--junit", metavar="FILE", help="with --scenario: write a JUnit XML report (one test case per step)")
@@ -248,14 +250,14 @@ class _LogTrace:
 
 def _lock_state_dir(state_dir: Path):
     """Hold a lock on the state folder while running; warn when another ``atemu run`` holds it."""
-    import fcntl
+    from .state import StateError, lock_state_dir
     try:
-        f = open(Path(state_dir) / ".atemu-lock", "w")
+        f, held = lock_state_dir(state_dir)
+    except StateError as e:
+        _die(f"state folder: {e}")
     except OSError:
         return None
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    if not held:
         log.warning("another atemu run uses the state folder %s, so saved settings and files are shared; "
                     "give each run its own --state-dir", state_dir)
     return f
@@ -321,8 +323,11 @@ async def _run(cls, world, args) -> int:
     from .module import Module
     from .transcript import JsonlTranscript
     from .uart import ChildTransport, PtyTransport, Rfc2217Transport, TcpTransport, TransportError, parse_hostport
+    from .state import StateError
     try:
         module = Module(cls, world=world, state_dir=args.state_dir, baud=args.baud, pacing=not args.no_pacing)
+    except StateError as e:
+        _die(f"state folder: {e}")
     except OSError as e:
         where = e.filename or args.state_dir or "the state folder"
         why = "a file is in the way" if isinstance(e, FileExistsError) else (e.strerror or str(e))
@@ -369,7 +374,7 @@ async def _run(cls, world, args) -> int:
         handle = api.wrap(module, transport)
         try:
             chost, cport = parse_hostport(args.control)
-            control = ControlServer(chost, cport, token=args.control_token,
+            control = ControlServer(chost, cport, token=args.control_token, token_file=args.control_token_file,
                                     modules=lambda: {handle.name: handle})
             await control.start()
         except (ControlError, TransportError, ValueError) as e:

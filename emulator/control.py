@@ -1,8 +1,15 @@
 """HTTP control plane (``atemu run ... --control [HOST:]PORT``): the in-process API as JSON.
 
 Bound to 127.0.0.1 by default. Binding to any other address requires a token
-(``--control-token`` or ``ATEMU_CONTROL_TOKEN``); when a token is set, every request must carry it
-(``Authorization: Bearer <token>``, header ``X-Atemu-Token`` or ``?token=``) or gets 401.
+(``ATEMU_CONTROL_TOKEN``, ``--control-token-file`` or ``--control-token``); when a token is set, every
+request must carry it (``Authorization: Bearer <token>``, header ``X-Atemu-Token`` or ``?token=``) or
+gets 401.
+
+What a web page in the developer's browser cannot do (see README "Security"): a request whose
+``Origin`` is not this server's own origin is refused (403), websocket upgrades included; without a
+token the ``Host`` header must name the bound address or ``localhost`` (403: DNS rebinding); a
+POST/DELETE with a body or a content type must be ``Content-Type: application/json`` (415); snapshots mask passwords
+and keys unless asked with ``?secrets=1``.
 
 Endpoints (``{name}`` is a module name from ``GET /api/modules``)::
 
@@ -10,7 +17,8 @@ Endpoints (``{name}`` is a module name from ``GET /api/modules``)::
     GET    /api/modules                       [{name, profile, port}]
     POST   /api/modules                       {"profile": ..., "world": {...}, "transport": "pty"} -> start one more
     DELETE /api/modules/{name}                stop a module started over HTTP
-    GET    /api/modules/{name}                snapshot (link, sockets, MQTT, files, settings, coverage, faults)
+    GET    /api/modules/{name}                snapshot (link, sockets, MQTT, files, settings, coverage, faults);
+                                              ?secrets=1 shows passwords and keys
     GET    /api/faults                        every fault kind with a one-line description
     GET    /api/modules/{name}/faults         armed faults
     POST   /api/modules/{name}/faults         {"kind": "broker_disconnect", "after": 2, "probability": 0.1,
@@ -32,6 +40,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -57,15 +66,49 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+#: the content types a web page may send to any site without a CORS preflight
+SIMPLE_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def read_token_file(path: str | os.PathLike) -> str:
+    """The token in ``path`` (its first line, surrounding blanks dropped); ControlError otherwise."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(4097)
+    except OSError as e:
+        raise ControlError(f"control token file {path}: cannot read it ({e.strerror or e})") from None
+    line = raw.splitlines()[0].strip() if raw.strip() else b""
+    if not line or len(raw) > 4096:
+        raise ControlError(f"control token file {path}: put the token on its first line (1 to 4096 bytes)")
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ControlError(f"control token file {path}: the token must be UTF-8 text") from None
+
+
+def resolve_token(token: str | None = None, token_file: str | None = None) -> str | None:
+    """--control-token, else --control-token-file, else $ATEMU_CONTROL_TOKEN, else
+    $ATEMU_CONTROL_TOKEN_FILE; None when none is set."""
+    if token:
+        return token
+    if token_file:
+        return read_token_file(token_file)
+    if os.environ.get("ATEMU_CONTROL_TOKEN"):
+        return os.environ["ATEMU_CONTROL_TOKEN"]
+    if os.environ.get("ATEMU_CONTROL_TOKEN_FILE"):
+        return read_token_file(os.environ["ATEMU_CONTROL_TOKEN_FILE"])
+    return None
+
+
 class ControlServer:
     """Serves the modules in ``modules()`` (name -> ModuleHandle) on the current loop."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
-                 modules: Callable[[], dict] | None = None):
-        token = token if token is not None else (os.environ.get("ATEMU_CONTROL_TOKEN") or None)
+                 modules: Callable[[], dict] | None = None, token_file: str | None = None):
+        token = resolve_token(token, token_file)
         if not is_loopback(host) and not token:
-            raise ControlError(f"--control {host}:{port} is reachable from other machines: set --control-token "
-                               "or ATEMU_CONTROL_TOKEN (or bind to 127.0.0.1)")
+            raise ControlError(f"--control {host}:{port} is reachable from other machines: set ATEMU_CONTROL_TOKEN "
+                               "or --control-token-file (or --control-token) or bind to 127.0.0.1")
         self.host, self.port, self.token = host, port, token
         self._given = modules or (lambda: dict(api.RUNNING))
         self.started: dict[str, Any] = {}   # modules started over HTTP (POST /api/modules)
@@ -80,7 +123,7 @@ class ControlServer:
 
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        app = web.Application(middlewares=[self._auth, self._errors])
+        app = web.Application(middlewares=[self._errors, self._guard, self._auth])
         r = app.router
         r.add_get("/", self.index)
         r.add_get("/api/modules", self.list_modules)
@@ -132,6 +175,48 @@ class ControlServer:
             self.runner = None
 
     # ---- middleware -----------------------------------------------------------------------------
+    @staticmethod
+    def _refuse(status: int, msg: str) -> web.Response:
+        return web.json_response({"error": msg}, status=status)
+
+    def _host_ok(self, host: str) -> bool:
+        """Without a token, the Host header must name the bound address or localhost (a page from
+        another name that resolves to 127.0.0.1, DNS rebinding, is refused)."""
+        m = re.fullmatch(r"\[([^\]]*)\](?::(\d*))?|([^:]*)(?::(\d*))?", host)
+        if m is None:
+            return False
+        name = (m.group(1) if m.group(1) is not None else m.group(3) or "").lower().rstrip(".")
+        port = m.group(2) if m.group(1) is not None else m.group(4)
+        if port and port != str(self.port):
+            return False
+        bound = self.host.strip("[]").lower()
+        names = {bound, "localhost"}
+        if bound == "localhost":
+            names |= {"127.0.0.1", "::1"}
+        return name in names
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        host = request.headers.get("Host")
+        if not self.token and host is not None and not self._host_ok(host):
+            return self._refuse(403, f"Host {host!r} is not this control plane's address; open "
+                                     f"{self.url}/ (or set a token to serve other names)")
+        origin = request.headers.get("Origin")
+        if origin is not None:
+            # the page's own origin: the Host it was reached at (https when a TLS proxy is in front)
+            own = {f"{scheme}://{h}".lower() for h in (host, request.host) if h for scheme in ("http", "https")}
+            if origin.lower() not in own:
+                return self._refuse(403, f"requests from web pages at {origin!r} are refused; only the "
+                                         f"control page itself ({self.url}/) may use this API")
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            # a body must be JSON; a body-less request may omit the type (curl -X POST .../reboot) but
+            # never carry one of the types a web page may send without asking (CORS "simple" types)
+            bare = not request.body_exists and request.content_type not in SIMPLE_TYPES
+            if request.content_type != "application/json" and not bare:
+                return self._refuse(415, f"{request.method} needs 'Content-Type: application/json' "
+                                         f"(got {request.content_type!r})")
+        return await handler(request)
+
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if self.token:
@@ -139,9 +224,11 @@ class ControlServer:
             auth = request.headers.get("Authorization", "")
             if auth.startswith("Bearer "):
                 given = auth[7:]
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
-                return web.json_response({"error": "missing or wrong token: send 'Authorization: Bearer <token>' "
-                                                   "or ?token=<token>"}, status=401)
+            # header values may hold any byte (aiohttp keeps non-UTF-8 ones as surrogates)
+            if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                                       self.token.encode("utf-8", "surrogateescape")):
+                return self._refuse(401, "missing or wrong token: send 'Authorization: Bearer <token>' "
+                                         "or ?token=<token>")
         return await handler(request)
 
     @web.middleware
@@ -153,6 +240,11 @@ class ControlServer:
         except (FaultError, api.ApiError, TypeError, ValueError, KeyError) as e:
             msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
             return web.json_response({"error": str(msg)}, status=400)
+        except RecursionError:
+            return self._refuse(400, "the JSON body is nested too deeply")
+        except Exception as e:   # never a traceback to the client: one line, and the log has the rest
+            log.error("control %s %s failed", request.method, request.path, exc_info=True)
+            return self._refuse(500, f"internal error: {type(e).__name__}: {e}")
 
     # ---- helpers --------------------------------------------------------------------------------
     def _module(self, request: web.Request) -> "api.ModuleHandle":
@@ -169,6 +261,8 @@ class ControlServer:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise api.ApiError("the body must be a JSON object") from None
+        except RecursionError:
+            raise api.ApiError("the JSON body is nested too deeply") from None
         if not isinstance(body, dict):
             raise api.ApiError("the body must be a JSON object")
         return body
@@ -213,7 +307,9 @@ class ControlServer:
         return web.json_response(KINDS)
 
     async def get_module(self, request: web.Request) -> web.Response:
-        return web.json_response(self._module(request).snapshot(), dumps=lambda o: json.dumps(o, default=str))
+        secrets = request.query.get("secrets", "") not in ("", "0", "false", "no")
+        return web.json_response(self._module(request).snapshot(secrets=secrets),
+                                 dumps=lambda o: json.dumps(o, default=str))
 
     async def get_faults(self, request: web.Request) -> web.Response:
         return web.json_response(self._module(request).faults())

@@ -104,6 +104,9 @@ class Profile:
     #: names of the commands that come from the manual (others are builtins)
     commands: dict[str, CommandSpec] = {}
     builtins: set[str] = set()
+    #: saved settings holding secrets the key names do not show: settings key -> positions in its
+    #: list value (snapshots mask them, see api.mask_secrets)
+    secret_settings: dict[str, tuple[int, ...]] = {}
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)

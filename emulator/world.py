@@ -236,74 +236,13 @@ class World:
         aps = wifi.get("access_points") or []
         v.sequence(aps, "wifi.access_points")
         for i, ap in enumerate(aps):
-            path = f"wifi.access_points[{i}]"
-            v.mapping(ap, path, {"ssid", "security", "password", "channel", "rssi", "bssid", "hidden",
-                                 "ip", "gateway", "netmask", "dns"})
-            if "ssid" not in ap:
-                raise WorldError(f"{where}: {path} needs an 'ssid'")
-            a_ = AccessPoint(ssid=v.string(ap["ssid"], f"{path}.ssid"))
-            if "security" in ap:
-                sec = v.string(ap["security"], f"{path}.security").lower()
-                if sec not in SECURITIES:
-                    raise WorldError(f"{where}: {path}.security is {sec!r}; use one of {', '.join(SECURITIES)}")
-                a_.security = sec
-            if "password" in ap:
-                a_.password = v.string(ap["password"], f"{path}.password")
-            if a_.security != "open" and not a_.password:
-                raise WorldError(f"{where}: {path} is {a_.security} but has no 'password'")
-            v.passphrase(a_.security, a_.password, f"{path}.password")
-            if "channel" in ap:
-                a_.channel = v.integer(ap["channel"], f"{path}.channel", 1, 196)
-            if "rssi" in ap:
-                a_.rssi = v.integer(ap["rssi"], f"{path}.rssi", -127, 0)
-            if "bssid" in ap:
-                a_.bssid = v.mac(ap["bssid"], f"{path}.bssid")
-            else:
-                a_.bssid = f"02:00:00:00:00:{i + 1:02x}"
-            if "hidden" in ap:
-                a_.hidden = v.boolean(ap["hidden"], f"{path}.hidden")
-            for k in ("ip", "gateway", "netmask", "dns"):
-                if k in ap:
-                    setattr(a_, k, v.ipv4(ap[k], f"{path}.{k}"))
-            w.access_points.append(a_)
+            w.access_points.append(v.access_point(ap, f"wifi.access_points[{i}]", i))
         ble = doc.get("ble") or {}
         v.mapping(ble, "ble", {"peers"})
         peers = ble.get("peers") or []
         v.sequence(peers, "ble.peers")
         for i, pr in enumerate(peers):
-            path = f"ble.peers[{i}]"
-            v.mapping(pr, path, {"address", "name", "rssi", "services", "notify", "connectable"})
-            if "address" not in pr:
-                raise WorldError(f"{where}: {path} needs an 'address'")
-            peer = BlePeer(address=v.mac(pr["address"], f"{path}.address"))
-            if "name" in pr:
-                peer.name = v.string(pr["name"], f"{path}.name")
-            if "rssi" in pr:
-                peer.rssi = v.integer(pr["rssi"], f"{path}.rssi", -127, 20)
-            if "connectable" in pr:
-                peer.connectable = v.boolean(pr["connectable"], f"{path}.connectable")
-            svcs = pr.get("services") or {}
-            v.mapping(svcs, f"{path}.services", None)
-            for su, chars in svcs.items():
-                v.mapping(chars, f"{path}.services.{su}", None)
-                peer.services[str(su).lower()] = {str(cu).lower(): v.hexstr(val, f"{path}.services.{su}.{cu}")
-                                                  for cu, val in (chars or {}).items()}
-            notes = pr.get("notify") or []
-            v.sequence(notes, f"{path}.notify")
-            for j, n in enumerate(notes):
-                np_ = f"{path}.notify[{j}]"
-                v.mapping(n, np_, {"characteristic", "value", "every", "count"})
-                if "characteristic" not in n or "value" not in n:
-                    raise WorldError(f"{where}: {np_} needs 'characteristic' and 'value'")
-                ch = str(n["characteristic"]).lower()
-                if not any(ch in chars for chars in peer.services.values()):
-                    raise WorldError(f"{where}: {np_}.characteristic {ch!r} is not in the peer's services")
-                every = n.get("every", 1.0)
-                if not isinstance(every, (int, float)) or every <= 0:
-                    raise WorldError(f"{where}: {np_}.every must be a positive number of seconds")
-                peer.notify.append(Notify(ch, v.hexstr(n["value"], f"{np_}.value"), float(every),
-                                          v.integer(n.get("count", 0), f"{np_}.count", 0, 10**9)))
-            w.ble_peers.append(peer)
+            w.ble_peers.append(v.ble_peer(pr, f"ble.peers[{i}]"))
         return w
 
     # ---- queries profiles use --------------------------------------------------------------
@@ -360,10 +299,10 @@ class _V:
 
     def integer(self, obj: Any, path: str, lo: int, hi: int) -> int:
         try:
-            if isinstance(obj, bool):
+            if isinstance(obj, bool) or (isinstance(obj, float) and not obj.is_integer()):
                 raise ValueError
             val = int(obj)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             self.fail(f"{path} must be a whole number")
         if not lo <= val <= hi:
             self.fail(f"{path} is {val}; it must be between {lo} and {hi}")
@@ -427,3 +366,84 @@ class _V:
         except ValueError:
             self.fail(f"{path} is {s!r}; values are hex bytes like '68656c6c6f'")
         return s.lower()
+
+    # ---- whole entries (the world file and run-time world changes share these) -----------------
+    def access_point(self, ap: Any, path: str, index: int) -> AccessPoint:
+        where = self.where
+        self.mapping(ap, path, {"ssid", "security", "password", "channel", "rssi", "bssid", "hidden",
+                                "ip", "gateway", "netmask", "dns"})
+        if "ssid" not in ap:
+            raise WorldError(f"{where}: {path} needs an 'ssid'")
+        a_ = AccessPoint(ssid=self.ssid(ap["ssid"], f"{path}.ssid"))
+        if "security" in ap:
+            sec = self.string(ap["security"], f"{path}.security").lower()
+            if sec not in SECURITIES:
+                raise WorldError(f"{where}: {path}.security is {sec!r}; use one of {', '.join(SECURITIES)}")
+            a_.security = sec
+        if "password" in ap:
+            a_.password = self.string(ap["password"], f"{path}.password")
+        if a_.security != "open" and not a_.password:
+            raise WorldError(f"{where}: {path} is {a_.security} but has no 'password'")
+        self.passphrase(a_.security, a_.password, f"{path}.password")
+        if "channel" in ap:
+            a_.channel = self.integer(ap["channel"], f"{path}.channel", 1, 196)
+        if "rssi" in ap:
+            a_.rssi = self.integer(ap["rssi"], f"{path}.rssi", -127, 0)
+        if "bssid" in ap:
+            a_.bssid = self.mac(ap["bssid"], f"{path}.bssid")
+        else:
+            a_.bssid = f"02:00:00:00:00:{(index + 1) & 0xff:02x}"
+        if "hidden" in ap:
+            a_.hidden = self.boolean(ap["hidden"], f"{path}.hidden")
+        for k in ("ip", "gateway", "netmask", "dns"):
+            if k in ap:
+                setattr(a_, k, self.ipv4(ap[k], f"{path}.{k}"))
+        return a_
+
+    def ble_peer(self, pr: Any, path: str) -> BlePeer:
+        where = self.where
+        self.mapping(pr, path, {"address", "name", "rssi", "services", "notify", "connectable"})
+        if "address" not in pr:
+            raise WorldError(f"{where}: {path} needs an 'address'")
+        peer = BlePeer(address=self.mac(pr["address"], f"{path}.address"))
+        if "name" in pr:
+            peer.name = self.string(pr["name"], f"{path}.name")
+        if "rssi" in pr:
+            peer.rssi = self.integer(pr["rssi"], f"{path}.rssi", -127, 20)
+        if "connectable" in pr:
+            peer.connectable = self.boolean(pr["connectable"], f"{path}.connectable")
+        svcs = pr.get("services") or {}
+        self.mapping(svcs, f"{path}.services", None)
+        for su, chars in svcs.items():
+            self.mapping(chars, f"{path}.services.{su}", None)
+            peer.services[str(su).lower()] = {str(cu).lower(): self.hexstr(val, f"{path}.services.{su}.{cu}")
+                                              for cu, val in (chars or {}).items()}
+        notes = pr.get("notify") or []
+        self.sequence(notes, f"{path}.notify")
+        for j, n in enumerate(notes):
+            np_ = f"{path}.notify[{j}]"
+            self.mapping(n, np_, {"characteristic", "value", "every", "count"})
+            if "characteristic" not in n or "value" not in n:
+                raise WorldError(f"{where}: {np_} needs 'characteristic' and 'value'")
+            ch = self.string(n["characteristic"], f"{np_}.characteristic").lower()
+            if not any(ch in chars for chars in peer.services.values()):
+                raise WorldError(f"{where}: {np_}.characteristic {ch!r} is not in the peer's services")
+            peer.notify.append(Notify(ch, self.hexstr(n["value"], f"{np_}.value"),
+                                      self.seconds(n.get("every", 1.0), f"{np_}.every"),
+                                      self.integer(n.get("count", 0), f"{np_}.count", 0, 10**9)))
+        return peer
+
+    def ssid(self, obj: Any, path: str) -> str:
+        """An SSID is a string of 1 to 32 bytes (a YAML number is a mistake, not a name)."""
+        if not isinstance(obj, str):
+            self.fail(f"{path} must be a string (quote it if it looks like a number)")
+        if not 1 <= len(obj.encode("utf-8", "surrogateescape")) <= 32:
+            self.fail(f"{path} must be 1 to 32 bytes long")
+        return obj
+
+    def seconds(self, obj: Any, path: str, zero: bool = False) -> float:
+        import math
+        if isinstance(obj, bool) or not isinstance(obj, (int, float)) or not math.isfinite(obj) \
+                or obj < 0 or (obj == 0 and not zero) or obj > 86400 * 365:
+            self.fail(f"{path} must be a positive number of seconds")
+        return float(obj)

@@ -97,7 +97,8 @@ def test_bad_requests_answer_with_what_to_do(controlled):
 
     async def not_json():
         async with aiohttp.ClientSession() as s:
-            async with s.post(f"{url}/api/modules/eseye-anynet/faults", data=b"{{{") as r:
+            async with s.post(f"{url}/api/modules/eseye-anynet/faults", data=b"{{{",
+                              headers={"Content-Type": "application/json"}) as r:
                 return r.status, await r.json()
     status, answer = asyncio.run(not_json())
     assert status == 400 and "JSON object" in answer["error"]

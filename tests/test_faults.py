@@ -369,7 +369,8 @@ def test_world_api_reaches_the_profile_hook(tmp_path):
     assert seen == ["add_ble_peer", "set_ble_value", "ble_notify", "set_dns", "set_rssi", "add_ap", "remove_ap"]
     assert [r["change"] for r in recs] == seen
     peer = world.find_peer("AA:BB:CC:DD:EE:01")
-    assert peer.services == {"180F": {"2A19": "64"}} and peer.notify[0].value == "63"
+    # normalised like the world file: UUIDs, hex values and the address in lower case
+    assert peer.services == {"180f": {"2a19": "64"}} and peer.notify[0].value == "63"
     assert snap["world"]["dns"]["broker.test"] == "127.0.0.1"
     assert snap["world"]["cellular"]["rssi"] == -99
-    assert snap["world"]["ble_peers"] == [{"address": "AA:BB:CC:DD:EE:01", "name": "sensor", "rssi": -60}]
+    assert snap["world"]["ble_peers"] == [{"address": "aa:bb:cc:dd:ee:01", "name": "sensor", "rssi": -60}]

@@ -54,6 +54,13 @@ class GeneralCommands(Profile):
         self.socks.clear()
         await self._mqtt_drop()
 
+    def wake_up(self) -> bool:
+        """The core's wake-up pin hook (``ModuleHandle.wakeup``, control ``POST .../wakeup``)."""
+        if not self.asleep:
+            return False        # an awake module keeps its input and state
+        self.wake()
+        return True
+
     def wake(self) -> None:
         """Wake the module from AT+LOWPOWER (the wake GPIO). Call on the module's loop."""
         self.asleep = False

@@ -19,6 +19,7 @@ import binascii
 import fnmatch
 import ipaddress
 import logging
+import os
 import ssl
 import time
 import warnings
@@ -507,11 +508,11 @@ class QuectelBase(Profile):
     async def _ota(self, url: str) -> None:
         from emulator.net.http import HttpClient
         self.module.urc("+QOTASTAT: START_DOWNLOAD")
+        from emulator.state import StateError, new_file
         dest_dir = self.module.state_dir / "ota"
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        tmp = dest_dir / "firmware.part"
         client = HttpClient(self.module.resolver)
         ok = False
+        tmp = None
         try:
             resp = await client.get(url, timeout=30)
             try:
@@ -519,7 +520,8 @@ class QuectelBase(Profile):
                     raise NetError("other", f"HTTP {resp.status}")
                 total = int(resp.header("Content-Length") or 0)
                 got, next_mark = 0, 25
-                with open(tmp, "wb") as f:
+                tmp, f = new_file(dest_dir, "firmware.part")   # never through a planted link
+                with f:
                     while True:
                         chunk = await resp.read(65536)
                         if not chunk:
@@ -532,15 +534,17 @@ class QuectelBase(Profile):
                 ok = got > 0 and (not total or got == total)
             finally:
                 await resp.close()
-        except NetError as e:
+        except (NetError, StateError, OSError) as e:
             log.info("OTA download failed: %s", e)
+            ok = False
         finally:
             await client.close()
-        if ok:
-            tmp.replace(dest_dir / "firmware.bin")
+        if ok and tmp is not None:
+            os.replace(tmp, dest_dir / "firmware.bin")
             self.module.urc("+QOTASTAT: DOWNLOAD_SUCCEED")
         else:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
             self.module.urc("+QOTASTAT: DOWNLOAD_FAILED")
 
     @command("+QSCLK", Form.WRITE, Int("mode", 0, 3), Int("dtim", 1, 30, optional=True), family="general",

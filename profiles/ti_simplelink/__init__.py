@@ -97,6 +97,7 @@ URCS = [
 class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, NetCfgMixin, MqttMixin, HttpMixin, Profile):
     name = "ti-simplelink"
     aliases = ("ti", "cc3220", "simplelink")
+    secret_settings = {"ti.last_ap": (3,)}     # [ssid, bssid, security, key]
     summary = "TI SimpleLink Wi-Fi CC32xx AT commands (sockets, TLS, WLAN, files, NetApp, MQTT, HTTP)"
     default_baud = 115200
     dialect = DIALECT
