@@ -212,7 +212,7 @@ def make_world(m: ModuleSpec):
 
 
 class Fleet:
-    """The running fleet: one :class:`emulator.api.ModuleHandle` per module (what the control plane lists)."""
+    """The running fleet: one :class:`atemu.api.ModuleHandle` per module (what the control plane lists)."""
 
     def __init__(self, spec: FleetSpec, *, state_dir: str | Path | None = None, log_dir: str | Path | None = None,
                  observers: list | None = None):

@@ -112,7 +112,7 @@ class Aws:
 
 
 class AirList(list):
-    """The world's access points: a list that tells the world's air watchers (``emulator.wifi.watch_air``)
+    """The world's access points: a list that tells the world's air watchers (``atemu.wifi.watch_air``)
     when it changes, however it is changed (control plane, faults, a soft AP going down, a test's
     ``access_points.clear()``), so no module has to poll the air."""
 
@@ -154,10 +154,10 @@ class World:
     source: Path | None = None
 
     def __post_init__(self) -> None:
-        #: soft APs hosted by emulated modules (``emulator.wifi.host_ap``), keyed by the AP's identity;
+        #: soft APs hosted by emulated modules (``atemu.wifi.host_ap``), keyed by the AP's identity;
         #: run-time state, not a dataclass field, so it never reaches a world file
         self.hosted_aps: dict[int, Any] = {}
-        #: who hears that the set of access points on the air changed (``emulator.wifi.watch_air``)
+        #: who hears that the set of access points on the air changed (``atemu.wifi.watch_air``)
         self.air_watchers: dict[Any, Any] = {}
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -41,10 +41,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from emulator.grammar import Flags, Form, Int, Keyword, Raw, Rest, Str  # noqa: E402
-from emulator.module import Module  # noqa: E402
-from emulator.profile import find_profile, installed_profiles  # noqa: E402
-from emulator.world import World  # noqa: E402
+from atemu.grammar import Flags, Form, Int, Keyword, Raw, Rest, Str  # noqa: E402
+from atemu.module import Module  # noqa: E402
+from atemu.profile import find_profile, installed_profiles  # noqa: E402
+from atemu.world import World  # noqa: E402
 
 PAGE = 4096
 _ALPHA = b"AT+=?,\"\r\n#\x1a\x1b\x08\x00\xff[]0123456789abcdefQSWx"

@@ -1,11 +1,11 @@
-"""emulator.net.sockets.host_bind_address and the world's network.listen_host(6): a module's own
+"""atemu.net.sockets.host_bind_address and the world's network.listen_host(6): a module's own
 (virtual) and wildcard addresses map to the host listen address, host addresses are kept."""
 from __future__ import annotations
 
 import pytest
 
-from emulator.net.sockets import host_bind_address
-from emulator.world import World, WorldError
+from atemu.net.sockets import host_bind_address
+from atemu.world import World, WorldError
 
 
 @pytest.mark.parametrize("address, own, expect", [

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from emulator import api
+from atemu import api
 from harness import Emu
-from profiles.ti_simplelink.common import encode_data
+from atemu.profiles.ti_simplelink.common import encode_data
 
 FINAL = rb"(?:^|\r\n)(OK|ERROR:[^\r\n]*)\r\n"
 LAB = {"ssid": "calypso_lab", "security": "wpa2", "password": "calypsowlan", "channel": 6, "rssi": -45,
@@ -127,7 +127,7 @@ def test_stop_start_prints_only_ok(cal):
 
 def test_control_plane_reset_and_wakeup_routes(cal):
     async def serve():
-        from emulator.control import ControlServer
+        from atemu.control import ControlServer
         srv = ControlServer("127.0.0.1", 0, modules=lambda: {"calypso": handle})
         await srv.start()
         return srv
@@ -178,7 +178,7 @@ def test_version_uart_udid_time(cal):
 
 
 def test_world_option_firmware_is_checked():
-    from emulator.world import WorldError
+    from atemu.world import WorldError
     with pytest.raises(WorldError, match="calypso.firmware"):
         Calypso(world=world(options={"calypso.firmware": "2.2"}))
 
@@ -316,7 +316,7 @@ def test_tcp_server_accept_and_peer_close(joined):
     cal.read_until(rb"\+recv:1,0,0,\r\n")
 
 
-@pytest.mark.skipif(not hasattr(__import__("emulator.net.sockets", fromlist=["x"]), "host_bind_address"),
+@pytest.mark.skipif(not hasattr(__import__("atemu.net.sockets", fromlist=["x"]), "host_bind_address"),
                     reason="binding the module's own address needs the core's host_bind_address (issue 10)")
 def test_bind_on_own_address_as_the_driver_example_does(joined):
     cal = joined

@@ -9,7 +9,7 @@ import pytest
 from harness import Emu, host_styles
 from peers.aws import AWS_HOST, THING, aws_pki, broker, sim_world  # noqa: F401  (fixtures)
 from peers.mosquitto import MqttProbe, free_port
-import profiles.eseye_anynet as eseye
+import atemu.profiles.eseye_anynet as eseye
 
 
 # every test runs once per host style: CR, CR LF, CR LF written byte by byte (Emu.cmd and the
@@ -263,7 +263,7 @@ def test_awsreset_while_opening(emu, probe):
 
 
 def test_bad_format_option_is_one_clear_line(broker, aws_pki):
-    from emulator.world import WorldError
+    from atemu.world import WorldError
     w = sim_world(aws_pki, broker.tls_port)
     w["options"] = {"eseye.format": "pretty"}
     with pytest.raises(WorldError, match="eseye.format.*device, manual"):

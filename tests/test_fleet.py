@@ -13,7 +13,7 @@ import urllib.request
 
 import serial
 
-ATEMU = [sys.executable, "-m", "emulator.cli"]
+ATEMU = [sys.executable, "-m", "atemu.cli"]
 
 
 class Fleet:

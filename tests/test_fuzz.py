@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from emulator.profile import find_profile, installed_profiles
+from atemu.profile import find_profile, installed_profiles
 from fuzzer import FuzzFailure, Peers, fuzz_profile
 
 # the smoke covers the four original profiles (each takes minutes of wall time: its set-up, escape
@@ -70,7 +70,7 @@ def test_mqtt_client_paho_refuses_leaves_no_traceback(mosquitto, capfd, monkeypa
     # (only while the core subclasses paho's Client; a core on paho's public interface has no such object)
     from paho.mqtt.client import CallbackAPIVersion
 
-    from emulator.net import mqtt as core_mqtt
+    from atemu.net import mqtt as core_mqtt
     client_cls = getattr(core_mqtt, "_PahoClient", None)
     if client_cls is not None:
         with pytest.raises(ValueError, match="client id must be provided"):

@@ -17,9 +17,9 @@ import tracemalloc
 
 import pytest
 
-from emulator.module import Module
-from emulator.profile import find_profile
-from emulator.world import World
+from atemu.module import Module
+from atemu.profile import find_profile
+from atemu.world import World
 from test_microchip_fuzz import BINARY, NAMES, VALUES, plausible
 from test_microchip_util import WORLD
 

@@ -12,8 +12,8 @@ import logging
 import random
 import re
 
-from emulator.grammar import Form, Int
-from profiles.rnwf02 import Rnwf02
+from atemu.grammar import Form, Int
+from atemu.profiles.rnwf02 import Rnwf02
 from rnwf_helpers import FINAL, Rnwf
 
 VALUES = ["0", "1", "2", "3", "4", "5", "9", "13", "40", "65535", "-1", "99999", "0x10", "1460", "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from emulator.profile import find_profile
+from atemu.profile import find_profile
 from rnwf_helpers import Rnwf
 
 

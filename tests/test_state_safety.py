@@ -14,7 +14,7 @@ from test_microchip_util import Winc
 from test_ti_common import Ti
 from test_ti_files import fid_of
 
-ATEMU = [sys.executable, "-m", "emulator.cli"]
+ATEMU = [sys.executable, "-m", "atemu.cli"]
 SECRET = b"precious, must stay as it is\n"
 
 
@@ -106,7 +106,7 @@ def test_links_in_flash_are_not_files(tmp_path):
         assert e.cmd('AT+QFOPEN="link.txt",2') == b"\r\nERROR\r\n"
         assert e.cmd('AT+QFOPEN="link.txt",1') == b"\r\nERROR\r\n"
         assert e.cmd('AT+QFOPEN="dirlink/victim.txt",0') == b"\r\nERROR\r\n"
-        snap = e.sync(lambda: __import__("emulator.api", fromlist=["snapshot"]).snapshot(e.module))
+        snap = e.sync(lambda: __import__("atemu.api", fromlist=["snapshot"]).snapshot(e.module))
         assert snap["files"] == []
     finally:
         e.stop()

@@ -283,7 +283,7 @@ def test_readme_first_steps_work_as_written(tcp_echo):
 def test_describe_shows_fields_that_may_be_empty():
     import subprocess
     import sys
-    r = subprocess.run([sys.executable, "-m", "emulator.cli", "describe", "ti-simplelink"], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "atemu.cli", "describe", "ti-simplelink"], capture_output=True,
                        text=True, timeout=60)
     text = r.stdout
     i = text.index("AT+WlanConnect=")
@@ -329,8 +329,8 @@ def test_source_error_lines():
 
 
 def test_bad_output_option_is_refused():
-    from emulator.world import World, WorldError
-    from profiles.ti_simplelink import TiSimpleLink
+    from atemu.world import World, WorldError
+    from atemu.profiles.ti_simplelink import TiSimpleLink
     w = World.from_dict({"options": {"ti-simplelink.output": "fancy"}})
     with pytest.raises(WorldError, match="ti-simplelink.output must be one of source, manual"):
         TiSimpleLink.validate_world(w)

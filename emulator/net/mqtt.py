@@ -3,9 +3,9 @@
 One :class:`MqttSession` is one module-side MQTT client, run entirely on the module's asyncio loop:
 no thread per session, nothing blocks the loop.
 
-* The broker connection is the core's :class:`~emulator.net.sockets.TcpConnection`: TCP connect and
+* The broker connection is the core's :class:`~atemu.net.sockets.TcpConnection`: TCP connect and
   TLS handshake (verification, SNI, client certificate) happen on the loop, world DNS first, and the
-  latency/bandwidth faults shape it with the same :class:`~emulator.faults.Shaper` as any module
+  latency/bandwidth faults shape it with the same :class:`~atemu.faults.Shaper` as any module
   socket (in order, both directions).
 * paho-mqtt does the MQTT protocol through its public external-loop interface only:
   ``connect()`` with ``transport="unix"`` to a one-shot local socket the session accepts at once
@@ -42,8 +42,8 @@ from typing import Any, Callable, Coroutine
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from emulator.net.errors import NetError, classify
-from emulator.net.sockets import TcpConnection
+from atemu.net.errors import NetError, classify
+from atemu.net.sockets import TcpConnection
 
 log = logging.getLogger(__name__)
 #: what to check, per NetError kind, in the one-line warning of a failed connection
@@ -363,7 +363,7 @@ class MqttSession:
     def _shape(self, conn: TcpConnection) -> None:
         conn.fault_names = [n for n in (self.host, self.server_hostname, self.remote_ip) if n]  # type: ignore[attr-defined]
         if self._shaping is not None and conn.shaper is None:
-            from emulator.faults import Shaper
+            from atemu.faults import Shaper
             conn.shaper = Shaper(self._shaping, conn)
 
     async def open_transport(self) -> None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import re
 
-from emulator.grammar import Form, Int, Keyword, UrcSpec
-from emulator.module import Ctx
-from emulator.profile import command
-from profiles.ti_simplelink import DEVIATIONS as TI_DEVIATIONS, URCS as TI_URCS, TiSimpleLink
-from profiles.ti_simplelink.common import OS, S, count_error, param_error, parse_num, pick
-from profiles.ti_simplelink.device import CHIP_ID, FW_VERSION, NWP_VERSION, PHY_VERSION, ROM_VERSION
+from atemu.grammar import Form, Int, Keyword, UrcSpec
+from atemu.module import Ctx
+from atemu.profile import command
+from atemu.profiles.ti_simplelink import DEVIATIONS as TI_DEVIATIONS, URCS as TI_URCS, TiSimpleLink
+from atemu.profiles.ti_simplelink.common import OS, S, count_error, param_error, parse_num, pick
+from atemu.profiles.ti_simplelink.device import CHIP_ID, FW_VERSION, NWP_VERSION, PHY_VERSION, ROM_VERSION
 
 from .extra import CalypsoExtraMixin
 
@@ -75,7 +75,7 @@ class Calypso(CalypsoExtraMixin, TiSimpleLink):
         super().validate_world(world)
         fw = (getattr(world, "options", {}) or {}).get("calypso.firmware")
         if fw is not None and not re.fullmatch(r"\d{1,3}\.\d{1,3}\.\d{1,3}", str(fw)):
-            from emulator.world import WorldError
+            from atemu.world import WorldError
             where = f"{world.source}: " if getattr(world, "source", None) else ""
             raise WorldError(f"{where}calypso.firmware must be major.minor.patch (like 2.2.0), got {fw!r}")
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from emulator.grammar import Form, Int, Keyword, Raw
-from emulator.module import Ctx
-from emulator.net.errors import NetError
-from emulator.net.sntp import sntp_query
-from emulator.profile import command
-from profiles.ti_simplelink.files import FLASH_CAPACITY
-from profiles.ti_simplelink.http import METHODS as HTTP_METHODS
-from profiles.ti_simplelink.common import (E_TIMEDOUT, FORMAT, OS, S, count_error, fail, nwp,
+from atemu.grammar import Form, Int, Keyword, Raw
+from atemu.module import Ctx
+from atemu.net.errors import NetError
+from atemu.net.sntp import sntp_query
+from atemu.profile import command
+from atemu.profiles.ti_simplelink.files import FLASH_CAPACITY
+from atemu.profiles.ti_simplelink.http import METHODS as HTTP_METHODS
+from atemu.profiles.ti_simplelink.common import (E_TIMEDOUT, FORMAT, OS, S, count_error, fail, nwp,
                                            param_error, parse_num, pick)
 
 NETAPP_IDS = {k: k.lower() for k in ("DHCP_SERVER", "HTTP_SERVER", "MDNS", "DEVICE", "DNS_CLIENT", "SNTP_CLIENT")}

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-from emulator.files import FlashFS
-from emulator.grammar import Arg, Engine
-from emulator.profile import CmdError, Profile
+from atemu.files import FlashFS
+from atemu.grammar import Arg, Engine
+from atemu.profile import CmdError, Profile
 
 from .common import (STA_SEC, AP_SEC, E_STATE, E_NOLINK, MAX_DATA,
                      TLS_CONFS, fmt_str, arg_bytes, _P)
@@ -113,7 +113,7 @@ class MicrochipFamily(SocketCommands, MqttCommands, WlanCommands, Profile):
             if arg.quoted or arg.hexed:
                 raise CmdError("param", message=f"<{p.name}> must be a number")
             try:
-                from emulator.grammar import parse_int
+                from atemu.grammar import parse_int
                 v = parse_int(arg.text)
             except ValueError:
                 raise CmdError("param", message=f"<{p.name}> must be a number") from None

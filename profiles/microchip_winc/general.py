@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import datetime as _dt
 
-from emulator.files import FsError
-from emulator.grammar import Data, DataOverflow, Form, Int, Str
-from emulator.module import Ctx
-from emulator.profile import CmdError, Profile, command
+from atemu.files import FsError
+from atemu.grammar import Data, DataOverflow, Form, Int, Str
+from atemu.module import Ctx
+from atemu.profile import CmdError, Profile, command
 
-from profiles.microchip_common.common import E_CERT, MAX_DATA, MAC, log, text_arg, valid_material
+from atemu.profiles.microchip_common.common import E_CERT, MAX_DATA, MAC, log, text_arg, valid_material
 
 
 class GeneralCommands(Profile):

@@ -14,12 +14,12 @@ they are printable ASCII without ``"``, else as ``[hex]``.
 """
 from __future__ import annotations
 
-from emulator.files import FlashFS
-from emulator.grammar import Dialect, UrcSpec
-from emulator.profile import CmdError
+from atemu.files import FlashFS
+from atemu.grammar import Dialect, UrcSpec
+from atemu.profile import CmdError
 
-from profiles.microchip_common import MicrochipFamily
-from profiles.microchip_common.common import (E_UNKNOWN, E_PARAM, E_STATE, E_BUSY, E_INTERNAL, TLS_CONFS, MAC, _P)
+from atemu.profiles.microchip_common import MicrochipFamily
+from atemu.profiles.microchip_common.common import (E_UNKNOWN, E_PARAM, E_STATE, E_BUSY, E_INTERNAL, TLS_CONFS, MAC, _P)
 
 from .general import GeneralCommands
 

@@ -12,16 +12,16 @@ import ipaddress
 import time
 from typing import Any
 
-from emulator import wifi
-from emulator.files import FsError
-from emulator.grammar import Bytes, Data, Form, Int, Str
-from emulator.net.errors import NetError
-from emulator.profile import CmdError, command
+from atemu import wifi
+from atemu.files import FsError
+from atemu.grammar import Bytes, Data, Form, Int, Str
+from atemu.net.errors import NetError
+from atemu.profile import CmdError, command
 
-from profiles.microchip_common.common import (E_STATE, E_DATA, E_CERT, E_BUSY, NET_CODES,
+from atemu.profiles.microchip_common.common import (E_STATE, E_DATA, E_CERT, E_BUSY, NET_CODES,
                                                arg_bytes, sfx, log, text_arg, valid_material)
-from profiles.microchip_common.mqtt import MqttCommands, _topic
-from profiles.microchip_common.sockets import SocketCommands, Sock
+from atemu.profiles.microchip_common.mqtt import MqttCommands, _topic
+from atemu.profiles.microchip_common.sockets import SocketCommands, Sock
 
 MAX_WRITE = 1460
 SOH, STX, EOT, ACK, NAK, CAN = b"\x01", b"\x02", b"\x04", b"\x06", b"\x15", b"\x18"
@@ -555,7 +555,7 @@ class RnwfCommands:
         self._cfg(ctx, "TLSC", self.TLSC, self.tls_confs[idx], pid, val, arg_index=2)
 
     def _tls_context(self, idx: int, default_name: str):
-        from emulator.net.tls import client_context
+        from atemu.net.tls import client_context
         c = self.tls_confs.get(idx)
         if c is None:
             raise CmdError("param", message="no such TLS configuration")

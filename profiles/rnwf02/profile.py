@@ -15,12 +15,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from emulator.files import FlashFS
-from emulator.grammar import Dialect, UrcSpec
-from emulator.profile import CmdError
+from atemu.files import FlashFS
+from atemu.grammar import Dialect, UrcSpec
+from atemu.profile import CmdError
 
-from profiles.microchip_common import MicrochipFamily
-from profiles.microchip_common.common import (E_UNKNOWN, E_PARAM, E_STATE, E_SOCKET, E_NORES, E_BUSY, E_NOLINK,
+from atemu.profiles.microchip_common import MicrochipFamily
+from atemu.profiles.microchip_common.common import (E_UNKNOWN, E_PARAM, E_STATE, E_SOCKET, E_NORES, E_BUSY, E_NOLINK,
                                               E_DATA, E_CERT, E_INTERNAL, _P)
 
 from .commands import RnwfCommands

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 
-from emulator.grammar import Form, Int, UrcSpec
-from emulator import wifi
-from emulator.profile import CmdError, Profile
+from atemu.grammar import Form, Int, UrcSpec
+from atemu import wifi
+from atemu.profile import CmdError, Profile
 
 from .common import DIALECT, OUTPUTS, VARIABLE_COUNT, format_error, ip_text, mac_text
 from .device import DeviceMixin
@@ -168,7 +168,7 @@ class TiSimpleLink(DeviceMixin, SocketMixin, WlanMixin, FileMixin, NetAppMixin, 
         key = (cls.option_prefix or cls.name) + ".output"
         v = (getattr(world, "options", None) or {}).get(key)
         if v is not None and str(v).lower() not in OUTPUTS:
-            from emulator.world import WorldError
+            from atemu.world import WorldError
             where = f"{world.source}: " if getattr(world, "source", None) else ""
             raise WorldError(f"{where}{key} must be one of {', '.join(OUTPUTS)}, got {v!r}")
 

@@ -299,9 +299,9 @@ class Winc:
 
 
 async def new_module(kind: Any, i: int, d: str) -> tuple[Any, Uart]:
-    from emulator.module import Module
-    from emulator.profile import find_profile
-    from emulator.world import World
+    from atemu.module import Module
+    from atemu.profile import find_profile
+    from atemu.world import World
     cls = find_profile(kind.profile)
     world = World.from_dict(kind.world(i))
     cls.validate_world(world)
@@ -356,7 +356,7 @@ async def module_latency(kind: Any, n: int, arrivals: Arrivals, d: str) -> list[
 def bench_latency(n: int) -> dict:
     from peers.certs import make_pki
     from peers.mosquitto import Mosquitto
-    from emulator.net.tls import client_context
+    from atemu.net.tls import client_context
     host = "bench.iot.example"
     res: dict = {}
     with tempfile.TemporaryDirectory() as d:
@@ -525,9 +525,9 @@ def sessions_child(n: int, tls: bool) -> dict:
     with a client certificate + CONNECT/CONNACK), idle CPU over 10 s, RSS and threads."""
     from peers.certs import make_pki
     from peers.mosquitto import Mosquitto
-    from emulator.net.dns import Resolver
-    from emulator.net.mqtt import MqttSession
-    from emulator.net.tls import client_context
+    from atemu.net.dns import Resolver
+    from atemu.net.mqtt import MqttSession
+    from atemu.net.tls import client_context
     raise_fd_limit()
     host = "bench.iot.example"
     with tempfile.TemporaryDirectory() as d:
