@@ -48,7 +48,7 @@ register_serial_handler()
 
 
 def __getattr__(name: str):
-    """Lazy re-exports of the in-process API (``from emulator import start``)."""
+    """Lazy re-exports of the in-process API (``from atemu import start``)."""
     if name in ("start", "astart", "wrap", "ModuleHandle", "ApiError", "FaultError", "FAULTS"):
         from . import api
         return getattr(api, name)

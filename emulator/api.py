@@ -2,7 +2,7 @@
 
 Sync code (a pytest test, a script)::
 
-    from emulator import start
+    from atemu import start
     with start("eseye-anynet", world={...}, transport="pty") as m:
         ser = serial.Serial(m.port, 9600)
         m.inject("broker_disconnect")
@@ -184,7 +184,7 @@ class ModuleHandle:
 
     # ---- faults ----------------------------------------------------------------------------------------
     def inject(self, kind: str, **kw: Any) -> dict:
-        """Arm a fault (see :mod:`emulator.faults`); returns its description (``id`` for :meth:`clear`)."""
+        """Arm a fault (see :mod:`atemu.faults`); returns its description (``id`` for :meth:`clear`)."""
         return self.call(lambda: self.module.faults.inject(kind, **kw).describe())
 
     def clear(self, fault_id: int | None = None) -> int:

@@ -244,7 +244,7 @@ def installed_profiles() -> dict[str, type[Profile]]:
         try:
             cls = ep.load()
         except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("profiles."):
+            if e.name and e.name.startswith("atemu.profiles."):
                 continue  # a built-in profile not present in this checkout
             import logging
             logging.getLogger("atemu").warning("profile %s failed to load: %s", ep.name, e)
@@ -255,7 +255,7 @@ def installed_profiles() -> dict[str, type[Profile]]:
             continue
         found[cls.name or ep.name] = cls
     if not found:  # running from a source tree without an install
-        from profiles import BUILTIN_PROFILES
+        from atemu.profiles import BUILTIN_PROFILES
         for cls in BUILTIN_PROFILES:
             found[cls.name] = cls
     return found

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 
-from emulator import register_serial_handler
+from atemu import register_serial_handler
 
 register_serial_handler()        # importing the package already does it; kept explicit for readers
 
@@ -24,7 +24,7 @@ register_serial_handler()        # importing the package already does it; kept e
 @pytest.fixture
 def atemu_module(tmp_path_factory: Any):
     """Factory: ``atemu_module(profile, world=None, transport="pty", pacing=False, **kw)`` -> ModuleHandle."""
-    from emulator.api import start
+    from atemu.api import start
     handles = []
 
     def make(profile: str, *, world: Any = None, transport: str = "pty", pacing: bool = False, **kw: Any):

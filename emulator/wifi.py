@@ -2,7 +2,7 @@
 the soft APs modules host (who is associated with whom).
 
 Profiles keep their own vendor state machines; this module only answers "what would the radio
-see" from the (mutable) :class:`~emulator.world.World`, so the control plane can make an access
+see" from the (mutable) :class:`~atemu.world.World`, so the control plane can make an access
 point vanish or its RSSI change and every profile sees it the same way.
 """
 from __future__ import annotations

@@ -105,7 +105,7 @@ class World:
     source: Path | None = None
 
     def __post_init__(self) -> None:
-        #: soft APs hosted by emulated modules (``emulator.wifi.host_ap``), keyed by the AP's identity;
+        #: soft APs hosted by emulated modules (``atemu.wifi.host_ap``), keyed by the AP's identity;
         #: run-time state, not a dataclass field, so it never reaches a world file
         self.hosted_aps: dict[int, Any] = {}
 

@@ -17,10 +17,10 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from emulator.grammar import Dialect, Form, Int, Str, UrcSpec
-from emulator.module import Ctx
-from emulator.net.errors import NetError
-from emulator.profile import CmdError, Profile, command
+from atemu.grammar import Dialect, Form, Int, Str, UrcSpec
+from atemu.module import Ctx
+from atemu.net.errors import NetError
+from atemu.profile import CmdError, Profile, command
 
 log = logging.getLogger("atemu.eseye")
 
@@ -258,8 +258,8 @@ class EseyeAnynet(Profile):
             return await self._connect()
 
     async def _connect(self) -> bool:
-        from emulator.net.mqtt import MqttSession
-        from emulator.net.tls import client_context
+        from atemu.net.mqtt import MqttSession
+        from atemu.net.tls import client_context
         world = self.module.world
         self._drop_session()
         self.state = WAITING_KEYS

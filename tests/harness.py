@@ -20,10 +20,10 @@ from typing import Any
 
 import serial
 
-from emulator.module import Module
-from emulator.profile import find_profile
-from emulator.uart import PtyTransport
-from emulator.world import World
+from atemu.module import Module
+from atemu.profile import find_profile
+from atemu.uart import PtyTransport
+from atemu.world import World
 
 
 class SerialReader:
@@ -199,7 +199,7 @@ class Cli:
     """``atemu run ...`` as a subprocess; waits for its ready line."""
 
     def __init__(self, *args: str, env: dict | None = None, timeout: float = 15.0):
-        self.args = [sys.executable, "-m", "emulator.cli", *args]
+        self.args = [sys.executable, "-m", "atemu.cli", *args]
         e = dict(os.environ)
         e.update(env or {})
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)

@@ -15,7 +15,7 @@ import serial
 
 from harness import Cli
 
-ATEMU = [sys.executable, "-m", "emulator.cli"]
+ATEMU = [sys.executable, "-m", "atemu.cli"]
 
 
 def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -211,7 +211,7 @@ def test_unknown_profile_option_is_rejected(tmp_path):
 
 
 def test_describe_into_a_closed_pipe_is_quiet():
-    r = subprocess.run(f"{sys.executable} -m emulator.cli describe ti-simplelink | head -1", shell=True,
+    r = subprocess.run(f"{sys.executable} -m atemu.cli describe ti-simplelink | head -1", shell=True,
                        capture_output=True, text=True, timeout=30)
     assert r.stdout.startswith("ti-simplelink: ")
     assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr
@@ -403,7 +403,7 @@ def test_in_process_baud_warning_has_the_atemu_prefix(tmp_path):
     script = tmp_path / "host.py"
     script.write_text(textwrap.dedent("""
         import serial, time
-        from emulator import start
+        from atemu import start
         with start("eseye-anynet", transport="pty") as m:
             with serial.Serial(m.port, 115200, timeout=0.1) as s:
                 s.write(b"AT\\r\\n")
@@ -424,7 +424,7 @@ def test_atemu_url_works_after_importing_the_package_outside_pytest(tmp_path):
     script.write_text(textwrap.dedent("""
         import time
         import serial
-        import emulator                      # the import alone registers the atemu:// scheme
+        import atemu                      # the import alone registers the atemu:// scheme
         s = serial.serial_for_url("atemu://eseye-anynet", timeout=0.1)
         s.write(b"AT+GSN\\r\\n")
         got, deadline = b"", time.monotonic() + 5

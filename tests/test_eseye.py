@@ -9,7 +9,7 @@ import pytest
 from harness import Emu
 from peers.aws import AWS_HOST, THING, aws_pki, broker, sim_world  # noqa: F401  (fixtures)
 from peers.mosquitto import MqttProbe, free_port
-import profiles.eseye_anynet as eseye
+import atemu.profiles.eseye_anynet as eseye
 
 
 @pytest.fixture

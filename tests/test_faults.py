@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from emulator import FaultError, astart, start
-from emulator.net.errors import NetError
-from emulator.net.sockets import TcpConnection
+from atemu import FaultError, astart, start
+from atemu.net.errors import NetError
+from atemu.net.sockets import TcpConnection
 
 FINAL = re.compile(rb"\r\n(OK|ERROR|\+CME ERROR: \d+)\r\n")
 
@@ -64,10 +64,10 @@ def test_at_error_n_times_and_after_n_commands(m):
 
 
 def test_at_error_uses_the_vendor_error_format(tmp_path):
-    from emulator.api import wrap
-    from emulator.module import Module
-    from emulator.profile import CmdError
-    from profiles.eseye_anynet import EseyeAnynet
+    from atemu.api import wrap
+    from atemu.module import Module
+    from atemu.profile import CmdError
+    from atemu.profiles.eseye_anynet import EseyeAnynet
 
     class Vendor(EseyeAnynet):
         name = "vendor-test"
@@ -335,9 +335,9 @@ def test_async_api_over_tcp_transport(tmp_path):
 
 
 def test_world_api_reaches_the_profile_hook(tmp_path):
-    from emulator.api import wrap
-    from emulator.module import Module
-    from profiles.eseye_anynet import EseyeAnynet
+    from atemu.api import wrap
+    from atemu.module import Module
+    from atemu.profiles.eseye_anynet import EseyeAnynet
 
     seen = []
 

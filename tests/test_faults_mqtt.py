@@ -14,8 +14,8 @@ import time
 import pytest
 import serial
 
-from emulator import astart
-from emulator.net.mqtt import MqttSession
+from atemu import astart
+from atemu.net.mqtt import MqttSession
 from harness import SerialReader
 from peers.aws import THING, aws_pki, broker, sim_world  # noqa: F401  (fixtures)
 

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from emulator import astart
-from emulator.net.errors import NetError
-from emulator.net.sockets import TcpConnection, UdpSocket
+from atemu import astart
+from atemu.net.errors import NetError
+from atemu.net.sockets import TcpConnection, UdpSocket
 
 
 def run(coro):
@@ -208,7 +208,7 @@ def test_tcp_receive_latency_keeps_data_before_fin(tmp_path, tcp_sink):
 
 def test_accepted_connections_get_network_faults(tmp_path):
     """A connection the module accepted as a server is reset by the tcp_reset fault like one it opened."""
-    from emulator.net.sockets import TcpListener
+    from atemu.net.sockets import TcpListener
 
     async def go():
         async with await astart("eseye-anynet", state_dir=tmp_path) as m:

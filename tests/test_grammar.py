@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from emulator.grammar import (Arg, CommandLine, CommandSpec, Data, DataCancelled, DataOverflow, Dialect, Engine,
+from atemu.grammar import (Arg, CommandLine, CommandSpec, Data, DataCancelled, DataOverflow, Dialect, Engine,
                               EscapeSequence, Flags, Form, FormSpec, Int, Keyword, LineError, ParamError, Raw, Rest,
                               Str, Bytes, TransparentData, bind, split_args)
 

@@ -14,8 +14,8 @@ import re
 
 import pytest
 
-from emulator.grammar import Form, Int
-from profiles.microchip_winc import MicrochipWinc
+from atemu.grammar import Form, Int
+from atemu.profiles.microchip_winc import MicrochipWinc
 from test_microchip_util import FINAL, WORLD, Winc
 
 NAMES = ["E", "+GMI", "+GMM", "+GMR", "+READCERT", "+LOADCERT", "+WSCNC", "+WSCNA", "+WSCNP", "+WSTAC", "+WSTA",

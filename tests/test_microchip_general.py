@@ -20,7 +20,7 @@ def e():
 
 
 def test_describe_lists_35_commands_and_27_aecs():
-    out = subprocess.run([sys.executable, "-m", "emulator.cli", "describe", "microchip-winc", "--json"],
+    out = subprocess.run([sys.executable, "-m", "atemu.cli", "describe", "microchip-winc", "--json"],
                          capture_output=True, text=True, check=True).stdout
     d = json.loads(out)
     names = {c["name"] for c in d["commands"]}
@@ -349,7 +349,7 @@ def test_deauth_fault_and_snapshot(e):
     # reconnect, then the control plane removes the AP through the world API: immediate link down
     e.ok("AT+WSTA=1")
     e.read_until(rb"\+WSTAAIP:.*?\r\n")
-    from emulator.api import change_world
+    from atemu.api import change_world
     e.sync(lambda: change_world(e.module, "remove_ap", ssid="MyAP"))
     assert e.read_until(rb"\+WSTALD:\d\r\n", timeout=1) == b"+WSTALD:1\r\n"
     e.expect_nothing(0.4)   # reported once

@@ -6,10 +6,10 @@ import time
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from emulator.grammar import Dialect, Form, Int
-from emulator.module import Module, Pacer
-from emulator.profile import CmdError, Profile, command
-from profiles.eseye_anynet import EseyeAnynet
+from atemu.grammar import Dialect, Form, Int
+from atemu.module import Module, Pacer
+from atemu.profile import CmdError, Profile, command
+from atemu.profiles.eseye_anynet import EseyeAnynet
 
 
 class Sink:

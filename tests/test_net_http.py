@@ -10,10 +10,10 @@ import tracemalloc
 
 import pytest
 
-from emulator.net.dns import Resolver
-from emulator.net.errors import NetError
-from emulator.net.http import HttpClient
-from emulator.net.tls import client_context
+from atemu.net.dns import Resolver
+from atemu.net.errors import NetError
+from atemu.net.http import HttpClient
+from atemu.net.tls import client_context
 from peers.httpserver import HangingListener, pattern
 from peers.mosquitto import free_port
 

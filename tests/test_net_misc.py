@@ -1,4 +1,4 @@
-"""Tests of emulator.net errors, DNS resolver, ping, SNTP and the test PKI."""
+"""Tests of atemu.net errors, DNS resolver, ping, SNTP and the test PKI."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emulator.net.dns import Resolver, ip_family, is_ip_literal
-from emulator.net.errors import KINDS, NetError, classify
-from emulator.net.ping import PERM_HELP, PingResult, ping, summarize
-from emulator.net.sntp import from_ntp, sntp_query, to_ntp
+from atemu.net.dns import Resolver, ip_family, is_ip_literal
+from atemu.net.errors import KINDS, NetError, classify
+from atemu.net.ping import PERM_HELP, PingResult, ping, summarize
+from atemu.net.sntp import from_ntp, sntp_query, to_ntp
 from peers.certs import CLIENT_CN, make_pki
 from peers.servers import SntpServer
 

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from emulator.net.dns import Resolver
-from emulator.net.errors import NetError
-from emulator.net.mqtt import MqttSession, connack_v5_to_v311
-from emulator.net.tls import client_context
+from atemu.net.dns import Resolver
+from atemu.net.errors import NetError
+from atemu.net.mqtt import MqttSession, connack_v5_to_v311
+from atemu.net.tls import client_context
 from peers.certs import make_pki
 from peers.httpserver import HangingListener
 

@@ -1,4 +1,4 @@
-"""Tests of emulator.net.sockets (TCP/TLS/UDP) against loopback peers only."""
+"""Tests of atemu.net.sockets (TCP/TLS/UDP) against loopback peers only."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from emulator.net.dns import Resolver
-from emulator.net.errors import NetError
-from emulator.net.sockets import TcpConnection, TcpListener, UdpSocket
-from emulator.net.tls import client_context, server_context
+from atemu.net.dns import Resolver
+from atemu.net.errors import NetError
+from atemu.net.sockets import TcpConnection, TcpListener, UdpSocket
+from atemu.net.tls import client_context, server_context
 from peers.certs import CLIENT_CN
 from peers.servers import MulticastReceiver, MulticastSender, TcpEchoServer, TlsEchoServer, UdpEchoServer
 

@@ -162,7 +162,7 @@ def test_link_down_urc_when_control_plane_removes_ap():
         assert time.monotonic() - t0 < 1.5
         assert e.cmd("AT+QSTAST") == b"\r\n+QSTAST: STATION_DOWN\r\n\r\nOK\r\n"
         # world_changed() reacts at once (deauth while the AP stays on air)
-        e.sync(lambda: e.world.access_points.extend(__import__("emulator.world", fromlist=["World"]).World.from_dict(world()).access_points))
+        e.sync(lambda: e.world.access_points.extend(__import__("atemu.world", fromlist=["World"]).World.from_dict(world()).access_points))
         cmd_ok(e, f'AT+QSTAAPINFO="{SSID}","{PWD}"')
         urc(e, r"GOT_IP\r\n")
         e.sync(lambda: e.module.profile.world_changed({"change": "deauth", "ssid": SSID}))
@@ -413,7 +413,7 @@ def test_soft_ap_stations_from_the_control_plane(e):
 
 
 def test_another_quectel_joins_the_soft_ap():
-    from emulator.world import World
+    from atemu.world import World
     shared = World.from_dict(world())
     ap, sta = emu(shared), emu(shared)
     try:

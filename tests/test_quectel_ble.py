@@ -301,7 +301,7 @@ def test_test_forms(emu):
 
 
 def test_control_plane_world_changes_reach_the_central(emu):
-    from emulator.api import change_world
+    from atemu.api import change_world
     central_connect(emu)
     assert emu.cmd('AT+QBLEGATTCNTFCFG=0,"FFF1",1') == b"\r\nOK\r\n"
     emu.sync(lambda: change_world(emu.module, "set_ble_value", address=SENSOR, service="fff0",

@@ -313,7 +313,7 @@ def test_read_wait_time_expires_on_a_stalled_body(emu):
         assert (body, err) == (b"0123456789", 721)
         assert 0.9 < time.monotonic() - t0 < 3
         # again, and this time the AP goes away while the module waits for more of the body
-        from emulator.api import change_world
+        from atemu.api import change_world
         conns.clear()
         threading.Thread(target=serve, daemon=True).start()
         assert emu.cmd("AT+QHTTPGET=5") == b"\r\nOK\r\n"
@@ -358,7 +358,7 @@ def test_https_host_name_is_verified(emu, https_server, pki):
 
 
 def test_wifi_loss_while_waiting_for_the_response(emu, http_server):
-    from emulator.api import change_world
+    from atemu.api import change_world
     set_url(emu, http_server.url("/slow?delay=3"))
     assert emu.cmd("AT+QHTTPGET=10") == b"\r\nOK\r\n"
     emu.sync(lambda: change_world(emu.module, "remove_ap", ssid="lab"))

@@ -22,7 +22,7 @@ WORLD = textwrap.dedent("""\
 
 
 def atemu(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emulator.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "atemu.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd)
 
 
@@ -172,7 +172,7 @@ def test_junit_needs_a_scenario_and_non_utf8_scenario(tmp_path):
 
 def test_lines_stream_matches_a_prompt_once():
     import collections
-    from emulator.scenario import _Lines
+    from atemu.scenario import _Lines
     out = _Lines(collections.deque(maxlen=5), "<")
     out.feed(b"AT+QISEND=1,5\r\r\n> ")
     assert out.find(re.compile("^> $"), tail=True) is not None       # the prompt, before any line end

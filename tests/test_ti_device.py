@@ -85,7 +85,7 @@ def test_stop_clears_state(tcp_echo):
 
 
 def test_describe_lists_71_commands_and_events():
-    out = subprocess.run([sys.executable, "-m", "emulator.cli", "describe", "ti-simplelink", "--json"],
+    out = subprocess.run([sys.executable, "-m", "atemu.cli", "describe", "ti-simplelink", "--json"],
                          capture_output=True, text=True, timeout=60, cwd=str(__import__("pathlib").Path(__file__).parent.parent))
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout)
@@ -101,7 +101,7 @@ def test_describe_lists_71_commands_and_events():
 
 def test_random_bad_input_never_breaks_the_module():
     import random
-    import profiles.ti_simplelink as t
+    import atemu.profiles.ti_simplelink as t
     rnd = random.Random(7)
     tokens = ["", "0", "1", "-1", "0xFF", "99999", "INET", "STREAM", "abc", '"q,q"', "[1|2]", "1.2.3.4", "a|b",
               "qos1", "will", "sign_msg", "verify_msg", "STATIC", "HTTP_SERVER", "READ", "CREATE|WRITE", "../z",

@@ -227,7 +227,7 @@ def test_no_dhcp_and_ip_collision():
 
 
 def test_station_module_joins_our_access_point():
-    from emulator.world import World
+    from atemu.world import World
     shared = World.from_dict({"wifi": {"access_points": [dict(LAB)]}})
     with Ti(world=shared) as ap, Ti(world=shared) as sta:
         ap.boot()

@@ -11,20 +11,20 @@ import time
 import pytest
 import serial
 
-from emulator import start
+from atemu import start
 
 FINAL = re.compile(rb"\r\n(OK|ERROR)\r\n")
 
 
 def atemu(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "emulator.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "atemu.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 class Proc:
     """`atemu ...` in the background; waits for the line containing `ready on`."""
 
     def __init__(self, *args):
-        self.proc = subprocess.Popen([sys.executable, "-m", "emulator.cli", *args], stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "atemu.cli", *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.lines = []
         deadline = time.monotonic() + 20
@@ -151,8 +151,8 @@ def test_coverage(tmp_path):
 
 
 def test_error_paths_are_taken_from_the_profile():
-    from emulator.profile import CmdError, Profile, find_profile
-    from emulator.transcript import coverage, error_paths
+    from atemu.profile import CmdError, Profile, find_profile
+    from atemu.transcript import coverage, error_paths
 
     # microchip-winc raises "garbage" and "syntax" itself (binary data phases); eseye-anynet does not
     assert {"garbage", "syntax", "failed"} <= set(error_paths(find_profile("microchip-winc")))
@@ -201,8 +201,8 @@ def test_proxy_records_a_device(tmp_path):
 
 
 def test_coverage_names_each_urc_once_and_reads_urcs_from_bytes():
-    from emulator.profile import find_profile
-    from emulator.transcript import coverage
+    from atemu.profile import find_profile
+    from atemu.transcript import coverage
     cls = find_profile("quectel")
     never = coverage([], cls)["urcs"]["never"]
     assert never.count("+QSSLURC") == 1 and len(never) == len(set(never))
@@ -273,8 +273,8 @@ def test_replay_of_the_readme_microchip_sequence_ignores_the_local_port(tmp_path
 
 
 def test_normaliser_rules():
-    from emulator.profile import find_profile
-    from emulator.transcript import Normaliser
+    from atemu.profile import find_profile
+    from atemu.transcript import Normaliser
     n = Normaliser(find_profile("quectel"))
     assert n.same(b'+SOCKIND:1,"127.0.0.1",40001,"127.0.0.1",17007', b'+SOCKIND:1,"127.0.0.1",51234,"127.0.0.1",17007')
     assert not n.same(b'+SOCKIND:1,"127.0.0.1",40001,"127.0.0.1",17007', b'+SOCKIND:2,"127.0.0.1",51234,"127.0.0.1",17007')
@@ -304,7 +304,7 @@ BAD_FILES = [
 @pytest.mark.parametrize("command", ["replay", "coverage"])
 def test_bad_transcripts_are_one_line_naming_the_line(tmp_path, command, content, words):
     (tmp_path / "x.jsonl").write_bytes(content)
-    r = subprocess.run([sys.executable, "-m", "emulator.cli", command, "x.jsonl"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "atemu.cli", command, "x.jsonl"], capture_output=True, text=True,
                        timeout=60, cwd=tmp_path)
     assert r.returncode == 2, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
@@ -315,7 +315,7 @@ def _peak_rss_kib(*args, cwd):
     code = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True); "
             "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
             "sys.stderr.write(p.stdout.decode()[-500:] + p.stderr.decode()[-500:])")
-    r = subprocess.run([sys.executable, "-c", code, sys.executable, "-m", "emulator.cli", *args], capture_output=True,
+    r = subprocess.run([sys.executable, "-c", code, sys.executable, "-m", "atemu.cli", *args], capture_output=True,
                        text=True, timeout=300, cwd=cwd)
     rc, rss = r.stdout.split()
     return int(rc), int(rss), r.stderr

@@ -1,11 +1,11 @@
-"""Soft APs and stations of DIFFERENT profiles in one shared world (emulator.wifi host_ap/associate).
+"""Soft APs and stations of DIFFERENT profiles in one shared world (atemu.wifi host_ap/associate).
 
 Each test runs two or three modules over real ptys, every one on its own event loop, sharing ONE
 World object; what is asserted is what each firmware reads on its UART.
 """
 from __future__ import annotations
 
-from emulator.world import World
+from atemu.world import World
 from quectel_helpers import cmd_ok, emu, urc, world as quectel_world
 from test_microchip_util import Winc
 from test_ti_common import Ti

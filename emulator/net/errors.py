@@ -1,6 +1,6 @@
 """Network error type shared by all atemu network services.
 
-Every failure coming out of :mod:`emulator.net` is a :class:`NetError` whose
+Every failure coming out of :mod:`atemu.net` is a :class:`NetError` whose
 ``kind`` is one short, stable string.  Vendor profiles translate ``kind`` into
 their own AT error codes, so they never have to look at errno values or
 ``ssl`` exception classes themselves.

@@ -1,12 +1,12 @@
 """HTTP(S) client for emulated modules, built on aiohttp.
 
 Used by the Quectel AT+QHTTP*, TI AT+Http* commands and OTA downloads.
-Host names go through the world :class:`~emulator.net.dns.Resolver`
+Host names go through the world :class:`~atemu.net.dns.Resolver`
 (overrides first, then the system resolver).  Bodies are streamed both ways:
 request bodies may be async iterators of bytes, response bodies are read in
 pieces with :meth:`HttpResponse.read` and never buffered whole.  Response
 bodies are passed through raw (no transparent gzip decoding), as a module
-would.  Every failure is a :class:`~emulator.net.errors.NetError`.
+would.  Every failure is a :class:`~atemu.net.errors.NetError`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict
 
-from emulator.net.dns import ip_family
-from emulator.net.errors import NetError, classify
+from atemu.net.dns import ip_family
+from atemu.net.errors import NetError, classify
 
 __all__ = ["HttpClient", "HttpResponse", "WorldResolver"]
 

@@ -53,7 +53,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.client import _ConnectionState
 
-from emulator.net.errors import NetError, classify
+from atemu.net.errors import NetError, classify
 
 log = logging.getLogger(__name__)
 #: what to check, per NetError kind, in the one-line warning of a failed connection

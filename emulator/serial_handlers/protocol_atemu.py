@@ -2,7 +2,7 @@
 in this process, without a pty.
 
 If a module named ``<name>`` was started in this process with ``transport="inproc"``
-(``emulator.start(...)`` or the ``atemu_module`` fixture), the port attaches to it; otherwise a
+(``atemu.start(...)`` or the ``atemu_module`` fixture), the port attaches to it; otherwise a
 new module of profile ``<name>`` is started and is stopped when the port is closed. Importing the
 package registers the scheme (``register_serial_handler`` in its ``__init__``).
 """
@@ -23,7 +23,7 @@ class Serial(SerialBase):
             raise SerialException("Port must be configured before it can be used.")
         if self.is_open:
             raise SerialException("Port is already open.")
-        from emulator.api import RUNNING, ApiError, start
+        from atemu.api import RUNNING, ApiError, start
         name, opts = self._parse(self.portstr)
         self._own = False
         h = RUNNING.get(name)

@@ -5,7 +5,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from emulator.grammar import Arg
+from atemu.grammar import Arg
 
 log = logging.getLogger("atemu.microchip")
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import datetime as _dt
 
-from emulator.files import FsError
-from emulator.grammar import Data, DataOverflow, Form, Int, Str
-from emulator.module import Ctx
-from emulator.profile import CmdError, command
+from atemu.files import FsError
+from atemu.grammar import Data, DataOverflow, Form, Int, Str
+from atemu.module import Ctx
+from atemu.profile import CmdError, command
 
 from .common import E_CERT, MAX_DATA, MAC, fmt_str, log, text_arg
 

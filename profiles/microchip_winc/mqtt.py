@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator.grammar import Bytes, Form, Int, Str
-from emulator.module import Ctx
-from emulator.net.errors import NetError
-from emulator.profile import CmdError, command
+from atemu.grammar import Bytes, Form, Int, Str
+from atemu.module import Ctx
+from atemu.net.errors import NetError
+from atemu.profile import CmdError, command
 
 from .common import E_STATE, E_BUSY, E_NOLINK, MAX_DATA, arg_bytes, fmt_str, sfx, log
 
@@ -68,7 +68,7 @@ class MqttCommands:
             tls, sni = self._tls_context(c[7], host)
         else:
             sni = None
-        from emulator.net.mqtt import MqttSession
+        from atemu.net.mqtt import MqttSession
         session = MqttSession(client_id=sfx(c[3]), host=host, port=c[2], resolver=self.module.resolver, tls=tls,
                               server_hostname=sni, keepalive=c[6], clean_session=clean != 0,
                               username=sfx(c[4]) or None, password=c[5] or None,

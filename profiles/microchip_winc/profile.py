@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-from emulator.files import FlashFS
-from emulator.grammar import Arg, Dialect, Engine, UrcSpec
-from emulator.profile import CmdError, Profile
+from atemu.files import FlashFS
+from atemu.grammar import Arg, Dialect, Engine, UrcSpec
+from atemu.profile import CmdError, Profile
 
 from .common import (E_UNKNOWN, E_PARAM, E_STATE, E_BUSY, E_NOLINK, E_INTERNAL, MAX_DATA, TLS_CONFS, MAC,
                      fmt_str, arg_bytes, _P)
@@ -214,7 +214,7 @@ class MicrochipWinc(SocketCommands, MqttCommands, WlanCommands, GeneralCommands,
             if arg.quoted or arg.hexed:
                 raise CmdError("param", message=f"<{p.name}> must be a number")
             try:
-                from emulator.grammar import parse_int
+                from atemu.grammar import parse_int
                 v = parse_int(arg.text)
             except ValueError:
                 raise CmdError("param", message=f"<{p.name}> must be a number") from None

@@ -5,10 +5,10 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.files import FsError
-from emulator.grammar import Bytes, Data, DataOverflow, Form, Int, Str
-from emulator.net.errors import NetError
-from emulator.profile import CmdError, command
+from atemu.files import FsError
+from atemu.grammar import Bytes, Data, DataOverflow, Form, Int, Str
+from atemu.net.errors import NetError
+from atemu.profile import CmdError, command
 
 from .common import (E_STATE, E_SOCKET, E_NORES, E_DATA, E_CERT, NET_CODES, MAX_SOCKETS, MAX_DATA, TLS_CONFS,
                      fmt_str, sfx, log, text_arg)
@@ -50,7 +50,7 @@ class SocketCommands:
         self._cfg(ctx, "TLSC", self.TLSC, self.tls_confs[idx], pid, val, arg_index=2)
 
     def _tls_context(self, idx: int, default_name: str):
-        from emulator.net.tls import client_context
+        from atemu.net.tls import client_context
         c = self.tls_confs.get(idx)
         if c is None:
             raise CmdError("param", message="no such TLS configuration")
@@ -129,7 +129,7 @@ class SocketCommands:
         if s.conn is not None or s.listener is not None or s.connecting or s.bound:
             raise self.fail(E_STATE, "socket already bound")
         if s.proto == 2:
-            from emulator.net.sockets import TcpListener
+            from atemu.net.sockets import TcpListener
             try:
                 lst = await TcpListener.open(self.bind_host_tcp, port, resolver=self.module.resolver)
             except NetError as e:
@@ -182,7 +182,7 @@ class SocketCommands:
         self.urc(f"+SOCKCL:{s.id}")
 
     async def _udp_open(self, s: Sock, port: int, remote: tuple[str, int] | None = None, reuse: bool = False) -> None:
-        from emulator.net.sockets import UdpSocket
+        from atemu.net.sockets import UdpSocket
         if s.udp is not None:
             s.udp.close()
             s.udp = None
@@ -233,7 +233,7 @@ class SocketCommands:
         self.module.spawn(self._tcp_connect(s, host, port))
 
     async def _tcp_connect(self, s: Sock, host: str, port: int) -> None:
-        from emulator.net.sockets import TcpConnection
+        from atemu.net.sockets import TcpConnection
         try:
             conn = await TcpConnection.open(host, port, resolver=self.module.resolver, timeout=10.0)
         except NetError as e:
@@ -487,7 +487,7 @@ class SocketCommands:
 
     async def _ping(self, target: str, ver: int | None) -> None:
         import socket
-        from emulator.net.ping import ping
+        from atemu.net.ping import ping
         fam = {1: socket.AF_INET, 2: socket.AF_INET6}.get(ver or 0, 0)
         try:
             ip = await self.module.resolver.resolve_one(target, family=fam, timeout=10.0)

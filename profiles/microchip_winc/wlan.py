@@ -5,12 +5,12 @@ import asyncio
 import time
 from typing import Any, Callable
 
-from emulator import wifi
-from emulator.grammar import Form, Int, ParamError, Str, bind
-from emulator.module import Ctx
-from emulator.net.errors import NetError
-from emulator.profile import CmdError, command
-from emulator.world import AccessPoint
+from atemu import wifi
+from atemu.grammar import Form, Int, ParamError, Str, bind
+from atemu.module import Ctx
+from atemu.net.errors import NetError
+from atemu.profile import CmdError, command
+from atemu.world import AccessPoint
 
 from .common import (E_STATE, E_NORES, E_BUSY, WSTAERR_NO_AP, WSTAERR_AUTH, WSTAERR_SECURITY, STA_SEC, AP_SEC,
                      REPORT_SEC, MAC, fmt_str, sfx, log, text_arg)
@@ -176,7 +176,7 @@ class WlanCommands:
 
     async def _ntp_sync(self, server: str) -> None:
         """Set the module clock from the WSTAC NTP server (real SNTP; 'host' or 'host:port')."""
-        from emulator.net.sntp import sntp_query
+        from atemu.net.sntp import sntp_query
         host, port = server, 123
         if server.count(":") == 1:
             h, _, p = server.partition(":")
@@ -209,7 +209,7 @@ class WlanCommands:
             self.urc("+WSTALD:1")
 
     def _sta_link_lost(self, ap, reason: int) -> None:
-        """(emulator.wifi station callback) the soft AP we are on stopped or dropped us."""
+        """(atemu.wifi station callback) the soft AP we are on stopped or dropped us."""
         if self.sta_state == 2 and self.sta_ap is ap:
             self._stop_sta(silent=False, reason=reason)
 
@@ -266,7 +266,7 @@ class WlanCommands:
 
     def _raise_ap(self) -> None:
         """Put the soft-AP on the shared world's air: stations of any emulated module scan and join it
-        (emulator.wifi), and we see them (+WAPSC/+WAPAIP, +WAPSD)."""
+        (atemu.wifi), and we see them (+WAPSC/+WAPAIP, +WAPSD)."""
         c = self.cfg["WAPC"]
         sec = AP_SEC[c[2]]
         cred = sfx(c[3])
@@ -302,7 +302,7 @@ class WlanCommands:
         if keeper is not None and keeper is not asyncio.current_task():
             keeper.cancel()
 
-    # emulator.wifi owner callbacks: a station of any emulated module of the world joins or leaves
+    # atemu.wifi owner callbacks: a station of any emulated module of the world joins or leaves
     def on_station_join(self, mac: str, name: str = "") -> wifi.Lease:
         if not self.ap_on:
             raise wifi.Refused(mac)
@@ -372,7 +372,7 @@ class WlanCommands:
             raise self.fail(E_STATE, "soft-AP already running")
         if self.sta_state != 0:
             raise self.fail(E_STATE, "station is active")
-        from emulator.net.sockets import TcpListener
+        from atemu.net.sockets import TcpListener
         port = self.cfg["WPROVC"][3]
         try:
             lst = await TcpListener.open("127.0.0.1", port)

@@ -7,7 +7,7 @@ makes is in ``DEVIATIONS`` below and in README.md next to this file.
 Shared state for the MQTT/HTTP/BLE mixins (part 2):
 
 * ``self.ssl_ctx[i]`` -> :class:`SslConfig` (AT+QSSLCFG), ``client_context(server_hostname)``;
-* ``self.fs`` -> :class:`~emulator.files.FlashFS` (the module's UFS);
+* ``self.fs`` -> :class:`~atemu.files.FlashFS` (the module's UFS);
 * ``self.wifi_connected()``, ``self.ip_address``;
 * ``self._teardown_hooks`` -> awaited by :meth:`shutdown` (reboot / power off);
 * ``format_error``: ``CmdError(code=N)`` -> ``+CME ERROR: N``, anything else -> ``ERROR``.
@@ -25,15 +25,15 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from emulator import wifi
-from emulator.files import FlashFS, FsError
-from emulator.grammar import (Data, DataCancelled, DataOverflow, Dialect, EscapeSequence, Form, Int, Str,
+from atemu import wifi
+from atemu.files import FlashFS, FsError
+from atemu.grammar import (Data, DataCancelled, DataOverflow, Dialect, EscapeSequence, Form, Int, Str,
                               TransparentData, UrcSpec)
-from emulator.module import Ctx
-from emulator.net.errors import NetError
-from emulator.net.sockets import TcpConnection, TcpListener, UdpSocket
-from emulator.profile import CmdError, Profile, command
-from emulator.world import AccessPoint
+from atemu.module import Ctx
+from atemu.net.errors import NetError
+from atemu.net.sockets import TcpConnection, TcpListener, UdpSocket
+from atemu.profile import CmdError, Profile, command
+from atemu.world import AccessPoint
 
 log = logging.getLogger("atemu.quectel")
 
@@ -116,7 +116,7 @@ DEVIATIONS = [
     "AT+QSCLK and AT+QCFG=\"urc/pin\" store and report their settings; sleep and the indication pin have nothing to act on in an emulator (the UART stays awake).",
     "AT+QWEBCFG=1 raises an open soft AP (FCM242D_<last 4 MAC digits>, unless one is up) and serves the provisioning form on the host (quectel.listen_host, world option quectel.webcfg_port, default any free port); POST /config with ssid/password saves the hotspot and joins it. AT+QWEBCFG=0 stops both.",
     "AT+QAIRKISS=1 listens for AirKiss: the control plane calls profile.airkiss_broadcast(ssid, password) in place of the phone; the credentials are saved and joined. With AT+QAIRKISS=0 the broadcast is ignored.",
-    "AT+QSOFTAP puts the access point into the shared world: other emulated modules scan and join it. A station of any emulated module of the world (any profile, through emulator.wifi) that joins it gets the next free address of the AP's network from the soft AP (+QAPSTAT: AP_CONNECT; AP_DISCONNECT when it leaves). Tests and the control plane add stations with profile.ap_station_join(mac) / ap_station_leave(mac). Stopping (or restarting) the soft AP prints AP_DISCONNECT per station before AP_DOWN (AP_UP) and drops the emulated stations' links.",
+    "AT+QSOFTAP puts the access point into the shared world: other emulated modules scan and join it. A station of any emulated module of the world (any profile, through atemu.wifi) that joins it gets the next free address of the AP's network from the soft AP (+QAPSTAT: AP_CONNECT; AP_DISCONNECT when it leaves). Tests and the control plane add stations with profile.ap_station_join(mac) / ap_station_leave(mac). Stopping (or restarting) the soft AP prints AP_DISCONNECT per station before AP_DOWN (AP_UP) and drops the emulated stations' links.",
     "AT+QRST: OK, then the module reboots (sockets closed, volatile settings reset) and prints 'ready' after world option quectel.boot_delay (default 0.5 s).",
     "Flash (UFS): 512 KiB, 64 files, 80-byte names, 64 KiB per file.",
     "AT+QICFG=\"dataformat\" applies to TCP/UDP sockets only; SSL data is always raw.",
@@ -191,7 +191,7 @@ class SslConfig:
         required) and name; 2: as 1 and the client certificate/key from the UFS are presented.
         Raises NetError("invalid") when configured files are missing or malformed.
         """
-        from emulator.net.tls import client_context
+        from atemu.net.tls import client_context
         verify = self.seclevel >= 1
         ca = None
         if verify:
@@ -381,9 +381,9 @@ class QuectelBase(Profile):
         self.sta_static: tuple[str, str, str, str] | None = None     # ip, mask, gate, dns (as typed)
         self.softap: AccessPoint | None = None
         # stations associated with the soft AP (control plane, or any emulated module of the world
-        # through emulator.wifi): MAC -> {"ip": leased address}
+        # through atemu.wifi): MAC -> {"ip": leased address}
         self.ap_stations: dict[str, dict] = {}
-        self._ap_lease: wifi.Lease | None = None   # what the AP's DHCP server leased us (emulator.wifi.associate)
+        self._ap_lease: wifi.Lease | None = None   # what the AP's DHCP server leased us (atemu.wifi.associate)
         self._station: wifi.Station | None = None  # our station as the AP we are associated with knows it
         self.ap_static: tuple[str, str, str, str] | None = None
         self.dns_cfg: tuple[str, str] | None = None
@@ -506,7 +506,7 @@ class QuectelBase(Profile):
         self.module.spawn(self._ota(url))
 
     async def _ota(self, url: str) -> None:
-        from emulator.net.http import HttpClient
+        from atemu.net.http import HttpClient
         self.module.urc("+QOTASTAT: START_DOWNLOAD")
         dest_dir = self.module.state_dir / "ota"
         dest_dir.mkdir(parents=True, exist_ok=True)
@@ -744,7 +744,7 @@ class QuectelBase(Profile):
         return self._station_leave(_norm_mac(mac))
 
     def on_station_join(self, mac: str, name: str = "") -> wifi.Lease:
-        """(emulator.wifi owner callback) a station of any emulated module joins: AP_CONNECT and the
+        """(atemu.wifi owner callback) a station of any emulated module joins: AP_CONNECT and the
         next free address; wifi.Refused when no address is left (or the soft AP is down)."""
         ip = self._station_join(_norm_mac(mac))
         if ip is None or self.softap is None:
@@ -778,7 +778,7 @@ class QuectelBase(Profile):
         return True
 
     def _ap_gone(self, ap: AccessPoint, reason: int = wifi.REASON_AP_GONE) -> None:
-        """(emulator.wifi station callback) the soft AP of another module we are associated with
+        """(atemu.wifi station callback) the soft AP of another module we are associated with
         stopped or dropped us."""
         if self.sta_up and self.sta_ap is ap:
             self._link_down(reason)
@@ -1664,7 +1664,7 @@ class QuectelBase(Profile):
         self._ping_task = self.module.spawn(self._ping(host, timeout, count))
 
     async def _ping(self, host: str, timeout: int, count: int) -> None:
-        from emulator.net.ping import ping
+        from atemu.net.ping import ping
         try:
             ip = await self.module.resolver.resolve_one(host, timeout=10)
         except NetError as e:
@@ -1721,7 +1721,7 @@ class QuectelBase(Profile):
         await self.qntp(ctx, str(self.opt("ntp_server", "pool.ntp.org")), 123)
 
     async def _ntp(self, server: str, port: int) -> None:
-        from emulator.net.sntp import sntp_query
+        from atemu.net.sntp import sntp_query
         try:
             r = await sntp_query(server, port, timeout=10.0, resolver=self.module.resolver)
         except NetError as e:

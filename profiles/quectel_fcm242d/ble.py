@@ -32,9 +32,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from emulator.grammar import EscapeSequence, Form, Int, Str, TransparentData, UrcSpec
-from emulator.module import Ctx
-from emulator.profile import CmdError, Profile, command
+from atemu.grammar import EscapeSequence, Form, Int, Str, TransparentData, UrcSpec
+from atemu.module import Ctx
+from atemu.profile import CmdError, Profile, command
 
 log = logging.getLogger("atemu.quectel.ble")
 

@@ -1,7 +1,7 @@
 """Quectel FCM242D / FGM842D: HTTP(S) client commands (AT+QHTTP*), mixin ``QuectelHttp``.
 
 One HTTP(S) session at a time, as on the module. Requests really go out through
-``emulator.net.http.HttpClient`` (aiohttp); ``https://`` URLs use the QSSLCFG context chosen
+``atemu.net.http.HttpClient`` (aiohttp); ``https://`` URLs use the QSSLCFG context chosen
 with AT+QHTTPCFG="sslctxid" (default 1). Bodies are streamed both ways: a POST/PUT body is
 forwarded to the server in chunks while the host types it, and AT+QHTTPREAD copies the response
 to the UART in chunks, so neither is ever held whole in memory.
@@ -17,10 +17,10 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from emulator.grammar import Data, Form, Int, Rest, Str, UrcSpec
-from emulator.module import Ctx
-from emulator.net.errors import NetError
-from emulator.profile import CmdError, Profile, command
+from atemu.grammar import Data, Form, Int, Rest, Str, UrcSpec
+from atemu.module import Ctx
+from atemu.net.errors import NetError
+from atemu.profile import CmdError, Profile, command
 
 log = logging.getLogger("atemu.quectel.http")
 
@@ -123,7 +123,7 @@ class QuectelHttp(Profile):
     # ---- helpers --------------------------------------------------------------------------------
     def _http_client_get(self):
         if self._http_client is None:
-            from emulator.net.http import HttpClient
+            from atemu.net.http import HttpClient
             self._http_client = HttpClient(self.module.resolver, user_agent="QUECTEL_MODULE")
         return self._http_client
 
@@ -178,7 +178,7 @@ class QuectelHttp(Profile):
                 return contexts[self.http.sslctxid].client_context(host)
             except (KeyError, IndexError):
                 pass
-        from emulator.net.tls import client_context
+        from atemu.net.tls import client_context
         return client_context(verify=False)
 
     def _http_headers(self, method: str, extra: list | None = None) -> list[tuple[str, str]]:

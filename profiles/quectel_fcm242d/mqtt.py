@@ -1,7 +1,7 @@
 """Quectel FCM242D / FGM842D: MQTT client commands (AT+QMT*), mixin ``QuectelMqtt``.
 
 Six clients (``<client_idx>`` 0-5), each with its own AT+QMTCFG settings that survive
-QMTOPEN/QMTCLOSE (not saved across reboots). The MQTT link is real: ``emulator.net.mqtt.
+QMTOPEN/QMTCLOSE (not saved across reboots). The MQTT link is real: ``atemu.net.mqtt.
 MqttSession`` (paho) against the broker the host names, plain or TLS with a QSSLCFG context.
 
 Life cycle of a client (``AT+QMTCONN?`` ``<state>`` in brackets):
@@ -25,11 +25,11 @@ import hmac
 import logging
 from dataclasses import dataclass, field
 
-from emulator.grammar import Form, Int, Str, UrcSpec
-from emulator.module import Ctx
-from emulator.grammar import Data, DataOverflow
-from emulator.net.errors import NetError
-from emulator.profile import CmdError, Profile, command
+from atemu.grammar import Form, Int, Str, UrcSpec
+from atemu.module import Ctx
+from atemu.grammar import Data, DataOverflow
+from atemu.net.errors import NetError
+from atemu.profile import CmdError, Profile, command
 
 log = logging.getLogger("atemu.quectel.mqtt")
 
@@ -196,7 +196,7 @@ class QuectelMqtt(Profile):
                 raise
             except (KeyError, IndexError):
                 pass
-        from emulator.net.tls import client_context
+        from atemu.net.tls import client_context
         return client_context(verify=False)
 
     async def _mqtt_teardown(self) -> None:
@@ -361,7 +361,7 @@ class QuectelMqtt(Profile):
 
     def _mq_session(self, c: _MqttClient):
         """A new MqttSession for the client's host (TLS per its SSL context); raises NetError."""
-        from emulator.net.mqtt import MqttSession
+        from atemu.net.mqtt import MqttSession
         tls = self._mq_tls(c, c.host) if c.cfg.ssl else None
         session = MqttSession(
             client_id="", host=c.host, port=c.port, resolver=self.module.resolver, tls=tls,

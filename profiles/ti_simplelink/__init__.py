@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 
-from emulator.grammar import Form, Int, UrcSpec
-from emulator import wifi
-from emulator.profile import CmdError, Profile
+from atemu.grammar import Form, Int, UrcSpec
+from atemu import wifi
+from atemu.profile import CmdError, Profile
 
 from .common import DIALECT, format_error
 from .device import DeviceMixin

@@ -7,9 +7,9 @@ import functools
 import ipaddress
 from typing import Any
 
-from emulator.grammar import Dialect, Int, Keyword, Str
-from emulator.net.errors import NetError
-from emulator.profile import CmdError
+from atemu.grammar import Dialect, Int, Keyword, Str
+from atemu.net.errors import NetError
+from atemu.profile import CmdError
 
 #: a raw (format 0) data field that stops arriving for this long is abandoned: ERROR:parse parameters
 RAW_TIMEOUT = 2.0

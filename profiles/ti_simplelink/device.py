@@ -5,9 +5,9 @@ import datetime as _dt
 import os
 import time
 
-from emulator.grammar import Form, Int, Keyword
-from emulator.module import Ctx
-from emulator.profile import command
+from atemu.grammar import Form, Int, Keyword
+from atemu.module import Ctx
+from atemu.profile import command
 
 from .common import E_ALREADY, OS, S, count_error, fail, param_error, parse_num, pick
 

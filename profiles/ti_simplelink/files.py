@@ -1,14 +1,14 @@
-"""File system family: the module's serial flash (emulator.files.FlashFS under --state-dir)."""
+"""File system family: the module's serial flash (atemu.files.FlashFS under --state-dir)."""
 from __future__ import annotations
 
 import base64
 import binascii
 import os
 
-from emulator.files import FlashFS, FsError
-from emulator.grammar import Form, Int, Keyword, Raw
-from emulator.module import Ctx
-from emulator.profile import command
+from atemu.files import FlashFS, FsError
+from atemu.grammar import Form, Int, Keyword, Raw
+from atemu.module import Ctx
+from atemu.profile import command
 
 from .common import (E_FS_BAD_HANDLE, E_FS_BAD_MODE, E_FS_EXISTS, E_FS_FULL, E_FS_NAME, E_FS_NOT_FOUND, E_FS_OFFSET,
                      E_FS_SIGNATURE, E_FS_TOO_BIG, FORMAT, OS, S, count_error, decode_data, encode_data, fail,

@@ -1,17 +1,17 @@
-"""HTTP client family on emulator.net.http.HttpClient (aiohttp) against real servers."""
+"""HTTP client family on atemu.net.http.HttpClient (aiohttp) against real servers."""
 from __future__ import annotations
 
 import asyncio
 import logging
 from urllib.parse import urljoin, urlsplit
 
-from emulator.grammar import Form, Int, Keyword, Raw
-from emulator.module import Ctx
-from emulator.net.errors import NetError
-from emulator.net.http import HttpClient
-from emulator.net.sockets import TcpConnection
-from emulator.net.tls import client_context
-from emulator.profile import command
+from atemu.grammar import Form, Int, Keyword, Raw
+from atemu.module import Ctx
+from atemu.net.errors import NetError
+from atemu.net.http import HttpClient
+from atemu.net.sockets import TcpConnection
+from atemu.net.tls import client_context
+from atemu.profile import command
 
 from .common import (E_HTTP, E_HTTP_BAD_INDEX, E_HTTP_NO_HEADER, E_HTTP_STATE, FAMILY, FORMAT, OS, RECV, S, count_error,
                      decode_data, encode_data, fail, flags_of, free_index, lookup, net_fail, nwp, param_error, parse_ip)

@@ -1,14 +1,14 @@
-"""MQTT client family on emulator.net.mqtt.MqttSession (real broker, optional TLS from flash files)."""
+"""MQTT client family on atemu.net.mqtt.MqttSession (real broker, optional TLS from flash files)."""
 from __future__ import annotations
 
 import logging
 
-from emulator.grammar import Form, Int, Keyword, Raw
-from emulator.module import Ctx
-from emulator.net.errors import NetError
-from emulator.net.mqtt import MqttSession
-from emulator.net.tls import client_context
-from emulator.profile import command
+from atemu.grammar import Form, Int, Keyword, Raw
+from atemu.module import Ctx
+from atemu.net.errors import NetError
+from atemu.net.mqtt import MqttSession
+from atemu.net.tls import client_context
+from atemu.profile import command
 
 from .common import (E_MQTT, E_MQTT_BAD_INDEX, E_MQTT_STATE, OS, S, count_error, decode_data, encode_data, fail,
                      flags_of, free_index, lookup, net_fail, nwp, param_error, parse_ip, parse_num, pick)

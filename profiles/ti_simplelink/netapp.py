@@ -9,12 +9,12 @@ import socket
 
 from aiohttp import web
 
-from emulator.grammar import Form, Int, Keyword, Raw
-from emulator.module import Ctx
-from emulator.net.errors import NetError
-from emulator.net.ping import ping as icmp_ping
-from emulator.net.tls import server_context
-from emulator.profile import command
+from atemu.grammar import Form, Int, Keyword, Raw
+from atemu.module import Ctx
+from atemu.net.errors import NetError
+from atemu.net.ping import ping as icmp_ping
+from atemu.net.tls import server_context
+from atemu.profile import command
 
 from .common import (E_ALREADY, E_DNS, E_NETAPP_HANDLE, E_NETAPP_NOT_RUNNING, FAMILY, FORMAT, MAX_DATA, OS, RECV, S, count_error,
                      decode_data, encode_data, fail, flags_of, net_fail, nwp, param_error, parse_ip, parse_ipv4,

@@ -8,9 +8,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from emulator.grammar import Form, Int, Keyword, Raw
-from emulator.module import Ctx
-from emulator.profile import command
+from atemu.grammar import Form, Int, Keyword, Raw
+from atemu.module import Ctx
+from atemu.profile import command
 
 from .common import (E_CRYPTO, E_WLAN_NOT_CONNECTED, OS, count_error, decode_data, encode_data, fail,
                      flags_of, nwp, param_error, parse_ip, parse_ipv4, parse_mac, parse_num, pick)

@@ -1,4 +1,4 @@
-"""Socket family: BSD-style sockets over real host TCP/UDP/TLS (emulator.net.sockets + tls)."""
+"""Socket family: BSD-style sockets over real host TCP/UDP/TLS (atemu.net.sockets + tls)."""
 from __future__ import annotations
 
 import asyncio
@@ -6,12 +6,12 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.grammar import Form, Int, Keyword, Raw
-from emulator.module import Ctx
-from emulator.net.errors import NetError
-from emulator.net.sockets import TcpConnection, TcpListener, UdpSocket
-from emulator.net.tls import client_context, server_context
-from emulator.profile import CmdError, command
+from atemu.grammar import Form, Int, Keyword, Raw
+from atemu.module import Ctx
+from atemu.net.errors import NetError
+from atemu.net.sockets import TcpConnection, TcpListener, UdpSocket
+from atemu.net.tls import client_context, server_context
+from atemu.profile import CmdError, command
 
 from .common import (E_AGAIN, E_ALREADY, E_BADF, E_DESTADDRREQ, E_INVAL, E_ISCONN, E_NETUNREACH, E_NFILE,
                      E_NOPROTOOPT, E_NOTCONN, E_OPNOTSUPP, E_PROTONOSUPPORT, E_PROTOTYPE,

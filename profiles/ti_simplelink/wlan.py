@@ -5,11 +5,11 @@ import asyncio
 import ipaddress
 import logging
 
-from emulator import wifi
-from emulator.grammar import Form, Int, Keyword
-from emulator.module import Ctx
-from emulator.profile import command
-from emulator.world import AccessPoint
+from atemu import wifi
+from atemu.grammar import Form, Int, Keyword
+from atemu.module import Ctx
+from atemu.profile import command
+from atemu.world import AccessPoint
 
 from .common import (E_OPNOTSUPP, E_WLAN_BAD_PROFILE, E_WLAN_MODE, E_WLAN_NOT_CONNECTED, E_WLAN_PROFILES_FULL, OS, S,
                      count_error, fail, flags_of, nwp, param_error, parse_mac, parse_num, pick)
@@ -18,7 +18,7 @@ log = logging.getLogger("atemu.ti")
 
 SECURITY = ("OPEN", "WEP", "WEP_SHARED", "WPA_WPA2", "WPA2_PLUS", "WPA3", "WPA_ENT", "WPS_PBC", "WPS_PIN")
 EAP = ("TLS", "TTLS_TLS", "TTLS_MSCHAPv2", "TTLS_PSK", "PEAP0_TLS", "PEAP0_MSCHAPv2", "PEAP0_PSK", "PEAP1_TLS", "PEAP1_PSK")
-#: station security -> emulator.wifi security class
+#: station security -> atemu.wifi security class
 JOIN_SEC = {"open": "open", "wep": "wep", "wep_shared": "wep", "wpa_wpa2": "wpa-wpa2", "wpa2_plus": "wpa2",
             "wpa3": "wpa3", "wpa_ent": "wpa2-enterprise"}
 SCAN_SEC = {"open": "open", "wep": "wep", "wpa": "wpa", "wpa2": "wpa2", "wpa-wpa2": "wpa_wpa2", "wpa3": "wpa3",
@@ -204,7 +204,7 @@ class WlanMixin:
         elif kind in ("ap_removed", "remove_ap") and not wifi.on_air(self.module.world, ap):
             self.drop_link(REASON_AP_LOST, lost=True)
 
-    # ---- the AP role seen from stations of the same world (emulator.wifi owner callbacks) -------
+    # ---- the AP role seen from stations of the same world (atemu.wifi owner callbacks) -------
     def on_station_join(self, mac: str, name: str = "") -> wifi.Lease | None:
         """A station (of any emulated module of this world) associates with our AP: sta_added (and
         ip_leased when our DHCP server runs). Raises wifi.Refused (deny list, AP full)."""

@@ -93,7 +93,7 @@ def bench_roundtrip(n: int) -> dict:
     # the emulator, as a user runs it
     with tempfile.TemporaryDirectory() as d:
         link = os.path.join(d, "tty")
-        p = subprocess.Popen([sys.executable, "-m", "emulator.cli", "run", "eseye-anynet", "--pty", link, "--no-pacing",
+        p = subprocess.Popen([sys.executable, "-m", "atemu.cli", "run", "eseye-anynet", "--pty", link, "--no-pacing",
                               "--state-dir", d], stdout=subprocess.PIPE, text=True, cwd=ROOT)
         p.stdout.readline()
         fd = open_raw(link)
@@ -171,9 +171,9 @@ def bench_publish(n: int) -> dict:
 SERVER = r'''
 import asyncio, json, os, sys, tempfile, resource
 sys.path[:0] = [sys.argv[3]]
-from emulator.module import Module
-from emulator.uart import PtyTransport
-from emulator.profile import find_profile
+from atemu.module import Module
+from atemu.uart import PtyTransport
+from atemu.profile import find_profile
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -100,7 +100,7 @@ async def echo_server() -> asyncio.AbstractServer:
 
 
 async def soak(args) -> dict:
-    from emulator.api import astart
+    from atemu.api import astart
     broker = None
     try:
         from peers.mosquitto import MOSQUITTO, Mosquitto

@@ -4,7 +4,7 @@ Every peer runs in its own daemon thread(s) - an asyncio event loop, or
 blocking sockets for the TLS server - so it can be used from plain synchronous pytest tests that block on a pyserial pty
 while the emulator (another loop) talks to the peer.  Peers deliberately use
 only the standard library (``socket``/``ssl``/``asyncio``), not
-``emulator.net``, so they check the emulator independently.
+``atemu.net``, so they check the emulator independently.
 
 Common interface of every peer:
 
