@@ -52,11 +52,10 @@ $(VENV)/.atemu-test-installed: pyproject.toml | $(PY)
 	@$(PY) -m pip install -q -e '.[test]'
 	@touch $@ $(VENV)/.atemu-installed
 
-test-deps: $(PY)
+test-deps: $(VENV)/.atemu-test-installed
 	$(call apt_need,/usr/sbin/mosquitto,mosquitto,the MQTT broker of the tests; a few seconds)
 	$(call apt_need,openssl,openssl,certificates of the TLS tests; a few seconds)
 	$(call apt_need,/usr/bin/chromium,chromium,for the control web page tests; about a minute)
-	@$(MAKE) --no-print-directory $(VENV)/.atemu-test-installed
 
 test: test-deps
 	@echo "make: running the test suite (pytest; a few minutes)"

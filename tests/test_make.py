@@ -33,6 +33,7 @@ def test_make_test_announces_what_it_installs_and_runs():
     assert "running the test suite" in out
 
 
+@pytest.mark.skipif(not (VENV / "bin" / "atemu").exists(), reason="the tests do not run from atemu's virtualenv")
 def test_make_run_stops_cleanly_on_ctrl_c(tmp_path):
     link = tmp_path / "tty"
     # a new session, SIGINT at its default (as in a terminal), then Ctrl+C to the whole foreground group

@@ -20,17 +20,19 @@ ser = serial.serial_for_url(port, 115200, timeout=0.05)
 buf = b""
 msgid = 0
 wifi_lost = False
+mqtt_lost = False
 
 
 def wait(pattern: bytes, timeout: float = 10.0) -> bytes:
     """Read until ``pattern`` (regex) shows up; return the bytes up to its end and keep the rest."""
-    global buf, wifi_lost
+    global buf, wifi_lost, mqtt_lost
     deadline = time.monotonic() + timeout
     while True:
         m = re.search(pattern, buf)
         if m:
             got, buf = buf[:m.end()], buf[m.end():]
             wifi_lost = wifi_lost or b"WLAN_DISCONNECTED" in got
+            mqtt_lost = mqtt_lost or b"+QMTSTAT:" in got     # it may come while we wait for something else
             return got
         if time.monotonic() > deadline:
             raise SystemExit(f"host: no {pattern!r} within {timeout} s; got {buf[-200:]!r}")
@@ -54,6 +56,8 @@ def join() -> None:
 
 
 def mqtt_up() -> None:
+    global mqtt_lost
+    mqtt_lost = False
     cmd(f'AT+QMTOPEN=0,"127.0.0.1",{broker}')
     wait(rb"\+QMTOPEN: 0,0\r\n")
     cmd('AT+QMTCONN=0,"scenario-host"')
@@ -65,7 +69,7 @@ def publish(text: str) -> None:
     msgid = msgid % 65535 + 1
     cmd(f'AT+QMTPUB=0,{msgid},1,0,"dev/up",{len(text)}', until=rb"> ")
     ser.write(text.encode())
-    wait(rb"\+QMTPUB: 0,%d,0\r\n" % msgid)
+    wait(rb"\+QMTPUB: 0,%d,\d\r\n" % msgid)     # 0 sent, 1 retried, 2 failed (the link dropped)
 
 
 cmd("AT")
@@ -73,7 +77,7 @@ join()
 mqtt_up()
 publish("hello 1")
 while True:
-    if not wifi_lost:
+    if not (wifi_lost or mqtt_lost):
         wait(rb"\+QSTASTAT: WLAN_DISCONNECTED\r\n|\+QMTSTAT: 0,\d+\r\n", timeout=3600)
     if wifi_lost:
         time.sleep(0.3)
