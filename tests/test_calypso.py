@@ -11,7 +11,8 @@ import time
 import pytest
 
 from atemu import api
-from harness import Emu
+from atemu.profiles.ti_simplelink import TiSimpleLink
+from test_ti_common import Ti
 from atemu.profiles.ti_simplelink.common import encode_data
 
 FINAL = rb"(?:^|\r\n)(OK|ERROR:[^\r\n]*)\r\n"
@@ -21,7 +22,7 @@ LAB = {"ssid": "calypso_lab", "security": "wpa2", "password": "calypsowlan", "ch
 MAC = rb"(?:0x[0-9a-f]{1,2}|[0-9a-f]{2})(?::(?:0x[0-9a-f]{1,2}|[0-9a-f]{2})){5}"
 STARTUP = rb"\+eventstartup:2610011025000,0x31000019,(" + MAC + rb"),2\.2\.0\r\n"
 #: ti-simplelink's startup_event hook (issue 10) lets a dialect print nothing after AT+start
-HAS_START_HOOK = hasattr(__import__("profiles.ti_simplelink", fromlist=["x"]).TiSimpleLink, "startup_event")
+HAS_START_HOOK = hasattr(TiSimpleLink, "startup_event")
 
 
 def norm_mac(text: bytes) -> str:
@@ -36,19 +37,14 @@ def world(**extra) -> dict:
     return w
 
 
-class Calypso(Emu):
+class Calypso(Ti):
+    """The TI test module (CR LF commands, ``ok``/``later``) on the calypso profile and its lab."""
+
+    PROFILE = "calypso"
+
     def __init__(self, *a, **kw):
         kw.setdefault("world", world())
-        super().__init__("calypso", *a, **kw)
-
-    def cmd(self, line, timeout: float = 5.0, final=None) -> bytes:  # type: ignore[override]
-        self.write((line.encode() if isinstance(line, str) else line) + b"\r\n")
-        return self.read_until(final or FINAL, timeout)
-
-    def ok(self, line, timeout: float = 5.0) -> bytes:
-        out = self.cmd(line, timeout)
-        assert out.endswith(b"OK\r\n"), f"{line!r} -> {out!r}"
-        return out[: -len(b"OK\r\n")]
+        super().__init__(*a, **kw)
 
     def err(self, line, timeout: float = 5.0) -> bytes:
         """``<description>,<code>`` of the ERROR line (``ERROR:`` or TI's source ``ERROR: ``)."""

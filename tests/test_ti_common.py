@@ -23,9 +23,11 @@ def world(**extra) -> dict:
 class Ti(Emu):
     """An Emu speaking the TI dialect: responses end at OK or ERROR:<text>,<code>."""
 
+    PROFILE = "ti-simplelink"
+
     def __init__(self, *a, **kw):
         kw.setdefault("world", world())
-        super().__init__("ti-simplelink", *a, **kw)
+        super().__init__(self.PROFILE, *a, **kw)
 
     def cmd(self, line, timeout: float = 5.0, final=None) -> bytes:  # type: ignore[override]
         """Send ``line`` + the host style's terminator (CR LF, as host drivers do, unless a test
