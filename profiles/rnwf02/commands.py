@@ -30,6 +30,21 @@ REG_DOMAINS = {"GEN": 13, "USA": 11, "EMEA": 13}
 NTP_EPOCH = 2208988800          # seconds from 1900-01-01 to 1970-01-01
 
 
+def _read_options(ctx, prefix: str, vals: dict, pid: int | None, val: Any, unknown: str) -> bool:
+    """The read side of an ``<id>[,<value>]`` configuration command: no id lists every value, an id
+    without a value shows that one (an unknown id is a parameter error). True when answered."""
+    if pid is None:
+        for k, v in vals.items():
+            ctx.info(f"{prefix}{k},{v}")
+        return True
+    if pid not in vals:
+        raise CmdError("param", message=unknown)
+    if val is None:
+        ctx.info(f"{prefix}{pid},{vals[pid]}")
+        return True
+    return False
+
+
 class RnwfCommands:
     """Mixin of :class:`Rnwf02` (listed before the family class, so its handlers win)."""
 
@@ -504,14 +519,7 @@ class RnwfCommands:
     async def sockc(self, ctx, sid: int, pid: int | None, val: int | None) -> None:
         s = self._sock(sid)
         opts = s.options
-        if pid is None:
-            for k, v in opts.items():
-                ctx.info(f"+SOCKC:{sid},{k},{v}")
-            return
-        if pid not in opts:
-            raise CmdError("param", message="unknown socket option")
-        if val is None:
-            ctx.info(f"+SOCKC:{sid},{pid},{opts[pid]}")
+        if _read_options(ctx, f"+SOCKC:{sid},", opts, pid, val, "unknown socket option"):
             return
         if pid == 2 and val not in (0, 1):
             raise CmdError("param", message="NO_DELAY is 0 or 1")
@@ -731,14 +739,7 @@ class RnwfCommands:
                 13: f'"{lease.gateway if lease and self.dhcpc else "0.0.0.0"}"', 40: f'"{addr}"',
                 41: f'"{lease.gateway if lease else "0.0.0.0"}"', 42: f'"{lease.dns if lease else "0.0.0.0"}"',
                 60: f'"{_link_local(mac)}"'}
-        if pid is None:
-            for k, v in vals.items():
-                ctx.info(f"+NETIFC:{k},{v}")
-            return
-        if pid not in vals:
-            raise CmdError("param", message="unknown interface parameter")
-        if val is None:
-            ctx.info(f"+NETIFC:{pid},{vals[pid]}")
+        if _read_options(ctx, "+NETIFC:", vals, pid, val, "unknown interface parameter"):
             return
         if iface != 0 or pid not in (3, 10, 40):
             raise self.fail(E_STATE, "read-only parameter")
