@@ -267,7 +267,10 @@ def add_parser(sub: Any) -> None:
     f.add_argument("--log-dir", metavar="DIR", help="write each module's JSON-lines transcript to DIR/<name>.jsonl")
     f.add_argument("--control", metavar="[HOST:]PORT", help="serve one control API for the whole fleet")
     f.add_argument("--control-token", metavar="TOKEN",
-                   help="require this token on every control request (default: env ATEMU_CONTROL_TOKEN)")
+                   help="require this token on every control request (default: env ATEMU_CONTROL_TOKEN); "
+                        "visible in ps: prefer env ATEMU_CONTROL_TOKEN or --control-token-file")
+    f.add_argument("--control-token-file", metavar="FILE",
+                   help="read the control token from the first line of FILE (or env ATEMU_CONTROL_TOKEN_FILE)")
     f.add_argument("--check", action="store_true", help="validate the fleet (and worlds), print the module table, exit")
     f.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
 
@@ -366,7 +369,8 @@ async def _serve(spec: FleetSpec, args: Any, die: Any) -> int:
     if args.control:
         try:
             chost, cport = parse_hostport(args.control)
-            control = ControlServer(chost, cport, token=args.control_token, modules=lambda: dict(fleet.handles))
+            control = ControlServer(chost, cport, token=args.control_token, token_file=args.control_token_file,
+                                    modules=lambda: dict(fleet.handles))
             await control.start()
         except (ControlError, TransportError, ValueError) as e:
             await fleet.stop()

@@ -166,6 +166,20 @@ def test_fleet_flags_consecutive_ports_and_transcripts(tmp_path):
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["ti-0.jsonl", "ti-1.jsonl", "ti-2.jsonl"]
 
 
+def test_fleet_control_token_from_a_file(tmp_path):
+    tok = tmp_path / "token"
+    tok.write_text("s3cret-from-file\n")
+    f = Fleet("--profile", "rnwf02", "--count", "1", "--tcp", "127.0.0.1:0", "--no-pacing",
+              "--state-dir", str(tmp_path / "st"), "--control", "127.0.0.1:0", "--control-token-file", str(tok))
+    try:
+        assert get(f"{f.control}/api/modules")[0] == 401
+        assert get(f"{f.control}/api/modules", "s3cret-from-file\n".strip() + "x")[0] == 401
+        status, mods = get(f"{f.control}/api/modules", "s3cret-from-file")
+        assert status == 200 and [m["name"] for m in mods] == ["rnwf02-0"]
+    finally:
+        assert f.stop() == 0
+
+
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*ATEMU, "fleet", *args], capture_output=True, text=True, timeout=60)
 
