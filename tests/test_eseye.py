@@ -425,11 +425,13 @@ aws:
                 buf += s.read(max(1, s.in_waiting))
             return buf
 
-        def line_after(prefix: bytes) -> bytes:
-            buf = until(prefix)
+        def line_after(prefix: bytes, timeout: float = 10.0) -> bytes:
+            buf = until(prefix, timeout)
             rest = buf[buf.index(prefix):]
-            while not rest.endswith(b"\r\n"):
-                rest += until(b"\r\n") if b"\r\n" not in rest else b""
+            deadline = time.monotonic() + timeout
+            while b"\r\n" not in rest:              # the line may arrive in pieces at 9600 baud
+                assert time.monotonic() < deadline, rest
+                rest += s.read(max(1, s.in_waiting))
             return rest.split(b"\r\n")[0]
 
         s.write(b"ATE0\r")
