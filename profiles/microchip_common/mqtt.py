@@ -84,6 +84,11 @@ class MqttCommands:
         """More MqttSession arguments a dialect configures (protocol version, will)."""
         return {}
 
+    def _mqtt_props(self, packet: str) -> dict:
+        """More arguments of the session's publish/subscribe/unsubscribe/disconnect a dialect adds
+        (MQTT 5 properties), taken when the command is given."""
+        return {}
+
     async def _mqtt_connect(self, session) -> None:
         try:
             rc = await session.connect()
@@ -139,7 +144,7 @@ class MqttCommands:
             raise self.fail(E_BUSY, "a subscribe is pending")
         self._sub_pending = True
         ctx.ok()
-        self.module.spawn(self._subscribe(s, topic, qos))
+        self.module.spawn(self._subscribe(s, topic, qos, **self._mqtt_props("SUBSCRIBE")))
 
     async def _subscribe(self, s, topic: str, qos: int) -> None:
         try:
@@ -161,7 +166,7 @@ class MqttCommands:
         s = self._need_mqtt()
         topic = _topic(ctx, 0, wildcards=True)
         ctx.ok()
-        self.module.spawn(self._unsubscribe(s, topic))
+        self.module.spawn(self._unsubscribe(s, topic, **self._mqtt_props("UNSUBSCRIBE")))
 
     async def _unsubscribe(self, s, topic: str) -> None:
         ok = topic in self.mqtt_subs
@@ -181,7 +186,7 @@ class MqttCommands:
         s = self._need_mqtt()
         topic = _topic(ctx, 3, wildcards=False)
         ctx.ok()
-        self.module.spawn(self._publish(s, topic, payload, qos, bool(retain)))
+        self.module.spawn(self._publish(s, topic, payload, qos, bool(retain), **self._mqtt_props("PUBLISH")))
 
     async def _publish(self, s, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         try:
@@ -202,14 +207,17 @@ class MqttCommands:
             raise self.fail(E_NOLINK, "not connected")
         s = self.mqtt
         ctx.ok()
-        self.module.spawn(self._disconnect(s))
+        kw = self._mqtt_props("DISCONNECT")
+        if reason:
+            kw["reason_code"] = reason
+        self.module.spawn(self._disconnect(s, **kw))
 
-    async def _disconnect(self, s) -> None:
+    async def _disconnect(self, s, **kw) -> None:
         self.mqtt = None
         self.mqtt_state = 0
         self.mqtt_subs.clear()
         try:
-            await s.disconnect()
+            await s.disconnect(**kw)
         except Exception:
             s.close()
         self.urc("+MQTTCONN:0")
