@@ -48,6 +48,7 @@ from typing import Any, Callable, Coroutine
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.exception import MQTTException
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -141,7 +142,7 @@ def _to_paho(packet: str, props: Props | None) -> Properties | None:
             else:
                 value = int(value)
             setattr(out, _ATTR[pid], value)
-        except (KeyError, ValueError, TypeError, UnicodeDecodeError, paho.MQTTException) as exc:
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError, MQTTException) as exc:
             raise NetError("invalid", f"MQTT 5 property {pid} in {packet}: {exc}") from None
     return out
 
