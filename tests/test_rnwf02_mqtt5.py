@@ -199,3 +199,18 @@ def test_property_commands_validate(e):
                                                (1, 2, 3, 8, 9, 11, 17, 23, 24, 25, 31, 33, 34, 35, 38, 39)) + b"OK\r\n"
     assert e.cmd("AT+MQTTPROPRX=4") == b'ERROR:0.4,"Invalid Parameter"\r\n'
     assert e.cmd("AT+MQTTPROPRX") == b"OK\r\n"
+
+
+def test_refused_v5_connect_reports_the_reason_code(mosquitto_factory):
+    broker = mosquitto_factory(passwords={"device": "s3cret"}, allow_anonymous=False)
+    with Rnwf() as e:
+        e.join()
+        configure(e, broker.port, "rnwf-auth")
+        e.oks('AT+MQTTC=4,"device"', 'AT+MQTTC=5,"wrong"')
+        assert e.cmd("AT+MQTTCONN=1") == b"OK\r\n"
+        v3 = e.read_until(rb"\+MQTTCONN:\d\r\n", timeout=10)
+        assert re.fullmatch(rb"\r\+MQTTCONNACK:0,([45])\r\n\r\+MQTTCONN:0\r\n", v3), v3
+        e.ok("AT+MQTTC=8,5")
+        assert e.cmd("AT+MQTTCONN=1") == b"OK\r\n"
+        v5 = e.read_until(rb"\+MQTTCONN:\d\r\n", timeout=10)
+        assert re.fullmatch(rb"(\r\+MQTTPROPRX:\d+\r\n)*\r\+MQTTCONNACK:0,(134|135)\r\n\r\+MQTTCONN:0\r\n", v5), v5

@@ -84,6 +84,10 @@ class MqttCommands:
         """More MqttSession arguments a dialect configures (protocol version, will)."""
         return {}
 
+    def _connack_code(self, session, rc: int) -> int:
+        """The return code +MQTTCONNACK prints (the 3.1.1 code; a dialect may print MQTT 5's)."""
+        return rc
+
     def _mqtt_props(self, packet: str) -> dict:
         """More arguments of the session's publish/subscribe/unsubscribe/disconnect a dialect adds
         (MQTT 5 properties), taken when the command is given."""
@@ -102,7 +106,7 @@ class MqttCommands:
         if self.mqtt is not session:
             session.close()
             return
-        self.urc(f"+MQTTCONNACK:{int(bool(session.session_present))},{rc}")
+        self.urc(f"+MQTTCONNACK:{int(bool(session.session_present))},{self._connack_code(session, rc)}")
         if rc == 0:
             self.mqtt_state = 2
             self.urc("+MQTTCONN:1")
