@@ -214,3 +214,23 @@ def test_refused_v5_connect_reports_the_reason_code(mosquitto_factory):
         assert e.cmd("AT+MQTTCONN=1") == b"OK\r\n"
         v5 = e.read_until(rb"\+MQTTCONN:\d\r\n", timeout=10)
         assert re.fullmatch(rb"(\r\+MQTTPROPRX:\d+\r\n)*\r\+MQTTCONNACK:0,(134|135)\r\n\r\+MQTTCONN:0\r\n", v5), v5
+
+
+def test_publish_by_topic_alias(e, mosquitto, mqtt_probe):
+    probe = v5_probe(mqtt_probe, mosquitto)
+    probe.subscribe("tele/#", qos=1)
+    configure(e, mosquitto.port, "rnwf-alias")
+    assert e.cmd('AT+MQTTPUB=0,0,0,3,"x"') == b'ERROR:8.1,"Not Connected"\r\n'
+    e.oks("AT+MQTTC=8,5", "AT+MQTTPROPTX=35,3", "AT+MQTTPROPTXS=35,1")
+    connect(e, V5_CONNACK_PROPS)
+    # the first PUBLISH carries the topic and alias 3; then the alias alone names the topic
+    assert e.cmd('AT+MQTTPUB=0,1,0,"tele/dev7/temperature","21.5"') == b"OK\r\n"
+    e.read_until(rb"\+MQTTPUB\w+:\d+\r\n", timeout=5)
+    assert probe.wait_for("tele/#")[0] == b"21.5"
+    e.ok("AT+MQTTPROPTXS=35,0")
+    assert e.cmd('AT+MQTTPUB=0,1,0,3,"22.0"') == b"OK\r\n"
+    assert re.fullmatch(rb"\r\+MQTTPUBACK:\d+\r\n", e.read_until(rb"\+MQTTPUB\w+:\d+\r\n", timeout=5))
+    msg = probe.wait_message("tele/#")
+    assert (msg.topic, msg.payload) == ("tele/dev7/temperature", b"22.0")
+    assert e.cmd('AT+MQTTPUB=0,0,0,0,"x"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
+    assert e.cmd('AT+MQTTPUB=0,0,0,tele/x,"x"') == b'ERROR:0.4,"Invalid Parameter"\r\n'

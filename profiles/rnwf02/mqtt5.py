@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from atemu.grammar import Form, Int, Str
+from atemu.grammar import Bytes, Form, Int, Str
 from atemu.net.mqtt import props_for
 from atemu.profile import CmdError, command
 
-from atemu.profiles.microchip_common.common import E_NORES, E_STATE, arg_bytes
+from atemu.profiles.microchip_common.common import E_NORES, E_STATE, MAX_DATA, arg_bytes
+from atemu.profiles.microchip_common.mqtt import _topic
 
 #: transmit properties (the WINCS02 firmware's selectable ids): id -> (name, kind, low, high / max length)
 TX = {
@@ -113,6 +114,27 @@ class Mqtt5Commands:
         return out
 
     # ------------------------------------------------------------------ commands
+    @command("+MQTTPUB", Form.WRITE, Int("DUP", 0, 1), Int("QOS", 0, 2), Int("RETAIN", 0, 1),
+             Str("TOPIC_NAME", quoted=None, min_len=1, max_len=256), Bytes("TOPIC_PAYLOAD", quoted=True, max_len=MAX_DATA),
+             family="mqtt", doc="Publish: OK, then +MQTTPUBACK (QoS 1), +MQTTPUBCOMP (QoS 2) or +MQTTPUBERR. "
+                                "MQTT 5: an unquoted number as TOPIC_NAME publishes by that topic alias alone")
+    async def mqttpub(self, ctx, dup: int, qos: int, retain: int, topic: str, payload: bytes) -> None:
+        s = self._need_mqtt()
+        arg = ctx.line.args[3]
+        props = self._tx_props("PUBLISH")
+        if arg.quoted or arg.hexed:
+            topic = _topic(ctx, 3, wildcards=False)
+        else:
+            # the WINCS02 driver's integer <TOPIC_NAME>: a topic alias the broker learnt from an
+            # earlier PUBLISH that carried the topic and TOPIC_ALIAS (35)
+            text = arg.text.strip()
+            if self.cfg["MQTTC"][8] != 5 or not text.isdigit() or not 1 <= int(text) <= 65535:
+                raise CmdError("param", message="the topic is a quoted string (or, with MQTT 5, a topic alias 1-65535)")
+            topic = ""
+            props = [p for p in props if p[0] != 35] + [(35, int(text))]
+        ctx.ok()
+        self.module.spawn(self._publish(s, topic, payload, qos, bool(retain), properties=props or None))
+
     @command("+MQTTPROPTX", Form.EXEC, family="mqtt", doc="List the defined MQTT 5 transmit properties")
     @command("+MQTTPROPTX", Form.WRITE, Int("ID", 0, 255), Str("VAL", quoted=None, optional=True),
              Str("VALS", quoted=None, optional=True), family="mqtt",
