@@ -33,7 +33,8 @@ def v5_probe(mqtt_probe, mosquitto):
     return mqtt_probe(mosquitto, protocol=paho.MQTTv5)
 
 
-def test_publish_properties_reach_the_subscriber(e, mosquitto, mqtt_probe):
+@pytest.mark.parametrize("host_style", ["CRLF", "CRLF-bytewise"], indirect=True)
+def test_publish_properties_reach_the_subscriber(host_style, e, mosquitto, mqtt_probe):
     probe = v5_probe(mqtt_probe, mosquitto)
     probe.subscribe("rnwf/#", qos=1)
     configure(e, mosquitto.port, "rnwf-pub5")
@@ -181,7 +182,8 @@ def test_properties_leave_mqtt_311_alone(e, mosquitto, mqtt_probe, tap):
     assert probe.wait_for("v3/x")[0] == b"plain"
 
 
-def test_property_commands_validate(e):
+@pytest.mark.parametrize("host_style", ["CRLF", "CRLF-bytewise"], indirect=True)
+def test_property_commands_validate(e, host_style):
     assert e.cmd("AT+MQTTPROPTX=4,1") == b'ERROR:0.4,"Invalid Parameter"\r\n'          # no such property
     assert e.cmd("AT+MQTTPROPTX=33,0") == b'ERROR:0.4,"Invalid Parameter"\r\n'         # receive maximum 1-65535
     assert e.cmd('AT+MQTTPROPTX=2,"60"') == b'ERROR:0.4,"Invalid Parameter"\r\n'       # a number
