@@ -147,6 +147,7 @@ def test_connect_properties_and_their_effects(e, mosquitto, mqtt_probe, tap):
     probe.publish("big/b", b"small")
     assert e.read_until(rb"\+MQTTSUBRX:.*\r\n", timeout=5).endswith(b'\r+MQTTSUBRX:0,0,0,"big/b","small"\r\n')
     # DISCONNECT with reason 4 (with will message): the broker publishes the will, with its properties
+    assert e.cmd("AT+MQTTDISCONN=3") == b'ERROR:0.4,"Invalid Parameter"\r\n'     # not a DISCONNECT reason
     assert e.cmd("AT+MQTTDISCONN=4") == b"OK\r\n"
     e.read_until(rb"\+MQTTCONN:0\r\n", timeout=5)
     will = probe.wait_message("wills/rnwf", timeout=5)

@@ -68,7 +68,8 @@ _HINTS = {
 #: paho's own log lines: debug detail (the session logs one line per failure itself); errors in callbacks
 _paho_log = logging.getLogger(__name__ + ".paho")
 
-__all__ = ["MqttSession", "SUBACK_FAILURE", "connack_v5_to_v311", "Props", "PROPERTY_NAMES", "props_for"]
+__all__ = ["MqttSession", "SUBACK_FAILURE", "connack_v5_to_v311", "Props", "PROPERTY_NAMES", "props_for",
+           "DISCONNECT_REASONS"]
 
 #: Granted-QoS value meaning "subscription refused" in SUBACK.
 SUBACK_FAILURE = 0x80
@@ -114,6 +115,12 @@ PROPERTY_NAMES: dict[int, str] = {i: n for n, i in _TABLE.names.items()}
 _ATTR = {i: n.replace(" ", "") for i, n in PROPERTY_NAMES.items()}
 _BINARY = {i for i, (t, _) in _TABLE.properties.items() if _TABLE.types[t] == "Binary Data"}
 _STRING = {i for i, (t, _) in _TABLE.properties.items() if _TABLE.types[t] == "UTF-8 Encoded String"}
+
+
+#: the reason codes an MQTT 5 DISCONNECT may carry (MQTT 5 section 3.14.2.1)
+DISCONNECT_REASONS = frozenset(
+    c for c, v in ReasonCode(PacketTypes.DISCONNECT).names.items()
+    if any(PacketTypes.DISCONNECT in packets for packets in v.values()))
 
 
 def props_for(packet: str, props: Props | None) -> Props:

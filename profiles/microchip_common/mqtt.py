@@ -210,10 +210,14 @@ class MqttCommands:
         if self.mqtt_state == 0 or self.mqtt is None:
             raise self.fail(E_NOLINK, "not connected")
         s = self.mqtt
-        ctx.ok()
+        if reason and s.protocol == 5:
+            from atemu.net.mqtt import DISCONNECT_REASONS
+            if reason not in DISCONNECT_REASONS:
+                raise CmdError("param", message=f"{reason} is not an MQTT 5 DISCONNECT reason code")
         kw = self._mqtt_props("DISCONNECT")
         if reason:
             kw["reason_code"] = reason
+        ctx.ok()
         self.module.spawn(self._disconnect(s, **kw))
 
     async def _disconnect(self, s, **kw) -> None:
