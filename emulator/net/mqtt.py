@@ -33,6 +33,7 @@ no thread per session, nothing blocks the loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import ipaddress
 import itertools
@@ -133,9 +134,22 @@ def props_for(packet: str, props: Props | None) -> Props:
 
 def _to_paho(packet: str, props: Props | None) -> Properties | None:
     """paho's Properties for ``packet`` (None when there are none); NetError("invalid") for a
-    property the packet cannot carry or a value out of its range."""
+    property the packet cannot carry or a value out of its range. The same properties give the
+    same (cached, never changed) object: a host repeating one set costs no rebuilding."""
     if not props:
         return None
+    try:
+        return _paho_cached(packet, tuple(props))
+    except TypeError:            # an unhashable value (a list as a pair, a bytearray): build it
+        return _build_paho(packet, props)
+
+
+@functools.lru_cache(maxsize=128)
+def _paho_cached(packet: str, props: tuple) -> Properties:
+    return _build_paho(packet, props)
+
+
+def _build_paho(packet: str, props: Any) -> Properties:
     out = Properties(_PACKETS[packet])
     for pid, value in props:
         try:
