@@ -191,6 +191,8 @@ def test_property_commands_validate(e, host_style):
     assert e.cmd("AT+MQTTPROPTX=3,text") == b'ERROR:0.4,"Invalid Parameter"\r\n'       # a string
     assert e.cmd('AT+MQTTPROPTX=3,"0123456789abcdefX"') == b'ERROR:0.4,"Invalid Parameter"\r\n'  # 16 bytes at most
     assert e.cmd('AT+MQTTPROPTX=8,"a/#"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
+    assert e.cmd("AT+MQTTPROPTX=3,[610062]") == b'ERROR:0.4,"Invalid Parameter"\r\n'          # NUL
+    assert e.cmd('AT+MQTTPROPTX=38,"k",[FF]') == b'ERROR:0.4,"Invalid Parameter"\r\n'         # not UTF-8
     assert e.cmd("AT+MQTTPROPTX=2,5,6") == b'ERROR:0.5,"Incorrect Number of Parameters"\r\n'
     for i in range(10):
         e.ok(f'AT+MQTTPROPTX=38,"k{i}","v"')

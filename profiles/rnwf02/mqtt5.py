@@ -36,6 +36,18 @@ ALL = 0                  # AT+MQTTPROPTXS=0,<sel>: every property (WINC_CONST_MQ
 RX_IDS = (1, 2, 3, 8, 9, 11, 17, 18, 19, 21, 22, 26, 28, 31, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42)
 
 
+def _utf8(arg, name: str) -> str:
+    """A string property as MQTT 5 carries it: UTF-8 without NUL (a broker drops a client that
+    sends another: refused here, as a malformed topic is)."""
+    try:
+        text = arg_bytes(arg).decode("utf-8")
+    except UnicodeDecodeError:
+        raise CmdError("param", message=f"{name} must be UTF-8") from None
+    if "\x00" in text:
+        raise CmdError("param", message=f"{name} must not contain NUL")
+    return text
+
+
 class Mqtt5Commands:
     """Mixin of :class:`Rnwf02`: the MQTT 5 property tables and what goes on the wire."""
 
@@ -157,14 +169,14 @@ class Mqtt5Commands:
                 ctx.info(line)
             return
         if kind == "pair":
-            key = arg_bytes(args[1]).decode("utf-8", "replace")
+            key = _utf8(args[1], name)
             pairs = [(k, v) for k, v in self.prop_tx[38] if k != key]
             if vals is not None:
                 if not key:
                     raise CmdError("param", message="a user property needs a key")
                 if len(pairs) >= USER_PROPS:
                     raise self.fail(E_NORES, f"at most {USER_PROPS} user properties")
-                pairs.append((key, arg_bytes(args[2]).decode("utf-8", "replace")))
+                pairs.append((key, _utf8(args[2], name)))
             self.prop_tx[38] = pairs
             return
         if vals is not None:
@@ -184,10 +196,7 @@ class Mqtt5Commands:
         if not lo <= len(b) <= hi:
             raise CmdError("param", message=f"{name} is {lo}..{hi} bytes long")
         if kind == "str":
-            try:
-                text = b.decode("utf-8")
-            except UnicodeDecodeError:
-                raise CmdError("param", message=f"{name} must be UTF-8") from None
+            text = _utf8(arg, name)
             if pid == 8 and ("+" in text or "#" in text):
                 raise CmdError("param", message="a response topic has no wildcards")
             self.prop_tx[pid] = text
