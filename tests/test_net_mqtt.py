@@ -811,3 +811,75 @@ def test_twenty_sessions_share_the_loop_without_threads(mosquitto, mqtt_probe):
         assert not any(s.connected for s in sessions)
 
     run(main())
+
+
+# --------------------------------------------------------------- MQTT 5 properties
+def test_v5_properties_both_ways(mosquitto, mqtt_probe):
+    import paho.mqtt.client as paho
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    probe = mqtt_probe(mosquitto, protocol=paho.MQTTv5)
+    probe.subscribe(["up/#", "wills/#"])
+
+    async def main():
+        events: list = []
+        s = session(mosquitto.port, "emu-v5", protocol=5, properties=[(17, 120), (38, ("dev", "emu"))],
+                    will=("wills/emu", b"gone", 1, False), will_properties=[(3, "text/plain"), (38, ("w", "1"))],
+                    on_properties=lambda packet, props: events.append((packet, props)),
+                    on_message=lambda t, p, q, r, m: events.append(("message", t)))
+        assert await s.connect() == 0
+        # the CONNACK's properties: reported before connect() returned, and kept
+        assert events == [("CONNACK", [(34, 10), (33, 20)])] and s.connack_properties == [(34, 10), (33, 20)]
+        assert await s.subscribe([("down/#", 1)], properties=[(11, 9)]) == [1]
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = ("k", "v")
+        props.CorrelationData = b"\x00\xff"
+        await in_thread(probe.publish, "down/x", b"hi", 1, False, 5.0, props)
+        for _ in range(50):
+            if ("message", "down/x") in events:
+                break
+            await asyncio.sleep(0.05)
+        packet, got = events[1]
+        assert packet == "PUBLISH" and events[2] == ("message", "down/x")   # properties first, then the message
+        assert sorted(got) == [(9, b"\x00\xff"), (11, 9), (38, ("k", "v"))]
+        await s.publish("up/y", b"x", qos=1, properties=[(3, "application/json"), (2, 60), (38, ("a", "b"))])
+        msg = await in_thread(probe.wait_message, "up/y")
+        assert (msg.properties.ContentType, msg.properties.UserProperty) == ("application/json", [("a", "b")])
+        assert 0 < msg.properties.MessageExpiryInterval <= 60
+        with pytest.raises(NetError) as err:
+            await s.publish("up/z", b"x", properties=[(35, 0)])          # Topic Alias 0 is not allowed
+        assert err.value.kind == "invalid"
+        with pytest.raises(NetError):
+            await s.publish("up/z", b"x", properties=[(17, 5)])          # not a PUBLISH property
+        await s.unsubscribe(["down/#"], properties=[(38, ("u", "1"))])
+        await s.disconnect(reason_code=4)                                # with will message
+        will = await in_thread(probe.wait_message, "wills/emu")
+        assert (will.payload, will.properties.ContentType, will.properties.UserProperty) == \
+            (b"gone", "text/plain", [("w", "1")])
+
+    run(main())
+
+
+def test_properties_need_protocol_5(mosquitto):
+    from atemu.net.mqtt import props_for
+
+    async def main():
+        s = session(mosquitto.port, "emu-v4", protocol=4)
+        assert await s.connect() == 0
+        with pytest.raises(NetError) as err:
+            await s.publish("a/b", b"x", properties=[(3, "text/plain")])
+        assert err.value.kind == "invalid"
+        await s.disconnect(reason_code=4, properties=[(31, "ignored with 3.1.1")])
+        s2 = session(mosquitto.port, "emu-v4b", protocol=4, properties=[(17, 10)])
+        with pytest.raises(NetError) as err:
+            await s2.connect()
+        assert err.value.kind == "invalid"
+
+    run(main())
+    mixed = [(17, 1), (3, "t"), (11, 2), (35, 4), (24, 5), (38, ("k", "v")), (31, "r"), (33, 3)]
+    assert props_for("CONNECT", mixed) == [(17, 1), (38, ("k", "v")), (33, 3)]
+    assert props_for("PUBLISH", mixed) == [(3, "t"), (35, 4), (38, ("k", "v"))]    # no subscription id from a client
+    assert props_for("WILL", mixed) == [(3, "t"), (24, 5), (38, ("k", "v"))]
+    assert props_for("SUBSCRIBE", mixed) == [(11, 2), (38, ("k", "v"))]
+    assert props_for("DISCONNECT", mixed) == [(17, 1), (38, ("k", "v")), (31, "r")]

@@ -20,13 +20,20 @@ no thread per session, nothing blocks the loop.
 * Modules whose "open" and "connect" are two commands use :meth:`MqttSession.open_transport`:
   the broker connection is opened (and the TLS handshake done) first; the next ``connect()``
   makes the paho client and sends CONNECT on that same connection.
-* User callbacks (``on_message``, ``on_disconnect``) are scheduled with ``call_soon``, never called
-  from inside paho's own callbacks, so they may use the session freely.
+* User callbacks (``on_message``, ``on_disconnect``, ``on_properties``) are scheduled with ``call_soon``,
+  never called from inside paho's own callbacks, so they may use the session freely.
+* MQTT 5 properties cross the session as plain ``(identifier, value)`` pairs (:data:`Props`), never
+  as paho objects: the profile gives them for CONNECT (and the will), PUBLISH, SUBSCRIBE, UNSUBSCRIBE
+  and DISCONNECT, and hears those the broker sends (CONNACK, PUBLISH, acks, DISCONNECT) through
+  ``on_properties(packet, props)``, called just before the event the packet makes (a message's
+  properties come right before its ``on_message``). :func:`props_for` keeps the properties a packet
+  may carry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import ipaddress
 import itertools
@@ -41,6 +48,10 @@ from typing import Any, Callable, Coroutine
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.exception import MQTTException
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from atemu.net.errors import NetError, classify
 from atemu.net.sockets import TcpConnection
@@ -58,7 +69,8 @@ _HINTS = {
 #: paho's own log lines: debug detail (the session logs one line per failure itself); errors in callbacks
 _paho_log = logging.getLogger(__name__ + ".paho")
 
-__all__ = ["MqttSession", "SUBACK_FAILURE", "connack_v5_to_v311"]
+__all__ = ["MqttSession", "SUBACK_FAILURE", "connack_v5_to_v311", "Props", "PROPERTY_NAMES", "props_for",
+           "DISCONNECT_REASONS"]
 
 #: Granted-QoS value meaning "subscription refused" in SUBACK.
 SUBACK_FAILURE = 0x80
@@ -88,6 +100,86 @@ def connack_v5_to_v311(reason: int) -> int:
     if reason in _V5_TO_V311:
         return _V5_TO_V311[reason]
     return 3 if reason >= 0x80 else 0
+
+
+#: MQTT 5 properties as the session takes and reports them: ``(identifier, value)`` pairs in packet
+#: order. Numbers are int, strings str, Binary Data (9 Correlation Data, 22 Authentication Data)
+#: bytes, a User Property (38) a ``(name, value)`` pair of str; 11 and 38 may repeat.
+Props = list[tuple[int, Any]]
+
+_PACKETS = {"CONNECT": PacketTypes.CONNECT, "WILL": PacketTypes.WILLMESSAGE, "PUBLISH": PacketTypes.PUBLISH,
+            "SUBSCRIBE": PacketTypes.SUBSCRIBE, "UNSUBSCRIBE": PacketTypes.UNSUBSCRIBE,
+            "DISCONNECT": PacketTypes.DISCONNECT, "CONNACK": PacketTypes.CONNACK}
+_TABLE = Properties(PacketTypes.CONNECT)
+#: property identifier -> its name in the MQTT 5 specification ("User Property")
+PROPERTY_NAMES: dict[int, str] = {i: n for n, i in _TABLE.names.items()}
+_ATTR = {i: n.replace(" ", "") for i, n in PROPERTY_NAMES.items()}
+_BINARY = {i for i, (t, _) in _TABLE.properties.items() if _TABLE.types[t] == "Binary Data"}
+_STRING = {i for i, (t, _) in _TABLE.properties.items() if _TABLE.types[t] == "UTF-8 Encoded String"}
+
+
+#: the reason codes an MQTT 5 DISCONNECT may carry (MQTT 5 section 3.14.2.1)
+DISCONNECT_REASONS = frozenset(
+    c for c, v in ReasonCode(PacketTypes.DISCONNECT).names.items()
+    if any(PacketTypes.DISCONNECT in packets for packets in v.values()))
+
+
+def props_for(packet: str, props: Props | None) -> Props:
+    """The properties of ``props`` that an MQTT 5 ``packet`` ("CONNECT", "WILL", "PUBLISH",
+    "SUBSCRIBE", "UNSUBSCRIBE", "DISCONNECT") may carry, in order (MQTT 5 section 2.2.2.2)."""
+    kind = _PACKETS[packet]
+    return [(i, v) for i, v in props or () if i in _TABLE.properties and kind in _TABLE.properties[i][1]
+            and not (i == 11 and packet == "PUBLISH")]   # a Subscription Identifier only comes from the broker
+
+
+def _to_paho(packet: str, props: Props | None) -> Properties | None:
+    """paho's Properties for ``packet`` (None when there are none); NetError("invalid") for a
+    property the packet cannot carry or a value out of its range. The same properties give the
+    same (cached, never changed) object: a host repeating one set costs no rebuilding."""
+    if not props:
+        return None
+    try:
+        return _paho_cached(packet, tuple(props))
+    except TypeError:            # an unhashable value (a list as a pair, a bytearray): build it
+        return _build_paho(packet, props)
+
+
+@functools.lru_cache(maxsize=128)
+def _paho_cached(packet: str, props: tuple) -> Properties:
+    return _build_paho(packet, props)
+
+
+def _build_paho(packet: str, props: Any) -> Properties:
+    out = Properties(_PACKETS[packet])
+    for pid, value in props:
+        try:
+            if pid == 38:
+                name, val = value
+                value = (str(name), str(val))
+            elif pid in _BINARY:
+                value = bytes(value)
+            elif pid in _STRING:
+                value = value if isinstance(value, str) else bytes(value).decode("utf-8")
+            else:
+                value = int(value)
+            setattr(out, _ATTR[pid], value)
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError, MQTTException) as exc:
+            raise NetError("invalid", f"MQTT 5 property {pid} in {packet}: {exc}") from None
+    return out
+
+
+def _from_paho(props: Any) -> Props:
+    """The ``(identifier, value)`` pairs of paho's Properties, in the order they were on the wire."""
+    if props is None:
+        return []
+    out: Props = []
+    for attr, value in vars(props).items():
+        pid = props.getIdentFromName(attr)
+        if pid < 0:
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            out.append((pid, (str(v[0]), str(v[1])) if pid == 38 else bytes(v) if pid in _BINARY else v))
+    return out
 
 
 def _is_ip(host: str) -> bool:
@@ -221,6 +313,7 @@ class _Ticker:
 
 MessageCallback = Callable[[str, bytes, int, bool, int], Any]
 DisconnectCallback = Callable[[str, int], Any]
+PropertiesCallback = Callable[[str, "Props"], Any]
 
 
 def _parse_connack(head: bytes) -> tuple[bool, int] | None:
@@ -258,6 +351,15 @@ class MqttSession:
     :meth:`open_transport` opens the TCP connection (and does the TLS
     handshake) without sending CONNECT; the next :meth:`connect` sends
     CONNECT on that same connection.
+
+    MQTT 5 (``protocol=5``): ``properties`` go on CONNECT, ``will_properties``
+    on the will; :meth:`publish`, :meth:`subscribe`, :meth:`unsubscribe` and
+    :meth:`disconnect` take ``properties`` too (:data:`Props`; see
+    :func:`props_for`). ``on_properties(packet, props)`` hears the properties
+    of every packet the broker sends with some ("CONNACK", "PUBLISH",
+    "PUBACK" (the ack of a QoS 1/2 publish), "SUBACK", "UNSUBACK", "DISCONNECT"), just
+    before the event that packet makes; ``connack_properties`` keeps the last
+    CONNACK's. With 3.1/3.1.1 properties are refused (NetError "invalid").
     """
 
     def __init__(
@@ -279,6 +381,9 @@ class MqttSession:
         loop: asyncio.AbstractEventLoop | None = None,
         on_message: MessageCallback | None = None,
         on_disconnect: DisconnectCallback | None = None,
+        properties: Props | None = None,
+        will_properties: Props | None = None,
+        on_properties: PropertiesCallback | None = None,
     ) -> None:
         if protocol not in (3, 4, 5):
             raise ValueError(f"protocol must be 3, 4 or 5, not {protocol!r}")
@@ -297,6 +402,12 @@ class MqttSession:
         self.connect_timeout = float(connect_timeout)
         self.on_message = on_message
         self.on_disconnect = on_disconnect
+        #: MQTT 5 properties of CONNECT and of the will (read at each connect)
+        self.properties: Props = list(properties or [])
+        self.will_properties: Props = list(will_properties or [])
+        self.on_properties = on_properties
+        #: MQTT 5 properties of the last CONNACK (empty before, and with 3.1.1)
+        self.connack_properties: Props = []
         #: optional hook called (no arguments) when the TLS handshake is done, before CONNECT
         self.on_tls_up: Callable[[], Any] | None = None
         #: MQTT 3.1.1-style CONNACK return code of the last connect (None before).
@@ -435,6 +546,7 @@ class MqttSession:
         deadline = loop.time() + self.connect_timeout
         self.connack_code = self.connack_reason = None
         self.session_present = False
+        self.connack_properties = []
 
         faults = getattr(self.resolver, "faults", None)  # the module's fault registry (emulator/faults.py)
         if pre is None:
@@ -483,13 +595,16 @@ class MqttSession:
             self.close()
         return code
 
-    async def subscribe(self, topics: list[tuple[str, int]], timeout: float = 10.0) -> list[int]:
-        """Subscribe and return the granted QoS per topic (0x80 = refused)."""
+    async def subscribe(self, topics: list[tuple[str, int]], timeout: float = 10.0,
+                        properties: Props | None = None) -> list[int]:
+        """Subscribe and return the granted QoS per topic (0x80 = refused; with MQTT 5 the
+        SUBACK reason code)."""
         client = self._require_connected()
         if not topics:
             raise NetError("invalid", "no topics to subscribe")
+        props = self._props("SUBSCRIBE", properties)
         try:
-            rc, mid = client.subscribe([(str(t), int(q)) for t, q in topics])
+            rc, mid = client.subscribe([(str(t), int(q)) for t, q in topics], properties=props)
         except ValueError as exc:
             raise NetError("invalid", str(exc)) from exc
         self._check_rc(rc, "subscribe")
@@ -497,13 +612,14 @@ class MqttSession:
         self.last_mid = mid
         return await self._await_ack(self._pending_sub, mid, timeout, "SUBACK")
 
-    async def unsubscribe(self, topics: list[str], timeout: float = 10.0) -> None:
+    async def unsubscribe(self, topics: list[str], timeout: float = 10.0, properties: Props | None = None) -> None:
         """Unsubscribe and wait for UNSUBACK."""
         client = self._require_connected()
         if not topics:
             raise NetError("invalid", "no topics to unsubscribe")
+        props = self._props("UNSUBSCRIBE", properties)
         try:
-            rc, mid = client.unsubscribe([str(t) for t in topics])
+            rc, mid = client.unsubscribe([str(t) for t in topics], properties=props)
         except ValueError as exc:
             raise NetError("invalid", str(exc)) from exc
         self._check_rc(rc, "unsubscribe")
@@ -512,18 +628,21 @@ class MqttSession:
         await self._await_ack(self._pending_unsub, mid, timeout, "UNSUBACK")
 
     def publish(
-        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, timeout: float = 10.0
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, timeout: float = 10.0,
+        properties: Props | None = None,
     ) -> Coroutine[Any, Any, int]:
         """Publish raw bytes; ``await`` it for the message id.
 
         The PUBLISH is written towards the broker by the call itself (not when a task
         awaiting it first runs). Awaiting returns at once for QoS 0, after PUBACK/PUBCOMP
         for QoS 1/2, and raises NetError("timeout") when the ack does not come in time,
-        NetError("closed") when not connected, NetError("invalid") for a bad topic."""
+        NetError("closed") when not connected, NetError("invalid") for a bad topic or property.
+        With MQTT 5 ``topic`` may be empty when ``properties`` carry a Topic Alias the broker knows."""
         try:
             client = self._require_connected()
+            props = self._props("PUBLISH", properties)
             try:
-                info = client.publish(str(topic), bytes(payload), int(qos), bool(retain))
+                info = client.publish(str(topic), bytes(payload), int(qos), bool(retain), properties=props)
             except (ValueError, TypeError) as exc:
                 raise NetError("invalid", str(exc)) from exc
             self._check_rc(info.rc, "publish")
@@ -532,17 +651,27 @@ class MqttSession:
         fut = self._expect_ack(self._pending_pub, info.mid)
         return self._wait_ack(self._pending_pub, info.mid, fut, timeout, "PUBACK/PUBCOMP", info.mid)
 
-    async def disconnect(self, timeout: float = 5.0) -> None:
+    async def disconnect(self, timeout: float = 5.0, reason_code: int = 0, properties: Props | None = None) -> None:
         """Send DISCONNECT (graceful: no will) and wait for the link to close.
 
+        MQTT 5: ``reason_code`` (4 = "disconnect with will message": the broker publishes the
+        will) and ``properties`` go on the DISCONNECT; with 3.1.1 both are ignored.
         Fires ``on_disconnect("local", 0)`` if the session was connected."""
         wire = self._wire
         if wire is None or not self._connected:
             self.close()
             return
+        rc = props = None
+        if self.protocol == 5:
+            props = self._props("DISCONNECT", properties)
+            if reason_code:
+                try:
+                    rc = ReasonCode(PacketTypes.DISCONNECT, identifier=int(reason_code))
+                except (ValueError, TypeError, KeyError) as exc:
+                    raise NetError("invalid", f"DISCONNECT reason code {reason_code}: {exc}") from None
         self._local_disconnect = True
         assert wire.client is not None
-        wire.client.disconnect()
+        wire.client.disconnect(rc, props)
         self._kick(wire)
         try:
             await wire.conn.wait_closed(timeout)
@@ -685,6 +814,8 @@ class MqttSession:
         )
         if self.protocol != 5:
             kwargs["clean_session"] = self.clean_session
+            if self.properties or self.will_properties:
+                raise ValueError(f"MQTT properties need protocol version 5 (this session speaks {self.protocol})")
         client = paho.Client(**kwargs)
         client.suppress_exceptions = True
         client.enable_logger(_paho_log)  # paho's lines (debug detail) format only when that level is on
@@ -692,7 +823,8 @@ class MqttSession:
             client.username_pw_set(self.username or "", self.password)
         if self.will is not None:
             topic, payload, qos, retain = self.will
-            client.will_set(topic, bytes(payload), int(qos), bool(retain))
+            client.will_set(topic, bytes(payload), int(qos), bool(retain),
+                            properties=_to_paho("WILL", self.will_properties) if self.protocol == 5 else None)
         return client
 
     async def _start_paho(self, wire: _Wire) -> None:
@@ -703,18 +835,20 @@ class MqttSession:
         client.on_socket_close = lambda c, u, sock: self._sock_closed(wire)
         client.on_socket_register_write = lambda c, u, sock: self._want_write(wire, True)
         client.on_socket_unregister_write = lambda c, u, sock: self._want_write(wire, False)
-        client.on_connect = lambda c, u, flags, rc, props: self._paho_connack(wire)
-        client.on_disconnect = lambda c, u, flags, rc, props: self._paho_disconnected(wire, flags, rc)
+        client.on_connect = lambda c, u, flags, rc, props: self._paho_connack(wire, props)
+        client.on_disconnect = lambda c, u, flags, rc, props: self._paho_disconnected(wire, flags, rc, props)
         client.on_message = lambda c, u, msg: self._paho_message(wire, msg)
-        client.on_publish = lambda c, u, mid, rc, props: self._ack(wire, self._pending_pub, mid, None, rc)
+        client.on_publish = lambda c, u, mid, rc, props: self._ack(wire, self._pending_pub, mid, None, rc, props, "PUBACK")
         client.on_subscribe = lambda c, u, mid, rcs, props: self._ack(
-            wire, self._pending_sub, mid, [int(getattr(r, "value", r)) for r in rcs], None)
-        client.on_unsubscribe = lambda c, u, mid, rcs, props: self._ack(wire, self._pending_unsub, mid, None, None)
+            wire, self._pending_sub, mid, [int(getattr(r, "value", r)) for r in rcs], None, props, "SUBACK")
+        client.on_unsubscribe = lambda c, u, mid, rcs, props: self._ack(
+            wire, self._pending_unsub, mid, None, None, props, "UNSUBACK")
         lst, addr, tmpdir = _pipe_listener()
         try:
             try:
                 if self.protocol == 5:
-                    client.connect(addr, self.port, self.keepalive, clean_start=self.clean_session)
+                    client.connect(addr, self.port, self.keepalive, clean_start=self.clean_session,
+                                   properties=_to_paho("CONNECT", self.properties))
                 else:
                     client.connect(addr, self.port, self.keepalive)
                 inner, _ = lst.accept()
@@ -935,10 +1069,13 @@ class MqttSession:
         wire.client = None
 
     # paho callbacks (called from loop_read / loop_write / loop_misc, on the loop) ---------------
-    def _paho_connack(self, wire: _Wire) -> None:
+    def _paho_connack(self, wire: _Wire, props: Any = None) -> None:
         if wire.dead or wire is not self._wire:
             return
         sp, raw = wire.connack if wire.connack is not None else (False, 0)
+        if self.protocol == 5:
+            self.connack_properties = _from_paho(props)
+            self._report_props("CONNACK", props)   # before connect() returns
         if raw == 0 and not wire.conn.closed:
             # from now on every packet is due at once (asyncio leaves Nagle on for these sockets). Not
             # before: CONNECT held behind the TLS Finished lets a TLS 1.3 broker's certificate alert
@@ -956,10 +1093,12 @@ class MqttSession:
         if self._connack_fut is not None and not self._connack_fut.done():
             self._connack_fut.set_result(code)
 
-    def _paho_disconnected(self, wire: _Wire, flags: Any, reason: Any) -> None:
+    def _paho_disconnected(self, wire: _Wire, flags: Any, reason: Any, props: Any = None) -> None:
         if wire.dead or wire is not self._wire:
             return
         from_broker = bool(getattr(flags, "is_disconnect_packet_from_server", False))
+        if from_broker:
+            self._report_props("DISCONNECT", props)
         name = str(getattr(reason, "getName", lambda: reason)())
         value = int(getattr(reason, "value", 0) or 0)
         if name == "Keep alive timeout":
@@ -1005,11 +1144,15 @@ class MqttSession:
         except UnicodeDecodeError:
             log.warning("MQTT %r: dropped a message whose topic is not UTF-8", self.client_id)
             return
+        self._report_props("PUBLISH", getattr(msg, "properties", None))
         self._call_soon(self.on_message, topic, bytes(msg.payload), int(msg.qos), bool(msg.retain), int(msg.mid))
 
-    def _ack(self, wire: _Wire, table: dict[int, asyncio.Future[Any]], mid: int, value: Any, reason: Any) -> None:
+    def _ack(self, wire: _Wire, table: dict[int, asyncio.Future[Any]], mid: int, value: Any, reason: Any,
+             props: Any = None, packet: str = "") -> None:
         if wire.dead or wire is not self._wire:
             return
+        if props is not None:
+            self._report_props(packet, props)
         fut = table.get(mid)
         if fut is None or fut.done():
             return
@@ -1019,6 +1162,21 @@ class MqttSession:
             fut.set_result(value)
 
     # -------------------------------------------------------------------------
+    def _props(self, packet: str, props: Props | None) -> Properties | None:
+        if not props:
+            return None
+        if self.protocol != 5:
+            raise NetError("invalid", f"MQTT properties need protocol version 5 (this session speaks {self.protocol})")
+        return _to_paho(packet, props)
+
+    def _report_props(self, packet: str, props: Any) -> None:
+        """``on_properties(packet, pairs)`` for a packet from the broker that carried properties."""
+        if self.protocol != 5 or self.on_properties is None:
+            return
+        pairs = _from_paho(props)
+        if pairs:
+            self._call_soon(self.on_properties, packet, pairs)
+
     def _require_connected(self) -> paho.Client:
         wire = self._wire
         if wire is None or wire.client is None or not self._connected:

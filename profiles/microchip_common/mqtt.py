@@ -84,6 +84,15 @@ class MqttCommands:
         """More MqttSession arguments a dialect configures (protocol version, will)."""
         return {}
 
+    def _connack_code(self, session, rc: int) -> int:
+        """The return code +MQTTCONNACK prints (the 3.1.1 code; a dialect may print MQTT 5's)."""
+        return rc
+
+    def _mqtt_props(self, packet: str) -> dict:
+        """More arguments of the session's publish/subscribe/unsubscribe/disconnect a dialect adds
+        (MQTT 5 properties), taken when the command is given."""
+        return {}
+
     async def _mqtt_connect(self, session) -> None:
         try:
             rc = await session.connect()
@@ -97,7 +106,7 @@ class MqttCommands:
         if self.mqtt is not session:
             session.close()
             return
-        self.urc(f"+MQTTCONNACK:{int(bool(session.session_present))},{rc}")
+        self.urc(f"+MQTTCONNACK:{int(bool(session.session_present))},{self._connack_code(session, rc)}")
         if rc == 0:
             self.mqtt_state = 2
             self.urc("+MQTTCONN:1")
@@ -139,7 +148,7 @@ class MqttCommands:
             raise self.fail(E_BUSY, "a subscribe is pending")
         self._sub_pending = True
         ctx.ok()
-        self.module.spawn(self._subscribe(s, topic, qos))
+        self.module.spawn(self._subscribe(s, topic, qos, **self._mqtt_props("SUBSCRIBE")))
 
     async def _subscribe(self, s, topic: str, qos: int) -> None:
         try:
@@ -161,7 +170,7 @@ class MqttCommands:
         s = self._need_mqtt()
         topic = _topic(ctx, 0, wildcards=True)
         ctx.ok()
-        self.module.spawn(self._unsubscribe(s, topic))
+        self.module.spawn(self._unsubscribe(s, topic, **self._mqtt_props("UNSUBSCRIBE")))
 
     async def _unsubscribe(self, s, topic: str) -> None:
         ok = topic in self.mqtt_subs
@@ -181,7 +190,7 @@ class MqttCommands:
         s = self._need_mqtt()
         topic = _topic(ctx, 3, wildcards=False)
         ctx.ok()
-        self.module.spawn(self._publish(s, topic, payload, qos, bool(retain)))
+        self.module.spawn(self._publish(s, topic, payload, qos, bool(retain), **self._mqtt_props("PUBLISH")))
 
     async def _publish(self, s, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         try:
@@ -201,15 +210,22 @@ class MqttCommands:
         if self.mqtt_state == 0 or self.mqtt is None:
             raise self.fail(E_NOLINK, "not connected")
         s = self.mqtt
+        if reason and s.protocol == 5:
+            from atemu.net.mqtt import DISCONNECT_REASONS
+            if reason not in DISCONNECT_REASONS:
+                raise CmdError("param", message=f"{reason} is not an MQTT 5 DISCONNECT reason code")
+        kw = self._mqtt_props("DISCONNECT")
+        if reason:
+            kw["reason_code"] = reason
         ctx.ok()
-        self.module.spawn(self._disconnect(s))
+        self.module.spawn(self._disconnect(s, **kw))
 
-    async def _disconnect(self, s) -> None:
+    async def _disconnect(self, s, **kw) -> None:
         self.mqtt = None
         self.mqtt_state = 0
         self.mqtt_subs.clear()
         try:
-            await s.disconnect()
+            await s.disconnect(**kw)
         except Exception:
             s.close()
         self.urc("+MQTTCONN:0")

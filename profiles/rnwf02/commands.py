@@ -599,6 +599,10 @@ class RnwfCommands:
         if self.lwt is not None:
             qos, retain, topic, msg = self.lwt
             opts["will"] = (topic, msg, qos, bool(retain))
+        if c[8] == 5:                               # MQTT 5: the selected properties (mqtt5.py)
+            opts.update(properties=self._tx_props("CONNECT"), on_properties=self._mqtt_received,
+                        will_properties=self.lwt_props if self.lwt is not None else [])
+            self.prop_rx = {}                       # a new connection: nothing received yet
         return opts
 
     @command("+MQTTLWT", Form.WRITE, Int("QOS", 0, 2), Int("RETAIN", 0, 1),
@@ -608,10 +612,11 @@ class RnwfCommands:
         if self.mqtt_state != 0:
             raise self.fail(E_STATE, "set the will before connecting")
         self.lwt = (qos, retain, _topic(ctx, 2, wildcards=False), msg)
+        self.lwt_props = self._tx_props("WILL")     # the will's properties are those selected now
 
-    async def _subscribe(self, s, topic: str, qos: int) -> None:
+    async def _subscribe(self, s, topic: str, qos: int, properties=None) -> None:
         try:
-            granted = await s.subscribe([(topic, qos)], timeout=self.ack_timeout)
+            granted = await s.subscribe([(topic, qos)], timeout=self.ack_timeout, properties=properties)
             code = granted[0] if granted else 128
         except NetError as e:
             log.info("subscribe failed: %s", e)
@@ -628,12 +633,12 @@ class RnwfCommands:
     async def mqttunsub(self, ctx, topic: str) -> None:
         await MqttCommands.mqttunsub(self, ctx, topic)
 
-    async def _unsubscribe(self, s, topic: str) -> None:
+    async def _unsubscribe(self, s, topic: str, properties=None) -> None:
         known = topic in self.mqtt_subs
         code = 15                                # the guide's "No subscription existed"
         if known:
             try:
-                await s.unsubscribe([topic], timeout=self.ack_timeout)
+                await s.unsubscribe([topic], timeout=self.ack_timeout, properties=properties)
                 self.mqtt_subs.pop(topic, None)
                 code = 0
             except NetError:
@@ -641,9 +646,9 @@ class RnwfCommands:
         if self.mqtt is s:
             self.urc(f"+MQTTUNSUB:{code}")
 
-    async def _publish(self, s, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+    async def _publish(self, s, topic: str, payload: bytes, qos: int, retain: bool, properties=None) -> None:
         try:
-            mid = await s.publish(topic, payload, qos=qos, retain=retain, timeout=self.ack_timeout)
+            mid = await s.publish(topic, payload, qos=qos, retain=retain, timeout=self.ack_timeout, properties=properties)
         except NetError as e:
             log.info("publish failed: %s", e)
             self.urc("+MQTTPUBERR:0")
@@ -683,40 +688,6 @@ class RnwfCommands:
     async def mqttsublst(self, ctx) -> None:
         for t, q in self.mqtt_subs.items():
             ctx.info(f"+MQTTSUBLST:{self.fmt(t)},{q}")
-
-    def _props(self, ctx, table: str, pid: int | None, val: Any) -> None:
-        store = self.mqtt_props[table]
-        name = {"tx": "+MQTTPROPTX", "rx": "+MQTTPROPRX", "txs": "+MQTTPROPTXS"}[table]
-        if pid is None:
-            for k, v in sorted(store.items()):
-                ctx.info(f"{name}:{k},{v if isinstance(v, int) else self.fmt(v)}")
-            return
-        if val is None:
-            if pid not in store:
-                raise CmdError("param", message="property not set")
-            v = store[pid]
-            ctx.info(f"{name}:{pid},{v if isinstance(v, int) else self.fmt(v)}")
-            return
-        arg = ctx.line.args[1]
-        store[pid] = arg_bytes(arg) if (arg.quoted or arg.hexed) else int(arg.text) if arg.text.strip().isdigit() else None
-        if store[pid] is None:
-            del store[pid]
-            raise CmdError("param", message="property value must be a number or a string")
-
-    @command("+MQTTPROPTX", Form.EXEC, family="mqtt", doc="MQTT 5 properties to send (stored; see README)")
-    @command("+MQTTPROPTX", Form.WRITE, Int("ID", 1, 42), Str("VAL", quoted=None, optional=True), family="mqtt")
-    async def mqttproptx(self, ctx, pid: int | None = None, val: Any = None) -> None:
-        self._props(ctx, "tx", pid, val)
-
-    @command("+MQTTPROPRX", Form.EXEC, family="mqtt", doc="MQTT 5 properties requested from the broker (stored; see README)")
-    @command("+MQTTPROPRX", Form.WRITE, Int("ID", 1, 42), Str("VAL", quoted=None, optional=True), family="mqtt")
-    async def mqttproprx(self, ctx, pid: int | None = None, val: Any = None) -> None:
-        self._props(ctx, "rx", pid, val)
-
-    @command("+MQTTPROPTXS", Form.EXEC, family="mqtt", doc="Which MQTT 5 properties are selected for sending")
-    @command("+MQTTPROPTXS", Form.WRITE, Int("ID", 1, 42), Int("SELECTED", 0, 1, optional=True), family="mqtt")
-    async def mqttproptxs(self, ctx, pid: int | None = None, val: int | None = None) -> None:
-        self._props(ctx, "txs", pid, val)
 
     # ================================================================== NETIF (9)
     @command("+NETIFC", Form.EXEC, family="netif", doc="List the interfaces: +NETIFC:<IF>,<IF>")

@@ -24,6 +24,7 @@ from atemu.profiles.microchip_common.common import (E_UNKNOWN, E_PARAM, E_STATE,
                                               E_DATA, E_CERT, E_INTERNAL, _P)
 
 from .commands import RnwfCommands
+from .mqtt5 import Mqtt5Commands
 
 #: module id of every command (the guide numbers its chapters by firmware module)
 MODULE_IDS = {
@@ -63,7 +64,7 @@ DEVIATIONS = [
     "+MQTTSUBRX:<dup>,<qos>,<retain>,\"<topic>\",\"<payload>\"; with AT+MQTTC=9,<n> (n > 0) a longer payload is announced +MQTTSUBRX:<dup>,<qos>,<retain>,\"<topic>\",<msg id>,<length> and read with AT+MQTTSUBRD.",
     "After AT+WSTA=1: +WSTALU:<assoc>,\"<bssid>\",<ch>, +WSTAAIP:<assoc>,\"FE80::...\" (link-local from the MAC), then +WSTAAIP:<assoc>,\"<IPv4>\"; <assoc> counts associations since reset. With SNTP enabled, +TIME:<NTP seconds> after the real SNTP exchange.",
     "+WSCNIND:<rssi>,<sec>,<ch>,\"<bssid>\",\"<ssid>\" with the WSTAC security numbering, then +WSCNDONE:<count>.",
-    "MQTT v5 properties (MQTTPROPTX/RX/TXS) are stored and listed but not sent: the core MQTT session takes no properties.",
+    "MQTT 5 (AT+MQTTC=8,5): transmit properties defined with AT+MQTTPROPTX and selected with AT+MQTTPROPTXS (0 = all) go on the packets that may carry them (CONNECT, will as at AT+MQTTLWT, PUBLISH, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT); each property the broker sends (CONNACK, PUBLISH, acks, DISCONNECT) is kept for AT+MQTTPROPRX and announced +MQTTPROPRX:<id> before the packet's own AEC (world option rnwf02.proprx_values=true: +MQTTPROPRX:<id>,<value>).",
     "Late failures without an AEC of their own use +<CMD>:ERROR:<module>.<code>: +PING:ERROR:11.7 (no reply), 11.8 (name not resolved), formatted as ATV says (the guide's <CR>+<CMD>:<error>).",
     "AT+WIFIC (firmware v2, from the Harmony driver): 10 REG_DOMAIN GEN/USA/EMEA limits scan and join channels (USA 1-11); power save and coexistence are stored.",
     "Addresses the Harmony driver writes unquoted are accepted unquoted too (SOCKWRTO, SOCKBM, WSTAC=5, MQTTUNSUB); WSTAC id 5 (BSSID) pins the AP.",
@@ -72,7 +73,7 @@ DEVIATIONS = [
 ]
 
 
-class Rnwf02(RnwfCommands, MicrochipFamily):
+class Rnwf02(Mqtt5Commands, RnwfCommands, MicrochipFamily):
     name = "rnwf02"
     aliases = ("rnwf", "rnwf02pc", "rnwf02uc", "wincs02")
     summary = "Microchip RNWF02 Wi-Fi AT firmware (scan, STA, soft-AP, sockets, TLS, MQTT, SNTP, FS)"
@@ -91,6 +92,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         "atv3_text": "ATV3 (the default) prints ERROR:<code>,\"<text>\" as the hardware does (true, default) or the guide's ERROR:<code> (false)",
         "bind_host": "host address listening sockets bind (default 127.0.0.1 for TCP, 0.0.0.0 for UDP)",
         "multicast_iface": "host interface address for +SOCKBM memberships (default 127.0.0.1)",
+        "proprx_values": "+MQTTPROPRX AECs carry the value too: +MQTTPROPRX:<id>,<value> (default false: the guide's +MQTTPROPRX:<id>)",
     }
     urcs = [
         UrcSpec("+BOOT", '+BOOT:"<banner>"', "the module booted (power-up or AT+RST)", "rst"),
@@ -105,7 +107,8 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         UrcSpec("+MQTTUNSUB", "+MQTTUNSUB:<RESULT>", "UNSUBACK: 0 success, 15 no subscription existed, 128 error", "mqtt"),
         UrcSpec("+MQTTSUBRX", '+MQTTSUBRX:<DUP>,<QOS>,<RETAIN>,"<TOPIC>","<PAYLOAD>" | ...,"<TOPIC>",<MSG_ID>,<LENGTH>',
                 "a message arrived on a subscription (or its notification when over MQTTC id 9)", "mqtt"),
-        UrcSpec("+MQTTPROPRX", "+MQTTPROPRX:<PROP_ID>,<VALUE>", "(not produced: properties are not received, see README)", "mqtt"),
+        UrcSpec("+MQTTPROPRX", "+MQTTPROPRX:<PROP_ID>", "an MQTT 5 property arrived (CONNACK, PUBLISH...): read it with AT+MQTTPROPRX=<PROP_ID>; "
+                "announced before the packet's own AEC (+MQTTCONNACK, +MQTTSUBRX)", "mqtt"),
         UrcSpec("+PING", '+PING:"<IP>",<RTT> | +PING:ERROR:11.<code>', "echo reply (RTT ms); a late failure: 11.7 no reply, 11.8 name not resolved", "ping"),
         UrcSpec("+SOCKIND", "+SOCKIND:<SOCK_ID>,<LCL_ADDR>,<LCL_PORT>,<RMT_ADDR>,<RMT_PORT>", "TCP connection up (connected or accepted)", "socket"),
         UrcSpec("+SOCKRXT", "+SOCKRXT:<SOCK_ID>,<LENGTH>", "TCP data buffered", "socket"),
@@ -194,7 +197,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         self.booted_at = time.monotonic()
         self.clock_offset = 0.0          # module clock = host clock + offset (AT+TIME=..., SNTP)
         self.mqtt_held: dict[int, tuple[str, bytes]] = {}   # MQTTC id 9: messages awaiting MQTTSUBRD
-        self.mqtt_props: dict[str, dict[int, Any]] = {"tx": {}, "rx": {}, "txs": {}}
+        self._mqtt5_init()
         self.lwt: tuple[int, int, str, bytes] | None = None
         self.fs = {1: FlashFS(module.state_dir / "fs" / "certs", capacity=64 * 1024, max_file=4096, max_name=32),
                    2: FlashFS(module.state_dir / "fs" / "keys", capacity=32 * 1024, max_file=4096, max_name=32)}

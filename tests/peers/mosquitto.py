@@ -294,9 +294,11 @@ class MqttProbe:
             raise TimeoutError(f"no SUBACK for {topics}")
         return granted
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, timeout: float = 5.0) -> None:
-        """Publish and wait until it is sent (qos 0) or acknowledged."""
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, timeout: float = 5.0,
+                properties=None) -> None:
+        """Publish and wait until it is sent (qos 0) or acknowledged (``properties``: paho
+        Properties, with ``protocol=paho.MQTTv5``)."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         info.wait_for_publish(timeout)
         if not info.is_published():
             raise TimeoutError(f"publish to {topic} not acknowledged")
@@ -304,13 +306,18 @@ class MqttProbe:
     def wait_for(self, topic: str, timeout: float = 5.0) -> tuple[bytes, int, bool]:
         """Pop and return the first received message whose topic matches
         ``topic`` (exact or filter) as ``(payload, qos, retain)``."""
+        msg = self.wait_message(topic, timeout)
+        return bytes(msg.payload), msg.qos, bool(msg.retain)
+
+    def wait_message(self, topic: str, timeout: float = 5.0) -> paho.MQTTMessage:
+        """Like :meth:`wait_for`, but the whole paho message (MQTT 5: ``.properties``)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 for i, msg in enumerate(self._messages):
                     if msg.topic == topic or paho.topic_matches_sub(topic, msg.topic):
                         del self._messages[i]
-                        return bytes(msg.payload), msg.qos, bool(msg.retain)
+                        return msg
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     seen = [m.topic for m in self._messages]
