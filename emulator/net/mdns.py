@@ -143,10 +143,10 @@ class MdnsResponder:
 
     def announce(self) -> None:
         """One unsolicited response with every record (RFC 6762 section 8.3)."""
-        answers = self._answers([(self.host_name, A, False)] + ([(self._service_names()[0], PTR, False)]
-                                                               if self._service_names() else []))
+        names = self._service_names()
+        answers, extra = self._answers([(self.host_name, A, False)] + ([(names[0], PTR, False)] if names else []))
         if answers and self.transport is not None:
-            self.transport.sendto(self._message(0, [], answers, TTL), (self.group, self.port))
+            self.transport.sendto(self._message(0, [], (answers + extra, []), TTL), (self.group, self.port))
 
     # ------------------------------------------------------------------ answering
     def _records(self, name: str, qtype: int) -> list[tuple[str, int, bytes, bool]]:
@@ -170,7 +170,8 @@ class MdnsResponder:
                 out.append((SERVICES, PTR, encode_name(stype), False))
         return out
 
-    def _answers(self, questions) -> list[tuple[str, int, bytes, bool]]:
+    def _answers(self, questions) -> tuple[list, list]:
+        """(answers, additional records) for ``questions``."""
         answers: list[tuple[str, int, bytes, bool]] = []
         for name, qtype, _ in questions:
             for rec in self._records(name, qtype):
@@ -183,13 +184,18 @@ class MdnsResponder:
             extra += self._records(names[1], SRV) + self._records(names[1], TXT)
         if any(r[1] == SRV for r in answers + extra):
             extra += self._records(self.host_name, A)
-        return answers + [r for r in extra if r not in answers]
+        additional: list[tuple[str, int, bytes, bool]] = []
+        for r in extra:
+            if r not in answers and r not in additional:
+                additional.append(r)
+        return answers, additional
 
     @staticmethod
-    def _message(qid: int, questions, answers, ttl: int) -> bytes:
-        head = struct.pack("!HHHHHH", qid, 0x8400, len(questions), len(answers), 0, 0)
+    def _message(qid: int, questions, records: tuple[list, list], ttl: int) -> bytes:
+        answers, additional = records
+        head = struct.pack("!HHHHHH", qid, 0x8400, len(questions), len(answers), 0, len(additional))
         body = b"".join(encode_name(n) + struct.pack("!HH", t, IN) for n, t, _ in questions)
-        body += b"".join(_rr(n, t, d, ttl, u and ttl > 10) for n, t, d, u in answers)
+        body += b"".join(_rr(n, t, d, ttl, u and ttl > 10) for n, t, d, u in answers + additional)
         return head + body
 
     def handle(self, data: bytes, addr) -> None:
@@ -200,7 +206,7 @@ class MdnsResponder:
         if flags & 0x8000 or not questions:           # a response, not a query
             return
         answers = self._answers(questions)
-        if not answers or self.transport is None:
+        if not answers[0] or self.transport is None:
             return
         self.answered += 1
         if addr[1] != self.port:                       # legacy unicast: to the sender, its id, short TTL
