@@ -318,6 +318,8 @@ class Rnwf11Commands:
                     continue
                 status, query = int(m.group(1)), urllib.parse.parse_qs(m.group(2))
                 doc = json.loads(payload or b"{}")
+                if not isinstance(doc, dict):
+                    raise ValueError(f"DPS answered {doc!r}")
                 if status >= 300:
                     raise NetError("refused", f"DPS answered {status}: {doc}")
                 if doc.get("status") == "assigned":
@@ -330,8 +332,9 @@ class Rnwf11Commands:
                 rid += 1
                 await dps.publish(f"$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}"
                                   f"&operationId={doc['operationId']}", b"", qos=1, timeout=self.ack_timeout)
-        except (NetError, asyncio.TimeoutError, ValueError) as e:
+        except Exception as e:                       # whatever DPS does, the module reports +MQTTCONN:0
             log.info("Azure DPS failed: %s", e)
+            result = None
         finally:
             try:
                 await asyncio.wait_for(dps.disconnect(), 2)
