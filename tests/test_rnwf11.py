@@ -326,6 +326,28 @@ def test_iomgr_pins():
         assert e.prof.snapshot()["pins"]["10"]["level"] == 1
 
 
+def test_iomgr_adc_and_pwm():
+    with Rnwf(profile="rnwf11", echo=True, opts={"rnwf11.adc": {"15": 1017}}) as e:
+        # the guide's example (6.3.2.4): OK, then the value as an AEC
+        assert e.cmd("AT+ADCRD=15") == b"AT+ADCRD=15\r\nOK\r\n>"
+        assert e.read_until(rb"\+ADCRDVAL:[^\r]*\r\n>") == b"\r+ADCRDVAL:1017,15\r\n>"
+        e.prof.drive_adc(15, 2548)
+        assert e.cmd("AT+ADCRD=15") == b"AT+ADCRD=15\r\nOK\r\n>"
+        assert e.read_until(rb"\+ADCRDVAL:[^\r]*\r\n>") == b"\r+ADCRDVAL:2548,15\r\n>"
+        assert e.cmd("AT+IOCFG=3,0,0") == b"AT+IOCFG=3,0,0\r\nOK\r\n>"
+        assert e.cmd("AT+ADCRD=3") == b'AT+ADCRD=3\r\nERROR:30.2,"Not Allowed In This State"\r\n>'
+        # the guide's PWM example (6.3.3.6): module 4, 2 ms period, 30 % duty
+        assert e.cmd("AT+PWMSTART=4,0X3A98") == b'AT+PWMSTART=4,0X3A98\r\nERROR:30.2,"Not Allowed In This State"\r\n>'
+        assert e.cmd("AT+PWMCFG=4,0XC350") == b"AT+PWMCFG=4,0XC350\r\nOK\r\n>"
+        assert e.cmd("AT+PWMSTART=4,0X3A98") == b"AT+PWMSTART=4,0X3A98\r\nOK\r\n>"
+        assert e.prof.pwm_output(4) == {"frequency_hz": 500.0, "duty_percent": 30.0}
+        assert e.cmd("AT+PWMSTART=4,0xFFFF") == b'AT+PWMSTART=4,0xFFFF\r\nERROR:0.4,"Invalid Parameter"\r\n>'
+        assert e.cmd("AT+PWMSTOP=4") == b"AT+PWMSTOP=4\r\nOK\r\n>"
+        assert e.prof.pwm_output(4) is None
+        assert e.cmd("AT+PWMCFG=5,100") == b'AT+PWMCFG=5,100\r\nERROR:0.4,"Invalid Parameter"\r\n>'
+        assert e.cmd("AT+PWMCFG=1,0x10000") == b'AT+PWMCFG=1,0x10000\r\nERROR:0.4,"Invalid Parameter"\r\n>'
+
+
 # ---------------------------------------------------------------------------------------------- TBL, READAPPIMAGE
 def test_tbl_goes_to_the_bootloader_and_back():
     with Rnwf(profile="rnwf11", echo=True, opts={"rnwf11.bootloader_time": 1.0}) as e:

@@ -16,7 +16,7 @@ import re
 import urllib.parse
 from typing import Any
 
-from atemu.grammar import Form, Int, Str
+from atemu.grammar import Form, Int, Str, UrcSpec
 from atemu.net.errors import NetError
 from atemu.profile import CmdError, command
 from atemu.secure_element import ROOT, SeError, SecureElement
@@ -30,6 +30,7 @@ RNWF11_MODULE_IDS = {k: v for k, v in MODULE_IDS.items() if k not in ("+DI", "+W
 RNWF11_MODULE_IDS.update({
     "+MDNSC": 21, "+ECCRDCERT": 26, "+ECCRDSER": 26, "+ECCWRDEVTYPE": 26, "+ECCWRSLOT": 26, "+ECCRDSLOT": 26,
     "+TBL": 27, "+READAPPIMAGE": 28, "+AZUREC": 29, "+IOCFG": 30, "+DIGRD": 30, "+DIGWR": 30, "+DIGPU": 30,
+    "+ADCRD": 30, "+PWMCFG": 30, "+PWMSTART": 30, "+PWMSTOP": 30,
 })
 
 #: the application image AT+READAPPIMAGE reads (the address and size Microchip's OTA demo uses)
@@ -39,6 +40,8 @@ APP_IMAGE_SIZE = 0x100000
 DPS_USER = re.compile(r"^[^/]+/registrations/[^/]+/")
 HUB_API_VERSION = "2021-04-12"
 NUM_PINS = 30
+#: the timer clock of the PWM (output compare) modules: the guide's 2 ms = 0xC350 ticks
+PWM_CLOCK = 25_000_000
 
 
 class _Quiet:
@@ -398,6 +401,76 @@ class Rnwf11Commands:
             raise self.fail(E_STATE, f"pin {pin} is not a digital pin")
         p["pullup"] = pullup
 
+    @command("+ADCRD", Form.WRITE, Int("PIN", 0, NUM_PINS - 1), family="iomgr",
+             doc="Read an ADC channel: OK, then +ADCRDVAL:<value 0-4095>,<channel>")
+    async def adcrd(self, ctx, pin: int) -> None:
+        p = self.pins.get(pin)
+        if p is not None and p["type"] != 1:
+            raise self.fail(E_STATE, f"pin {pin} is not an ADC pin")
+        ctx.ok()
+        self.urc(f"+ADCRDVAL:{self.adc_value(pin)},{pin}")
+
+    def adc_value(self, channel: int) -> int:
+        """What the ADC converts on ``channel`` (12 bits): ``drive_adc``, the world option rnwf11.adc
+        {channel: value}, else 0."""
+        if channel in self.adc_driven:
+            return self.adc_driven[channel]
+        world = self.option("adc") or {}
+        return max(0, min(4095, int(world.get(str(channel), world.get(channel, 0)))))
+
+    def drive_adc(self, channel: int, value: int | None) -> None:
+        """Put ``value`` (0-4095) on ADC ``channel`` (None: back to the world option)."""
+        if value is None:
+            self.adc_driven.pop(channel, None)
+        else:
+            self.adc_driven[channel] = max(0, min(4095, int(value)))
+
+    @staticmethod
+    def _word(text: str, what: str) -> int:
+        try:
+            v = int(text.strip(), 0)
+        except ValueError:
+            raise CmdError("param", message=f"<{what}> must be a number (0x.... or decimal)") from None
+        if not 0 <= v <= 0xFFFF:
+            raise CmdError("param", message=f"<{what}> out of range (0-0xFFFF)")
+        return v
+
+    @command("+PWMCFG", Form.WRITE, Int("PWM_MOD", 1, 4), Str("PRD", quoted=False, min_len=1, max_len=8),
+             family="iomgr", doc="Set the period of output compare module 1-4 (timer ticks, 0x0000-0xFFFF, 25 MHz)")
+    async def pwmcfg(self, ctx, mod: int, period: str) -> None:
+        prd = self._word(period, "PRD")
+        if prd == 0:
+            raise CmdError("param", message="<PRD> 0")
+        pwm = self.pwm.setdefault(mod, {"period": 0, "duty": 0, "running": False})
+        pwm["period"] = prd
+        if pwm["duty"] > prd:
+            pwm["duty"] = prd
+
+    @command("+PWMSTART", Form.WRITE, Int("PWM_MOD", 1, 4), Str("DUTY", quoted=False, min_len=1, max_len=8),
+             family="iomgr", doc="Set the duty cycle (ticks, at most the period) and start the output")
+    async def pwmstart(self, ctx, mod: int, duty: str) -> None:
+        pwm = self.pwm.get(mod)
+        if pwm is None:
+            raise self.fail(E_STATE, f"PWM module {mod} has no period (AT+PWMCFG)")
+        d = self._word(duty, "DUTY")
+        if d > pwm["period"]:
+            raise CmdError("param", message="<DUTY> over the period")
+        pwm.update(duty=d, running=True)
+
+    @command("+PWMSTOP", Form.WRITE, Int("PWM_MOD", 1, 4), family="iomgr", doc="Stop the output of a PWM module")
+    async def pwmstop(self, ctx, mod: int) -> None:
+        pwm = self.pwm.get(mod)
+        if pwm is None:
+            raise self.fail(E_STATE, f"PWM module {mod} is not configured")
+        pwm["running"] = False
+
+    def pwm_output(self, mod: int) -> dict | None:
+        """What a scope on output compare module ``mod`` sees: frequency (Hz) and duty (%), or None."""
+        pwm = self.pwm.get(mod)
+        if pwm is None or not pwm["running"]:
+            return None
+        return {"frequency_hz": PWM_CLOCK / pwm["period"], "duty_percent": 100.0 * pwm["duty"] / pwm["period"]}
+
     def pin_level(self, pin: int) -> int:
         """An output reads back what was written; an input reads what drives it (``drive_pin`` or the
         world option rnwf11.pins {pin: level}), else its pull-up (1) or 0."""
@@ -439,8 +512,10 @@ class Rnwf11(Rnwf11Commands, Rnwf02):
         "dps_timeout": "seconds the Azure DPS registration may take (default 30)",
         "dps_poll_max": "longest wait between DPS status polls, seconds (default 3; DPS's retry-after if shorter)",
         "pins": "levels on input pins, {pin: 0|1} (AT+DIGRD)",
+        "adc": "values on ADC channels, {channel: 0-4095} (AT+ADCRD; default 0)",
     })
-    urcs = [u for u in Rnwf02.urcs if u.family not in ("wprov",)]
+    urcs = [u for u in Rnwf02.urcs if u.family not in ("wprov",)] + [
+        UrcSpec("+ADCRDVAL", "+ADCRDVAL:<ADCRDVAL>,<ADDCH>", "the value AT+ADCRD converted (12 bits) and its channel", "iomgr")]
 
     MDNSC = {1: _P("ENABLED", "int", 0, 0, 1), 2: _P("STARTED", "int", 0, 0, 1),
              3: _P("NAME", "str", b"", max_len=32), 4: _P("TYPE", "str", b"", max_len=32),
@@ -459,6 +534,8 @@ class Rnwf11(Rnwf11Commands, Rnwf02):
         self._image: bytes | None = None
         self.pins: dict[int, dict] = {}
         self.driven: dict[int, int] = {}
+        self.adc_driven: dict[int, int] = {}
+        self.pwm: dict[int, dict] = {}
 
     async def shutdown(self) -> None:
         if self._mdns is not None:
@@ -471,4 +548,5 @@ class Rnwf11(Rnwf11Commands, Rnwf02):
         snap["mdns"] = {"started": self._mdns is not None, "answered": self._mdns.answered if self._mdns else 0}
         snap["pins"] = {str(k): dict(v, level=self.pin_level(k) if v["type"] == 0 else None)
                         for k, v in self.pins.items()}
+        snap["pwm"] = {str(m): dict(v, output=self.pwm_output(m)) for m, v in self.pwm.items()}
         return snap
