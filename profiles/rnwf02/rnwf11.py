@@ -149,8 +149,8 @@ class Rnwf11Commands:
         kind = "tng" if self.ecc_devtype == 1 else "tflex"
         se = self._ecc.get(kind)
         if se is None:
-            se = self._ecc[kind] = SecureElement(self.module.state_dir / "ecc608" / kind,
-                                                 seed=f"{self.module.name}/{kind}")
+            folder = self.module.state_dir / "ecc608" / kind
+            se = self._ecc[kind] = SecureElement(folder, seed=f"{self.module.name}/{kind}/{folder.resolve()}")
         return se
 
     @command("+ECCRDSER", Form.EXEC, family="ecc", doc='Serial number of the ECC device: +ECCRDSER:<digits>,"<SERNUM>"')
