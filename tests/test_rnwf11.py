@@ -289,6 +289,38 @@ def test_azure_dps_then_hub(mosquitto, mqtt_probe):
         dps.close()
 
 
+def test_azure_dps_over_tls_with_the_ecc_identity(pki, mosquitto_factory, mqtt_probe, tmp_path):
+    """The RNWF11 OOB flow end to end: X.509 attestation with the ECC608's certificate, DPS and hub
+    behind a TLS broker that requires client certificates issued under the module's root."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from test_rnwf02_net import load
+    with Rnwf(profile="rnwf11") as e:
+        e.join()
+        root = tmp_path / "root.pem"
+        root.write_bytes(x509.load_der_x509_certificate(chunks_of_cert(e, 3, 1500)[0]).public_bytes(Encoding.PEM))
+        broker = mosquitto_factory(tls=dict(cafile=root, certfile=pki.server_cert, keyfile=pki.server_key),
+                                   require_certificate=True, use_identity_as_username=True)
+        dps = DpsService(broker.port, hub="127.0.0.1", device="sn-device")
+        try:
+            load(e, 1, "ca", pki.ca_cert.read_bytes())
+            e.oks('AT+TLSC=1,1,"ca"', 'AT+TLSC=1,6,"localhost"', "AT+TLSC=1,8,1",
+                  'AT+MQTTC=1,"127.0.0.1"', f"AT+MQTTC=2,{broker.tls_port}", 'AT+MQTTC=3,"sn-device"',
+                  'AT+MQTTC=4,"0ne0012345/registrations/sn-device/api-version=2019-03-31"', "AT+MQTTC=7,1",
+                  "AT+MQTTC=10,1")
+            assert e.cmd("AT+MQTTCONN=1") == b"OK\r\n"
+            assert e.read_until(rb"\+MQTTCONN:\d\r\n", timeout=15) == b"\r+MQTTCONNACK:0,0\r\n\r+MQTTCONN:1\r\n"
+            assert dps.done.is_set() and json.loads(dps.requests[0][1]) == {"registrationId": "sn-device"}
+            probe = mqtt_probe(broker)
+            probe.subscribe("devices/#")
+            assert e.cmd('AT+MQTTPUB=0,1,0,"devices/sn-device/messages/events/","hi"') == b"OK\r\n"
+            assert probe.wait_for("devices/sn-device/messages/events/")[0] == b"hi"
+            # both the DPS and the hub session authenticated with the device certificate
+            sn = re.search(rb'"(\w+)"', e.cmd("AT+ECCRDSER")).group(1).decode()
+            assert broker.log_text().count(f"as sn-device (p2, c1, k60, u'sn{sn}')") == 2
+        finally:
+            dps.close()
+
+
 def test_azure_dps_without_an_answer_fails_cleanly(mosquitto):
     with Rnwf(profile="rnwf11", opts={"rnwf11.dps_timeout": 1.0}) as e:
         e.join()
