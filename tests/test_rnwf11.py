@@ -214,6 +214,40 @@ def test_mdns_answers_real_queries():
         assert mdns_query(port, "RNWF11.local", 1, timeout=0.5) is None
 
 
+def test_mdns_announces_and_answers_on_the_group():
+    """A querier on the mDNS port itself (a full mDNS stack): the responder announces its records to
+    the group when it starts, and answers a multicast question with a multicast response."""
+    from peers.mosquitto import free_port
+    port = free_port()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("", port))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton("224.0.0.251") + socket.inet_aton("127.0.0.1"))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+    s.settimeout(5)
+
+    def next_response() -> tuple[int, list]:
+        while True:
+            data, addr = s.recvfrom(4096)
+            if struct.unpack("!H", data[2:4])[0] & 0x8000:        # a response, not our own query
+                return _records(data)
+
+    try:
+        with Rnwf(profile="rnwf11", opts={"rnwf11.mdns_port": port}) as e:
+            e.oks('AT+NETIFC=0,3,"kitchen"', 'AT+MDNSC=1,4,"_ipp._tcp"', "AT+MDNSC=1,5,631", "AT+MDNSC=1,1,1")
+            e.join()
+            qid, recs = next_response()                                 # the announcement
+            assert qid == 0 and ("kitchen.local", 1, socket.inet_aton("192.168.0.20")) in recs
+            assert ("_ipp._tcp.local", 12, b"\x07kitchen\x04_ipp\x04_tcp\x05local\x00") in recs
+            q = struct.pack("!HHHHHH", 0, 0, 1, 0, 0, 0) + b"\x07kitchen\x05local\x00" + struct.pack("!HH", 1, 1)
+            s.sendto(q, ("224.0.0.251", port))
+            qid, recs = next_response()
+            assert qid == 0 and recs == [("kitchen.local", 1, socket.inet_aton("192.168.0.20"))]
+    finally:
+        s.close()
+
+
 # ---------------------------------------------------------------------------------------------- Azure
 class DpsService:
     """Azure DPS as Azure documents its MQTT API, on the local broker: answers a registration with
@@ -408,3 +442,48 @@ def test_readappimage_as_the_ota_demo_reads_it(tmp_path):
         # past the file: erased flash
         e.write(b"AT+READAPPIMAGE=0x90000800,4\r\n")
         assert e.read_exactly(1 + 5 + 4) == b"#\xff\xff\xff\xff" + bytes([~(4 * 0xFF) & 0xFF]) + b"OK\r\n"
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def test_fuzz_of_the_rnwf11_commands(caplog):
+    """Seeded malformed and plausible lines for every RNWF11-only command: each gets its final result,
+    never the internal error 0.6, no handler fails, and the module still answers."""
+    import logging
+    import random
+
+    from atemu.grammar import Form, Int
+    from atemu.profiles.rnwf02 import Rnwf02, Rnwf11
+    from rnwf_helpers import FINAL
+    from test_rnwf02_fuzz import STRINGS, VALUES, resync
+
+    own = sorted(k for k in Rnwf11.commands if k not in Rnwf02.commands and k != "+TBL")
+    rnd = random.Random(1111)
+    caplog.set_level(logging.ERROR)
+    from peers.mosquitto import free_port
+    with Rnwf(profile="rnwf11", opts={"rnwf11.dps_timeout": 0.5, "rnwf11.mdns_port": free_port()}) as e:
+        e.join()
+        for _ in range(250):
+            key = rnd.choice(own)
+            form = Rnwf11.commands[key].forms.get(Form.WRITE)
+            if form is not None and rnd.random() < 0.5:
+                vals = []
+                for p in form.params:
+                    if p.optional and rnd.random() < 0.4:
+                        break
+                    if isinstance(p, Int):
+                        lo, hi = (p.lo if p.lo is not None else 0), (p.hi if p.hi is not None else 60)
+                        vals.append(str(rnd.choice([lo, hi, hi + 1, rnd.randint(lo, min(hi, lo + 20))])))
+                    else:
+                        vals.append(rnd.choice(STRINGS + ["0x90000000", "0XC350", "16"]))
+                line = f"AT{key}=" + ",".join(vals)
+            else:
+                line = f"AT{key}" + ("=" + ",".join(rnd.choice(VALUES) for _ in range(rnd.randint(1, 5)))
+                                     if rnd.random() < 0.8 else "")
+            e.write(line.encode() + b"\r\n")
+            out = resync(e) if key == "+READAPPIMAGE" else e.read_until(FINAL, timeout=3)
+            assert not re.search(rb"ERROR:0\.6\b", out), (line, out)
+        assert b"ERROR:0.6" not in resync(e)
+        e.drain(0.5)
+        assert e.cmd("AT+GMM") == b'+GMM:"RNWF11"\r\nOK\r\n'
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("atemu")]
+    assert not errors, [r.getMessage()[:300] for r in errors]
