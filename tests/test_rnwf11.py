@@ -379,7 +379,7 @@ def test_iomgr_pins():
         assert e.cmd("AT+DIGRD=11") == b"+DIGRD:11,0\r\nOK\r\n"
         e.ok("AT+DIGPU=11,1")
         assert e.cmd("AT+DIGRD=11") == b"+DIGRD:11,1\r\nOK\r\n"
-        e.prof.drive_pin(11, 0)
+        e.sync(lambda: e.prof.drive_pin(11, 0))
         assert e.cmd("AT+DIGRD=11") == b"+DIGRD:11,0\r\nOK\r\n"
         e.ok("AT+IOCFG=12,0,1")
         assert e.cmd("AT+DIGRD=12") == b"+DIGRD:12,1\r\nOK\r\n"            # world option rnwf11.pins
@@ -397,7 +397,7 @@ def test_iomgr_adc_and_pwm():
         # the guide's example (6.3.2.4): OK, then the value as an AEC
         assert e.cmd("AT+ADCRD=15") == b"AT+ADCRD=15\r\nOK\r\n>"
         assert e.read_until(rb"\+ADCRDVAL:[^\r]*\r\n>") == b"\r+ADCRDVAL:1017,15\r\n>"
-        e.prof.drive_adc(15, 2548)
+        e.sync(lambda: e.prof.drive_adc(15, 2548))
         assert e.cmd("AT+ADCRD=15") == b"AT+ADCRD=15\r\nOK\r\n>"
         assert e.read_until(rb"\+ADCRDVAL:[^\r]*\r\n>") == b"\r+ADCRDVAL:2548,15\r\n>"
         assert e.cmd("AT+IOCFG=3,0,0") == b"AT+IOCFG=3,0,0\r\nOK\r\n>"
