@@ -23,7 +23,7 @@ from atemu.secure_element import ROOT, SeError, SecureElement
 
 from atemu.profiles.microchip_common.common import E_STATE, _P, arg_bytes, log, sfx
 
-from .profile import MODULE_IDS, Rnwf02
+from .profile import DEVIATIONS, MODULE_IDS, Rnwf02
 
 #: the RNWF11 guide's module ids (26 is ECC there; the RNWF02 guide's DI and WPROV are not in it)
 RNWF11_MODULE_IDS = {k: v for k, v in MODULE_IDS.items() if k not in ("+DI", "+WPROVC", "+WPROV")}
@@ -500,6 +500,23 @@ class Rnwf11(Rnwf11Commands, Rnwf02):
     model = "RNWF11"
     option_prefix = "rnwf11"
     module_ids = RNWF11_MODULE_IDS
+    deviations = DEVIATIONS + [
+        "RNWF11: no WPROV and no DI (the RNWF11 guide has neither; 26 is ECC); module ids 21 MDNS, 26 ECC, 27 TBL, "
+        "28 READAPPIMAGE, 29 AZURE, 30 IOMGR.",
+        "MDNS: a real mDNS responder (A, PTR, SRV, TXT) on 224.0.0.251 joined on rnwf11.mdns_iface (default "
+        "127.0.0.1) while MDNSC ENABLED and the station has an address; TXT is one entry.",
+        "ECC: an emulated ATECC608 per device type with real P-256 keys and root/signer/device certificates in the "
+        "state folder; certificates are read in pieces (+ECCRDCERT:<total>,<remaining>,<data>), PEM with \\n, the "
+        "root as [HEX] DER; AT+ECCRDSLOT answers +ECCRDCERT:<len>,\"<data>\" as the guide's example and the host "
+        "drivers (rnwf11.eccrdslot_prefix); TLSC id 8 makes TLS use the device certificate and key.",
+        "AZURE: with MQTTC 10 = 1 and a DPS user name, AT+MQTTCONN=1 registers with Azure DPS over MQTT, then "
+        "connects to the assigned hub (MQTTC 1, 3, 4 show it); the DPS exchange prints nothing.",
+        "TBL: OK, then the bootloader (AT ignored, no DFU protocol) for rnwf11.bootloader_time seconds, then +BOOT.",
+        "READAPPIMAGE: '#', the bytes, a checksum byte (one's complement of their sum), OK (as Microchip's OTA demo "
+        "reads it); the image is rnwf11.app_image or a generated one.",
+        "IOMGR: AT+IOCFG TYPE 0 digital, 1 ADC, 2 PWM and DIR 0 output, 1 input (the guide's example); input "
+        "levels and ADC values come from the world (rnwf11.pins, rnwf11.adc, drive_pin, drive_adc).",
+    ]
     families = tuple(f for f in Rnwf02.families if f not in ("wprov", "di")) + (
         "mdns", "ecc", "tbl", "readappimage", "azure", "iomgr")
     world_options = dict(Rnwf02.world_options, **{
