@@ -577,13 +577,19 @@ class RnwfCommands:
                 raise self.fail(E_CERT, f"file {sfx(name)!r} not in the file system") from None
 
         verify = bool(c[40])
+        cert, key, password = self._tls_identity(c, load)
         try:
-            tctx = client_context(ca=load(1, c[1]), cert=load(1, c[2]), key=load(2, c[3]),
-                                  key_password=c[4] or None, verify=verify, check_hostname=verify and bool(c[41]))
+            tctx = client_context(ca=load(1, c[1]), cert=cert, key=key,
+                                  key_password=password, verify=verify, check_hostname=verify and bool(c[41]))
         except NetError as e:
             raise self.fail(E_CERT, str(e)) from None
         name = sfx(c[6]) or sfx(c[5]) or default_name
         return tctx, name
+
+    def _tls_identity(self, c: dict, load) -> tuple[Any, Any, Any]:
+        """(client certificate, key, key password) of TLS configuration ``c``: the FS files it names
+        (rnwf11 can take them from its ECC608 instead)."""
+        return load(1, c[2]), load(2, c[3]), c[4] or None
 
     # ================================================================== MQTT (8)
     @command("+MQTTC", Form.EXEC, family="mqtt", doc="Read the MQTT configuration (password not shown)")

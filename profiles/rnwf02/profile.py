@@ -69,7 +69,7 @@ DEVIATIONS = [
     "AT+WIFIC (firmware v2, from the Harmony driver): 10 REG_DOMAIN GEN/USA/EMEA limits scan and join channels (USA 1-11); power save and coexistence are stored.",
     "Addresses the Harmony driver writes unquoted are accepted unquoted too (SOCKWRTO, SOCKBM, WSTAC=5, MQTTUNSUB); WSTAC id 5 (BSSID) pins the AP.",
     "AT+ASSOC answers OK, then one +ASSOC AEC per association (the guide files +ASSOC under AECs; the OOB demo completes the command on it).",
-    "RNWF11 is the same interface with +GMM:\"RNWF11\"; its extra modules (MDNS, ECC, TBL, AZURE, IOMGR) are not emulated.",
+    "RNWF11 (profile rnwf11) is this interface with +GMM:\"RNWF11\", without WPROV and DI, plus MDNS, ECC, TBL, READAPPIMAGE, AZURE and IOMGR (README, section RNWF11).",
 ]
 
 
@@ -80,6 +80,7 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, MicrochipFamily):
     default_baud = 230400
     model = "RNWF02"
     option_prefix = "rnwf02"
+    module_ids = MODULE_IDS       # command -> the guide's module id (ERROR:<module>.<code>)
     dialect = Dialect(name="rnwf", echo_default=True, hex_strings=True, backslash_escapes=True, test_forms=False,
                       leading_crlf=False, max_line=4096)
     families = ("general", "cfg", "dhcp", "dns", "fs", "mqtt", "netif", "ping", "rst", "sntp", "socket", "time",
@@ -218,7 +219,7 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, MicrochipFamily):
 
     def format_error(self, err: CmdError) -> str:
         cl = self.module.current_line
-        mod = MODULE_IDS.get(cl.name if cl is not None else "", 0) if err.kind == "failed" else 0
+        mod = self.module_ids.get(cl.name if cl is not None else "", 0) if err.kind == "failed" else 0
         if err.kind == "failed" and err.code in _MODULE_CODE:
             code = _MODULE_CODE[err.code]
             text = MODULE[code]
@@ -234,7 +235,7 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, MicrochipFamily):
             elif err.kind == "param" or err.code == E_PARAM:
                 code = 5 if err.param_kind == "count" else 4
             elif err.kind == "busy":
-                mod, code = MODULE_IDS.get(cl.name if cl is not None else "", 0), 0
+                mod, code = self.module_ids.get(cl.name if cl is not None else "", 0), 0
             else:
                 code = 6 if err.kind == "internal" or err.code == E_INTERNAL else 4
             text = MODULE[code] if mod else GENERAL[code]
@@ -265,12 +266,3 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, MicrochipFamily):
 
     def module_time(self) -> float:
         return time.time() + self.clock_offset + float(self.ntp.get("offset", 0.0))
-
-
-class Rnwf11(Rnwf02):
-    """RNWF11: the same AT interface; the model string and client id differ."""
-    name = "rnwf11"
-    aliases = ("rnwf11pc",)
-    summary = "Microchip RNWF11 Wi-Fi AT firmware (the RNWF02 AT set; model RNWF11)"
-    model = "RNWF11"
-    option_prefix = "rnwf11"
