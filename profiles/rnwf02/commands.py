@@ -23,6 +23,8 @@ from atemu.profiles.microchip_common.common import (E_STATE, E_DATA, E_CERT, E_B
 from atemu.profiles.microchip_common.mqtt import MqttCommands, _topic
 from atemu.profiles.microchip_common.sockets import SocketCommands, Sock
 
+from .status import status
+
 MAX_WRITE = 1460
 SOH, STX, EOT, ACK, NAK, CAN = b"\x01", b"\x02", b"\x04", b"\x06", b"\x15", b"\x18"
 #: regulatory domains of AT+WIFIC=10 and their highest channel
@@ -182,17 +184,33 @@ class RnwfCommands:
             raise CmdError("param", message="DNS_SVR 1.0 or 1.1 takes a quoted IPv4 address")
         servers[idx[0]] = ip
 
-    @command("+DNSRESOLV", Form.WRITE, Int("TYPE", 1, 2), Str("DOMAIN_NAME", quoted=True, min_len=1, max_len=253),
-             family="dns", doc="Resolve (1 IPv4, 2 IPv6): OK, then +DNSRESOLV:<type>,\"<name>\",\"<address>\" or +DNSERR:<code>")
+    @command("+DNSRESOLV", Form.WRITE, Int("TYPE", choices=(1, 28)), Str("DOMAIN_NAME", quoted=True, min_len=1, max_len=128),
+             family="dns", doc="Resolve (record type 1 A; 28 AAAA): OK, then +DNSRESOLV:<type>,\"<name>\",\"<address>\" "
+                               "or +DNSERR:<code> (1 timeout, 2 DNS error)")
     async def dnsresolv(self, ctx, typ: int, name: str) -> None:
-        await SocketCommands.dnsresolv(self, ctx, typ, name)
+        name = text_arg(ctx, 1)
+        self.need_link()
+        ctx.ok()
+        self.module.spawn(self._rnwf_resolve(typ, name))
+
+    async def _rnwf_resolve(self, typ: int, name: str) -> None:
+        import socket
+        try:
+            ip = await self.module.resolver.resolve_one(name, family=socket.AF_INET if typ == 1 else socket.AF_INET6,
+                                                        timeout=10.0)
+        except NetError as e:
+            # the DNS module's status codes (9.3): 5.1 DNS query timeout, 5.2 DNS error
+            self._aec_dns_error(1 if e.kind == "dns_timeout" else 2)
+            return
+        self.urc(f'+DNSRESOLV:{typ},{self.fmt(name)},"{ip}"')
+
+    def need_link(self) -> None:
+        if not self.link_up():
+            raise status(1, 1, "no Wi-Fi link")            # 1.1 STA Not Connected
 
     def _aec_ping_failed(self, ip: str | None, kind: str) -> None:
-        # the guide's generic late error: <CR>+<CMD>:<error formatted as ATV says> (11 = PING;
-        # 7 no reply, 8 name not resolved)
-        from .profile import MODULE
-        code = 7 if ip is not None or kind == "dns_timeout" else 8
-        self.urc(f"+PING:{self.status_line(f'11.{code}', MODULE[code])}")
+        # the guide's +PINGERR:<ERROR_CODE>, with the PING module's one status code (11.0 Ping Failed)
+        self.urc("+PINGERR:0")
 
     def _aec_dns_error(self, code: int) -> None:
         self.urc(f"+DNSERR:{code}")
@@ -288,12 +306,14 @@ class RnwfCommands:
             try:
                 store.delete(fname)
             except FsError:
-                raise self.fail(E_CERT, "no such file") from None
+                raise status(7, 2, "no such file") from None          # 7.2 File Not Found
             return
         # load: AT+FS=1,<type>,<prot>,"<name>",<length> (single) or AT+FS=1,<type>,4 (YMODEM batch)
         arg = ctx.line.args[2] if nargs > 2 else None
-        if arg is None or arg.quoted or arg.hexed or arg.text.strip() not in ("1", "2", "3", "4"):
+        if arg is None or arg.quoted or arg.hexed or not arg.text.strip().isdigit():
             raise CmdError("param", message="<TSFRPROT> must be 1-4")
+        if arg.text.strip() not in ("1", "2", "3", "4"):
+            raise status(7, 0, "<TSFRPROT> must be 1-4")        # 7.0 Unsupported File Transfer Protocol
         prot = int(arg.text)
         if nargs == 3:
             if prot != 4:
@@ -311,11 +331,11 @@ class RnwfCommands:
         for n, data in files:
             n = self._fs_name(store, n)
             if not valid_material(data):
-                raise self.fail(E_CERT, f"{n!r} is not a PEM/DER certificate or key")
+                raise status(7, 3, f"{n!r} is not a PEM/DER certificate or key")   # 7.3 Invalid File Type
             try:
                 store.write(n, data)
             except FsError as e:
-                raise self.fail(E_CERT, str(e)) from None
+                raise status(1, 3, str(e)) from None                               # 1.3 File System Error
 
     @staticmethod
     def _fs_name(store, name: str) -> str:
@@ -458,8 +478,9 @@ class RnwfCommands:
         await SocketCommands.socktls(self, ctx, sid, conf)
 
     def _sockerr(self, s: Sock, e: NetError) -> None:
+        # the socket module's status codes (9.3): 14.6 Socket TLS Failed, 14.7 Socket Connect Failed
         if self.socks.get(s.id) is s:
-            self.urc(f"+SOCKERR:{s.id},{NET_CODES.get(e.kind, 99)}")
+            self.urc(f"+SOCKERR:{s.id},{6 if e.kind in ('tls', 'tls_verify') else 7}")
 
     @command("+SOCKWR", Form.WRITE, Int("SOCK_ID", 1, 65535), Int("LENGTH", 0, MAX_WRITE),
              Bytes("DATA", quoted=True, optional=True, max_len=MAX_WRITE), family="socket",
@@ -568,17 +589,18 @@ class RnwfCommands:
         if c is None:
             raise CmdError("param", message="no such TLS configuration")
 
-        def load(typ: int, name: bytes) -> bytes | None:
+        def load(typ: int, name: bytes, ca: bool = False) -> bytes | None:
             if not name:
                 return None
             try:
                 return self.fs[typ].read(sfx(name))
             except FsError:
-                raise self.fail(E_CERT, f"file {sfx(name)!r} not in the file system") from None
+                # 17.0 CA Cert Missing, 17.3 Key Pair Incomplete
+                raise status(17, 0 if ca else 3, f"file {sfx(name)!r} not in the file system") from None
 
         verify = bool(c[40])
         try:
-            tctx = client_context(ca=load(1, c[1]), cert=load(1, c[2]), key=load(2, c[3]),
+            tctx = client_context(ca=load(1, c[1], ca=True), cert=load(1, c[2]), key=load(2, c[3]),
                                   key_password=c[4] or None, verify=verify, check_hostname=verify and bool(c[41]))
         except NetError as e:
             raise self.fail(E_CERT, str(e)) from None

@@ -20,10 +20,10 @@ from atemu.grammar import Dialect, UrcSpec
 from atemu.profile import CmdError
 
 from atemu.profiles.microchip_common import MicrochipFamily
-from atemu.profiles.microchip_common.common import (E_UNKNOWN, E_PARAM, E_STATE, E_SOCKET, E_NORES, E_BUSY, E_NOLINK,
-                                              E_DATA, E_CERT, E_INTERNAL, _P)
+from atemu.profiles.microchip_common.common import _P
 
 from .commands import RnwfCommands
+from .status import STATUS, status_of
 
 #: module id of every command (the guide numbers its chapters by firmware module)
 MODULE_IDS = {
@@ -38,15 +38,6 @@ MODULE_IDS = {
     "+ASSOC": 22, "+SI": 23, "+WPROVC": 25, "+WPROV": 25, "+DI": 26,
 }
 
-#: general status codes (module 0): the line could not become a command
-GENERAL = {1: "Syntax Error", 2: "Line Too Long", 3: "Unknown Command", 4: "Invalid Parameter",
-           5: "Incorrect Number of Parameters", 6: "Internal Error"}
-#: module status codes (<module>.<code>) for failures of a command that was understood
-MODULE = {0: "Operation In Progress", 1: "Not Connected", 2: "Not Allowed In This State", 3: "No Resources",
-          4: "No Such Socket", 5: "Data Length Mismatch Or Timeout", 6: "File Or Certificate Error",
-          7: "Timeout", 8: "Name Not Resolved"}
-#: the family's generic failure codes -> RNWF module status code
-_MODULE_CODE = {E_BUSY: 0, E_NOLINK: 1, E_STATE: 2, E_NORES: 3, E_SOCKET: 4, E_DATA: 5, E_CERT: 6}
 
 MAC = "04:91:62:9A:5C:01"
 GMR = "2.0.0 0 e41f977cb [16:31:26 Apr 12 2024]"
@@ -215,27 +206,9 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
 
     def format_error(self, err: CmdError) -> str:
         cl = self.module.current_line
-        mod = MODULE_IDS.get(cl.name if cl is not None else "", 0) if err.kind == "failed" else 0
-        if err.kind == "failed" and err.code in _MODULE_CODE:
-            code = _MODULE_CODE[err.code]
-            text = MODULE[code]
-        else:
-            mod = 0
-            if err.kind in ("syntax", "garbage"):
-                code = 1
-            elif err.kind == "too_long":
-                code = 2
-            elif err.kind == "unknown" or err.code == E_UNKNOWN:
-                # a known command written in a form it does not have: its parameters are wrong
-                code = 5 if err.param_kind == "form" else 3
-            elif err.kind == "param" or err.code == E_PARAM:
-                code = 5 if err.param_kind == "count" else 4
-            elif err.kind == "busy":
-                mod, code = MODULE_IDS.get(cl.name if cl is not None else "", 0), 0
-            else:
-                code = 6 if err.kind == "internal" or err.code == E_INTERNAL else 4
-            text = MODULE[code] if mod else GENERAL[code]
-        return self.status_line(f"{mod}.{code}", text)
+        name = cl.name if cl is not None else ""
+        mod, code = status_of(err, name, MODULE_IDS.get(name, 0))
+        return self.status_line(f"{mod}.{code}", STATUS.get((mod, code), "General Error"))
 
     def status_line(self, code: str, text: str) -> str:
         """An error in the ATV level's format (the guide's table; level 3 carries the text, as the
