@@ -102,11 +102,12 @@ def test_aec_framing_with_and_without_echo():
 
 def test_cfg_time_si_di():
     with Rnwf() as e:
-        assert e.cmd("AT+CFG") == b"+CFG:1,0\r\n+CFG:2,3\r\n+CFG:3,230400\r\nOK\r\n"
-        assert e.cmd("AT+CFG=2,4") == b"OK\r\n"
-        assert e.cmd("AT+FOO") == b'ERROR:"Unknown AT Command"\r\n'
-        assert e.cmd("AT+CFG=2,3") == b"OK\r\n"
-        assert e.cmd("AT+CFG=3,1234") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        # the guide's CFG table has one parameter: 1 DEVICE_NAME (at most 32)
+        assert e.cmd("AT+CFG") == b'+CFG:1,"RNWF02"\r\nOK\r\n'
+        assert e.cmd('AT+CFG=1,"sensor-7"') == b"OK\r\n"
+        assert e.cmd("AT+CFG=1") == b'+CFG:1,"sensor-7"\r\nOK\r\n'
+        assert e.cmd("AT+CFG=2") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        assert e.cmd('AT+CFG=1,"' + "x" * 33 + '"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
         # the clock: set in UTC seconds, read back in the three formats
         assert e.cmd("AT+TIME=1,1700000000") == b"OK\r\n"
         assert e.cmd("AT+TIME=1") in (b"+TIME:1700000000\r\nOK\r\n", b"+TIME:1700000001\r\nOK\r\n")

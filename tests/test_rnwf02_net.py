@@ -101,10 +101,20 @@ def test_listen_accept_and_options(e):
     try:
         m = e.aec(rb'\r\+SOCKIND:2,"127\.0\.0\.1",(\d+),"127\.0\.0\.1",(\d+)\r\n')
         assert int(m.group(1)) == port and int(m.group(2)) == c.getsockname()[1]
-        assert e.cmd("AT+SOCKC=2") == b"+SOCKC:2,1,0\r\n+SOCKC:2,2,0\r\nOK\r\n"
+        # the guide's socket options (9.15.1.12), read back as +SOCKC:<ID>,<VAL>, applied to the real socket
+        assert e.cmd("AT+SOCKC") == b"+SOCKC:1,2\r\nOK\r\n"
+        assert e.cmd("AT+SOCKC=2") == b"+SOCKC:1,0\r\n+SOCKC:2,0\r\n+SOCKC:3,0\r\n+SOCKC:4,5840\r\n+SOCKC:32,0\r\nOK\r\n"
         assert e.cmd("AT+SOCKC=2,2,1") == b"OK\r\n"
-        assert e.cmd("AT+SOCKC=2,2") == b"+SOCKC:2,2,1\r\nOK\r\n"
+        assert e.cmd("AT+SOCKC=2,3,30") == b"OK\r\n"
+        assert e.cmd("AT+SOCKC=2,2") == b"+SOCKC:2,1\r\nOK\r\n"
+        conn = e.prof.socks[2].conn
+        assert e.sync(conn.get_option, socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert e.sync(conn.get_keepalive)["enabled"] and e.sync(conn.get_keepalive)["idle"] == 30
+        assert e.cmd("AT+SOCKC=2,1,1") == b"OK\r\n"
+        assert e.sync(conn.get_option, socket.SOL_SOCKET, socket.SO_LINGER, 8)[:4] == b"\x01\x00\x00\x00"
         assert e.cmd("AT+SOCKC=2,9,1") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        assert e.cmd("AT+SOCKC=2,4,100") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        assert e.cmd("AT+SOCKC=9,2,1") == b'ERROR:14.0,"Socket ID Not Found"\r\n'
         assert e.cmd('AT+SOCKWR=2,3,"hi!"') == b"OK\r\n"
         assert c.recv(10) == b"hi!"
     finally:
@@ -272,4 +282,4 @@ def test_harmony_driver_spellings(e, udp_echo):
     e.aec(rb"\+WSTALD:2\r\n")
     assert e.cmd('AT+WSTAC=5,"00:01:02:03:04:06"') == b"OK\r\n"
     assert e.cmd("AT+WSTA=1") == b"OK\r\n"
-    assert e.read_until(rb"\+WSTA\w+:.*?\r\n") == b"\r+WSTAERR:1\r\n"
+    assert e.read_until(rb"\+WSTA\w+:.*?\r\n") == b"\r+WSTAERR:3\r\n"

@@ -67,10 +67,10 @@ def test_station_errors():
     with Rnwf() as e:
         e.oks('AT+WSTAC=1,"MyAP"', "AT+WSTAC=2,3", 'AT+WSTAC=3,"wrong-pass"')
         assert e.cmd("AT+WSTA=1") == b"OK\r\n"
-        assert e.read_until(rb"\+WSTAERR:\d+\r\n") == b"\r+WSTAERR:2\r\n"
+        assert e.read_until(rb"\+WSTAERR:\d+\r\n") == b"\r+WSTAERR:3\r\n"
         e.oks('AT+WSTAC=1,"nowhere"')
         assert e.cmd("AT+WSTA=1") == b"OK\r\n"
-        assert e.read_until(rb"\+WSTAERR:\d+\r\n") == b"\r+WSTAERR:1\r\n"
+        assert e.read_until(rb"\+WSTAERR:\d+\r\n") == b"\r+WSTAERR:3\r\n"
         # WPA3 configured, WPA2-only AP
         e.oks('AT+WSTAC=1,"MyAP"', "AT+WSTAC=2,5", 'AT+WSTAC=3,"MyAPPSK-123"')
         assert e.cmd("AT+WSTA=1") == b"OK\r\n"
@@ -146,17 +146,21 @@ def test_regulatory_domain_limits_channels():
         {"ssid": "ch13", "security": "open", "channel": 13, "rssi": -60, "bssid": "00:00:00:00:00:0d"}]}}
     with Rnwf(world=world) as e:
         assert e.cmd("AT+WIFIC") == (b'+WIFIC:10,"GEN"\r\n+WIFIC:20,0\r\n+WIFIC:30,0\r\n+WIFIC:31,0\r\n'
-                                     b"+WIFIC:32,0\r\n+WIFIC:33,0\r\n+WIFIC:34,0\r\nOK\r\n")
+                                     b"+WIFIC:32,0\r\n+WIFIC:33,0\r\n+WIFIC:34,0\r\n"
+                                     b'+WIFIC:11,3\r\n+WIFIC:11.0,"GEN"\r\n+WIFIC:11.1,"USA"\r\n+WIFIC:11.2,"EMEA"\r\n'
+                                     b"+WIFIC:12,0x1FFF\r\nOK\r\n")
         assert e.cmd("AT+WSCN=1") == b"OK\r\n"
         assert e.read_until(rb"\+WSCNDONE:\d+\r\n").endswith(b"\r+WSCNDONE:2\r\n")
         assert e.cmd('AT+WIFIC=10,"MARS"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
         assert e.cmd('AT+WIFIC=10,"usa"') == b"OK\r\n"
         assert e.cmd("AT+WIFIC=10") == b'+WIFIC:10,"USA"\r\nOK\r\n'
+        assert e.cmd("AT+WIFIC=12") == b"+WIFIC:12,0x07FF\r\nOK\r\n"
+        assert e.cmd("AT+WIFIC=12,1") == b'ERROR:0.6,"Configuration Update Blocked"\r\n'
         assert e.cmd("AT+WSCN=1") == b"OK\r\n"
         assert e.read_until(rb"\+WSCNDONE:\d+\r\n") == b'\r+WSCNIND:-50,0,6,"00:00:00:00:00:06","ch6"\r\n\r+WSCNDONE:1\r\n'
         e.oks('AT+WSTAC=1,"ch13"', "AT+WSTAC=2,0")
         assert e.cmd("AT+WSTA=1") == b"OK\r\n"
-        assert e.read_until(rb"\+WSTA\w+:.*?\r\n") == b"\r+WSTAERR:1\r\n"
+        assert e.read_until(rb"\+WSTA\w+:.*?\r\n") == b"\r+WSTAERR:3\r\n"
 
 
 def test_static_address():

@@ -97,7 +97,7 @@ class MqttCommands:
         if self.mqtt is not session:
             session.close()
             return
-        self.urc(f"+MQTTCONNACK:{int(bool(session.session_present))},{rc}")
+        self.urc(f"+MQTTCONNACK:{int(bool(session.session_present))},{self._connack_code(rc)}")
         if rc == 0:
             self.mqtt_state = 2
             self.urc("+MQTTCONN:1")
@@ -105,6 +105,10 @@ class MqttCommands:
             self.mqtt = None
             self.mqtt_state = 0
             self.urc("+MQTTCONN:0")
+
+    def _connack_code(self, rc: int) -> int:
+        """The CONNACK return code as the dialect reports it (default: as the broker sent it)."""
+        return rc
 
     def _mqtt_message(self, topic: str, payload: bytes, qos: int, retain: bool, mid: int) -> None:
         self.urc(f"+MQTTPUBRX:0,{qos},{int(bool(retain))},{self.fmt(topic)},{len(payload)},{self.fmt(payload)}")

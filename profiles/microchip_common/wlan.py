@@ -139,7 +139,8 @@ class WlanCommands:
             cred = cred.split("*", 1)[1]
         p5 = self.WSTAC.get(5)
         bssid = sfx(c[5]) if p5 is not None and p5.name == "BSSID" and c.get(5) else None
-        res, ap = wifi.join(self.module.world, ssid, cred, sec, bssid=bssid)
+        identity, cred = self._sta_eap_credentials(sec, cred)
+        res, ap = wifi.join(self.module.world, ssid, cred, sec, bssid=bssid, identity=identity)
         if res == wifi.JoinResult.OK and ((c[4] not in (0, 255) and ap.channel != c[4])
                                           or not self._channel_allowed(ap.channel)):
             res = wifi.JoinResult.NO_AP
@@ -183,6 +184,11 @@ class WlanCommands:
     def _channel_allowed(self, channel: int) -> bool:
         """May the radio use this channel (a dialect's regulatory domain)?"""
         return True
+
+    def _sta_eap_credentials(self, sec: str, cred: str) -> tuple[str | None, str]:
+        """(EAP identity, password) from the configured credentials (a dialect with enterprise
+        security says how they are written); default: no identity."""
+        return None, cred
 
     # the station's AECs (a family dialect words them its own way)
     def _aec_sta_error(self, code: int) -> None:

@@ -23,18 +23,19 @@ from atemu.profiles.microchip_common import MicrochipFamily
 from atemu.profiles.microchip_common.common import _P
 
 from .commands import RnwfCommands
+from .guide import NUMERIC_CMD, GuideCommands, NumericNames
 from .status import STATUS, status_of
 
 #: module id of every command (the guide numbers its chapters by firmware module)
 MODULE_IDS = {
-    "E": 2, "V": 2, "N": 2, "+IPR": 2, "+GMI": 2, "+GMM": 2, "+GMR": 2, "": 2,
+    "E": 2, "V": 2, "N": 2, "M": 2, "+IPR": 2, "+GMI": 2, "+GMM": 2, "+GMR": 2, "": 2,
     "+CFG": 3, "+WIFIC": 3, "+DHCPSC": 4, "+DNSC": 5, "+DNSRESOLV": 5, "+FS": 7,
     "+MQTTC": 8, "+MQTTCONN": 8, "+MQTTSUB": 8, "+MQTTUNSUB": 8, "+MQTTPUB": 8, "+MQTTDISCONN": 8,
     "+MQTTLWT": 8, "+MQTTSUBLST": 8, "+MQTTSUBRD": 8, "+MQTTPROPTX": 8, "+MQTTPROPRX": 8, "+MQTTPROPTXS": 8,
     "+NETIFC": 9, "+PING": 11, "+RST": 12, "+SNTPC": 13,
     "+SOCKO": 14, "+SOCKBL": 14, "+SOCKBR": 14, "+SOCKBM": 14, "+SOCKTLS": 14, "+SOCKWR": 14, "+SOCKWRTO": 14,
     "+SOCKRD": 14, "+SOCKRDBUF": 14, "+SOCKCL": 14, "+SOCKLST": 14, "+SOCKC": 14,
-    "+TIME": 16, "+TLSC": 17, "+WAPC": 18, "+WAP": 18, "+WSCNC": 19, "+WSCN": 19, "+WSTAC": 20, "+WSTA": 20,
+    "+TIME": 16, "+TLSC": 17, "+TLSCSC": 17, "+WAPC": 18, "+WAP": 18, "+WSCNC": 19, "+WSCN": 19, "+WSTAC": 20, "+WSTA": 20,
     "+ASSOC": 22, "+SI": 23, "+WPROVC": 25, "+WPROV": 25, "+DI": 26,
 }
 
@@ -63,7 +64,7 @@ DEVIATIONS = [
 ]
 
 
-class Rnwf02(RnwfCommands, MicrochipFamily):
+class Rnwf02(RnwfCommands, GuideCommands, MicrochipFamily):
     name = "rnwf02"
     aliases = ("rnwf", "rnwf02pc", "rnwf02uc", "wincs02")
     summary = "Microchip RNWF02 Wi-Fi AT firmware (scan, STA, soft-AP, sockets, TLS, MQTT, SNTP, FS)"
@@ -85,9 +86,10 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
     }
     urcs = [
         UrcSpec("+BOOT", '+BOOT:"<banner>"', "the module booted (power-up or AT+RST)", "rst"),
-        UrcSpec("+DNSRESOLV", "+DNSRESOLV:<TYPE>,<DOMAIN_NAME>,<IP_ADDRESS>", "name resolved", "dns"),
-        UrcSpec("+DNSERR", "+DNSERR:<ERROR_CODE>", "name resolution failed: 1 not found, 2 timeout", "dns"),
-        UrcSpec("+MQTTCONNACK", "+MQTTCONNACK:<CONNACK_FLAGS>,<RETURN_CODE>", "broker answered CONNECT", "mqtt"),
+        UrcSpec("+DNSRESOLV", "+DNSRESOLV:<TYPE>,<DOMAIN_NAME>,<QUERY_RESP>", "name resolved (type 1 A, 28 AAAA)", "dns"),
+        UrcSpec("+DNSERR", "+DNSERR:<ERROR_CODE>", "name resolution failed: the DNS module's code, 1 query timeout, 2 DNS error", "dns"),
+        UrcSpec("+MQTTCONNACK", "+MQTTCONNACK:<CONNACK_FLAGS>,<RETURN_CODE>",
+                "broker answered CONNECT (return code as MQTT 5 reason code: 0, 132-136 for a 3.1.1 refusal...)", "mqtt"),
         UrcSpec("+MQTTCONN", "+MQTTCONN:<CONN_STATE>", "1 connected, 0 disconnected", "mqtt"),
         UrcSpec("+MQTTPUBACK", "+MQTTPUBACK:<MSG_ID>", "QoS 1 publish acknowledged", "mqtt"),
         UrcSpec("+MQTTPUBCOMP", "+MQTTPUBCOMP:<MSG_ID>", "QoS 2 publish completed", "mqtt"),
@@ -97,13 +99,14 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         UrcSpec("+MQTTSUBRX", '+MQTTSUBRX:<DUP>,<QOS>,<RETAIN>,"<TOPIC>","<PAYLOAD>" | ...,"<TOPIC>",<MSG_ID>,<LENGTH>',
                 "a message arrived on a subscription (or its notification when over MQTTC id 9)", "mqtt"),
         UrcSpec("+MQTTPROPRX", "+MQTTPROPRX:<PROP_ID>,<VALUE>", "(not produced: properties are not received, see README)", "mqtt"),
-        UrcSpec("+PING", '+PING:"<IP>",<RTT> | +PING:ERROR:11.<code>', "echo reply (RTT ms); a late failure: 11.7 no reply, 11.8 name not resolved", "ping"),
+        UrcSpec("+PING", '+PING:<IP_ADDRESS>,<RTT>', "echo reply (RTT ms)", "ping"),
+        UrcSpec("+PINGERR", "+PINGERR:<ERROR_CODE>", "no reply or the name did not resolve: 0 (11.0 Ping Failed)", "ping"),
         UrcSpec("+SOCKIND", "+SOCKIND:<SOCK_ID>,<LCL_ADDR>,<LCL_PORT>,<RMT_ADDR>,<RMT_PORT>", "TCP connection up (connected or accepted)", "socket"),
         UrcSpec("+SOCKRXT", "+SOCKRXT:<SOCK_ID>,<LENGTH>", "TCP data buffered", "socket"),
         UrcSpec("+SOCKRXU", "+SOCKRXU:<SOCK_ID>,<RMT_ADDR>,<RMT_PORT>,<LENGTH>", "UDP datagram buffered", "socket"),
         UrcSpec("+SOCKCL", "+SOCKCL:<SOCK_ID>", "the peer closed the socket", "socket"),
         UrcSpec("+SOCKTLS", "+SOCKTLS:<SOCK_ID>", "TLS handshake done", "socket"),
-        UrcSpec("+SOCKERR", "+SOCKERR:<SOCK_ID>,<ERROR_CODE>", "connect or TLS failure", "socket"),
+        UrcSpec("+SOCKERR", "+SOCKERR:<SOCK_ID>,<ERROR_CODE>", "connect (7) or TLS (6) failure: the socket module's code", "socket"),
         UrcSpec("+TIME", "+TIME:<NTP_SECONDS>", "the clock was set by SNTP", "time"),
         UrcSpec("+WAPAIP", '+WAPAIP:<ASSOC_ID>,"<IP>"', "the soft-AP's DHCP server leased an address", "wap"),
         UrcSpec("+WAPSC", '+WAPSC:<ASSOC_ID>,"<MAC>"', "a station joined the soft-AP", "wap"),
@@ -112,10 +115,11 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         UrcSpec("+WSCNDONE", "+WSCNDONE:<COUNT>", "scan finished", "scan"),
         UrcSpec("+WSTAAIP", '+WSTAAIP:<ASSOC_ID>,"<IP>"', "an address: IPv6 link-local first, then IPv4 (DHCP)", "wlan"),
         UrcSpec("+WSTALD", "+WSTALD:<ASSOC_ID>", "station link down", "wlan"),
-        UrcSpec("+WSTAERR", "+WSTAERR:<ERROR_CODE>", "connection failed: 1 no AP, 2 authentication, 3 security mismatch", "wlan"),
+        UrcSpec("+WSTAERR", "+WSTAERR:<ERROR_CODE>", "connection failed: 3 (20.3 STA Connection Failed)", "wlan"),
         UrcSpec("+WSTALU", '+WSTALU:<ASSOC_ID>,"<BSSID>",<CHANNEL>', "station link up", "wlan"),
         UrcSpec("+ASSOC", '+ASSOC:<ASSOC_ID>,<AP_STA>,"<MAC>",<RSSI>', "an association, reported after AT+ASSOC's OK (0: the peer is an AP, 1: a station)", "assoc"),
-        UrcSpec("+SIMSTAT", "+SIMSTAT:<ALLOC>,<FREE>,<ALLOC_SZ>,<FREE_SZ>,<PEAK_ALLOC_SZ>", "Wi-Fi memory statistics (AT+SI=0x01)", "si"),
+        UrcSpec("+SIMSTAT", "+SIMSTAT:<TYPE>,<ALLOC>,<FREE>,<ALLOC_SZ>,<FREE_SZ>",
+                "Wi-Fi memory statistics per pool (AT+SI=0x01): 0 memory, 1 config, 2/3 high priority TX/RX, 4/5 normal TX/RX", "si"),
         UrcSpec("+SIMERR", "+SIMERR:<ALLOC_ERR>", "Wi-Fi memory allocation errors (AT+SI=0x01)", "si"),
         UrcSpec("+SIWPKTS", "+SIWPKTS:<TX>,<RX>", "Wi-Fi packets (AT+SI=0x02)", "si"),
         UrcSpec("+SIHEAP", "+SIHEAP:<ALLOC>,<FREE>,<ALLOC_SZ>,<FREE_SZ>,<PEAK_ALLOC_SZ>", "heap statistics (AT+SI=0x04)", "si"),
@@ -156,8 +160,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
              3: _P("NTP_SVR", "str", b"0.in.pool.ntp.org", max_len=128)}
     DHCPSC = {1: _P("DHCPS_ENABLED", "int", 1, 0, 1), 2: _P("POOL_START", "str", b"192.168.1.100", max_len=15),
               10: _P("GATEWAY", "str", b"192.168.1.1", max_len=15)}
-    CFG = {1: _P("ECHO", "int", 1, 0, 1), 2: _P("VERBOSITY", "int", 3, 0, 5), 3: _P("BAUD", "int", 230400,
-           choices=(9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600))}
+    CFG = {1: _P("DEVICE_NAME", "str", b"", max_len=32)}
 
     WIFIC = {10: _P("REG_DOMAIN", "str", b"GEN", max_len=6), 20: _P("POWERSAVE", "int", 0, 0, 1),
              30: _P("COEX_ENABLE", "int", 0, 0, 1), 31: _P("COEX_INTERFACE", "int", 0, 0, 1),
@@ -165,13 +168,16 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
              34: _P("COEX_ANTENNA", "int", 0, 0, 1)}
 
     TLS_INDEXES = (1, 2)
-    CONFIG_TABLES = MicrochipFamily.CONFIG_TABLES + ("SNTPC", "DHCPSC", "WIFIC")
+    CONFIG_TABLES = MicrochipFamily.CONFIG_TABLES + ("SNTPC", "DHCPSC", "WIFIC", "CFG")
 
     def __init__(self, module):
         super().__init__(module)
         self.boot_delay = float(self.option("boot_delay", 1.5))
         self.atv3_text = str(self.option("atv3_text", True)).lower() not in ("0", "false", "no")
         self.cfg["MQTTC"][3] = (self.model + "_" + MAC.replace(":", "")[-6:]).encode()
+        self.cfg["CFG"][1] = self.model.encode()
+        self._guide_init()
+        self.lease_at: float | None = None    # module time the DHCP lease began (NETIFC 11)
         self.verbosity = 3
         self.hostname = self.model.encode()
         self.pkts = [0, 0]                # data packets sent / received, for +SIWPKTS
@@ -207,6 +213,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
     def format_error(self, err: CmdError) -> str:
         cl = self.module.current_line
         name = cl.name if cl is not None else ""
+        name = NUMERIC_CMD.get(name.upper(), name)
         mod, code = status_of(err, name, MODULE_IDS.get(name, 0))
         return self.status_line(f"{mod}.{code}", STATUS.get((mod, code), "General Error"))
 
@@ -237,6 +244,9 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         return time.time() + self.clock_offset + float(self.ntp.get("offset", 0.0))
 
 
+Rnwf02.commands = NumericNames(Rnwf02.commands)
+
+
 class Rnwf11(Rnwf02):
     """RNWF11: the same AT interface; the model string and client id differ."""
     name = "rnwf11"
@@ -244,3 +254,6 @@ class Rnwf11(Rnwf02):
     summary = "Microchip RNWF11 Wi-Fi AT firmware (the RNWF02 AT set; model RNWF11)"
     model = "RNWF11"
     option_prefix = "rnwf11"
+
+
+Rnwf11.commands = NumericNames(Rnwf11.commands)
