@@ -635,7 +635,7 @@ class RnwfCommands:
         try:
             tctx = client_context(ca=load(1, c[1], ca=True), cert=load(1, c[2]), key=load(2, c[3]),
                                   key_password=c[4] or None, verify=verify, check_hostname=verify and bool(c[41]),
-                                  ciphers=self._cipher_string(c))
+                                  **self._cipher_options(c))
         except NetError as e:
             raise self.fail(E_CERT, str(e)) from None
         name = sfx(c[6]) or sfx(c[5]) or default_name

@@ -56,7 +56,8 @@ class NumericNames(dict):
     def get(self, key, default=None):
         hit = super().get(key)
         if hit is None and isinstance(key, str) and key.startswith("+") and "." in key:
-            return super().get(NUMERIC_CMD.get(key.upper(), ""), default)
+            name = NUMERIC_CMD.get(key.upper())
+            return super().get(name, default) if name else default
         return hit if hit is not None else default
 
 
@@ -69,6 +70,11 @@ SUITES: dict[int, str] = {
     0x009E: "DHE-RSA-AES128-GCM-SHA256", 0x009F: "DHE-RSA-AES256-GCM-SHA384",
     0x009C: "AES128-GCM-SHA256", 0x009D: "AES256-GCM-SHA384",
 }
+#: TLS 1.3 suites (OpenSSL offers all three whenever TLS 1.3 is allowed: a list without any of them
+#: limits the connection to TLS 1.2)
+SUITES13: dict[int, str] = {0x1301: "TLS_AES_128_GCM_SHA256", 0x1302: "TLS_AES_256_GCM_SHA384",
+                            0x1303: "TLS_CHACHA20_POLY1305_SHA256"}
+AVAILABLE = list(SUITES13) + list(SUITES)
 MAX_SUITES = 32
 
 
@@ -112,14 +118,14 @@ class GuideCommands:
         lst = self.cipher_lists[idx]
         if pid is None:
             self._csc_show(ctx, "1", lst)
-            self._csc_show(ctx, "2", list(SUITES))
+            self._csc_show(ctx, "2", AVAILABLE)
             return
         key = pid.strip()
         base, _, sub = key.partition(".")
         if base not in ("1", "2") or (sub and not (sub.isdigit() and int(sub) < MAX_SUITES)):
             raise CmdError("param", message="unknown parameter id")
         if val is None:
-            values = lst if base == "1" else list(SUITES)
+            values = lst if base == "1" else AVAILABLE
             if sub:
                 n = int(sub)
                 if n >= len(values):
@@ -137,7 +143,7 @@ class GuideCommands:
             if n < len(lst):
                 del lst[n]
             return
-        if val not in SUITES:
+        if val not in SUITES and val not in SUITES13:
             raise CmdError("param", message="cipher suite not available")
         if n < len(lst):
             lst[n] = val
@@ -150,12 +156,20 @@ class GuideCommands:
         for i, v in enumerate(values):
             ctx.info(f"+TLSCSC:{base}.{i},{self.num(v)}")
 
-    def _cipher_string(self, conf: dict[int, Any]) -> str | None:
-        """The OpenSSL cipher string of the list a TLS configuration selects (TLSC id 7)."""
-        names = [SUITES[s] for s in self.cipher_lists.get(conf.get(7, 1), []) if s in SUITES]
-        return ":".join(names) if names else None
+    def _cipher_options(self, conf: dict[int, Any]) -> dict:
+        """client_context arguments for the cipher suite list a TLS configuration selects (TLSC id 7):
+        the OpenSSL cipher string of its TLS 1.2 suites, and TLS 1.2 at most when it has no TLS 1.3 one."""
+        import ssl
+        chosen = self.cipher_lists.get(conf.get(7, 1)) or AVAILABLE      # an emptied list: the default
+        names = [SUITES[s] for s in chosen if s in SUITES]
+        if not names:
+            return {"min_version": ssl.TLSVersion.TLSv1_3}
+        opts: dict = {"ciphers": ":".join(names)}
+        if not any(s in SUITES13 for s in chosen):
+            opts["max_version"] = ssl.TLSVersion.TLSv1_2
+        return opts
 
     def _guide_init(self) -> None:
-        self.cipher_lists: dict[int, list[int]] = {1: list(SUITES), 2: list(SUITES)}
+        self.cipher_lists: dict[int, list[int]] = {1: list(AVAILABLE), 2: list(AVAILABLE)}
         self.numeric_mode = False
 
