@@ -94,6 +94,19 @@ def test_soft_ap_stations_and_dhcp_server():
         assert ap.cmd("AT+WAP=0") == b"OK\r\n"
         assert ap.read_until(rb"\+WAPSD:.*?\r\n") == b'\r+WAPSD:1,"02:00:00:00:00:07"\r\n'
         assert ap.cmd('AT+DHCPSC=0,2,"192.168.1.x"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        # the guide's DHCPSC table: the pool list, 3/4 read-only, and the pool start really leased
+        assert ap.cmd("AT+DHCPSC") == b"+DHCPSC:0\r\nOK\r\n"
+        assert ap.cmd('AT+DHCPSC=0,2,"10.9.0.50"') == b"OK\r\n"
+        assert ap.cmd('AT+DHCPSC=0,10,"10.9.0.1"') == b"OK\r\n"
+        assert ap.cmd("AT+DHCPSC=0") == (b'+DHCPSC:1,1\r\n+DHCPSC:2,"10.9.0.50"\r\n+DHCPSC:3,"10.9.0.59"\r\n+DHCPSC:4,0\r\n'
+                                         b'+DHCPSC:5,1\r\n+DHCPSC:10,"10.9.0.1"\r\nOK\r\n')
+        assert ap.cmd('AT+DHCPSC=0,3,"10.9.0.99"') == b'ERROR:0.6,"Configuration Update Blocked"\r\n'
+        assert ap.cmd("AT+WAP=1") == b"OK\r\n"
+        assert ap.sync(ap.prof.ap_station_join, "02:00:00:00:00:08") == 2
+        assert ap.read_until(rb"\+WAPAIP:.*?\r\n") == b'\r+WAPSC:2,"02:00:00:00:00:08"\r\n\r+WAPAIP:2,"10.9.0.51"\r\n'
+        assert ap.cmd("AT+DHCPSC=0,4") == b"+DHCPSC:4,1\r\nOK\r\n"
+        assert ap.cmd("AT+WAP=0") == b"OK\r\n"
+        ap.aec(rb"\+WAPSD:2,.*?\r\n")
         assert ap.cmd('AT+WAPC=3,"short"') == b"OK\r\n"
         assert ap.cmd("AT+WAP=1") == b'ERROR:18.2,"Soft AP Start Not Permitted"\r\n'
 

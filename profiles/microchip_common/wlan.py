@@ -339,6 +339,10 @@ class WlanCommands:
         if not self.ap_on:
             raise wifi.Refused(mac)
         aid = self.ap_station_join(mac)
+        return self._ap_lease(aid)
+
+    def _ap_lease(self, aid: int) -> "wifi.Lease | None":
+        """The address the soft-AP's DHCP server leases to station ``aid`` (None: no DHCP server)."""
         return wifi.Lease(f"192.168.1.{99 + aid}", AP_GATEWAY, "255.255.255.0", AP_GATEWAY)
 
     def on_station_leave(self, mac: str, reason: int) -> None:
@@ -359,7 +363,9 @@ class WlanCommands:
         self._ap_next += 1
         self.ap_stations[aid] = mac
         self.urc(f'+WAPSC:{aid},"{mac}"')
-        self.urc(f'+WAPAIP:{aid},"192.168.1.{99 + aid}"')
+        lease = self._ap_lease(aid)
+        if lease is not None:
+            self.urc(f'+WAPAIP:{aid},"{lease.ip}"')
         return aid
 
     def ap_station_leave(self, mac: str) -> None:

@@ -27,6 +27,8 @@ from .status import status
 
 MAX_WRITE = 1460
 SOH, STX, EOT, ACK, NAK, CAN = b"\x01", b"\x02", b"\x04", b"\x06", b"\x15", b"\x18"
+#: addresses in the soft-AP's DHCP pool (DHCPSC 2 POOL_START .. 3 POOL_END)
+DHCP_POOL = 10
 #: the UART rates of AT+IPR (guide 9.5.1.4)
 IPR_RATES = (115200, 230400, 460800, 921600)
 #: +SOCKC parameters (guide 9.15.1.12): id -> (default, min, max)
@@ -163,17 +165,34 @@ class RnwfCommands:
     def _channel_allowed(self, channel: int) -> bool:
         return channel <= REG_DOMAINS.get(sfx(self.cfg["WIFIC"][10]), 13)
 
-    @command("+DHCPSC", Form.EXEC, family="dhcp", doc="Read the soft-AP DHCP server configuration")
-    @command("+DHCPSC", Form.WRITE, Int("IF", 0, 0), Int("ID", optional=True), Str("VAL", quoted=None, optional=True),
-             family="dhcp", doc="DHCP server of interface 0: 1 enabled, 2 pool start, 10 gateway")
-    async def dhcpsc(self, ctx, iface: int = 0, pid: int | None = None, val: Any = None) -> None:
+    @command("+DHCPSC", Form.EXEC, family="dhcp", doc="List the DHCP server pools: +DHCPSC:<IDX>")
+    @command("+DHCPSC", Form.WRITE, Int("IDX", 0, 0), Int("ID", optional=True), Str("VAL", quoted=None, optional=True),
+             family="dhcp", doc="DHCP server pool 0 (the soft-AP's): 1 ENABLED, 2 POOL_START, 3 POOL_END (read-only), "
+                                "4 POOL_LEASES (read-only), 5 NETIF_IDX, 10 GATEWAY; read-only while the soft-AP runs")
+    async def dhcpsc(self, ctx, iface: int | None = None, pid: int | None = None, val: Any = None) -> None:
+        if iface is None:
+            ctx.info("+DHCPSC:0")
+            return
+        c = self.cfg["DHCPSC"]
+        start = ipaddress.IPv4Address(sfx(c[2]))
+        c[3] = str(start + DHCP_POOL - 1).encode()
+        c[4] = len(self.ap_stations) if self.ap_on and c[1] else 0
+        if val is not None and pid in (3, 4):
+            raise self.fail(E_STATE, "read-only parameter")
         if val is not None and pid in (2, 10):
             try:
                 ipaddress.IPv4Address(sfx(arg_bytes(ctx.line.args[2])))
             except ValueError:
                 raise CmdError("param", message="not an IPv4 address") from None
-        self._cfg(ctx, "DHCPSC", self.DHCPSC, self.cfg["DHCPSC"], pid, val, writable=lambda: not self.ap_on,
-                  arg_index=2)
+        self._cfg(ctx, "DHCPSC", self.DHCPSC, c, pid, val, writable=lambda: not self.ap_on, arg_index=2)
+
+    def _ap_lease(self, aid: int):
+        # the soft-AP's DHCP server hands out DHCPSC's pool (POOL_START onwards) with its GATEWAY
+        c = self.cfg["DHCPSC"]
+        if not c[1] or aid > DHCP_POOL:
+            return None
+        gw = sfx(c[10])
+        return wifi.Lease(str(ipaddress.IPv4Address(sfx(c[2])) + aid - 1), gw, "255.255.255.0", gw)
 
     @command("+DNSC", Form.EXEC, family="dns", doc="Read the DNS configuration: 1 DNS_SVR, two values 1.0 and 1.1")
     @command("+DNSC", Form.WRITE, Str("ID", quoted=False, max_len=4), Str("VAL", quoted=None, optional=True), family="dns",

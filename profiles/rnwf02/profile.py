@@ -158,8 +158,9 @@ class Rnwf02(RnwfCommands, GuideCommands, MicrochipFamily):
             40: _P("PEER_AUTH", "int", 1, 0, 1), 41: _P("PEER_DOMAIN_VERIFY", "int", 1, 0, 1)}
     SNTPC = {1: _P("NTP_ENABLED", "int", 0, 0, 1), 2: _P("NTP_STATIC", "int", 0, 0, 1),
              3: _P("NTP_SVR", "str", b"0.in.pool.ntp.org", max_len=128)}
-    DHCPSC = {1: _P("DHCPS_ENABLED", "int", 1, 0, 1), 2: _P("POOL_START", "str", b"192.168.1.100", max_len=15),
-              10: _P("GATEWAY", "str", b"192.168.1.1", max_len=15)}
+    DHCPSC = {1: _P("ENABLED", "int", 1, 0, 1), 2: _P("POOL_START", "str", b"192.168.1.100", max_len=15),
+              3: _P("POOL_END", "str", b"192.168.1.109", max_len=15), 4: _P("POOL_LEASES", "int", 0, 0, 65535),
+              5: _P("NETIF_IDX", "int", 1, 0, 1), 10: _P("GATEWAY", "str", b"192.168.1.1", max_len=15)}
     CFG = {1: _P("DEVICE_NAME", "str", b"", max_len=32)}
 
     WIFIC = {10: _P("REG_DOMAIN", "str", b"GEN", max_len=6), 20: _P("POWERSAVE", "int", 0, 0, 1),
