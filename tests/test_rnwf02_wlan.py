@@ -121,7 +121,7 @@ def _prov_cmd(c, line: bytes) -> bytes:
 
 def test_provisioning_over_tcp():
     with Rnwf() as e:
-        assert e.cmd("AT+WPROVC") == b"+WPROVC:1,80\r\n+WPROVC:2,0\r\nOK\r\n"
+        assert e.cmd("AT+WPROVC") == b"+WPROVC:1,80\r\n+WPROVC:2,1\r\nOK\r\n"
         assert e.cmd("AT+WPROVC=2,1") == b'ERROR:0.6,"Configuration Update Blocked"\r\n'   # read-only
         assert e.cmd("AT+WPROV") == b"+WPROV:0\r\nOK\r\n"
         assert e.cmd("AT+WPROV=1") == b"OK\r\n"

@@ -66,12 +66,12 @@ class RnwfCommands:
     PROV_PORT_ID = 1
 
     # ================================================================== WPROV (25)
-    @command("+WPROVC", Form.EXEC, family="wprov", doc="Read the provisioning configuration (1 PORT, 2 PROTOCOL)")
+    @command("+WPROVC", Form.EXEC, family="wprov", doc="Read the provisioning configuration (1 PORT, 2 ASCII)")
     @command("+WPROVC", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="wprov",
-             doc="1 PORT (service listening port), 2 PROTOCOL (read-only: 0 ASCII)")
+             doc="1 PORT (service listening port), 2 ASCII (read-only: 1, the service speaks the ASCII protocol)")
     async def wprovc(self, ctx, pid: int | None = None, val: Any = None) -> None:
         if pid == 2 and val is not None:
-            raise self.fail(E_STATE, "PROTOCOL is read-only")
+            raise self.fail(E_STATE, "ASCII is read-only")
         self._cfg(ctx, "WPROVC", self.WPROVC, self.cfg["WPROVC"], pid, val, writable=lambda: not self.prov_on)
 
     @command("+WPROV", Form.EXEC, family="wprov", doc="Provisioning service state: +WPROV:<0|1>")

@@ -145,7 +145,7 @@ class Rnwf02(RnwfCommands, GuideCommands, MicrochipFamily):
     WAPC = {1: _P("SSID", "str", b"RNWF02_AP", max_len=32), 2: _P("SEC_TYPE", "int", 0, choices=(0, 2, 3, 4, 5)),
             3: _P("CREDENTIALS", "str", b"", max_len=128), 4: _P("CHANNEL", "int", 1, 1, 13), 5: _P("HIDDEN", "int", 0, 0, 1),
             7: _P("L2_ONLY", "int", 0, 0, 1), 8: _P("NETIF_IDX", "int", 1, 0, 1)}
-    WPROVC = {1: _P("PORT", "int", 80, 1, 65535), 2: _P("PROTOCOL", "int", 0, 0, 1)}
+    WPROVC = {1: _P("PORT", "int", 80, 1, 65535), 2: _P("ASCII", "int", 1, 0, 1)}
     MQTTC = {1: _P("BROKER_ADDR", "str", b"", max_len=64), 2: _P("BROKER_PORT", "int", 1883, 1, 65535),
              3: _P("CLIENT_ID", "str", None, max_len=23), 4: _P("USERNAME", "str", b"", max_len=128),
              5: _P("PASSWORD", "str", b"", max_len=256), 6: _P("KEEP_ALIVE", "int", 60, 0, 65535),
