@@ -45,7 +45,7 @@ GMR = "2.0.0 0 e41f977cb [16:31:26 Apr 12 2024]"
 
 DEVIATIONS = [
     "Framing: echo and prompt are on after every reset: each final result is followed by a bare '>'; an AEC is sent as CR, the line, CR LF and (echo on) '>'. ATE0 turns echo and prompt off until the next reset.",
-    "Errors: ERROR:<module>.<code>,\"<text>\" at ATV3 (the default; the hardware prints the text, the guide's table only the code: world option rnwf02.atv3_text=false); ATV0-2, 4, 5 as the guide's table. Module 0 = the line (0.3 unknown command, 0.4 invalid parameter, 0.5 incorrect number of parameters); <module>.<code> = a failure of that module's command (README table).",
+    "Errors: ERROR:<module>.<code>,\"<text>\" at ATV3 (the default; the hardware prints the text, the guide's table only the code: world option rnwf02.atv3_text=false); ATV0-2, 4, 5 as the guide's table. The codes are the guide's 9.3 table completed from Microchip's WINCS02 driver; which failure reports which code is atemu's mapping (README).",
     "AT+RST answers OK, then the module reboots and prints +BOOT:\"RNWF - AT Command Interface v<version>...\" after rnwf02.boot_delay seconds (default 1.5).",
     "AT+FS=1 loads files with XMODEM (1 checksum, 2 CRC, 3 1K) or YMODEM (4, also batch): the module asks with NAK/'C' each second, ACKs blocks and answers OK after the EOT; data trimmed to <FILELENGTH>.",
     "Binary phases (SOCKWR/SOCKWRTO without data): the module prompts with '#', then takes exactly <LENGTH> raw bytes (+++ is data); a host silent for data_timeout seconds (default 10) abandons it: ERROR:<m>.5.",
@@ -56,7 +56,9 @@ DEVIATIONS = [
     "After AT+WSTA=1: +WSTALU:<assoc>,\"<bssid>\",<ch>, +WSTAAIP:<assoc>,\"FE80::...\" (link-local from the MAC), then +WSTAAIP:<assoc>,\"<IPv4>\"; <assoc> counts associations since reset. With SNTP enabled, +TIME:<NTP seconds> after the real SNTP exchange.",
     "+WSCNIND:<rssi>,<sec>,<ch>,\"<bssid>\",\"<ssid>\" with the WSTAC security numbering, then +WSCNDONE:<count>.",
     "MQTT v5 properties (MQTTPROPTX/RX/TXS) are stored and listed but not sent: the core MQTT session takes no properties.",
-    "Late failures without an AEC of their own use +<CMD>:ERROR:<module>.<code>: +PING:ERROR:11.7 (no reply), 11.8 (name not resolved), formatted as ATV says (the guide's <CR>+<CMD>:<error>).",
+    "Late failures come as the guide's AECs with the module's status code: +PINGERR:0, +DNSERR:1|2, +SOCKERR:<id>,6|7, +WSTAERR:3.",
+    "Enterprise security (WSTAC SEC_TYPE 6-9): CREDENTIALS is \"<identity>:<password>\", checked against the world AP's identity and password.",
+    "ATM1 (numeric mode): responses and AECs as +MM.NN: with the WINCS02 driver's module/command ids; AT+MM.NN accepted in both modes.",
     "AT+WIFIC (firmware v2, from the Harmony driver): 10 REG_DOMAIN GEN/USA/EMEA limits scan and join channels (USA 1-11); power save and coexistence are stored.",
     "Addresses the Harmony driver writes unquoted are accepted unquoted too (SOCKWRTO, SOCKBM, WSTAC=5, MQTTUNSUB); WSTAC id 5 (BSSID) pins the AP.",
     "AT+ASSOC answers OK, then one +ASSOC AEC per association (the guide files +ASSOC under AECs; the OOB demo completes the command on it).",
