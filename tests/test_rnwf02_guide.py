@@ -128,3 +128,32 @@ def test_tlscsc_cipher_lists_reach_the_handshake(pki, tls_echo):
         assert e.cmd("AT+SOCKTLS=2,2") == b"OK\r\n"
         assert e.read_until(rb"\+SOCK\w+:.*?\r\n", timeout=10) == b"\r+SOCKTLS:2\r\n"
         assert tls_echo.wait_sessions(2)[1].version == "TLSv1.3"
+
+
+def test_connack_reason_codes_of_the_guide(mosquitto_factory):
+    # a 3.1.1 broker refusing the user: the guide's +MQTTCONNACK return code 135 (not authorized;
+    # mosquitto answers 5 to a wrong password) / 134 (bad user name or password, 4)
+    broker = mosquitto_factory(passwords={"dev": "right-pass"}, allow_anonymous=False)
+    with Rnwf() as e:
+        e.join()
+        e.oks('AT+MQTTC=1,"127.0.0.1"', f"AT+MQTTC=2,{broker.port}", 'AT+MQTTC=3,"rnwf-auth"',
+              'AT+MQTTC=4,"dev"', 'AT+MQTTC=5,"wrong-pass"')
+        assert e.cmd("AT+MQTTCONN=1") == b"OK\r\n"
+        got = e.read_until(rb"\+MQTTCONN:\d\r\n", timeout=10)
+        assert re.fullmatch(rb"\r\+MQTTCONNACK:0,13[45]\r\n\r\+MQTTCONN:0\r\n", got), got
+        e.ok('AT+MQTTC=5,"right-pass"')
+        assert e.cmd("AT+MQTTCONN=1") == b"OK\r\n"
+        assert e.read_until(rb"\+MQTTCONN:\d\r\n", timeout=10) == b"\r+MQTTCONNACK:0,0\r\n\r+MQTTCONN:1\r\n"
+
+
+def test_socket_options_set_before_the_connect_apply(tcp_sink):
+    import socket
+    with Rnwf() as e:
+        e.join()
+        assert e.cmd("AT+SOCKO=2") == b"+SOCKO:1\r\nOK\r\n"
+        e.oks("AT+SOCKC=1,3,45", "AT+SOCKC=1,2,1")
+        assert e.cmd(f'AT+SOCKBR=1,"127.0.0.1",{tcp_sink.port}') == b"OK\r\n"
+        e.aec(rb'\r\+SOCKIND:1,.*?\r\n')
+        conn = e.prof.socks[1].conn
+        assert e.sync(conn.get_keepalive)["idle"] == 45
+        assert e.sync(conn.get_option, socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1

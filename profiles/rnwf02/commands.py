@@ -595,6 +595,12 @@ class RnwfCommands:
         if not self._apply_sockopts(s):
             raise status(14, 9, "the host refused the option")     # 14.9 Socket Set Option Failed
 
+    def _established(self, s: Sock) -> None:
+        # options set with AT+SOCKC before the connection existed take effect when it is up
+        if 3 in s.options:
+            self._apply_sockopts(s)
+        SocketCommands._established(self, s)
+
     def _apply_sockopts(self, s: Sock) -> bool:
         """Apply the +SOCKC options to the real TCP socket (when it exists: the next connect does too)."""
         import socket as _socket
