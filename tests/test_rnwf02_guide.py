@@ -157,3 +157,13 @@ def test_socket_options_set_before_the_connect_apply(tcp_sink):
         conn = e.prof.socks[1].conn
         assert e.sync(conn.get_keepalive)["idle"] == 45
         assert e.sync(conn.get_option, socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+def test_rnwf11_si_filter_is_its_guides():
+    with Rnwf(profile="rnwf11") as e:
+        assert e.cmd("AT+SI=4") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        assert re.fullmatch(rb"\+SI:\d+\r\nOK\r\n", e.cmd("AT+SI=2"))
+        assert e.read_until(rb"\+SIWPKTS:.*?\r\n") == b"\r+SIWPKTS:0,0\r\n"
+    with Rnwf() as e:
+        assert re.fullmatch(rb"\+SI:\d+\r\nOK\r\n", e.cmd("AT+SI=4"))
+        e.aec(rb"\+SIHERR:0\r\n")

@@ -61,6 +61,9 @@ class RnwfCommands:
     wscna = None
     wscnp = None
 
+    #: +SI filter bits the model has (RNWF02: 0x01-0x08; the RNWF11 guide lists 0x01 and 0x02)
+    SI_FILTERS = 0x0F
+
     #: commands accepted over the provisioning TCP link (scan results go to the UART)
     PROV_COMMANDS = ("+WSTAC", "+WPROV")
     PROV_PORT_ID = 1
@@ -947,6 +950,8 @@ class RnwfCommands:
                  "(packets), 0x04 +SIHEAP/+SIHERR (heap), 0x08 +SISTACK (stack)")
     async def si(self, ctx, mask: int = 0) -> None:
         import sys
+        if mask & ~self.SI_FILTERS:
+            raise CmdError("param", message="filter bit not supported")
         ctx.info(f"+SI:{int(time.monotonic() - self.booted_at)}")
         ctx.ok()
         blocks = sys.getallocatedblocks()       # the emulator's own heap stands in for the module's

@@ -257,6 +257,7 @@ class Rnwf11(Rnwf02):
     summary = "Microchip RNWF11 Wi-Fi AT firmware (the RNWF02 AT set; model RNWF11)"
     model = "RNWF11"
     option_prefix = "rnwf11"
+    SI_FILTERS = 0x03          # the RNWF11 guide's +SI lists Wi-Fi memory and packet statistics only
 
 
 Rnwf11.commands = NumericNames(Rnwf11.commands)
