@@ -493,7 +493,7 @@ class RnwfCommands:
         await SocketCommands.socko(self, ctx, proto)
 
     @command("+SOCKBL", Form.WRITE, Int("SOCK_ID", 1, 65535), Int("LCL_PORT", 0, 65535),
-             Int("PEND_SKTS", 1, 5, optional=True), family="socket",
+             Int("PEND_SKTS", 1, 10, optional=True), family="socket",
              doc="Bind to a local port and listen (TCP: +SOCKIND:<new id>,... per connection)")
     async def sockbl(self, ctx, sid: int, port: int, pend: int | None = None) -> None:
         await SocketCommands.sockbl(self, ctx, sid, port)
