@@ -569,7 +569,7 @@ class RnwfCommands:
         if mode == 1:
             ctx.info(f"+SOCKRD:{sid},{len(data)},{self.fmt(data)}")
         else:
-            ctx.raw(f"+SOCKRD:{sid},{len(data)},#".encode() + data)   # then OK at once
+            ctx.raw(self.render_line(f"+SOCKRD:{sid},{len(data)},#").encode() + data)   # then OK at once
         if consume:
             s.announced = False
             if s.proto == 2:
