@@ -48,7 +48,7 @@ DEVIATIONS = [
     "Errors: ERROR:<module>.<code>,\"<text>\" at ATV3 (the default; the hardware prints the text, the guide's table only the code: world option rnwf02.atv3_text=false); ATV0-2, 4, 5 as the guide's table. The codes are the guide's 9.3 table completed from Microchip's WINCS02 driver; which failure reports which code is atemu's mapping (README).",
     "AT+RST answers OK, then the module reboots and prints +BOOT:\"RNWF - AT Command Interface v<version>...\" after rnwf02.boot_delay seconds (default 1.5).",
     "AT+FS=1 loads files with XMODEM (1 checksum, 2 CRC, 3 1K) or YMODEM (4, also batch): the module asks with NAK/'C' each second, ACKs blocks and answers OK after the EOT; data trimmed to <FILELENGTH>.",
-    "Binary phases (SOCKWR/SOCKWRTO without data): the module prompts with '#', then takes exactly <LENGTH> raw bytes (+++ is data); a host silent for data_timeout seconds (default 10) abandons it: ERROR:<m>.5.",
+    "Binary phases (SOCKWR/SOCKWRTO without data): the module prompts with '#', then takes exactly <LENGTH> raw bytes (+++ is data); a host silent for data_timeout seconds (default 10) abandons it: ERROR:0.8 (Command Timed Out).",
     "AT+SOCKRD=<id>,2,<n> answers +SOCKRD:<id>,<count>,# then exactly <count> raw bytes (what it has, at most n), then OK at once; mode 1 answers +SOCKRD:<id>,<count>,\"<data>\".",
     "+SOCKRXT:<id>,<n> gives the total buffered, sent when data arrives on an empty (or fully read) buffer and again after a read that leaves data: every announcement can be read in full.",
     "Strings the module prints are quoted with '\\\"' and '\\\\' escaped (JSON payloads read as sent); input strings accept the same escapes and [hex].",
