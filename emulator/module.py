@@ -553,6 +553,8 @@ class Module:
             self.pacer.write(data)
 
     def _frame(self, text: str, first: bool = True) -> bytes:
+        if isinstance(text, str):
+            text = self.profile.render_line(text)
         body = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
         if self.profile.dialect.leading_crlf and first:
             return b"\r\n" + body + b"\r\n"

@@ -217,6 +217,11 @@ class Profile:
         """Bytes sent right after every final result line (a prompt such as ``>``); default none."""
         return b""
 
+    def render_line(self, text: str) -> str:
+        """A response or URC line as the module prints it (a dialect may rename lines, e.g. RNWF's
+        numeric mode). Default: unchanged."""
+        return text
+
     def frame_urc(self, chunk: bytes) -> bytes:
         """The bytes of an unsolicited result as framed by the dialect (line + data + trailer);
         a profile may wrap them (a leading CR over a prompt, a prompt after)."""

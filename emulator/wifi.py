@@ -50,8 +50,11 @@ def scan(world: World, *, channel: int | None = None, ssid: str | None = None, i
 
 
 def join(world: World, ssid: str, password: str = "", security: str | None = None,
-         bssid: str | None = None) -> tuple[JoinResult, AccessPoint | None]:
-    """Would a station with these credentials associate? ``security=None`` means auto-detect."""
+         bssid: str | None = None, identity: str | None = None) -> tuple[JoinResult, AccessPoint | None]:
+    """Would a station with these credentials associate? ``security=None`` means auto-detect.
+
+    A ``wpa2-enterprise`` AP with an ``identity`` checks the station's EAP identity too (the
+    authentication server accepts that identity with the AP's ``password``)."""
     for ap in world.access_points:
         if ap.ssid == ssid and (bssid is None or ap.bssid.lower() == bssid.lower()):
             break
@@ -60,6 +63,8 @@ def join(world: World, ssid: str, password: str = "", security: str | None = Non
     if security is not None and ap.security not in _COMPATIBLE.get(security, {security}):
         return JoinResult.SECURITY_MISMATCH, ap
     if ap.security != "open" and password != ap.password:
+        return JoinResult.WRONG_PASSWORD, ap
+    if ap.security == "wpa2-enterprise" and ap.identity and identity != ap.identity:
         return JoinResult.WRONG_PASSWORD, ap
     return JoinResult.OK, ap
 

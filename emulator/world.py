@@ -48,6 +48,9 @@ class AccessPoint:
     rssi: int = -50
     bssid: str = "02:00:00:00:00:01"
     hidden: bool = False
+    #: wpa2-enterprise: the EAP identity the AP's authentication server accepts (with ``password``);
+    #: empty: any identity with the right password
+    identity: str = ""
     #: addresses the AP's DHCP server hands out
     ip: str = "192.168.1.100"
     gateway: str = "192.168.1.1"
@@ -370,7 +373,7 @@ class _V:
     # ---- whole entries (the world file and run-time world changes share these) -----------------
     def access_point(self, ap: Any, path: str, index: int) -> AccessPoint:
         where = self.where
-        self.mapping(ap, path, {"ssid", "security", "password", "channel", "rssi", "bssid", "hidden",
+        self.mapping(ap, path, {"ssid", "security", "password", "identity", "channel", "rssi", "bssid", "hidden",
                                 "ip", "gateway", "netmask", "dns"})
         if "ssid" not in ap:
             raise WorldError(f"{where}: {path} needs an 'ssid'")
@@ -385,6 +388,10 @@ class _V:
         if a_.security != "open" and not a_.password:
             raise WorldError(f"{where}: {path} is {a_.security} but has no 'password'")
         self.passphrase(a_.security, a_.password, f"{path}.password")
+        if "identity" in ap:
+            if a_.security != "wpa2-enterprise":
+                raise WorldError(f"{where}: {path}.identity is for wpa2-enterprise access points (this one is {a_.security})")
+            a_.identity = self.string(ap["identity"], f"{path}.identity")
         if "channel" in ap:
             a_.channel = self.integer(ap["channel"], f"{path}.channel", 1, 196)
         if "rssi" in ap:

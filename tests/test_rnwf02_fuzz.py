@@ -21,7 +21,7 @@ VALUES = ["0", "1", "2", "3", "4", "5", "9", "13", "40", "65535", "-1", "99999",
           '"Topic/#"', '"unterminated', "=", "?", '"\u00e9"']
 STRINGS = ['"127.0.0.1"', '"x"', '"MyAP"', '"a/b"', "[00FF0D0A]", '""', '"{\\"k\\":1}"']
 PROBE = b'+GMI:"Microchip Technology Inc."\r\nOK\r\n'
-SKIP = {"+RST", "+CFG", "+IPR", "V"}   # a reset, a baud change or ATV0/1 answers would only test the fuzzer
+SKIP = {"+RST", "+CFG", "+IPR", "V", "M"}   # a reset, a baud change, ATV0/1 or ATM1 (numeric) answers would only test the fuzzer
 
 
 def plausible(rnd: random.Random) -> str:
@@ -73,11 +73,13 @@ def test_fuzz(tcp_echo, caplog):
                 out = resync(e)
             else:
                 out = e.read_until(FINAL, timeout=3)
-            assert not re.search(rb"ERROR:0\.6\b", out), (line, out)
+            # (an internal error answers 0.1 "General Error" like some real failures: the log check
+            # at the end catches it)
+            assert out, line
             if rnd.random() < 0.08:
                 e.write(bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 200))))
-                assert b"ERROR:0.6" not in resync(e)
-        assert b"ERROR:0.6" not in resync(e)
+                resync(e)
+        resync(e)
         # still working: a socket round trip
         e.drain(0.5)
         e.write(b"ATE0\r\n")

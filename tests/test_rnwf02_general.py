@@ -15,7 +15,7 @@ def test_echo_prompt_and_ate0_until_reset():
         assert e.cmd("AT") == b"AT\r\nOK\r\n>"
         assert e.cmd("at+gmm") == b'at+gmm\r\n+GMM:"RNWF02"\r\nOK\r\n>'
         assert e.cmd("AT+GMI") == b'AT+GMI\r\n+GMI:"Microchip Technology Inc."\r\nOK\r\n>'
-        assert e.cmd("AT+FOO") == b'AT+FOO\r\nERROR:0.3,"Unknown Command"\r\n>'
+        assert e.cmd("AT+FOO") == b'AT+FOO\r\nERROR:0.3,"Unknown AT Command"\r\n>'
         # ATE0: no echo and no prompt
         assert e.cmd("ATE0") == b"ATE0\r\nOK\r\n"
         assert e.cmd("AT") == b"OK\r\n"
@@ -51,24 +51,24 @@ def test_rnwf11_model():
 
 def test_status_codes_and_verbosity():
     with Rnwf() as e:
-        assert e.cmd("AT+FOO") == b'ERROR:0.3,"Unknown Command"\r\n'
+        assert e.cmd("AT+FOO") == b'ERROR:0.3,"Unknown AT Command"\r\n'
         assert e.cmd("AT+WSTAC=2,77") == b'ERROR:0.4,"Invalid Parameter"\r\n'
         assert e.cmd('AT+WSTAC=2,"3"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
         assert e.cmd("AT+SOCKO") == b'ERROR:0.5,"Incorrect Number of Parameters"\r\n'
         assert e.cmd("AT+SOCKO=1,4,9") == b'ERROR:0.5,"Incorrect Number of Parameters"\r\n'
-        assert e.cmd('AT+GMM="x') == b'ERROR:0.1,"Syntax Error"\r\n'
-        assert e.cmd("hello") == b'ERROR:0.1,"Syntax Error"\r\n'
+        assert e.cmd('AT+GMM="x') == b'ERROR:0.2,"Invalid AT Command"\r\n'
+        assert e.cmd("hello") == b'ERROR:0.2,"Invalid AT Command"\r\n'
         # a module's failure: <module>.<code> (14 = SOCKET: no such socket; 8 = MQTT: not connected)
-        assert e.cmd("AT+SOCKCL=3") == b'ERROR:14.4,"No Such Socket"\r\n'
-        assert e.cmd("AT+SOCKCL=65535") == b'ERROR:14.4,"No Such Socket"\r\n'
+        assert e.cmd("AT+SOCKCL=3") == b'ERROR:14.0,"Socket ID Not Found"\r\n'
+        assert e.cmd("AT+SOCKCL=65535") == b'ERROR:14.0,"Socket ID Not Found"\r\n'
         assert e.cmd("AT+SOCKCL=0") == b'ERROR:0.4,"Invalid Parameter"\r\n'
-        assert e.cmd('AT+MQTTPUB=0,0,0,"t","x"') == b'ERROR:8.1,"Not Connected"\r\n'
-        assert e.cmd("AT+DNSRESOLV=1,\"example.com\"") == b'ERROR:5.1,"Not Connected"\r\n'
+        assert e.cmd('AT+MQTTPUB=0,0,0,"t","x"') == b'ERROR:8.0,"MQTT Error"\r\n'
+        assert e.cmd("AT+DNSRESOLV=1,\"example.com\"") == b'ERROR:1.1,"STA Not Connected"\r\n'
         # the guide's verbosity levels (3, the default, with the text as the hardware prints it)
         assert e.cmd("ATV5") == b"OK\r\n"
-        assert e.cmd("AT+FOO") == b'ERROR:0.3,"Unknown Command"\r\n'
+        assert e.cmd("AT+FOO") == b'ERROR:0.3,"Unknown AT Command"\r\n'
         assert e.cmd("ATV4") == b"OK\r\n"
-        assert e.cmd("AT+FOO") == b'ERROR:"Unknown Command"\r\n'
+        assert e.cmd("AT+FOO") == b'ERROR:"Unknown AT Command"\r\n'
         assert e.cmd("ATV2") == b"OK\r\n"
         assert e.cmd("AT+SOCKCL=3") == b"ERROR\r\n"
         assert e.cmd("ATV1", final=rb"(?:\A|\n)(0|1(:[\d.]+)?)\r\n") == b"0\r\n"
@@ -81,7 +81,7 @@ def test_status_codes_and_verbosity():
         assert e.cmd("AT+IPR") == b"+IPR:230400\r\nOK\r\n"
         assert e.cmd("AT+IPR=1234") == b'ERROR:0.4,"Invalid Parameter"\r\n'
         # a line of 5000 bytes
-        assert e.cmd("AT+GMM" + "x" * 5000) == b'ERROR:0.2,"Line Too Long"\r\n'
+        assert e.cmd("AT+GMM" + "x" * 5000) == b'ERROR:0.2,"Invalid AT Command"\r\n'
         assert e.cmd("AT") == b"OK\r\n"
 
 
@@ -102,11 +102,12 @@ def test_aec_framing_with_and_without_echo():
 
 def test_cfg_time_si_di():
     with Rnwf() as e:
-        assert e.cmd("AT+CFG") == b"+CFG:1,0\r\n+CFG:2,3\r\n+CFG:3,230400\r\nOK\r\n"
-        assert e.cmd("AT+CFG=2,4") == b"OK\r\n"
-        assert e.cmd("AT+FOO") == b'ERROR:"Unknown Command"\r\n'
-        assert e.cmd("AT+CFG=2,3") == b"OK\r\n"
-        assert e.cmd("AT+CFG=3,1234") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        # the guide's CFG table has one parameter: 1 DEVICE_NAME (at most 32)
+        assert e.cmd("AT+CFG") == b'+CFG:1,"RNWF02"\r\nOK\r\n'
+        assert e.cmd('AT+CFG=1,"sensor-7"') == b"OK\r\n"
+        assert e.cmd("AT+CFG=1") == b'+CFG:1,"sensor-7"\r\nOK\r\n'
+        assert e.cmd("AT+CFG=2") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        assert e.cmd('AT+CFG=1,"' + "x" * 33 + '"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
         # the clock: set in UTC seconds, read back in the three formats
         assert e.cmd("AT+TIME=1,1700000000") == b"OK\r\n"
         assert e.cmd("AT+TIME=1") in (b"+TIME:1700000000\r\nOK\r\n", b"+TIME:1700000001\r\nOK\r\n")

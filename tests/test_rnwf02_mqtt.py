@@ -39,10 +39,10 @@ def test_session_end_to_end(e, mosquitto, mqtt_probe):
     probe.publish("dev/cfg", b'{"rate":5,"name":"a \\"b\\""}', qos=1, retain=True)
     assert e.cmd("AT+MQTTC") == (b'+MQTTC:1,""\r\n+MQTTC:2,1883\r\n+MQTTC:3,"RNWF02_9A5C01"\r\n+MQTTC:4,""\r\n'
                                  b"+MQTTC:6,60\r\n+MQTTC:7,0\r\n+MQTTC:8,3\r\n+MQTTC:9,0\r\nOK\r\n")
-    assert e.cmd('AT+MQTTSUB="dev/cfg",1') == b'ERROR:8.1,"Not Connected"\r\n'
+    assert e.cmd('AT+MQTTSUB="dev/cfg",1') == b'ERROR:8.0,"MQTT Error"\r\n'
     configure(e, mosquitto.port)
     connect(e)
-    assert e.cmd("AT+MQTTC=2,1884") == b'ERROR:8.2,"Not Allowed In This State"\r\n'
+    assert e.cmd("AT+MQTTC=2,1884") == b'ERROR:0.6,"Configuration Update Blocked"\r\n'
     # subscribe: OK, then the SUBACK's granted QoS
     assert e.cmd('AT+MQTTSUB="dev/cfg",1') == b"OK\r\n"
     assert e.read_until(rb"\+MQTTSUB:\d+\r\n", timeout=5) == b"\r+MQTTSUB:1\r\n"
@@ -84,7 +84,7 @@ def test_read_threshold_notification_and_subrd(e, mosquitto, mqtt_probe):
     mid = int(m.group(1))
     assert e.cmd(f'AT+MQTTSUBRD="big/b",{mid},10') == b'+MQTTSUBRD:10,"0123456789"\r\nOK\r\n'
     assert e.cmd(f'AT+MQTTSUBRD="big/b",{mid},10') == b'+MQTTSUBRD:6,"ABCDEF"\r\nOK\r\n'
-    assert e.cmd(f'AT+MQTTSUBRD="big/b",{mid},10') == b'ERROR:8.2,"Not Allowed In This State"\r\n'
+    assert e.cmd(f'AT+MQTTSUBRD="big/b",{mid},10') == b'ERROR:8.0,"MQTT Error"\r\n'
 
 
 def test_will_and_protocol_v5(e, mosquitto, mqtt_probe):
@@ -94,7 +94,7 @@ def test_will_and_protocol_v5(e, mosquitto, mqtt_probe):
     e.oks("AT+MQTTC=8,5", "AT+MQTTC=6,1", 'AT+MQTTLWT=1,0,"wills/rnwf","{\\"gone\\":1}"')
     assert e.cmd("AT+MQTTC=8,4") == b'ERROR:0.4,"Invalid Parameter"\r\n'
     connect(e, V5_CONNACK_PROPS)
-    assert e.cmd('AT+MQTTLWT=0,0,"x","y"') == b'ERROR:8.2,"Not Allowed In This State"\r\n'
+    assert e.cmd('AT+MQTTLWT=0,0,"x","y"') == b'ERROR:8.0,"MQTT Error"\r\n'
     # the link vanishes without DISCONNECT (the AP disappears): the broker publishes the will
     e.sync(lambda: e.prof.mqtt.close())
     payload, qos, retain = probe.wait_for("wills/rnwf", timeout=10)
@@ -107,7 +107,7 @@ def test_subscribe_before_suback_is_busy(e, mosquitto):
     mosquitto._proc.send_signal(signal.SIGSTOP)      # the broker stops answering
     try:
         assert e.cmd('AT+MQTTSUB="a/b",1') == b"OK\r\n"
-        assert e.cmd('AT+MQTTSUB="c/d",1') == b'ERROR:8.0,"Operation In Progress"\r\n'
+        assert e.cmd('AT+MQTTSUB="c/d",1') == b'ERROR:8.0,"MQTT Error"\r\n'
         assert e.read_until(rb"\+MQTTSUB:\d+\r\n", timeout=5) == b"\r+MQTTSUB:128\r\n"   # no SUBACK in time
         assert e.cmd('AT+MQTTPUB=0,1,0,"a/b","x"') == b"OK\r\n"
         assert e.read_until(rb"\+MQTTPUB\w+:\d+\r\n", timeout=5) == b"\r+MQTTPUBERR:0\r\n"

@@ -25,7 +25,7 @@ def test_scan_filters():
         # a scan while one runs (passive slots of 1.2 s)
         e.oks("AT+WSCNC=6,0", "AT+WSCNC=3,1200")
         assert e.cmd("AT+WSCN=0") == b"OK\r\n"
-        assert e.cmd("AT+WSCN=0") == b'ERROR:19.0,"Operation In Progress"\r\n'
+        assert e.cmd("AT+WSCN=0") == b'ERROR:1.0,"Wi-Fi Request Failed"\r\n'
         assert e.read_until(rb"\+WSCNDONE:5\r\n", timeout=8).count(b"+WSCNIND:") == 5
 
 
@@ -50,8 +50,8 @@ def test_station_addresses_and_association_count():
         assert e.cmd("AT+NETIFC=0,40") == b'+NETIFC:40,"192.168.0.20/24"\r\nOK\r\n'
         assert e.cmd("AT+NETIFC=0,2") == b'+NETIFC:2,"04:91:62:9A:5C:01"\r\nOK\r\n'
         assert e.cmd("AT+NETIFC=0,10") == b"+NETIFC:10,1\r\nOK\r\n"
-        assert e.cmd('AT+NETIFC=0,40,"10.0.0.1"') == b'ERROR:9.2,"Not Allowed In This State"\r\n'   # DHCP on
-        assert e.cmd("AT+WSTAC=1,\"other\"") == b'ERROR:20.2,"Not Allowed In This State"\r\n'
+        assert e.cmd('AT+NETIFC=0,40,"10.0.0.1"') == b'ERROR:0.6,"Configuration Update Blocked"\r\n'   # DHCP on
+        assert e.cmd("AT+WSTAC=1,\"other\"") == b'ERROR:0.6,"Configuration Update Blocked"\r\n'
         assert e.cmd("AT+WSTA=0") == b"OK\r\n"
         assert e.read_until(rb"\+WSTALD:\d+\r\n") == b"\r+WSTALD:1\r\n"
         # the next association is number 2
@@ -67,10 +67,10 @@ def test_station_errors():
     with Rnwf() as e:
         e.oks('AT+WSTAC=1,"MyAP"', "AT+WSTAC=2,3", 'AT+WSTAC=3,"wrong-pass"')
         assert e.cmd("AT+WSTA=1") == b"OK\r\n"
-        assert e.read_until(rb"\+WSTAERR:\d+\r\n") == b"\r+WSTAERR:2\r\n"
+        assert e.read_until(rb"\+WSTAERR:\d+\r\n") == b"\r+WSTAERR:3\r\n"
         e.oks('AT+WSTAC=1,"nowhere"')
         assert e.cmd("AT+WSTA=1") == b"OK\r\n"
-        assert e.read_until(rb"\+WSTAERR:\d+\r\n") == b"\r+WSTAERR:1\r\n"
+        assert e.read_until(rb"\+WSTAERR:\d+\r\n") == b"\r+WSTAERR:3\r\n"
         # WPA3 configured, WPA2-only AP
         e.oks('AT+WSTAC=1,"MyAP"', "AT+WSTAC=2,5", 'AT+WSTAC=3,"MyAPPSK-123"')
         assert e.cmd("AT+WSTA=1") == b"OK\r\n"
@@ -90,12 +90,25 @@ def test_soft_ap_stations_and_dhcp_server():
         assert ap.cmd("AT+ASSOC") == b"OK\r\n"
         assert ap.read_until(rb"\+ASSOC:.*?\r\n") == b'\r+ASSOC:1,1,"02:00:00:00:00:07",-40\r\n'
         assert ap.cmd("AT+DHCPSC=0,2") == b'+DHCPSC:2,"192.168.1.100"\r\nOK\r\n'
-        assert ap.cmd('AT+DHCPSC=0,2,"192.168.1.50"') == b'ERROR:4.2,"Not Allowed In This State"\r\n'
+        assert ap.cmd('AT+DHCPSC=0,2,"192.168.1.50"') == b'ERROR:0.6,"Configuration Update Blocked"\r\n'
         assert ap.cmd("AT+WAP=0") == b"OK\r\n"
         assert ap.read_until(rb"\+WAPSD:.*?\r\n") == b'\r+WAPSD:1,"02:00:00:00:00:07"\r\n'
         assert ap.cmd('AT+DHCPSC=0,2,"192.168.1.x"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        # the guide's DHCPSC table: the pool list, 3/4 read-only, and the pool start really leased
+        assert ap.cmd("AT+DHCPSC") == b"+DHCPSC:0\r\nOK\r\n"
+        assert ap.cmd('AT+DHCPSC=0,2,"10.9.0.50"') == b"OK\r\n"
+        assert ap.cmd('AT+DHCPSC=0,10,"10.9.0.1"') == b"OK\r\n"
+        assert ap.cmd("AT+DHCPSC=0") == (b'+DHCPSC:1,1\r\n+DHCPSC:2,"10.9.0.50"\r\n+DHCPSC:3,"10.9.0.59"\r\n+DHCPSC:4,0\r\n'
+                                         b'+DHCPSC:5,1\r\n+DHCPSC:10,"10.9.0.1"\r\nOK\r\n')
+        assert ap.cmd('AT+DHCPSC=0,3,"10.9.0.99"') == b'ERROR:0.6,"Configuration Update Blocked"\r\n'
+        assert ap.cmd("AT+WAP=1") == b"OK\r\n"
+        assert ap.sync(ap.prof.ap_station_join, "02:00:00:00:00:08") == 2
+        assert ap.read_until(rb"\+WAPAIP:.*?\r\n") == b'\r+WAPSC:2,"02:00:00:00:00:08"\r\n\r+WAPAIP:2,"10.9.0.51"\r\n'
+        assert ap.cmd("AT+DHCPSC=0,4") == b"+DHCPSC:4,1\r\nOK\r\n"
+        assert ap.cmd("AT+WAP=0") == b"OK\r\n"
+        ap.aec(rb"\+WAPSD:2,.*?\r\n")
         assert ap.cmd('AT+WAPC=3,"short"') == b"OK\r\n"
-        assert ap.cmd("AT+WAP=1") == b'ERROR:18.2,"Not Allowed In This State"\r\n'
+        assert ap.cmd("AT+WAP=1") == b'ERROR:18.2,"Soft AP Start Not Permitted"\r\n'
 
 
 def _prov_cmd(c, line: bytes) -> bytes:
@@ -108,8 +121,8 @@ def _prov_cmd(c, line: bytes) -> bytes:
 
 def test_provisioning_over_tcp():
     with Rnwf() as e:
-        assert e.cmd("AT+WPROVC") == b"+WPROVC:1,80\r\n+WPROVC:2,0\r\nOK\r\n"
-        assert e.cmd("AT+WPROVC=2,1") == b'ERROR:25.2,"Not Allowed In This State"\r\n'   # read-only
+        assert e.cmd("AT+WPROVC") == b"+WPROVC:1,80\r\n+WPROVC:2,1\r\nOK\r\n"
+        assert e.cmd("AT+WPROVC=2,1") == b'ERROR:0.6,"Configuration Update Blocked"\r\n'   # read-only
         assert e.cmd("AT+WPROV") == b"+WPROV:0\r\nOK\r\n"
         assert e.cmd("AT+WPROV=1") == b"OK\r\n"
         assert e.cmd("AT+WPROV") == b"+WPROV:1\r\nOK\r\n"
@@ -123,7 +136,7 @@ def test_provisioning_over_tcp():
             assert _prov_cmd(c, b"AT+WSTAC=2,3") == b"OK\r\n"
             assert _prov_cmd(c, b'AT+WSTAC=3,"MyAPPSK-123"') == b"OK\r\n"
             assert _prov_cmd(c, b"AT+WSTAC=1") == b'+WSTAC:1,"MyAP"\r\nOK\r\n'
-            assert _prov_cmd(c, b"AT+GMI") == b'ERROR:0.3,"Unknown Command"\r\n'
+            assert _prov_cmd(c, b"AT+GMI") == b'ERROR:0.3,"Unknown AT Command"\r\n'
             c.sendall(b"AT+WPROV=0\r\n")
             buf = b""
             while True:
@@ -146,17 +159,21 @@ def test_regulatory_domain_limits_channels():
         {"ssid": "ch13", "security": "open", "channel": 13, "rssi": -60, "bssid": "00:00:00:00:00:0d"}]}}
     with Rnwf(world=world) as e:
         assert e.cmd("AT+WIFIC") == (b'+WIFIC:10,"GEN"\r\n+WIFIC:20,0\r\n+WIFIC:30,0\r\n+WIFIC:31,0\r\n'
-                                     b"+WIFIC:32,0\r\n+WIFIC:33,0\r\n+WIFIC:34,0\r\nOK\r\n")
+                                     b"+WIFIC:32,0\r\n+WIFIC:33,0\r\n+WIFIC:34,0\r\n"
+                                     b'+WIFIC:11,3\r\n+WIFIC:11.0,"GEN"\r\n+WIFIC:11.1,"USA"\r\n+WIFIC:11.2,"EMEA"\r\n'
+                                     b"+WIFIC:12,0x1FFF\r\nOK\r\n")
         assert e.cmd("AT+WSCN=1") == b"OK\r\n"
         assert e.read_until(rb"\+WSCNDONE:\d+\r\n").endswith(b"\r+WSCNDONE:2\r\n")
         assert e.cmd('AT+WIFIC=10,"MARS"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
         assert e.cmd('AT+WIFIC=10,"usa"') == b"OK\r\n"
         assert e.cmd("AT+WIFIC=10") == b'+WIFIC:10,"USA"\r\nOK\r\n'
+        assert e.cmd("AT+WIFIC=12") == b"+WIFIC:12,0x07FF\r\nOK\r\n"
+        assert e.cmd("AT+WIFIC=12,1") == b'ERROR:0.6,"Configuration Update Blocked"\r\n'
         assert e.cmd("AT+WSCN=1") == b"OK\r\n"
         assert e.read_until(rb"\+WSCNDONE:\d+\r\n") == b'\r+WSCNIND:-50,0,6,"00:00:00:00:00:06","ch6"\r\n\r+WSCNDONE:1\r\n'
         e.oks('AT+WSTAC=1,"ch13"', "AT+WSTAC=2,0")
         assert e.cmd("AT+WSTA=1") == b"OK\r\n"
-        assert e.read_until(rb"\+WSTA\w+:.*?\r\n") == b"\r+WSTAERR:1\r\n"
+        assert e.read_until(rb"\+WSTA\w+:.*?\r\n") == b"\r+WSTAERR:3\r\n"
 
 
 def test_static_address():

@@ -725,6 +725,23 @@ class TcpConnection(asyncio.Protocol):
             out[key] = sock.getsockopt(socket.IPPROTO_TCP, opt) if opt is not None else None
         return out
 
+    def set_option(self, level: int, name: int, value: int | bytes) -> None:
+        """setsockopt on the connection's socket (SO_LINGER, SO_RCVBUF, IP_TOS...)."""
+        sock = self._raw_socket()
+        if sock is None:
+            raise NetError("closed", "connection is closed")
+        try:
+            sock.setsockopt(level, name, value)
+        except OSError as exc:
+            raise classify(exc, "setsockopt") from exc
+
+    def get_option(self, level: int, name: int, size: int = 0) -> int | bytes:
+        """getsockopt on the connection's socket."""
+        sock = self._raw_socket()
+        if sock is None:
+            raise NetError("closed", "connection is closed")
+        return sock.getsockopt(level, name, size) if size else sock.getsockopt(level, name)
+
     def set_nodelay(self, enabled: bool) -> None:
         """Enable/disable TCP_NODELAY (asyncio enables it by default)."""
         sock = self._raw_socket()

@@ -139,7 +139,8 @@ class WlanCommands:
             cred = cred.split("*", 1)[1]
         p5 = self.WSTAC.get(5)
         bssid = sfx(c[5]) if p5 is not None and p5.name == "BSSID" and c.get(5) else None
-        res, ap = wifi.join(self.module.world, ssid, cred, sec, bssid=bssid)
+        identity, cred = self._sta_eap_credentials(sec, cred)
+        res, ap = wifi.join(self.module.world, ssid, cred, sec, bssid=bssid, identity=identity)
         if res == wifi.JoinResult.OK and ((c[4] not in (0, 255) and ap.channel != c[4])
                                           or not self._channel_allowed(ap.channel)):
             res = wifi.JoinResult.NO_AP
@@ -183,6 +184,11 @@ class WlanCommands:
     def _channel_allowed(self, channel: int) -> bool:
         """May the radio use this channel (a dialect's regulatory domain)?"""
         return True
+
+    def _sta_eap_credentials(self, sec: str, cred: str) -> tuple[str | None, str]:
+        """(EAP identity, password) from the configured credentials (a dialect with enterprise
+        security says how they are written); default: no identity."""
+        return None, cred
 
     # the station's AECs (a family dialect words them its own way)
     def _aec_sta_error(self, code: int) -> None:
@@ -333,6 +339,10 @@ class WlanCommands:
         if not self.ap_on:
             raise wifi.Refused(mac)
         aid = self.ap_station_join(mac)
+        return self._ap_lease(aid)
+
+    def _ap_lease(self, aid: int) -> "wifi.Lease | None":
+        """The address the soft-AP's DHCP server leases to station ``aid`` (None: no DHCP server)."""
         return wifi.Lease(f"192.168.1.{99 + aid}", AP_GATEWAY, "255.255.255.0", AP_GATEWAY)
 
     def on_station_leave(self, mac: str, reason: int) -> None:
@@ -353,7 +363,9 @@ class WlanCommands:
         self._ap_next += 1
         self.ap_stations[aid] = mac
         self.urc(f'+WAPSC:{aid},"{mac}"')
-        self.urc(f'+WAPAIP:{aid},"192.168.1.{99 + aid}"')
+        lease = self._ap_lease(aid)
+        if lease is not None:
+            self.urc(f'+WAPAIP:{aid},"{lease.ip}"')
         return aid
 
     def ap_station_leave(self, mac: str) -> None:

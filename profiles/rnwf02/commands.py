@@ -23,11 +23,20 @@ from atemu.profiles.microchip_common.common import (E_STATE, E_DATA, E_CERT, E_B
 from atemu.profiles.microchip_common.mqtt import MqttCommands, _topic
 from atemu.profiles.microchip_common.sockets import SocketCommands, Sock
 
+from .status import status
+
 MAX_WRITE = 1460
 SOH, STX, EOT, ACK, NAK, CAN = b"\x01", b"\x02", b"\x04", b"\x06", b"\x15", b"\x18"
+#: addresses in the soft-AP's DHCP pool (DHCPSC 2 POOL_START .. 3 POOL_END)
+DHCP_POOL = 10
+#: the UART rates of AT+IPR (guide 9.5.1.4)
+IPR_RATES = (115200, 230400, 460800, 921600)
+#: +SOCKC parameters (guide 9.15.1.12): id -> (default, min, max)
+SOCK_OPTS = {1: (0, 0, 1), 2: (0, 0, 1), 3: (0, 0, 65535), 4: (5840, 1460, 11680), 32: (0, 0, 255)}
 #: regulatory domains of AT+WIFIC=10 and their highest channel
 REG_DOMAINS = {"GEN": 13, "USA": 11, "EMEA": 13}
 NTP_EPOCH = 2208988800          # seconds from 1900-01-01 to 1970-01-01
+LEASE_SECONDS = 86400           # the DHCP lease time the world's APs grant (NETIFC 12)
 
 
 def _read_options(ctx, prefix: str, vals: dict, pid: int | None, val: Any, unknown: str) -> bool:
@@ -52,17 +61,20 @@ class RnwfCommands:
     wscna = None
     wscnp = None
 
+    #: +SI filter bits the model has (RNWF02: 0x01-0x08; the RNWF11 guide lists 0x01 and 0x02)
+    SI_FILTERS = 0x0F
+
     #: commands accepted over the provisioning TCP link (scan results go to the UART)
     PROV_COMMANDS = ("+WSTAC", "+WPROV")
     PROV_PORT_ID = 1
 
     # ================================================================== WPROV (25)
-    @command("+WPROVC", Form.EXEC, family="wprov", doc="Read the provisioning configuration (1 PORT, 2 PROTOCOL)")
+    @command("+WPROVC", Form.EXEC, family="wprov", doc="Read the provisioning configuration (1 PORT, 2 ASCII)")
     @command("+WPROVC", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="wprov",
-             doc="1 PORT (service listening port), 2 PROTOCOL (read-only: 0 ASCII)")
+             doc="1 PORT (service listening port), 2 ASCII (read-only: 1, the service speaks the ASCII protocol)")
     async def wprovc(self, ctx, pid: int | None = None, val: Any = None) -> None:
         if pid == 2 and val is not None:
-            raise self.fail(E_STATE, "PROTOCOL is read-only")
+            raise self.fail(E_STATE, "ASCII is read-only")
         self._cfg(ctx, "WPROVC", self.WPROVC, self.cfg["WPROVC"], pid, val, writable=lambda: not self.prov_on)
 
     @command("+WPROV", Form.EXEC, family="wprov", doc="Provisioning service state: +WPROV:<0|1>")
@@ -90,8 +102,8 @@ class RnwfCommands:
         self.verbosity = level
 
     @command("+IPR", Form.EXEC, family="general", doc="Read the UART rate: +IPR:<baud>")
-    @command("+IPR", Form.WRITE, Int("BAUD", choices=(9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)),
-             family="general", doc="Set the UART rate: OK at the old rate, then the new one")
+    @command("+IPR", Form.WRITE, Int("BAUD_RATE", choices=IPR_RATES),
+             family="general", doc="Set the UART rate (115200, 230400, 460800, 921600): OK at the old rate, then the new one")
     async def ipr(self, ctx, baud: int | None = None) -> None:
         if baud is None:
             ctx.info(f"+IPR:{self.module.baud}")
@@ -114,26 +126,29 @@ class RnwfCommands:
         ctx.info(f'+GMR:"{GMR}"')
 
     # ================================================================== CFG (3), DHCP (4), DNS (5), SNTP (13)
-    @command("+CFG", Form.EXEC, family="cfg", doc="Read the module configuration (1 ECHO, 2 VERBOSITY, 3 BAUD)")
-    @command("+CFG", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="cfg")
+    @command("+CFG", Form.EXEC, family="cfg", doc="Read the system configuration (1 DEVICE_NAME)")
+    @command("+CFG", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="cfg",
+             doc="System configuration: 1 DEVICE_NAME (string, at most 32)")
     async def cfgc(self, ctx, pid: int | None = None, val: Any = None) -> None:
-        live = {1: int(self.module.engine.echo), 2: self.verbosity, 3: self.module.baud}
-        self._cfg(ctx, "CFG", self.CFG, live, pid, val)
-        if val is not None:
-            if pid == 1:
-                self.module.engine.echo = bool(live[1])
-            elif pid == 2:
-                self.verbosity = live[2]
-            elif pid == 3 and live[3] != self.module.baud:
-                ctx.ok()
-                await self.module.drain_output()
-                self.module.set_baud(live[3])
+        self._cfg(ctx, "CFG", self.CFG, self.cfg["CFG"], pid, val)
 
     @command("+WIFIC", Form.EXEC, family="cfg", doc="Read the Wi-Fi configuration (RNWF02 v2)")
     @command("+WIFIC", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="cfg",
              doc="10 REG_DOMAIN (GEN, USA, EMEA: channels 1-13, 1-11, 1-13), 20 POWERSAVE, 30 COEX_ENABLE, "
                  "31 COEX_INTERFACE, 32 COEX_RX_PRIO, 33 COEX_TX_PRIO, 34 COEX_ANTENNA")
     async def wific(self, ctx, pid: int | None = None, val: Any = None) -> None:
+        if pid in (11, 12):
+            # read-only: the domains the module knows (multiple value 11.0-11.n) and the channel mask of
+            # the selected one (Microchip's WINCS02 driver: REGDOMAIN_AVAILABLE, REGDOMAIN_CHANMASK24)
+            if val is not None:
+                raise self.fail(E_STATE, "read-only parameter")
+            self._wific_extra(ctx, pid)
+            return
+        if pid is None:
+            self._cfg(ctx, "WIFIC", self.WIFIC, self.cfg["WIFIC"], None, None)
+            self._wific_extra(ctx, 11)
+            self._wific_extra(ctx, 12)
+            return
         if val is not None and pid == 10 and sfx(arg_bytes(ctx.line.args[1])).upper() not in REG_DOMAINS:
             raise CmdError("param", message="unknown regulatory domain")
         self._cfg(ctx, "WIFIC", self.WIFIC, self.cfg["WIFIC"], pid, val,
@@ -141,20 +156,46 @@ class RnwfCommands:
         if val is not None and pid == 10:
             self.cfg["WIFIC"][10] = self.cfg["WIFIC"][10].upper()
 
+    def _wific_extra(self, ctx, pid: int) -> None:
+        if pid == 11:
+            ctx.info(f"+WIFIC:11,{len(REG_DOMAINS)}")
+            for i, d in enumerate(REG_DOMAINS):
+                ctx.info(f'+WIFIC:11.{i},"{d}"')
+        else:
+            top = REG_DOMAINS.get(sfx(self.cfg["WIFIC"][10]), 13)
+            ctx.info(f"+WIFIC:12,0x{(1 << top) - 1:04X}")
+
     def _channel_allowed(self, channel: int) -> bool:
         return channel <= REG_DOMAINS.get(sfx(self.cfg["WIFIC"][10]), 13)
 
-    @command("+DHCPSC", Form.EXEC, family="dhcp", doc="Read the soft-AP DHCP server configuration")
-    @command("+DHCPSC", Form.WRITE, Int("IF", 0, 0), Int("ID", optional=True), Str("VAL", quoted=None, optional=True),
-             family="dhcp", doc="DHCP server of interface 0: 1 enabled, 2 pool start, 10 gateway")
-    async def dhcpsc(self, ctx, iface: int = 0, pid: int | None = None, val: Any = None) -> None:
+    @command("+DHCPSC", Form.EXEC, family="dhcp", doc="List the DHCP server pools: +DHCPSC:<IDX>")
+    @command("+DHCPSC", Form.WRITE, Int("IDX", 0, 0), Int("ID", optional=True), Str("VAL", quoted=None, optional=True),
+             family="dhcp", doc="DHCP server pool 0 (the soft-AP's): 1 ENABLED, 2 POOL_START, 3 POOL_END (read-only), "
+                                "4 POOL_LEASES (read-only), 5 NETIF_IDX, 10 GATEWAY; read-only while the soft-AP runs")
+    async def dhcpsc(self, ctx, iface: int | None = None, pid: int | None = None, val: Any = None) -> None:
+        if iface is None:
+            ctx.info("+DHCPSC:0")
+            return
+        c = self.cfg["DHCPSC"]
+        start = ipaddress.IPv4Address(sfx(c[2]))
+        c[3] = str(start + DHCP_POOL - 1).encode()
+        c[4] = len(self.ap_stations) if self.ap_on and c[1] else 0
+        if val is not None and pid in (3, 4):
+            raise self.fail(E_STATE, "read-only parameter")
         if val is not None and pid in (2, 10):
             try:
                 ipaddress.IPv4Address(sfx(arg_bytes(ctx.line.args[2])))
             except ValueError:
                 raise CmdError("param", message="not an IPv4 address") from None
-        self._cfg(ctx, "DHCPSC", self.DHCPSC, self.cfg["DHCPSC"], pid, val, writable=lambda: not self.ap_on,
-                  arg_index=2)
+        self._cfg(ctx, "DHCPSC", self.DHCPSC, c, pid, val, writable=lambda: not self.ap_on, arg_index=2)
+
+    def _ap_lease(self, aid: int):
+        # the soft-AP's DHCP server hands out DHCPSC's pool (POOL_START onwards) with its GATEWAY
+        c = self.cfg["DHCPSC"]
+        if not c[1] or aid > DHCP_POOL:
+            return None
+        gw = sfx(c[10])
+        return wifi.Lease(str(ipaddress.IPv4Address(sfx(c[2])) + aid - 1), gw, "255.255.255.0", gw)
 
     @command("+DNSC", Form.EXEC, family="dns", doc="Read the DNS configuration: 1 DNS_SVR, two values 1.0 and 1.1")
     @command("+DNSC", Form.WRITE, Str("ID", quoted=False, max_len=4), Str("VAL", quoted=None, optional=True), family="dns",
@@ -182,17 +223,33 @@ class RnwfCommands:
             raise CmdError("param", message="DNS_SVR 1.0 or 1.1 takes a quoted IPv4 address")
         servers[idx[0]] = ip
 
-    @command("+DNSRESOLV", Form.WRITE, Int("TYPE", 1, 2), Str("DOMAIN_NAME", quoted=True, min_len=1, max_len=253),
-             family="dns", doc="Resolve (1 IPv4, 2 IPv6): OK, then +DNSRESOLV:<type>,\"<name>\",\"<address>\" or +DNSERR:<code>")
+    @command("+DNSRESOLV", Form.WRITE, Int("TYPE", choices=(1, 28)), Str("DOMAIN_NAME", quoted=True, min_len=1, max_len=128),
+             family="dns", doc="Resolve (record type 1 A; 28 AAAA): OK, then +DNSRESOLV:<type>,\"<name>\",\"<address>\" "
+                               "or +DNSERR:<code> (1 timeout, 2 DNS error)")
     async def dnsresolv(self, ctx, typ: int, name: str) -> None:
-        await SocketCommands.dnsresolv(self, ctx, typ, name)
+        name = text_arg(ctx, 1)
+        self.need_link()
+        ctx.ok()
+        self.module.spawn(self._rnwf_resolve(typ, name))
+
+    async def _rnwf_resolve(self, typ: int, name: str) -> None:
+        import socket
+        try:
+            ip = await self.module.resolver.resolve_one(name, family=socket.AF_INET if typ == 1 else socket.AF_INET6,
+                                                        timeout=10.0)
+        except NetError as e:
+            # the DNS module's status codes (9.3): 5.1 DNS query timeout, 5.2 DNS error
+            self._aec_dns_error(1 if e.kind == "dns_timeout" else 2)
+            return
+        self.urc(f'+DNSRESOLV:{typ},{self.fmt(name)},"{ip}"')
+
+    def need_link(self) -> None:
+        if not self.link_up():
+            raise status(1, 1, "no Wi-Fi link")            # 1.1 STA Not Connected
 
     def _aec_ping_failed(self, ip: str | None, kind: str) -> None:
-        # the guide's generic late error: <CR>+<CMD>:<error formatted as ATV says> (11 = PING;
-        # 7 no reply, 8 name not resolved)
-        from .profile import MODULE
-        code = 7 if ip is not None or kind == "dns_timeout" else 8
-        self.urc(f"+PING:{self.status_line(f'11.{code}', MODULE[code])}")
+        # the guide's +PINGERR:<ERROR_CODE>, with the PING module's one status code (11.0 Ping Failed)
+        self.urc("+PINGERR:0")
 
     def _aec_dns_error(self, code: int) -> None:
         self.urc(f"+DNSERR:{code}")
@@ -243,13 +300,16 @@ class RnwfCommands:
 
     def _time_line(self) -> str:
         """+TIME:<now in the current format> (the AT+TIME answer and the AEC after SNTP)."""
-        now = self.module_time()
+        return f"+TIME:{self._time_value(self.module_time())}"
+
+    def _time_value(self, now: float) -> str:
+        """A module time in the current AT+TIME format (the guide's "system time format")."""
         if self.time_format == 1:
-            return f"+TIME:{int(now)}"
+            return str(int(now))
         if self.time_format == 2:
-            return f"+TIME:{int(now) + NTP_EPOCH}"
+            return str(int(now) + NTP_EPOCH)
         t = _dt.datetime.fromtimestamp(now, _dt.timezone.utc)
-        return f'+TIME:"{t.strftime("%Y-%m-%dT%H:%M:%S")}.{t.microsecond // 10000:02d}Z"'
+        return f'"{t.strftime("%Y-%m-%dT%H:%M:%S")}.{t.microsecond // 10000:02d}Z"'
 
     # ================================================================== RST (12)
     @command("+RST", Form.EXEC, family="rst", doc="Reset: OK, then +BOOT after the reboot")
@@ -288,12 +348,14 @@ class RnwfCommands:
             try:
                 store.delete(fname)
             except FsError:
-                raise self.fail(E_CERT, "no such file") from None
+                raise status(7, 2, "no such file") from None          # 7.2 File Not Found
             return
         # load: AT+FS=1,<type>,<prot>,"<name>",<length> (single) or AT+FS=1,<type>,4 (YMODEM batch)
         arg = ctx.line.args[2] if nargs > 2 else None
-        if arg is None or arg.quoted or arg.hexed or arg.text.strip() not in ("1", "2", "3", "4"):
+        if arg is None or arg.quoted or arg.hexed or not arg.text.strip().isdigit():
             raise CmdError("param", message="<TSFRPROT> must be 1-4")
+        if arg.text.strip() not in ("1", "2", "3", "4"):
+            raise status(7, 0, "<TSFRPROT> must be 1-4")        # 7.0 Unsupported File Transfer Protocol
         prot = int(arg.text)
         if nargs == 3:
             if prot != 4:
@@ -311,11 +373,11 @@ class RnwfCommands:
         for n, data in files:
             n = self._fs_name(store, n)
             if not valid_material(data):
-                raise self.fail(E_CERT, f"{n!r} is not a PEM/DER certificate or key")
+                raise status(7, 3, f"{n!r} is not a PEM/DER certificate or key")   # 7.3 Invalid File Type
             try:
                 store.write(n, data)
             except FsError as e:
-                raise self.fail(E_CERT, str(e)) from None
+                raise status(1, 3, str(e)) from None                               # 1.3 File System Error
 
     @staticmethod
     def _fs_name(store, name: str) -> str:
@@ -431,7 +493,7 @@ class RnwfCommands:
         await SocketCommands.socko(self, ctx, proto)
 
     @command("+SOCKBL", Form.WRITE, Int("SOCK_ID", 1, 65535), Int("LCL_PORT", 0, 65535),
-             Int("PEND_SKTS", 1, 5, optional=True), family="socket",
+             Int("PEND_SKTS", 1, 10, optional=True), family="socket",
              doc="Bind to a local port and listen (TCP: +SOCKIND:<new id>,... per connection)")
     async def sockbl(self, ctx, sid: int, port: int, pend: int | None = None) -> None:
         await SocketCommands.sockbl(self, ctx, sid, port)
@@ -458,8 +520,9 @@ class RnwfCommands:
         await SocketCommands.socktls(self, ctx, sid, conf)
 
     def _sockerr(self, s: Sock, e: NetError) -> None:
+        # the socket module's status codes (9.3): 14.6 Socket TLS Failed, 14.7 Socket Connect Failed
         if self.socks.get(s.id) is s:
-            self.urc(f"+SOCKERR:{s.id},{NET_CODES.get(e.kind, 99)}")
+            self.urc(f"+SOCKERR:{s.id},{6 if e.kind in ('tls', 'tls_verify') else 7}")
 
     @command("+SOCKWR", Form.WRITE, Int("SOCK_ID", 1, 65535), Int("LENGTH", 0, MAX_WRITE),
              Bytes("DATA", quoted=True, optional=True, max_len=MAX_WRITE), family="socket",
@@ -506,7 +569,7 @@ class RnwfCommands:
         if mode == 1:
             ctx.info(f"+SOCKRD:{sid},{len(data)},{self.fmt(data)}")
         else:
-            ctx.raw(f"+SOCKRD:{sid},{len(data)},#".encode() + data)   # then OK at once
+            ctx.raw(self.render_line(f"+SOCKRD:{sid},{len(data)},#").encode() + data)   # then OK at once
         if consume:
             s.announced = False
             if s.proto == 2:
@@ -514,32 +577,51 @@ class RnwfCommands:
             else:
                 self._udp_data(s)
 
+    @command("+SOCKC", Form.EXEC, family="socket", doc="List the open sockets' ids: +SOCKC:<id>,<id>...")
     @command("+SOCKC", Form.WRITE, Int("SOCK_ID", 1, 65535), Int("ID", optional=True), Int("VAL", optional=True),
-             family="socket", doc="Socket options: 1 KEEP_ALIVE seconds (0 off), 2 NO_DELAY (0/1)")
-    async def sockc(self, ctx, sid: int, pid: int | None, val: int | None) -> None:
+             family="socket", doc="Socket configuration: 1 SO_LINGER (0/1), 2 SO_NODELAY (0/1), 3 SO_KEEPALIVE (seconds, 0 off), "
+                                  "4 SO_RCVBUF (1460-11680), 32 IP_TOS; reads +SOCKC:<ID>,<VAL>")
+    async def sockc(self, ctx, sid: int | None = None, pid: int | None = None, val: int | None = None) -> None:
+        if sid is None:
+            ctx.info("+SOCKC:" + ",".join(str(i) for i in sorted(self.socks)))
+            return
         s = self._sock(sid)
         opts = s.options
-        if _read_options(ctx, f"+SOCKC:{sid},", opts, pid, val, "unknown socket option"):
+        for k, v in SOCK_OPTS.items():
+            opts.setdefault(k, v[0])
+        if _read_options(ctx, "+SOCKC:", {k: opts[k] for k in SOCK_OPTS}, pid, val, "unknown socket option"):
             return
-        if pid == 2 and val not in (0, 1):
-            raise CmdError("param", message="NO_DELAY is 0 or 1")
+        lo, hi = SOCK_OPTS[pid][1:]
+        if not lo <= val <= hi:
+            raise CmdError("param", message=f"option {pid} out of range")
         opts[pid] = val
-        self._apply_sockopts(s)
+        if not self._apply_sockopts(s):
+            raise status(14, 9, "the host refused the option")     # 14.9 Socket Set Option Failed
 
-    def _apply_sockopts(self, s: Sock) -> None:
+    def _established(self, s: Sock) -> None:
+        # options set with AT+SOCKC before the connection existed take effect when it is up
+        if 3 in s.options:
+            self._apply_sockopts(s)
+        SocketCommands._established(self, s)
+
+    def _apply_sockopts(self, s: Sock) -> bool:
+        """Apply the +SOCKC options to the real TCP socket (when it exists: the next connect does too)."""
         import socket as _socket
-        conn = s.conn
-        sock = conn.transport.get_extra_info("socket") if conn is not None and getattr(conn, "transport", None) else None
-        if sock is None:
-            return
-        opts = s.options
+        import struct
+        conn, opts = s.conn, s.options
+        if s.proto != 2 or conn is None or conn.closed:
+            return True
         try:
-            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, int(bool(opts.get(2))))
-            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, int(bool(opts.get(1))))
-            if opts.get(1) and hasattr(_socket, "TCP_KEEPIDLE"):
-                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPIDLE, int(opts[1]))
-        except OSError as e:
+            conn.set_option(_socket.SOL_SOCKET, _socket.SO_LINGER, struct.pack("ii", int(bool(opts.get(1))), 0))
+            conn.set_nodelay(bool(opts.get(2)))
+            conn.set_keepalive(bool(opts.get(3)), idle=opts.get(3) or None)
+            if opts.get(4):
+                conn.set_option(_socket.SOL_SOCKET, _socket.SO_RCVBUF, int(opts[4]))
+            conn.set_option(_socket.IPPROTO_IP, _socket.IP_TOS, int(opts.get(32, 0)))
+        except NetError as e:
             log.info("socket options: %s", e)
+            return False
+        return True
 
     def _cfg_value(self, p, arg) -> Any:
         # a BSSID may be written bare (AT+WSTAC=5,<mac> in the Harmony driver)
@@ -568,19 +650,20 @@ class RnwfCommands:
         if c is None:
             raise CmdError("param", message="no such TLS configuration")
 
-        def load(typ: int, name: bytes) -> bytes | None:
+        def load(typ: int, name: bytes, ca: bool = False) -> bytes | None:
             if not name:
                 return None
             try:
                 return self.fs[typ].read(sfx(name))
             except FsError:
-                raise self.fail(E_CERT, f"file {sfx(name)!r} not in the file system") from None
+                # 17.0 CA Cert Missing, 17.3 Key Pair Incomplete
+                raise status(17, 0 if ca else 3, f"file {sfx(name)!r} not in the file system") from None
 
         verify = bool(c[40])
         cert, key, password = self._tls_identity(c, load)
         try:
-            tctx = client_context(ca=load(1, c[1]), cert=cert, key=key,
-                                  key_password=password, verify=verify, check_hostname=verify and bool(c[41]))
+            tctx = client_context(ca=load(1, c[1], ca=True), cert=cert, key=key, key_password=password,
+                                  verify=verify, check_hostname=verify and bool(c[41]), **self._cipher_options(c))
         except NetError as e:
             raise self.fail(E_CERT, str(e)) from None
         name = sfx(c[6]) or sfx(c[5]) or default_name
@@ -699,7 +782,8 @@ class RnwfCommands:
     @command("+NETIFC", Form.EXEC, family="netif", doc="List the interfaces: +NETIFC:<IF>,<IF>")
     @command("+NETIFC", Form.WRITE, Int("IF", 0, 1), Int("ID", optional=True), Str("VAL", quoted=None, optional=True),
              family="netif", doc="Interface IF (0 station, 1 soft-AP): 1 NAME, 2 ETHER (MAC), 3 HOSTNAME, 10 DHCPC_EN, "
-                                 "13 DHCP server, 40 IPv4 address/prefix, 41 gateway, 42 DNS, 60 IPv6 link-local")
+                                 "11 DHCP lease start, 12 lease end (time in the AT+TIME format), 13 DHCP server, "
+                                 "40 IPv4 address/prefix, 41 gateway, 61 IPv6 link-local")
     async def netifc(self, ctx, iface: int | None = None, pid: int | None = None, val: Any = None) -> None:
         from .profile import MAC
         if iface is None:
@@ -712,10 +796,12 @@ class RnwfCommands:
                 (self.static_ip if not self.dhcpc else "0.0.0.0/0")
         else:
             addr = "192.168.1.1/24" if self.ap_on else "0.0.0.0/0"
+        leased = lease is not None and self.dhcpc and self.lease_at is not None
         vals = {1: f'"wlan{iface}"', 2: f'"{mac}"', 3: self.fmt(self.hostname), 10: str(int(self.dhcpc)),
+                11: self._time_value(self.lease_at if leased else 0),
+                12: self._time_value(self.lease_at + LEASE_SECONDS if leased else 0),
                 13: f'"{lease.gateway if lease and self.dhcpc else "0.0.0.0"}"', 40: f'"{addr}"',
-                41: f'"{lease.gateway if lease else "0.0.0.0"}"', 42: f'"{lease.dns if lease else "0.0.0.0"}"',
-                60: f'"{_link_local(mac)}"'}
+                41: f'"{lease.gateway if lease else "0.0.0.0"}"', 61: f'"{_link_local(mac)}"'}
         if _read_options(ctx, "+NETIFC:", vals, pid, val, "unknown interface parameter"):
             return
         if iface != 0 or pid not in (3, 10, 40):
@@ -781,7 +867,21 @@ class RnwfCommands:
         ctx.info(f"+WSTA:{1 if self.sta_state == 2 else 0}")
 
     def _aec_sta_error(self, code: int) -> None:
-        self.urc(f"+WSTAERR:{code}")
+        # the WSTA module's status code for any failed association (9.3: 20.3 STA Connection Failed)
+        self.urc("+WSTAERR:3")
+
+    def _sta_eap_credentials(self, sec: str, cred: str) -> tuple[str | None, str]:
+        # enterprise security (SEC_TYPE 6-9): the guide's WSTAC has one CREDENTIALS string, written
+        # "<identity>:<password>" (atemu's choice; README)
+        if sec == "wpa2-enterprise":
+            identity, sep, password = cred.partition(":")
+            return (identity, password) if sep else (None, cred)
+        return None, cred
+
+    def _connack_code(self, session, rc: int) -> int:
+        # the guide's +MQTTCONNACK return codes are MQTT 5 reason codes, also for a 3.1.1 broker's
+        # refusals (1 protocol version, 2 client id, 3 server unavailable, 4 user/password, 5 not authorized)
+        return {1: 132, 2: 133, 3: 136, 4: 134, 5: 135}.get(rc, rc)
 
     def _aec_link_up(self, ap) -> None:
         self.assoc_count += 1
@@ -789,6 +889,7 @@ class RnwfCommands:
 
     def _aec_got_ip(self, ip: str) -> None:
         from .profile import MAC
+        self.lease_at = self.module_time() if self.dhcpc else None
         if not self.dhcpc:                   # NETIFC 10 = 0: the static address of NETIFC 40
             ip = self.sta_ip = self.static_ip.split("/")[0]
         self.urc(f'+WSTAAIP:{self.assoc_count},"{_link_local(MAC)}"')
@@ -799,15 +900,24 @@ class RnwfCommands:
     def _aec_link_down(self) -> None:
         self.urc(f"+WSTALD:{self.assoc_count}")
 
+    @command("+ASSOC", Form.WRITE, Int("ASSOC_ID", 1, 65535), family="assoc", doc="Report one association (22.0 if none has that id)")
     @command("+ASSOC", Form.EXEC, family="assoc",
              doc='Report the associations: OK, then one AEC each: +ASSOC:<id>,<0 the peer is an AP|1 a station>,"<peer MAC>",<RSSI>')
-    async def assoc(self, ctx) -> None:
+    async def assoc(self, ctx, aid: int | None = None) -> None:
         # the guide lists +ASSOC under the module's AECs, and the OOB demo completes AT+ASSOC on
         # "+ASSOC:" rather than on OK: the reports follow the OK
+        lines = []
         if self.sta_state == 2 and self.sta_ap is not None:
-            self.urc(f'+ASSOC:{self.assoc_count},0,"{self.sta_ap.bssid.upper()}",{self.sta_ap.rssi}')
-        for aid, mac in sorted(self.ap_stations.items()):
-            self.urc(f'+ASSOC:{aid},1,"{mac}",-40')
+            lines.append((self.assoc_count, f'+ASSOC:{self.assoc_count},0,"{self.sta_ap.bssid.upper()}",{self.sta_ap.rssi}'))
+        for i, mac in sorted(self.ap_stations.items()):
+            lines.append((i, f'+ASSOC:{i},1,"{mac}",-40'))
+        if aid is not None:
+            lines = [x for x in lines if x[0] == aid]
+            if not lines:
+                raise status(22, 0, f"no association {aid}")       # 22.0 Association Not Found
+        ctx.ok()
+        for _, line in lines:
+            self.urc(line)
 
     # ================================================================== SI (23), DI (26)
     @command("+SI", Form.EXEC, family="si", doc="System information: +SI:<uptime seconds>")
@@ -816,12 +926,19 @@ class RnwfCommands:
                  "(packets), 0x04 +SIHEAP/+SIHERR (heap), 0x08 +SISTACK (stack)")
     async def si(self, ctx, mask: int = 0) -> None:
         import sys
+        if mask & ~self.SI_FILTERS:
+            raise CmdError("param", message="filter bit not supported")
         ctx.info(f"+SI:{int(time.monotonic() - self.booted_at)}")
         ctx.ok()
         blocks = sys.getallocatedblocks()       # the emulator's own heap stands in for the module's
         if mask & 0x01:
-            self.urc(f"+SIMSTAT:{len(self.socks)},{self.pkts[0] + self.pkts[1]},{2048 * len(self.socks)},0,"
-                     f"{2048 * 10}")
+            # +SIMSTAT:<TYPE>,<ALLOC>,<FREE>,<ALLOC_SZ>,<FREE_SZ> per pool: 0 memory, 1 config,
+            # 2/3 high priority TX/RX, 4/5 normal priority TX/RX (the packet counts stand in for the buffers)
+            tx, rx = self.pkts
+            pools = [(len(self.socks) + 1, 0, 2048 * (len(self.socks) + 1), 0), (1, 0, 512, 0),
+                     (0, 0, 0, 0), (0, 0, 0, 0), (tx, tx, tx * 1536, tx * 1536), (rx, rx, rx * 1536, rx * 1536)]
+            for typ, (a, f, asz, fsz) in enumerate(pools):
+                self.urc(f"+SIMSTAT:{typ},{a},{f},{asz},{fsz}")
             self.urc("+SIMERR:0")
         if mask & 0x02:
             self.urc(f"+SIWPKTS:{self.pkts[0]},{self.pkts[1]}")

@@ -75,7 +75,8 @@ class Mqtt5Commands:
     def _connack_code(self, session, rc: int) -> int:
         """MQTT 5: the CONNACK's reason code (134 bad user name or password...), as the WINCS02
         firmware's CONN_REASON_CODE constants are; 3.1.1: its return code."""
-        return session.connack_reason if session.protocol == 5 and session.connack_reason is not None else rc
+        return (session.connack_reason if session.protocol == 5 and session.connack_reason is not None
+                else super()._connack_code(session, rc))
 
     def _mqtt_props(self, packet: str) -> dict:
         props = self._tx_props(packet)

@@ -20,44 +20,36 @@ from atemu.grammar import Dialect, UrcSpec
 from atemu.profile import CmdError
 
 from atemu.profiles.microchip_common import MicrochipFamily
-from atemu.profiles.microchip_common.common import (E_UNKNOWN, E_PARAM, E_STATE, E_SOCKET, E_NORES, E_BUSY, E_NOLINK,
-                                              E_DATA, E_CERT, E_INTERNAL, _P)
+from atemu.profiles.microchip_common.common import _P
 
 from .commands import RnwfCommands
 from .mqtt5 import Mqtt5Commands
+from .guide import NUMERIC_CMD, GuideCommands, NumericNames
+from .status import STATUS, status_of
 
 #: module id of every command (the guide numbers its chapters by firmware module)
 MODULE_IDS = {
-    "E": 2, "V": 2, "N": 2, "+IPR": 2, "+GMI": 2, "+GMM": 2, "+GMR": 2, "": 2,
+    "E": 2, "V": 2, "N": 2, "M": 2, "+IPR": 2, "+GMI": 2, "+GMM": 2, "+GMR": 2, "": 2,
     "+CFG": 3, "+WIFIC": 3, "+DHCPSC": 4, "+DNSC": 5, "+DNSRESOLV": 5, "+FS": 7,
     "+MQTTC": 8, "+MQTTCONN": 8, "+MQTTSUB": 8, "+MQTTUNSUB": 8, "+MQTTPUB": 8, "+MQTTDISCONN": 8,
     "+MQTTLWT": 8, "+MQTTSUBLST": 8, "+MQTTSUBRD": 8, "+MQTTPROPTX": 8, "+MQTTPROPRX": 8, "+MQTTPROPTXS": 8,
     "+NETIFC": 9, "+PING": 11, "+RST": 12, "+SNTPC": 13,
     "+SOCKO": 14, "+SOCKBL": 14, "+SOCKBR": 14, "+SOCKBM": 14, "+SOCKTLS": 14, "+SOCKWR": 14, "+SOCKWRTO": 14,
     "+SOCKRD": 14, "+SOCKRDBUF": 14, "+SOCKCL": 14, "+SOCKLST": 14, "+SOCKC": 14,
-    "+TIME": 16, "+TLSC": 17, "+WAPC": 18, "+WAP": 18, "+WSCNC": 19, "+WSCN": 19, "+WSTAC": 20, "+WSTA": 20,
+    "+TIME": 16, "+TLSC": 17, "+TLSCSC": 17, "+WAPC": 18, "+WAP": 18, "+WSCNC": 19, "+WSCN": 19, "+WSTAC": 20, "+WSTA": 20,
     "+ASSOC": 22, "+SI": 23, "+WPROVC": 25, "+WPROV": 25, "+DI": 26,
 }
 
-#: general status codes (module 0): the line could not become a command
-GENERAL = {1: "Syntax Error", 2: "Line Too Long", 3: "Unknown Command", 4: "Invalid Parameter",
-           5: "Incorrect Number of Parameters", 6: "Internal Error"}
-#: module status codes (<module>.<code>) for failures of a command that was understood
-MODULE = {0: "Operation In Progress", 1: "Not Connected", 2: "Not Allowed In This State", 3: "No Resources",
-          4: "No Such Socket", 5: "Data Length Mismatch Or Timeout", 6: "File Or Certificate Error",
-          7: "Timeout", 8: "Name Not Resolved"}
-#: the family's generic failure codes -> RNWF module status code
-_MODULE_CODE = {E_BUSY: 0, E_NOLINK: 1, E_STATE: 2, E_NORES: 3, E_SOCKET: 4, E_DATA: 5, E_CERT: 6}
 
 MAC = "04:91:62:9A:5C:01"
 GMR = "2.0.0 0 e41f977cb [16:31:26 Apr 12 2024]"
 
 DEVIATIONS = [
     "Framing: echo and prompt are on after every reset: each final result is followed by a bare '>'; an AEC is sent as CR, the line, CR LF and (echo on) '>'. ATE0 turns echo and prompt off until the next reset.",
-    "Errors: ERROR:<module>.<code>,\"<text>\" at ATV3 (the default; the hardware prints the text, the guide's table only the code: world option rnwf02.atv3_text=false); ATV0-2, 4, 5 as the guide's table. Module 0 = the line (0.3 unknown command, 0.4 invalid parameter, 0.5 incorrect number of parameters); <module>.<code> = a failure of that module's command (README table).",
+    "Errors: ERROR:<module>.<code>,\"<text>\" at ATV3 (the default; the hardware prints the text, the guide's table only the code: world option rnwf02.atv3_text=false); ATV0-2, 4, 5 as the guide's table. The codes are the guide's 9.3 table completed from Microchip's WINCS02 driver; which failure reports which code is atemu's mapping (README).",
     "AT+RST answers OK, then the module reboots and prints +BOOT:\"RNWF - AT Command Interface v<version>...\" after rnwf02.boot_delay seconds (default 1.5).",
     "AT+FS=1 loads files with XMODEM (1 checksum, 2 CRC, 3 1K) or YMODEM (4, also batch): the module asks with NAK/'C' each second, ACKs blocks and answers OK after the EOT; data trimmed to <FILELENGTH>.",
-    "Binary phases (SOCKWR/SOCKWRTO without data): the module prompts with '#', then takes exactly <LENGTH> raw bytes (+++ is data); a host silent for data_timeout seconds (default 10) abandons it: ERROR:<m>.5.",
+    "Binary phases (SOCKWR/SOCKWRTO without data): the module prompts with '#', then takes exactly <LENGTH> raw bytes (+++ is data); a host silent for data_timeout seconds (default 10) abandons it: ERROR:0.8 (Command Timed Out).",
     "AT+SOCKRD=<id>,2,<n> answers +SOCKRD:<id>,<count>,# then exactly <count> raw bytes (what it has, at most n), then OK at once; mode 1 answers +SOCKRD:<id>,<count>,\"<data>\".",
     "+SOCKRXT:<id>,<n> gives the total buffered, sent when data arrives on an empty (or fully read) buffer and again after a read that leaves data: every announcement can be read in full.",
     "Strings the module prints are quoted with '\\\"' and '\\\\' escaped (JSON payloads read as sent); input strings accept the same escapes and [hex].",
@@ -65,7 +57,9 @@ DEVIATIONS = [
     "After AT+WSTA=1: +WSTALU:<assoc>,\"<bssid>\",<ch>, +WSTAAIP:<assoc>,\"FE80::...\" (link-local from the MAC), then +WSTAAIP:<assoc>,\"<IPv4>\"; <assoc> counts associations since reset. With SNTP enabled, +TIME:<NTP seconds> after the real SNTP exchange.",
     "+WSCNIND:<rssi>,<sec>,<ch>,\"<bssid>\",\"<ssid>\" with the WSTAC security numbering, then +WSCNDONE:<count>.",
     "MQTT 5 (AT+MQTTC=8,5): transmit properties defined with AT+MQTTPROPTX and selected with AT+MQTTPROPTXS (0 = all) go on the packets that may carry them (CONNECT, will as at AT+MQTTLWT, PUBLISH, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT); each property the broker sends (CONNACK, PUBLISH, acks, DISCONNECT) is kept for AT+MQTTPROPRX and announced +MQTTPROPRX:<id> before the packet's own AEC (world option rnwf02.proprx_values=true: +MQTTPROPRX:<id>,<value>).",
-    "Late failures without an AEC of their own use +<CMD>:ERROR:<module>.<code>: +PING:ERROR:11.7 (no reply), 11.8 (name not resolved), formatted as ATV says (the guide's <CR>+<CMD>:<error>).",
+    "Late failures come as the guide's AECs with the module's status code: +PINGERR:0, +DNSERR:1|2, +SOCKERR:<id>,6|7, +WSTAERR:3.",
+    "Enterprise security (WSTAC SEC_TYPE 6-9): CREDENTIALS is \"<identity>:<password>\", checked against the world AP's identity and password.",
+    "ATM1 (numeric mode): responses and AECs as +MM.NN: with the WINCS02 driver's module/command ids; AT+MM.NN accepted in both modes.",
     "AT+WIFIC (firmware v2, from the Harmony driver): 10 REG_DOMAIN GEN/USA/EMEA limits scan and join channels (USA 1-11); power save and coexistence are stored.",
     "Addresses the Harmony driver writes unquoted are accepted unquoted too (SOCKWRTO, SOCKBM, WSTAC=5, MQTTUNSUB); WSTAC id 5 (BSSID) pins the AP.",
     "AT+ASSOC answers OK, then one +ASSOC AEC per association (the guide files +ASSOC under AECs; the OOB demo completes the command on it).",
@@ -73,7 +67,7 @@ DEVIATIONS = [
 ]
 
 
-class Rnwf02(Mqtt5Commands, RnwfCommands, MicrochipFamily):
+class Rnwf02(Mqtt5Commands, RnwfCommands, GuideCommands, MicrochipFamily):
     name = "rnwf02"
     aliases = ("rnwf", "rnwf02pc", "rnwf02uc", "wincs02")
     summary = "Microchip RNWF02 Wi-Fi AT firmware (scan, STA, soft-AP, sockets, TLS, MQTT, SNTP, FS)"
@@ -97,9 +91,10 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, MicrochipFamily):
     }
     urcs = [
         UrcSpec("+BOOT", '+BOOT:"<banner>"', "the module booted (power-up or AT+RST)", "rst"),
-        UrcSpec("+DNSRESOLV", "+DNSRESOLV:<TYPE>,<DOMAIN_NAME>,<IP_ADDRESS>", "name resolved", "dns"),
-        UrcSpec("+DNSERR", "+DNSERR:<ERROR_CODE>", "name resolution failed: 1 not found, 2 timeout", "dns"),
-        UrcSpec("+MQTTCONNACK", "+MQTTCONNACK:<CONNACK_FLAGS>,<RETURN_CODE>", "broker answered CONNECT", "mqtt"),
+        UrcSpec("+DNSRESOLV", "+DNSRESOLV:<TYPE>,<DOMAIN_NAME>,<QUERY_RESP>", "name resolved (type 1 A, 28 AAAA)", "dns"),
+        UrcSpec("+DNSERR", "+DNSERR:<ERROR_CODE>", "name resolution failed: the DNS module's code, 1 query timeout, 2 DNS error", "dns"),
+        UrcSpec("+MQTTCONNACK", "+MQTTCONNACK:<CONNACK_FLAGS>,<RETURN_CODE>",
+                "broker answered CONNECT (return code as MQTT 5 reason code: 0, 132-136 for a 3.1.1 refusal...)", "mqtt"),
         UrcSpec("+MQTTCONN", "+MQTTCONN:<CONN_STATE>", "1 connected, 0 disconnected", "mqtt"),
         UrcSpec("+MQTTPUBACK", "+MQTTPUBACK:<MSG_ID>", "QoS 1 publish acknowledged", "mqtt"),
         UrcSpec("+MQTTPUBCOMP", "+MQTTPUBCOMP:<MSG_ID>", "QoS 2 publish completed", "mqtt"),
@@ -110,13 +105,14 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, MicrochipFamily):
                 "a message arrived on a subscription (or its notification when over MQTTC id 9)", "mqtt"),
         UrcSpec("+MQTTPROPRX", "+MQTTPROPRX:<PROP_ID>", "an MQTT 5 property arrived (CONNACK, PUBLISH...): read it with AT+MQTTPROPRX=<PROP_ID>; "
                 "announced before the packet's own AEC (+MQTTCONNACK, +MQTTSUBRX)", "mqtt"),
-        UrcSpec("+PING", '+PING:"<IP>",<RTT> | +PING:ERROR:11.<code>', "echo reply (RTT ms); a late failure: 11.7 no reply, 11.8 name not resolved", "ping"),
+        UrcSpec("+PING", '+PING:<IP_ADDRESS>,<RTT>', "echo reply (RTT ms)", "ping"),
+        UrcSpec("+PINGERR", "+PINGERR:<ERROR_CODE>", "no reply or the name did not resolve: 0 (11.0 Ping Failed)", "ping"),
         UrcSpec("+SOCKIND", "+SOCKIND:<SOCK_ID>,<LCL_ADDR>,<LCL_PORT>,<RMT_ADDR>,<RMT_PORT>", "TCP connection up (connected or accepted)", "socket"),
         UrcSpec("+SOCKRXT", "+SOCKRXT:<SOCK_ID>,<LENGTH>", "TCP data buffered", "socket"),
         UrcSpec("+SOCKRXU", "+SOCKRXU:<SOCK_ID>,<RMT_ADDR>,<RMT_PORT>,<LENGTH>", "UDP datagram buffered", "socket"),
         UrcSpec("+SOCKCL", "+SOCKCL:<SOCK_ID>", "the peer closed the socket", "socket"),
         UrcSpec("+SOCKTLS", "+SOCKTLS:<SOCK_ID>", "TLS handshake done", "socket"),
-        UrcSpec("+SOCKERR", "+SOCKERR:<SOCK_ID>,<ERROR_CODE>", "connect or TLS failure", "socket"),
+        UrcSpec("+SOCKERR", "+SOCKERR:<SOCK_ID>,<ERROR_CODE>", "connect (7) or TLS (6) failure: the socket module's code", "socket"),
         UrcSpec("+TIME", "+TIME:<NTP_SECONDS>", "the clock was set by SNTP", "time"),
         UrcSpec("+WAPAIP", '+WAPAIP:<ASSOC_ID>,"<IP>"', "the soft-AP's DHCP server leased an address", "wap"),
         UrcSpec("+WAPSC", '+WAPSC:<ASSOC_ID>,"<MAC>"', "a station joined the soft-AP", "wap"),
@@ -125,10 +121,11 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, MicrochipFamily):
         UrcSpec("+WSCNDONE", "+WSCNDONE:<COUNT>", "scan finished", "scan"),
         UrcSpec("+WSTAAIP", '+WSTAAIP:<ASSOC_ID>,"<IP>"', "an address: IPv6 link-local first, then IPv4 (DHCP)", "wlan"),
         UrcSpec("+WSTALD", "+WSTALD:<ASSOC_ID>", "station link down", "wlan"),
-        UrcSpec("+WSTAERR", "+WSTAERR:<ERROR_CODE>", "connection failed: 1 no AP, 2 authentication, 3 security mismatch", "wlan"),
+        UrcSpec("+WSTAERR", "+WSTAERR:<ERROR_CODE>", "connection failed: 3 (20.3 STA Connection Failed)", "wlan"),
         UrcSpec("+WSTALU", '+WSTALU:<ASSOC_ID>,"<BSSID>",<CHANNEL>', "station link up", "wlan"),
         UrcSpec("+ASSOC", '+ASSOC:<ASSOC_ID>,<AP_STA>,"<MAC>",<RSSI>', "an association, reported after AT+ASSOC's OK (0: the peer is an AP, 1: a station)", "assoc"),
-        UrcSpec("+SIMSTAT", "+SIMSTAT:<ALLOC>,<FREE>,<ALLOC_SZ>,<FREE_SZ>,<PEAK_ALLOC_SZ>", "Wi-Fi memory statistics (AT+SI=0x01)", "si"),
+        UrcSpec("+SIMSTAT", "+SIMSTAT:<TYPE>,<ALLOC>,<FREE>,<ALLOC_SZ>,<FREE_SZ>",
+                "Wi-Fi memory statistics per pool (AT+SI=0x01): 0 memory, 1 config, 2/3 high priority TX/RX, 4/5 normal TX/RX", "si"),
         UrcSpec("+SIMERR", "+SIMERR:<ALLOC_ERR>", "Wi-Fi memory allocation errors (AT+SI=0x01)", "si"),
         UrcSpec("+SIWPKTS", "+SIWPKTS:<TX>,<RX>", "Wi-Fi packets (AT+SI=0x02)", "si"),
         UrcSpec("+SIHEAP", "+SIHEAP:<ALLOC>,<FREE>,<ALLOC_SZ>,<FREE_SZ>,<PEAK_ALLOC_SZ>", "heap statistics (AT+SI=0x04)", "si"),
@@ -154,7 +151,7 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, MicrochipFamily):
     WAPC = {1: _P("SSID", "str", b"RNWF02_AP", max_len=32), 2: _P("SEC_TYPE", "int", 0, choices=(0, 2, 3, 4, 5)),
             3: _P("CREDENTIALS", "str", b"", max_len=128), 4: _P("CHANNEL", "int", 1, 1, 13), 5: _P("HIDDEN", "int", 0, 0, 1),
             7: _P("L2_ONLY", "int", 0, 0, 1), 8: _P("NETIF_IDX", "int", 1, 0, 1)}
-    WPROVC = {1: _P("PORT", "int", 80, 1, 65535), 2: _P("PROTOCOL", "int", 0, 0, 1)}
+    WPROVC = {1: _P("PORT", "int", 80, 1, 65535), 2: _P("ASCII", "int", 1, 0, 1)}
     MQTTC = {1: _P("BROKER_ADDR", "str", b"", max_len=64), 2: _P("BROKER_PORT", "int", 1883, 1, 65535),
              3: _P("CLIENT_ID", "str", None, max_len=23), 4: _P("USERNAME", "str", b"", max_len=128),
              5: _P("PASSWORD", "str", b"", max_len=256), 6: _P("KEEP_ALIVE", "int", 60, 0, 65535),
@@ -167,10 +164,10 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, MicrochipFamily):
             40: _P("PEER_AUTH", "int", 1, 0, 1), 41: _P("PEER_DOMAIN_VERIFY", "int", 1, 0, 1)}
     SNTPC = {1: _P("NTP_ENABLED", "int", 0, 0, 1), 2: _P("NTP_STATIC", "int", 0, 0, 1),
              3: _P("NTP_SVR", "str", b"0.in.pool.ntp.org", max_len=128)}
-    DHCPSC = {1: _P("DHCPS_ENABLED", "int", 1, 0, 1), 2: _P("POOL_START", "str", b"192.168.1.100", max_len=15),
-              10: _P("GATEWAY", "str", b"192.168.1.1", max_len=15)}
-    CFG = {1: _P("ECHO", "int", 1, 0, 1), 2: _P("VERBOSITY", "int", 3, 0, 5), 3: _P("BAUD", "int", 230400,
-           choices=(9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600))}
+    DHCPSC = {1: _P("ENABLED", "int", 1, 0, 1), 2: _P("POOL_START", "str", b"192.168.1.100", max_len=15),
+              3: _P("POOL_END", "str", b"192.168.1.109", max_len=15), 4: _P("POOL_LEASES", "int", 0, 0, 65535),
+              5: _P("NETIF_IDX", "int", 1, 0, 1), 10: _P("GATEWAY", "str", b"192.168.1.1", max_len=15)}
+    CFG = {1: _P("DEVICE_NAME", "str", b"", max_len=32)}
 
     WIFIC = {10: _P("REG_DOMAIN", "str", b"GEN", max_len=6), 20: _P("POWERSAVE", "int", 0, 0, 1),
              30: _P("COEX_ENABLE", "int", 0, 0, 1), 31: _P("COEX_INTERFACE", "int", 0, 0, 1),
@@ -178,13 +175,16 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, MicrochipFamily):
              34: _P("COEX_ANTENNA", "int", 0, 0, 1)}
 
     TLS_INDEXES = (1, 2)
-    CONFIG_TABLES = MicrochipFamily.CONFIG_TABLES + ("SNTPC", "DHCPSC", "WIFIC")
+    CONFIG_TABLES = MicrochipFamily.CONFIG_TABLES + ("SNTPC", "DHCPSC", "WIFIC", "CFG")
 
     def __init__(self, module):
         super().__init__(module)
         self.boot_delay = float(self.option("boot_delay", 1.5))
         self.atv3_text = str(self.option("atv3_text", True)).lower() not in ("0", "false", "no")
         self.cfg["MQTTC"][3] = (self.model + "_" + MAC.replace(":", "")[-6:]).encode()
+        self.cfg["CFG"][1] = self.model.encode()
+        self._guide_init()
+        self.lease_at: float | None = None    # module time the DHCP lease began (NETIFC 11)
         self.verbosity = 3
         self.hostname = self.model.encode()
         self.pkts = [0, 0]                # data packets sent / received, for +SIWPKTS
@@ -219,27 +219,10 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, MicrochipFamily):
 
     def format_error(self, err: CmdError) -> str:
         cl = self.module.current_line
-        mod = self.module_ids.get(cl.name if cl is not None else "", 0) if err.kind == "failed" else 0
-        if err.kind == "failed" and err.code in _MODULE_CODE:
-            code = _MODULE_CODE[err.code]
-            text = MODULE[code]
-        else:
-            mod = 0
-            if err.kind in ("syntax", "garbage"):
-                code = 1
-            elif err.kind == "too_long":
-                code = 2
-            elif err.kind == "unknown" or err.code == E_UNKNOWN:
-                # a known command written in a form it does not have: its parameters are wrong
-                code = 5 if err.param_kind == "form" else 3
-            elif err.kind == "param" or err.code == E_PARAM:
-                code = 5 if err.param_kind == "count" else 4
-            elif err.kind == "busy":
-                mod, code = self.module_ids.get(cl.name if cl is not None else "", 0), 0
-            else:
-                code = 6 if err.kind == "internal" or err.code == E_INTERNAL else 4
-            text = MODULE[code] if mod else GENERAL[code]
-        return self.status_line(f"{mod}.{code}", text)
+        name = cl.name if cl is not None else ""
+        name = NUMERIC_CMD.get(name.upper(), name)
+        mod, code = status_of(err, name, self.module_ids.get(name, 0))
+        return self.status_line(f"{mod}.{code}", STATUS.get((mod, code), "General Error"))
 
     def status_line(self, code: str, text: str) -> str:
         """An error in the ATV level's format (the guide's table; level 3 carries the text, as the
@@ -266,3 +249,6 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, MicrochipFamily):
 
     def module_time(self) -> float:
         return time.time() + self.clock_offset + float(self.ntp.get("offset", 0.0))
+
+
+Rnwf02.commands = NumericNames(Rnwf02.commands)

@@ -23,6 +23,7 @@ from atemu.secure_element import ROOT, SeError, SecureElement
 
 from atemu.profiles.microchip_common.common import E_STATE, _P, arg_bytes, log, sfx
 
+from .guide import NumericNames
 from .profile import DEVIATIONS, MODULE_IDS, Rnwf02
 
 #: the RNWF11 guide's module ids (26 is ECC there; the RNWF02 guide's DI and WPROV are not in it)
@@ -500,6 +501,7 @@ class Rnwf11(Rnwf11Commands, Rnwf02):
     model = "RNWF11"
     option_prefix = "rnwf11"
     module_ids = RNWF11_MODULE_IDS
+    SI_FILTERS = 0x03          # the RNWF11 guide's +SI lists Wi-Fi memory and packet statistics only
     deviations = DEVIATIONS + [
         "RNWF11: no WPROV and no DI (the RNWF11 guide has neither; 26 is ECC); module ids 21 MDNS, 26 ECC, 27 TBL, "
         "28 READAPPIMAGE, 29 AZURE, 30 IOMGR.",
@@ -567,3 +569,6 @@ class Rnwf11(Rnwf11Commands, Rnwf02):
                         for k, v in self.pins.items()}
         snap["pwm"] = {str(m): dict(v, output=self.pwm_output(m)) for m, v in self.pwm.items()}
         return snap
+
+
+Rnwf11.commands = NumericNames(Rnwf11.commands)
