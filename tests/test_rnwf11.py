@@ -50,10 +50,10 @@ def test_identity_and_modules_rnwf02_does_not_have():
     with Rnwf(profile="rnwf11", echo=True) as e:
         assert e.cmd("AT+GMM") == b'AT+GMM\r\n+GMM:"RNWF11"\r\nOK\r\n>'
         # the RNWF11 guide has no DI and no WPROV
-        assert e.cmd("AT+DI") == b'AT+DI\r\nERROR:0.3,"Unknown Command"\r\n>'
-        assert e.cmd("AT+WPROV") == b'AT+WPROV\r\nERROR:0.3,"Unknown Command"\r\n>'
+        assert e.cmd("AT+DI") == b'AT+DI\r\nERROR:0.3,"Unknown AT Command"\r\n>'
+        assert e.cmd("AT+WPROV") == b'AT+WPROV\r\nERROR:0.3,"Unknown AT Command"\r\n>'
     with Rnwf() as e:
-        assert e.cmd("AT+ECCRDSER") == b'ERROR:0.3,"Unknown Command"\r\n'
+        assert e.cmd("AT+ECCRDSER") == b'ERROR:0.3,"Unknown AT Command"\r\n'
 
 
 def test_ecc_serial_chain_and_persistence(tmp_path):
@@ -97,8 +97,8 @@ def test_ecc_slots():
         assert cfg[0:4] + cfg[8:13] == sn
         assert e.cmd("AT+ECCRDSLOT=1,0,0,4").startswith(b"+ECCRDCERT:4,")
         # key slots, locked zones, out of range
-        assert e.cmd("AT+ECCRDSLOT=0,0,4") == b'ERROR:26.2,"Not Allowed In This State"\r\n'
-        assert e.cmd('AT+ECCWRSLOT=1,0,0,4,"abcd"') == b'ERROR:26.2,"Not Allowed In This State"\r\n'
+        assert e.cmd("AT+ECCRDSLOT=0,0,4") == b'ERROR:0.10,"Access Denied"\r\n'
+        assert e.cmd('AT+ECCWRSLOT=1,0,0,4,"abcd"') == b'ERROR:0.10,"Access Denied"\r\n'
         assert e.cmd("AT+ECCRDSLOT=9,70,4") == b'ERROR:0.4,"Invalid Parameter"\r\n'
         assert e.cmd('AT+ECCWRSLOT=8,0,2,"abcd"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
     with Rnwf(profile="rnwf11", opts={"rnwf11.eccrdslot_prefix": "ECCRDSLOT"}) as e:
@@ -206,7 +206,7 @@ def test_mdns_answers_real_queries():
         assert (inst, 16, b"\x0cpath=/status") in recs
         assert ("RNWF11.local", 1, socket.inet_aton("192.168.0.20")) in recs
         assert mdns_query(port, "other.local", 1, timeout=0.5) is None          # not ours: no answer
-        assert e.cmd("AT+MDNSC=1,2,0") == b'ERROR:21.2,"Not Allowed In This State"\r\n'
+        assert e.cmd("AT+MDNSC=1,2,0") == b'ERROR:0.6,"Configuration Update Blocked"\r\n'
         # the link goes down: the responder stops
         assert e.cmd("AT+WSTA=0") == b"OK\r\n"
         e.read_until(rb"\+WSTALD:\d+\r\n")
@@ -383,10 +383,10 @@ def test_iomgr_pins():
         assert e.cmd("AT+DIGRD=11") == b"+DIGRD:11,0\r\nOK\r\n"
         e.ok("AT+IOCFG=12,0,1")
         assert e.cmd("AT+DIGRD=12") == b"+DIGRD:12,1\r\nOK\r\n"            # world option rnwf11.pins
-        assert e.cmd("AT+DIGWR=11,1") == b'ERROR:30.2,"Not Allowed In This State"\r\n'
-        assert e.cmd("AT+DIGRD=13") == b'ERROR:30.2,"Not Allowed In This State"\r\n'
+        assert e.cmd("AT+DIGWR=11,1") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        assert e.cmd("AT+DIGRD=13") == b'ERROR:0.4,"Invalid Parameter"\r\n'
         e.ok("AT+IOCFG=13,1")                                                 # ADC
-        assert e.cmd("AT+DIGRD=13") == b'ERROR:30.2,"Not Allowed In This State"\r\n'
+        assert e.cmd("AT+DIGRD=13") == b'ERROR:0.4,"Invalid Parameter"\r\n'
         assert e.cmd("AT+IOCFG=14,0") == b'ERROR:0.5,"Incorrect Number of Parameters"\r\n'
         assert e.cmd("AT+IOCFG=30,0,0") == b'ERROR:0.4,"Invalid Parameter"\r\n'
         assert e.prof.snapshot()["pins"]["10"]["level"] == 1
@@ -401,9 +401,9 @@ def test_iomgr_adc_and_pwm():
         assert e.cmd("AT+ADCRD=15") == b"AT+ADCRD=15\r\nOK\r\n>"
         assert e.read_until(rb"\+ADCRDVAL:[^\r]*\r\n>") == b"\r+ADCRDVAL:2548,15\r\n>"
         assert e.cmd("AT+IOCFG=3,0,0") == b"AT+IOCFG=3,0,0\r\nOK\r\n>"
-        assert e.cmd("AT+ADCRD=3") == b'AT+ADCRD=3\r\nERROR:30.2,"Not Allowed In This State"\r\n>'
+        assert e.cmd("AT+ADCRD=3") == b'AT+ADCRD=3\r\nERROR:0.4,"Invalid Parameter"\r\n>'
         # the guide's PWM example (6.3.3.6): module 4, 2 ms period, 30 % duty
-        assert e.cmd("AT+PWMSTART=4,0X3A98") == b'AT+PWMSTART=4,0X3A98\r\nERROR:30.2,"Not Allowed In This State"\r\n>'
+        assert e.cmd("AT+PWMSTART=4,0X3A98") == b'AT+PWMSTART=4,0X3A98\r\nERROR:0.4,"Invalid Parameter"\r\n>'
         assert e.cmd("AT+PWMCFG=4,0XC350") == b"AT+PWMCFG=4,0XC350\r\nOK\r\n>"
         assert e.cmd("AT+PWMSTART=4,0X3A98") == b"AT+PWMSTART=4,0X3A98\r\nOK\r\n>"
         assert e.prof.pwm_output(4) == {"frequency_hz": 500.0, "duty_percent": 30.0}
@@ -481,8 +481,8 @@ def test_fuzz_of_the_rnwf11_commands(caplog):
                                      if rnd.random() < 0.8 else "")
             e.write(line.encode() + b"\r\n")
             out = resync(e) if key == "+READAPPIMAGE" else e.read_until(FINAL, timeout=3)
-            assert not re.search(rb"ERROR:0\.6\b", out), (line, out)
-        assert b"ERROR:0.6" not in resync(e)
+            assert key == "+READAPPIMAGE" or re.search(FINAL, out), (line, out)   # answered (a bug is logged, below)
+        resync(e)
         e.drain(0.5)
         assert e.cmd("AT+GMM") == b'+GMM:"RNWF11"\r\nOK\r\n'
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("atemu")]

@@ -25,6 +25,7 @@ from atemu.profiles.microchip_common.common import E_STATE, _P, arg_bytes, log, 
 
 from .guide import NumericNames
 from .profile import DEVIATIONS, MODULE_IDS, Rnwf02
+from .status import status
 
 #: the RNWF11 guide's module ids (26 is ECC there; the RNWF02 guide's DI and WPROV are not in it)
 RNWF11_MODULE_IDS = {k: v for k, v in MODULE_IDS.items() if k not in ("+DI", "+WPROVC", "+WPROV")}
@@ -203,7 +204,7 @@ class Rnwf11Commands:
         try:
             self.ecc.write(zone, slot, offset, data + b"\0" * (length - len(data)))
         except SeError as err:
-            raise (self.fail(E_STATE, str(err)) if err.kind == "locked" else CmdError("param", message=str(err))) from None
+            raise (status(0, 10, str(err)) if err.kind == "locked" else CmdError("param", message=str(err))) from None
 
     @command("+ECCRDSLOT", Form.WRITE, Int("ZONE_OR_SLOT", 0, 15), Int("SLOT_OR_OFFSET", 0, 416),
              Int("OFFSET_OR_LENGTH", 0, 416), Int("LENGTH", 1, 416, optional=True), family="ecc",
@@ -214,7 +215,7 @@ class Rnwf11Commands:
         try:
             data = self.ecc.read(zone, slot, offset, length)
         except SeError as err:
-            raise (self.fail(E_STATE, str(err)) if err.kind == "locked" else CmdError("param", message=str(err))) from None
+            raise (status(0, 10, str(err)) if err.kind == "locked" else CmdError("param", message=str(err))) from None
         prefix = "+ECCRDSLOT" if self.option("eccrdslot_prefix", "ECCRDCERT").upper() == "ECCRDSLOT" else "+ECCRDCERT"
         ctx.info(f"{prefix}:{len(data)},{_slot_text(data)}")
 
@@ -364,7 +365,7 @@ class Rnwf11Commands:
     def _pin(self, pin: int) -> dict:
         p = self.pins.get(pin)
         if p is None:
-            raise self.fail(E_STATE, f"pin {pin} is not configured (AT+IOCFG)")
+            raise CmdError("param", message=f"pin {pin} is not configured (AT+IOCFG)")
         return p
 
     @command("+IOCFG", Form.WRITE, Int("PIN", 0, NUM_PINS - 1), Int("TYPE", 0, 2), Int("DIR", 0, 1, optional=True),
@@ -383,7 +384,7 @@ class Rnwf11Commands:
     async def digrd(self, ctx, pin: int) -> None:
         p = self._pin(pin)
         if p["type"] != 0:
-            raise self.fail(E_STATE, f"pin {pin} is not a digital pin")
+            raise CmdError("param", message=f"pin {pin} is not a digital pin")
         ctx.info(f"+DIGRD:{pin},{self.pin_level(pin)}")
 
     @command("+DIGWR", Form.WRITE, Int("PIN", 0, NUM_PINS - 1), Int("VALUE", 0, 1), family="iomgr",
@@ -391,7 +392,7 @@ class Rnwf11Commands:
     async def digwr(self, ctx, pin: int, value: int) -> None:
         p = self._pin(pin)
         if p["type"] != 0 or p["dir"] != 0:
-            raise self.fail(E_STATE, f"pin {pin} is not a digital output")
+            raise CmdError("param", message=f"pin {pin} is not a digital output")
         p["value"] = value
 
     @command("+DIGPU", Form.WRITE, Int("PIN", 0, NUM_PINS - 1), Int("PULLUP", 0, 1), family="iomgr",
@@ -399,7 +400,7 @@ class Rnwf11Commands:
     async def digpu(self, ctx, pin: int, pullup: int) -> None:
         p = self._pin(pin)
         if p["type"] != 0:
-            raise self.fail(E_STATE, f"pin {pin} is not a digital pin")
+            raise CmdError("param", message=f"pin {pin} is not a digital pin")
         p["pullup"] = pullup
 
     @command("+ADCRD", Form.WRITE, Int("PIN", 0, NUM_PINS - 1), family="iomgr",
@@ -407,7 +408,7 @@ class Rnwf11Commands:
     async def adcrd(self, ctx, pin: int) -> None:
         p = self.pins.get(pin)
         if p is not None and p["type"] != 1:
-            raise self.fail(E_STATE, f"pin {pin} is not an ADC pin")
+            raise CmdError("param", message=f"pin {pin} is not an ADC pin")
         ctx.ok()
         self.urc(f"+ADCRDVAL:{self.adc_value(pin)},{pin}")
 
@@ -452,7 +453,7 @@ class Rnwf11Commands:
     async def pwmstart(self, ctx, mod: int, duty: str) -> None:
         pwm = self.pwm.get(mod)
         if pwm is None:
-            raise self.fail(E_STATE, f"PWM module {mod} has no period (AT+PWMCFG)")
+            raise CmdError("param", message=f"PWM module {mod} has no period (AT+PWMCFG)")
         d = self._word(duty, "DUTY")
         if d > pwm["period"]:
             raise CmdError("param", message="<DUTY> over the period")
@@ -462,7 +463,7 @@ class Rnwf11Commands:
     async def pwmstop(self, ctx, mod: int) -> None:
         pwm = self.pwm.get(mod)
         if pwm is None:
-            raise self.fail(E_STATE, f"PWM module {mod} is not configured")
+            raise CmdError("param", message=f"PWM module {mod} is not configured")
         pwm["running"] = False
 
     def pwm_output(self, mod: int) -> dict | None:
