@@ -785,16 +785,15 @@ class RnwfCommands:
             # slot time x slots on each channel scanned (capped: the emulated radio need not be slow)
             await asyncio.sleep(min(c[2 if active else 3] * c[4] * channels / 1000.0, 3.0))
             aps = wifi.scan(self.module.world, channel=c[1] or None, include_hidden=True)
-            n = 0
+            lines = []
             for ap in aps:
                 if ap is getattr(self, "_own_ap", None) or not self._channel_allowed(ap.channel) \
                         or (c[6] and ap.rssi < c[6]):
                     continue
                 name = "" if ap.hidden else ap.ssid
-                self.urc(f'+WSCNIND:{ap.rssi},{self.REPORT_SEC.get(ap.security, 0)},{ap.channel},"{ap.bssid.upper()}",'
-                         f'{self.fmt(name)}')
-                n += 1
-            self.urc(f"+WSCNDONE:{n}")
+                lines.append(f'+WSCNIND:{ap.rssi},{self.REPORT_SEC.get(ap.security, 0)},{ap.channel},'
+                             f'"{ap.bssid.upper()}",{self.fmt(name)}')
+            self.urc_batch(lines + [f"+WSCNDONE:{len(lines)}"])
         finally:
             self._scanning = False
 

@@ -205,7 +205,21 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         return b">" if self.module.engine.echo else b""
 
     def frame_urc(self, chunk: bytes) -> bytes:
-        return b"\r" + chunk + (b">" if self.module.engine.echo else b"")
+        prompt = self.module.engine.echo and not getattr(self, "_in_batch", False)
+        return b"\r" + chunk + (b">" if prompt else b"")
+
+    def urc_batch(self, lines: list[str]) -> None:
+        """AECs the module prints as one event (a scan's +WSCNIND lines and +WSCNDONE): each keeps
+        its leading CR, the prompt comes once, after the last (Microchip's OOB demo reads a whole
+        scan up to one '>')."""
+        self._in_batch = True
+        try:
+            for line in lines[:-1]:
+                self.urc(line)
+        finally:
+            self._in_batch = False
+        if lines:
+            self.urc(lines[-1])
 
     @staticmethod
     def fmt(value: bytes | str) -> str:
