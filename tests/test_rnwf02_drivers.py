@@ -31,3 +31,13 @@ def test_scan_results_arrive_as_one_prompted_piece():
         assert entries[0] == b"-50,3,6,00:01:02:03:04:05,MyAP"
         assert entries[-1].split(b"\n") == [b"-70,1,11,24:F2:7F:A5:8B:82,", b"5>"]
         e.expect_nothing(0.3)
+
+
+def test_rnwf11_tls_configuration_takes_the_ecc608_switch():
+    # The OOB demo on an RNWF11 sends AT+TLSC=1,8,0 (device key from the files, not the ATECC608)
+    # and stops at any error; RNWF02 has no id 8.
+    with Rnwf(profile="rnwf11", echo=True) as e:
+        assert e.cmd("AT+TLSC=1,8,0") == b"AT+TLSC=1,8,0\r\nOK\r\n>"
+        assert e.cmd("AT+TLSC=1,8") == b"AT+TLSC=1,8\r\n+TLSC:8,0\r\nOK\r\n>"
+    with Rnwf(echo=True) as e:
+        assert e.cmd("AT+TLSC=1,8,0") == b'AT+TLSC=1,8,0\r\nERROR:0.4,"Invalid Parameter"\r\n>'

@@ -285,3 +285,6 @@ class Rnwf11(Rnwf02):
     summary = "Microchip RNWF11 Wi-Fi AT firmware (the RNWF02 AT set; model RNWF11)"
     model = "RNWF11"
     option_prefix = "rnwf11"
+    #: TLSC 8 (RNWF11 only, sent by Microchip's OOB demo as AT+TLSC=1,8,0): take the device key from
+    #: the ATECC608 (1) or from the FS files (0). Stored; the emulated module always uses the files.
+    TLSC = {**Rnwf02.TLSC, 8: _P("USE_ECC608", "int", 0, 0, 1)}
