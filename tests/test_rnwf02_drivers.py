@@ -4,7 +4,12 @@ on where the host leaves it on) and reads the way that host reads."""
 from __future__ import annotations
 
 import re
+import socket
 
+import pytest
+
+from peers.certs import make_pki
+from peers.servers import TlsEchoServer
 from rnwf_helpers import Rnwf
 
 
@@ -41,3 +46,80 @@ def test_rnwf11_tls_configuration_takes_the_ecc608_switch():
         assert e.cmd("AT+TLSC=1,8") == b"AT+TLSC=1,8\r\n+TLSC:8,0\r\nOK\r\n>"
     with Rnwf(echo=True) as e:
         assert e.cmd("AT+TLSC=1,8,0") == b'AT+TLSC=1,8,0\r\nERROR:0.4,"Invalid Parameter"\r\n>'
+
+
+LONG_SNI = "file-download-files.s3-us-west-2.amazonaws.example"   # 51 characters
+
+
+@pytest.fixture
+def long_name_tls(tmp_path):
+    pki = make_pki(tmp_path / "pki", hostnames=[LONG_SNI, "s3-us-west-2.amazonaws.example"])
+    with TlsEchoServer(pki.server_cert, pki.server_key) as srv:
+        yield pki, srv
+
+
+def test_tls_socket_as_the_harmony_driver_opens_it(long_name_tls):
+    # Microchip's Harmony driver (tls_client demo): echo off, the TLS configuration with a server
+    # name longer than 32 characters, then AT+SOCKO, AT+SOCKBR and - without waiting for +SOCKIND -
+    # AT+SOCKTLS; it writes its request when +SOCKTLS arrives.
+    pki, srv = long_name_tls
+    with Rnwf() as e:
+        (e.state_dir / "fs" / "certs").mkdir(parents=True, exist_ok=True)
+        (e.state_dir / "fs" / "certs" / "RootCA1").write_bytes(pki.ca_cert.read_bytes())
+        e.join()
+        for line in ("AT+TLSC=1,40,1", 'AT+TLSC=1,1,"RootCA1"', f'AT+TLSC=1,5,"{LONG_SNI}"', "AT+TLSC=1,41,1",
+                     'AT+TLSC=1,6,"s3-us-west-2.amazonaws.example"'):
+            assert e.cmd(line) == b"OK\r\n", line
+        assert e.cmd("AT+TLSC=1,5") == f'+TLSC:5,"{LONG_SNI}"\r\nOK\r\n'.encode()
+        assert e.cmd("AT+SOCKO=2,4") == b"+SOCKO:1\r\nOK\r\n"
+        assert e.cmd(f'AT+SOCKBR=1,"127.0.0.1",{srv.address[1]}') == b"OK\r\n"
+        # the connect may or may not be up when AT+SOCKTLS arrives: OK either way, +SOCKIND then +SOCKTLS
+        e.write(b"AT+SOCKTLS=1,1\r\n")
+        got = e.read_until(rb"\r\+SOCKTLS:1\r\n", timeout=10)
+        ind = rb'\r\+SOCKIND:1,"127\.0\.0\.1",\d+,"127\.0\.0\.1",\d+\r\n'
+        assert re.fullmatch(rb"(?:%s)?OK\r\n(?:%s)?\r\+SOCKTLS:1\r\n" % (ind, ind), got), got
+        assert len(re.findall(ind, got)) == 1, got
+        assert len(srv.wait_sessions(1)) == 1     # (SNI: see README, SERVER_NAME vs DOMAIN_NAME)
+        e.write(b"AT+SOCKWR=1,14\r\n")
+        assert e.read_until(b"#") == b"#"
+        e.write(b"GET / HTTP/1.1")
+        assert e.read_until(rb"OK\r\n") == b"OK\r\n"
+        assert e.aec(rb"\r\+SOCKRXT:1,(\d+)\r\n").group(1) == b"14"
+        e.write(b"AT+SOCKRD=1,2,14\r\n")
+        assert e.read_until(rb"OK\r\n") == b"+SOCKRD:1,14,#GET / HTTP/1.1OK\r\n"
+        # a second AT+SOCKTLS on that socket, or one on a socket never bound, is refused
+        assert e.cmd("AT+SOCKTLS=1,1") == b'ERROR:14.2,"Not Allowed In This State"\r\n'
+        assert e.cmd("AT+SOCKO=2,4") == b"+SOCKO:2\r\nOK\r\n"
+        assert e.cmd("AT+SOCKTLS=2,1") == b'ERROR:14.2,"Not Allowed In This State"\r\n'
+
+
+def test_tls_requested_while_the_connect_runs(tls_echo, pki):
+    # AT+SOCKBR and AT+SOCKTLS in one burst: the TLS request is taken while the connect runs and the
+    # handshake follows it
+    with Rnwf() as e:
+        (e.state_dir / "fs" / "certs").mkdir(parents=True, exist_ok=True)
+        (e.state_dir / "fs" / "certs" / "ca").write_bytes(pki.ca_cert.read_bytes())
+        e.join()
+        e.oks('AT+TLSC=2,1,"ca"', 'AT+TLSC=2,5,"localhost"')
+        assert e.cmd("AT+SOCKO=2,4") == b"+SOCKO:1\r\nOK\r\n"
+        e.write(f'AT+SOCKBR=1,"127.0.0.1",{tls_echo.address[1]}\r\nAT+SOCKTLS=1,2\r\n'.encode())
+        got = e.read_until(rb"\r\+SOCKTLS:1\r\n", timeout=10)
+        assert re.fullmatch(rb'OK\r\nOK\r\n\r\+SOCKIND:1,"127\.0\.0\.1",\d+,"127\.0\.0\.1",\d+\r\n\r\+SOCKTLS:1\r\n', got), got
+        assert tls_echo.wait_sessions(1)[0].sni == "localhost"
+        assert e.cmd('AT+SOCKWR=1,4,"ping"') == b"OK\r\n"
+        e.aec(rb"\r\+SOCKRXT:1,4\r\n")
+        assert e.cmd("AT+SOCKRD=1,1,10") == b'+SOCKRD:1,4,"ping"\r\nOK\r\n'
+
+
+def test_tls_requested_while_connecting_to_nothing_reports_the_connect_failure():
+    with Rnwf() as e:
+        e.join()
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()                       # nobody listens there
+        assert e.cmd("AT+SOCKO=2,4") == b"+SOCKO:1\r\nOK\r\n"
+        e.write(f'AT+SOCKBR=1,"127.0.0.1",{port}\r\nAT+SOCKTLS=1,1\r\n'.encode())
+        assert e.read_until(rb"OK\r\nOK\r\n") == b"OK\r\nOK\r\n"
+        assert e.read_until(rb"\r\+SOCK\w+:[^\r]*\r\n", timeout=10) == b"\r+SOCKERR:1,3\r\n"
+        e.expect_nothing(0.5)

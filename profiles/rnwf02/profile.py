@@ -158,7 +158,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
              9: _P("READ_THRESHOLD", "int", 0, 0, 4096)}
     TLSC = {1: _P("CA_CERT_NAME", "str", b"", max_len=32), 2: _P("CERT_NAME", "str", b"", max_len=32),
             3: _P("PRI_KEY_NAME", "str", b"", max_len=32), 4: _P("PRI_KEY_PASSWORD", "str", b"", max_len=32),
-            5: _P("SERVER_NAME", "str", b"", max_len=32), 6: _P("DOMAIN_NAME", "str", b"", max_len=32),
+            5: _P("SERVER_NAME", "str", b"", max_len=64), 6: _P("DOMAIN_NAME", "str", b"", max_len=64),
             7: _P("CIPHER_SUITE", "int", 1, 1, 2),
             40: _P("PEER_AUTH", "int", 1, 0, 1), 41: _P("PEER_DOMAIN_VERIFY", "int", 1, 0, 1)}
     SNTPC = {1: _P("NTP_ENABLED", "int", 0, 0, 1), 2: _P("NTP_STATIC", "int", 0, 0, 1),
@@ -174,6 +174,8 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
              34: _P("COEX_ANTENNA", "int", 0, 0, 1)}
 
     TLS_INDEXES = (1, 2)
+    #: Microchip's host drivers (Harmony, Arduino) send AT+SOCKTLS right after AT+SOCKBR's OK
+    TLS_WHILE_CONNECTING = True
     CONFIG_TABLES = MicrochipFamily.CONFIG_TABLES + ("SNTPC", "DHCPSC", "WIFIC")
 
     def __init__(self, module):
