@@ -123,3 +123,42 @@ def test_tls_requested_while_connecting_to_nothing_reports_the_connect_failure()
         assert e.read_until(rb"OK\r\nOK\r\n") == b"OK\r\nOK\r\n"
         assert e.read_until(rb"\r\+SOCK\w+:[^\r]*\r\n", timeout=10) == b"\r+SOCKERR:1,3\r\n"
         e.expect_nothing(0.5)
+
+
+def test_an_announcement_read_in_pieces_leaves_no_stale_announcements(tcp_sink):
+    # The Harmony tls_client demo reads each +SOCKRXT:<id>,<n> in full, in pieces of at most its
+    # buffer (6144), all before it looks at the next AEC; a +SOCKRXT sent after each piece would
+    # be stale when it gets to it (it then reads 0 bytes and leaves raw mode with '+++').
+    with Rnwf(opts={"rnwf02.rxt_reminder": 0.5}) as e:
+        e.join()
+        assert e.cmd("AT+SOCKO=2,4") == b"+SOCKO:1\r\nOK\r\n"
+        assert e.cmd(f'AT+SOCKBR=1,"127.0.0.1",{tcp_sink.port}') == b"OK\r\n"
+        e.aec(rb"\r\+SOCKIND:1,[^\r]*\r\n")
+        tcp_sink.wait_connection()
+        body = bytes(range(256)) * 40                      # 10240 bytes
+        tcp_sink.push(body)
+        got = b""
+        while len(got) < len(body):        # (one announcement, unless the peer's bytes came in parts)
+            left = int(e.aec(rb"\r\+SOCKRXT:1,(\d+)\r\n").group(1))
+            while left:
+                n = min(4096, left)
+                e.write(f"AT+SOCKRD=1,2,{n}\r\n".encode())
+                head = e.read_until(rb"#")
+                assert head == f"+SOCKRD:1,{n},#".encode(), head      # no AEC in between
+                got += e.read_exactly(n)
+                assert e.read_exactly(4) == b"OK\r\n"
+                left -= n
+        assert got == body
+        e.expect_nothing(1.0)                              # nothing stale, no reminder
+        # data that arrives while the host works through an announcement is announced (the total)
+        # once the announced bytes are read
+        tcp_sink.push(b"A" * 100)
+        assert e.read_until(rb"\+SOCKRXT:[^\r]*\r\n", timeout=5) == b"\r+SOCKRXT:1,100\r\n"
+        assert e.cmd("AT+SOCKRD=1,1,60") == b'+SOCKRD:1,60,"' + b"A" * 60 + b'"\r\nOK\r\n'
+        tcp_sink.push(b"B" * 10)
+        e.expect_nothing(0.2)                              # 40 announced bytes still unread
+        assert e.cmd("AT+SOCKRD=1,1,40") == b'+SOCKRD:1,40,"' + b"A" * 40 + b'"\r\nOK\r\n'
+        assert e.read_until(rb"\+SOCKRXT:[^\r]*\r\n", timeout=5) == b"\r+SOCKRXT:1,10\r\n"
+        # a host that stops before the end is reminded of the total left
+        assert e.cmd("AT+SOCKRD=1,1,4") == b'+SOCKRD:1,4,"BBBB"\r\nOK\r\n'
+        assert e.read_until(rb"\+SOCKRXT:[^\r]*\r\n", timeout=5) == b"\r+SOCKRXT:1,6\r\n"

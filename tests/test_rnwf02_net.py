@@ -50,7 +50,7 @@ def test_tcp_binary_write_prompt_and_reads(e, tcp_sink):
     assert e.cmd("AT+SOCKRDBUF=1,1,3") == b'+SOCKRD:1,3,"he\\""\r\nOK\r\n'   # a peek
     e.write(b"AT+SOCKRD=1,2,5\r\n")
     assert e.read_until(rb"OK\r\n") == b'+SOCKRD:1,5,#he"llOK\r\n'
-    # 3 bytes are left: announced again after the read
+    # 3 bytes are left and the host stopped reading: announced again (rxt_reminder without a read)
     assert e.read_until(rb"\+SOCKRXT:.*?\r\n") == b"\r+SOCKRXT:1,3\r\n"
     assert e.cmd("AT+SOCKRD=1,1,100") == b'+SOCKRD:1,3,"o\r\n"\r\nOK\r\n'
     assert re.fullmatch(rf'\+SOCKLST:1,2,"127\.0\.0\.1",{tcp_sink.port},\d+\r\nOK\r\n'.encode(), e.cmd("AT+SOCKLST"))

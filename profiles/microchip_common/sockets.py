@@ -26,6 +26,8 @@ class Sock:
     upgrading: bool = False
     tls_after_connect: Any = None  # (TLS context, SNI) of an AT+SOCKTLS sent while the connect runs
     announced: bool = False        # a +SOCKRXT / +SOCKRXU is outstanding
+    rx_left: int = 0               # RNWF: bytes of the last +SOCKRXT the host has not read yet
+    reminder: Any = None           # RNWF: timer that announces again what a host left unread
     bound: bool = False            # bound to a local port by SOCKBL (UDP)
     groups: list = field(default_factory=list)
     options: dict = field(default_factory=lambda: {1: 0, 2: 0})   # socket options (RNWF +SOCKC)

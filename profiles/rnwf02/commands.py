@@ -508,11 +508,33 @@ class RnwfCommands:
         else:
             ctx.raw(f"+SOCKRD:{sid},{len(data)},#".encode() + data)   # then OK at once
         if consume:
-            s.announced = False
             if s.proto == 2:
-                self._tcp_data(s)
+                self._after_tcp_read(s, len(data))
             else:
+                s.announced = False
                 self._udp_data(s)
+
+    def _after_tcp_read(self, s, n: int) -> None:
+        """A read of n bytes: while the host is still reading what the last +SOCKRXT announced, no
+        new +SOCKRXT (a host that reads an announcement in pieces would find stale ones queued);
+        once it is read, data that came since is announced (the total). A host that stops reading
+        before the end is reminded (the total left) after rxt_reminder seconds without a read."""
+        if s.reminder is not None:
+            s.reminder.cancel()
+            s.reminder = None
+        s.rx_left = max(0, s.rx_left - n)
+        if s.rx_left and s.conn is not None and s.conn.available:
+            s.reminder = asyncio.get_running_loop().call_later(self.rxt_reminder, self._remind, s)
+            return
+        s.rx_left = 0
+        s.announced = False
+        self._tcp_data(s)
+
+    def _remind(self, s) -> None:
+        s.reminder = None
+        if self.socks.get(s.id) is s and s.conn is not None and s.conn.available:
+            s.announced = False
+            self._tcp_data(s)
 
     @command("+SOCKC", Form.WRITE, Int("SOCK_ID", 1, 65535), Int("ID", optional=True), Int("VAL", optional=True),
              family="socket", doc="Socket options: 1 KEEP_ALIVE seconds (0 off), 2 NO_DELAY (0/1)")
@@ -858,9 +880,12 @@ class RnwfCommands:
         self.pkts[0] += 1
 
     def _tcp_data(self, s) -> None:
-        if self.socks.get(s.id) is s and not s.announced and s.conn is not None and s.conn.available:
+        announcing = self.socks.get(s.id) is s and not s.announced and s.conn is not None and s.conn.available
+        if announcing:
             self.pkts[1] += 1
         SocketCommands._tcp_data(self, s)
+        if announcing:
+            s.rx_left = s.conn.available        # what this +SOCKRXT told the host
 
     @command("+DI", Form.EXEC, family="di", doc="Device information: 1 DEVICE_ID, 14 NUM_IMAGES, 15.n IMAGE_INFO")
     @command("+DI", Form.WRITE, Int("ID"), family="di")
