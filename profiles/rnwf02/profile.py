@@ -52,7 +52,7 @@ MAC = "04:91:62:9A:5C:01"
 GMR = "2.0.0 0 e41f977cb [16:31:26 Apr 12 2024]"
 
 DEVIATIONS = [
-    "Framing: echo and prompt are on after every reset: each final result is followed by a bare '>'; an AEC is sent as CR, the line, CR LF and (echo on) '>'. ATE0 turns echo and prompt off until the next reset.",
+    "Framing: echo and prompt are on after every reset: each final result is followed by a bare '>'; an AEC is sent as CR, the line, CR LF and (echo on) '>'; a scan's +WSCNIND lines and +WSCNDONE are one event with one '>' after the last (the OOB demo reads a scan up to one '>'). ATE0 turns echo and prompt off until the next reset.",
     "Errors: ERROR:<module>.<code>,\"<text>\" at ATV3 (the default; the hardware prints the text, the guide's table only the code: world option rnwf02.atv3_text=false); ATV0-2, 4, 5 as the guide's table. Module 0 = the line (0.3 unknown command, 0.4 invalid parameter, 0.5 incorrect number of parameters); <module>.<code> = a failure of that module's command (README table).",
     "AT+RST answers OK, then the module reboots and prints +BOOT:\"RNWF - AT Command Interface v<version>...\" after rnwf02.boot_delay seconds (default 1.5).",
     "AT+FS=1 loads files with XMODEM (1 checksum, 2 CRC, 3 1K) or YMODEM (4, also batch): the module asks with NAK/'C' each second, ACKs blocks and answers OK after the EOT; data trimmed to <FILELENGTH>.",
@@ -66,6 +66,7 @@ DEVIATIONS = [
     "MQTT v5 properties (MQTTPROPTX/RX/TXS) are stored and listed but not sent: the core MQTT session takes no properties.",
     "Late failures without an AEC of their own use +<CMD>:ERROR:<module>.<code>: +PING:ERROR:11.7 (no reply), 11.8 (name not resolved), formatted as ATV says (the guide's <CR>+<CMD>:<error>).",
     "AT+WIFIC (firmware v2, from the Harmony driver): 10 REG_DOMAIN GEN/USA/EMEA limits scan and join channels (USA 1-11); power save and coexistence are stored.",
+    "AT+SOCKTLS is accepted while the connect of AT+SOCKBR runs (Microchip's Harmony and Arduino drivers send it right after SOCKBR's OK): +SOCKIND, then +SOCKTLS after the handshake.",
     "Addresses the Harmony driver writes unquoted are accepted unquoted too (SOCKWRTO, SOCKBM, WSTAC=5, MQTTUNSUB); WSTAC id 5 (BSSID) pins the AP.",
     "AT+ASSOC answers OK, then one +ASSOC AEC per association (the guide files +ASSOC under AECs; the OOB demo completes the command on it).",
     "RNWF11 is the same interface with +GMM:\"RNWF11\"; its extra modules (MDNS, ECC, TBL, AZURE, IOMGR) are not emulated.",
