@@ -162,3 +162,16 @@ def test_an_announcement_read_in_pieces_leaves_no_stale_announcements(tcp_sink):
         # a host that stops before the end is reminded of the total left
         assert e.cmd("AT+SOCKRD=1,1,4") == b'+SOCKRD:1,4,"BBBB"\r\nOK\r\n'
         assert e.read_until(rb"\+SOCKRXT:[^\r]*\r\n", timeout=5) == b"\r+SOCKRXT:1,6\r\n"
+
+
+def test_wific_reports_the_number_of_regulatory_domains():
+    # Microchip's OOB demo reads AT+WIFIC as <id>,<value> pairs and takes id 11 as the number of
+    # regulatory domains (it drops the domain from its report when 11 is missing); the AVR/PIC MCC
+    # driver asks AT+WIFIC=11 before joining.
+    with Rnwf(echo=True) as e:
+        assert e.cmd("AT+WIFIC=11") == b"AT+WIFIC=11\r\n+WIFIC:11,3\r\nOK\r\n>"
+        out = e.cmd("AT+WIFIC")
+        pairs = re.sub(rb'[">]|OK|AT\+WIFIC\r\n', b"", out).replace(b"\r\n", b"").replace(b"+WIFIC:", b",").split(b",")[1:]
+        table = dict(zip(pairs[::2], pairs[1::2]))
+        assert table[b"10"] == b"GEN" and int(table[b"11"]) == 3
+        assert e.cmd("AT+WIFIC=11,4").startswith(b"AT+WIFIC=11,4\r\nERROR:3.")

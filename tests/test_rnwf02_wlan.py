@@ -145,7 +145,7 @@ def test_regulatory_domain_limits_channels():
         {"ssid": "ch6", "security": "open", "channel": 6, "rssi": -50, "bssid": "00:00:00:00:00:06"},
         {"ssid": "ch13", "security": "open", "channel": 13, "rssi": -60, "bssid": "00:00:00:00:00:0d"}]}}
     with Rnwf(world=world) as e:
-        assert e.cmd("AT+WIFIC") == (b'+WIFIC:10,"GEN"\r\n+WIFIC:20,0\r\n+WIFIC:30,0\r\n+WIFIC:31,0\r\n'
+        assert e.cmd("AT+WIFIC") == (b'+WIFIC:10,"GEN"\r\n+WIFIC:11,3\r\n+WIFIC:20,0\r\n+WIFIC:30,0\r\n+WIFIC:31,0\r\n'
                                      b"+WIFIC:32,0\r\n+WIFIC:33,0\r\n+WIFIC:34,0\r\nOK\r\n")
         assert e.cmd("AT+WSCN=1") == b"OK\r\n"
         assert e.read_until(rb"\+WSCNDONE:\d+\r\n").endswith(b"\r+WSCNDONE:2\r\n")

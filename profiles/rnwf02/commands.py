@@ -137,7 +137,7 @@ class RnwfCommands:
         if val is not None and pid == 10 and sfx(arg_bytes(ctx.line.args[1])).upper() not in REG_DOMAINS:
             raise CmdError("param", message="unknown regulatory domain")
         self._cfg(ctx, "WIFIC", self.WIFIC, self.cfg["WIFIC"], pid, val,
-                  writable=lambda: pid != 10 or (self.sta_state == 0 and not self.ap_on))
+                  writable=lambda: pid != 11 and (pid != 10 or (self.sta_state == 0 and not self.ap_on)))
         if val is not None and pid == 10:
             self.cfg["WIFIC"][10] = self.cfg["WIFIC"][10].upper()
 

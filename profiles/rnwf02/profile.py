@@ -170,7 +170,10 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
     CFG = {1: _P("ECHO", "int", 1, 0, 1), 2: _P("VERBOSITY", "int", 3, 0, 5), 3: _P("BAUD", "int", 230400,
            choices=(9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600))}
 
-    WIFIC = {10: _P("REG_DOMAIN", "str", b"GEN", max_len=6), 20: _P("POWERSAVE", "int", 0, 0, 1),
+    WIFIC = {10: _P("REG_DOMAIN", "str", b"GEN", max_len=6),
+             # 11: how many regulatory domains the module holds (read-only; GEN, USA, EMEA): the OOB
+             # demo reads it from AT+WIFIC, the AVR/PIC MCC driver asks AT+WIFIC=11
+             11: _P("REG_DOMAIN_COUNT", "int", 3, 0, 255), 20: _P("POWERSAVE", "int", 0, 0, 1),
              30: _P("COEX_ENABLE", "int", 0, 0, 1), 31: _P("COEX_INTERFACE", "int", 0, 0, 1),
              32: _P("COEX_RX_PRIO", "int", 0, 0, 1), 33: _P("COEX_TX_PRIO", "int", 0, 0, 1),
              34: _P("COEX_ANTENNA", "int", 0, 0, 1)}
