@@ -86,7 +86,7 @@ def test_tls_socket_as_the_harmony_driver_opens_it(long_name_tls):
         assert e.read_until(rb"OK\r\n") == b"OK\r\n"
         assert e.aec(rb"\r\+SOCKRXT:1,(\d+)\r\n").group(1) == b"14"
         e.write(b"AT+SOCKRD=1,2,14\r\n")
-        assert e.read_until(rb"OK\r\n") == b"+SOCKRD:1,14,#GET / HTTP/1.1OK\r\n"
+        assert e.read_until(rb"OK\r\n") == b"#GET / HTTP/1.1OK\r\n"
         # a second AT+SOCKTLS on that socket, or one on a socket never bound, is refused
         assert e.cmd("AT+SOCKTLS=1,1") == b'ERROR:14.2,"Not Allowed In This State"\r\n'
         assert e.cmd("AT+SOCKO=2,4") == b"+SOCKO:2\r\nOK\r\n"
@@ -144,7 +144,7 @@ def test_an_announcement_read_in_pieces_leaves_no_stale_announcements(tcp_sink):
                 n = min(4096, left)
                 e.write(f"AT+SOCKRD=1,2,{n}\r\n".encode())
                 head = e.read_until(rb"#")
-                assert head == f"+SOCKRD:1,{n},#".encode(), head      # no AEC in between
+                assert head == b"#", head                       # no AEC in between
                 got += e.read_exactly(n)
                 assert e.read_exactly(4) == b"OK\r\n"
                 left -= n
@@ -175,3 +175,41 @@ def test_wific_reports_the_number_of_regulatory_domains():
         table = dict(zip(pairs[::2], pairs[1::2]))
         assert table[b"10"] == b"GEN" and int(table[b"11"]) == 3
         assert e.cmd("AT+WIFIC=11,4").startswith(b"AT+WIFIC=11,4\r\nERROR:3.")
+
+
+def test_binary_read_answers_a_bare_hash_first(tcp_sink):
+    # The AVR/PIC MCC driver (RNWF02 firmware v2) sends AT+SOCKRD=<id>,2,<n> for a +SOCKRXT and
+    # switches to raw mode only when the first byte of the answer is '#'; then it reads exactly
+    # <n> bytes and expects OK CR LF (the hardware facts of issue 11). Binary read and peek alike.
+    with Rnwf() as e:
+        e.join()
+        assert e.cmd("AT+SOCKO=2,4") == b"+SOCKO:1\r\nOK\r\n"
+        assert e.cmd(f'AT+SOCKBR=1,"127.0.0.1",{tcp_sink.port}') == b"OK\r\n"
+        e.aec(rb"\r\+SOCKIND:1,[^\r]*\r\n")
+        tcp_sink.wait_connection()
+        tcp_sink.push(b"ab#\r\nOK\r\n")
+        assert e.aec(rb"\r\+SOCKRXT:1,(\d+)\r\n").group(1) == b"9"
+        e.write(b"AT+SOCKRDBUF=1,2,9\r\n")
+        assert e.read_exactly(1 + 9 + 4) == b"#ab#\r\nOK\r\nOK\r\n"
+        e.write(b"AT+SOCKRD=1,2,9\r\n")
+        assert e.read_exactly(1 + 9 + 4) == b"#ab#\r\nOK\r\nOK\r\n"
+        e.expect_nothing(0.3)
+    # the guide's form, for hosts written from the guide
+    with Rnwf(opts={"rnwf02.binary_read": "guide"}) as e:
+        e.join()
+        assert e.cmd("AT+SOCKO=2,4") == b"+SOCKO:1\r\nOK\r\n"
+        assert e.cmd(f'AT+SOCKBR=1,"127.0.0.1",{tcp_sink.port}') == b"OK\r\n"
+        e.aec(rb"\r\+SOCKIND:1,[^\r]*\r\n")
+        tcp_sink.wait_connection(2)
+        tcp_sink.push(b"xyz")
+        e.aec(rb"\r\+SOCKRXT:1,3\r\n")
+        e.write(b"AT+SOCKRD=1,2,3\r\n")
+        assert e.read_until(rb"OK\r\n") == b"+SOCKRD:1,3,#xyzOK\r\n"
+
+
+def test_binary_read_option_is_checked():
+    from atemu.world import World, WorldError
+    from atemu.profile import find_profile
+    w = World.from_dict({"options": {"rnwf02.binary_read": "manual"}})
+    with pytest.raises(WorldError, match="binary_read"):
+        find_profile("rnwf02").validate_world(w)

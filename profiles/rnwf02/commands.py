@@ -506,7 +506,11 @@ class RnwfCommands:
         if mode == 1:
             ctx.info(f"+SOCKRD:{sid},{len(data)},{self.fmt(data)}")
         else:
-            ctx.raw(f"+SOCKRD:{sid},{len(data)},#".encode() + data)   # then OK at once
+            # then OK at once; the device answers a bare '#' (the hardware facts; the AVR/PIC
+            # MCC driver enters raw mode only when '#' is the first byte of the answer), the guide
+            # declares the count first (world option binary_read: guide)
+            head = f"+SOCKRD:{sid},{len(data)},#" if self.binary_read == "guide" else "#"
+            ctx.raw(head.encode() + data)
         if consume:
             if s.proto == 2:
                 self._after_tcp_read(s, len(data))

@@ -57,7 +57,7 @@ DEVIATIONS = [
     "AT+RST answers OK, then the module reboots and prints +BOOT:\"RNWF - AT Command Interface v<version>...\" after rnwf02.boot_delay seconds (default 1.5).",
     "AT+FS=1 loads files with XMODEM (1 checksum, 2 CRC, 3 1K) or YMODEM (4, also batch): the module asks with NAK/'C' each second, ACKs blocks and answers OK after the EOT; data trimmed to <FILELENGTH>.",
     "Binary phases (SOCKWR/SOCKWRTO without data): the module prompts with '#', then takes exactly <LENGTH> raw bytes (+++ is data); a host silent for data_timeout seconds (default 10) abandons it: ERROR:<m>.5.",
-    "AT+SOCKRD=<id>,2,<n> answers +SOCKRD:<id>,<count>,# then exactly <count> raw bytes (what it has, at most n), then OK at once; mode 1 answers +SOCKRD:<id>,<count>,\"<data>\".",
+    "AT+SOCKRD=<id>,2,<n> answers '#', then the raw bytes (what it has, at most n), then OK at once, as the hardware does (the AVR/PIC MCC driver needs '#' first); world option rnwf02.binary_read=guide gives the guide's +SOCKRD:<id>,<count>,# before the bytes. Mode 1 answers +SOCKRD:<id>,<count>,\"<data>\".",
     "+SOCKRXT:<id>,<n> gives the total buffered, sent when data arrives on an empty buffer or once the host has read what the last one announced and more is there: every announcement can be read in full, and a host reading one in pieces finds no stale ones. A host that stops reading before the end is told the total left after rnwf02.rxt_reminder seconds (default 1) without a read.",
     "Strings the module prints are quoted with '\\\"' and '\\\\' escaped (JSON payloads read as sent); input strings accept the same escapes and [hex].",
     "+MQTTSUBRX:<dup>,<qos>,<retain>,\"<topic>\",\"<payload>\"; with AT+MQTTC=9,<n> (n > 0) a longer payload is announced +MQTTSUBRX:<dup>,<qos>,<retain>,\"<topic>\",<msg id>,<length> and read with AT+MQTTSUBRD.",
@@ -89,6 +89,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         "ack_timeout": "seconds MQTT SUBACK/UNSUBACK/PUBACK are awaited (default 10)",
         "data_timeout": "seconds a binary data phase waits for the host (default 10)",
         "boot_delay": "seconds between AT+RST's OK and +BOOT (default 1.5)",
+        "binary_read": "device (default): AT+SOCKRD/AT+SOCKRDBUF in mode 2 answer '#', the bytes, OK; guide: +SOCKRD:<id>,<n>,# first",
         "rxt_reminder": "seconds without a read after which data left unread is announced again with +SOCKRXT (default 1)",
         "atv3_text": "ATV3 (the default) prints ERROR:<code>,\"<text>\" as the hardware does (true, default) or the guide's ERROR:<code> (false)",
         "bind_host": "host address listening sockets bind (default 127.0.0.1 for TCP, 0.0.0.0 for UDP)",
@@ -187,6 +188,7 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         super().__init__(module)
         self.boot_delay = float(self.option("boot_delay", 1.5))
         self.rxt_reminder = float(self.option("rxt_reminder", 1.0))
+        self.binary_read = str(self.option("binary_read", "device")).lower()
         self.atv3_text = str(self.option("atv3_text", True)).lower() not in ("0", "false", "no")
         self.cfg["MQTTC"][3] = (self.model + "_" + MAC.replace(":", "")[-6:]).encode()
         self.verbosity = 3
@@ -207,6 +209,16 @@ class Rnwf02(RnwfCommands, MicrochipFamily):
         self.fs = {1: FlashFS(module.state_dir / "fs" / "certs", capacity=64 * 1024, max_file=4096, max_name=32),
                    2: FlashFS(module.state_dir / "fs" / "keys", capacity=32 * 1024, max_file=4096, max_name=32)}
         self.store = self.fs[1]
+
+    @classmethod
+    def validate_world(cls, world) -> None:
+        super().validate_world(world)
+        from atemu.world import WorldError
+        key = f"{cls.option_prefix}.binary_read"
+        opts = getattr(world, "options", {}) or {}
+        if key in opts and str(opts[key]).lower() not in ("device", "guide"):
+            where = f"{world.source}: " if getattr(world, "source", None) else ""
+            raise WorldError(f"{where}option '{key}' must be one of device, guide, not {opts[key]!r}")
 
     # ================================================================== framing
     def result_suffix(self) -> bytes:
