@@ -90,9 +90,14 @@ def test_aec_framing_with_and_without_echo():
         assert e.cmd("AT+WSCNC=2,10") == b"AT+WSCNC=2,10\r\nOK\r\n>"
         assert e.cmd("AT+WSCN=1") == b"AT+WSCN=1\r\nOK\r\n>"
         got = e.read_until(rb"\+WSCNDONE:\d+\r\n>", timeout=5)
-        # every AEC: CR (over the prompt), the line, CR LF, a new prompt
-        assert got.startswith(b'\r+WSCNIND:-50,3,6,"00:01:02:03:04:05","MyAP"\r\n>\r+WSCNIND:')
-        assert got.endswith(b"\r+WSCNDONE:5\r\n>")
+        # every AEC: CR (over the prompt), the line, CR LF; a scan's AECs are one event: one prompt
+        assert got.startswith(b'\r+WSCNIND:-50,3,6,"00:01:02:03:04:05","MyAP"\r\n\r+WSCNIND:')
+        assert got.endswith(b"\r+WSCNDONE:5\r\n>") and got.count(b">") == 1
+        e.write(b"AT+WSTAC=1,\"MyAP\"\r\nAT+WSTAC=2,3\r\nAT+WSTAC=3,\"MyAPPSK-123\"\r\nAT+WSTA=1\r\n")
+        got = e.read_until(rb'\+WSTAAIP:1,"192[^\r]*\r\n>', timeout=5)
+        # other AECs: each with its own prompt
+        assert re.search(rb'OK\r\n>\r\+WSTALU:1,"00:01:02:03:04:05",6\r\n>\r\+WSTAAIP:1,"FE80::[0-9A-F:]+"\r\n>'
+                         rb'\r\+WSTAAIP:1,"192\.168\.0\.20"\r\n>\Z', got), got
         assert e.cmd("ATE0") == b"ATE0\r\nOK\r\n"
         assert e.cmd("AT+WSCN=0") == b"OK\r\n"
         got = e.read_until(rb"\+WSCNDONE:\d+\r\n", timeout=5)

@@ -43,14 +43,13 @@ def test_tcp_binary_write_prompt_and_reads(e, tcp_sink):
     assert tcp_sink.wait_bytes(16) == b'ab\r\n+++#x{"a":1}'
     assert e.cmd('AT+SOCKWR=1,8,"{\\"a\\":1}"') == b'ERROR:14.1,"Length Mismatch"\r\n'
     assert e.cmd("AT+SOCKWR=1,0") == b'ERROR:0.4,"Invalid Parameter"\r\n'
-    # the peer sends: +SOCKRXT gives the total; the binary read declares its count, then '#', the
-    # bytes and OK at once
+    # the peer sends: +SOCKRXT gives the total; the binary read answers '#', the bytes and OK at once
     tcp_sink.push(b'he"llo\r\n')
     assert e.read_until(rb"\+SOCKRXT:.*?\r\n") == b"\r+SOCKRXT:1,8\r\n"
     assert e.cmd("AT+SOCKRDBUF=1,1,3") == b'+SOCKRD:1,3,"he\\""\r\nOK\r\n'   # a peek
     e.write(b"AT+SOCKRD=1,2,5\r\n")
-    assert e.read_until(rb"OK\r\n") == b'+SOCKRD:1,5,#he"llOK\r\n'
-    # 3 bytes are left: announced again after the read
+    assert e.read_until(rb"OK\r\n") == b'#he"llOK\r\n'
+    # 3 bytes are left and the host stopped reading: announced again (rxt_reminder without a read)
     assert e.read_until(rb"\+SOCKRXT:.*?\r\n") == b"\r+SOCKRXT:1,3\r\n"
     assert e.cmd("AT+SOCKRD=1,1,100") == b'+SOCKRD:1,3,"o\r\n"\r\nOK\r\n'
     assert re.fullmatch(rf'\+SOCKLST:1,2,"127\.0\.0\.1",{tcp_sink.port},\d+\r\nOK\r\n'.encode(), e.cmd("AT+SOCKLST"))
@@ -87,7 +86,7 @@ def test_udp_write_to_and_receive(e, udp_echo):
     m = e.aec(rb'\r\+SOCKRXU:1,"127\.0\.0\.1",(\d+),5\r\n')
     assert int(m.group(1)) == udp_echo.port
     e.write(b"AT+SOCKRD=1,2,100\r\n")
-    assert e.read_until(rb"OK\r\n") == b"+SOCKRD:1,5,#pi\x00ngOK\r\n"
+    assert e.read_until(rb"OK\r\n") == b"#pi\x00ngOK\r\n"
     assert e.cmd(f'AT+SOCKWRTO=1,"127.0.0.1",{udp_echo.port},2,"ok"') == b"OK\r\n"
     e.aec(rb"\+SOCKRXU:1,.*?,2\r\n")
     assert e.cmd("AT+SOCKRD=1,1,100") == b'+SOCKRD:1,2,"ok"\r\nOK\r\n'

@@ -31,6 +31,8 @@ class MicrochipFamily(SocketCommands, MqttCommands, WlanCommands, Profile):
     CONFIG_TABLES = ("WSCNC", "WSTAC", "WAPC", "WPROVC", "MQTTC")
     #: an unused WPROVC PIN prints as [] (the WINC manual's example) rather than ""
     EMPTY_PIN_AS_HEX = False
+    #: AT+SOCKTLS accepted while the TCP connect of AT+SOCKBR runs (the handshake follows the connect)
+    TLS_WHILE_CONNECTING = False
     #: TLS configuration indexes
     TLS_INDEXES = tuple(range(1, TLS_CONFS + 1))
 

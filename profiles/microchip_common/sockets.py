@@ -24,7 +24,10 @@ class Sock:
     remote: tuple[str, int] | None = None
     connecting: bool = False
     upgrading: bool = False
+    tls_after_connect: Any = None  # (TLS context, SNI) of an AT+SOCKTLS sent while the connect runs
     announced: bool = False        # a +SOCKRXT / +SOCKRXU is outstanding
+    rx_left: int = 0               # RNWF: bytes of the last +SOCKRXT the host has not read yet
+    reminder: Any = None           # RNWF: timer that announces again what a host left unread
     bound: bool = False            # bound to a local port by SOCKBL (UDP)
     groups: list = field(default_factory=list)
     options: dict = field(default_factory=lambda: {1: 0, 2: 0})   # socket options (RNWF +SOCKC)
@@ -239,6 +242,7 @@ class SocketCommands:
             conn = await TcpConnection.open(host, port, resolver=self.module.resolver, timeout=10.0)
         except NetError as e:
             s.connecting = False
+            s.tls_after_connect = None
             self._sockerr(s, e)
             return
         s.connecting = False
@@ -248,6 +252,11 @@ class SocketCommands:
         s.conn = conn
         s.remote = conn.remote_addr
         self._established(s)
+        if s.tls_after_connect is not None:        # AT+SOCKTLS came while connecting
+            tctx, sni = s.tls_after_connect
+            s.tls_after_connect = None
+            s.upgrading = True
+            await self._tls_upgrade(s, tctx, sni)
 
     def _sockerr(self, s: Sock, e: NetError) -> None:
         """+SOCKERR:<id>,<code>,<message> for a failed connect or TLS upgrade (if the socket still exists)."""
@@ -282,6 +291,10 @@ class SocketCommands:
              family="socket", doc="Upgrade a connected TCP socket to TLS: OK, then +SOCKTLS:<id> or +SOCKERR")
     async def socktls(self, ctx, sid: int, conf: int) -> None:
         s = self._sock(sid, 2)
+        if self.TLS_WHILE_CONNECTING and s.connecting and s.conn is None and s.tls_after_connect is None:
+            # the TCP connect of AT+SOCKBR still runs: the handshake follows it (+SOCKIND, then +SOCKTLS)
+            s.tls_after_connect = self._tls_context(conf, s.remote[0] if s.remote else "")
+            return
         if s.conn is None or s.conn.closed or s.upgrading:
             raise self.fail(E_STATE, "socket is not connected")
         if s.conn.tls:

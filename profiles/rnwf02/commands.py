@@ -152,7 +152,7 @@ class RnwfCommands:
         if val is not None and pid == 10 and sfx(arg_bytes(ctx.line.args[1])).upper() not in REG_DOMAINS:
             raise CmdError("param", message="unknown regulatory domain")
         self._cfg(ctx, "WIFIC", self.WIFIC, self.cfg["WIFIC"], pid, val,
-                  writable=lambda: pid != 10 or (self.sta_state == 0 and not self.ap_on))
+                  writable=lambda: pid != 11 and (pid != 10 or (self.sta_state == 0 and not self.ap_on)))
         if val is not None and pid == 10:
             self.cfg["WIFIC"][10] = self.cfg["WIFIC"][10].upper()
 
@@ -569,13 +569,39 @@ class RnwfCommands:
         if mode == 1:
             ctx.info(f"+SOCKRD:{sid},{len(data)},{self.fmt(data)}")
         else:
-            ctx.raw(self.render_line(f"+SOCKRD:{sid},{len(data)},#").encode() + data)   # then OK at once
+            # then OK at once; the device answers a bare '#' (the issue's hardware facts; the AVR/PIC
+            # MCC driver enters raw mode only when '#' is the first byte of the answer), the guide
+            # declares the count first (world option binary_read: guide)
+            head = self.render_line(f"+SOCKRD:{sid},{len(data)},#") if self.binary_read == "guide" else "#"
+            ctx.raw(head.encode() + data)
         if consume:
-            s.announced = False
             if s.proto == 2:
-                self._tcp_data(s)
+                self._after_tcp_read(s, len(data))
             else:
+                s.announced = False
                 self._udp_data(s)
+
+    def _after_tcp_read(self, s, n: int) -> None:
+        """A read of n bytes: while the host is still reading what the last +SOCKRXT announced, no
+        new +SOCKRXT (a host that reads an announcement in pieces would find stale ones queued);
+        once it is read, data that came since is announced (the total). A host that stops reading
+        before the end is reminded (the total left) after rxt_reminder seconds without a read."""
+        if s.reminder is not None:
+            s.reminder.cancel()
+            s.reminder = None
+        s.rx_left = max(0, s.rx_left - n)
+        if s.rx_left and s.conn is not None and s.conn.available:
+            s.reminder = asyncio.get_running_loop().call_later(self.rxt_reminder, self._remind, s)
+            return
+        s.rx_left = 0
+        s.announced = False
+        self._tcp_data(s)
+
+    def _remind(self, s) -> None:
+        s.reminder = None
+        if self.socks.get(s.id) is s and s.conn is not None and s.conn.available:
+            s.announced = False
+            self._tcp_data(s)
 
     @command("+SOCKC", Form.EXEC, family="socket", doc="List the open sockets' ids: +SOCKC:<id>,<id>...")
     @command("+SOCKC", Form.WRITE, Int("SOCK_ID", 1, 65535), Int("ID", optional=True), Int("VAL", optional=True),
@@ -848,16 +874,15 @@ class RnwfCommands:
             # slot time x slots on each channel scanned (capped: the emulated radio need not be slow)
             await asyncio.sleep(min(c[2 if active else 3] * c[4] * channels / 1000.0, 3.0))
             aps = wifi.scan(self.module.world, channel=c[1] or None, include_hidden=True)
-            n = 0
+            lines = []
             for ap in aps:
                 if ap is getattr(self, "_own_ap", None) or not self._channel_allowed(ap.channel) \
                         or (c[6] and ap.rssi < c[6]):
                     continue
                 name = "" if ap.hidden else ap.ssid
-                self.urc(f'+WSCNIND:{ap.rssi},{self.REPORT_SEC.get(ap.security, 0)},{ap.channel},"{ap.bssid.upper()}",'
-                         f'{self.fmt(name)}')
-                n += 1
-            self.urc(f"+WSCNDONE:{n}")
+                lines.append(f'+WSCNIND:{ap.rssi},{self.REPORT_SEC.get(ap.security, 0)},{ap.channel},'
+                             f'"{ap.bssid.upper()}",{self.fmt(name)}')
+            self.urc_batch(lines + [f"+WSCNDONE:{len(lines)}"])
         finally:
             self._scanning = False
 
@@ -953,9 +978,12 @@ class RnwfCommands:
         self.pkts[0] += 1
 
     def _tcp_data(self, s) -> None:
-        if self.socks.get(s.id) is s and not s.announced and s.conn is not None and s.conn.available:
+        announcing = self.socks.get(s.id) is s and not s.announced and s.conn is not None and s.conn.available
+        if announcing:
             self.pkts[1] += 1
         SocketCommands._tcp_data(self, s)
+        if announcing:
+            s.rx_left = s.conn.available        # what this +SOCKRXT told the host
 
     @command("+DI", Form.EXEC, family="di", doc="Device information: 1 DEVICE_ID, 14 NUM_IMAGES, 15.n IMAGE_INFO")
     @command("+DI", Form.WRITE, Int("ID"), family="di")

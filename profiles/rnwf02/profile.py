@@ -45,13 +45,13 @@ MAC = "04:91:62:9A:5C:01"
 GMR = "2.0.0 0 e41f977cb [16:31:26 Apr 12 2024]"
 
 DEVIATIONS = [
-    "Framing: echo and prompt are on after every reset: each final result is followed by a bare '>'; an AEC is sent as CR, the line, CR LF and (echo on) '>'. ATE0 turns echo and prompt off until the next reset.",
+    "Framing: echo and prompt are on after every reset: each final result is followed by a bare '>'; an AEC is sent as CR, the line, CR LF and (echo on) '>'; a scan's +WSCNIND lines and +WSCNDONE are one event with one '>' after the last (the OOB demo reads a scan up to one '>'). ATE0 turns echo and prompt off until the next reset.",
     "Errors: ERROR:<module>.<code>,\"<text>\" at ATV3 (the default; the hardware prints the text, the guide's table only the code: world option rnwf02.atv3_text=false); ATV0-2, 4, 5 as the guide's table. The codes are the guide's 9.3 table completed from Microchip's WINCS02 driver; which failure reports which code is atemu's mapping (README).",
     "AT+RST answers OK, then the module reboots and prints +BOOT:\"RNWF - AT Command Interface v<version>...\" after rnwf02.boot_delay seconds (default 1.5).",
     "AT+FS=1 loads files with XMODEM (1 checksum, 2 CRC, 3 1K) or YMODEM (4, also batch): the module asks with NAK/'C' each second, ACKs blocks and answers OK after the EOT; data trimmed to <FILELENGTH>.",
     "Binary phases (SOCKWR/SOCKWRTO without data): the module prompts with '#', then takes exactly <LENGTH> raw bytes (+++ is data); a host silent for data_timeout seconds (default 10) abandons it: ERROR:0.8 (Command Timed Out).",
-    "AT+SOCKRD=<id>,2,<n> answers +SOCKRD:<id>,<count>,# then exactly <count> raw bytes (what it has, at most n), then OK at once; mode 1 answers +SOCKRD:<id>,<count>,\"<data>\".",
-    "+SOCKRXT:<id>,<n> gives the total buffered, sent when data arrives on an empty (or fully read) buffer and again after a read that leaves data: every announcement can be read in full.",
+    "AT+SOCKRD=<id>,2,<n> answers '#', then the raw bytes (what it has, at most n), then OK at once, as the hardware does (the AVR/PIC MCC driver needs '#' first); world option rnwf02.binary_read=guide gives the guide's +SOCKRD:<id>,<count>,# before the bytes. Mode 1 answers +SOCKRD:<id>,<count>,\"<data>\".",
+    "+SOCKRXT:<id>,<n> gives the total buffered, sent when data arrives on an empty buffer or once the host has read what the last one announced and more is there: every announcement can be read in full, and a host reading one in pieces finds no stale ones. A host that stops reading before the end is told the total left after rnwf02.rxt_reminder seconds (default 1) without a read.",
     "Strings the module prints are quoted with '\\\"' and '\\\\' escaped (JSON payloads read as sent); input strings accept the same escapes and [hex].",
     "+MQTTSUBRX:<dup>,<qos>,<retain>,\"<topic>\",\"<payload>\"; with AT+MQTTC=9,<n> (n > 0) a longer payload is announced +MQTTSUBRX:<dup>,<qos>,<retain>,\"<topic>\",<msg id>,<length> and read with AT+MQTTSUBRD.",
     "After AT+WSTA=1: +WSTALU:<assoc>,\"<bssid>\",<ch>, +WSTAAIP:<assoc>,\"FE80::...\" (link-local from the MAC), then +WSTAAIP:<assoc>,\"<IPv4>\"; <assoc> counts associations since reset. With SNTP enabled, +TIME:<NTP seconds> after the real SNTP exchange.",
@@ -61,6 +61,7 @@ DEVIATIONS = [
     "Enterprise security (WSTAC SEC_TYPE 6-9): CREDENTIALS is \"<identity>:<password>\", checked against the world AP's identity and password.",
     "ATM1 (numeric mode): responses and AECs as +MM.NN: with the WINCS02 driver's module/command ids; AT+MM.NN accepted in both modes.",
     "AT+WIFIC (firmware v2, from the Harmony driver): 10 REG_DOMAIN GEN/USA/EMEA limits scan and join channels (USA 1-11); power save and coexistence are stored.",
+    "AT+SOCKTLS is accepted while the connect of AT+SOCKBR runs (Microchip's Harmony and Arduino drivers send it right after SOCKBR's OK): +SOCKIND, then +SOCKTLS after the handshake.",
     "Addresses the Harmony driver writes unquoted are accepted unquoted too (SOCKWRTO, SOCKBM, WSTAC=5, MQTTUNSUB); WSTAC id 5 (BSSID) pins the AP.",
     "AT+ASSOC answers OK, then one +ASSOC AEC per association (the guide files +ASSOC under AECs; the OOB demo completes the command on it).",
     "RNWF11 (profile rnwf11) is this interface with +GMM:\"RNWF11\", without WPROV and DI, plus MDNS, ECC, TBL, READAPPIMAGE, AZURE and IOMGR (README, section RNWF11).",
@@ -84,6 +85,8 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, GuideCommands, MicrochipFamily):
         "ack_timeout": "seconds MQTT SUBACK/UNSUBACK/PUBACK are awaited (default 10)",
         "data_timeout": "seconds a binary data phase waits for the host (default 10)",
         "boot_delay": "seconds between AT+RST's OK and +BOOT (default 1.5)",
+        "binary_read": "device (default): AT+SOCKRD/AT+SOCKRDBUF in mode 2 answer '#', the bytes, OK; guide: +SOCKRD:<id>,<n>,# first",
+        "rxt_reminder": "seconds without a read after which data left unread is announced again with +SOCKRXT (default 1)",
         "atv3_text": "ATV3 (the default) prints ERROR:<code>,\"<text>\" as the hardware does (true, default) or the guide's ERROR:<code> (false)",
         "bind_host": "host address listening sockets bind (default 127.0.0.1 for TCP, 0.0.0.0 for UDP)",
         "multicast_iface": "host interface address for +SOCKBM memberships (default 127.0.0.1)",
@@ -159,7 +162,7 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, GuideCommands, MicrochipFamily):
              9: _P("READ_THRESHOLD", "int", 0, 0, 4096)}
     TLSC = {1: _P("CA_CERT_NAME", "str", b"", max_len=32), 2: _P("CERT_NAME", "str", b"", max_len=32),
             3: _P("PRI_KEY_NAME", "str", b"", max_len=32), 4: _P("PRI_KEY_PASSWORD", "str", b"", max_len=32),
-            5: _P("SERVER_NAME", "str", b"", max_len=32), 6: _P("DOMAIN_NAME", "str", b"", max_len=32),
+            5: _P("SERVER_NAME", "str", b"", max_len=64), 6: _P("DOMAIN_NAME", "str", b"", max_len=64),
             7: _P("CIPHER_SUITE", "int", 1, 1, 2),
             40: _P("PEER_AUTH", "int", 1, 0, 1), 41: _P("PEER_DOMAIN_VERIFY", "int", 1, 0, 1)}
     SNTPC = {1: _P("NTP_ENABLED", "int", 0, 0, 1), 2: _P("NTP_STATIC", "int", 0, 0, 1),
@@ -169,17 +172,24 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, GuideCommands, MicrochipFamily):
               5: _P("NETIF_IDX", "int", 1, 0, 1), 10: _P("GATEWAY", "str", b"192.168.1.1", max_len=15)}
     CFG = {1: _P("DEVICE_NAME", "str", b"", max_len=32)}
 
+    # 11 (the number of domains, then 11.n their names) and 12 (channel mask) are read-only and
+    # printed by the command itself: the OOB demo reads 11 from AT+WIFIC, the AVR/PIC MCC driver
+    # asks AT+WIFIC=11
     WIFIC = {10: _P("REG_DOMAIN", "str", b"GEN", max_len=6), 20: _P("POWERSAVE", "int", 0, 0, 1),
              30: _P("COEX_ENABLE", "int", 0, 0, 1), 31: _P("COEX_INTERFACE", "int", 0, 0, 1),
              32: _P("COEX_RX_PRIO", "int", 0, 0, 1), 33: _P("COEX_TX_PRIO", "int", 0, 0, 1),
              34: _P("COEX_ANTENNA", "int", 0, 0, 1)}
 
     TLS_INDEXES = (1, 2)
+    #: Microchip's host drivers (Harmony, Arduino) send AT+SOCKTLS right after AT+SOCKBR's OK
+    TLS_WHILE_CONNECTING = True
     CONFIG_TABLES = MicrochipFamily.CONFIG_TABLES + ("SNTPC", "DHCPSC", "WIFIC", "CFG")
 
     def __init__(self, module):
         super().__init__(module)
         self.boot_delay = float(self.option("boot_delay", 1.5))
+        self.rxt_reminder = float(self.option("rxt_reminder", 1.0))
+        self.binary_read = str(self.option("binary_read", "device")).lower()
         self.atv3_text = str(self.option("atv3_text", True)).lower() not in ("0", "false", "no")
         self.cfg["MQTTC"][3] = (self.model + "_" + MAC.replace(":", "")[-6:]).encode()
         self.cfg["CFG"][1] = self.model.encode()
@@ -204,12 +214,36 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, GuideCommands, MicrochipFamily):
                    2: FlashFS(module.state_dir / "fs" / "keys", capacity=32 * 1024, max_file=4096, max_name=32)}
         self.store = self.fs[1]
 
+    @classmethod
+    def validate_world(cls, world) -> None:
+        super().validate_world(world)
+        from atemu.world import WorldError
+        key = f"{cls.option_prefix}.binary_read"
+        opts = getattr(world, "options", {}) or {}
+        if key in opts and str(opts[key]).lower() not in ("device", "guide"):
+            where = f"{world.source}: " if getattr(world, "source", None) else ""
+            raise WorldError(f"{where}option '{key}' must be one of device, guide, not {opts[key]!r}")
+
     # ================================================================== framing
     def result_suffix(self) -> bytes:
         return b">" if self.module.engine.echo else b""
 
     def frame_urc(self, chunk: bytes) -> bytes:
-        return b"\r" + chunk + (b">" if self.module.engine.echo else b"")
+        prompt = self.module.engine.echo and not getattr(self, "_in_batch", False)
+        return b"\r" + chunk + (b">" if prompt else b"")
+
+    def urc_batch(self, lines: list[str]) -> None:
+        """AECs the module prints as one event (a scan's +WSCNIND lines and +WSCNDONE): each keeps
+        its leading CR, the prompt comes once, after the last (Microchip's OOB demo reads a whole
+        scan up to one '>')."""
+        self._in_batch = True
+        try:
+            for line in lines[:-1]:
+                self.urc(line)
+        finally:
+            self._in_batch = False
+        if lines:
+            self.urc(lines[-1])
 
     @staticmethod
     def fmt(value: bytes | str) -> str:
