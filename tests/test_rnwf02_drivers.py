@@ -88,9 +88,9 @@ def test_tls_socket_as_the_harmony_driver_opens_it(long_name_tls):
         e.write(b"AT+SOCKRD=1,2,14\r\n")
         assert e.read_until(rb"OK\r\n") == b"#GET / HTTP/1.1OK\r\n"
         # a second AT+SOCKTLS on that socket, or one on a socket never bound, is refused
-        assert e.cmd("AT+SOCKTLS=1,1") == b'ERROR:14.2,"Not Allowed In This State"\r\n'
+        assert e.cmd("AT+SOCKTLS=1,1") == b'ERROR:14.6,"Socket TLS Failed"\r\n'
         assert e.cmd("AT+SOCKO=2,4") == b"+SOCKO:2\r\nOK\r\n"
-        assert e.cmd("AT+SOCKTLS=2,1") == b'ERROR:14.2,"Not Allowed In This State"\r\n'
+        assert e.cmd("AT+SOCKTLS=2,1") == b'ERROR:14.6,"Socket TLS Failed"\r\n'
 
 
 def test_tls_requested_while_the_connect_runs(tls_echo, pki):
@@ -121,7 +121,7 @@ def test_tls_requested_while_connecting_to_nothing_reports_the_connect_failure()
         assert e.cmd("AT+SOCKO=2,4") == b"+SOCKO:1\r\nOK\r\n"
         e.write(f'AT+SOCKBR=1,"127.0.0.1",{port}\r\nAT+SOCKTLS=1,1\r\n'.encode())
         assert e.read_until(rb"OK\r\nOK\r\n") == b"OK\r\nOK\r\n"
-        assert e.read_until(rb"\r\+SOCK\w+:[^\r]*\r\n", timeout=10) == b"\r+SOCKERR:1,3\r\n"
+        assert e.read_until(rb"\r\+SOCK\w+:[^\r]*\r\n", timeout=10) == b"\r+SOCKERR:1,7\r\n"
         e.expect_nothing(0.5)
 
 
@@ -169,12 +169,13 @@ def test_wific_reports_the_number_of_regulatory_domains():
     # regulatory domains (it drops the domain from its report when 11 is missing); the AVR/PIC MCC
     # driver asks AT+WIFIC=11 before joining.
     with Rnwf(echo=True) as e:
-        assert e.cmd("AT+WIFIC=11") == b"AT+WIFIC=11\r\n+WIFIC:11,3\r\nOK\r\n>"
+        assert e.cmd("AT+WIFIC=11") == (b'AT+WIFIC=11\r\n+WIFIC:11,3\r\n+WIFIC:11.0,"GEN"\r\n+WIFIC:11.1,"USA"\r\n'
+                                         b'+WIFIC:11.2,"EMEA"\r\nOK\r\n>')
         out = e.cmd("AT+WIFIC")
         pairs = re.sub(rb'[">]|OK|AT\+WIFIC\r\n', b"", out).replace(b"\r\n", b"").replace(b"+WIFIC:", b",").split(b",")[1:]
         table = dict(zip(pairs[::2], pairs[1::2]))
         assert table[b"10"] == b"GEN" and int(table[b"11"]) == 3
-        assert e.cmd("AT+WIFIC=11,4").startswith(b"AT+WIFIC=11,4\r\nERROR:3.")
+        assert e.cmd("AT+WIFIC=11,4") == b'AT+WIFIC=11,4\r\nERROR:0.6,"Configuration Update Blocked"\r\n>'
 
 
 def test_binary_read_answers_a_bare_hash_first(tcp_sink):

@@ -48,7 +48,7 @@ def test_ipr_rates_and_numeric_mode():
         assert e.cmd("AT+0E.09=3") == b'AT+0E.09=3\r\nERROR:14.0,"Socket ID Not Found"\r\n>'
         assert e.cmd("AT+WSCN=1") == b"AT+WSCN=1\r\nOK\r\n>"
         got = e.read_until(rb"\+13\.01:\d+\r\n>", timeout=5)
-        assert got.startswith(b'\r+13.00:-50,3,6,"00:01:02:03:04:05","MyAP"\r\n>')
+        assert got.startswith(b'\r+13.00:-50,3,6,"00:01:02:03:04:05","MyAP"\r\n\r+13.00:')   # one '>' per scan
         assert got.endswith(b"\r+13.01:5\r\n>")
         assert e.cmd("ATM0") == b"ATM0\r\nOK\r\n>"
         assert e.cmd("AT+02.01") == b'AT+02.01\r\n+GMM:"RNWF02"\r\nOK\r\n>'
