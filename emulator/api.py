@@ -197,9 +197,9 @@ class ModuleHandle:
     def reboot(self) -> None:
         """Power-cycle the module now (what it was doing is lost)."""
         if self._on_loop():
-            self.module.request_reboot()
+            self.module.request_reboot(cause="power")
         else:
-            self.call(lambda: self.module.reboot(keep_output=False), timeout=20)
+            self.call(lambda: self.module.reboot(keep_output=False, cause="power"), timeout=20)
 
     # ---- hardware pins --------------------------------------------------------------------------------
     async def areset(self) -> None:
@@ -207,14 +207,14 @@ class ModuleHandle:
         or low-power state ends, the module boots again and queues its startup output (Calypso's
         ``+eventstartup``, Quectel's ``ready``...). Returns once the module has booted."""
         self.module.frozen = False
-        await self.module.reboot(keep_output=False)
+        await self.module.reboot(keep_output=False, cause="pin")
 
     def reset(self) -> None:
         """:meth:`areset` from test code: blocks until the module has booted (on the module's own loop it
         only schedules the reset)."""
         if self._on_loop():
             self.module.frozen = False
-            self.module.request_reboot()
+            self.module.request_reboot(cause="pin")
         else:
             self.call(self.areset, timeout=20)
 

@@ -575,7 +575,7 @@ class FaultRegistry:
         return count
 
     def _do_reboot(self, boot_delay: float = 0.0) -> int:
-        self.module.request_reboot(float(boot_delay))
+        self.module.request_reboot(float(boot_delay), cause="power")     # a brown-out or watchdog
         return 1
 
     def _do_freeze(self, duration: float | None = None) -> int:

@@ -255,6 +255,9 @@ class Module:
         self.running = False
         self.host_baud: int | None = None
         self.frozen = False
+        #: why the module last booted: "power" (start, a power cycle), "pin" (the host pulsed the reset
+        #: pin) or "command" (a reset the module did itself: AT+RST...); profiles read it in boot()
+        self.boot_cause = "power"
         #: time.monotonic() of the last byte received from the host (0.0: none yet)
         self.last_rx = 0.0
         #: the command line being executed (or last executed), for profiles that number errors by module
@@ -298,11 +301,13 @@ class Module:
         self.tasks.clear()
         await self.pacer.stop()
 
-    async def reboot(self, *, boot_delay: float = 0.0, keep_output: bool = True) -> None:
-        """Reset the module: tear down the profile, clear volatile state, boot again.
+    async def reboot(self, *, boot_delay: float = 0.0, keep_output: bool = True, cause: str = "command") -> None:
+        """Reset the module: tear down the profile, clear volatile state, boot again. ``cause`` is
+        :attr:`boot_cause` for the new boot.
 
         Must not be awaited from the command loop itself; use :meth:`request_reboot` there.
         """
+        self.boot_cause = cause
         if keep_output:
             await self.pacer.drained()
         else:
@@ -317,6 +322,7 @@ class Module:
         for t in list(self.tasks):
             if t is not current:
                 t.cancel()
+        self.profile.raw_input = False       # the old profile takes no more bytes (a bootloader's)
         try:
             await asyncio.wait_for(self.profile.shutdown(), 5)
         except Exception as e:
@@ -333,9 +339,9 @@ class Module:
         self._cmd_task = asyncio.get_running_loop().create_task(self._command_loop(), name=f"atemu-{self.name}")
         await self.profile.boot()
 
-    def request_reboot(self, boot_delay: float = 0.0) -> None:
+    def request_reboot(self, boot_delay: float = 0.0, cause: str = "command") -> None:
         """Schedule a reboot after the current command's output has been sent."""
-        asyncio.get_running_loop().create_task(self.reboot(boot_delay=boot_delay))
+        asyncio.get_running_loop().create_task(self.reboot(boot_delay=boot_delay, cause=cause))
 
     def spawn(self, coro: Awaitable, name: str | None = None) -> asyncio.Task:
         """Run a background job owned by the module (cancelled on stop/reboot); errors are logged."""
@@ -365,6 +371,10 @@ class Module:
             if not data:
                 return
         self.last_rx = time.monotonic()
+        if self.profile.raw_input:
+            data = self.profile.take_raw(data)       # e.g. a bootloader's handshake bytes
+            if not data:
+                return
         self.engine.feed(data, self.last_rx)
         self._rx.set()
 
@@ -476,7 +486,7 @@ class Module:
                 action = self.fault_hooks.on_command(cl.name)
                 if action is not None:
                     if action[0] == "reboot":  # power glitch in the middle of this command
-                        self.request_reboot()
+                        self.request_reboot(cause="power")
                         await asyncio.sleep(3600)
                     elif action[0] == "delay":
                         await asyncio.sleep(action[1])

@@ -182,7 +182,16 @@ class Profile:
 
     # ---- lifecycle hooks ------------------------------------------------------------------
     async def boot(self) -> None:
-        """Called after power-up / reboot, once the UART is live: emit the ready banner here."""
+        """Called after power-up / reboot, once the UART is live: emit the ready banner here
+        (``self.module.boot_cause`` says why: "power", "pin" or "command")."""
+
+    #: True while :meth:`take_raw` wants the host's bytes before the AT engine sees them
+    raw_input = False
+
+    def take_raw(self, data: bytes) -> bytes:
+        """Bytes from the host while :attr:`raw_input` is True (a bootloader's handshake, say):
+        return what the AT engine should still see."""
+        return data
 
     async def shutdown(self) -> None:
         """Release every network resource (sockets, MQTT, HTTP). Called on stop and reboot."""

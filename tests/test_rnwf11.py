@@ -487,3 +487,60 @@ def test_fuzz_of_the_rnwf11_commands(caplog):
         assert e.cmd("AT+GMM") == b'+GMM:"RNWF11"\r\nOK\r\n'
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("atemu")]
     assert not errors, [r.getMessage()[:300] for r in errors]
+
+
+BOOT11 = b'\r+BOOT:"RNWF - AT Command Interface v2.0.0 - Microchip Technology Inc"\r\n>'
+
+
+def pin_reset(e) -> None:
+    """The host pulses the reset pin (control plane); returns once the module runs its boot code."""
+    from atemu import api
+
+    async def mk():
+        return api.wrap(e.module)
+    e.drain(0.1)
+    e.call(mk()).reset()
+
+
+def test_bootloader_handshake_after_a_hardware_reset():
+    # Microchip's RNWF11 host code pulses the reset pin, waits 500 ms, then sends the bootloader
+    # byte 0xAA ("enter application") every 200 ms until it reads 0x50, then waits for the banner
+    with Rnwf(profile="rnwf11", echo=True, opts={"rnwf11.bootloader_wait": 30}) as e:
+        pin_reset(e)
+        e.write(b"AT+GMM\r\n")                              # the bootloader does not speak AT
+        e.expect_nothing(0.5)
+        e.write(bytes([0xAA]))
+        assert e.read_exactly(1) == b"\x50"
+        assert e.read_until(rb"\+BOOT:[^\r]*\r\n>", timeout=5) == BOOT11
+        assert e.cmd("AT+GMM") == b'AT+GMM\r\n+GMM:"RNWF11"\r\nOK\r\n>'   # nothing of before is left
+        # AT+RST is the application's own reset: no bootloader wait
+        assert e.cmd("AT+RST") == b"AT+RST\r\nOK\r\n>"
+        assert e.read_until(rb"\+BOOT:[^\r]*\r\n>", timeout=5) == BOOT11
+    with Rnwf(profile="rnwf11", echo=True, opts={"rnwf11.bootloader_wait": 0.5, "rnwf11.bootloader_time": 1.5}) as e:
+        # a host that does not know the handshake (it waits for +BOOT): the application starts alone
+        pin_reset(e)
+        assert e.read_until(rb"\+BOOT:[^\r]*\r\n>", timeout=5) == BOOT11
+        # 0xA7 keeps the bootloader (a firmware update would follow) until bootloader_time
+        pin_reset(e)
+        e.write(bytes([0xA7]))
+        assert e.read_exactly(1) == b"\x50"
+        e.write(bytes([0xAA]) + b"AT\r\n")                  # DFU data, not a command
+        e.expect_nothing(0.7)                               # past bootloader_wait: still in DFU
+        assert e.read_until(rb"\+BOOT:[^\r]*\r\n>", timeout=5) == BOOT11
+        assert e.cmd("AT") == b"AT\r\nOK\r\n>"
+    # rnwf02 has no such bootloader: +BOOT right after the reset
+    with Rnwf(echo=True) as e:
+        pin_reset(e)
+        assert e.read_until(rb"\+BOOT:[^\r]*\r\n>", timeout=2).startswith(b'\r+BOOT:"RNWF - AT Command Interface')
+
+
+def test_rnwf11_announces_the_ipv4_address_only():
+    # RNWF11 host code takes every +WSTAAIP as "IPv4 ready" (only the RNWF02 driver, for its firmware
+    # v2, tells the IPv6 link-local one apart)
+    for opts, ipv6 in (({}, False), ({"rnwf11.ipv6_aip": True}, True)):
+        with Rnwf(profile="rnwf11", opts=opts) as e:
+            e.oks('AT+WSTAC=1,"MyAP"', "AT+WSTAC=2,3", 'AT+WSTAC=3,"MyAPPSK-123"')
+            assert e.cmd("AT+WSTA=1") == b"OK\r\n"
+            got = e.read_until(rb'\+WSTAAIP:1,"192\.168\.0\.20"\r\n', timeout=5)
+            assert got.startswith(b'\r+WSTALU:1,"00:01:02:03:04:05",6\r\n')
+            assert (b'+WSTAAIP:1,"FE80::' in got) is ipv6, got

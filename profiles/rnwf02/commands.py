@@ -917,7 +917,8 @@ class RnwfCommands:
         self.lease_at = self.module_time() if self.dhcpc else None
         if not self.dhcpc:                   # NETIFC 10 = 0: the static address of NETIFC 40
             ip = self.sta_ip = self.static_ip.split("/")[0]
-        self.urc(f'+WSTAAIP:{self.assoc_count},"{_link_local(MAC)}"')
+        if self.ipv6_aip:
+            self.urc(f'+WSTAAIP:{self.assoc_count},"{_link_local(MAC)}"')
         self.urc(f'+WSTAAIP:{self.assoc_count},"{ip}"')
         if self.cfg["SNTPC"][1]:
             self.module.spawn(self._sntp())

@@ -85,6 +85,8 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, GuideCommands, MicrochipFamily):
         "ack_timeout": "seconds MQTT SUBACK/UNSUBACK/PUBACK are awaited (default 10)",
         "data_timeout": "seconds a binary data phase waits for the host (default 10)",
         "boot_delay": "seconds between AT+RST's OK and +BOOT (default 1.5)",
+        "ipv6_aip": "true (rnwf02's default, firmware v2): +WSTAAIP with the IPv6 link-local address before the IPv4 "
+                    "one; false (rnwf11's default): the IPv4 one only",
         "binary_read": "device (default): AT+SOCKRD/AT+SOCKRDBUF in mode 2 answer '#', the bytes, OK; guide: +SOCKRD:<id>,<n>,# first",
         "rxt_reminder": "seconds without a read after which data left unread is announced again with +SOCKRXT (default 1)",
         "atv3_text": "ATV3 (the default) prints ERROR:<code>,\"<text>\" as the hardware does (true, default) or the guide's ERROR:<code> (false)",
@@ -181,6 +183,8 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, GuideCommands, MicrochipFamily):
              34: _P("COEX_ANTENNA", "int", 0, 0, 1)}
 
     TLS_INDEXES = (1, 2)
+    #: +WSTAAIP with the IPv6 link-local address (RNWF02 firmware v2, a hardware fact of issue 11)
+    IPV6_AIP = True
     #: Microchip's host drivers (Harmony, Arduino) send AT+SOCKTLS right after AT+SOCKBR's OK
     TLS_WHILE_CONNECTING = True
     CONFIG_TABLES = MicrochipFamily.CONFIG_TABLES + ("SNTPC", "DHCPSC", "WIFIC", "CFG")
@@ -191,6 +195,7 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, GuideCommands, MicrochipFamily):
         self.rxt_reminder = float(self.option("rxt_reminder", 1.0))
         self.binary_read = str(self.option("binary_read", "device")).lower()
         self.atv3_text = str(self.option("atv3_text", True)).lower() not in ("0", "false", "no")
+        self.ipv6_aip = str(self.option("ipv6_aip", self.IPV6_AIP)).lower() not in ("0", "false", "no")
         self.cfg["MQTTC"][3] = (self.model + "_" + MAC.replace(":", "")[-6:]).encode()
         self.cfg["CFG"][1] = self.model.encode()
         self._guide_init()

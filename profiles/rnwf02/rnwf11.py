@@ -515,6 +515,11 @@ class Rnwf11(Rnwf11Commands, Rnwf02):
         "AZURE: with MQTTC 10 = 1 and a DPS user name, AT+MQTTCONN=1 registers with Azure DPS over MQTT, then "
         "connects to the assigned hub (MQTTC 1, 3, 4 show it); the DPS exchange prints nothing.",
         "TBL: OK, then the bootloader (AT ignored, no DFU protocol) for rnwf11.bootloader_time seconds, then +BOOT.",
+        "After a hardware reset the bootloader answers the host's 0xAA (start the application) or 0xA7 (stay) with "
+        "0x50, as Microchip's RNWF11 host code expects; without either the application starts after "
+        "rnwf11.bootloader_wait seconds (default 3). Power-up and AT+RST start it at once.",
+        "+WSTAAIP carries the IPv4 address only (RNWF11 host code takes every +WSTAAIP as IPv4 ready); "
+        "rnwf11.ipv6_aip: true adds the link-local one first, as rnwf02.",
         "READAPPIMAGE: '#', the bytes, a checksum byte (one's complement of their sum), OK (as Microchip's OTA demo "
         "reads it); the image is rnwf11.app_image or a generated one.",
         "IOMGR: AT+IOCFG TYPE 0 digital, 1 ADC, 2 PWM and DIR 0 output, 1 input (the guide's example); input "
@@ -527,7 +532,10 @@ class Rnwf11(Rnwf11Commands, Rnwf02):
         "mdns_port": "UDP port of the mDNS responder (default 5353)",
         "eccrdslot_prefix": "AT+ECCRDSLOT answers +ECCRDCERT:... as the guide's example and host drivers (default) "
                             "or +ECCRDSLOT:... (the guide's response table)",
-        "bootloader_time": "seconds the module stays in its bootloader after AT+TBL before +BOOT (default 5)",
+        "bootloader_time": "seconds the module stays in its bootloader after AT+TBL (or the host's 0xA7 after a "
+                           "hardware reset) before +BOOT (default 5)",
+        "bootloader_wait": "seconds the bootloader waits for the host's 0xAA/0xA7 after a hardware reset before it "
+                           "starts the application by itself (default 3)",
         "app_image": "file whose bytes AT+READAPPIMAGE reads from 0x90000000 (default: a generated 1 MiB image)",
         "dps_timeout": "seconds the Azure DPS registration may take (default 30)",
         "dps_poll_max": "longest wait between DPS status polls, seconds (default 3; DPS's retry-after if shorter)",
@@ -545,8 +553,16 @@ class Rnwf11(Rnwf11Commands, Rnwf02):
     TLSC = dict(sorted({**Rnwf02.TLSC, 8: _P("USE_ECC608", "int", 0, 0, 1)}.items()))
     CONFIG_TABLES = Rnwf02.CONFIG_TABLES + ("MDNSC", "AZUREC")
 
+    #: RNWF11 host code (Harmony and 8-bit, "feature additions from FW v2.0.0" only in the RNWF02
+    #: code) takes every +WSTAAIP as "IPv4 ready": the RNWF11 sends the IPv4 one only
+    IPV6_AIP = False
+    #: the bootloader's handshake after a hardware reset (RNWF11 host code: BL_CMD_ENTER_APP 0xAA,
+    #: BL_CMD_ENTER_BTL 0xA7, answered BL_RESP_OK 0x50)
+    BL_ENTER_APP, BL_ENTER_BTL, BL_OK = 0xAA, 0xA7, 0x50
+
     def __init__(self, module):
         super().__init__(module)
+        self.in_dfu = False
         self._mdns = None
         self._ecc: dict[str, SecureElement] = {}
         self.ecc_devtype = 1
@@ -556,6 +572,40 @@ class Rnwf11(Rnwf11Commands, Rnwf02):
         self.driven: dict[int, int] = {}
         self.adc_driven: dict[int, int] = {}
         self.pwm: dict[int, dict] = {}
+
+    # ================================================================== bootloader
+    async def boot(self) -> None:
+        """After a hardware reset the RNWF11 starts in its bootloader, which waits for the host's
+        byte: 0xAA starts the application (+BOOT follows), 0xA7 keeps the bootloader (for a firmware
+        update, not emulated: after rnwf11.bootloader_time it starts the application); both are
+        answered 0x50. Without a byte the application starts after rnwf11.bootloader_wait seconds.
+        Power-up and AT+RST start the application at once."""
+        if self.module.boot_cause != "pin":
+            await super().boot()
+            return
+        self.raw_input = True
+        self.module.spawn(self._bootloader_timeout(float(self.option("bootloader_wait", 3.0)), dfu=False))
+
+    def take_raw(self, data: bytes) -> bytes:
+        for b in data:                       # the bootloader reads single bytes; others are dropped
+            if b in (self.BL_ENTER_APP, self.BL_ENTER_BTL) and not self.in_dfu:
+                self.module.write(bytes([self.BL_OK]))
+                if b == self.BL_ENTER_APP:
+                    self._start_application()
+                    break
+                self.in_dfu = True
+                self.module.spawn(self._bootloader_timeout(float(self.option("bootloader_time", 5.0)), dfu=True))
+        return b""
+
+    def _start_application(self) -> None:
+        if self.raw_input:
+            self.raw_input = False
+            self.module.spawn(super().boot())
+
+    async def _bootloader_timeout(self, seconds: float, dfu: bool) -> None:
+        await asyncio.sleep(seconds)
+        if self.in_dfu == dfu:               # the wait for the host's byte ends unless it asked for DFU
+            self._start_application()
 
     async def shutdown(self) -> None:
         if self._mdns is not None:
