@@ -15,6 +15,7 @@ from typing import Any
 from atemu import wifi
 from atemu.files import FsError
 from atemu.grammar import Bytes, Data, Form, Int, Str
+from atemu.profiles.microchip_common.wlan import WlanCommands
 from atemu.net.errors import NetError
 from atemu.profile import CmdError, command
 
@@ -699,6 +700,29 @@ class RnwfCommands:
         """(client certificate, key, key password) of TLS configuration ``c``: the FS files it names
         (rnwf11 can take them from its ECC608 instead)."""
         return load(1, c[2]), load(2, c[3]), c[4] or None
+
+    # ================================================================== WSCN / WSTA / WAP tables
+    # the shared handlers, declared again for the guide's parameter ids (describe, =?)
+    @command("+WSCNC", Form.EXEC, family="scan", doc="Read the scan configuration")
+    @command("+WSCNC", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="scan",
+             doc="1 CHANNEL (0 all), 2 ACT_SLOT_TIME ms, 3 PASV_SLOT_TIME ms, 4 NUM_SLOTS, 5 PROBES_PER_SLOT, "
+                 "6 RSSI_THRESH (0 none)")
+    async def wscnc(self, ctx, pid: int | None = None, val: Any = None) -> None:
+        await WlanCommands.wscnc(self, ctx, pid, val)
+
+    @command("+WSTAC", Form.EXEC, family="wlan", doc="Read the station configuration")
+    @command("+WSTAC", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="wlan",
+             doc="1 SSID, 2 SEC_TYPE (0 open, 2 WPA2 mixed, 3 WPA2, 4 WPA3 transition, 5 WPA3, 6-9 Enterprise), "
+                 "3 CREDENTIALS, 4 CHANNEL (0 any), 5 BSSID, 7 CONN_TIMEOUT ms, 8 NETIF_IDX; set while idle")
+    async def wstac(self, ctx, pid: int | None = None, val: Any = None) -> None:
+        await WlanCommands.wstac(self, ctx, pid, val)
+
+    @command("+WAPC", Form.EXEC, family="wlan", doc="Read the soft-AP configuration")
+    @command("+WAPC", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="wlan",
+             doc="1 SSID, 2 SEC_TYPE (0, 2-5), 3 CREDENTIALS, 4 CHANNEL (1-13), 5 HIDDEN, 7 L2_ONLY, 8 NETIF_IDX; "
+                 "set while the soft-AP is off")
+    async def wapc(self, ctx, pid: int | None = None, val: Any = None) -> None:
+        await WlanCommands.wapc(self, ctx, pid, val)
 
     # ================================================================== MQTT (8)
     @command("+MQTTC", Form.EXEC, family="mqtt", doc="Read the MQTT configuration (password not shown)")
