@@ -278,6 +278,7 @@ _item = st.one_of(
     st.just(("empty", b"", b"")),
     _payload.map(lambda p: ("send", b"AT+SEND=%d" % len(p), p)),
     _payload.map(lambda p: p.replace(b"\x1a", b"").replace(b"\x1b", b""))
+      .filter(lambda p: not p.startswith(b"\n"))       # (b"\x1a\n" loses its Ctrl+Z: filter again)
       .map(lambda p: ("sendz", b"at+sendz", p)),
     st.binary(min_size=0, max_size=40).map(lambda p: ("raw", b"AT+RAW=0,%d," % len(p) + p, b"")),
 )
