@@ -798,7 +798,7 @@ class RnwfCommands:
             mid = await s.publish(topic, payload, qos=qos, retain=retain, timeout=self.ack_timeout, properties=properties)
         except NetError as e:
             log.info("publish failed: %s", e)
-            self.urc("+MQTTPUBERR:0")
+            self.urc(f"+MQTTPUBERR:{e.mid or 0}")      # the failed publish's message id (0: it got none)
             return
         if qos == 1:
             self.urc(f"+MQTTPUBACK:{mid}")
