@@ -111,3 +111,15 @@ def test_dnsc_values(e):
     for bad in ('"dns.test"', '"127.0.0.1:0"', '"::1"', "1.2.3.4", '"1.2.3.4:x"'):
         assert e.cmd(f"AT+DNSC=1.1,{bad}") == b'ERROR:0.4,"Invalid Parameter"\r\n', bad
     assert e.cmd("AT+DNSC=1.1") == b'+DNSC:1.1,"0.0.0.0"\r\nOK\r\n'
+
+
+def test_reset_forgets_the_servers(e, dns):
+    assert e.cmd(f'AT+DNSC=1.0,"{dns.address}"') == b"OK\r\n"
+    e.write(b"AT+RST\r\n")
+    assert e.read_until(rb"OK\r\n") == b"OK\r\n"
+    e.read_until(rb"\+BOOT:[^\r]*\r\n>", timeout=10)
+    assert e.cmd("ATE0") == b"ATE0\r\nOK\r\n"
+    assert e.cmd("AT+DNSC=1.0") == b'+DNSC:1.0,"0.0.0.0"\r\nOK\r\n'
+    e.join()
+    assert resolve(e, 1, "localhost") == b'\r+DNSRESOLV:1,"localhost","127.0.0.1"\r\n'
+    assert dns.queries == []
