@@ -46,6 +46,10 @@ def test_dnsc_server_answers_resolv(e, dns):
     # a name the server does not know (NXDOMAIN): the DNS module's 5.2 DNS error
     assert resolve(e, 1, "nope.test") == b"\r+DNSERR:2\r\n"
     assert dns.count("nope.test") == 1          # NXDOMAIN is an answer: not asked again
+    # a name that cannot be a DNS name: the same error, nothing sent
+    n = len(dns.queries)
+    assert resolve(e, 1, "a..b") == b"\r+DNSERR:2\r\n"
+    assert len(dns.queries) == n
     # "localhost" is not known to the server either: the host's resolver is no longer asked
     assert resolve(e, 1, "localhost") == b"\r+DNSERR:2\r\n"
     # back to no server: the host's resolver answers again

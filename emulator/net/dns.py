@@ -217,13 +217,25 @@ def _usable(server: str) -> tuple[str, int] | None:
 def encode_name(name: str) -> bytes:
     out = bytearray()
     for label in name.rstrip(".").split("."):
-        raw = label.encode("idna") if label else b""
+        try:
+            raw = label.encode("idna") if label else b""
+        except UnicodeError:
+            raw = b""
         if not raw or len(raw) > 63:
             raise NetError("invalid", f"bad host name {name!r}")
         out += bytes([len(raw)]) + raw
     if len(out) > 254:
         raise NetError("invalid", f"host name too long: {name!r}")
     return bytes(out) + b"\0"
+
+
+def _ascii(name: str) -> str:
+    """``name`` as it goes on the wire (IDNA labels), lower case, no trailing dot."""
+    wire, i, labels = encode_name(name), 0, []
+    while wire[i]:
+        labels.append(wire[i + 1:i + 1 + wire[i]].decode("ascii"))
+        i += 1 + wire[i]
+    return ".".join(labels).lower()
 
 
 def build_query(qid: int, name: str, qtype: int) -> bytes:
@@ -332,7 +344,7 @@ async def dns_query(server: tuple[str, int], name: str, qtype: int, timeout: flo
                 _id, rcode, qn, qt, answers = parse_response(data)
             except (ValueError, IndexError, struct.error):
                 raise _ServerFailed(False, f"{server[0]}:{server[1]} sent a malformed answer") from None
-            if qn.rstrip(".").lower() != name.rstrip(".").lower() or qt != qtype:
+            if qn.rstrip(".").lower() != _ascii(name) or qt != qtype:
                 fut = loop.create_future()            # an answer to another question: keep listening
                 transport.get_protocol().fut = fut
                 continue
@@ -359,7 +371,7 @@ class DnsClient:
         """The addresses of ``name`` (``[]`` when it exists without a record of ``qtype``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
-        target = name.rstrip(".")
+        target = _ascii(name)
         for _ in range(8):                              # CNAME hops asked again
             rcode, answers = await self._ask(target, qtype, deadline)
             if rcode == RCODE_NXDOMAIN:
