@@ -127,3 +127,19 @@ def test_reset_forgets_the_servers(e, dns):
     e.join()
     assert resolve(e, 1, "localhost") == b'\r+DNSRESOLV:1,"localhost","127.0.0.1"\r\n'
     assert dns.queries == []
+
+
+def test_mqtt_broker_and_sntp_server_names_use_the_server(mosquitto, sntp_server):
+    import time
+    with DnsServer({"broker.test": [("A", "127.0.0.1")], "ntp.test": [("CNAME", "broker.test")]}) as dns, \
+            Rnwf() as e:
+        assert e.cmd(f'AT+DNSC=1.0,"{dns.address}"') == b"OK\r\n"
+        e.oks("AT+SNTPC=2,1", f'AT+SNTPC=3,"ntp.test:{sntp_server.port}"', "AT+SNTPC=1,1")
+        e.join()
+        m = e.aec(rb"\r\+TIME:(\d+)\r\n", timeout=10)
+        assert abs(int(m.group(1)) - 2208988800 - time.time() - 1000) < 30     # the peer's clock (+1000 s)
+        assert dns.count("ntp.test") >= 1
+        e.oks('AT+MQTTC=1,"broker.test"', f"AT+MQTTC=2,{mosquitto.port}", 'AT+MQTTC=3,"rnwf-dns"', "AT+MQTTC=7,0")
+        assert e.cmd("AT+MQTTCONN=1") == b"OK\r\n"
+        assert e.read_until(rb"\+MQTTCONN:\d\r\n", timeout=10).endswith(b"\r+MQTTCONNACK:0,0\r\n\r+MQTTCONN:1\r\n")
+        assert dns.count("broker.test") == 1
