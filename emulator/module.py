@@ -335,6 +335,7 @@ class Module:
         if boot_delay:
             await asyncio.sleep(boot_delay)
         self.engine.reset()  # what arrived while the module was booting is lost, as on hardware
+        self.resolver.servers = []  # DNS servers a profile set are its RAM state (it may set them again)
         self.profile = self.profile_cls(self)
         self._cmd_task = asyncio.get_running_loop().create_task(self._command_loop(), name=f"atemu-{self.name}")
         await self.profile.boot()

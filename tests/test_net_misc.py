@@ -16,11 +16,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atemu.net.dns import Resolver, ip_family, is_ip_literal
+from atemu.net.dns import Resolver, ip_family, is_ip_literal, parse_server
 from atemu.net.errors import KINDS, NetError, classify
 from atemu.net.ping import PERM_HELP, PingResult, ping, summarize
 from atemu.net.sntp import from_ntp, sntp_query, to_ntp
 from peers.certs import CLIENT_CN, make_pki
+from peers.dns import DnsServer
 from peers.servers import SntpServer
 
 
@@ -154,6 +155,59 @@ needs_raw = pytest.mark.skipif(os.geteuid() != 0, reason="raw ICMP needs root")
 
 
 @needs_raw
+def test_resolver_asks_its_dns_servers():
+    recs = {"a.test": [("A", "10.0.0.1"), ("A", "10.0.0.2"), ("AAAA", "2001:db8::1")],
+            "v6.test": [("AAAA", "2001:db8::6")], "alias.test": [("CNAME", "a.test")],
+            "empty.test": [("CNAME", "a.test")]}
+    with DnsServer(recs) as srv, DnsServer(recs, follow_cname=False) as lazy, DnsServer(silent=True) as dead:
+        async def main():
+            r = Resolver({"over.test": "10.9.9.9"})
+            r.servers = ["0.0.0.0", srv.address]
+            assert await r.resolve("a.test") == ["10.0.0.1", "10.0.0.2"]
+            assert await r.resolve("A.TEST.", family=socket.AF_INET6) == ["2001:db8::1"]
+            # no A record: AAAA is asked next when no family is given
+            assert await r.resolve("v6.test") == ["2001:db8::6"]
+            assert await r.resolve("alias.test") == ["10.0.0.1", "10.0.0.2"]
+            assert await r.resolve("over.test") == ["10.9.9.9"]          # overrides first
+            with pytest.raises(NetError) as ei:
+                await r.resolve("v6.test", family=socket.AF_INET)
+            assert ei.value.kind == "dns"
+            with pytest.raises(NetError) as ei:
+                await r.resolve("missing.test")
+            assert ei.value.kind == "dns"
+            # a server that gives only the alias: its end is asked for
+            r.servers = [lazy.address]
+            assert await r.resolve("empty.test", family=socket.AF_INET) == ["10.0.0.1", "10.0.0.2"]
+            assert lazy.queries == [("empty.test", 1), ("a.test", 1)]
+            # a closed port (ICMP refused), then a silent server, then one that answers
+            r.servers = ["127.0.0.1:1", dead.address, srv.address]
+            r.dns_try_timeout = 0.3
+            assert await r.resolve("a.test") == ["10.0.0.1", "10.0.0.2"]
+            r.servers = [dead.address]
+            with pytest.raises(NetError) as ei:
+                await r.resolve("a.test", timeout=5)
+            assert ei.value.kind == "dns_timeout"
+            r.servers = ["127.0.0.1:1"]
+            with pytest.raises(NetError) as ei:
+                await r.resolve("a.test")
+            assert ei.value.kind == "dns"
+            r.servers.clear()
+            assert await r.resolve("localhost", family=socket.AF_INET) == ["127.0.0.1"]
+        run(main())
+        assert srv.queries[:3] == [("a.test", 1), ("a.test", 28), ("v6.test", 1)]   # names go out in lower case
+        assert dead.queries.count(("a.test", 1)) == 3      # once in the first lookup, two rounds alone
+
+
+def test_parse_dns_server():
+    assert parse_server("10.0.0.1") == ("10.0.0.1", 53)
+    assert parse_server(" 127.0.0.1:5300 ") == ("127.0.0.1", 5300)
+    assert parse_server("::1") == ("::1", 53)
+    assert parse_server("[::1]:5353") == ("::1", 5353)
+    for bad in ("dns.test", "1.2.3.4:0", "1.2.3.4:x", "[::1]x", "", "1.2.3.4:70000"):
+        with pytest.raises(ValueError):
+            parse_server(bad)
+
+
 def test_ping_loopback_ipv4():
     seen: list[PingResult] = []
     results = run(ping("127.0.0.1", count=3, size=56, interval=0.05, timeout=1.0, on_result=seen.append))

@@ -329,6 +329,38 @@ def test_qwlanota_downloads_the_image(http_server, tmp_path):
 
 # ------------------------------------------------------------------------------------------ utilities
 
+def test_qidnscfg_servers_are_asked(tcp_echo):
+    from peers.dns import DnsServer
+    with DnsServer({"echo.test": [("A", "127.0.0.1")]}) as dns, DnsServer(silent=True) as dead:
+        e = emu(world(hosts={"device.example.test": "127.0.0.1"}))
+        try:
+            cmd_ok(e, "AT+QECHO=0")
+            join(e)
+            assert e.cmd('AT+QIDNSCFG="dns.test"') == b"\r\nERROR\r\n"
+            cmd_ok(e, f'AT+QIDNSCFG="{dead.address}","{dns.address}"')
+            assert e.cmd("AT+QIDNSCFG?") == f"\r\n+QIDNSCFG: {dead.address},{dns.address}\r\n\r\nOK\r\n".encode()
+            # the primary never answers, the secondary does
+            cmd_ok(e, 'AT+QIDNSGIP="echo.test"')
+            assert e.read_until(rb'"127.0.0.1"\r\n', timeout=15) == b'\r\n+QIURC: "dnsgip",0,1,600\r\n\r\n+QIURC: "dnsgip","127.0.0.1"\r\n'
+            assert dead.count("echo.test") == 1 and dns.count("echo.test") == 1
+            # unknown to the server (NXDOMAIN): 563; the world's overrides still come first
+            cmd_ok(e, 'AT+QIDNSGIP="nope.test"')
+            assert e.read_until(rb"dnsgip\",\d+\r\n", timeout=15) == b'\r\n+QIURC: "dnsgip",563\r\n'
+            cmd_ok(e, 'AT+QIDNSGIP="device.example.test"')
+            assert e.read_until(rb'"127.0.0.1"\r\n', timeout=5).endswith(b'+QIURC: "dnsgip","127.0.0.1"\r\n')
+            assert dns.count("device.example.test") == 0
+            # a TCP connect by name asks them too
+            cmd_ok(e, f'AT+QIOPEN=0,"TCP","echo.test",{tcp_echo.port},0,0')
+            assert e.read_until(rb"\+QIOPEN: 0,\d+\r\n", timeout=15).endswith(b"+QIOPEN: 0,0\r\n")
+            assert dns.count("echo.test") == 2
+            # only a silent server: 562 (timeout)
+            cmd_ok(e, f'AT+QIDNSCFG="{dead.address}","0.0.0.0"')
+            cmd_ok(e, 'AT+QIDNSGIP="echo.test"')
+            assert e.read_until(rb"dnsgip\",\d+\r\n", timeout=20) == b'\r\n+QIURC: "dnsgip",562\r\n'
+        finally:
+            e.stop()
+
+
 def test_dns_ping_ntp(sntp_server):
     e = emu(world(hosts={"device.example.test": "127.0.0.1"}))
     try:

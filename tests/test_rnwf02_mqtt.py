@@ -8,6 +8,7 @@ import signal
 
 import pytest
 
+from peers.mqtt_tap import MqttTap
 from rnwf_helpers import Rnwf
 
 
@@ -110,9 +111,42 @@ def test_subscribe_before_suback_is_busy(e, mosquitto):
         assert e.cmd('AT+MQTTSUB="c/d",1') == b'ERROR:8.0,"MQTT Error"\r\n'
         assert e.read_until(rb"\+MQTTSUB:\d+\r\n", timeout=5) == b"\r+MQTTSUB:128\r\n"   # no SUBACK in time
         assert e.cmd('AT+MQTTPUB=0,1,0,"a/b","x"') == b"OK\r\n"
-        assert e.read_until(rb"\+MQTTPUB\w+:\d+\r\n", timeout=5) == b"\r+MQTTPUBERR:0\r\n"
+        # the failed publish's message id (the SUBSCRIBE took 1)
+        assert e.read_until(rb"\+MQTTPUB\w+:\d+\r\n", timeout=5) == b"\r+MQTTPUBERR:2\r\n"
     finally:
         mosquitto._proc.send_signal(signal.SIGCONT)
+
+
+def _published_id(tap: MqttTap, topic: bytes) -> int:
+    """The packet id of the last QoS 1/2 PUBLISH to ``topic`` the broker was sent (v3.1.1)."""
+    body = [b for kind, b in tap.packets() if kind == "PUBLISH" and b[2:2 + len(topic)] == topic][-1]
+    return int.from_bytes(body[2 + len(topic):4 + len(topic)], "big")
+
+
+def test_puberr_carries_the_failed_message_id(e, mosquitto, mqtt_probe):
+    probe = mqtt_probe(mosquitto)
+    probe.subscribe("rnwf/#")
+    with MqttTap(mosquitto.port) as tap:
+        configure(e, tap.port, "rnwf-puberr")
+        connect(e)
+        assert e.cmd('AT+MQTTPUB=0,1,0,"rnwf/a","1"') == b"OK\r\n"
+        first = int(e.aec(rb"\r\+MQTTPUBACK:(\d+)\r\n").group(1))
+        assert _published_id(tap, b"rnwf/a") == first
+        # the broker gets the message, its PUBACK never reaches the module: +MQTTPUBERR:<that id>
+        tap.mute = True
+        assert e.cmd('AT+MQTTPUB=0,1,0,"rnwf/b","2"') == b"OK\r\n"
+        assert probe.wait_for("rnwf/b")[0] == b"2"
+        lost = _published_id(tap, b"rnwf/b")
+        assert lost != first
+        assert e.read_until(rb"\+MQTTPUB\w+:\d+\r\n", timeout=8) == f"\r+MQTTPUBERR:{lost}\r\n".encode()
+        # a QoS 2 publish pending when the link is cut: its id too
+        assert e.cmd('AT+MQTTPUB=0,2,0,"rnwf/c","3"') == b"OK\r\n"
+        tap.wait("PUBLISH", n=3)
+        cut = _published_id(tap, b"rnwf/c")
+        assert cut not in (first, lost)
+        tap.close()
+        out = e.read_until(rb"\+MQTTPUB\w+:\d+\r\n", timeout=8)
+        assert out.endswith(f"\r+MQTTPUBERR:{cut}\r\n".encode()), out
 
 
 def test_mqtt_over_tls_with_files_from_fs(pki, mosquitto_tls, mqtt_probe):

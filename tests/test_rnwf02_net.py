@@ -229,6 +229,7 @@ def test_dns_ping(e):
     assert e.cmd('AT+DNSC=1.1,"127.0.0.53"') == b"OK\r\n"
     assert e.cmd("AT+DNSC=1.1") == b'+DNSC:1.1,"127.0.0.53"\r\nOK\r\n'
     assert e.cmd('AT+DNSC=1.2,"1.2.3.4"') == b'ERROR:0.4,"Invalid Parameter"\r\n'
+    assert e.cmd('AT+DNSC=1.1,"0.0.0.0"') == b"OK\r\n"       # no server: the host's resolver (tests/test_rnwf02_dns.py)
     assert e.cmd('AT+PING="127.0.0.1"') == b"OK\r\n"
     e.aec(rb'\r\+(?:PING:"127\.0\.0\.1",\d+|PINGERR:0)\r\n', timeout=6)   # (no ICMP here: no reply)
     # a name that does not resolve: the late failure form

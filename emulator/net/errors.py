@@ -53,14 +53,17 @@ _DEFAULT_MESSAGES = {
 
 class NetError(Exception):
     """A network failure with a machine-readable ``kind`` (see :data:`KINDS`)
-    and a human-readable ``message``; ``errno`` holds the OS errno when known."""
+    and a human-readable ``message``; ``errno`` holds the OS errno when known; ``mid`` the
+    message id of the MQTT publish that failed (when the message got one)."""
 
-    def __init__(self, kind: str, message: str | None = None, *, errno: int | None = None):
+    def __init__(self, kind: str, message: str | None = None, *, errno: int | None = None,
+                 mid: int | None = None):
         if kind not in KINDS:
             raise ValueError(f"unknown NetError kind {kind!r}")
         self.kind = kind
         self.message = message or _DEFAULT_MESSAGES[kind]
         self.errno = errno
+        self.mid = mid
         super().__init__(kind, self.message)
 
     def __str__(self) -> str:

@@ -197,6 +197,11 @@ def _neterror(kind: str, message: str, cause: BaseException | None = None) -> Ne
     return err
 
 
+def _with_mid(e: NetError, mid: int) -> NetError:
+    """``e`` for the publish ``mid`` (a copy: one error may fail several pending messages)."""
+    return NetError(e.kind, e.message, errno=e.errno, mid=mid)
+
+
 def _map_exception(exc: BaseException) -> NetError:
     """Turn a transport exception from the paho thread into a NetError."""
     if isinstance(exc, NetError):
@@ -637,7 +642,10 @@ class MqttSession:
         awaiting it first runs). Awaiting returns at once for QoS 0, after PUBACK/PUBCOMP
         for QoS 1/2, and raises NetError("timeout") when the ack does not come in time,
         NetError("closed") when not connected, NetError("invalid") for a bad topic or property.
+        A failure of a publish that got a message id carries it (``NetError.mid``): the
+        ack did not come in time, the link went down before it, the write failed.
         With MQTT 5 ``topic`` may be empty when ``properties`` carry a Topic Alias the broker knows."""
+        info = None
         try:
             client = self._require_connected()
             props = self._props("PUBLISH", properties)
@@ -647,9 +655,15 @@ class MqttSession:
                 raise NetError("invalid", str(exc)) from exc
             self._check_rc(info.rc, "publish")
         except NetError as e:
-            return self._raise(e)
+            return self._raise(e if info is None else _with_mid(e, info.mid))
         fut = self._expect_ack(self._pending_pub, info.mid)
-        return self._wait_ack(self._pending_pub, info.mid, fut, timeout, "PUBACK/PUBCOMP", info.mid)
+        return self._publish_acked(fut, info.mid, timeout)
+
+    async def _publish_acked(self, fut: asyncio.Future[Any], mid: int, timeout: float) -> int:
+        try:
+            return await self._wait_ack(self._pending_pub, mid, fut, timeout, "PUBACK/PUBCOMP", mid)
+        except NetError as e:
+            raise _with_mid(e, mid) from e
 
     async def disconnect(self, timeout: float = 5.0, reason_code: int = 0, properties: Props | None = None) -> None:
         """Send DISCONNECT (graceful: no will) and wait for the link to close.

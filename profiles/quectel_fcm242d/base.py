@@ -31,6 +31,7 @@ from atemu.files import FlashFS, FsError
 from atemu.grammar import (Data, DataCancelled, DataOverflow, Dialect, EscapeSequence, Form, Int, Str,
                               TransparentData, UrcSpec)
 from atemu.module import Ctx
+from atemu.net.dns import parse_server
 from atemu.net.errors import NetError
 from atemu.net.sockets import TcpConnection, TcpListener, UdpSocket
 from atemu.profile import CmdError, Profile, command
@@ -111,7 +112,7 @@ DEVIATIONS = [
     "After +++ a transparent socket keeps its received data buffered; ATO (or AT+QISWTMD=<id>,2) delivers it; AT+QIRD may also read it.",
     "A remote close in transparent mode prints the rest of the data, then NO CARRIER; the socket is then in state 4 until AT+QICLOSE.",
     "AT+QISEND (variable) reads up to 1460 bytes; more before Ctrl+Z answers ERROR. qisend/timeout 0 (default) waits forever. With more than 256 KiB waiting to leave, AT+QISEND/AT+QSSLSEND answer SEND FAIL without a prompt (AT+QIGETERROR: 551, the write would block).",
-    "AT+QIDNSCFG servers are stored and reported; lookups use the world's host overrides, then the host resolver.",
+    "AT+QIDNSCFG servers are really asked (UDP DNS, the core's client) by every lookup after the world's host overrides; none set: the host resolver.",
     "AT+QNTP without a server uses world option quectel.ntp_server (default pool.ntp.org); <time> is UTC, printed \"YY/MM/DD,hh:mm:ss+00\".",
     "AT+QPING prints +QPING: 0,\"<ip>\",<bytes>,<ms>,<ttl> per reply, +QPING: 567 per lost reply, then +QPING: 0,<sent>,<rcvd>,<lost>,<min>,<max>,<avg>.",
     "AT+QWLANOTA downloads the image over real HTTP(S) into <state-dir>/ota/firmware.bin (not flashed); +QOTASTAT: START_DOWNLOAD, DOWNLOADING (per 25%), DOWNLOAD_SUCCEED or DOWNLOAD_FAILED.",
@@ -853,8 +854,13 @@ class QuectelBase(Profile):
     @command("+QIDNSCFG", Form.WRITE, Str("pridnsaddr", quoted=None), Str("secdnsaddr", quoted=None, optional=True),
              family="wifi", doc="DNS servers", test="+QIDNSCFG: <pridnsaddr>,<secdnsaddr>")
     async def qidnscfg(self, ctx: Ctx, pri: str, sec: str | None) -> None:
-        self._ipv4(pri, *( [sec] if sec else []))
+        for v in (pri, *([sec] if sec else [])):
+            try:                                # IPv4; "a.b.c.d:port" for local test servers
+                ipaddress.IPv4Address(parse_server(v)[0])
+            except ValueError:
+                raise CmdError("param", message=f"{v!r} is not an IPv4 address") from None
         self.dns_cfg = (pri, sec or (self.dns_cfg[1] if self.dns_cfg else "0.0.0.0"))
+        self.module.resolver.servers = list(self.dns_cfg)   # every lookup asks them (0.0.0.0: none)
 
     @command("+QIDNSCFG", Form.READ, family="wifi")
     async def qidnscfg_read(self, ctx: Ctx) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from atemu import wifi
 from atemu.files import FsError
+from atemu.net.dns import DNS_PORT, parse_server
 from atemu.grammar import Bytes, Data, Form, Int, Str
 from atemu.profiles.microchip_common.wlan import WlanCommands
 from atemu.net.errors import NetError
@@ -216,13 +217,20 @@ class RnwfCommands:
                 ctx.info(f'+DNSC:1.{i},"{servers[i]}"')
             return
         arg = ctx.line.args[1]
-        try:
-            ip = str(ipaddress.IPv4Address(sfx(arg_bytes(arg)))) if (arg.quoted or arg.hexed) else None
-        except ValueError:
-            ip = None
+        ip = self._dns_server_arg(sfx(arg_bytes(arg))) if (arg.quoted or arg.hexed) else None
         if ip is None or len(idx) != 1:
             raise CmdError("param", message="DNS_SVR 1.0 or 1.1 takes a quoted IPv4 address")
-        servers[idx[0]] = ip
+        servers[idx[0]] = ip            # the list is the module resolver's: the next lookup asks it
+
+    @staticmethod
+    def _dns_server_arg(text: str) -> str | None:
+        """The guide's "a.b.c.d", or (for local test servers) "a.b.c.d:port"; normalised, or None."""
+        try:
+            ip, port = parse_server(text)
+            ip = str(ipaddress.IPv4Address(ip))
+        except ValueError:
+            return None
+        return ip if port == DNS_PORT and ":" not in text else f"{ip}:{port}"
 
     @command("+DNSRESOLV", Form.WRITE, Int("TYPE", choices=(1, 28)), Str("DOMAIN_NAME", quoted=True, min_len=1, max_len=128),
              family="dns", doc="Resolve (record type 1 A; 28 AAAA): OK, then +DNSRESOLV:<type>,\"<name>\",\"<address>\" "
@@ -790,7 +798,7 @@ class RnwfCommands:
             mid = await s.publish(topic, payload, qos=qos, retain=retain, timeout=self.ack_timeout, properties=properties)
         except NetError as e:
             log.info("publish failed: %s", e)
-            self.urc("+MQTTPUBERR:0")
+            self.urc(f"+MQTTPUBERR:{e.mid or 0}")      # the failed publish's message id (0: it got none)
             return
         if qos == 1:
             self.urc(f"+MQTTPUBACK:{mid}")

@@ -207,7 +207,8 @@ class Rnwf02(Mqtt5Commands, RnwfCommands, GuideCommands, MicrochipFamily):
         self.number_base = 10             # ATN10 / ATN16
         self.dhcpc = True                 # NETIFC 10: DHCP client on the station interface
         self.static_ip = "0.0.0.0/0"      # NETIFC 40 with DHCPC_EN 0
-        self.dns_servers = ["0.0.0.0", "0.0.0.0"]   # DNSC 1.0 / 1.1 (the world's resolver answers)
+        self.dns_servers = ["0.0.0.0", "0.0.0.0"]   # DNSC 1.0 / 1.1: the module's resolver asks them (none set:
+        module.resolver.servers = self.dns_servers  # world overrides, then the host's resolver)
         self.prov_ids: dict[int, int] = {}           # provisioning client -> the id of +WPROVAT/+WPROVDT
         self.assoc_count = 0
         self.booted_at = time.monotonic()

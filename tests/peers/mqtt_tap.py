@@ -4,7 +4,8 @@
 broker (both ways, byte for byte) and the client's bytes are kept. ``packets()`` splits them into
 MQTT control packets, ``props(kind)`` decodes the MQTT 5 properties of the first packet of a kind
 (paho's own decoder), so a test sees exactly what the module put on the wire while the real
-broker answers.
+broker answers. ``mute = True`` drops the broker's bytes (acknowledgements never arrive, the
+connection stays up); ``close()`` cuts every relayed connection.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class MqttTap:
         self._lock = threading.Lock()
         self._socks: list[socket.socket] = []
         self._closed = False
+        self.mute = False                        # True: drop what the broker sends (the link stays up)
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -63,6 +65,8 @@ class MqttTap:
                 if record:
                     with self._lock:
                         self.sent += data
+                elif self.mute:
+                    continue                     # the broker's answers are dropped (PUBACK never comes)
                 dst.sendall(data)
         except OSError:
             pass
