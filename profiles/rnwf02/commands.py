@@ -753,6 +753,13 @@ class RnwfCommands:
         self.lwt = (qos, retain, _topic(ctx, 2, wildcards=False), msg)
         self.lwt_props = self._tx_props("WILL")     # the will's properties are those selected now
 
+    @command("+MQTTSUB", Form.WRITE, Str("TOPIC_NAME", quoted=True, min_len=1, max_len=256),
+             Int("MAX_QOS", 0, 2, optional=True, default=0), family="mqtt",
+             doc="Subscribe: OK, then +MQTTSUB:<REASON_CODE>, the SUBACK's granted QoS (0-2) or its refusal "
+                 "(128 and up; 128 also when no SUBACK came)")
+    async def mqttsub(self, ctx, topic: str, qos: int) -> None:
+        await MqttCommands.mqttsub(self, ctx, topic, qos)
+
     async def _subscribe(self, s, topic: str, qos: int, properties=None) -> None:
         try:
             granted = await s.subscribe([(topic, qos)], timeout=self.ack_timeout, properties=properties)

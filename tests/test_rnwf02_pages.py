@@ -1,0 +1,65 @@
+"""rnwf02: the guide's pages the first readings could not reach, read in Microchip's AT Command
+Reference for RNWF02 (MicrochipTech/WINCS02-RNWF02-Releases, RNWF02/doc): +MQTTPUBACK:<PACKET_ID>,
++MQTTPUBCOMP:<PACKET_ID>, +MQTTSUB:<REASON_CODE>; checked over a pty with CR LF against mosquitto."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from atemu.profile import find_profile
+from rnwf_helpers import Rnwf
+from test_rnwf02_mqtt import configure, connect
+
+
+@pytest.fixture
+def e(mosquitto):
+    with Rnwf(echo=True) as emu:
+        assert emu.cmd("ATE0") == b"ATE0\r\nOK\r\n"
+        emu.join()
+        yield emu
+
+
+def broker_packet_id(mosquitto, client: str, qos: int, topic: str, timeout: float = 5.0) -> int:
+    """The packet id mosquitto logged for the PUBLISH ``client`` sent on ``topic``."""
+    pat = re.compile(rf"Received PUBLISH from {re.escape(client)} \(d0, q{qos}, r0, m(\d+), '{re.escape(topic)}'")
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        m = pat.search(mosquitto.log_path.read_text(errors="replace"))
+        if m:
+            return int(m.group(1))
+        time.sleep(0.1)
+    raise AssertionError(f"mosquitto did not log the PUBLISH on {topic}")
+
+
+def test_publish_acks_carry_the_packet_id(e, mosquitto):
+    configure(e, mosquitto.port, client_id="rnwf-pages")
+    connect(e)
+    ids = []
+    for qos, topic, aec in ((1, "pages/a", b"PUBACK"), (1, "pages/b", b"PUBACK"), (2, "pages/c", b"PUBCOMP")):
+        assert e.cmd(f'AT+MQTTPUB=0,{qos},0,"{topic}","x"') == b"OK\r\n"
+        got = e.read_until(rb"\+MQTTPUB\w+:\d+\r\n", timeout=5)
+        m = re.fullmatch(rb"\r\+MQTT" + aec + rb":(\d+)\r\n", got)
+        assert m, got
+        # the AEC's <PACKET_ID> is the id of the PUBLISH packet the broker received
+        assert int(m.group(1)) == broker_packet_id(mosquitto, "rnwf-pages", qos, topic)
+        ids.append(int(m.group(1)))
+    assert len(set(ids)) == 3
+
+
+def test_subscribe_reports_the_granted_qos(e, mosquitto):
+    configure(e, mosquitto.port, client_id="rnwf-pages-sub")
+    connect(e)
+    for qos in (2, 0):
+        assert e.cmd(f'AT+MQTTSUB="pages/q{qos}",{qos}') == b"OK\r\n"
+        assert e.read_until(rb"\+MQTTSUB:\d+\r\n", timeout=5) == b"\r+MQTTSUB:%d\r\n" % qos
+    assert e.cmd("AT+MQTTSUBLST") == b'+MQTTSUBLST:"pages/q2",2\r\n+MQTTSUBLST:"pages/q0",0\r\nOK\r\n'
+
+
+def test_describe_shows_the_reference_forms():
+    d = find_profile("rnwf02").describe()
+    urcs = {u["name"]: u for u in d["urcs"]}
+    assert "<PACKET_ID>" in urcs["+MQTTPUBACK"]["format"] and "<PACKET_ID>" in urcs["+MQTTPUBCOMP"]["format"]
+    sub = [c for c in d["commands"] if c["name"] == "AT+MQTTSUB"]
+    assert sub and all("granted QoS" in c["doc"] and "1 (failed)" not in c["doc"] for c in sub)
