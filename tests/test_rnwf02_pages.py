@@ -63,3 +63,24 @@ def test_describe_shows_the_reference_forms():
     assert "<PACKET_ID>" in urcs["+MQTTPUBACK"]["format"] and "<PACKET_ID>" in urcs["+MQTTPUBCOMP"]["format"]
     sub = [c for c in d["commands"] if c["name"] == "AT+MQTTSUB"]
     assert sub and all("granted QoS" in c["doc"] and "1 (failed)" not in c["doc"] for c in sub)
+
+
+def test_rnwf11_read_threshold_defaults_to_128(mosquitto, mqtt_probe):
+    """RNWF11 guide, Appendix A.5: READ_THRESHOLD is 128 by default; a longer message is announced
+    with its message id and length and read with AT+MQTTSUBRD."""
+    probe = mqtt_probe(mosquitto)
+    with Rnwf(profile="rnwf11") as e:
+        assert e.cmd("AT+MQTTC=9") == b"+MQTTC:9,128\r\nOK\r\n"
+        e.join()
+        configure(e, mosquitto.port, client_id="rnwf11-pages")
+        connect(e)
+        assert e.cmd('AT+MQTTSUB="twin/res",1') == b"OK\r\n"
+        assert e.read_until(rb"\+MQTTSUB:\d+\r\n", timeout=5) == b"\r+MQTTSUB:1\r\n"
+        probe.publish("twin/res", b"s" * 128, qos=0)
+        assert e.aec(rb'\r\+MQTTSUBRX:0,0,0,"twin/res","(s+)"\r\n', timeout=5).group(1) == b"s" * 128
+        long = b'{"desired":{"rate":' + b"7" * 150 + b"}}"
+        probe.publish("twin/res", long, qos=0)
+        m = e.aec(rb'\r\+MQTTSUBRX:0,0,0,"twin/res",(\d+),(\d+)\r\n', timeout=5)
+        assert int(m.group(2)) == len(long)
+        assert e.cmd(f'AT+MQTTSUBRD="twin/res",{m.group(1).decode()},{len(long)}') == (
+            b'+MQTTSUBRD:%d,"%s"\r\nOK\r\n' % (len(long), long.replace(b'"', b'\\"')))
