@@ -11,6 +11,7 @@ import pytest
 from atemu.profile import find_profile
 from rnwf_helpers import Rnwf
 from test_rnwf02_mqtt import configure, connect
+from test_rnwf02_net import load
 
 
 @pytest.fixture
@@ -84,3 +85,28 @@ def test_rnwf11_read_threshold_defaults_to_128(mosquitto, mqtt_probe):
         assert int(m.group(2)) == len(long)
         assert e.cmd(f'AT+MQTTSUBRD="twin/res",{m.group(1).decode()},{len(long)}') == (
             b'+MQTTSUBRD:%d,"%s"\r\nOK\r\n' % (len(long), long.replace(b'"', b'\\"')))
+
+
+def test_socktls_before_sockbr_opens_a_tls_client_socket(pki, tls_echo):
+    """The specification's example "Open a TLS client socket": AT+SOCKTLS on the new socket, then
+    AT+SOCKBR; +SOCKIND when connected, +SOCKTLS after the handshake (SNI: the host connected to)."""
+    with Rnwf() as e:
+        e.join()
+        load(e, 1, "ca", pki.ca_cert.read_bytes())
+        assert e.cmd("AT+SOCKO=2") == b"+SOCKO:1\r\nOK\r\n"
+        e.oks('AT+TLSC=2,1,"nothere"', 'AT+TLSC=1,1,"ca"')
+        # the configuration is checked at once: a CA file not in the file system is 17.0
+        assert e.cmd("AT+SOCKTLS=1,2") == b'ERROR:17.0,"CA Cert Missing"\r\n'
+        assert e.cmd("AT+SOCKTLS=1,1") == b"OK\r\n"
+        assert e.cmd(f'AT+SOCKBR=1,"localhost",{tls_echo.address[1]}') == b"OK\r\n"
+        got = e.read_until(rb"\+SOCK(?:TLS|ERR):.*?\r\n", timeout=10)
+        assert re.fullmatch(rb'\r\+SOCKIND:1,"127\.0\.0\.1",\d+,"127\.0\.0\.1",%d\r\n\r\+SOCKTLS:1\r\n'
+                            % tls_echo.address[1], got), got
+        assert e.cmd('AT+SOCKWR=1,9,"over tls!"') == b"OK\r\n"
+        e.aec(rb"\+SOCKRXT:1,9\r\n")
+        assert e.cmd("AT+SOCKRD=1,1,100") == b'+SOCKRD:1,9,"over tls!"\r\nOK\r\n'
+        assert tls_echo.wait_sessions(1)[0].sni == "localhost"
+        # a TLS listening socket (AT+SOCKTLS before AT+SOCKBL) is not emulated: 14.6, said at once
+        assert e.cmd("AT+SOCKO=2") == b"+SOCKO:2\r\nOK\r\n"
+        assert e.cmd("AT+SOCKTLS=2,1") == b"OK\r\n"
+        assert e.cmd("AT+SOCKBL=2,0") == b'ERROR:14.6,"Socket TLS Failed"\r\n'

@@ -497,6 +497,9 @@ class RnwfCommands:
              Int("PEND_SKTS", 1, 10, optional=True), family="socket",
              doc="Bind to a local port and listen (TCP: +SOCKIND:<new id>,... per connection)")
     async def sockbl(self, ctx, sid: int, port: int, pend: int | None = None) -> None:
+        if self._sock(sid).tls_conf is not None:
+            # AT+SOCKTLS before AT+SOCKBL would make a TLS server socket: not emulated
+            raise status(14, 6, "TLS listening sockets are not emulated")
         await SocketCommands.sockbl(self, ctx, sid, port)
 
     # (the guide's socket ids are 1-65535: an id no socket has is "no such socket", 14.4)
@@ -508,7 +511,14 @@ class RnwfCommands:
              Int("RMT_PORT", 1, 65535), family="socket",
              doc="Bind to a remote address: TCP connects (+SOCKIND or +SOCKERR); UDP sets the default destination")
     async def sockbr(self, ctx, sid: int, host: str, port: int) -> None:
+        s = self._sock(sid)
+        tls = None
+        if s.proto == 2 and s.tls_conf is not None:
+            tls = self._tls_context(s.tls_conf, text_arg(ctx, 1))      # SNI: the host connected to
         await SocketCommands.sockbr(self, ctx, sid, host, port)
+        if tls is not None and s.connecting:
+            # AT+SOCKTLS came first: the handshake follows the connect (+SOCKIND, then +SOCKTLS)
+            s.tls_conf, s.tls_after_connect = None, tls
 
     @command("+SOCKLST", Form.EXEC, family="socket", doc="List sockets: +SOCKLST:<id>,<proto>,<rmt addr>,<rmt port>,<lcl port>")
     @command("+SOCKLST", Form.WRITE, Int("SOCK_ID", 1, 65535), family="socket")
@@ -516,9 +526,21 @@ class RnwfCommands:
         await SocketCommands.socklst(self, ctx, sid)
 
     @command("+SOCKTLS", Form.WRITE, Int("SOCK_ID", 1, 65535), Int("TLS_CONF", 1, 2), family="socket",
-             doc="Upgrade a connected TCP socket to TLS with configuration TLS_CONF: OK, then +SOCKTLS or +SOCKERR")
+             doc="Upgrade a TCP socket to TLS with configuration TLS_CONF: connected (or connecting): OK, then "
+                 "+SOCKTLS or +SOCKERR; before AT+SOCKBR: OK, and the connect that follows makes the handshake")
     async def socktls(self, ctx, sid: int, conf: int) -> None:
+        s = self._sock(sid, 2)
+        if s.conn is None and not s.connecting and s.listener is None:
+            self._socktls_before_bind(s, conf)
+            return
         await SocketCommands.socktls(self, ctx, sid, conf)
+
+    def _socktls_before_bind(self, s: Sock, conf: int) -> None:
+        """AT+SOCKTLS on a TCP socket not bound yet (Microchip's AT Command Specification, example
+        "Open a TLS client socket": AT+SOCKTLS, then AT+SOCKBR, +SOCKIND, +SOCKTLS): the
+        configuration is checked now (its files must exist) and used by the next AT+SOCKBR."""
+        self._tls_context(conf, "")
+        s.tls_conf = conf
 
     def _sockerr(self, s: Sock, e: NetError) -> None:
         # the socket module's status codes (9.3): 14.6 Socket TLS Failed, 14.7 Socket Connect Failed
