@@ -11,7 +11,7 @@ import pytest
 from atemu.profile import find_profile
 from rnwf_helpers import Rnwf
 from test_rnwf02_mqtt import configure, connect
-from test_rnwf02_net import load
+from test_rnwf02_net import load, xmodem_send
 
 
 @pytest.fixture
@@ -110,3 +110,16 @@ def test_socktls_before_sockbr_opens_a_tls_client_socket(pki, tls_echo):
         assert e.cmd("AT+SOCKO=2") == b"+SOCKO:2\r\nOK\r\n"
         assert e.cmd("AT+SOCKTLS=2,1") == b"OK\r\n"
         assert e.cmd("AT+SOCKBL=2,0") == b'ERROR:14.6,"Socket TLS Failed"\r\n'
+
+
+def test_fs_load_prints_the_raw_mode_hash_before_the_xmodem_handshake(pki):
+    """The specification's "File transfer using XModem+CRC" example: AT+FS=1,..., then '#' (raw
+    binary mode indicator), then 'C' ...; public RNWF11 upload scripts wait for the '#'."""
+    ca = pki.ca_cert.read_bytes()
+    with Rnwf(echo=True) as e:
+        line = f'AT+FS=1,1,2,"ISRGRootX1",{len(ca)}\r\n'.encode()
+        e.write(line)
+        assert e.read_until(b"C", timeout=5) == line + b"#C"
+        xmodem_send(e, ca, 2)
+        assert e.read_until(rb"OK\r\n>") == b"OK\r\n>"
+        assert (e.state_dir / "fs" / "certs" / "ISRGRootX1").read_bytes() == ca

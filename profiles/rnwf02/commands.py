@@ -401,7 +401,9 @@ class RnwfCommands:
         eots = 0
         poll = min(1.0, self.data_timeout / 4)
         silent_since = time.monotonic()
-        ctx.raw(ask)
+        # leaving terminal mode the module prints '#' (the AT Command Specification's XMODEM+CRC
+        # example: '#', then 'CC'...; public RNWF11 upload scripts wait for that '#')
+        ctx.raw(b"#" + ask)
         while True:
             ev = await ctx.read_data(1, timeout=poll)
             if not (isinstance(ev, Data) and ev.reason == "length"):
