@@ -123,3 +123,15 @@ def test_fs_load_prints_the_raw_mode_hash_before_the_xmodem_handshake(pki):
         xmodem_send(e, ca, 2)
         assert e.read_until(rb"OK\r\n>") == b"OK\r\n>"
         assert (e.state_dir / "fs" / "certs" / "ISRGRootX1").read_bytes() == ca
+
+
+def test_time_query_answers_ok_then_the_time_report_aec():
+    """9.16.1.1 has no response, 9.16.2.1 is the AEC +TIME:<TIME> "Time report"; the specification's
+    example: AT+TIME=3, OK, +TIME:"2025-10-24T18:03:43.00Z"."""
+    with Rnwf(echo=True) as e:
+        assert e.cmd('AT+TIME=3,"2025-10-24T18:03:43.00Z"') == b'AT+TIME=3,"2025-10-24T18:03:43.00Z"\r\nOK\r\n>'
+        assert e.cmd("AT+TIME=3") == b"AT+TIME=3\r\nOK\r\n>"
+        got = e.read_until(rb"\+TIME:.*?\r\n>", timeout=5)
+        assert re.fullmatch(rb'\r\+TIME:"2025-10-24T18:03:4\d\.\d\dZ"\r\n>', got), got
+        assert e.cmd("AT+TIME") == b"AT+TIME\r\nOK\r\n>"          # the current format: the last one asked
+        assert re.fullmatch(rb'\r\+TIME:"2025-10-24T18:0\d:\d\d\.\d\dZ"\r\n>', e.read_until(rb"\r\n>", timeout=5))

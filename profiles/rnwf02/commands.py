@@ -271,10 +271,10 @@ class RnwfCommands:
             self.urc(self._time_line())
 
     # ================================================================== TIME (16)
-    @command("+TIME", Form.EXEC, family="time", doc="Read the clock in the current format")
+    @command("+TIME", Form.EXEC, family="time", doc="Read the clock in the current format: OK, then the AEC +TIME:<TIME>")
     @command("+TIME", Form.WRITE, Int("FORMAT", 1, 3), Str("TIME", quoted=None, optional=True), family="time",
              doc="AT+TIME=<1 UTC seconds|2 NTP seconds|3 RFC 3339> reads in that format (it becomes the current "
-                 "one); with a value sets the clock")
+                 "one): OK, then the AEC +TIME:<TIME>; with a value sets the clock")
     async def timec(self, ctx, fmt: int | None = None, val: Any = None) -> None:
         if fmt is None:
             fmt = self.time_format
@@ -297,7 +297,14 @@ class RnwfCommands:
                 raise CmdError("param", message="bad time value") from None
             self.clock_offset = secs - time.time() - float(self.ntp.get("offset", 0.0))
             return
-        ctx.info(self._time_line())
+        self._time_report(ctx)
+
+    def _time_report(self, ctx) -> None:
+        # a query answers OK, then the AEC +TIME:<TIME> ("Time report"): the guide's 9.16.1.1 has no
+        # response, only the AEC 9.16.2.1, and the AT Command Specification's example reads
+        # AT+TIME=3, OK, +TIME:"2025-10-24T18:03:43.00Z"
+        ctx.ok()
+        self.urc(self._time_line())
 
     def _time_line(self) -> str:
         """+TIME:<now in the current format> (the AT+TIME answer and the AEC after SNTP)."""
