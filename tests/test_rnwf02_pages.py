@@ -135,3 +135,37 @@ def test_time_query_answers_ok_then_the_time_report_aec():
         assert re.fullmatch(rb'\r\+TIME:"2025-10-24T18:03:4\d\.\d\dZ"\r\n>', got), got
         assert e.cmd("AT+TIME") == b"AT+TIME\r\nOK\r\n>"          # the current format: the last one asked
         assert re.fullmatch(rb'\r\+TIME:"2025-10-24T18:0\d:\d\d\.\d\dZ"\r\n>', e.read_until(rb"\r\n>", timeout=5))
+
+
+def test_wscnc_ssid_filter_async_notify_and_scan_results():
+    """The RNWF02 guide's 9.19.1.1 lists WSCNC 7 SEC_FILTER, 8 ASYNC_NOTIFY, 10 SSID filter list
+    (10.0-10.3) and 20 SCAN_RESULTS; its example 9.19.3 sets the SSID filter."""
+    with Rnwf(echo=True) as e:
+        assert e.cmd("ATE0") == b"ATE0\r\nOK\r\n"
+        # the guide's example, byte for byte
+        for ssid in ("SSID1", "SSID2", "SSID3"):
+            assert e.cmd(f'AT+WSCNC=10,"{ssid}"') == b"OK\r\n"
+        assert e.cmd("AT+WSCNC=10") == b'+WSCNC:10.0,"SSID1"\r\n+WSCNC:10.1,"SSID2"\r\n+WSCNC:10.2,"SSID3"\r\nOK\r\n'
+        assert e.cmd('AT+WSCNC=10.1,""') == b"OK\r\n"
+        assert e.cmd("AT+WSCNC=10") == b'+WSCNC:10.0,"SSID1"\r\n+WSCNC:10.1,"SSID3"\r\nOK\r\n'
+        assert e.cmd('AT+WSCNC=10,""') == b"OK\r\n"
+        assert e.cmd("AT+WSCNC=10") == b"OK\r\n"
+        # a filter on one SSID: the scan lists that AP only
+        assert e.cmd('AT+WSCNC=10,"MyAP"') == b"OK\r\n"
+        assert e.cmd("AT+WSCN=1") == b"OK\r\n"
+        assert e.read_until(rb"\+WSCNDONE:\d+\r\n", timeout=5) == (
+            b'\r+WSCNIND:-50,3,6,"00:01:02:03:04:05","MyAP"\r\n\r+WSCNDONE:1\r\n')
+        assert e.cmd("AT+WSCNC=20") == b'+WSCNC:20.0,-50,3,6,"00:01:02:03:04:05","MyAP"\r\nOK\r\n'
+        assert e.cmd("AT+WSCNC=20,1") == b'ERROR:0.6,"Configuration Update Blocked"\r\n'
+        # ASYNC_NOTIFY 0: no +WSCNIND, the count and SCAN_RESULTS only
+        assert e.cmd('AT+WSCNC=10,""') == b"OK\r\n"
+        assert e.cmd("AT+WSCNC=8,0") == b"OK\r\n"
+        assert e.cmd("AT+WSCN=0") == b"OK\r\n"
+        assert e.read_until(rb"\+WSCNDONE:\d+\r\n", timeout=5) == b"\r+WSCNDONE:5\r\n"
+        results = e.cmd("AT+WSCNC=20")
+        assert results.startswith(b'+WSCNC:20.0,-50,3,6,"00:01:02:03:04:05","MyAP"\r\n+WSCNC:20.1,')
+        assert results.count(b"+WSCNC:20.") == 5
+        assert e.cmd("AT+WSCNC=7,0x22") == b"OK\r\n"
+        assert e.cmd("AT+WSCNC=7") == b"+WSCNC:7,34\r\nOK\r\n"
+        assert e.cmd("AT+WSCNC=8,2") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+        assert e.cmd("AT+WSCNC=9") == b'ERROR:0.4,"Invalid Parameter"\r\n'

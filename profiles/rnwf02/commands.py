@@ -20,7 +20,7 @@ from atemu.net.errors import NetError
 from atemu.profile import CmdError, command
 
 from atemu.profiles.microchip_common.common import (E_STATE, E_DATA, E_CERT, E_BUSY, NET_CODES,
-                                               arg_bytes, sfx, log, text_arg, valid_material)
+                                               _P, arg_bytes, sfx, log, text_arg, valid_material)
 from atemu.profiles.microchip_common.mqtt import MqttCommands, _topic
 from atemu.profiles.microchip_common.sockets import SocketCommands, Sock
 
@@ -735,11 +735,80 @@ class RnwfCommands:
     # ================================================================== WSCN / WSTA / WAP tables
     # the shared handlers, declared again for the guide's parameter ids (describe, =?)
     @command("+WSCNC", Form.EXEC, family="scan", doc="Read the scan configuration")
-    @command("+WSCNC", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="scan",
+    @command("+WSCNC", Form.WRITE, Str("ID", quoted=False, min_len=1, max_len=4), Str("VAL", quoted=None, optional=True),
+             family="scan",
              doc="1 CHANNEL (0 all), 2 ACT_SLOT_TIME ms, 3 PASV_SLOT_TIME ms, 4 NUM_SLOTS, 5 PROBES_PER_SLOT, "
-                 "6 RSSI_THRESH (0 none)")
-    async def wscnc(self, ctx, pid: int | None = None, val: Any = None) -> None:
-        await WlanCommands.wscnc(self, ctx, pid, val)
+                 "6 RSSI_THRESH (0 none), 7 SEC_FILTER (stored), 8 ASYNC_NOTIFY (0: no +WSCNIND), "
+                 "10 FILT_LIST (SSID filter 10.0-10.3), 20 SCAN_RESULTS (read-only, the last scan's best 20.0-20.7)")
+    async def wscnc(self, ctx, pid: str | None = None, val: Any = None) -> None:
+        if pid is None:
+            await WlanCommands.wscnc(self, ctx, None, None)
+            self._wscnc_list(ctx)
+            return
+        base, _, sub = pid.strip().partition(".")
+        if base in ("7", "8", "10", "20"):
+            self._wscnc_extra(ctx, int(base), sub, val)
+            return
+        if sub or not base.isdigit():
+            raise CmdError("param", message="unknown parameter id")
+        await WlanCommands.wscnc(self, ctx, int(base), val)
+
+    def _wscn_state(self) -> dict:
+        """The guide's WSCNC ids beyond the scan timing (9.19.1.1: 7 SEC_FILTER, 8 ASYNC_NOTIFY,
+        10 SSID filter list 10.0-10.3, 20 the last scan's results 20.0-20.7)."""
+        st = getattr(self, "_wscn_extra", None)
+        if st is None:
+            st = self._wscn_extra = {7: 0x77, 8: 1, 10: [], 20: []}
+        return st
+
+    def _wscnc_list(self, ctx, only: int | None = None) -> None:
+        st = self._wscn_state()
+        for pid in (7, 8, 10, 20) if only is None else (only,):
+            if pid in (7, 8):
+                ctx.info(f"+WSCNC:{pid},{st[pid]}")
+            elif pid == 10:
+                for i, ssid in enumerate(st[10]):
+                    ctx.info(f"+WSCNC:10.{i},{self.fmt(ssid)}")
+            else:
+                for i, r in enumerate(st[20]):
+                    ctx.info(f"+WSCNC:20.{i},{r}")
+
+    def _wscnc_extra(self, ctx, pid: int, sub: str, val: Any) -> None:
+        st = self._wscn_state()
+        if sub and (pid in (7, 8) or not sub.isdigit() or int(sub) > (3 if pid == 10 else 7)):
+            raise CmdError("param", message="unknown parameter id")
+        idx = int(sub) if sub else None
+        if val is None:
+            if idx is None:
+                self._wscnc_list(ctx, pid)
+            elif idx < len(st[pid]):
+                ctx.info(f"+WSCNC:{pid}.{idx},{self.fmt(st[pid][idx]) if pid == 10 else st[pid][idx]}")
+            return
+        if pid == 20:
+            raise self.fail(E_STATE, "SCAN_RESULTS is read-only")
+        if self._scanning:
+            raise self.fail(E_STATE, "scan in progress")
+        arg = ctx.line.args[1]
+        if pid in (7, 8):
+            v = self._cfg_value(_P("SEC_FILTER" if pid == 7 else "ASYNC_NOTIFY", "int", 0,
+                                   0, 0x7F if pid == 7 else 1), arg)
+            st[pid] = v
+            return
+        ssid = sfx(self._cfg_value(_P("FILT_LIST", "str", b"", max_len=32), arg))
+        if idx is None:
+            # "10,<ssid>" adds an entry, "10,\"\"" removes them all (the guide's example 9.19.3)
+            if not ssid:
+                st[10].clear()
+            elif len(st[10]) >= 4:
+                raise CmdError("param", message="SSID filter list full (10.0-10.3)")
+            else:
+                st[10].append(ssid)
+        elif ssid:
+            if idx >= len(st[10]):
+                raise CmdError("param", message="no such filter entry")
+            st[10][idx] = ssid
+        elif idx < len(st[10]):
+            del st[10][idx]                      # "10.<n>,\"\"" removes that entry
 
     @command("+WSTAC", Form.EXEC, family="wlan", doc="Read the station configuration")
     @command("+WSTAC", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="wlan",
@@ -936,15 +1005,20 @@ class RnwfCommands:
             # slot time x slots on each channel scanned (capped: the emulated radio need not be slow)
             await asyncio.sleep(min(c[2 if active else 3] * c[4] * channels / 1000.0, 3.0))
             aps = wifi.scan(self.module.world, channel=c[1] or None, include_hidden=True)
-            lines = []
+            st = self._wscn_state()
+            found = []
             for ap in aps:
                 if ap is getattr(self, "_own_ap", None) or not self._channel_allowed(ap.channel) \
                         or (c[6] and ap.rssi < c[6]):
                     continue
                 name = "" if ap.hidden else ap.ssid
-                lines.append(f'+WSCNIND:{ap.rssi},{self.REPORT_SEC.get(ap.security, 0)},{ap.channel},'
+                if st[10] and name not in st[10]:           # WSCNC 10: only the SSIDs of the filter list
+                    continue
+                found.append(f'{ap.rssi},{self.REPORT_SEC.get(ap.security, 0)},{ap.channel},'
                              f'"{ap.bssid.upper()}",{self.fmt(name)}')
-            self.urc_batch(lines + [f"+WSCNDONE:{len(lines)}"])
+            st[20] = found[:8]                              # WSCNC 20: the best results (aps come strongest first)
+            lines = [f"+WSCNIND:{r}" for r in found] if st[8] else []   # WSCNC 8 ASYNC_NOTIFY 0: no +WSCNIND
+            self.urc_batch(lines + [f"+WSCNDONE:{len(found)}"])
         finally:
             self._scanning = False
 
