@@ -47,6 +47,7 @@ GMR = "2.0.0 0 e41f977cb [16:31:26 Apr 12 2024]"
 DEVIATIONS = [
     "Framing: echo and prompt are on after every reset: each final result is followed by a bare '>'; an AEC is sent as CR, the line, CR LF and (echo on) '>'; a scan's +WSCNIND lines and +WSCNDONE are one event with one '>' after the last (the OOB demo reads a scan up to one '>'). ATE0 turns echo and prompt off until the next reset.",
     "Errors: ERROR:<module>.<code>,\"<text>\" at ATV3 (the default; the hardware prints the text, the guide's table only the code: world option rnwf02.atv3_text=false); ATV0-2, 4, 5 as the guide's table. The codes are the guide's 9.3 table completed from Microchip's WINCS02 driver; which failure reports which code is atemu's mapping (README).",
+    "AT+TIME queries answer OK, then the AEC +TIME:<time> (the guide's 9.16.1.1 has no response; +TIME is its AEC 9.16.2.1).",
     "AT+RST answers OK, then the module reboots and prints +BOOT:\"RNWF - AT Command Interface v<version>...\" after rnwf02.boot_delay seconds (default 1.5).",
     "AT+FS=1 loads files with XMODEM (1 checksum, 2 CRC, 3 1K) or YMODEM (4, also batch): the module prints '#' (raw mode), then asks with NAK/'C' each second, ACKs blocks and answers OK after the EOT; data trimmed to <FILELENGTH>.",
     "Binary phases (SOCKWR/SOCKWRTO without data): the module prompts with '#', then takes exactly <LENGTH> raw bytes (+++ is data); a host silent for data_timeout seconds (default 10) abandons it: ERROR:0.8 (Command Timed Out).",
