@@ -169,3 +169,15 @@ def test_wscnc_ssid_filter_async_notify_and_scan_results():
         assert e.cmd("AT+WSCNC=7") == b"+WSCNC:7,34\r\nOK\r\n"
         assert e.cmd("AT+WSCNC=8,2") == b'ERROR:0.4,"Invalid Parameter"\r\n'
         assert e.cmd("AT+WSCNC=9") == b'ERROR:0.4,"Invalid Parameter"\r\n'
+
+
+def test_netifc_lease_times_are_0_without_a_lease():
+    with Rnwf() as e:
+        for fmt in ("1", "2", "3"):
+            e.time(f"AT+TIME={fmt}")
+            assert e.cmd("AT+NETIFC=0,11") == b"+NETIFC:11,0\r\nOK\r\n"
+            assert e.cmd("AT+NETIFC=0,12") == b"+NETIFC:12,0\r\nOK\r\n"
+        e.join()
+        e.time("AT+TIME=2")
+        start = int(re.fullmatch(rb"\+NETIFC:11,(\d+)\r\nOK\r\n", e.cmd("AT+NETIFC=0,11")).group(1))
+        assert abs(start - 2208988800 - time.time()) < 30          # NTP seconds, the current format

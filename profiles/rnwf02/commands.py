@@ -955,8 +955,8 @@ class RnwfCommands:
             addr = "192.168.1.1/24" if self.ap_on else "0.0.0.0/0"
         leased = lease is not None and self.dhcpc and self.lease_at is not None
         vals = {1: f'"wlan{iface}"', 2: f'"{mac}"', 3: self.fmt(self.hostname), 10: str(int(self.dhcpc)),
-                11: self._time_value(self.lease_at if leased else 0),
-                12: self._time_value(self.lease_at + LEASE_SECONDS if leased else 0),
+                11: self._time_value(self.lease_at) if leased else "0",          # 0: no lease (README)
+                12: self._time_value(self.lease_at + LEASE_SECONDS) if leased else "0",
                 13: f'"{lease.gateway if lease and self.dhcpc else "0.0.0.0"}"', 40: f'"{addr}"',
                 41: f'"{lease.gateway if lease else "0.0.0.0"}"', 61: f'"{_link_local(mac)}"'}
         if _read_options(ctx, "+NETIFC:", vals, pid, val, "unknown interface parameter"):
