@@ -52,6 +52,11 @@ class Rnwf(Emu):
         assert m
         return m
 
+    def time(self, line: str = "AT+TIME") -> bytes:
+        """A clock query: OK, then the AEC +TIME:<TIME> (the guide's 9.16.2.1); gives <TIME>."""
+        assert self.cmd(line) == b"OK\r\n"
+        return self.aec(rb"\r\+TIME:(.*?)\r\n").group(1)
+
     @property
     def prof(self):
         return self.module.profile

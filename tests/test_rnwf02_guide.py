@@ -61,7 +61,7 @@ def test_assoc_by_id_and_netif_lease():
         assert e.cmd("AT+ASSOC=1") == b"OK\r\n"
         assert e.read_until(rb"\+ASSOC:.*?\r\n") == b'\r+ASSOC:1,0,"00:01:02:03:04:05",-50\r\n'
         assert e.cmd("AT+ASSOC=2") == b'ERROR:22.0,"Association Not Found"\r\n'
-        e.ok("AT+TIME=1")                 # lease times print in the current AT+TIME format: UTC seconds
+        e.time("AT+TIME=1")               # lease times print in the current AT+TIME format: UTC seconds
         start = int(re.fullmatch(rb"\+NETIFC:11,(\d+)\r\nOK\r\n", e.cmd("AT+NETIFC=0,11")).group(1))
         end = int(re.fullmatch(rb"\+NETIFC:12,(\d+)\r\nOK\r\n", e.cmd("AT+NETIFC=0,12")).group(1))
         assert abs(start - time.time()) < 30 and end - start == 86400

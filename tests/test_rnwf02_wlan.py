@@ -10,7 +10,7 @@ from rnwf_helpers import Rnwf
 def test_scan_filters():
     with Rnwf() as e:
         assert e.cmd("AT+WSCNC") == (b"+WSCNC:1,0\r\n+WSCNC:2,20\r\n+WSCNC:3,120\r\n+WSCNC:4,2\r\n"
-                                     b"+WSCNC:5,2\r\n+WSCNC:6,0\r\nOK\r\n")
+                                     b"+WSCNC:5,2\r\n+WSCNC:6,0\r\n+WSCNC:7,119\r\n+WSCNC:8,1\r\nOK\r\n")
         assert e.cmd("AT+WSCNC=1,11") == b"OK\r\n"
         assert e.cmd("AT+WSCN=0") == b"OK\r\n"
         # channel 11 holds the hidden AP only: listed without a name

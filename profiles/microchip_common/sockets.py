@@ -25,6 +25,7 @@ class Sock:
     connecting: bool = False
     upgrading: bool = False
     tls_after_connect: Any = None  # (TLS context, SNI) of an AT+SOCKTLS sent while the connect runs
+    tls_conf: int | None = None    # RNWF: TLS configuration of an AT+SOCKTLS sent before AT+SOCKBR
     announced: bool = False        # a +SOCKRXT / +SOCKRXU is outstanding
     rx_left: int = 0               # RNWF: bytes of the last +SOCKRXT the host has not read yet
     reminder: Any = None           # RNWF: timer that announces again what a host left unread

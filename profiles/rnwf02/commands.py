@@ -21,7 +21,7 @@ from atemu.net.errors import NetError
 from atemu.profile import CmdError, command
 
 from atemu.profiles.microchip_common.common import (E_STATE, E_DATA, E_CERT, E_BUSY, NET_CODES,
-                                               arg_bytes, sfx, log, text_arg, valid_material)
+                                               _P, arg_bytes, sfx, log, text_arg, valid_material)
 from atemu.profiles.microchip_common.mqtt import MqttCommands, _topic
 from atemu.profiles.microchip_common.sockets import SocketCommands, Sock
 
@@ -279,10 +279,10 @@ class RnwfCommands:
             self.urc(self._time_line())
 
     # ================================================================== TIME (16)
-    @command("+TIME", Form.EXEC, family="time", doc="Read the clock in the current format")
+    @command("+TIME", Form.EXEC, family="time", doc="Read the clock in the current format: OK, then the AEC +TIME:<TIME>")
     @command("+TIME", Form.WRITE, Int("FORMAT", 1, 3), Str("TIME", quoted=None, optional=True), family="time",
              doc="AT+TIME=<1 UTC seconds|2 NTP seconds|3 RFC 3339> reads in that format (it becomes the current "
-                 "one); with a value sets the clock")
+                 "one): OK, then the AEC +TIME:<TIME>; with a value sets the clock")
     async def timec(self, ctx, fmt: int | None = None, val: Any = None) -> None:
         if fmt is None:
             fmt = self.time_format
@@ -305,7 +305,14 @@ class RnwfCommands:
                 raise CmdError("param", message="bad time value") from None
             self.clock_offset = secs - time.time() - float(self.ntp.get("offset", 0.0))
             return
-        ctx.info(self._time_line())
+        self._time_report(ctx)
+
+    def _time_report(self, ctx) -> None:
+        # a query answers OK, then the AEC +TIME:<TIME> ("Time report"): the guide's 9.16.1.1 has no
+        # response, only the AEC 9.16.2.1, and the AT Command Specification's example reads
+        # AT+TIME=3, OK, +TIME:"2025-10-24T18:03:43.00Z"
+        ctx.ok()
+        self.urc(self._time_line())
 
     def _time_line(self) -> str:
         """+TIME:<now in the current format> (the AT+TIME answer and the AEC after SNTP)."""
@@ -409,7 +416,9 @@ class RnwfCommands:
         eots = 0
         poll = min(1.0, self.data_timeout / 4)
         silent_since = time.monotonic()
-        ctx.raw(ask)
+        # leaving terminal mode the module prints '#' (the AT Command Specification's XMODEM+CRC
+        # example: '#', then 'CC'...; public RNWF11 upload scripts wait for that '#')
+        ctx.raw(b"#" + ask)
         while True:
             ev = await ctx.read_data(1, timeout=poll)
             if not (isinstance(ev, Data) and ev.reason == "length"):
@@ -505,6 +514,9 @@ class RnwfCommands:
              Int("PEND_SKTS", 1, 10, optional=True), family="socket",
              doc="Bind to a local port and listen (TCP: +SOCKIND:<new id>,... per connection)")
     async def sockbl(self, ctx, sid: int, port: int, pend: int | None = None) -> None:
+        if self._sock(sid).tls_conf is not None:
+            # AT+SOCKTLS before AT+SOCKBL would make a TLS server socket: not emulated
+            raise status(14, 6, "TLS listening sockets are not emulated")
         await SocketCommands.sockbl(self, ctx, sid, port)
 
     # (the guide's socket ids are 1-65535: an id no socket has is "no such socket", 14.4)
@@ -516,7 +528,14 @@ class RnwfCommands:
              Int("RMT_PORT", 1, 65535), family="socket",
              doc="Bind to a remote address: TCP connects (+SOCKIND or +SOCKERR); UDP sets the default destination")
     async def sockbr(self, ctx, sid: int, host: str, port: int) -> None:
+        s = self._sock(sid)
+        tls = None
+        if s.proto == 2 and s.tls_conf is not None:
+            tls = self._tls_context(s.tls_conf, text_arg(ctx, 1))      # SNI: the host connected to
         await SocketCommands.sockbr(self, ctx, sid, host, port)
+        if tls is not None and s.connecting:
+            # AT+SOCKTLS came first: the handshake follows the connect (+SOCKIND, then +SOCKTLS)
+            s.tls_conf, s.tls_after_connect = None, tls
 
     @command("+SOCKLST", Form.EXEC, family="socket", doc="List sockets: +SOCKLST:<id>,<proto>,<rmt addr>,<rmt port>,<lcl port>")
     @command("+SOCKLST", Form.WRITE, Int("SOCK_ID", 1, 65535), family="socket")
@@ -524,9 +543,21 @@ class RnwfCommands:
         await SocketCommands.socklst(self, ctx, sid)
 
     @command("+SOCKTLS", Form.WRITE, Int("SOCK_ID", 1, 65535), Int("TLS_CONF", 1, 2), family="socket",
-             doc="Upgrade a connected TCP socket to TLS with configuration TLS_CONF: OK, then +SOCKTLS or +SOCKERR")
+             doc="Upgrade a TCP socket to TLS with configuration TLS_CONF: connected (or connecting): OK, then "
+                 "+SOCKTLS or +SOCKERR; before AT+SOCKBR: OK, and the connect that follows makes the handshake")
     async def socktls(self, ctx, sid: int, conf: int) -> None:
+        s = self._sock(sid, 2)
+        if s.conn is None and not s.connecting and s.listener is None:
+            self._socktls_before_bind(s, conf)
+            return
         await SocketCommands.socktls(self, ctx, sid, conf)
+
+    def _socktls_before_bind(self, s: Sock, conf: int) -> None:
+        """AT+SOCKTLS on a TCP socket not bound yet (Microchip's AT Command Specification, example
+        "Open a TLS client socket": AT+SOCKTLS, then AT+SOCKBR, +SOCKIND, +SOCKTLS): the
+        configuration is checked now (its files must exist) and used by the next AT+SOCKBR."""
+        self._tls_context(conf, "")
+        s.tls_conf = conf
 
     def _sockerr(self, s: Sock, e: NetError) -> None:
         # the socket module's status codes (9.3): 14.6 Socket TLS Failed, 14.7 Socket Connect Failed
@@ -712,11 +743,80 @@ class RnwfCommands:
     # ================================================================== WSCN / WSTA / WAP tables
     # the shared handlers, declared again for the guide's parameter ids (describe, =?)
     @command("+WSCNC", Form.EXEC, family="scan", doc="Read the scan configuration")
-    @command("+WSCNC", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="scan",
+    @command("+WSCNC", Form.WRITE, Str("ID", quoted=False, min_len=1, max_len=4), Str("VAL", quoted=None, optional=True),
+             family="scan",
              doc="1 CHANNEL (0 all), 2 ACT_SLOT_TIME ms, 3 PASV_SLOT_TIME ms, 4 NUM_SLOTS, 5 PROBES_PER_SLOT, "
-                 "6 RSSI_THRESH (0 none)")
-    async def wscnc(self, ctx, pid: int | None = None, val: Any = None) -> None:
-        await WlanCommands.wscnc(self, ctx, pid, val)
+                 "6 RSSI_THRESH (0 none), 7 SEC_FILTER (stored), 8 ASYNC_NOTIFY (0: no +WSCNIND), "
+                 "10 FILT_LIST (SSID filter 10.0-10.3), 20 SCAN_RESULTS (read-only, the last scan's best 20.0-20.7)")
+    async def wscnc(self, ctx, pid: str | None = None, val: Any = None) -> None:
+        if pid is None:
+            await WlanCommands.wscnc(self, ctx, None, None)
+            self._wscnc_list(ctx)
+            return
+        base, _, sub = pid.strip().partition(".")
+        if base in ("7", "8", "10", "20"):
+            self._wscnc_extra(ctx, int(base), sub, val)
+            return
+        if sub or not base.isdigit():
+            raise CmdError("param", message="unknown parameter id")
+        await WlanCommands.wscnc(self, ctx, int(base), val)
+
+    def _wscn_state(self) -> dict:
+        """The guide's WSCNC ids beyond the scan timing (9.19.1.1: 7 SEC_FILTER, 8 ASYNC_NOTIFY,
+        10 SSID filter list 10.0-10.3, 20 the last scan's results 20.0-20.7)."""
+        st = getattr(self, "_wscn_extra", None)
+        if st is None:
+            st = self._wscn_extra = {7: 0x77, 8: 1, 10: [], 20: []}
+        return st
+
+    def _wscnc_list(self, ctx, only: int | None = None) -> None:
+        st = self._wscn_state()
+        for pid in (7, 8, 10, 20) if only is None else (only,):
+            if pid in (7, 8):
+                ctx.info(f"+WSCNC:{pid},{st[pid]}")
+            elif pid == 10:
+                for i, ssid in enumerate(st[10]):
+                    ctx.info(f"+WSCNC:10.{i},{self.fmt(ssid)}")
+            else:
+                for i, r in enumerate(st[20]):
+                    ctx.info(f"+WSCNC:20.{i},{r}")
+
+    def _wscnc_extra(self, ctx, pid: int, sub: str, val: Any) -> None:
+        st = self._wscn_state()
+        if sub and (pid in (7, 8) or not sub.isdigit() or int(sub) > (3 if pid == 10 else 7)):
+            raise CmdError("param", message="unknown parameter id")
+        idx = int(sub) if sub else None
+        if val is None:
+            if idx is None:
+                self._wscnc_list(ctx, pid)
+            elif idx < len(st[pid]):
+                ctx.info(f"+WSCNC:{pid}.{idx},{self.fmt(st[pid][idx]) if pid == 10 else st[pid][idx]}")
+            return
+        if pid == 20:
+            raise self.fail(E_STATE, "SCAN_RESULTS is read-only")
+        if self._scanning:
+            raise self.fail(E_STATE, "scan in progress")
+        arg = ctx.line.args[1]
+        if pid in (7, 8):
+            v = self._cfg_value(_P("SEC_FILTER" if pid == 7 else "ASYNC_NOTIFY", "int", 0,
+                                   0, 0x7F if pid == 7 else 1), arg)
+            st[pid] = v
+            return
+        ssid = sfx(self._cfg_value(_P("FILT_LIST", "str", b"", max_len=32), arg))
+        if idx is None:
+            # "10,<ssid>" adds an entry, "10,\"\"" removes them all (the guide's example 9.19.3)
+            if not ssid:
+                st[10].clear()
+            elif len(st[10]) >= 4:
+                raise CmdError("param", message="SSID filter list full (10.0-10.3)")
+            else:
+                st[10].append(ssid)
+        elif ssid:
+            if idx >= len(st[10]):
+                raise CmdError("param", message="no such filter entry")
+            st[10][idx] = ssid
+        elif idx < len(st[10]):
+            del st[10][idx]                      # "10.<n>,\"\"" removes that entry
 
     @command("+WSTAC", Form.EXEC, family="wlan", doc="Read the station configuration")
     @command("+WSTAC", Form.WRITE, Int("ID"), Str("VAL", quoted=None, optional=True), family="wlan",
@@ -760,6 +860,13 @@ class RnwfCommands:
             raise self.fail(E_STATE, "set the will before connecting")
         self.lwt = (qos, retain, _topic(ctx, 2, wildcards=False), msg)
         self.lwt_props = self._tx_props("WILL")     # the will's properties are those selected now
+
+    @command("+MQTTSUB", Form.WRITE, Str("TOPIC_NAME", quoted=True, min_len=1, max_len=256),
+             Int("MAX_QOS", 0, 2, optional=True, default=0), family="mqtt",
+             doc="Subscribe: OK, then +MQTTSUB:<REASON_CODE>, the SUBACK's granted QoS (0-2) or its refusal "
+                 "(128 and up; 128 also when no SUBACK came)")
+    async def mqttsub(self, ctx, topic: str, qos: int) -> None:
+        await MqttCommands.mqttsub(self, ctx, topic, qos)
 
     async def _subscribe(self, s, topic: str, qos: int, properties=None) -> None:
         try:
@@ -856,8 +963,8 @@ class RnwfCommands:
             addr = "192.168.1.1/24" if self.ap_on else "0.0.0.0/0"
         leased = lease is not None and self.dhcpc and self.lease_at is not None
         vals = {1: f'"wlan{iface}"', 2: f'"{mac}"', 3: self.fmt(self.hostname), 10: str(int(self.dhcpc)),
-                11: self._time_value(self.lease_at if leased else 0),
-                12: self._time_value(self.lease_at + LEASE_SECONDS if leased else 0),
+                11: self._time_value(self.lease_at) if leased else "0",          # 0: no lease (README)
+                12: self._time_value(self.lease_at + LEASE_SECONDS) if leased else "0",
                 13: f'"{lease.gateway if lease and self.dhcpc else "0.0.0.0"}"', 40: f'"{addr}"',
                 41: f'"{lease.gateway if lease else "0.0.0.0"}"', 61: f'"{_link_local(mac)}"'}
         if _read_options(ctx, "+NETIFC:", vals, pid, val, "unknown interface parameter"):
@@ -906,15 +1013,20 @@ class RnwfCommands:
             # slot time x slots on each channel scanned (capped: the emulated radio need not be slow)
             await asyncio.sleep(min(c[2 if active else 3] * c[4] * channels / 1000.0, 3.0))
             aps = wifi.scan(self.module.world, channel=c[1] or None, include_hidden=True)
-            lines = []
+            st = self._wscn_state()
+            found = []
             for ap in aps:
                 if ap is getattr(self, "_own_ap", None) or not self._channel_allowed(ap.channel) \
                         or (c[6] and ap.rssi < c[6]):
                     continue
                 name = "" if ap.hidden else ap.ssid
-                lines.append(f'+WSCNIND:{ap.rssi},{self.REPORT_SEC.get(ap.security, 0)},{ap.channel},'
+                if st[10] and name not in st[10]:           # WSCNC 10: only the SSIDs of the filter list
+                    continue
+                found.append(f'{ap.rssi},{self.REPORT_SEC.get(ap.security, 0)},{ap.channel},'
                              f'"{ap.bssid.upper()}",{self.fmt(name)}')
-            self.urc_batch(lines + [f"+WSCNDONE:{len(lines)}"])
+            st[20] = found[:8]                              # WSCNC 20: the best results (aps come strongest first)
+            lines = [f"+WSCNIND:{r}" for r in found] if st[8] else []   # WSCNC 8 ASYNC_NOTIFY 0: no +WSCNIND
+            self.urc_batch(lines + [f"+WSCNDONE:{len(found)}"])
         finally:
             self._scanning = False
 

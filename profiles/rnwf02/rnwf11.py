@@ -549,7 +549,9 @@ class Rnwf11(Rnwf11Commands, Rnwf02):
              3: _P("NAME", "str", b"", max_len=32), 4: _P("TYPE", "str", b"", max_len=32),
              5: _P("PORT", "int", 80, 0, 65535), 6: _P("TXT", "str", b"", max_len=255)}
     AZUREC = {1: _P("DEVICE_TEMPLATE", "str", b"", max_len=128)}
-    MQTTC = {**Rnwf02.MQTTC, 4: _P("USERNAME", "str", b"", max_len=256), 10: _P("AZURE_DPS", "int", 0, 0, 1)}
+    # READ_THRESHOLD is 128 by default on RNWF11 (the guide's Appendix A.5 "MQTT Buffer Length Handling")
+    MQTTC = {**Rnwf02.MQTTC, 4: _P("USERNAME", "str", b"", max_len=256), 9: _P("READ_THRESHOLD", "int", 128, 0, 4096),
+             10: _P("AZURE_DPS", "int", 0, 0, 1)}
     TLSC = dict(sorted({**Rnwf02.TLSC, 8: _P("USE_ECC608", "int", 0, 0, 1)}.items()))
     CONFIG_TABLES = Rnwf02.CONFIG_TABLES + ("MDNSC", "AZUREC")
 
