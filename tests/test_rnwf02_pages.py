@@ -6,20 +6,10 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
-
 from atemu.profile import find_profile
 from rnwf_helpers import Rnwf
-from test_rnwf02_mqtt import configure, connect
+from test_rnwf02_mqtt import configure, connect, e  # noqa: F401  (e: the joined module fixture)
 from test_rnwf02_net import load, xmodem_send
-
-
-@pytest.fixture
-def e(mosquitto):
-    with Rnwf(echo=True) as emu:
-        assert emu.cmd("ATE0") == b"ATE0\r\nOK\r\n"
-        emu.join()
-        yield emu
 
 
 def broker_packet_id(mosquitto, client: str, qos: int, topic: str, timeout: float = 5.0) -> int:
