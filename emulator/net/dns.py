@@ -243,24 +243,29 @@ def build_query(qid: int, name: str, qtype: int) -> bytes:
     return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + encode_name(name) + struct.pack("!HH", qtype, 1)
 
 
-def _read_name(msg: bytes, i: int) -> tuple[str, int]:
-    """Decode a (possibly compressed) name at ``i``; return it and the offset after it."""
+def decode_name(msg: bytes, off: int) -> tuple[str, int]:
+    """A (possibly compressed) name at ``off``: (dotted name, offset after it). Raises ValueError
+    when malformed. Shared by the DNS client and the mDNS responder."""
     labels: list[str] = []
     end = -1
     for _ in range(128):
-        n = msg[i]
+        if off >= len(msg):
+            raise ValueError("name runs past the message")
+        n = msg[off]
         if n & 0xC0 == 0xC0:
+            if off + 1 >= len(msg):
+                raise ValueError("bad pointer")
             if end < 0:
-                end = i + 2
-            i = ((n & 0x3F) << 8) | msg[i + 1]
+                end = off + 2
+            off = ((n & 0x3F) << 8) | msg[off + 1]
             continue
         if n & 0xC0:
             raise ValueError("bad label")
-        i += 1
+        off += 1
         if n == 0:
-            return ".".join(labels), (end if end >= 0 else i)
-        labels.append(msg[i:i + n].decode("ascii", "replace"))
-        i += n
+            return ".".join(labels), (end if end >= 0 else off)
+        labels.append(msg[off:off + n].decode("utf-8", "replace"))
+        off += n
     raise ValueError("name loop")
 
 
@@ -273,14 +278,14 @@ def parse_response(msg: bytes) -> tuple[int, int, str, int, list[tuple[str, int,
     i = 12
     qname, qtype = "", 0
     for k in range(qd):
-        name, i = _read_name(msg, i)
+        name, i = decode_name(msg, i)
         t, _c = struct.unpack("!HH", msg[i:i + 4])
         i += 4
         if k == 0:
             qname, qtype = name, t
     answers: list[tuple[str, int, Any]] = []
     for _ in range(an):
-        name, i = _read_name(msg, i)
+        name, i = decode_name(msg, i)
         t, _c, _ttl, ln = struct.unpack("!HHIH", msg[i:i + 10])
         i += 10
         rdata = msg[i:i + ln]
@@ -291,7 +296,7 @@ def parse_response(msg: bytes) -> tuple[int, int, str, int, list[tuple[str, int,
         elif t == QTYPE_AAAA and ln == 16:
             value = str(ipaddress.IPv6Address(rdata))
         elif t == QTYPE_CNAME:
-            value, _ = _read_name(msg, i)
+            value, _ = decode_name(msg, i)
         else:
             value = rdata
         answers.append((name, t, value))

@@ -18,6 +18,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .dns import decode_name
+
 log = logging.getLogger("atemu.mdns")
 
 GROUP = "224.0.0.251"
@@ -42,31 +44,6 @@ def encode_name(name: str) -> bytes:
         raw = label.encode("utf-8")[:63]
         out += bytes([len(raw)]) + raw
     return out + b"\0"
-
-
-def decode_name(msg: bytes, off: int) -> tuple[str, int]:
-    """A (possibly compressed) name at ``off``: (dotted name, offset after it)."""
-    labels: list[str] = []
-    end = None
-    for _ in range(128):
-        if off >= len(msg):
-            raise ValueError("name runs past the message")
-        n = msg[off]
-        if n == 0:
-            off += 1
-            break
-        if n & 0xC0 == 0xC0:
-            if off + 1 >= len(msg):
-                raise ValueError("bad pointer")
-            if end is None:
-                end = off + 2
-            off = ((n & 0x3F) << 8) | msg[off + 1]
-            continue
-        labels.append(msg[off + 1:off + 1 + n].decode("utf-8", "replace"))
-        off += 1 + n
-    else:
-        raise ValueError("name loop")
-    return ".".join(labels), (end if end is not None else off)
 
 
 def parse_questions(msg: bytes) -> tuple[int, int, list[tuple[str, int, bool]]]:
