@@ -10,7 +10,7 @@ import time
 import pytest
 
 from peers.certs import der
-from test_microchip_util import WORLD, Winc
+from test_microchip_util import WORLD, Winc, prov_cmd, recv_to_eof
 
 
 @pytest.fixture
@@ -259,17 +259,6 @@ def test_soft_ap_example(e):
     assert e.cmd("AT+WAP=1") == b"ERROR:3\r\n"
 
 
-def _prov_cmd(sock, line: bytes, final=(b"OK\r\n", b"ERROR:")) -> bytes:
-    sock.sendall(line + b"\r\n")
-    buf = b""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        buf += sock.recv(4096)
-        if buf.endswith(b"OK\r\n") or (b"ERROR:" in buf and buf.endswith(b"\r\n")) or buf.endswith(b"+WSCNDONE\r\n"):
-            return buf
-    raise TimeoutError(buf)
-
-
 def test_provisioning_over_tcp(e):
     # E10
     assert e.cmd("AT+WPROVC") == b"+WPROVC:1,2\r\n+WPROVC:2,[]\r\n+WPROVC:3,7777\r\nOK\r\n"
@@ -288,26 +277,20 @@ def test_provisioning_over_tcp(e):
     assert e.cmd("AT+WPROVC=3,8888") == b"ERROR:3\r\n"
     c = socket.create_connection(("127.0.0.1", port), timeout=5)
     try:
-        assert _prov_cmd(c, b'AT+WSTAC=1,"MyAP"') == b"OK\r\n"
-        assert _prov_cmd(c, b"AT+WSTAC=2,3") == b"OK\r\n"
-        assert _prov_cmd(c, b'AT+WSTAC=3,"MyAPPSK-123"') == b"OK\r\n"
-        assert _prov_cmd(c, b"AT+WSTAC=1") == b'+WSTAC:1,"MyAP"\r\nOK\r\n'
-        assert _prov_cmd(c, b"AT+GMI") == b"ERROR:1\r\n"
-        assert _prov_cmd(c, b"AT+WSTAC=2,9") == b"ERROR:2\r\n"
+        assert prov_cmd(c, b'AT+WSTAC=1,"MyAP"') == b"OK\r\n"
+        assert prov_cmd(c, b"AT+WSTAC=2,3") == b"OK\r\n"
+        assert prov_cmd(c, b'AT+WSTAC=3,"MyAPPSK-123"') == b"OK\r\n"
+        assert prov_cmd(c, b"AT+WSTAC=1") == b'+WSTAC:1,"MyAP"\r\nOK\r\n'
+        assert prov_cmd(c, b"AT+GMI") == b"ERROR:1\r\n"
+        assert prov_cmd(c, b"AT+WSTAC=2,9") == b"ERROR:2\r\n"
         # scan results go to the TCP client, not the UART
-        got = _prov_cmd(c, b"AT+WSCNA=1")
+        got = prov_cmd(c, b"AT+WSCNA=1")
         while not got.endswith(b"+WSCNDONE\r\n"):
             got += c.recv(4096)
         assert got == b'OK\r\n+WSCNIND:-57,0,1,"98:FC:11:41:E7:7C","test-network"\r\n+WSCNIND:-63,4,1,"24:F2:7F:A5:8B:80","enterprise-secure"\r\n+WSCNDONE\r\n'
         e.expect_nothing(0.2)
         c.sendall(b"AT+WPROV=0\r\n")
-        buf = b""
-        while True:
-            chunk = c.recv(4096)
-            if not chunk:
-                break
-            buf += chunk
-        assert buf == b"OK\r\n"   # then the link closes
+        assert recv_to_eof(c) == b"OK\r\n"   # then the link closes
     finally:
         c.close()
     assert e.read_until(rb"\+WPROVEXIT\r\n") == b"+WPROVEXIT\r\n"

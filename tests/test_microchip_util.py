@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 from harness import Emu
 
@@ -62,3 +63,23 @@ class Winc(Emu):
         self.ok('AT+WSTAC=3,"MyAPPSK-123"')
         self.ok("AT+WSTA=1")
         self.urc(rb'\+WSTAAIP:1,"192.168.0.20"\r\n')
+
+
+def prov_cmd(sock, line: bytes) -> bytes:
+    """A command over the provisioning TCP link (CR LF), up to its final result."""
+    sock.sendall(line + b"\r\n")
+    buf = b""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        buf += sock.recv(4096)
+        if buf.endswith(b"OK\r\n") or (b"ERROR:" in buf and buf.endswith(b"\r\n")) or buf.endswith(b"+WSCNDONE\r\n"):
+            return buf
+    raise TimeoutError(buf)
+
+
+def recv_to_eof(sock) -> bytes:
+    """Everything the peer sends until it closes the link."""
+    buf = b""
+    while chunk := sock.recv(4096):
+        buf += chunk
+    return buf

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 from rnwf_helpers import Rnwf
+from test_microchip_util import prov_cmd, recv_to_eof
 
 
 def test_scan_filters():
@@ -111,14 +112,6 @@ def test_soft_ap_stations_and_dhcp_server():
         assert ap.cmd("AT+WAP=1") == b'ERROR:18.2,"Soft AP Start Not Permitted"\r\n'
 
 
-def _prov_cmd(c, line: bytes) -> bytes:
-    c.sendall(line + b"\r\n")
-    buf = b""
-    while not (buf.endswith(b"OK\r\n") or (b"ERROR" in buf and buf.endswith(b"\r\n"))):
-        buf += c.recv(4096)
-    return buf
-
-
 def test_provisioning_over_tcp():
     with Rnwf() as e:
         assert e.cmd("AT+WPROVC") == b"+WPROVC:1,80\r\n+WPROVC:2,1\r\nOK\r\n"
@@ -132,19 +125,13 @@ def test_provisioning_over_tcp():
         c = socket.create_connection(("127.0.0.1", port), timeout=5)
         try:
             assert e.read_until(rb"\+WPROVAT:.*?\r\n") == f'\r+WPROVAT:1,"127.0.0.1",{c.getsockname()[1]}\r\n'.encode()
-            assert _prov_cmd(c, b'AT+WSTAC=1,"MyAP"') == b"OK\r\n"
-            assert _prov_cmd(c, b"AT+WSTAC=2,3") == b"OK\r\n"
-            assert _prov_cmd(c, b'AT+WSTAC=3,"MyAPPSK-123"') == b"OK\r\n"
-            assert _prov_cmd(c, b"AT+WSTAC=1") == b'+WSTAC:1,"MyAP"\r\nOK\r\n'
-            assert _prov_cmd(c, b"AT+GMI") == b'ERROR:0.3,"Unknown AT Command"\r\n'
+            assert prov_cmd(c, b'AT+WSTAC=1,"MyAP"') == b"OK\r\n"
+            assert prov_cmd(c, b"AT+WSTAC=2,3") == b"OK\r\n"
+            assert prov_cmd(c, b'AT+WSTAC=3,"MyAPPSK-123"') == b"OK\r\n"
+            assert prov_cmd(c, b"AT+WSTAC=1") == b'+WSTAC:1,"MyAP"\r\nOK\r\n'
+            assert prov_cmd(c, b"AT+GMI") == b'ERROR:0.3,"Unknown AT Command"\r\n'
             c.sendall(b"AT+WPROV=0\r\n")
-            buf = b""
-            while True:
-                chunk = c.recv(4096)
-                if not chunk:
-                    break
-                buf += chunk
-            assert buf == b"OK\r\n"          # then the link closes
+            assert recv_to_eof(c) == b"OK\r\n"          # then the link closes
         finally:
             c.close()
         assert e.read_until(rb"\+WPROVEXIT\r\n") == b"\r+WPROVEXIT\r\n"
