@@ -544,3 +544,15 @@ def test_rnwf11_announces_the_ipv4_address_only():
             got = e.read_until(rb'\+WSTAAIP:1,"192\.168\.0\.20"\r\n', timeout=5)
             assert got.startswith(b'\r+WSTALU:1,"00:01:02:03:04:05",6\r\n')
             assert (b'+WSTAAIP:1,"FE80::' in got) is ipv6, got
+
+
+def test_rnwf11_commands_as_host_code_writes_them():
+    # lower case, echo left on, written byte by byte and in one burst with the next command
+    with Rnwf(profile="rnwf11", echo=True) as e:
+        for b in b'at+mdnsc=1,3,"Kitchen"\r\n':
+            e.write(bytes([b]))
+        assert e.read_until(rb"OK\r\n>", timeout=5) == b'at+mdnsc=1,3,"Kitchen"\r\nOK\r\n>'
+        e.write(b"at+mdnsc=1,3\r\nat+eccrdser\r\n")
+        got = e.read_until(rb"ECCRDSER:[^\r]*\r\nOK\r\n>", timeout=5)
+        assert re.fullmatch(rb'at\+mdnsc=1,3\r\n\+MDNSC:3,"Kitchen"\r\nOK\r\n>'
+                            rb'at\+eccrdser\r\n\+ECCRDSER:18,"0123[0-9A-F]{14}"\r\nOK\r\n>', got), got
